@@ -1,0 +1,294 @@
+//! Claude Code: where its login lives, how its JSON maps to a [`Login`], what its token request
+//! looks like, how a token response is written back, and which of its locks we honour. Facts
+//! (observed on Claude Code 2.1): `shared/facts/claude-code.md`.
+
+use crate::credentials_file::{CredentialsFile, Owner};
+use crate::dir_lock::DirLockSpec;
+use crate::endpoint::TokenResponse;
+use crate::error::Error;
+use crate::login::{EpochMs, Login};
+use crate::secret::Secret;
+use serde_json::{Map, Value, json};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const OWNER: Owner = Owner {
+    provider: "claude",
+    login_command: "claude /login",
+};
+pub const DEFAULT_TOKEN_URL: &str = "https://platform.claude.com/v1/oauth/token";
+pub const DEFAULT_CLIENT_ID: &str = "9d1c250a-e61b-44d9-88ed-5944d1962f5e";
+pub const DEFAULT_SCOPE: &str = "user:profile user:inference user:sessions:claude_code user:mcp_servers user:file_upload user:plugins";
+pub const DEFAULT_USER_AGENT: &str = "axios/1.15.2";
+/// Claude refreshes by itself at 5 minutes left; an hour keeps it from ever needing to.
+pub const DEFAULT_MIN_TTL: Duration = Duration::from_secs(3600);
+const REQUIRED_SCOPE: &str = "user:inference";
+const KEY: &str = "claudeAiOauth";
+
+/// `$CLAUDE_SECURESTORAGE_CONFIG_DIR`, else `$CLAUDE_CONFIG_DIR`, else `~/.claude`, plus
+/// `.credentials.json`. `env` reads a variable (the real environment, or a test's).
+pub fn default_credentials_path(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    let set = |k: &str| env(k).filter(|v| !v.is_empty());
+    let folder = set("CLAUDE_SECURESTORAGE_CONFIG_DIR")
+        .or_else(|| set("CLAUDE_CONFIG_DIR"))
+        .map(PathBuf::from)
+        .or_else(|| set("HOME").map(|h| Path::new(&h).join(".claude")))?;
+    Some(folder.join(".credentials.json"))
+}
+
+/// Reads the login out of a credentials document. A wiped login (empty tokens) parses to a
+/// [`Login`] with empty tokens, which [`Login::freshness`] calls dead.
+pub fn parse(file: &CredentialsFile, doc: &Value) -> Result<Login, Error> {
+    let relogin = "Log in again with `claude /login`.";
+    let Some(root) = doc.as_object() else {
+        return Err(file.malformed("are not a JSON object", relogin));
+    };
+    let Some(oauth) = root.get(KEY) else {
+        return Err(file.malformed("hold no Claude Code login (no \"claudeAiOauth\" key)", relogin));
+    };
+    let Some(oauth) = oauth.as_object() else {
+        return Err(file.malformed("have a \"claudeAiOauth\" that is not an object", relogin));
+    };
+    let token = |key: &str| -> Result<Secret, Error> {
+        match oauth.get(key) {
+            Some(Value::String(s)) => Ok(Secret::new(s.clone())),
+            Some(Value::Null) | None => Ok(Secret::default()),
+            Some(_) => Err(file.malformed(&format!("have a \"{key}\" that is not a string"), relogin)),
+        }
+    };
+    let access_token = token("accessToken")?;
+    let refresh_token = token("refreshToken")?;
+    let expires_at = match oauth.get("expiresAt") {
+        Some(v) if v.is_number() => epoch_ms(v).ok_or_else(|| {
+            file.malformed("have an \"expiresAt\" out of range", relogin)
+        })?,
+        None | Some(Value::Null) => 0,
+        Some(_) => {
+            return Err(file.malformed("have an \"expiresAt\" that is not a number", relogin));
+        }
+    };
+    let login_expires_at = oauth.get("refreshTokenExpiresAt").and_then(epoch_ms);
+    let scopes = match oauth.get("scopes") {
+        Some(Value::Array(items)) => Some(
+            items
+                .iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect::<Vec<_>>(),
+        ),
+        _ => None,
+    };
+    let wiped = access_token.is_empty() && refresh_token.is_empty();
+    if let Some(scopes) = &scopes
+        && !wiped
+        && !scopes.iter().any(|s| s == REQUIRED_SCOPE)
+    {
+        return Err(file.malformed(
+            "hold a login without the user:inference scope, which Claude Code will not use",
+            relogin,
+        ));
+    }
+    Ok(Login {
+        access_token,
+        refresh_token,
+        expires_at,
+        login_expires_at,
+        scopes,
+    })
+}
+
+fn epoch_ms(v: &Value) -> Option<EpochMs> {
+    v.as_i64().or_else(|| {
+        let f = v.as_f64()?;
+        (f.is_finite() && f.abs() < 9.0e18).then(|| f.round() as i64)
+    })
+}
+
+/// The refresh token stored in a document, or "" when there is none.
+pub fn stored_refresh_token(doc: &Value) -> &str {
+    doc.get(KEY)
+        .and_then(|o| o.get("refreshToken"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+/// The refresh request body, in Claude's own shape.
+pub fn token_request(refresh_token: &Secret, client_id: &str, scope: &str) -> Value {
+    json!({
+        "grant_type": "refresh_token",
+        "refresh_token": refresh_token.expose(),
+        "client_id": client_id,
+        "scope": scope,
+    })
+}
+
+/// Writes a token response into the document: accessToken, refreshToken (kept when the response
+/// has none), expiresAt, scopes (when the response names them), refreshTokenExpiresAt (only ever
+/// earlier). Every other key keeps its value and its place.
+pub fn apply(doc: &mut Value, response: &TokenResponse, now: EpochMs) {
+    let Some(root) = doc.as_object_mut() else {
+        return;
+    };
+    let oauth = root
+        .entry(KEY)
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !oauth.is_object() {
+        *oauth = Value::Object(Map::new());
+    }
+    let Some(oauth) = oauth.as_object_mut() else {
+        return;
+    };
+    oauth.insert("accessToken".into(), json!(response.access_token.expose()));
+    if let Some(refresh) = &response.refresh_token {
+        oauth.insert("refreshToken".into(), json!(refresh.expose()));
+    }
+    oauth.insert(
+        "expiresAt".into(),
+        json!(now.saturating_add(secs_to_ms(response.expires_in))),
+    );
+    if let Some(scope) = response.scope.as_deref().filter(|s| !s.trim().is_empty()) {
+        let scopes: Vec<&str> = scope.split_whitespace().collect();
+        oauth.insert("scopes".into(), json!(scopes));
+    }
+    if let Some(secs) = response.refresh_token_expires_in {
+        let offered = now.saturating_add(secs_to_ms(secs));
+        let kept = oauth.get("refreshTokenExpiresAt").and_then(epoch_ms);
+        let value = kept.map_or(offered, |k| k.min(offered));
+        oauth.insert("refreshTokenExpiresAt".into(), json!(value));
+    }
+}
+
+fn secs_to_ms(secs: u64) -> i64 {
+    i64::try_from(secs).unwrap_or(i64::MAX).saturating_mul(1000)
+}
+
+/// Claude's refresh locks, in the order Claude takes them: `<folder>/.oauth_refresh.lock`, then
+/// the legacy `<realpath(folder)>.lock` that older releases used alone.
+pub fn refresh_locks(folder: &Path) -> Vec<DirLockSpec> {
+    let real = std::fs::canonicalize(folder).unwrap_or_else(|_| folder.to_path_buf());
+    let mut legacy = real.into_os_string();
+    legacy.push(".lock");
+    vec![
+        DirLockSpec {
+            path: folder.join(".oauth_refresh.lock"),
+            stale: Duration::from_secs(60),
+            owner_record: Some(folder.join(".oauth_refresh.lock.owner")),
+            what: "Claude Code's refresh lock",
+        },
+        DirLockSpec {
+            path: PathBuf::from(legacy),
+            stale: Duration::from_secs(60),
+            owner_record: None,
+            what: "Claude Code's legacy refresh lock",
+        },
+    ]
+}
+
+/// The lock Claude writes the credentials under.
+pub fn storage_write_lock(folder: &Path) -> DirLockSpec {
+    DirLockSpec {
+        path: folder.join(".storage-write.lock"),
+        stale: Duration::from_secs(15),
+        owner_record: None,
+        what: "Claude Code's storage lock",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file() -> CredentialsFile {
+        CredentialsFile::new("/x/.credentials.json", OWNER)
+    }
+
+    fn response() -> TokenResponse {
+        TokenResponse {
+            access_token: Secret::new("new-access"),
+            refresh_token: Some(Secret::new("new-refresh")),
+            expires_in: 28800,
+            scope: None,
+            refresh_token_expires_in: None,
+        }
+    }
+
+    #[test]
+    fn default_path_follows_claude_env() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        };
+        assert_eq!(
+            default_credentials_path(&env(&[("HOME", "/h")])),
+            Some(PathBuf::from("/h/.claude/.credentials.json"))
+        );
+        assert_eq!(
+            default_credentials_path(&env(&[("HOME", "/h"), ("CLAUDE_CONFIG_DIR", "/c")])),
+            Some(PathBuf::from("/c/.credentials.json"))
+        );
+        assert_eq!(
+            default_credentials_path(&env(&[("HOME", "/h"), ("CLAUDE_CONFIG_DIR", "")])),
+            Some(PathBuf::from("/h/.claude/.credentials.json"))
+        );
+    }
+
+    #[test]
+    fn parses_a_login_and_refuses_bad_shapes() {
+        let doc: Value = serde_json::from_str(
+            r#"{"claudeAiOauth":{"accessToken":"a","refreshToken":"r","expiresAt":1795993258619,"scopes":["user:inference"],"refreshTokenExpiresAt":1798000000000}}"#,
+        )
+        .unwrap();
+        let login = parse(&file(), &doc).unwrap();
+        assert_eq!(login.expires_at, 1795993258619);
+        assert_eq!(login.login_expires_at, Some(1798000000000));
+        for (bad, needle) in [
+            ("[]", "not a JSON object"),
+            ("{}", "no Claude Code login"),
+            (r#"{"claudeAiOauth":3}"#, "not an object"),
+            (r#"{"claudeAiOauth":{"accessToken":1}}"#, "accessToken"),
+            (r#"{"claudeAiOauth":{"accessToken":"a","expiresAt":"x"}}"#, "expiresAt"),
+            (
+                r#"{"claudeAiOauth":{"accessToken":"a","refreshToken":"r","scopes":["user:profile"]}}"#,
+                "user:inference",
+            ),
+        ] {
+            let doc: Value = serde_json::from_str(bad).unwrap();
+            let err = parse(&file(), &doc).unwrap_err().to_string();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
+        let wiped: Value = serde_json::from_str(
+            r#"{"claudeAiOauth":{"accessToken":"","refreshToken":"","expiresAt":0,"scopes":[]}}"#,
+        )
+        .unwrap();
+        assert!(parse(&file(), &wiped).unwrap().refresh_token.is_empty());
+    }
+
+    #[test]
+    fn apply_changes_only_token_fields_in_place() {
+        let text = r#"{"before":1,"claudeAiOauth":{"accessToken":"a","refreshToken":"r","expiresAt":1,"scopes":["user:inference"],"subscriptionType":"max","rateLimitTier":null},"mcpOAuth":{"x":{"y":2.50}}}"#;
+        let mut doc: Value = serde_json::from_str(text).unwrap();
+        apply(&mut doc, &response(), 1000);
+        assert_eq!(
+            serde_json::to_string(&doc).unwrap(),
+            r#"{"before":1,"claudeAiOauth":{"accessToken":"new-access","refreshToken":"new-refresh","expiresAt":28801000,"scopes":["user:inference"],"subscriptionType":"max","rateLimitTier":null},"mcpOAuth":{"x":{"y":2.50}}}"#
+        );
+    }
+
+    #[test]
+    fn apply_keeps_old_refresh_token_and_only_shortens_login_end() {
+        let mut doc: Value = serde_json::from_str(
+            r#"{"claudeAiOauth":{"accessToken":"a","refreshToken":"r","expiresAt":1,"refreshTokenExpiresAt":5000}}"#,
+        )
+        .unwrap();
+        let mut resp = response();
+        resp.refresh_token = None;
+        resp.refresh_token_expires_in = Some(3600);
+        resp.scope = Some("user:inference user:profile".into());
+        apply(&mut doc, &resp, 1000);
+        let o = &doc["claudeAiOauth"];
+        assert_eq!(o["refreshToken"], "r");
+        assert_eq!(o["refreshTokenExpiresAt"], 5000);
+        assert_eq!(o["scopes"], json!(["user:inference", "user:profile"]));
+        resp.expires_in = u64::MAX;
+        apply(&mut doc, &resp, i64::MAX - 5);
+        assert_eq!(doc["claudeAiOauth"]["expiresAt"], i64::MAX);
+    }
+}

@@ -1,0 +1,239 @@
+//! The credentials file on disk: read it without changing anything, and write it back atomically
+//! (temp file 0600 in the same folder, fsync, rename, fsync the folder), following a symlinked
+//! file to its target rather than replacing the link. Documents are `serde_json::Value`s built
+//! with `preserve_order` and `arbitrary_precision`, so every key we do not touch keeps its place
+//! and every number its exact spelling.
+
+use crate::error::Error;
+use serde_json::Value;
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// Which CLI a file belongs to, for messages that name the fix.
+#[derive(Clone, Copy, Debug)]
+pub struct Owner {
+    pub provider: &'static str,
+    pub login_command: &'static str,
+}
+
+#[derive(Clone, Debug)]
+pub struct CredentialsFile {
+    path: PathBuf,
+    owner: Owner,
+}
+
+/// A parsed document, with what we noticed about the file it came from.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub doc: Value,
+    /// Permission bits when the file is readable by group or others (worth a warning).
+    pub loose_mode: Option<u32>,
+}
+
+/// Proof that the caller holds the lock under which writes to this file happen. Only the
+/// provider module that knows which lock that is can make one.
+pub struct WriteGuard<'a> {
+    _held: std::marker::PhantomData<&'a ()>,
+}
+
+impl<'a> WriteGuard<'a> {
+    pub fn new<T>(_held: &'a T) -> Self {
+        WriteGuard {
+            _held: std::marker::PhantomData,
+        }
+    }
+}
+
+impl CredentialsFile {
+    pub fn new(path: impl Into<PathBuf>, owner: Owner) -> Self {
+        CredentialsFile {
+            path: path.into(),
+            owner,
+        }
+    }
+
+    /// The path as the user (or the CLI's default) names it.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The folder the path names: where the CLI keeps its locks, even when the file is a symlink.
+    pub fn folder(&self) -> PathBuf {
+        match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+
+    pub fn owner(&self) -> Owner {
+        self.owner
+    }
+
+    /// The file that holds the bytes: the path itself, or where its symlink chain ends.
+    pub fn target(&self) -> Result<PathBuf, Error> {
+        match fs::symlink_metadata(&self.path) {
+            Ok(meta) if meta.file_type().is_symlink() => match fs::canonicalize(&self.path) {
+                Ok(t) => Ok(t),
+                Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Err(self.malformed(
+                    "is a symlink loop",
+                    "Point the link at the real credentials file.",
+                )),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Err(self.missing()),
+                Err(e) => Err(self.inaccessible("resolve the symlink", e)),
+            },
+            _ => Ok(self.path.clone()),
+        }
+    }
+
+    /// Reads and parses the file; changes nothing.
+    pub fn read(&self) -> Result<Snapshot, Error> {
+        let target = self.target()?;
+        let bytes = match fs::read(&target) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(self.missing()),
+            Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {
+                return Err(self.malformed("is a folder, not a file", "Remove it, then log in again."));
+            }
+            Err(e) => return Err(self.inaccessible("read", e)),
+        };
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(self.malformed(
+                "are empty",
+                &format!("Log in again with `{}`.", self.owner.login_command),
+            ));
+        }
+        let doc: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            self.malformed(
+                &format!(
+                    "are not valid JSON (line {}, column {})",
+                    e.line(),
+                    e.column()
+                ),
+                &format!(
+                    "Fix the file or log in again with `{}`.",
+                    self.owner.login_command
+                ),
+            )
+        })?;
+        let loose_mode = fs::metadata(&target)
+            .ok()
+            .map(|m| m.permissions().mode() & 0o777)
+            .filter(|mode| mode & 0o077 != 0);
+        Ok(Snapshot { doc, loose_mode })
+    }
+
+    /// Writes `doc` as compact JSON, atomically, mode 0600, to the symlink's target.
+    pub fn write(&self, doc: &Value, _guard: &WriteGuard<'_>) -> io::Result<()> {
+        let target = self.target().map_err(|e| io::Error::other(e.to_string()))?;
+        let bytes = serde_json::to_vec(doc).map_err(io::Error::other)?;
+        write_atomic(&target, &bytes)
+    }
+
+    pub fn missing(&self) -> Error {
+        Error::Missing {
+            provider: self.owner.provider,
+            login_command: self.owner.login_command,
+            path: self.path.clone(),
+        }
+    }
+
+    pub fn malformed(&self, problem: &str, hint: &str) -> Error {
+        Error::Malformed {
+            path: self.path.clone(),
+            problem: problem.to_string(),
+            hint: hint.to_string(),
+        }
+    }
+
+    fn inaccessible(&self, action: &'static str, source: io::Error) -> Error {
+        Error::Inaccessible {
+            action,
+            path: self.path.clone(),
+            hint: "Check the file's owner and permissions (it should be yours, mode 0600).".into(),
+            source,
+        }
+    }
+}
+
+/// Temp file 0600 beside `target`, fsync, rename over it, fsync the folder. A crash at any
+/// moment leaves either the old or the new file whole, never a mix.
+pub fn write_atomic(target: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!("{name}.tmp."))
+        .permissions(fs::Permissions::from_mode(0o600))
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(target).map_err(|e| e.error)?;
+    fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OWNER: Owner = Owner {
+        provider: "claude",
+        login_command: "claude /login",
+    };
+
+    #[test]
+    fn write_keeps_numbers_and_order_and_sets_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        let text = r#"{"z":1.50,"a":{"y":1e+21,"b":[1,2]},"m":"\u00e9"}"#;
+        fs::write(&path, text).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let file = CredentialsFile::new(&path, OWNER);
+        let snap = file.read().unwrap();
+        assert_eq!(snap.loose_mode, Some(0o644));
+        file.write(&snap.doc, &WriteGuard::new(&())).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), r#"{"z":1.50,"a":{"y":1e+21,"b":[1,2]},"m":"é"}"#);
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left");
+    }
+
+    #[test]
+    fn write_follows_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.json");
+        let link = dir.path().join("link.json");
+        fs::write(&real, "{}").unwrap();
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let file = CredentialsFile::new(&link, OWNER);
+        file.write(&serde_json::json!({"k":1}), &WriteGuard::new(&()))
+            .unwrap();
+        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert_eq!(fs::read_to_string(&real).unwrap(), r#"{"k":1}"#);
+    }
+
+    #[test]
+    fn read_errors_name_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        let file = CredentialsFile::new(&path, OWNER);
+        assert!(matches!(file.read(), Err(Error::Missing { .. })));
+        fs::write(&path, "").unwrap();
+        assert!(file.read().unwrap_err().to_string().contains("are empty"));
+        fs::write(&path, "{\n  \"a\": ,}").unwrap();
+        let msg = file.read().unwrap_err().to_string();
+        assert!(msg.contains("line 2"), "{msg}");
+        let a = dir.path().join("a");
+        let b = dir.path().join("b");
+        std::os::unix::fs::symlink(&a, &b).unwrap();
+        std::os::unix::fs::symlink(&b, &a).unwrap();
+        let looped = CredentialsFile::new(&a, OWNER);
+        assert!(looped.read().unwrap_err().to_string().contains("symlink loop"));
+    }
+}

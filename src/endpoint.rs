@@ -1,0 +1,289 @@
+//! The token endpoint: one HTTP client, the refresh request, and the classification of every
+//! possible answer into new tokens, a transient failure (try again later) or a permanent
+//! rejection (the login is dead). Classification is pure and tested without a network; no part
+//! of a server's reply other than its error code and description ever reaches a message.
+
+use crate::secret::Secret;
+use serde_json::Value;
+use std::time::Duration;
+
+/// A successful token response.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenResponse {
+    pub access_token: Secret,
+    /// Absent when the provider keeps the old refresh token.
+    pub refresh_token: Option<Secret>,
+    pub expires_in: u64,
+    pub scope: Option<String>,
+    pub refresh_token_expires_in: Option<u64>,
+}
+
+/// What one attempt came to.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reply {
+    Tokens(TokenResponse),
+    /// Worth retrying: network trouble, timeout, 5xx, 429, a proxy's HTML page.
+    Transient {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// The refresh token (or client) was refused: retrying cannot help.
+    Rejected { code: String, description: String },
+}
+
+/// Error codes that mean the login is dead.
+const PERMANENT: &[&str] = &["invalid_grant", "invalid_client", "unauthorized_client"];
+const MAX_BODY: u64 = 1 << 20;
+
+/// Classifies a complete HTTP answer. `retry_after` is the raw header value.
+pub fn classify(status: u16, retry_after: Option<&str>, body: &[u8]) -> Reply {
+    let json: Option<Value> = serde_json::from_slice(body).ok();
+    let retry_after = retry_after.and_then(parse_retry_after);
+    if (200..300).contains(&status) {
+        return match json.as_ref().and_then(token_response) {
+            Some(tokens) => Reply::Tokens(tokens),
+            None => Reply::Transient {
+                reason: format!("HTTP {status} without tokens ({})", describe_body(body)),
+                retry_after,
+            },
+        };
+    }
+    let (code, description) = json.as_ref().map(error_of).unwrap_or_default();
+    if matches!(status, 400 | 401 | 403) && PERMANENT.contains(&code.as_str()) {
+        return Reply::Rejected { code, description };
+    }
+    let detail = if code.is_empty() {
+        describe_body(body)
+    } else if description.is_empty() {
+        code
+    } else {
+        format!("{code}: {description}")
+    };
+    Reply::Transient {
+        reason: format!("HTTP {status} ({detail})"),
+        retry_after,
+    }
+}
+
+fn token_response(v: &Value) -> Option<TokenResponse> {
+    let access = v.get("access_token")?.as_str().filter(|s| !s.is_empty())?;
+    let expires_in = v.get("expires_in").and_then(|e| {
+        e.as_u64()
+            .or_else(|| e.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+            .or_else(|| e.as_str().and_then(|s| s.parse().ok()))
+    })?;
+    Some(TokenResponse {
+        access_token: Secret::new(access),
+        refresh_token: v
+            .get("refresh_token")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(Secret::new),
+        expires_in,
+        scope: v.get("scope").and_then(Value::as_str).map(str::to_string),
+        refresh_token_expires_in: v.get("refresh_token_expires_in").and_then(Value::as_u64),
+    })
+}
+
+/// OAuth's `{"error":"invalid_grant","error_description":"…"}` or Anthropic's
+/// `{"type":"error","error":{"type":"…","message":"…"}}`.
+fn error_of(v: &Value) -> (String, String) {
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).map(clean).unwrap_or_default();
+    match v.get("error") {
+        Some(Value::String(code)) => (clean(code), text(v.get("error_description"))),
+        Some(Value::Object(e)) => (text(e.get("type")), text(e.get("message"))),
+        _ => Default::default(),
+    }
+}
+
+/// Printable, one line, at most 200 characters: fit for a message.
+fn clean(s: &str) -> String {
+    let one_line: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(200)
+        .collect();
+    one_line.trim().to_string()
+}
+
+fn describe_body(body: &[u8]) -> String {
+    let head = String::from_utf8_lossy(&body[..body.len().min(512)]).to_ascii_lowercase();
+    if body.is_empty() {
+        "empty body".into()
+    } else if head.contains("<html") || head.contains("<!doctype") {
+        "an HTML page, likely from a proxy or firewall".into()
+    } else {
+        "an unexpected body".into()
+    }
+}
+
+/// `Retry-After: 120` or an HTTP date.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = jiff::fmt::rfc2822::parse(v).ok()?.timestamp();
+    let wait = when.duration_since(jiff::Timestamp::now());
+    Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
+}
+
+/// The one HTTP client: rustls with the platform's roots (so `SSL_CERT_FILE` and corporate CAs
+/// work), proxies from the environment, our own classification of non-2xx answers.
+pub struct TokenEndpoint {
+    agent: ureq::Agent,
+    url: String,
+    user_agent: String,
+}
+
+impl TokenEndpoint {
+    pub fn new(url: &str, user_agent: &str) -> TokenEndpoint {
+        let tls = ureq::tls::TlsConfig::builder()
+            .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+            .build();
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .tls_config(tls)
+            .max_idle_connections(0)
+            .build()
+            .new_agent();
+        TokenEndpoint {
+            agent,
+            url: url.to_string(),
+            user_agent: user_agent.to_string(),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Posts one JSON request and classifies the answer. Never fails: transport trouble is a
+    /// [`Reply::Transient`].
+    pub fn post_json(&self, body: &Value, timeout: Duration) -> Reply {
+        let bytes = body.to_string();
+        let result = self
+            .agent
+            .post(&self.url)
+            .config()
+            .timeout_global(Some(timeout))
+            .build()
+            .header("Content-Type", "application/json")
+            .header("Accept", "application/json, text/plain, */*")
+            .header("User-Agent", &self.user_agent)
+            .send(bytes.as_bytes());
+        let mut response = match result {
+            Ok(r) => r,
+            Err(e) => return transport_failure(&e),
+        };
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = match response
+            .body_mut()
+            .with_config()
+            .limit(MAX_BODY)
+            .read_to_vec()
+        {
+            Ok(b) => b,
+            Err(e) => return transport_failure(&e),
+        };
+        classify(status, retry_after.as_deref(), &body)
+    }
+}
+
+fn transport_failure(e: &ureq::Error) -> Reply {
+    let reason = match e {
+        ureq::Error::Timeout(_) => "no answer before the timeout".to_string(),
+        ureq::Error::HostNotFound => "host not found".to_string(),
+        ureq::Error::ConnectionFailed => "connection failed".to_string(),
+        ureq::Error::Io(io) => format!("network error: {}", io.kind()),
+        other => format!("request failed: {other}"),
+    };
+    Reply::Transient {
+        reason,
+        retry_after: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_read_from_a_2xx() {
+        let body = br#"{"access_token":"a","refresh_token":"r","expires_in":28800,"scope":"user:inference"}"#;
+        let Reply::Tokens(t) = classify(200, None, body) else {
+            panic!()
+        };
+        assert_eq!(t.expires_in, 28800);
+        assert_eq!(t.refresh_token, Some(Secret::new("r")));
+        let Reply::Tokens(t) = classify(200, None, br#"{"access_token":"a","expires_in":60}"#)
+        else {
+            panic!()
+        };
+        assert_eq!(t.refresh_token, None);
+    }
+
+    #[test]
+    fn rejections_are_permanent() {
+        for code in PERMANENT {
+            let body = format!(r#"{{"error":"{code}","error_description":"Refresh token not found or invalid"}}"#);
+            assert_eq!(
+                classify(400, None, body.as_bytes()),
+                Reply::Rejected {
+                    code: code.to_string(),
+                    description: "Refresh token not found or invalid".into()
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn everything_else_is_transient() {
+        let cases: &[(u16, Option<&str>, &[u8], &str)] = &[
+            (500, None, b"oops", "HTTP 500"),
+            (503, None, b"", "empty body"),
+            (429, Some("7"), br#"{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}"#, "rate_limit_error: slow down"),
+            (400, None, br#"{"type":"error","error":{"type":"invalid_request_error","message":"x"}}"#, "invalid_request_error"),
+            (200, None, b"<!DOCTYPE html><html>login</html>", "HTML page"),
+            (502, None, b"<html><body>Bad gateway</body></html>", "HTML page"),
+            (200, None, br#"{"access_token":""}"#, "without tokens"),
+        ];
+        for (status, ra, body, needle) in cases {
+            match classify(*status, *ra, body) {
+                Reply::Transient { reason, retry_after } => {
+                    assert!(reason.contains(needle), "{reason}");
+                    if ra.is_some() {
+                        assert_eq!(retry_after, Some(Duration::from_secs(7)));
+                    }
+                }
+                other => panic!("{status}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn server_text_is_reduced_to_one_short_line() {
+        let long = "x".repeat(1000);
+        let body = format!(r#"{{"error":"invalid_grant","error_description":"a\nb{long}"}}"#);
+        let Reply::Rejected { description, .. } = classify(400, None, body.as_bytes()) else {
+            panic!()
+        };
+        assert!(!description.contains('\n'));
+        assert!(description.len() <= 200);
+    }
+}

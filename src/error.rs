@@ -1,0 +1,114 @@
+//! The errors tokenkeeper reports. Each says what went wrong, where (the file or the endpoint),
+//! and the next step, on one line. Each has a kind, and the kind alone decides the exit code, so
+//! every command fails the same way for the same cause. No variant ever holds a token.
+
+use std::path::PathBuf;
+
+/// What the caller should do about an error; the binary maps each kind to one exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The credentials file is missing, unreadable, malformed or cannot be written: fix the file.
+    Credentials,
+    /// The provider rejected the refresh token: log in again.
+    Dead,
+    /// The token endpoint did not answer usefully after every retry: try again later.
+    Unavailable,
+    /// Another process held a lock for longer than we would wait.
+    LockTimeout,
+    /// The server issued new tokens but they could not be written to the credentials file.
+    SaveFailed,
+    /// The configuration file is wrong.
+    Config,
+    /// Trouble with tokenkeeper's own state folder or another local resource.
+    Io,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no {provider} login at {}; log in with `{login_command}` or point --credentials at the file", path.display())]
+    Missing {
+        provider: &'static str,
+        login_command: &'static str,
+        path: PathBuf,
+    },
+
+    #[error("credentials at {} {problem}; tokenkeeper changed nothing. {hint}", path.display())]
+    Malformed {
+        path: PathBuf,
+        problem: String,
+        hint: String,
+    },
+
+    #[error("cannot {action} {}: {source}. {hint}", path.display())]
+    Inaccessible {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+        hint: String,
+    },
+
+    #[error("the login at {} is dead: {reason}. Log in again with `{login_command}`.", path.display())]
+    Dead {
+        path: PathBuf,
+        reason: String,
+        login_command: &'static str,
+    },
+
+    #[error("the token endpoint {url} is unavailable: {reason} (after {attempts} attempt{s}); the login at {} was left as it was. Try again later.", path.display(), s = if *attempts == 1 { "" } else { "s" })]
+    Unavailable {
+        url: String,
+        reason: String,
+        attempts: u32,
+        path: PathBuf,
+    },
+
+    #[error("gave up after {waited} waiting for {what} ({}){holder}; try again, or remove it if no process holds it", lock.display())]
+    LockTimeout {
+        what: &'static str,
+        lock: PathBuf,
+        waited: String,
+        holder: String,
+    },
+
+    #[error("the server issued new tokens but {} could not be written ({source}); they are saved in {} (mode 0600). Make the folder writable and run `tokenkeeper refresh`, which restores them.", path.display(), recovery.display())]
+    SaveFailed {
+        path: PathBuf,
+        recovery: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("the server issued new tokens but neither {} ({source}) nor the recovery folder {} ({recovery_error}) could be written; the login is lost. Log in again with `{login_command}`.", path.display(), recovery_dir.display())]
+    TokensLost {
+        path: PathBuf,
+        source: std::io::Error,
+        recovery_dir: PathBuf,
+        recovery_error: std::io::Error,
+        login_command: &'static str,
+    },
+
+    #[error("config file {}: {problem}", path.display())]
+    Config { path: PathBuf, problem: String },
+
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Missing { .. } | Error::Malformed { .. } | Error::Inaccessible { .. } => {
+                ErrorKind::Credentials
+            }
+            Error::Dead { .. } => ErrorKind::Dead,
+            Error::Unavailable { .. } => ErrorKind::Unavailable,
+            Error::LockTimeout { .. } => ErrorKind::LockTimeout,
+            Error::SaveFailed { .. } | Error::TokensLost { .. } => ErrorKind::SaveFailed,
+            Error::Config { .. } => ErrorKind::Config,
+            Error::Io { .. } => ErrorKind::Io,
+        }
+    }
+}

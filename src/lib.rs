@@ -1,0 +1,24 @@
+//! tokenkeeper keeps the OAuth logins of AI coding CLIs fresh: it refreshes an access token before
+//! it expires, lets exactly one refresh happen at a time across every process that shares the
+//! login, and writes the rotated tokens back without ever losing them.
+//!
+//! The library decides and does the work; it never prints and never exits. The binary
+//! (`src/main.rs` and `src/cli/`) turns its results into output and exit codes.
+
+pub mod backoff;
+pub mod claude;
+pub mod config;
+pub mod credentials_file;
+pub mod dir_lock;
+pub mod duration;
+pub mod endpoint;
+pub mod error;
+pub mod interrupt;
+pub mod login;
+pub mod own_lock;
+pub mod refresh;
+pub mod secret;
+// pub mod standin;
+pub mod state;
+
+pub use error::{Error, ErrorKind};

@@ -1,0 +1,158 @@
+//! tokenkeeper's own lock: an exclusive `flock` on a sidecar file beside the credentials, so that
+//! exactly one tokenkeeper process refreshes a login at a time. The kernel drops it when its
+//! holder dies, however it dies. While held, the sidecar also records which of Claude's lock
+//! directories the holder has taken, so the next holder can remove those a killed holder left.
+
+use crate::dir_lock::{self, Identity};
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+#[derive(Debug)]
+pub struct OwnLock {
+    file: File,
+    path: PathBuf,
+}
+
+#[derive(Debug)]
+pub enum OwnLockError {
+    Timeout,
+    Io(io::Error),
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct HeldRecord {
+    pid: u32,
+    dirs: Vec<(PathBuf, Identity, Option<PathBuf>)>,
+}
+
+/// The sidecar for a credentials folder.
+pub fn sidecar_path(folder: &Path) -> PathBuf {
+    folder.join(".tokenkeeper.lock")
+}
+
+impl OwnLock {
+    /// Takes the lock, waiting until `deadline`; `on_wait` is called once after a second.
+    pub fn acquire(
+        path: &Path,
+        deadline: Instant,
+        on_wait: &mut dyn FnMut(),
+    ) -> Result<OwnLock, OwnLockError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(OwnLockError::Io)?;
+        let started = Instant::now();
+        let mut announced = false;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) => {}
+                Err(fs::TryLockError::Error(e)) => return Err(OwnLockError::Io(e)),
+            }
+            if Instant::now() >= deadline {
+                return Err(OwnLockError::Timeout);
+            }
+            if !announced && started.elapsed() >= Duration::from_secs(1) {
+                on_wait();
+                announced = true;
+            }
+            thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+        let lock = OwnLock {
+            file,
+            path: path.to_path_buf(),
+        };
+        lock.reap_left_behind();
+        Ok(lock)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Notes the lock directories now held, so a successor can clean up if we are killed.
+    pub fn record_held(&self, dirs: &[&dir_lock::DirLock], owner_records: &[Option<PathBuf>]) {
+        let record = HeldRecord {
+            pid: std::process::id(),
+            dirs: dirs
+                .iter()
+                .zip(owner_records.iter().chain(std::iter::repeat(&None)))
+                .map(|(d, o)| (d.path().to_path_buf(), d.identity(), o.clone()))
+                .collect(),
+        };
+        if let Err(e) = self.rewrite(&serde_json::to_vec(&record).unwrap_or_default()) {
+            tracing::debug!("could not note held locks in {}: {e}", self.path.display());
+        }
+    }
+
+    pub fn clear_held(&self) {
+        let _ = self.rewrite(b"");
+    }
+
+    fn rewrite(&self, bytes: &[u8]) -> io::Result<()> {
+        let mut f = &self.file;
+        f.set_len(0)?;
+        f.seek(io::SeekFrom::Start(0))?;
+        f.write_all(bytes)
+    }
+
+    /// A previous holder that died holding Claude's lock directories left them behind; they are
+    /// still exactly the directories it made (same inode and birth time), so remove them now
+    /// rather than make everyone wait for them to go stale.
+    fn reap_left_behind(&self) {
+        let mut text = Vec::new();
+        let mut f = &self.file;
+        if f.seek(io::SeekFrom::Start(0)).is_err() || f.read_to_end(&mut text).is_err() {
+            return;
+        }
+        if text.is_empty() {
+            return;
+        }
+        if let Ok(record) = serde_json::from_slice::<HeldRecord>(&text) {
+            for (path, identity, owner) in record.dirs.iter().rev() {
+                if identity.is_certain() && Identity::of(path).ok() == Some(*identity) {
+                    tracing::info!(
+                        "removing {} left behind by tokenkeeper pid {}, which was killed",
+                        path.display(),
+                        record.pid
+                    );
+                    if let Some(owner) = owner
+                        && dir_lock::OwnerRecord::read(owner).is_some_and(|o| o.pid == record.pid)
+                    {
+                        let _ = fs::remove_file(owner);
+                    }
+                    let _ = fs::remove_dir(path);
+                }
+            }
+        }
+        self.clear_held();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_holder_waits_and_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = sidecar_path(dir.path());
+        let soon = || Instant::now() + Duration::from_millis(200);
+        let first = OwnLock::acquire(&path, soon(), &mut || {}).unwrap();
+        assert!(matches!(
+            OwnLock::acquire(&path, soon(), &mut || {}),
+            Err(OwnLockError::Timeout)
+        ));
+        drop(first);
+        OwnLock::acquire(&path, soon(), &mut || {}).unwrap();
+    }
+}

@@ -1,0 +1,474 @@
+//! The refresh protocol, the heart of tokenkeeper:
+//!
+//! 1. read the file without locking; not due and not forced: stop (no lock, no request, no write);
+//! 2. take our own lock, then Claude Code's refresh locks as Claude takes them;
+//! 3. re-read; if another process refreshed meanwhile, adopt its tokens and stop;
+//! 4. post the refresh token; retry transient failures with backoff, releasing Claude's locks
+//!    between attempts;
+//! 5. save under Claude's storage lock, only if the file still holds the token we posted;
+//! 6. if the save fails, keep trying briefly, then put the new tokens in a recovery file;
+//! 7. on a rejection, adopt a rotation made meanwhile, else report the login dead, file untouched;
+//! 8. record what happened in the state folder.
+
+use crate::claude;
+use crate::config::Settings;
+use crate::credentials_file::{CredentialsFile, WriteGuard};
+use crate::dir_lock::{DirLock, DirLockSpec, LockError};
+use crate::endpoint::{Reply, TokenEndpoint, TokenResponse};
+use crate::error::Error;
+use crate::interrupt;
+use crate::login::{EpochMs, Login, now_ms};
+use crate::own_lock::{self, OwnLock, OwnLockError};
+use crate::secret::{Secret, scrub};
+use crate::state::{Record, Recovery, StateDir};
+use serde_json::Value;
+use std::io;
+use std::path::PathBuf;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Everything one refresh works with.
+pub struct Job<'a> {
+    pub file: &'a CredentialsFile,
+    pub settings: &'a Settings,
+    pub endpoint: &'a TokenEndpoint,
+    pub state: &'a StateDir,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// More than the minimum lifetime was left; nothing was done.
+    NotDue,
+    /// We refreshed and saved the new tokens.
+    Refreshed,
+    /// Another process refreshed while we waited; we use its tokens.
+    Adopted,
+    /// Tokens from an earlier failed save were written back from the recovery file.
+    Restored,
+    /// We refreshed, but the file meanwhile held another login, which we kept.
+    KeptOnDisk,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::NotDue => "not_due",
+            Action::Refreshed => "refreshed",
+            Action::Adopted => "adopted",
+            Action::Restored => "restored",
+            Action::KeptOnDisk => "kept_on_disk",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub action: Action,
+    /// The login now on disk.
+    pub login: Login,
+    /// Requests made to the token endpoint.
+    pub attempts: u32,
+}
+
+/// Refreshes the login when less than `min_ttl` is left, or always when `force`.
+pub fn refresh_if_due(job: &Job<'_>, force: bool, min_ttl: Duration) -> Result<Outcome, Error> {
+    let key = StateDir::key(job.file.owner().provider, job.file.path());
+    let first = read_login(job)?;
+    let pending_recovery = job.state.has_recovery(&key);
+    if !force && !pending_recovery && !first.is_due(now_ms(), min_ttl) {
+        return Ok(Outcome {
+            action: Action::NotDue,
+            login: first,
+            attempts: 0,
+        });
+    }
+    if !force
+        && let Some(rejected) = known_rejection(job, &key, &first)
+    {
+        return Err(rejected);
+    }
+    let result = locked_refresh(job, &key, &first, force, min_ttl);
+    record(job, &key, &result);
+    result
+}
+
+/// Reads and parses the login; a login without a refresh token is dead.
+pub fn read_login(job: &Job<'_>) -> Result<Login, Error> {
+    let snap = job.file.read()?;
+    if let Some(mode) = snap.loose_mode {
+        tracing::warn!(
+            "{} is readable by other users (mode {mode:o}); fix it with `chmod 600 {}`",
+            job.file.path().display(),
+            job.file.path().display()
+        );
+    }
+    let login = claude::parse(job.file, &snap.doc)?;
+    if login.refresh_token.is_empty() {
+        return Err(dead(job, "its tokens are empty (the login was ended or wiped)".into()));
+    }
+    Ok(login)
+}
+
+fn dead(job: &Job<'_>, reason: String) -> Error {
+    Error::Dead {
+        path: job.file.path().to_path_buf(),
+        reason,
+        login_command: job.file.owner().login_command,
+    }
+}
+
+/// The server already refused this very refresh token: say so without asking again.
+fn known_rejection(job: &Job<'_>, key: &str, login: &Login) -> Option<Error> {
+    let record = job.state.read_record(key)?;
+    (record.rejected_refresh.as_deref() == Some(&login.refresh_token.fingerprint())).then(|| {
+        dead(
+            job,
+            format!(
+                "the server rejected its refresh token at {} ({}); `tokenkeeper refresh --force` asks again",
+                format_time(record.last_refresh_at),
+                record.error.as_deref().unwrap_or("rejected")
+            ),
+        )
+    })
+}
+
+fn locked_refresh(
+    job: &Job<'_>,
+    key: &str,
+    first: &Login,
+    force: bool,
+    min_ttl: Duration,
+) -> Result<Outcome, Error> {
+    let folder = job.file.folder();
+    let sidecar = own_lock::sidecar_path(&folder);
+    let lock_deadline = Instant::now() + job.settings.lock_timeout;
+    let own = OwnLock::acquire(&sidecar, lock_deadline, &mut || {
+        tracing::info!(
+            "waiting for another tokenkeeper that is refreshing {}",
+            job.file.path().display()
+        );
+    })
+    .map_err(|e| match e {
+        OwnLockError::Timeout => lock_timeout(job, "tokenkeeper's lock", sidecar.clone(), String::new()),
+        OwnLockError::Io(source) => not_writable(job, sidecar.clone(), source),
+    })?;
+
+    let started = Instant::now();
+    let mut attempts = 0u32;
+    loop {
+        let claude_locks = take_locks(job, &claude::refresh_locks(&folder), &own)?;
+        let snap = job.file.read()?;
+        let current = claude::parse(job.file, &snap.doc)?;
+
+        if let Some(done) = restore_recovery(job, key, &current, &snap.doc)? {
+            return Ok(done);
+        }
+        let now = now_ms();
+        if current.access_token != first.access_token && !current.is_due(now, min_ttl) {
+            tracing::info!("another process refreshed {}; using its tokens", job.file.path().display());
+            return Ok(Outcome {
+                action: Action::Adopted,
+                login: current,
+                attempts,
+            });
+        }
+        if current.refresh_token.is_empty() {
+            return Err(dead(job, "its tokens were wiped while we waited".into()));
+        }
+        if !force && !current.is_due(now, min_ttl) {
+            return Ok(Outcome {
+                action: Action::NotDue,
+                login: current,
+                attempts,
+            });
+        }
+
+        attempts += 1;
+        let remaining = job.settings.retry.total.saturating_sub(started.elapsed());
+        let timeout = job.settings.request_timeout.min(remaining).max(Duration::from_secs(1));
+        let critical = interrupt::enter_critical();
+        let body = claude::token_request(
+            &current.refresh_token,
+            &job.settings.client_id,
+            &job.settings.scope,
+        );
+        tracing::debug!(
+            "posting refresh token {} to {} (attempt {attempts})",
+            current.refresh_token.fingerprint(),
+            job.endpoint.url()
+        );
+        match job.endpoint.post_json(&body, timeout) {
+            Reply::Tokens(tokens) => {
+                let received_at = now_ms();
+                let action = save(job, key, &current.refresh_token, &tokens, received_at, &snap.doc)?;
+                drop(critical);
+                let login = read_login(job)?;
+                return Ok(Outcome {
+                    action,
+                    login,
+                    attempts,
+                });
+            }
+            Reply::Rejected { code, description } => {
+                drop(critical);
+                let secrets = [&current.refresh_token, &current.access_token];
+                let description = scrub(&description, &secrets);
+                let after = claude::parse(job.file, &job.file.read()?.doc)?;
+                if !after.refresh_token.is_empty() && after.refresh_token != current.refresh_token {
+                    tracing::info!("the server refused our refresh token, but another process has rotated it; using its tokens");
+                    return Ok(Outcome {
+                        action: Action::Adopted,
+                        login: after,
+                        attempts,
+                    });
+                }
+                let error = if description.is_empty() { code } else { format!("{code}: {description}") };
+                return Err(Error::Dead {
+                    path: job.file.path().to_path_buf(),
+                    reason: format!("the server rejected its refresh token ({error})"),
+                    login_command: job.file.owner().login_command,
+                });
+            }
+            Reply::Transient { reason, retry_after } => {
+                drop(critical);
+                drop(claude_locks);
+                own.clear_held();
+                let reason = scrub(&reason, &[&current.refresh_token, &current.access_token]);
+                match job
+                    .settings
+                    .retry
+                    .next(attempts, started.elapsed(), retry_after, fastrand::f64())
+                {
+                    crate::backoff::Next::RetryAfter(wait) => {
+                        tracing::info!(
+                            "token endpoint: {reason}; retrying in {} (attempt {attempts})",
+                            crate::duration::human(wait)
+                        );
+                        thread::sleep(wait);
+                    }
+                    crate::backoff::Next::GiveUp => {
+                        return Err(Error::Unavailable {
+                            url: job.endpoint.url().to_string(),
+                            reason,
+                            attempts,
+                            path: job.file.path().to_path_buf(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Takes the given directory locks in order, noting them in our own lock for cleanup.
+fn take_locks(job: &Job<'_>, specs: &[DirLockSpec], own: &OwnLock) -> Result<Vec<DirLock>, Error> {
+    let deadline = Instant::now() + job.settings.lock_timeout;
+    let mut held: Vec<DirLock> = Vec::new();
+    for spec in specs {
+        let lock = DirLock::acquire(spec, deadline, &mut |spec, holder| {
+            tracing::info!(
+                "waiting for {} ({}){holder}",
+                spec.what,
+                spec.path.display()
+            );
+        })
+        .map_err(|e| match e {
+            LockError::Timeout { holder } => {
+                lock_timeout(job, spec.what, spec.path.clone(), holder)
+            }
+            LockError::Io(source) => not_writable(job, spec.path.clone(), source),
+        })?;
+        held.push(lock);
+        let refs: Vec<&DirLock> = held.iter().collect();
+        let owners: Vec<Option<PathBuf>> = specs.iter().map(|s| s.owner_record.clone()).collect();
+        own.record_held(&refs, &owners);
+    }
+    Ok(held)
+}
+
+fn lock_timeout(job: &Job<'_>, what: &'static str, lock: PathBuf, holder: String) -> Error {
+    Error::LockTimeout {
+        what,
+        lock,
+        waited: crate::duration::human(job.settings.lock_timeout),
+        holder,
+    }
+}
+
+fn not_writable(job: &Job<'_>, path: PathBuf, source: io::Error) -> Error {
+    Error::Inaccessible {
+        action: "create a lock in the credentials folder at",
+        path,
+        source,
+        hint: format!(
+            "tokenkeeper needs to write in {}; make it writable by you",
+            job.file.folder().display()
+        ),
+    }
+}
+
+/// Writes `tokens` under Claude's storage lock if the file still holds `posted` (or was wiped);
+/// keeps trying briefly, then falls back to a recovery file.
+fn save(
+    job: &Job<'_>,
+    key: &str,
+    posted: &Secret,
+    tokens: &TokenResponse,
+    received_at: EpochMs,
+    base: &Value,
+) -> Result<Action, Error> {
+    let folder = job.file.folder();
+    let spec = claude::storage_write_lock(&folder);
+    let mut last_error = io::Error::other("not tried");
+    for pause_ms in [0u64, 100, 200, 400, 800, 1500] {
+        thread::sleep(Duration::from_millis(pause_ms));
+        match try_save(job, &spec, posted, tokens, received_at, base) {
+            Ok(action) => {
+                if action == Action::KeptOnDisk {
+                    tracing::warn!(
+                        "{} now holds a different login than the one we refreshed; kept what is on disk",
+                        job.file.path().display()
+                    );
+                }
+                return Ok(action);
+            }
+            Err(e) => {
+                tracing::warn!("could not save the new tokens to {}: {e}; retrying", job.file.path().display());
+                last_error = e;
+            }
+        }
+    }
+    let recovery = Recovery::new(job.file.path(), posted, tokens, received_at);
+    match job.state.save_recovery(key, &recovery) {
+        Ok(path) => Err(Error::SaveFailed {
+            path: job.file.path().to_path_buf(),
+            recovery: path,
+            source: last_error,
+        }),
+        Err(recovery_error) => Err(Error::TokensLost {
+            path: job.file.path().to_path_buf(),
+            source: last_error,
+            recovery_dir: job.state.root().join("recovery"),
+            recovery_error,
+            login_command: job.file.owner().login_command,
+        }),
+    }
+}
+
+fn try_save(
+    job: &Job<'_>,
+    spec: &DirLockSpec,
+    posted: &Secret,
+    tokens: &TokenResponse,
+    received_at: EpochMs,
+    base: &Value,
+) -> io::Result<Action> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let lock = DirLock::acquire(spec, deadline, &mut |spec, holder| {
+        tracing::info!("waiting for {} ({}){holder}", spec.what, spec.path.display());
+    })
+    .map_err(|e| match e {
+        LockError::Io(e) => e,
+        LockError::Timeout { .. } => io::Error::new(io::ErrorKind::TimedOut, "storage lock busy"),
+    })?;
+    let mut doc = match job.file.read() {
+        Ok(snap) => snap.doc,
+        Err(Error::Missing { .. }) => base.clone(),
+        Err(e) => return Err(io::Error::other(e.to_string())),
+    };
+    let stored = claude::stored_refresh_token(&doc);
+    if !(stored.is_empty() || stored == posted.expose()) {
+        return Ok(Action::KeptOnDisk);
+    }
+    claude::apply(&mut doc, tokens, received_at);
+    job.file.write(&doc, &WriteGuard::new(&lock))?;
+    Ok(Action::Refreshed)
+}
+
+/// If an earlier save failed and the file still holds the refresh token that was spent, write
+/// the tokens from the recovery file. A recovery made stale by a newer login is discarded.
+fn restore_recovery(
+    job: &Job<'_>,
+    key: &str,
+    current: &Login,
+    base: &Value,
+) -> Result<Option<Outcome>, Error> {
+    let Some((path, recovery)) = job.state.read_recovery(key) else {
+        return Ok(None);
+    };
+    if recovery.posted_refresh != current.refresh_token.fingerprint() {
+        tracing::info!(
+            "discarding recovery file {}: {} holds a newer login",
+            path.display(),
+            job.file.path().display()
+        );
+        job.state.remove_recovery(key);
+        return Ok(None);
+    }
+    let critical = interrupt::enter_critical();
+    let action = save(
+        job,
+        key,
+        &current.refresh_token,
+        &recovery.tokens(),
+        recovery.received_at,
+        base,
+    )?;
+    drop(critical);
+    job.state.remove_recovery(key);
+    tracing::info!("restored the tokens saved in {}", path.display());
+    let action = if action == Action::Refreshed { Action::Restored } else { action };
+    Ok(Some(Outcome {
+        action,
+        login: read_login(job)?,
+        attempts: 0,
+    }))
+}
+
+fn record(job: &Job<'_>, key: &str, result: &Result<Outcome, Error>) {
+    let (outcome, error, rejected_refresh) = match result {
+        Ok(o) if o.action == Action::NotDue => return,
+        Ok(o) => (o.action.as_str().to_string(), None, None),
+        Err(e) => {
+            let outcome = match e {
+                Error::Dead { .. } => "dead",
+                Error::Unavailable { .. } => "unavailable",
+                Error::SaveFailed { .. } | Error::TokensLost { .. } => "save_failed",
+                Error::LockTimeout { .. } => "lock_timeout",
+                _ => "failed",
+            };
+            let rejected = match e {
+                Error::Dead { .. } => job
+                    .file
+                    .read()
+                    .ok()
+                    .and_then(|s| claude::parse(job.file, &s.doc).ok())
+                    .filter(|l| !l.refresh_token.is_empty())
+                    .map(|l| l.refresh_token.fingerprint()),
+                _ => None,
+            };
+            (outcome.to_string(), Some(e.to_string()), rejected)
+        }
+    };
+    let record = Record {
+        credentials: job.file.path().to_path_buf(),
+        last_refresh_at: now_ms(),
+        outcome,
+        error,
+        rejected_refresh,
+    };
+    if let Err(e) = job.state.write_record(key, &record) {
+        tracing::debug!("could not write state in {}: {e}", job.state.root().display());
+    }
+}
+
+/// `2026-11-29 14:02:05 UTC`-style local time for messages.
+pub fn format_time(ms: EpochMs) -> String {
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(ts) => ts
+            .to_zoned(jiff::tz::TimeZone::system())
+            .strftime("%Y-%m-%d %H:%M:%S %Z")
+            .to_string(),
+        Err(_) => format!("{ms} ms"),
+    }
+}

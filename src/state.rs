@@ -1,0 +1,200 @@
+//! tokenkeeper's own state folder (`$XDG_STATE_HOME/tokenkeeper`, else
+//! `~/.local/state/tokenkeeper`, mode 0700): what the last refresh of each login did, and the
+//! recovery files that hold new tokens that could not be written to their credentials file.
+//! Records hold times, outcomes and fingerprints, never a token; only recovery files hold
+//! tokens, mode 0600, and only until they are restored.
+
+use crate::credentials_file::write_atomic;
+use crate::endpoint::TokenResponse;
+use crate::login::EpochMs;
+use crate::secret::Secret;
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+/// The last refresh tokenkeeper did or tried for one login.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    pub credentials: PathBuf,
+    /// Epoch ms.
+    pub last_refresh_at: EpochMs,
+    /// `refreshed`, `adopted`, `restored`, `kept_on_disk`, `unavailable`, `dead`, `save_failed`.
+    pub outcome: String,
+    /// One line, no token: why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Fingerprint of a refresh token the server rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected_refresh: Option<String>,
+}
+
+/// New tokens that could not reach their credentials file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Recovery {
+    pub credentials: PathBuf,
+    /// Fingerprint of the refresh token that was spent to get these.
+    pub posted_refresh: String,
+    pub received_at: EpochMs,
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    pub expires_in: u64,
+    pub scope: Option<String>,
+    pub refresh_token_expires_in: Option<u64>,
+}
+
+impl Recovery {
+    pub fn new(credentials: &Path, posted: &Secret, t: &TokenResponse, at: EpochMs) -> Self {
+        Recovery {
+            credentials: credentials.to_path_buf(),
+            posted_refresh: posted.fingerprint(),
+            received_at: at,
+            access_token: t.access_token.expose().to_string(),
+            refresh_token: t.refresh_token.as_ref().map(|r| r.expose().to_string()),
+            expires_in: t.expires_in,
+            scope: t.scope.clone(),
+            refresh_token_expires_in: t.refresh_token_expires_in,
+        }
+    }
+
+    pub fn tokens(&self) -> TokenResponse {
+        TokenResponse {
+            access_token: Secret::new(self.access_token.clone()),
+            refresh_token: self.refresh_token.clone().map(Secret::new),
+            expires_in: self.expires_in,
+            scope: self.scope.clone(),
+            refresh_token_expires_in: self.refresh_token_expires_in,
+        }
+    }
+}
+
+impl StateDir {
+    /// `$XDG_STATE_HOME/tokenkeeper`, else `$HOME/.local/state/tokenkeeper`.
+    pub fn locate(env: &dyn Fn(&str) -> Option<String>) -> Option<StateDir> {
+        let set = |k: &str| env(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let base = set("XDG_STATE_HOME")
+            .or_else(|| set("HOME").map(|h| h.join(".local").join("state")))?;
+        Some(StateDir::at(base.join("tokenkeeper")))
+    }
+
+    pub fn at(root: PathBuf) -> StateDir {
+        StateDir { root }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// One key per login: provider and a fingerprint of the credentials file's real path.
+    pub fn key(provider: &str, credentials: &Path) -> String {
+        let real = fs::canonicalize(credentials).unwrap_or_else(|_| credentials.to_path_buf());
+        format!(
+            "{provider}-{}",
+            crate::secret::fingerprint(&real.to_string_lossy())
+        )
+    }
+
+    fn ensure(&self, sub: &str) -> io::Result<PathBuf> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.root)?;
+        let meta = fs::metadata(&self.root)?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))?;
+        }
+        let dir = self.root.join(sub);
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)?;
+        Ok(dir)
+    }
+
+    fn record_path(&self, key: &str) -> PathBuf {
+        self.root.join("logins").join(format!("{key}.json"))
+    }
+
+    fn recovery_path(&self, key: &str) -> PathBuf {
+        self.root.join("recovery").join(format!("{key}.json"))
+    }
+
+    pub fn read_record(&self, key: &str) -> Option<Record> {
+        serde_json::from_slice(&fs::read(self.record_path(key)).ok()?).ok()
+    }
+
+    pub fn write_record(&self, key: &str, record: &Record) -> io::Result<()> {
+        self.ensure("logins")?;
+        let bytes = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
+        write_atomic(&self.record_path(key), &bytes)
+    }
+
+    /// Saves tokens that could not reach their credentials file (0600) and returns the path.
+    pub fn save_recovery(&self, key: &str, recovery: &Recovery) -> io::Result<PathBuf> {
+        self.ensure("recovery")?;
+        let path = self.recovery_path(key);
+        let bytes = serde_json::to_vec_pretty(recovery).map_err(io::Error::other)?;
+        write_atomic(&path, &bytes)?;
+        Ok(path)
+    }
+
+    /// Cheap check for the fast path: is there a recovery file waiting for this login?
+    pub fn has_recovery(&self, key: &str) -> bool {
+        self.recovery_path(key).exists()
+    }
+
+    pub fn read_recovery(&self, key: &str) -> Option<(PathBuf, Recovery)> {
+        let path = self.recovery_path(key);
+        let recovery = serde_json::from_slice(&fs::read(&path).ok()?).ok()?;
+        Some((path, recovery))
+    }
+
+    pub fn remove_recovery(&self, key: &str) {
+        let _ = fs::remove_file(self.recovery_path(key));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_and_recoveries_round_trip_with_private_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::at(dir.path().join("tokenkeeper"));
+        let key = StateDir::key("claude", Path::new("/nowhere/.credentials.json"));
+        assert!(state.read_record(&key).is_none());
+        let record = Record {
+            credentials: "/nowhere/.credentials.json".into(),
+            last_refresh_at: 5,
+            outcome: "refreshed".into(),
+            ..Record::default()
+        };
+        state.write_record(&key, &record).unwrap();
+        assert_eq!(state.read_record(&key), Some(record));
+        let mode = fs::metadata(state.root()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+
+        let tokens = TokenResponse {
+            access_token: Secret::new("a"),
+            refresh_token: Some(Secret::new("r")),
+            expires_in: 60,
+            scope: None,
+            refresh_token_expires_in: None,
+        };
+        let rec = Recovery::new(Path::new("/c"), &Secret::new("old"), &tokens, 7);
+        let path = state.save_recovery(&key, &rec).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(state.has_recovery(&key));
+        let (_, back) = state.read_recovery(&key).unwrap();
+        assert_eq!(back.tokens(), tokens);
+        state.remove_recovery(&key);
+        assert!(!state.has_recovery(&key));
+    }
+}
