@@ -14,6 +14,7 @@ use std::time::Duration;
 
 pub const OWNER: Owner = Owner {
     provider: "claude",
+    name: "Claude Code",
     login_command: "claude /login",
 };
 pub const DEFAULT_TOKEN_URL: &str = "https://platform.claude.com/v1/oauth/token";

@@ -14,7 +14,10 @@ use std::path::{Path, PathBuf};
 /// Which CLI a file belongs to, for messages that name the fix.
 #[derive(Clone, Copy, Debug)]
 pub struct Owner {
+    /// Short name, as in `--provider claude`.
     pub provider: &'static str,
+    /// For people: "Claude Code".
+    pub name: &'static str,
     pub login_command: &'static str,
 }
 
@@ -133,7 +136,7 @@ impl CredentialsFile {
 
     pub fn missing(&self) -> Error {
         Error::Missing {
-            provider: self.owner.provider,
+            provider: self.owner.name,
             login_command: self.owner.login_command,
             path: self.path.clone(),
         }

@@ -1,1 +1,8 @@
-fn main() {}
+//! The `tokenkeeper` binary: parses the command line, runs one command, turns its result into
+//! output and an exit code. The work itself lives in the library.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::run()
+}

@@ -1,0 +1,180 @@
+//! The command line: clap types, shared set-up (logging, config, credentials path), exit codes.
+//! One file per command.
+
+mod logging;
+mod output;
+mod refresh;
+mod signals;
+mod status;
+mod token;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokenkeeper::config::{self, ConfigFile, Settings};
+use tokenkeeper::credentials_file::CredentialsFile;
+use tokenkeeper::endpoint::TokenEndpoint;
+use tokenkeeper::state::StateDir;
+use tokenkeeper::{Error, ErrorKind, claude};
+
+/// Keeps the OAuth logins of AI coding CLIs fresh: one refresh at a time across every process,
+/// rotated tokens never lost.
+#[derive(Parser, Debug)]
+#[command(name = "tokenkeeper", version, about, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Which CLI's login to keep.
+    #[arg(long, global = true, value_enum, default_value_t = Provider::Claude)]
+    provider: Provider,
+    /// The credentials file [default: $CLAUDE_CONFIG_DIR/.credentials.json, else ~/.claude/.credentials.json]
+    #[arg(long, global = true, value_name = "PATH")]
+    credentials: Option<PathBuf>,
+    /// The provider's OAuth token endpoint (for tests and proxies).
+    #[arg(long, global = true, value_name = "URL", env = "TOKENKEEPER_TOKEN_URL")]
+    token_url: Option<String>,
+    /// Configuration file (TOML) [default: $XDG_CONFIG_HOME/tokenkeeper/config.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// More detail on stderr (-vv for even more). Never shows a token.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only errors on stderr, no summary on stdout.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Provider {
+    /// Claude Code
+    Claude,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Show the login's state; never refreshes, never writes.
+    Status {
+        /// One JSON object with a `logins` array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Refresh the access token when less than the minimum lifetime is left.
+    Refresh {
+        /// Refresh even when the token is not due.
+        #[arg(long)]
+        force: bool,
+        /// Refresh when less than this is left (e.g. 90s, 30m, 1h) [default: 1h]
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        min_ttl: Option<Duration>,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a valid access token on stdout (refreshing first when due), nothing else.
+    Token {
+        /// Refresh first when less than this is left [default: 1h]
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        min_ttl: Option<Duration>,
+    },
+}
+
+const EXIT_CODES: &str = "Exit codes: 0 ok, 2 usage, 69 token endpoint unavailable, 74 new tokens \
+could not be saved (kept in a recovery file), 75 lock not obtained in time, 77 login dead, \
+78 credentials or config missing, unreadable or malformed.";
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    tokenkeeper::duration::parse(s)
+}
+
+/// The exit code for each kind of error; the same for every command.
+pub fn exit_code(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::Unavailable => 69,
+        ErrorKind::SaveFailed | ErrorKind::Io => 74,
+        ErrorKind::LockTimeout => 75,
+        ErrorKind::Dead => 77,
+        ErrorKind::Credentials | ErrorKind::Config => 78,
+    }
+}
+
+/// What every command works with, resolved from flags, environment and config.
+pub struct Context {
+    pub file: CredentialsFile,
+    pub settings: Settings,
+    pub state: StateDir,
+    pub quiet: bool,
+}
+
+impl Context {
+    fn resolve(cli: &Cli, min_ttl: Option<Duration>) -> Result<Context, Error> {
+        let env = |k: &str| std::env::var(k).ok();
+        let (config_path, named) = match &cli.config {
+            Some(p) => (p.clone(), true),
+            None => (
+                config::default_path(&env).unwrap_or_else(|| PathBuf::from("config.toml")),
+                false,
+            ),
+        };
+        let cfg: ConfigFile = config::load(&config_path, named)?;
+        let settings =
+            cfg.claude
+                .claude_settings(&config_path, cli.token_url.clone(), min_ttl)?;
+        let path = cli
+            .credentials
+            .clone()
+            .or_else(|| cfg.claude.credentials.clone())
+            .or_else(|| claude::default_credentials_path(&env))
+            .ok_or_else(|| Error::Config {
+                path: config_path.clone(),
+                problem: "no credentials path: HOME is not set; pass --credentials PATH".into(),
+            })?;
+        let state = StateDir::locate(&env).ok_or_else(|| Error::Config {
+            path: config_path,
+            problem: "no state folder: neither XDG_STATE_HOME nor HOME is set".into(),
+        })?;
+        Ok(Context {
+            file: CredentialsFile::new(path, claude::OWNER),
+            settings,
+            state,
+            quiet: cli.quiet,
+        })
+    }
+
+    pub fn endpoint(&self) -> TokenEndpoint {
+        TokenEndpoint::new(&self.settings.token_url, &self.settings.user_agent)
+    }
+}
+
+pub fn run() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    logging::init(cli.verbose, cli.quiet);
+    let result = match &cli.command {
+        Command::Status { json } => Context::resolve(&cli, None).map(|ctx| status::run(&ctx, *json)),
+        Command::Refresh {
+            force,
+            min_ttl,
+            json,
+        } => Context::resolve(&cli, *min_ttl).and_then(|ctx| {
+            signals::install();
+            refresh::run(&ctx, *force, *json)
+        }),
+        Command::Token { min_ttl } => Context::resolve(&cli, *min_ttl).and_then(|ctx| {
+            signals::install();
+            token::run(&ctx)
+        }),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            output::error_line(&e.to_string());
+            ExitCode::from(exit_code(e.kind()))
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! Writing results: stdout for what the command produces, stderr for the one error line. A
+//! closed pipe (`tokenkeeper status | head -1`) is not an error worth a panic.
+
+use std::io::Write;
+use tokenkeeper::duration;
+use tokenkeeper::login::EpochMs;
+
+pub fn stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
+pub fn error_line(message: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "tokenkeeper: error: {message}");
+}
+
+/// `2026-11-29T22:02:05Z` for JSON.
+pub fn rfc3339(ms: EpochMs) -> Option<String> {
+    jiff::Timestamp::from_millisecond(ms)
+        .ok()
+        .map(|t| t.round(jiff::Unit::Second).unwrap_or(t).to_string())
+}
+
+/// `2026-11-29 22:02:05 UTC (in 6h 12m)` for people.
+pub fn when(ms: EpochMs, now: EpochMs) -> String {
+    format!(
+        "{} ({})",
+        tokenkeeper::refresh::format_time(ms),
+        duration::relative(ms.saturating_sub(now))
+    )
+}

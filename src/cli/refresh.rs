@@ -1,0 +1,50 @@
+//! `tokenkeeper refresh`: refresh when due (or forced) and say what was done.
+
+use super::output::{self, rfc3339, when};
+use super::Context;
+use serde_json::json;
+use tokenkeeper::Error;
+use tokenkeeper::login::now_ms;
+use tokenkeeper::refresh::{Action, Job, refresh_if_due};
+
+pub fn run(ctx: &Context, force: bool, json: bool) -> Result<u8, Error> {
+    let endpoint = ctx.endpoint();
+    let job = Job {
+        file: &ctx.file,
+        settings: &ctx.settings,
+        endpoint: &endpoint,
+        state: &ctx.state,
+    };
+    let outcome = refresh_if_due(&job, force, ctx.settings.min_ttl)?;
+    let now = now_ms();
+    let login = &outcome.login;
+    if json {
+        let value = json!({
+            "provider": ctx.file.owner().provider,
+            "credentials": ctx.file.path(),
+            "action": outcome.action.as_str(),
+            "access_expires_at": rfc3339(login.expires_at),
+            "access_expires_in_s": login.remaining_ms(now) / 1000,
+            "token_requests": outcome.attempts,
+        });
+        output::stdout(&format!("{value}\n"));
+    } else if !ctx.quiet {
+        let what = match outcome.action {
+            Action::NotDue => format!(
+                "not due (refreshes when less than {} is left)",
+                tokenkeeper::duration::human(ctx.settings.min_ttl)
+            ),
+            Action::Refreshed => "refreshed".to_string(),
+            Action::Adopted => "adopted a refresh made by another process".to_string(),
+            Action::Restored => "restored new tokens from the recovery file".to_string(),
+            Action::KeptOnDisk => {
+                "refreshed, but the file now holds another login, which was kept".to_string()
+            }
+        };
+        output::stdout(&format!(
+            "{what}: access token expires {}\n",
+            when(login.expires_at, now)
+        ));
+    }
+    Ok(0)
+}
