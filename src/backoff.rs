@@ -77,7 +77,12 @@ mod tests {
             Next::RetryAfter(Duration::from_secs(7))
         );
         assert_eq!(
-            p.next(1, Duration::from_secs(30), Some(Duration::from_secs(3600)), 0.0),
+            p.next(
+                1,
+                Duration::from_secs(30),
+                Some(Duration::from_secs(3600)),
+                0.0
+            ),
             Next::GiveUp
         );
     }
@@ -91,6 +96,9 @@ mod tests {
         };
         assert!(wait(2) > wait(1));
         assert!(wait(100) <= p.cap);
-        assert_eq!(p.next(u32::MAX, Duration::MAX, Some(Duration::MAX), 1.0), Next::GiveUp);
+        assert_eq!(
+            p.next(u32::MAX, Duration::MAX, Some(Duration::MAX), 1.0),
+            Next::GiveUp
+        );
     }
 }

@@ -45,7 +45,10 @@ pub fn parse(file: &CredentialsFile, doc: &Value) -> Result<Login, Error> {
         return Err(file.malformed("are not a JSON object", relogin));
     };
     let Some(oauth) = root.get(KEY) else {
-        return Err(file.malformed("hold no Claude Code login (no \"claudeAiOauth\" key)", relogin));
+        return Err(file.malformed(
+            "hold no Claude Code login (no \"claudeAiOauth\" key)",
+            relogin,
+        ));
     };
     let Some(oauth) = oauth.as_object() else {
         return Err(file.malformed("have a \"claudeAiOauth\" that is not an object", relogin));
@@ -54,15 +57,16 @@ pub fn parse(file: &CredentialsFile, doc: &Value) -> Result<Login, Error> {
         match oauth.get(key) {
             Some(Value::String(s)) => Ok(Secret::new(s.clone())),
             Some(Value::Null) | None => Ok(Secret::default()),
-            Some(_) => Err(file.malformed(&format!("have a \"{key}\" that is not a string"), relogin)),
+            Some(_) => {
+                Err(file.malformed(&format!("have a \"{key}\" that is not a string"), relogin))
+            }
         }
     };
     let access_token = token("accessToken")?;
     let refresh_token = token("refreshToken")?;
     let expires_at = match oauth.get("expiresAt") {
-        Some(v) if v.is_number() => epoch_ms(v).ok_or_else(|| {
-            file.malformed("have an \"expiresAt\" out of range", relogin)
-        })?,
+        Some(v) if v.is_number() => epoch_ms(v)
+            .ok_or_else(|| file.malformed("have an \"expiresAt\" out of range", relogin))?,
         None | Some(Value::Null) => 0,
         Some(_) => {
             return Err(file.malformed("have an \"expiresAt\" that is not a number", relogin));
@@ -129,9 +133,7 @@ pub fn apply(doc: &mut Value, response: &TokenResponse, now: EpochMs) {
     let Some(root) = doc.as_object_mut() else {
         return;
     };
-    let oauth = root
-        .entry(KEY)
-        .or_insert_with(|| Value::Object(Map::new()));
+    let oauth = root.entry(KEY).or_insert_with(|| Value::Object(Map::new()));
     if !oauth.is_object() {
         *oauth = Value::Object(Map::new());
     }
@@ -215,7 +217,12 @@ mod tests {
     #[test]
     fn default_path_follows_claude_env() {
         let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
         };
         assert_eq!(
             default_credentials_path(&env(&[("HOME", "/h")])),
@@ -245,7 +252,10 @@ mod tests {
             ("{}", "no Claude Code login"),
             (r#"{"claudeAiOauth":3}"#, "not an object"),
             (r#"{"claudeAiOauth":{"accessToken":1}}"#, "accessToken"),
-            (r#"{"claudeAiOauth":{"accessToken":"a","expiresAt":"x"}}"#, "expiresAt"),
+            (
+                r#"{"claudeAiOauth":{"accessToken":"a","expiresAt":"x"}}"#,
+                "expiresAt",
+            ),
             (
                 r#"{"claudeAiOauth":{"accessToken":"a","refreshToken":"r","scopes":["user:profile"]}}"#,
                 "user:inference",

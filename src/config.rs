@@ -78,7 +78,10 @@ pub fn load(path: &Path, named_by_user: bool) -> Result<ConfigFile, Error> {
     };
     toml::from_str(&text).map_err(|e| Error::Config {
         path: path.to_path_buf(),
-        problem: format!("{}; fix the file (see README, \"Configuration\")", e.message().trim()),
+        problem: format!(
+            "{}; fix the file (see README, \"Configuration\")",
+            e.message().trim()
+        ),
     })
 }
 
@@ -100,7 +103,8 @@ impl ProviderConfig {
         let pick = |v: &Option<String>, d: &str| v.clone().unwrap_or_else(|| d.to_string());
         let retry_total = duration("retry_total", &self.retry_total, Duration::from_secs(60))?;
         Ok(Settings {
-            token_url: token_url.unwrap_or_else(|| pick(&self.token_url, claude::DEFAULT_TOKEN_URL)),
+            token_url: token_url
+                .unwrap_or_else(|| pick(&self.token_url, claude::DEFAULT_TOKEN_URL)),
             client_id: pick(&self.client_id, claude::DEFAULT_CLIENT_ID),
             scope: pick(&self.scope, claude::DEFAULT_SCOPE),
             user_agent: pick(&self.user_agent, claude::DEFAULT_USER_AGENT),
@@ -139,11 +143,18 @@ mod tests {
 
         std::fs::write(&path, "[claude]\nmin_tll = \"2h\"\n").unwrap();
         let err = load(&path, true).unwrap_err().to_string();
-        assert!(err.contains("min_tll") && err.contains("config.toml"), "{err}");
+        assert!(
+            err.contains("min_tll") && err.contains("config.toml"),
+            "{err}"
+        );
 
         std::fs::write(&path, "[claude]\nmin_ttl = \"soon\"\n").unwrap();
         let cfg = load(&path, true).unwrap();
-        let err = cfg.claude.claude_settings(&path, None, None).unwrap_err().to_string();
+        let err = cfg
+            .claude
+            .claude_settings(&path, None, None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("min_ttl"), "{err}");
 
         assert!(load(&dir.path().join("none.toml"), false).is_ok());

@@ -97,7 +97,9 @@ impl CredentialsFile {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(self.missing()),
             Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {
-                return Err(self.malformed("is a folder, not a file", "Remove it, then log in again."));
+                return Err(
+                    self.malformed("is a folder, not a file", "Remove it, then log in again.")
+                );
             }
             Err(e) => return Err(self.inaccessible("read", e)),
         };
@@ -131,6 +133,7 @@ impl CredentialsFile {
     pub fn write(&self, doc: &Value, _guard: &WriteGuard<'_>) -> io::Result<()> {
         let target = self.target().map_err(|e| io::Error::other(e.to_string()))?;
         let bytes = serde_json::to_vec(doc).map_err(io::Error::other)?;
+        remove_abandoned_temps(&target);
         write_atomic(&target, &bytes)
     }
 
@@ -156,6 +159,29 @@ impl CredentialsFile {
             path: self.path.clone(),
             hint: "Check the file's owner and permissions (it should be yours, mode 0600).".into(),
             source,
+        }
+    }
+}
+
+/// Removes `<target>.tmp.*` files: a writer killed between creating its temp file and renaming
+/// it leaves one behind. Call only while holding the lock all writers of `target` take, so that
+/// no temp file can be in use.
+pub fn remove_abandoned_temps(target: &Path) {
+    let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
+        return;
+    };
+    let prefix = format!("{}.tmp.", name.to_string_lossy());
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix)
+            && entry.file_type().is_ok_and(|t| t.is_file())
+        {
+            tracing::debug!("removing abandoned temp file {}", entry.path().display());
+            let _ = fs::remove_file(entry.path());
         }
     }
 }
@@ -187,6 +213,7 @@ mod tests {
 
     const OWNER: Owner = Owner {
         provider: "claude",
+        name: "Claude Code",
         login_command: "claude /login",
     };
 
@@ -201,10 +228,17 @@ mod tests {
         let snap = file.read().unwrap();
         assert_eq!(snap.loose_mode, Some(0o644));
         file.write(&snap.doc, &WriteGuard::new(&())).unwrap();
-        assert_eq!(fs::read_to_string(&path).unwrap(), r#"{"z":1.50,"a":{"y":1e+21,"b":[1,2]},"m":"é"}"#);
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            r#"{"z":1.50,"a":{"y":1e+21,"b":[1,2]},"m":"é"}"#
+        );
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
     }
 
     #[test]
@@ -217,7 +251,12 @@ mod tests {
         let file = CredentialsFile::new(&link, OWNER);
         file.write(&serde_json::json!({"k":1}), &WriteGuard::new(&()))
             .unwrap();
-        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert!(
+            fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
         assert_eq!(fs::read_to_string(&real).unwrap(), r#"{"k":1}"#);
     }
 
@@ -237,6 +276,12 @@ mod tests {
         std::os::unix::fs::symlink(&a, &b).unwrap();
         std::os::unix::fs::symlink(&b, &a).unwrap();
         let looped = CredentialsFile::new(&a, OWNER);
-        assert!(looped.read().unwrap_err().to_string().contains("symlink loop"));
+        assert!(
+            looped
+                .read()
+                .unwrap_err()
+                .to_string()
+                .contains("symlink loop")
+        );
     }
 }

@@ -67,7 +67,9 @@ impl Identity {
 #[derive(Debug)]
 pub enum LockError {
     /// Still held by another process at the deadline; `holder` describes it when known.
-    Timeout { holder: String },
+    Timeout {
+        holder: String,
+    },
     Io(io::Error),
 }
 
@@ -84,10 +86,13 @@ pub struct DirLock {
 impl DirLock {
     /// Takes the lock, waiting until `deadline`. `on_wait` is called once, when the lock has been
     /// busy for a second, with a description of the holder.
+    /// `on_taken` runs right after the directory is made, before anything else can fail, so
+    /// the caller can note it for cleanup should this process be killed.
     pub fn acquire(
         spec: &DirLockSpec,
         deadline: Instant,
         on_wait: &mut dyn FnMut(&DirLockSpec, &str),
+        on_taken: &mut dyn FnMut(&DirLockSpec, Identity),
     ) -> Result<DirLock, LockError> {
         let started = Instant::now();
         let mut announced = false;
@@ -95,7 +100,7 @@ impl DirLock {
         let mut still: Option<(SystemTime, Instant)> = None;
         loop {
             match fs::create_dir(&spec.path) {
-                Ok(()) => return Self::hold(spec).map_err(LockError::Io),
+                Ok(()) => return Self::hold(spec, on_taken).map_err(LockError::Io),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(LockError::Io(e)),
             }
@@ -148,8 +153,12 @@ impl DirLock {
         }
     }
 
-    fn hold(spec: &DirLockSpec) -> io::Result<DirLock> {
+    fn hold(
+        spec: &DirLockSpec,
+        on_taken: &mut dyn FnMut(&DirLockSpec, Identity),
+    ) -> io::Result<DirLock> {
         let identity = Identity::of(&spec.path)?;
+        on_taken(spec, identity);
         interrupt::register_dir(&spec.path, identity, spec.owner_record.as_deref());
         if let Some(record) = &spec.owner_record
             && let Err(e) = OwnerRecord::mine().write(record)
@@ -190,7 +199,11 @@ impl Drop for DirLock {
         if let Some(h) = self.heartbeat.take() {
             let _ = h.join();
         }
-        release(&self.spec.path, self.identity, self.spec.owner_record.as_deref());
+        release(
+            &self.spec.path,
+            self.identity,
+            self.spec.owner_record.as_deref(),
+        );
         interrupt::unregister_dir(&self.spec.path);
     }
 }
@@ -240,6 +253,7 @@ impl OwnerRecord {
 
     pub fn write(&self, path: &Path) -> io::Result<()> {
         let body = json!({ "pid": self.pid, "startTime": self.start });
+        crate::credentials_file::remove_abandoned_temps(path);
         crate::credentials_file::write_atomic(path, body.to_string().as_bytes())
     }
 
@@ -298,7 +312,7 @@ mod tests {
     fn takes_and_releases_a_lock_with_owner_record() {
         let dir = tempfile::tempdir().unwrap();
         let s = spec(dir.path(), Duration::from_secs(60));
-        let lock = DirLock::acquire(&s, soon(100), &mut |_, _| {}).unwrap();
+        let lock = DirLock::acquire(&s, soon(100), &mut |_, _| {}, &mut |_, _| {}).unwrap();
         assert!(s.path.is_dir());
         let owner = OwnerRecord::read(s.owner_record.as_ref().unwrap()).unwrap();
         assert_eq!(owner.pid, std::process::id());
@@ -314,13 +328,13 @@ mod tests {
         let s = spec(dir.path(), Duration::from_secs(60));
         fs::create_dir(&s.path).unwrap();
         assert!(matches!(
-            DirLock::acquire(&s, soon(300), &mut |_, _| {}),
+            DirLock::acquire(&s, soon(300), &mut |_, _| {}, &mut |_, _| {}),
             Err(LockError::Timeout { .. })
         ));
         assert!(s.path.exists(), "a live lock is never removed");
         let old = SystemTime::now() - Duration::from_secs(61);
         fs::File::open(&s.path).unwrap().set_modified(old).unwrap();
-        let lock = DirLock::acquire(&s, soon(300), &mut |_, _| {}).unwrap();
+        let lock = DirLock::acquire(&s, soon(300), &mut |_, _| {}, &mut |_, _| {}).unwrap();
         drop(lock);
     }
 
@@ -328,7 +342,7 @@ mod tests {
     fn release_leaves_a_lock_that_someone_else_remade() {
         let dir = tempfile::tempdir().unwrap();
         let s = spec(dir.path(), Duration::from_secs(60));
-        let lock = DirLock::acquire(&s, soon(100), &mut |_, _| {}).unwrap();
+        let lock = DirLock::acquire(&s, soon(100), &mut |_, _| {}, &mut |_, _| {}).unwrap();
         let mine = lock.identity();
         std::mem::forget(lock);
         fs::remove_dir(&s.path).unwrap();
@@ -342,7 +356,10 @@ mod tests {
     #[test]
     fn dead_pids_are_recognised() {
         assert!(OwnerRecord::mine().is_alive());
-        let gone = OwnerRecord { pid: 0x3fff_fff0, start: None };
+        let gone = OwnerRecord {
+            pid: 0x3fff_fff0,
+            start: None,
+        };
         assert!(!gone.is_alive());
         let reused = OwnerRecord {
             pid: std::process::id(),

@@ -10,7 +10,9 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         return Err("empty duration; write it like 90s, 30m or 1h".into());
     }
     if t.chars().all(|c| c.is_ascii_digit()) {
-        return Err(format!("'{t}' has no unit; write it like {t}s, {t}m or {t}h"));
+        return Err(format!(
+            "'{t}' has no unit; write it like {t}s, {t}m or {t}h"
+        ));
     }
     let parsed: jiff::SignedDuration = t
         .parse()

@@ -28,7 +28,10 @@ pub enum Reply {
         retry_after: Option<Duration>,
     },
     /// The refresh token (or client) was refused: retrying cannot help.
-    Rejected { code: String, description: String },
+    Rejected {
+        code: String,
+        description: String,
+    },
 }
 
 /// Error codes that mean the login is dead.
@@ -231,7 +234,9 @@ mod tests {
     #[test]
     fn rejections_are_permanent() {
         for code in PERMANENT {
-            let body = format!(r#"{{"error":"{code}","error_description":"Refresh token not found or invalid"}}"#);
+            let body = format!(
+                r#"{{"error":"{code}","error_description":"Refresh token not found or invalid"}}"#
+            );
             assert_eq!(
                 classify(400, None, body.as_bytes()),
                 Reply::Rejected {
@@ -247,15 +252,33 @@ mod tests {
         let cases: &[(u16, Option<&str>, &[u8], &str)] = &[
             (500, None, b"oops", "HTTP 500"),
             (503, None, b"", "empty body"),
-            (429, Some("7"), br#"{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}"#, "rate_limit_error: slow down"),
-            (400, None, br#"{"type":"error","error":{"type":"invalid_request_error","message":"x"}}"#, "invalid_request_error"),
+            (
+                429,
+                Some("7"),
+                br#"{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}"#,
+                "rate_limit_error: slow down",
+            ),
+            (
+                400,
+                None,
+                br#"{"type":"error","error":{"type":"invalid_request_error","message":"x"}}"#,
+                "invalid_request_error",
+            ),
             (200, None, b"<!DOCTYPE html><html>login</html>", "HTML page"),
-            (502, None, b"<html><body>Bad gateway</body></html>", "HTML page"),
+            (
+                502,
+                None,
+                b"<html><body>Bad gateway</body></html>",
+                "HTML page",
+            ),
             (200, None, br#"{"access_token":""}"#, "without tokens"),
         ];
         for (status, ra, body, needle) in cases {
             match classify(*status, *ra, body) {
-                Reply::Transient { reason, retry_after } => {
+                Reply::Transient {
+                    reason,
+                    retry_after,
+                } => {
                     assert!(reason.contains(needle), "{reason}");
                     if ra.is_some() {
                         assert_eq!(retry_after, Some(Duration::from_secs(7)));

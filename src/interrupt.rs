@@ -48,7 +48,10 @@ pub fn enter_critical() -> Critical {
 
 /// True while a refresh token is in flight or its replacement is being saved.
 pub fn in_critical() -> bool {
-    matches!(CRITICAL.try_lock(), Err(std::sync::TryLockError::WouldBlock))
+    matches!(
+        CRITICAL.try_lock(),
+        Err(std::sync::TryLockError::WouldBlock)
+    )
 }
 
 /// Blocks until no refresh is in flight, then keeps new ones from starting: for a handler that

@@ -18,7 +18,7 @@ pub mod login;
 pub mod own_lock;
 pub mod refresh;
 pub mod secret;
-// pub mod standin;
+pub mod standin;
 pub mod state;
 
 pub use error::{Error, ErrorKind};

@@ -108,11 +108,23 @@ mod tests {
     #[test]
     fn freshness_follows_the_minimum_lifetime() {
         let now = 1_000_000_000_000;
-        assert_eq!(login(now + 2 * 3_600_000, "r").freshness(now, HOUR), Freshness::Fresh);
-        assert_eq!(login(now + 3_600_000, "r").freshness(now, HOUR), Freshness::Fresh);
-        assert_eq!(login(now + 3_599_999, "r").freshness(now, HOUR), Freshness::Due);
+        assert_eq!(
+            login(now + 2 * 3_600_000, "r").freshness(now, HOUR),
+            Freshness::Fresh
+        );
+        assert_eq!(
+            login(now + 3_600_000, "r").freshness(now, HOUR),
+            Freshness::Fresh
+        );
+        assert_eq!(
+            login(now + 3_599_999, "r").freshness(now, HOUR),
+            Freshness::Due
+        );
         assert_eq!(login(now, "r").freshness(now, HOUR), Freshness::Expired);
-        assert_eq!(login(now + 9_000_000, "").freshness(now, HOUR), Freshness::Dead);
+        assert_eq!(
+            login(now + 9_000_000, "").freshness(now, HOUR),
+            Freshness::Dead
+        );
         assert!(login(now + 60_000, "r").is_due(now, HOUR));
         assert!(!login(now + 2 * 3_600_000, "r").is_due(now, HOUR));
     }

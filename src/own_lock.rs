@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 pub struct OwnLock {
     file: File,
     path: PathBuf,
+    held: std::sync::Mutex<Vec<(PathBuf, Identity, Option<PathBuf>)>>,
+    /// The previous holder was killed while holding lock directories.
+    pub predecessor_killed: bool,
 }
 
 #[derive(Debug)]
@@ -67,11 +70,13 @@ impl OwnLock {
             thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
             pause = (pause * 2).min(Duration::from_millis(100));
         }
-        let lock = OwnLock {
+        let mut lock = OwnLock {
             file,
             path: path.to_path_buf(),
+            held: std::sync::Mutex::new(Vec::new()),
+            predecessor_killed: false,
         };
-        lock.reap_left_behind();
+        lock.predecessor_killed = lock.reap_left_behind();
         Ok(lock)
     }
 
@@ -79,15 +84,18 @@ impl OwnLock {
         &self.path
     }
 
-    /// Notes the lock directories now held, so a successor can clean up if we are killed.
-    pub fn record_held(&self, dirs: &[&dir_lock::DirLock], owner_records: &[Option<PathBuf>]) {
+    /// Notes a lock directory just taken, so a successor can remove it if we are killed.
+    pub fn note_taken(&self, path: &Path, identity: Identity, owner_record: Option<&Path>) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.retain(|(p, _, _)| p != path);
+        held.push((
+            path.to_path_buf(),
+            identity,
+            owner_record.map(Path::to_path_buf),
+        ));
         let record = HeldRecord {
             pid: std::process::id(),
-            dirs: dirs
-                .iter()
-                .zip(owner_records.iter().chain(std::iter::repeat(&None)))
-                .map(|(d, o)| (d.path().to_path_buf(), d.identity(), o.clone()))
-                .collect(),
+            dirs: held.clone(),
         };
         if let Err(e) = self.rewrite(&serde_json::to_vec(&record).unwrap_or_default()) {
             tracing::debug!("could not note held locks in {}: {e}", self.path.display());
@@ -95,6 +103,7 @@ impl OwnLock {
     }
 
     pub fn clear_held(&self) {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).clear();
         let _ = self.rewrite(b"");
     }
 
@@ -108,14 +117,14 @@ impl OwnLock {
     /// A previous holder that died holding Claude's lock directories left them behind; they are
     /// still exactly the directories it made (same inode and birth time), so remove them now
     /// rather than make everyone wait for them to go stale.
-    fn reap_left_behind(&self) {
+    fn reap_left_behind(&self) -> bool {
         let mut text = Vec::new();
         let mut f = &self.file;
         if f.seek(io::SeekFrom::Start(0)).is_err() || f.read_to_end(&mut text).is_err() {
-            return;
+            return false;
         }
         if text.is_empty() {
-            return;
+            return false;
         }
         if let Ok(record) = serde_json::from_slice::<HeldRecord>(&text) {
             for (path, identity, owner) in record.dirs.iter().rev() {
@@ -134,6 +143,14 @@ impl OwnLock {
                 }
             }
         }
+        self.clear_held();
+        true
+    }
+}
+
+impl Drop for OwnLock {
+    /// Every lock directory is released by now (they are dropped first); forget them.
+    fn drop(&mut self) {
         self.clear_held();
     }
 }

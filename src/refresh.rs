@@ -82,9 +82,7 @@ pub fn refresh_if_due(job: &Job<'_>, force: bool, min_ttl: Duration) -> Result<O
             attempts: 0,
         });
     }
-    if !force
-        && let Some(rejected) = known_rejection(job, &key, &first)
-    {
+    if !force && let Some(rejected) = known_rejection(job, &key, &first) {
         return Err(rejected);
     }
     let result = locked_refresh(job, &key, &first, force, min_ttl);
@@ -104,7 +102,10 @@ pub fn read_login(job: &Job<'_>) -> Result<Login, Error> {
     }
     let login = claude::parse(job.file, &snap.doc)?;
     if login.refresh_token.is_empty() {
-        return Err(dead(job, "its tokens are empty (the login was ended or wiped)".into()));
+        return Err(dead(
+            job,
+            "its tokens are empty (the login was ended or wiped)".into(),
+        ));
     }
     Ok(login)
 }
@@ -149,10 +150,15 @@ fn locked_refresh(
         );
     })
     .map_err(|e| match e {
-        OwnLockError::Timeout => lock_timeout(job, "tokenkeeper's lock", sidecar.clone(), String::new()),
+        OwnLockError::Timeout => {
+            lock_timeout(job, "tokenkeeper's lock", sidecar.clone(), String::new())
+        }
         OwnLockError::Io(source) => not_writable(job, sidecar.clone(), source),
     })?;
 
+    if own.predecessor_killed {
+        remove_temps_of_killed_writer(job, &own);
+    }
     let started = Instant::now();
     let mut attempts = 0u32;
     loop {
@@ -160,12 +166,15 @@ fn locked_refresh(
         let snap = job.file.read()?;
         let current = claude::parse(job.file, &snap.doc)?;
 
-        if let Some(done) = restore_recovery(job, key, &current, &snap.doc)? {
+        if let Some(done) = restore_recovery(job, &own, key, &current, &snap.doc)? {
             return Ok(done);
         }
         let now = now_ms();
         if current.access_token != first.access_token && !current.is_due(now, min_ttl) {
-            tracing::info!("another process refreshed {}; using its tokens", job.file.path().display());
+            tracing::info!(
+                "another process refreshed {}; using its tokens",
+                job.file.path().display()
+            );
             return Ok(Outcome {
                 action: Action::Adopted,
                 login: current,
@@ -185,7 +194,11 @@ fn locked_refresh(
 
         attempts += 1;
         let remaining = job.settings.retry.total.saturating_sub(started.elapsed());
-        let timeout = job.settings.request_timeout.min(remaining).max(Duration::from_secs(1));
+        let timeout = job
+            .settings
+            .request_timeout
+            .min(remaining)
+            .max(Duration::from_secs(1));
         let critical = interrupt::enter_critical();
         let body = claude::token_request(
             &current.refresh_token,
@@ -200,7 +213,15 @@ fn locked_refresh(
         match job.endpoint.post_json(&body, timeout) {
             Reply::Tokens(tokens) => {
                 let received_at = now_ms();
-                let action = save(job, key, &current.refresh_token, &tokens, received_at, &snap.doc)?;
+                let action = save(
+                    job,
+                    &own,
+                    key,
+                    &current.refresh_token,
+                    &tokens,
+                    received_at,
+                    &snap.doc,
+                )?;
                 drop(critical);
                 let login = read_login(job)?;
                 return Ok(Outcome {
@@ -215,30 +236,40 @@ fn locked_refresh(
                 let description = scrub(&description, &secrets);
                 let after = claude::parse(job.file, &job.file.read()?.doc)?;
                 if !after.refresh_token.is_empty() && after.refresh_token != current.refresh_token {
-                    tracing::info!("the server refused our refresh token, but another process has rotated it; using its tokens");
+                    tracing::info!(
+                        "the server refused our refresh token, but another process has rotated it; using its tokens"
+                    );
                     return Ok(Outcome {
                         action: Action::Adopted,
                         login: after,
                         attempts,
                     });
                 }
-                let error = if description.is_empty() { code } else { format!("{code}: {description}") };
+                let error = if description.is_empty() {
+                    code
+                } else {
+                    format!("{code}: {description}")
+                };
                 return Err(Error::Dead {
                     path: job.file.path().to_path_buf(),
                     reason: format!("the server rejected its refresh token ({error})"),
                     login_command: job.file.owner().login_command,
                 });
             }
-            Reply::Transient { reason, retry_after } => {
+            Reply::Transient {
+                reason,
+                retry_after,
+            } => {
                 drop(critical);
                 drop(claude_locks);
                 own.clear_held();
                 let reason = scrub(&reason, &[&current.refresh_token, &current.access_token]);
-                match job
-                    .settings
-                    .retry
-                    .next(attempts, started.elapsed(), retry_after, fastrand::f64())
-                {
+                match job.settings.retry.next(
+                    attempts,
+                    started.elapsed(),
+                    retry_after,
+                    fastrand::f64(),
+                ) {
                     crate::backoff::Next::RetryAfter(wait) => {
                         tracing::info!(
                             "token endpoint: {reason}; retrying in {} (attempt {attempts})",
@@ -265,13 +296,20 @@ fn take_locks(job: &Job<'_>, specs: &[DirLockSpec], own: &OwnLock) -> Result<Vec
     let deadline = Instant::now() + job.settings.lock_timeout;
     let mut held: Vec<DirLock> = Vec::new();
     for spec in specs {
-        let lock = DirLock::acquire(spec, deadline, &mut |spec, holder| {
-            tracing::info!(
-                "waiting for {} ({}){holder}",
-                spec.what,
-                spec.path.display()
-            );
-        })
+        let lock = DirLock::acquire(
+            spec,
+            deadline,
+            &mut |spec, holder| {
+                tracing::info!(
+                    "waiting for {} ({}){holder}",
+                    spec.what,
+                    spec.path.display()
+                );
+            },
+            &mut |spec, identity| {
+                own.note_taken(&spec.path, identity, spec.owner_record.as_deref())
+            },
+        )
         .map_err(|e| match e {
             LockError::Timeout { holder } => {
                 lock_timeout(job, spec.what, spec.path.clone(), holder)
@@ -279,9 +317,6 @@ fn take_locks(job: &Job<'_>, specs: &[DirLockSpec], own: &OwnLock) -> Result<Vec
             LockError::Io(source) => not_writable(job, spec.path.clone(), source),
         })?;
         held.push(lock);
-        let refs: Vec<&DirLock> = held.iter().collect();
-        let owners: Vec<Option<PathBuf>> = specs.iter().map(|s| s.owner_record.clone()).collect();
-        own.record_held(&refs, &owners);
     }
     Ok(held)
 }
@@ -307,10 +342,25 @@ fn not_writable(job: &Job<'_>, path: PathBuf, source: io::Error) -> Error {
     }
 }
 
+/// A tokenkeeper killed while saving leaves its temp file; remove it under the storage lock,
+/// where no writer can be using one.
+fn remove_temps_of_killed_writer(job: &Job<'_>, own: &OwnLock) {
+    let spec = claude::storage_write_lock(&job.file.folder());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let note = &mut |s: &DirLockSpec, identity| own.note_taken(&s.path, identity, None);
+    if let (Ok(_lock), Ok(target)) = (
+        DirLock::acquire(&spec, deadline, &mut |_, _| {}, note),
+        job.file.target(),
+    ) {
+        crate::credentials_file::remove_abandoned_temps(&target);
+    }
+}
+
 /// Writes `tokens` under Claude's storage lock if the file still holds `posted` (or was wiped);
 /// keeps trying briefly, then falls back to a recovery file.
 fn save(
     job: &Job<'_>,
+    own: &OwnLock,
     key: &str,
     posted: &Secret,
     tokens: &TokenResponse,
@@ -322,7 +372,7 @@ fn save(
     let mut last_error = io::Error::other("not tried");
     for pause_ms in [0u64, 100, 200, 400, 800, 1500] {
         thread::sleep(Duration::from_millis(pause_ms));
-        match try_save(job, &spec, posted, tokens, received_at, base) {
+        match try_save(job, own, &spec, posted, tokens, received_at, base) {
             Ok(action) => {
                 if action == Action::KeptOnDisk {
                     tracing::warn!(
@@ -333,7 +383,10 @@ fn save(
                 return Ok(action);
             }
             Err(e) => {
-                tracing::warn!("could not save the new tokens to {}: {e}; retrying", job.file.path().display());
+                tracing::warn!(
+                    "could not save the new tokens to {}: {e}; retrying",
+                    job.file.path().display()
+                );
                 last_error = e;
             }
         }
@@ -357,6 +410,7 @@ fn save(
 
 fn try_save(
     job: &Job<'_>,
+    own: &OwnLock,
     spec: &DirLockSpec,
     posted: &Secret,
     tokens: &TokenResponse,
@@ -364,9 +418,18 @@ fn try_save(
     base: &Value,
 ) -> io::Result<Action> {
     let deadline = Instant::now() + Duration::from_secs(20);
-    let lock = DirLock::acquire(spec, deadline, &mut |spec, holder| {
-        tracing::info!("waiting for {} ({}){holder}", spec.what, spec.path.display());
-    })
+    let lock = DirLock::acquire(
+        spec,
+        deadline,
+        &mut |spec, holder| {
+            tracing::info!(
+                "waiting for {} ({}){holder}",
+                spec.what,
+                spec.path.display()
+            );
+        },
+        &mut |spec, identity| own.note_taken(&spec.path, identity, None),
+    )
     .map_err(|e| match e {
         LockError::Io(e) => e,
         LockError::Timeout { .. } => io::Error::new(io::ErrorKind::TimedOut, "storage lock busy"),
@@ -389,6 +452,7 @@ fn try_save(
 /// the tokens from the recovery file. A recovery made stale by a newer login is discarded.
 fn restore_recovery(
     job: &Job<'_>,
+    own: &OwnLock,
     key: &str,
     current: &Login,
     base: &Value,
@@ -408,6 +472,7 @@ fn restore_recovery(
     let critical = interrupt::enter_critical();
     let action = save(
         job,
+        own,
         key,
         &current.refresh_token,
         &recovery.tokens(),
@@ -417,7 +482,11 @@ fn restore_recovery(
     drop(critical);
     job.state.remove_recovery(key);
     tracing::info!("restored the tokens saved in {}", path.display());
-    let action = if action == Action::Refreshed { Action::Restored } else { action };
+    let action = if action == Action::Refreshed {
+        Action::Restored
+    } else {
+        action
+    };
     Ok(Some(Outcome {
         action,
         login: read_login(job)?,
@@ -458,7 +527,10 @@ fn record(job: &Job<'_>, key: &str, result: &Result<Outcome, Error>) {
         rejected_refresh,
     };
     if let Err(e) = job.state.write_record(key, &record) {
-        tracing::debug!("could not write state in {}: {e}", job.state.root().display());
+        tracing::debug!(
+            "could not write state in {}: {e}",
+            job.state.root().display()
+        );
     }
 }
 

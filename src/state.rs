@@ -190,7 +190,10 @@ mod tests {
         };
         let rec = Recovery::new(Path::new("/c"), &Secret::new("old"), &tokens, 7);
         let path = state.save_recovery(&key, &rec).unwrap();
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert!(state.has_recovery(&key));
         let (_, back) = state.read_recovery(&key).unwrap();
         assert_eq!(back.tokens(), tokens);

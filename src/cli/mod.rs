@@ -117,9 +117,9 @@ impl Context {
             ),
         };
         let cfg: ConfigFile = config::load(&config_path, named)?;
-        let settings =
-            cfg.claude
-                .claude_settings(&config_path, cli.token_url.clone(), min_ttl)?;
+        let settings = cfg
+            .claude
+            .claude_settings(&config_path, cli.token_url.clone(), min_ttl)?;
         let path = cli
             .credentials
             .clone()
@@ -156,7 +156,9 @@ pub fn run() -> ExitCode {
     };
     logging::init(cli.verbose, cli.quiet);
     let result = match &cli.command {
-        Command::Status { json } => Context::resolve(&cli, None).map(|ctx| status::run(&ctx, *json)),
+        Command::Status { json } => {
+            Context::resolve(&cli, None).map(|ctx| status::run(&ctx, *json))
+        }
         Command::Refresh {
             force,
             min_ttl,

@@ -1,7 +1,7 @@
 //! `tokenkeeper refresh`: refresh when due (or forced) and say what was done.
 
-use super::output::{self, rfc3339, when};
 use super::Context;
+use super::output::{self, rfc3339, when};
 use serde_json::json;
 use tokenkeeper::Error;
 use tokenkeeper::login::now_ms;

@@ -1,8 +1,8 @@
 //! `tokenkeeper status`: the login's state, expiry, end and last refresh. Reads only: never
 //! refreshes, never writes, takes no lock.
 
-use super::output::{self, rfc3339, when};
 use super::Context;
+use super::output::{self, rfc3339, when};
 use serde_json::json;
 use tokenkeeper::login::{Freshness, Login, now_ms};
 use tokenkeeper::state::{Record, StateDir};
@@ -96,7 +96,11 @@ fn human(ctx: &Context, r: &Report, now: i64) -> String {
     let provider = ctx.file.owner().provider;
     match &r.login {
         Some(login) if !login.access_token.is_empty() || login.expires_at > 0 => {
-            let verb = if login.expires_at > now { "expires" } else { "expired" };
+            let verb = if login.expires_at > now {
+                "expires"
+            } else {
+                "expired"
+            };
             out += &format!(
                 "{provider}: {}, access token {verb} {}\n",
                 r.state,

@@ -1,0 +1,8 @@
+//! Integration tests: the real binary against a real loopback OAuth server with single-use,
+//! rotating refresh tokens and reuse detection, on real files and real locks.
+
+mod util;
+
+mod bad_input;
+mod protocol;
+mod status;

@@ -1,0 +1,226 @@
+//! Test support: a sandbox home with a Claude Code login, the loopback OAuth stand-in, and a
+//! way to run the real binary and check that no token leaks from it.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use tokenkeeper::standin::{IssuedLogin, StandinConfig, StandinServer};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tokenkeeper");
+
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+    pub server: StandinServer,
+}
+
+pub fn now_ms() -> i64 {
+    tokenkeeper::login::now_ms()
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        Sandbox::with(StandinConfig::default())
+    }
+
+    pub fn with(config: StandinConfig) -> Sandbox {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(dir.path().join("home/.claude")).expect("claude folder");
+        let server = StandinServer::start(config).expect("stand-in server");
+        Sandbox { dir, server }
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    pub fn creds(&self) -> PathBuf {
+        self.home().join(".claude/.credentials.json")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state/tokenkeeper")
+    }
+
+    /// Writes a Claude-shaped login for `login`, expiring `expires_in_ms` from now; returns the
+    /// exact text written.
+    pub fn write_login(&self, login: &IssuedLogin, expires_in_ms: i64) -> String {
+        let text = claude_json(
+            &login.access_token,
+            &login.refresh_token,
+            now_ms() + expires_in_ms,
+        );
+        fs::write(self.creds(), &text).expect("write creds");
+        set_mode(&self.creds(), 0o600);
+        text
+    }
+
+    /// A fresh login from the stand-in, written as expiring in `expires_in_ms`.
+    pub fn login(&self, expires_in_ms: i64) -> IssuedLogin {
+        let login = self.server.issue_login();
+        self.write_login(&login, expires_in_ms);
+        login
+    }
+
+    pub fn read_creds(&self) -> String {
+        fs::read_to_string(self.creds()).expect("read creds")
+    }
+
+    pub fn creds_json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.read_creds()).expect("creds parse")
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .env_clear()
+            .env("HOME", self.home())
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("XDG_STATE_HOME", self.dir.path().join("state"))
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
+            .env("TOKENKEEPER_TOKEN_URL", self.server.token_url())
+            .env("TZ", "UTC");
+        c
+    }
+
+    /// Runs the binary to completion and checks that no token reached its output, its state
+    /// folder or anywhere else but the credentials file (and a recovery file).
+    pub fn run(&self, args: &[&str]) -> Run {
+        let out = self.cmd(args).output().expect("run tokenkeeper");
+        let run = Run::from(out);
+        self.assert_no_leak(&run, args.first() == Some(&"token"));
+        run
+    }
+
+    pub fn assert_no_leak(&self, run: &Run, stdout_may_hold_token: bool) {
+        for token in self.server.all_issued_tokens() {
+            assert!(
+                !run.stderr.contains(&token),
+                "token leaked to stderr: {}",
+                run.stderr
+            );
+            if !stdout_may_hold_token {
+                assert!(
+                    !run.stdout.contains(&token),
+                    "token leaked to stdout: {}",
+                    run.stdout
+                );
+            }
+            for file in files_under(&self.state_dir()) {
+                if file.parent().is_some_and(|p| p.ends_with("recovery")) {
+                    continue;
+                }
+                let text = fs::read_to_string(&file).unwrap_or_default();
+                assert!(!text.contains(&token), "token leaked to {}", file.display());
+            }
+        }
+    }
+
+    /// Writes a config file and returns its path.
+    pub fn config(&self, toml: &str) -> PathBuf {
+        let path = self.dir.path().join("config/tokenkeeper/config.toml");
+        fs::create_dir_all(path.parent().expect("parent")).expect("config dir");
+        fs::write(&path, toml).expect("write config");
+        path
+    }
+}
+
+pub fn claude_json(access: &str, refresh: &str, expires_at: i64) -> String {
+    format!(
+        r#"{{"claudeAiOauth":{{"accessToken":"{access}","refreshToken":"{refresh}","expiresAt":{expires_at},"scopes":["user:inference","user:profile","user:sessions:claude_code"],"subscriptionType":"max","rateLimitTier":null}}}}"#
+    )
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+pub fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Lock directories (Claude's) present in the sandbox's home.
+pub fn lock_dirs(sandbox: &Sandbox) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for dir in [sandbox.home().join(".claude"), sandbox.home()] {
+        for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() && p.to_string_lossy().ends_with(".lock") {
+                found.push(p);
+            }
+        }
+    }
+    found
+}
+
+/// Are we root? Root ignores file permissions, so permission tests run the binary as nobody.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+pub const NOBODY: u32 = 65534;
+
+/// Hands the sandbox to `nobody` so a child run with `as_nobody` is bound by permissions.
+pub fn give_to_nobody(path: &Path) {
+    let _ = Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(path)
+        .status();
+    let mut p = path.to_path_buf();
+    while let Some(parent) = p.parent() {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = fs::metadata(parent) {
+            let mode = m.permissions().mode();
+            if mode & 0o001 == 0 {
+                let _ = fs::set_permissions(parent, fs::Permissions::from_mode(mode | 0o001));
+            }
+        }
+        p = parent.to_path_buf();
+    }
+}
+
+pub fn as_nobody(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    if is_root() {
+        cmd.uid(NOBODY).gid(NOBODY);
+    }
+}
