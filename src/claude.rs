@@ -25,15 +25,22 @@ pub const DEFAULT_USER_AGENT: &str = "axios/1.15.2";
 pub const DEFAULT_MIN_TTL: Duration = Duration::from_secs(3600);
 const REQUIRED_SCOPE: &str = "user:inference";
 const KEY: &str = "claudeAiOauth";
+/// Where the holder of `.oauth_refresh.lock` says who it is.
+pub const OWNER_RECORD: &str = ".oauth_refresh.lock.owner";
 
-/// `$CLAUDE_SECURESTORAGE_CONFIG_DIR`, else `$CLAUDE_CONFIG_DIR`, else `~/.claude`, plus
-/// `.credentials.json`. `env` reads a variable (the real environment, or a test's).
+/// `$CLAUDE_SECURESTORAGE_CONFIG_DIR` (when set; set but empty means `~/.claude`, as in Claude),
+/// else `$CLAUDE_CONFIG_DIR`, else `~/.claude`, plus `.credentials.json`. `env` reads a variable
+/// (the real environment, or a test's).
 pub fn default_credentials_path(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
     let set = |k: &str| env(k).filter(|v| !v.is_empty());
-    let folder = set("CLAUDE_SECURESTORAGE_CONFIG_DIR")
-        .or_else(|| set("CLAUDE_CONFIG_DIR"))
-        .map(PathBuf::from)
-        .or_else(|| set("HOME").map(|h| Path::new(&h).join(".claude")))?;
+    let home_claude = || set("HOME").map(|h| Path::new(&h).join(".claude"));
+    let folder = match env("CLAUDE_SECURESTORAGE_CONFIG_DIR") {
+        Some(dir) if !dir.is_empty() => Some(PathBuf::from(dir)),
+        Some(_) => home_claude(),
+        None => set("CLAUDE_CONFIG_DIR")
+            .map(PathBuf::from)
+            .or_else(home_claude),
+    }?;
     Some(folder.join(".credentials.json"))
 }
 
@@ -152,11 +159,14 @@ pub fn apply(doc: &mut Value, response: &TokenResponse, now: EpochMs) {
         let scopes: Vec<&str> = scope.split_whitespace().collect();
         oauth.insert("scopes".into(), json!(scopes));
     }
-    if let Some(secs) = response.refresh_token_expires_in {
+    // Like Claude: kept only where the login already has one, and never moved later.
+    if let Some(secs) = response.refresh_token_expires_in
+        && let Some(kept) = oauth.get("refreshTokenExpiresAt").and_then(epoch_ms)
+    {
         let offered = now.saturating_add(secs_to_ms(secs));
-        let kept = oauth.get("refreshTokenExpiresAt").and_then(epoch_ms);
-        let value = kept.map_or(offered, |k| k.min(offered));
-        oauth.insert("refreshTokenExpiresAt".into(), json!(value));
+        if offered < kept {
+            oauth.insert("refreshTokenExpiresAt".into(), json!(offered));
+        }
     }
 }
 
@@ -174,13 +184,17 @@ pub fn refresh_locks(folder: &Path) -> Vec<DirLockSpec> {
         DirLockSpec {
             path: folder.join(".oauth_refresh.lock"),
             stale: Duration::from_secs(60),
-            owner_record: Some(folder.join(".oauth_refresh.lock.owner")),
+            owner_record: Some(folder.join(OWNER_RECORD)),
+            takeover_with: Some(legacy.clone().into()),
+            best_effort: false,
             what: "Claude Code's refresh lock",
         },
         DirLockSpec {
             path: PathBuf::from(legacy),
             stale: Duration::from_secs(60),
             owner_record: None,
+            takeover_with: None,
+            best_effort: true,
             what: "Claude Code's legacy refresh lock",
         },
     ]
@@ -192,6 +206,8 @@ pub fn storage_write_lock(folder: &Path) -> DirLockSpec {
         path: folder.join(".storage-write.lock"),
         stale: Duration::from_secs(15),
         owner_record: None,
+        takeover_with: None,
+        best_effort: false,
         what: "Claude Code's storage lock",
     }
 }
@@ -234,6 +250,22 @@ mod tests {
         );
         assert_eq!(
             default_credentials_path(&env(&[("HOME", "/h"), ("CLAUDE_CONFIG_DIR", "")])),
+            Some(PathBuf::from("/h/.claude/.credentials.json"))
+        );
+        assert_eq!(
+            default_credentials_path(&env(&[
+                ("HOME", "/h"),
+                ("CLAUDE_CONFIG_DIR", "/c"),
+                ("CLAUDE_SECURESTORAGE_CONFIG_DIR", "/s")
+            ])),
+            Some(PathBuf::from("/s/.credentials.json"))
+        );
+        assert_eq!(
+            default_credentials_path(&env(&[
+                ("HOME", "/h"),
+                ("CLAUDE_CONFIG_DIR", "/c"),
+                ("CLAUDE_SECURESTORAGE_CONFIG_DIR", "")
+            ])),
             Some(PathBuf::from("/h/.claude/.credentials.json"))
         );
     }
@@ -296,7 +328,24 @@ mod tests {
         apply(&mut doc, &resp, 1000);
         let o = &doc["claudeAiOauth"];
         assert_eq!(o["refreshToken"], "r");
-        assert_eq!(o["refreshTokenExpiresAt"], 5000);
+        assert_eq!(o["refreshTokenExpiresAt"], 5000, "never moved later");
+        let mut sooner = resp.clone();
+        sooner.refresh_token_expires_in = Some(1);
+        let mut moved = doc.clone();
+        apply(&mut moved, &sooner, 0);
+        assert_eq!(
+            moved["claudeAiOauth"]["refreshTokenExpiresAt"], 1000,
+            "moved earlier"
+        );
+        let mut without: Value =
+            serde_json::from_str(r#"{"claudeAiOauth":{"accessToken":"a"}}"#).unwrap();
+        apply(&mut without, &sooner, 0);
+        assert!(
+            without["claudeAiOauth"]
+                .get("refreshTokenExpiresAt")
+                .is_none(),
+            "never added"
+        );
         assert_eq!(o["scopes"], json!(["user:inference", "user:profile"]));
         resp.expires_in = u64::MAX;
         apply(&mut doc, &resp, i64::MAX - 5);

@@ -8,7 +8,6 @@
 //! has stood still for longer than a live holder would let it.
 
 use crate::interrupt;
-use serde_json::json;
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -28,8 +27,15 @@ pub struct DirLockSpec {
     pub path: PathBuf,
     /// A lock older than this is abandoned (proper-lockfile's `stale`).
     pub stale: Duration,
-    /// Where the holder writes its pid, so waiters can tell a dead holder from a slow one.
+    /// Where the holder writes its [`OwnerRecord`], so waiters can tell a dead holder from a
+    /// slow one.
     pub owner_record: Option<PathBuf>,
+    /// A lock the same holder takes next, removed with this one on a takeover when the owner
+    /// record says the dead holder made it (Claude's legacy lock).
+    pub takeover_with: Option<PathBuf>,
+    /// Go on without this lock when it cannot be made at all (not when it is busy), as Claude
+    /// does for its legacy lock.
+    pub best_effort: bool,
     /// For messages: "Claude Code's refresh lock".
     pub what: &'static str,
 }
@@ -56,6 +62,13 @@ impl Identity {
             ino: meta.ino(),
             born_ns,
         })
+    }
+
+    /// Birth time in epoch ms, computed as Claude computes it (`sec * 1000 + nsec / 1e6`).
+    pub fn birth_ms(&self) -> Option<f64> {
+        let ns = self.born_ns?;
+        let (secs, nanos) = (ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000));
+        Some(secs as f64 * 1000.0 + nanos as f64 / 1e6)
     }
 
     /// Only a birth time makes an identity safe to act on: inode numbers are reused at once.
@@ -122,23 +135,16 @@ impl DirLock {
                 let _ = fs::remove_dir(&spec.path);
                 continue;
             }
-            let owner = spec.owner_record.as_deref().and_then(OwnerRecord::read);
             match still {
                 Some((seen, _)) if seen == mtime => {}
                 _ => still = Some((mtime, Instant::now())),
             }
             let untouched = still.map_or(Duration::ZERO, |(_, since)| since.elapsed());
+            let owner = spec.owner_record.as_deref().and_then(OwnerRecord::read);
             if let Some(owner) = &owner
-                && !owner.is_alive()
                 && untouched >= TAKEOVER_AFTER
+                && take_over(spec, owner, mtime)
             {
-                tracing::info!(
-                    "taking over {} ({}) from pid {}, which is gone",
-                    spec.path.display(),
-                    spec.what,
-                    owner.pid
-                );
-                let _ = fs::remove_dir(&spec.path);
                 continue;
             }
             let holder = owner.map_or_else(String::new, |o| format!(", held by pid {}", o.pid));
@@ -160,11 +166,6 @@ impl DirLock {
         let identity = Identity::of(&spec.path)?;
         on_taken(spec, identity);
         interrupt::register_dir(&spec.path, identity, spec.owner_record.as_deref());
-        if let Some(record) = &spec.owner_record
-            && let Err(e) = OwnerRecord::mine().write(record)
-        {
-            tracing::debug!("could not write owner record {}: {e}", record.display());
-        }
         let (stop, stopped) = mpsc::channel::<()>();
         let path = spec.path.clone();
         let heartbeat = thread::Builder::new()
@@ -215,59 +216,205 @@ pub fn release(path: &Path, identity: Identity, owner_record: Option<&Path>) -> 
         return false;
     }
     if let Some(record) = owner_record
-        && OwnerRecord::read(record).is_some_and(|o| o.pid == std::process::id())
+        && OwnerRecord::read(record)
+            .is_some_and(|o| o.pid == std::process::id() && o.names(&identity))
     {
         let _ = fs::remove_file(record);
     }
     fs::remove_dir(path).is_ok()
 }
 
+/// Claude's takeover: the lock is still the one the record names, untouched since we began
+/// watching, its holder provably gone, and the companion lock either absent or the holder's own.
+/// Then remove the companion, the lock and the record, and let the caller `mkdir` again.
+fn take_over(spec: &DirLockSpec, owner: &OwnerRecord, watched_mtime: SystemTime) -> bool {
+    let Ok(meta) = fs::symlink_metadata(&spec.path) else {
+        return false;
+    };
+    let Ok(identity) = Identity::of(&spec.path) else {
+        return false;
+    };
+    if meta.modified().ok() != Some(watched_mtime)
+        || !owner.names(&identity)
+        || !owner.holder_is_gone()
+    {
+        return false;
+    }
+    if let Some(companion) = &spec.takeover_with
+        && let Ok(c) = Identity::of(companion)
+    {
+        let theirs = match (c.birth_ms(), owner.legacy_lock_birthtime_ms) {
+            (Some(b), Some(recorded)) => same_ms(b, recorded),
+            _ => false,
+        };
+        if !theirs {
+            return false;
+        }
+        let _ = fs::remove_dir(companion);
+    }
+    tracing::info!(
+        "taking over {} ({}) from pid {}, which is gone",
+        spec.path.display(),
+        spec.what,
+        owner.pid
+    );
+    let _ = fs::remove_dir(&spec.path);
+    if let Some(record) = &spec.owner_record
+        && OwnerRecord::read(record).as_ref() == Some(owner)
+    {
+        let _ = fs::remove_file(record);
+    }
+    true
+}
+
 fn touch(path: &Path) -> io::Result<()> {
     fs::File::open(path)?.set_modified(SystemTime::now())
 }
 
-/// The holder's pid and start time, so a waiter can prove the holder is gone even if the pid has
-/// been reused.
-#[derive(Debug, Clone, PartialEq)]
+/// Claude Code's owner record (`.oauth_refresh.lock.owner`), in Claude's own format, so that
+/// Claude can take over from a tokenkeeper that was killed, and we from a Claude that was. A
+/// record counts only for the lock directory whose birth time it names, and only on the host and
+/// in the pid namespace where it was written.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct OwnerRecord {
     pub pid: u32,
-    pub start: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proc_start: Option<String>,
+    pub pid_domain: String,
+    pub pid_space: String,
+    pub lock_birthtime_ms: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legacy_lock_birthtime_ms: Option<f64>,
 }
 
+/// Records larger than this are not Claude's (it refuses them too).
+const MAX_RECORD: u64 = 4096;
+
 impl OwnerRecord {
-    pub fn mine() -> OwnerRecord {
-        let pid = std::process::id();
+    /// A record for process `pid` on this host, holding the lock born at `lock_birthtime_ms`.
+    pub fn for_pid(
+        pid: u32,
+        lock_birthtime_ms: f64,
+        legacy_lock_birthtime_ms: Option<f64>,
+    ) -> Self {
+        let (domain, space) = pid_namespace();
         OwnerRecord {
             pid,
-            start: process_start(pid),
+            proc_start: process_start(pid).map(|s| s.to_string()),
+            pid_domain: domain.clone(),
+            pid_space: space.clone(),
+            lock_birthtime_ms,
+            legacy_lock_birthtime_ms,
         }
     }
 
     pub fn read(path: &Path) -> Option<OwnerRecord> {
-        let v: serde_json::Value = serde_json::from_slice(&fs::read(path).ok()?).ok()?;
-        Some(OwnerRecord {
-            pid: u32::try_from(v.get("pid")?.as_u64()?).ok()?,
-            start: v.get("startTime").and_then(serde_json::Value::as_u64),
-        })
+        let meta = fs::symlink_metadata(path).ok()?;
+        if !meta.is_file() || meta.len() > MAX_RECORD {
+            return None;
+        }
+        serde_json::from_slice(&fs::read(path).ok()?).ok()
     }
 
     pub fn write(&self, path: &Path) -> io::Result<()> {
-        let body = json!({ "pid": self.pid, "startTime": self.start });
+        let body = serde_json::to_vec(self).map_err(io::Error::other)?;
         crate::credentials_file::remove_abandoned_temps(path);
-        crate::credentials_file::write_atomic(path, body.to_string().as_bytes())
+        crate::credentials_file::write_atomic(path, &body)
     }
 
-    /// False only when the process is provably gone: no such pid, or a pid reused by a process
-    /// that started at another time.
-    pub fn is_alive(&self) -> bool {
-        if !pid_exists(self.pid) {
+    /// True only when the holder is provably gone, by Claude's rules: written in our pid
+    /// namespace on this host, and its pid no longer exists, is a zombie, or now belongs to a
+    /// process that started at another time. A /proc we cannot trust proves nothing.
+    pub fn holder_is_gone(&self) -> bool {
+        let (domain, space) = pid_namespace();
+        if self.pid_domain != *domain || self.pid_space != *space || !pid_view_trusted() {
             return false;
         }
-        match (self.start, process_start(self.pid)) {
-            (Some(recorded), Some(now)) => recorded == now,
-            _ => true,
+        if self.pid <= 1 || self.pid > i32::MAX as u32 {
+            return false;
+        }
+        if !pid_exists(self.pid) || is_zombie(self.pid) {
+            return true;
+        }
+        match (&self.proc_start, process_start(self.pid)) {
+            (Some(recorded), Some(now)) => *recorded != now.to_string(),
+            _ => false,
         }
     }
+
+    /// Is this record about the lock directory with this identity?
+    pub fn names(&self, lock: &Identity) -> bool {
+        lock.birth_ms()
+            .is_some_and(|b| same_ms(b, self.lock_birthtime_ms))
+    }
+}
+
+fn same_ms(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-3
+}
+
+/// (`linux:<machine-id>:<pid ns>`, `<hostname>#<pid ns>`), as Claude computes them.
+fn pid_namespace() -> &'static (String, String) {
+    static NS: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+    NS.get_or_init(|| {
+        let machine = fs::read_to_string("/etc/machine-id")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+        let ns = fs::read_link("/proc/self/ns/pid")
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let host = hostname();
+        let space = if ns.is_empty() {
+            host
+        } else {
+            format!("{host}#{ns}")
+        };
+        (format!("linux:{machine}:{ns}"), space)
+    })
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return String::new();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// Claude trusts pids only where /proc/self is us and /proc shows a real process table.
+fn pid_view_trusted() -> bool {
+    let me = fs::read_link("/proc/self").ok();
+    if me.as_deref() != Some(Path::new(&std::process::id().to_string())) {
+        return false;
+    }
+    let numeric = fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .bytes()
+                        .all(|b| b.is_ascii_digit())
+                })
+                .take(16)
+                .count()
+        })
+        .unwrap_or(0);
+    numeric >= 16
+}
+
+fn is_zombie(pid: u32) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next());
+    matches!(state, Some("Z" | "X"))
 }
 
 pub fn pid_exists(pid: u32) -> bool {
@@ -282,8 +429,7 @@ pub fn pid_exists(pid: u32) -> bool {
     rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
-/// Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat), where /proc
-/// exists.
+/// Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat).
 pub fn process_start(pid: u32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses; fields resume after the last ')'.
@@ -300,6 +446,8 @@ mod tests {
             path: dir.join(".oauth_refresh.lock"),
             stale,
             owner_record: Some(dir.join(".oauth_refresh.lock.owner")),
+            takeover_with: None,
+            best_effort: false,
             what: "test lock",
         }
     }
@@ -308,18 +456,28 @@ mod tests {
         Instant::now() + Duration::from_millis(ms)
     }
 
+    fn take(s: &DirLockSpec, ms: u64) -> Result<DirLock, LockError> {
+        DirLock::acquire(s, soon(ms), &mut |_, _| {}, &mut |_, _| {})
+    }
+
     #[test]
-    fn takes_and_releases_a_lock_with_owner_record() {
+    fn takes_and_releases_a_lock_and_our_owner_record() {
         let dir = tempfile::tempdir().unwrap();
         let s = spec(dir.path(), Duration::from_secs(60));
-        let lock = DirLock::acquire(&s, soon(100), &mut |_, _| {}, &mut |_, _| {}).unwrap();
+        let lock = take(&s, 100).unwrap();
         assert!(s.path.is_dir());
-        let owner = OwnerRecord::read(s.owner_record.as_ref().unwrap()).unwrap();
-        assert_eq!(owner.pid, std::process::id());
-        assert!(owner.is_alive());
+        let record = s.owner_record.as_ref().unwrap();
+        if let Some(birth) = lock.identity().birth_ms() {
+            OwnerRecord::for_pid(std::process::id(), birth, None)
+                .write(record)
+                .unwrap();
+            let back = OwnerRecord::read(record).unwrap();
+            assert!(back.names(&lock.identity()));
+            assert!(!back.holder_is_gone());
+        }
         drop(lock);
         assert!(!s.path.exists());
-        assert!(!s.owner_record.as_ref().unwrap().exists());
+        assert!(!record.exists());
     }
 
     #[test]
@@ -327,22 +485,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = spec(dir.path(), Duration::from_secs(60));
         fs::create_dir(&s.path).unwrap();
-        assert!(matches!(
-            DirLock::acquire(&s, soon(300), &mut |_, _| {}, &mut |_, _| {}),
-            Err(LockError::Timeout { .. })
-        ));
+        assert!(matches!(take(&s, 300), Err(LockError::Timeout { .. })));
         assert!(s.path.exists(), "a live lock is never removed");
         let old = SystemTime::now() - Duration::from_secs(61);
         fs::File::open(&s.path).unwrap().set_modified(old).unwrap();
-        let lock = DirLock::acquire(&s, soon(300), &mut |_, _| {}, &mut |_, _| {}).unwrap();
-        drop(lock);
+        drop(take(&s, 300).unwrap());
     }
 
     #[test]
     fn release_leaves_a_lock_that_someone_else_remade() {
         let dir = tempfile::tempdir().unwrap();
         let s = spec(dir.path(), Duration::from_secs(60));
-        let lock = DirLock::acquire(&s, soon(100), &mut |_, _| {}, &mut |_, _| {}).unwrap();
+        let lock = take(&s, 100).unwrap();
         let mine = lock.identity();
         std::mem::forget(lock);
         fs::remove_dir(&s.path).unwrap();
@@ -354,17 +508,47 @@ mod tests {
     }
 
     #[test]
-    fn dead_pids_are_recognised() {
-        assert!(OwnerRecord::mine().is_alive());
-        let gone = OwnerRecord {
-            pid: 0x3fff_fff0,
-            start: None,
+    fn a_holder_is_gone_only_when_provably_so() {
+        let mine = OwnerRecord::for_pid(std::process::id(), 1.0, None);
+        assert!(!mine.holder_is_gone());
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(OwnerRecord::for_pid(pid, 1.0, None).holder_is_gone() || !pid_view_trusted());
+        let mut reused = mine.clone();
+        reused.proc_start = Some("1".into());
+        assert!(reused.holder_is_gone() || !pid_view_trusted());
+        let mut foreign = OwnerRecord::for_pid(pid, 1.0, None);
+        foreign.pid_space = "elsewhere#pid:[1]".into();
+        assert!(
+            !foreign.holder_is_gone(),
+            "another host's pid proves nothing"
+        );
+    }
+
+    #[test]
+    fn owner_record_uses_claudes_field_names() {
+        let r = OwnerRecord::for_pid(42, 1732900000123.456, Some(5.5));
+        let v: serde_json::Value =
+            serde_json::from_slice(&serde_json::to_vec(&r).unwrap()).unwrap();
+        for key in [
+            "pid",
+            "pidDomain",
+            "pidSpace",
+            "lockBirthtimeMs",
+            "legacyLockBirthtimeMs",
+        ] {
+            assert!(v.get(key).is_some(), "{key}");
+        }
+    }
+
+    #[test]
+    fn birth_ms_follows_claudes_formula() {
+        let id = Identity {
+            dev: 0,
+            ino: 0,
+            born_ns: Some(1_732_900_000_123_456_789),
         };
-        assert!(!gone.is_alive());
-        let reused = OwnerRecord {
-            pid: std::process::id(),
-            start: Some(process_start(std::process::id()).unwrap() + 1),
-        };
-        assert!(!reused.is_alive());
+        assert_eq!(id.birth_ms(), Some(1_732_900_000_000.0 * 1.0 + 123.456789));
     }
 }

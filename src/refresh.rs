@@ -13,7 +13,7 @@
 use crate::claude;
 use crate::config::Settings;
 use crate::credentials_file::{CredentialsFile, WriteGuard};
-use crate::dir_lock::{DirLock, DirLockSpec, LockError};
+use crate::dir_lock::{DirLock, DirLockSpec, LockError, OwnerRecord};
 use crate::endpoint::{Reply, TokenEndpoint, TokenResponse};
 use crate::error::Error;
 use crate::interrupt;
@@ -162,7 +162,7 @@ fn locked_refresh(
     let started = Instant::now();
     let mut attempts = 0u32;
     loop {
-        let claude_locks = take_locks(job, &claude::refresh_locks(&folder), &own)?;
+        let claude_locks = Held(take_locks(job, &claude::refresh_locks(&folder), &own)?);
         let snap = job.file.read()?;
         let current = claude::parse(job.file, &snap.doc)?;
 
@@ -291,12 +291,13 @@ fn locked_refresh(
     }
 }
 
-/// Takes the given directory locks in order, noting them in our own lock for cleanup.
+/// Takes the given directory locks in order, noting each in our own lock for cleanup, then
+/// writes Claude's owner record for them (so Claude can take over if we are killed).
 fn take_locks(job: &Job<'_>, specs: &[DirLockSpec], own: &OwnLock) -> Result<Vec<DirLock>, Error> {
     let deadline = Instant::now() + job.settings.lock_timeout;
     let mut held: Vec<DirLock> = Vec::new();
     for spec in specs {
-        let lock = DirLock::acquire(
+        let taken = DirLock::acquire(
             spec,
             deadline,
             &mut |spec, holder| {
@@ -309,16 +310,53 @@ fn take_locks(job: &Job<'_>, specs: &[DirLockSpec], own: &OwnLock) -> Result<Vec
             &mut |spec, identity| {
                 own.note_taken(&spec.path, identity, spec.owner_record.as_deref())
             },
-        )
-        .map_err(|e| match e {
-            LockError::Timeout { holder } => {
-                lock_timeout(job, spec.what, spec.path.clone(), holder)
+        );
+        match taken {
+            Ok(lock) => held.push(lock),
+            Err(LockError::Io(e)) if spec.best_effort => {
+                tracing::debug!(
+                    "going on without {} ({}): {e}",
+                    spec.what,
+                    spec.path.display()
+                );
             }
-            LockError::Io(source) => not_writable(job, spec.path.clone(), source),
-        })?;
-        held.push(lock);
+            Err(LockError::Timeout { holder }) => {
+                return Err(lock_timeout(job, spec.what, spec.path.clone(), holder));
+            }
+            Err(LockError::Io(source)) => return Err(not_writable(job, spec.path.clone(), source)),
+        }
     }
+    write_owner_record(specs, &held);
     Ok(held)
+}
+
+fn write_owner_record(specs: &[DirLockSpec], held: &[DirLock]) {
+    let Some((spec, lock)) = specs.first().zip(held.first()) else {
+        return;
+    };
+    let (Some(record), Some(birth)) = (&spec.owner_record, lock.identity().birth_ms()) else {
+        return;
+    };
+    let companion = spec.takeover_with.as_deref().and_then(|c| {
+        held.iter()
+            .find(|l| l.path() == c)
+            .and_then(|l| l.identity().birth_ms())
+    });
+    let owner = OwnerRecord::for_pid(std::process::id(), birth, companion);
+    if let Err(e) = owner.write(record) {
+        tracing::debug!("could not write owner record {}: {e}", record.display());
+    }
+}
+
+/// Dropping the locks of one round releases them in the reverse of the order they were taken.
+struct Held(Vec<DirLock>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        while let Some(lock) = self.0.pop() {
+            drop(lock);
+        }
+    }
 }
 
 fn lock_timeout(job: &Job<'_>, what: &'static str, lock: PathBuf, holder: String) -> Error {

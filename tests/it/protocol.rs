@@ -6,6 +6,7 @@ use std::fs;
 use std::process::{Child, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
+use tokenkeeper::dir_lock::{Identity, OwnerRecord};
 use tokenkeeper::standin::Fault;
 
 const HOUR_MS: i64 = 3_600_000;
@@ -217,19 +218,55 @@ fn a_claude_lock_whose_owner_died_is_taken_over() {
     let mut gone = std::process::Command::new("true").spawn().unwrap();
     let dead_pid = gone.id();
     gone.wait().unwrap();
+    // Claude took both of its locks, wrote its owner record, and was killed.
     let lock = s.home().join(".claude/.oauth_refresh.lock");
+    let legacy = s.home().join(".claude.lock");
     fs::create_dir(&lock).unwrap();
-    fs::write(
-        s.home().join(".claude/.oauth_refresh.lock.owner"),
-        format!(r#"{{"pid":{dead_pid}}}"#),
-    )
-    .unwrap();
+    fs::create_dir(&legacy).unwrap();
+    let birth = |p: &std::path::Path| Identity::of(p).unwrap().birth_ms();
+    let Some(lock_birth) = birth(&lock) else {
+        eprintln!("no birth times on this file system; Claude never takes over here either");
+        return;
+    };
+    OwnerRecord::for_pid(dead_pid, lock_birth, birth(&legacy))
+        .write(&s.home().join(".claude/.oauth_refresh.lock.owner"))
+        .unwrap();
     let start = Instant::now();
     let run = s.run(&["refresh"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stderr.contains("which is gone"), "{run:?}");
     assert!(start.elapsed() < Duration::from_secs(20));
-    assert!(lock_dirs(&s).is_empty());
+    assert!(lock_dirs(&s).is_empty(), "{:?}", lock_dirs(&s));
+    assert!(!s.home().join(".claude/.oauth_refresh.lock.owner").exists());
+}
+
+#[test]
+fn while_refreshing_we_leave_an_owner_record_claude_can_read() {
+    let s = Sandbox::new();
+    s.login(-1000);
+    s.server
+        .push_fault(Fault::Delay(Duration::from_millis(800)));
+    let child = spawn(&s, &["refresh"]);
+    let record = s.home().join(".claude/.oauth_refresh.lock.owner");
+    wait_for("the request", Duration::from_secs(10), || {
+        s.server.stats().token_requests == 1
+    });
+    let lock = s.home().join(".claude/.oauth_refresh.lock");
+    if let Some(birth) = Identity::of(&lock).unwrap().birth_ms() {
+        let owner = OwnerRecord::read(&record).expect("owner record");
+        assert_eq!(owner.pid, child.id());
+        assert_eq!(owner.lock_birthtime_ms, birth);
+        assert!(owner.legacy_lock_birthtime_ms.is_some());
+        assert!(!owner.holder_is_gone());
+        let text = fs::read_to_string(&record).unwrap();
+        assert!(
+            text.starts_with(r#"{"pid":"#) && text.contains(r#""pidDomain":"linux:"#),
+            "{text}"
+        );
+    }
+    let run = finish(&s, child);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(!record.exists(), "removed on release");
 }
 
 #[test]
