@@ -80,7 +80,7 @@ impl CredentialsFile {
             Ok(meta) if meta.file_type().is_symlink() => match fs::canonicalize(&self.path) {
                 Ok(t) => Ok(t),
                 Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Err(self.malformed(
-                    "is a symlink loop",
+                    "lead into a symlink loop",
                     "Point the link at the real credentials file.",
                 )),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Err(self.missing()),
@@ -98,7 +98,7 @@ impl CredentialsFile {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(self.missing()),
             Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {
                 return Err(
-                    self.malformed("is a folder, not a file", "Remove it, then log in again.")
+                    self.malformed("are a folder, not a file", "Remove it, then log in again.")
                 );
             }
             Err(e) => return Err(self.inaccessible("read", e)),
@@ -157,7 +157,10 @@ impl CredentialsFile {
         Error::Inaccessible {
             action,
             path: self.path.clone(),
-            hint: "Check the file's owner and permissions (it should be yours, mode 0600).".into(),
+            hint: format!(
+                "Fix its owner and permissions: it should be yours, mode 0600 (`chmod 600 {}`)",
+                self.path.display()
+            ),
             source,
         }
     }

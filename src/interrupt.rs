@@ -59,3 +59,17 @@ pub fn in_critical() -> bool {
 pub fn wait_for_critical() -> Critical {
     enter_critical()
 }
+
+/// The wrapped command's pid while it runs: signals then go to it instead of stopping us.
+static CHILD: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+pub fn set_child(pid: Option<u32>) {
+    CHILD.store(pid.unwrap_or(0), std::sync::atomic::Ordering::SeqCst);
+}
+
+pub fn child() -> Option<u32> {
+    match CHILD.load(std::sync::atomic::Ordering::SeqCst) {
+        0 => None,
+        pid => Some(pid),
+    }
+}

@@ -5,7 +5,9 @@
 //! The library decides and does the work; it never prints and never exits. The binary
 //! (`src/main.rs` and `src/cli/`) turns its results into output and exit codes.
 
+pub mod auth_failure;
 pub mod backoff;
+pub mod child;
 pub mod claude;
 pub mod config;
 pub mod credentials_file;
@@ -14,6 +16,7 @@ pub mod duration;
 pub mod endpoint;
 pub mod error;
 pub mod interrupt;
+pub mod lease;
 pub mod login;
 pub mod own_lock;
 pub mod refresh;

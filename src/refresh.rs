@@ -17,6 +17,7 @@ use crate::dir_lock::{DirLock, DirLockSpec, LockError, OwnerRecord};
 use crate::endpoint::{Reply, TokenEndpoint, TokenResponse};
 use crate::error::Error;
 use crate::interrupt;
+use crate::lease;
 use crate::login::{EpochMs, Login, now_ms};
 use crate::own_lock::{self, OwnLock, OwnLockError};
 use crate::secret::{Secret, scrub};
@@ -47,6 +48,9 @@ pub enum Action {
     Restored,
     /// We refreshed, but the file meanwhile held another login, which we kept.
     KeptOnDisk,
+    /// Due, but runs hold the current access token (`exec --inject env`) and it is not about to
+    /// expire: not refreshed now.
+    Deferred,
 }
 
 impl Action {
@@ -57,6 +61,7 @@ impl Action {
             Action::Adopted => "adopted",
             Action::Restored => "restored",
             Action::KeptOnDisk => "kept_on_disk",
+            Action::Deferred => "deferred",
         }
     }
 }
@@ -93,14 +98,10 @@ pub fn refresh_if_due(job: &Job<'_>, force: bool, min_ttl: Duration) -> Result<O
 /// Reads and parses the login; a login without a refresh token is dead.
 pub fn read_login(job: &Job<'_>) -> Result<Login, Error> {
     let snap = job.file.read()?;
-    if let Some(mode) = snap.loose_mode {
-        tracing::warn!(
-            "{} is readable by other users (mode {mode:o}); fix it with `chmod 600 {}`",
-            job.file.path().display(),
-            job.file.path().display()
-        );
-    }
     let login = claude::parse(job.file, &snap.doc)?;
+    if let Some(mode) = snap.loose_mode {
+        warn_loose_mode(job.file, mode);
+    }
     if login.refresh_token.is_empty() {
         return Err(dead(
             job,
@@ -108,6 +109,15 @@ pub fn read_login(job: &Job<'_>) -> Result<Login, Error> {
         ));
     }
     Ok(login)
+}
+
+/// A credentials file other users can read is worth a warning, not a refusal.
+pub fn warn_loose_mode(file: &CredentialsFile, mode: u32) {
+    tracing::warn!(
+        "{} is readable by other users (mode {mode:o}); fix it with `chmod 600 {}`",
+        file.path().display(),
+        file.path().display()
+    );
 }
 
 fn dead(job: &Job<'_>, reason: String) -> Error {
@@ -162,6 +172,17 @@ fn locked_refresh(
     let started = Instant::now();
     let mut attempts = 0u32;
     loop {
+        let lease_guard = match hold_off_leases(job, first, force, min_ttl)? {
+            LeaseGate::Clear(guard) => Some(guard),
+            LeaseGate::Override => None,
+            LeaseGate::Settled(action, login) => {
+                return Ok(Outcome {
+                    action,
+                    login,
+                    attempts,
+                });
+            }
+        };
         let claude_locks = Held(take_locks(job, &claude::refresh_locks(&folder), &own)?);
         let snap = job.file.read()?;
         let current = claude::parse(job.file, &snap.doc)?;
@@ -262,6 +283,7 @@ fn locked_refresh(
             } => {
                 drop(critical);
                 drop(claude_locks);
+                drop(lease_guard);
                 own.clear_held();
                 let reason = scrub(&reason, &[&current.refresh_token, &current.access_token]);
                 match job.settings.retry.next(
@@ -288,6 +310,71 @@ fn locked_refresh(
                 }
             }
         }
+    }
+}
+
+enum LeaseGate {
+    /// No run holds the token; the guard keeps new runs from starting until we are done.
+    Clear(lease::Exclusive),
+    /// Runs hold the token, but it is about to expire under them anyway.
+    Override,
+    /// Nothing to do now: adopted another process's refresh, or deferred for the runs.
+    Settled(Action, Login),
+}
+
+/// Waits out runs that hold the current access token (`exec --inject env`): a refresh would
+/// revoke it under them. Unforced refreshes are deferred instead of waiting; a token about to
+/// expire is refreshed regardless, and the log says so.
+fn hold_off_leases(
+    job: &Job<'_>,
+    first: &Login,
+    force: bool,
+    min_ttl: Duration,
+) -> Result<LeaseGate, Error> {
+    let folder = job.file.folder();
+    let deadline = Instant::now() + job.settings.lock_timeout;
+    let mut announced = false;
+    loop {
+        match lease::try_exclusive(&folder) {
+            Ok(Some(guard)) => return Ok(LeaseGate::Clear(guard)),
+            Ok(None) => {}
+            Err(e) => return Err(not_writable(job, lease::lease_path(&folder), e)),
+        }
+        let current = read_login(job)?;
+        let now = now_ms();
+        if current.access_token != first.access_token && !current.is_due(now, min_ttl) {
+            return Ok(LeaseGate::Settled(Action::Adopted, current));
+        }
+        let left = Duration::from_millis(u64::try_from(current.remaining_ms(now)).unwrap_or(0));
+        if left < lease::OVERRIDE_BELOW {
+            tracing::warn!(
+                "refreshing although runs started with `tokenkeeper exec --inject env` hold the current access token: it expires in {} anyway",
+                crate::duration::human(left)
+            );
+            return Ok(LeaseGate::Override);
+        }
+        if !force {
+            tracing::info!(
+                "not refreshing yet: runs started with `tokenkeeper exec --inject env` hold the current access token, which has {} left",
+                crate::duration::human(left)
+            );
+            return Ok(LeaseGate::Settled(Action::Deferred, current));
+        }
+        if Instant::now() >= deadline {
+            return Err(lock_timeout(
+                job,
+                "runs holding the current access token (tokenkeeper exec --inject env)",
+                lease::lease_path(&folder),
+                String::new(),
+            ));
+        }
+        if !announced {
+            tracing::info!(
+                "waiting for runs started with `tokenkeeper exec --inject env` to finish: a refresh would revoke their access token"
+            );
+            announced = true;
+        }
+        thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -374,8 +461,9 @@ fn not_writable(job: &Job<'_>, path: PathBuf, source: io::Error) -> Error {
         path,
         source,
         hint: format!(
-            "tokenkeeper needs to write in {}; make it writable by you",
-            job.file.folder().display()
+            "tokenkeeper needs to write in {} to refresh {}; make the folder writable by you",
+            job.file.folder().display(),
+            job.file.path().display()
         ),
     }
 }
@@ -534,7 +622,7 @@ fn restore_recovery(
 
 fn record(job: &Job<'_>, key: &str, result: &Result<Outcome, Error>) {
     let (outcome, error, rejected_refresh) = match result {
-        Ok(o) if o.action == Action::NotDue => return,
+        Ok(o) if matches!(o.action, Action::NotDue | Action::Deferred) => return,
         Ok(o) => (o.action.as_str().to_string(), None, None),
         Err(e) => {
             let outcome = match e {
@@ -572,11 +660,32 @@ fn record(job: &Job<'_>, key: &str, result: &Result<Outcome, Error>) {
     }
 }
 
+/// The local time zone, found cheaply: `$TZ` by name, else `/etc/localtime` read directly
+/// (jiff's own system lookup searches the whole zoneinfo tree for the zone's name, which costs
+/// more than everything else a `status` does).
+pub fn local_time_zone() -> jiff::tz::TimeZone {
+    static TZ: std::sync::OnceLock<jiff::tz::TimeZone> = std::sync::OnceLock::new();
+    TZ.get_or_init(|| {
+        use jiff::tz::TimeZone;
+        match std::env::var("TZ") {
+            Ok(name) if !name.is_empty() => {
+                let name = name.trim_start_matches(':');
+                TimeZone::get(name).unwrap_or(TimeZone::UTC)
+            }
+            _ => std::fs::read("/etc/localtime")
+                .ok()
+                .and_then(|bytes| TimeZone::tzif("localtime", &bytes).ok())
+                .unwrap_or(TimeZone::UTC),
+        }
+    })
+    .clone()
+}
+
 /// `2026-11-29 14:02:05 UTC`-style local time for messages.
 pub fn format_time(ms: EpochMs) -> String {
     match jiff::Timestamp::from_millisecond(ms) {
         Ok(ts) => ts
-            .to_zoned(jiff::tz::TimeZone::system())
+            .to_zoned(local_time_zone())
             .strftime("%Y-%m-%d %H:%M:%S %Z")
             .to_string(),
         Err(_) => format!("{ms} ms"),

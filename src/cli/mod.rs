@@ -1,6 +1,7 @@
 //! The command line: clap types, shared set-up (logging, config, credentials path), exit codes.
 //! One file per command.
 
+mod exec;
 mod logging;
 mod output;
 mod refresh;
@@ -70,6 +71,27 @@ enum Command {
         /// Print the result as one JSON object.
         #[arg(long)]
         json: bool,
+    },
+    /// Run a command with a login good for at least --min-ttl; make its auth failures loud.
+    Exec {
+        /// The login must have at least this much left when the command starts [default: 30m]
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        min_ttl: Option<Duration>,
+        /// How the command gets the token: the shared credentials file, or only the access token
+        /// in CLAUDE_CODE_OAUTH_TOKEN (the command never sees the refresh token).
+        #[arg(long, value_enum, default_value_t = exec::Inject::File)]
+        inject: exec::Inject,
+        /// After an auth failure, force a refresh and run the command again, at most N times.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        retry_auth: u32,
+        /// The command and its arguments.
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "COMMAND"
+        )]
+        command: Vec<std::ffi::OsString>,
     },
     /// Print a valid access token on stdout (refreshing first when due), nothing else.
     Token {
@@ -170,6 +192,16 @@ pub fn run() -> ExitCode {
         Command::Token { min_ttl } => Context::resolve(&cli, *min_ttl).and_then(|ctx| {
             signals::install();
             token::run(&ctx)
+        }),
+        Command::Exec {
+            min_ttl,
+            inject,
+            retry_auth,
+            command,
+        } => Context::resolve(&cli, None).and_then(|ctx| {
+            signals::install();
+            let min_ttl = min_ttl.unwrap_or(exec::DEFAULT_MIN_TTL);
+            exec::run(&ctx, min_ttl, *inject, *retry_auth, command)
         }),
     };
     match result {

@@ -37,6 +37,10 @@ pub fn run(ctx: &Context, force: bool, json: bool) -> Result<u8, Error> {
             Action::Refreshed => "refreshed".to_string(),
             Action::Adopted => "adopted a refresh made by another process".to_string(),
             Action::Restored => "restored new tokens from the recovery file".to_string(),
+            Action::Deferred => {
+                "not refreshed yet: runs started with `exec --inject env` hold the current token"
+                    .to_string()
+            }
             Action::KeptOnDisk => {
                 "refreshed, but the file now holds another login, which was kept".to_string()
             }

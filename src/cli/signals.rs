@@ -1,24 +1,38 @@
-//! SIGINT, SIGTERM, SIGHUP and SIGQUIT during a refresh: remove the lock directories we hold
-//! (they would otherwise outlive us), but first let a refresh token already posted come back and
-//! be saved, since stopping then would lose the login. A second signal stops at once.
+//! SIGINT, SIGTERM, SIGHUP and SIGQUIT. While `exec` runs a command, they are forwarded to it
+//! (unless the terminal sent them to the whole process group, which the command got already)
+//! and we wait for it to exit. Otherwise, during a refresh, we remove the lock directories we
+//! hold (they would outlive us), but first let a refresh token already posted come back and be
+//! saved, since stopping then would lose the login. A second signal stops at once.
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
-use signal_hook::iterator::Signals;
+use signal_hook::iterator::SignalsInfo;
+use signal_hook::iterator::exfiltrator::WithRawSiginfo;
 use tokenkeeper::interrupt;
 
 pub fn install() {
-    let Ok(mut signals) = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT]) else {
+    let Ok(mut signals) = SignalsInfo::<WithRawSiginfo>::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT])
+    else {
         return;
     };
     std::thread::spawn(move || {
-        let mut first = true;
-        for sig in signals.forever() {
+        let mut stopping = false;
+        for info in signals.forever() {
+            let sig = info.si_signo;
+            if let Some(pid) = interrupt::child() {
+                // si_code <= 0: sent by a process (kill, sigqueue, tkill); > 0: by the kernel,
+                // as the terminal does to its whole foreground process group.
+                if info.si_code <= 0 {
+                    // SAFETY: plain kill(2) to the child we started.
+                    unsafe { libc::kill(pid as libc::pid_t, sig) };
+                }
+                continue;
+            }
             let code = 128 + sig;
-            if !first {
+            if stopping {
                 interrupt::release_all_locks();
                 std::process::exit(code);
             }
-            first = false;
+            stopping = true;
             if interrupt::in_critical() {
                 super::output::error_line(
                     "finishing the token request in flight so the new tokens are not lost; signal again to abort",

@@ -37,10 +37,13 @@ fn inspect(ctx: &Context, now: i64) -> Report {
     let key = StateDir::key(ctx.file.owner().provider, ctx.file.path());
     let record = ctx.state.read_record(&key);
     let recovery = ctx.state.read_recovery(&key).map(|(p, _)| p);
-    let parsed = ctx
-        .file
-        .read()
-        .and_then(|snap| claude::parse(&ctx.file, &snap.doc));
+    let parsed = ctx.file.read().and_then(|snap| {
+        let login = claude::parse(&ctx.file, &snap.doc)?;
+        if let Some(mode) = snap.loose_mode {
+            tokenkeeper::refresh::warn_loose_mode(&ctx.file, mode);
+        }
+        Ok(login)
+    });
     let (state, login, problem) = match parsed {
         Ok(login) => {
             let rejected = record.as_ref().and_then(|r| r.rejected_refresh.as_deref());

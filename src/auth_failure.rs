@@ -1,0 +1,272 @@
+//! Recognising a CLI's auth failure in its output, and the one line that explains it. Claude
+//! Code in `-p` mode exits 1 with nothing on stderr and the message on stdout, as text, as one
+//! JSON result, or as stream-json events; a wrapper that watches for these endings can tell a
+//! scheduler "log in again" instead of "something failed". Pure: fed bytes, no I/O.
+
+use serde_json::Value;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The API refused the access token (401/403).
+    Rejected,
+    /// The CLI says the login is over and could not be refreshed.
+    SessionExpired,
+    /// The CLI found no usable login.
+    NotLoggedIn,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthFailure {
+    pub kind: FailureKind,
+    /// HTTP status, when the output names one.
+    pub status: Option<u16>,
+    /// The API's error type (`authentication_error`), when known.
+    pub error_type: Option<String>,
+}
+
+/// Lines longer than this are passed through but not inspected.
+const MAX_LINE: usize = 1 << 20;
+
+/// Watches a byte stream line by line. Feed it what passes through; ask it at the end.
+#[derive(Default, Debug)]
+pub struct Detector {
+    partial: Vec<u8>,
+    overflow: bool,
+    found: Option<AuthFailure>,
+}
+
+impl Detector {
+    pub fn feed(&mut self, mut bytes: &[u8]) {
+        while let Some(nl) = bytes.iter().position(|&b| b == b'\n') {
+            self.push(&bytes[..nl]);
+            self.end_line();
+            bytes = &bytes[nl + 1..];
+        }
+        self.push(bytes);
+    }
+
+    /// The stream ended: look at a last line without a newline.
+    pub fn finish(&mut self) {
+        self.end_line();
+    }
+
+    /// The last failure seen.
+    pub fn found(&self) -> Option<&AuthFailure> {
+        self.found.as_ref()
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        if self.partial.len() + bytes.len() > MAX_LINE {
+            self.overflow = true;
+            self.partial.clear();
+        } else if !self.overflow {
+            self.partial.extend_from_slice(bytes);
+        }
+    }
+
+    fn end_line(&mut self) {
+        if !self.overflow
+            && let Some(f) = detect_line(&String::from_utf8_lossy(&self.partial))
+        {
+            self.found = Some(f);
+        }
+        self.partial.clear();
+        self.overflow = false;
+    }
+}
+
+/// One line of output: Claude's text endings, its JSON result, its stream-json retry events.
+pub fn detect_line(line: &str) -> Option<AuthFailure> {
+    let t = line.trim();
+    if t.starts_with('{') {
+        return serde_json::from_str::<Value>(t)
+            .ok()
+            .and_then(|v| detect_json(&v));
+    }
+    let status = t
+        .find("API Error: ")
+        .and_then(|i| t[i + 11..].get(..3))
+        .and_then(|s| s.parse().ok());
+    if t.contains("OAuth session expired") {
+        Some(failure(FailureKind::SessionExpired, status, None))
+    } else if t.contains("Failed to authenticate") {
+        Some(failure(FailureKind::Rejected, status, None))
+    } else if t.contains("Please run /login") {
+        Some(failure(FailureKind::NotLoggedIn, status, None))
+    } else {
+        None
+    }
+}
+
+fn detect_json(v: &Value) -> Option<AuthFailure> {
+    let status = v
+        .get("api_error_status")
+        .and_then(Value::as_u64)
+        .and_then(|s| u16::try_from(s).ok());
+    let error_type = v
+        .get("api_error_type")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    if v.get("is_error") == Some(&Value::Bool(true)) && matches!(status, Some(401 | 403)) {
+        let text = v.get("result").and_then(Value::as_str).unwrap_or("");
+        let kind = if text.contains("OAuth session expired") {
+            FailureKind::SessionExpired
+        } else {
+            FailureKind::Rejected
+        };
+        return Some(failure(kind, status, error_type));
+    }
+    if v.get("error").and_then(Value::as_str) == Some("authentication_failed") {
+        let status = v
+            .get("error_status")
+            .and_then(Value::as_u64)
+            .and_then(|s| u16::try_from(s).ok());
+        return Some(failure(
+            FailureKind::Rejected,
+            status,
+            Some("authentication_failed".into()),
+        ));
+    }
+    None
+}
+
+fn failure(kind: FailureKind, status: Option<u16>, error_type: Option<String>) -> AuthFailure {
+    AuthFailure {
+        kind,
+        status,
+        error_type,
+    }
+}
+
+/// What the wrapper knows about the login when it explains a failure.
+pub struct LoginFacts<'a> {
+    pub path: &'a str,
+    /// `None` when the file shows the login wiped or gone.
+    pub expires_at: Option<String>,
+    pub refreshed_at: Option<String>,
+    pub login_command: &'a str,
+}
+
+/// The one line for stderr, naming the cause and the fix.
+pub fn explain(command: &str, f: &AuthFailure, login: &LoginFacts<'_>) -> String {
+    let what = match f.kind {
+        FailureKind::Rejected => "failed to authenticate",
+        FailureKind::SessionExpired => "says its OAuth session expired",
+        FailureKind::NotLoggedIn => "found no usable login",
+    };
+    let detail = match (f.status, &f.error_type) {
+        (Some(s), Some(t)) => format!(" ({s} {t})"),
+        (Some(s), None) => format!(" ({s})"),
+        (None, Some(t)) => format!(" ({t})"),
+        (None, None) => String::new(),
+    };
+    let fix = format!(
+        "Run 'tokenkeeper refresh --force' or log in again with '{}'.",
+        login.login_command
+    );
+    let state = match (&login.expires_at, &login.refreshed_at) {
+        (None, _) => {
+            return format!(
+                "{command} {what}{detail}. The login at {} has been ended (its tokens are empty); log in again with '{}'.",
+                login.path, login.login_command
+            );
+        }
+        (Some(exp), Some(at)) => format!(
+            "The login at {} was refreshed at {at} and expires at {exp}; the server rejected the access token anyway.",
+            login.path
+        ),
+        (Some(exp), None) => format!(
+            "The login at {} expires at {exp}; the server rejected the access token anyway.",
+            login.path
+        ),
+    };
+    format!("{command} {what}{detail}. {state} {fix}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(text: &str) -> Option<AuthFailure> {
+        let mut d = Detector::default();
+        // Fed in awkward pieces, as a pipe delivers them.
+        for chunk in text.as_bytes().chunks(7) {
+            d.feed(chunk);
+        }
+        d.finish();
+        d.found().cloned()
+    }
+
+    #[test]
+    fn claude_text_endings() {
+        let f = seen("Failed to authenticate. API Error: 401 Invalid authentication credentials\n")
+            .unwrap();
+        assert_eq!((f.kind, f.status), (FailureKind::Rejected, Some(401)));
+        let f = seen("Failed to authenticate: OAuth session expired and could not be refreshed")
+            .unwrap();
+        assert_eq!(f.kind, FailureKind::SessionExpired);
+        let f = seen("Not logged in · Please run /login\n").unwrap();
+        assert_eq!(f.kind, FailureKind::NotLoggedIn);
+        assert!(seen("all good\nhere is your answer\n").is_none());
+    }
+
+    #[test]
+    fn claude_json_result() {
+        let line = r#"{"type":"result","subtype":"success","is_error":true,"api_error_status":401,"api_error_type":"authentication_error","result":"Failed to authenticate. API Error: 401"}"#;
+        let f = seen(line).unwrap();
+        assert_eq!(f.status, Some(401));
+        assert_eq!(f.error_type.as_deref(), Some("authentication_error"));
+        let ok =
+            r#"{"type":"result","is_error":false,"result":"Please run /login is what I'd say"}"#;
+        assert!(
+            seen(ok).is_none(),
+            "a model's words inside JSON are not a failure"
+        );
+        let other = r#"{"type":"result","is_error":true,"api_error_status":529}"#;
+        assert!(seen(other).is_none());
+    }
+
+    #[test]
+    fn claude_stream_json_retry_event() {
+        let lines = concat!(
+            r#"{"type":"system","subtype":"init"}"#,
+            "\n",
+            r#"{"type":"system","subtype":"api_retry","error":"authentication_failed","error_status":401}"#,
+            "\n",
+        );
+        assert_eq!(
+            seen(lines).unwrap().error_type.as_deref(),
+            Some("authentication_failed")
+        );
+    }
+
+    #[test]
+    fn explains_in_one_line_with_the_fix() {
+        let f = seen("Failed to authenticate. API Error: 401 x").unwrap();
+        let facts = LoginFacts {
+            path: "/h/.claude/.credentials.json",
+            expires_at: Some("22:02".into()),
+            refreshed_at: Some("14:02".into()),
+            login_command: "claude /login",
+        };
+        let line = explain("claude", &f, &facts);
+        assert!(!line.contains('\n'));
+        assert!(line.starts_with("claude failed to authenticate (401). The login at /h/.claude/.credentials.json was refreshed at 14:02 and expires at 22:02"));
+        assert!(line.ends_with("'claude /login'."));
+        let wiped = LoginFacts {
+            expires_at: None,
+            ..facts
+        };
+        assert!(explain("claude", &f, &wiped).contains("has been ended"));
+    }
+
+    #[test]
+    fn endless_lines_are_skipped_not_buffered() {
+        let mut d = Detector::default();
+        d.feed(&vec![b'x'; MAX_LINE + 10]);
+        d.feed(b"Failed to authenticate\n");
+        assert!(d.found().is_none());
+        d.feed(b"Failed to authenticate\n");
+        assert!(d.found().is_some());
+    }
+}

@@ -1,0 +1,191 @@
+//! `tokenkeeper exec -- COMMAND`: make sure the login has at least `--min-ttl` left, run the
+//! command (with the token in its environment under `--inject env`, holding a lease so no
+//! refresh revokes it mid-run), pass its output through while watching for auth failures, and
+//! turn such a failure into one line on stderr and exit 77.
+
+use super::Context;
+use super::output;
+use std::ffi::OsString;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tokenkeeper::auth_failure::{self, AuthFailure, FailureKind, LoginFacts};
+use tokenkeeper::child::{self, ChildSpec, SpawnError};
+use tokenkeeper::login::{Login, now_ms};
+use tokenkeeper::refresh::{Job, read_login, refresh_if_due};
+use tokenkeeper::state::StateDir;
+use tokenkeeper::{Error, lease};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Inject {
+    /// The command reads the shared credentials file, as it does on its own.
+    File,
+    /// The command gets only the access token, in CLAUDE_CODE_OAUTH_TOKEN.
+    Env,
+}
+
+pub const DEFAULT_MIN_TTL: Duration = Duration::from_secs(30 * 60);
+
+/// Variables that make Claude Code ignore its stored login.
+const OVERRIDES: &[&str] = &[
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_AUTH_TOKEN",
+    "CLAUDE_CODE_OAUTH_TOKEN",
+];
+
+pub fn run(
+    ctx: &Context,
+    min_ttl: Duration,
+    inject: Inject,
+    retry_auth: u32,
+    command: &[OsString],
+) -> Result<u8, Error> {
+    let Some((program, args)) = command.split_first() else {
+        return Ok(2);
+    };
+    let name = Path::new(program)
+        .file_name()
+        .map_or_else(|| program.to_string_lossy(), |n| n.to_string_lossy())
+        .into_owned();
+    let set: Vec<&str> = OVERRIDES
+        .iter()
+        .copied()
+        .filter(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
+        .collect();
+    if !set.is_empty() {
+        tracing::warn!(
+            "{} set in the environment; Claude Code uses it instead of the stored login",
+            if set.len() == 1 {
+                format!("{} is", set[0])
+            } else {
+                format!("{} are", set.join(", "))
+            }
+        );
+    }
+
+    let endpoint = ctx.endpoint();
+    let job = Job {
+        file: &ctx.file,
+        settings: &ctx.settings,
+        endpoint: &endpoint,
+        state: &ctx.state,
+    };
+    let mut force = false;
+    let mut retries_left = retry_auth;
+    loop {
+        let (login, lease) = prepare(ctx, &job, force, min_ttl, inject)?;
+        let env = match inject {
+            Inject::Env => vec![(
+                "CLAUDE_CODE_OAUTH_TOKEN".to_string(),
+                login.access_token.expose().to_string(),
+            )],
+            Inject::File => Vec::new(),
+        };
+        let spec = ChildSpec {
+            program: program.clone(),
+            args: args.to_vec(),
+            env,
+            // SAFETY: isatty only inspects the descriptor.
+            watch_stdout: unsafe { libc::isatty(1) } == 0,
+            watch_stderr: unsafe { libc::isatty(2) } == 0,
+        };
+        let finished = match child::run(&spec) {
+            Ok(f) => f,
+            Err(SpawnError::NotFound(_)) => {
+                output::error_line(&format!("command not found: {}", program.to_string_lossy()));
+                return Ok(127);
+            }
+            Err(SpawnError::NotExecutable(e)) => {
+                output::error_line(&format!(
+                    "cannot execute {}: {e}",
+                    program.to_string_lossy()
+                ));
+                return Ok(126);
+            }
+        };
+        drop(lease);
+        let code = u8::try_from(finished.code).unwrap_or(1);
+        if finished.code == 0 {
+            return Ok(0);
+        }
+        let current = read_login(&job).ok();
+        let failure = finished.auth_failure.or_else(|| {
+            current.is_none().then_some(AuthFailure {
+                kind: FailureKind::SessionExpired,
+                status: None,
+                error_type: None,
+            })
+        });
+        let Some(failure) = failure else {
+            return Ok(code);
+        };
+        if retries_left > 0 {
+            retries_left -= 1;
+            tracing::warn!(
+                "{name} failed to authenticate; refreshing the login and running it again ({} of {retry_auth})",
+                retry_auth - retries_left
+            );
+            force = true;
+            continue;
+        }
+        output::stderr_line(&format!(
+            "tokenkeeper: {}",
+            explain(ctx, &name, &failure, current.as_ref())
+        ));
+        return Ok(77);
+    }
+}
+
+/// Refreshes when due; under `--inject env`, also takes a lease on the token the command gets,
+/// making sure no refresh slipped in between.
+fn prepare(
+    ctx: &Context,
+    job: &Job<'_>,
+    mut force: bool,
+    min_ttl: Duration,
+    inject: Inject,
+) -> Result<(Login, Option<lease::Lease>), Error> {
+    loop {
+        let outcome = refresh_if_due(job, force, min_ttl)?;
+        force = false;
+        if inject == Inject::File {
+            return Ok((outcome.login, None));
+        }
+        let folder = ctx.file.folder();
+        let deadline = Instant::now() + ctx.settings.lock_timeout;
+        let taken = lease::take_shared(&folder, deadline).map_err(|source| Error::Io {
+            what: "cannot take a lease in",
+            path: lease::lease_path(&folder),
+            source,
+        })?;
+        let Some(lease) = taken else {
+            return Err(Error::LockTimeout {
+                what: "a refresh in progress",
+                lock: lease::lease_path(&folder),
+                waited: tokenkeeper::duration::human(ctx.settings.lock_timeout),
+                holder: String::new(),
+            });
+        };
+        let leased = read_login(job)?;
+        if leased.access_token == outcome.login.access_token {
+            return Ok((leased, Some(lease)));
+        }
+    }
+}
+
+fn explain(ctx: &Context, name: &str, failure: &AuthFailure, login: Option<&Login>) -> String {
+    let now = now_ms();
+    let key = StateDir::key(ctx.file.owner().provider, ctx.file.path());
+    let refreshed_at = ctx
+        .state
+        .read_record(&key)
+        .filter(|r| matches!(r.outcome.as_str(), "refreshed" | "adopted" | "restored"))
+        .map(|r| output::clock(r.last_refresh_at, now));
+    let path = ctx.file.path().display().to_string();
+    let facts = LoginFacts {
+        path: &path,
+        expires_at: login.map(|l| output::clock(l.expires_at, now)),
+        refreshed_at,
+        login_command: ctx.file.owner().login_command,
+    };
+    auth_failure::explain(name, failure, &facts)
+}
