@@ -133,28 +133,35 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 
 /// The one HTTP client: rustls with the platform's roots (so `SSL_CERT_FILE` and corporate CAs
 /// work), proxies from the environment, our own classification of non-2xx answers.
+///
+/// The client is built on the first request: the fast path, which makes none, never pays for it.
 pub struct TokenEndpoint {
-    agent: ureq::Agent,
+    agent: std::sync::OnceLock<ureq::Agent>,
     url: String,
     user_agent: String,
 }
 
 impl TokenEndpoint {
     pub fn new(url: &str, user_agent: &str) -> TokenEndpoint {
-        let tls = ureq::tls::TlsConfig::builder()
-            .root_certs(ureq::tls::RootCerts::PlatformVerifier)
-            .build();
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .tls_config(tls)
-            .max_idle_connections(0)
-            .build()
-            .new_agent();
         TokenEndpoint {
-            agent,
+            agent: std::sync::OnceLock::new(),
             url: url.to_string(),
             user_agent: user_agent.to_string(),
         }
+    }
+
+    fn agent(&self) -> &ureq::Agent {
+        self.agent.get_or_init(|| {
+            let tls = ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+                .build();
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .tls_config(tls)
+                .max_idle_connections(0)
+                .build()
+                .new_agent()
+        })
     }
 
     pub fn url(&self) -> &str {
@@ -166,7 +173,7 @@ impl TokenEndpoint {
     pub fn post_json(&self, body: &Value, timeout: Duration) -> Reply {
         let bytes = body.to_string();
         let result = self
-            .agent
+            .agent()
             .post(&self.url)
             .config()
             .timeout_global(Some(timeout))
