@@ -106,8 +106,7 @@ fn say(format: &str, text: &str, status: Option<u16>) {
         ),
         "stream-json" => writeln!(
             out,
-            "{}\n{}\n{}",
-            r#"{"type":"system","subtype":"init","session_id":"s-1"}"#,
+            "{{\"type\":\"system\",\"subtype\":\"init\",\"session_id\":\"s-1\"}}\n{}\n{}",
             format_args!(
                 r#"{{"type":"system","subtype":"api_retry","attempt":1,"max_retries":10,"error_status":{status_json},"error":"authentication_failed"}}"#
             ),
