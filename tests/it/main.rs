@@ -4,5 +4,6 @@
 mod util;
 
 mod bad_input;
+mod exec;
 mod protocol;
 mod status;

@@ -224,3 +224,18 @@ pub fn as_nobody(cmd: &mut Command) {
         cmd.uid(NOBODY).gid(NOBODY);
     }
 }
+
+/// The test program that plays Claude Code (`examples/fake_claude.rs`), which `cargo test`
+/// builds next to the binary.
+pub fn fake_claude() -> PathBuf {
+    let path = Path::new(BIN)
+        .parent()
+        .expect("target folder")
+        .join("examples/fake_claude");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build --examples` (a plain `cargo test` does)",
+        path.display()
+    );
+    path
+}
