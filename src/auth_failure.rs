@@ -13,6 +13,9 @@ pub enum FailureKind {
     SessionExpired,
     /// The CLI found no usable login.
     NotLoggedIn,
+    /// The command said nothing we recognise, but the credentials file shows the login ended
+    /// (wiped) while it ran.
+    LoginEnded,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -153,6 +156,12 @@ pub fn explain(command: &str, f: &AuthFailure, login: &LoginFacts<'_>) -> String
         FailureKind::Rejected => "failed to authenticate",
         FailureKind::SessionExpired => "says its OAuth session expired",
         FailureKind::NotLoggedIn => "found no usable login",
+        FailureKind::LoginEnded => {
+            return format!(
+                "{command} failed, and the login at {} has been ended while it ran (its tokens are empty); log in again with '{}'.",
+                login.path, login.login_command
+            );
+        }
     };
     let detail = match (f.status, &f.error_type) {
         (Some(s), Some(t)) => format!(" ({s} {t})"),

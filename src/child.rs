@@ -1,7 +1,7 @@
 //! Running a wrapped command: same stdin, environment (plus what we inject) and working folder;
 //! its stdout and stderr either inherited (a terminal is attached) or passed through byte for
 //! byte as they come, while an [`auth_failure::Detector`] watches them. Signals sent to us are
-//! forwarded to it (see `interrupt::set_child`), and it gets SIGTERM should we die first.
+//! forwarded to it (see `interrupt::forward_to_child`), and it gets SIGTERM should we die first.
 
 use crate::auth_failure::{AuthFailure, Detector};
 use crate::interrupt;
@@ -67,11 +67,18 @@ pub fn run(spec: &ChildSpec) -> Result<Finished, SpawnError> {
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => SpawnError::NotFound(e),
-        _ => SpawnError::NotExecutable(e),
+    interrupt::child_starting();
+    let mut child = cmd.spawn().map_err(|e| {
+        interrupt::child_gone();
+        match e.kind() {
+            io::ErrorKind::NotFound => SpawnError::NotFound(e),
+            _ => SpawnError::NotExecutable(e),
+        }
     })?;
-    interrupt::set_child(Some(child.id()));
+    if let Some(sig) = interrupt::child_running(child.id()) {
+        // SAFETY: plain kill(2) to the child we just started.
+        unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+    }
 
     let (done_tx, done_rx) = mpsc::channel::<Option<AuthFailure>>();
     let mut pumps = 0;
@@ -92,7 +99,7 @@ pub fn run(spec: &ChildSpec) -> Result<Finished, SpawnError> {
             Err(_) => break std::process::ExitStatus::from_raw(1 << 8),
         }
     };
-    interrupt::set_child(None);
+    interrupt::child_gone();
 
     let mut auth_failure = None;
     for _ in 0..pumps {

@@ -60,16 +60,59 @@ pub fn wait_for_critical() -> Critical {
     enter_critical()
 }
 
-/// The wrapped command's pid while it runs: signals then go to it instead of stopping us.
-static CHILD: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-
-pub fn set_child(pid: Option<u32>) {
-    CHILD.store(pid.unwrap_or(0), std::sync::atomic::Ordering::SeqCst);
+/// The wrapped command, while `exec` runs one: signals then go to it instead of stopping us.
+/// `Starting` covers the moment between deciding to spawn and knowing the pid, so that a
+/// signal arriving then is delivered as soon as the command exists, not lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChildSlot {
+    None,
+    Starting { pending: Option<i32> },
+    Running(u32),
 }
 
-pub fn child() -> Option<u32> {
-    match CHILD.load(std::sync::atomic::Ordering::SeqCst) {
-        0 => None,
-        pid => Some(pid),
+static CHILD: Mutex<ChildSlot> = Mutex::new(ChildSlot::None);
+
+fn child_slot() -> MutexGuard<'static, ChildSlot> {
+    CHILD.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// About to spawn the command: from now on signals are kept for it.
+pub fn child_starting() {
+    *child_slot() = ChildSlot::Starting { pending: None };
+}
+
+/// The command is running as `pid`; returns a signal that arrived while it was starting.
+pub fn child_running(pid: u32) -> Option<i32> {
+    let mut slot = child_slot();
+    let pending = match *slot {
+        ChildSlot::Starting { pending } => pending,
+        _ => None,
+    };
+    *slot = ChildSlot::Running(pid);
+    pending
+}
+
+pub fn child_gone() {
+    *child_slot() = ChildSlot::None;
+}
+
+/// For the signal handler: forward `sig` to the command if there is one (or keep it for the
+/// command about to start). Returns false when no command is running, so the caller handles it.
+pub fn forward_to_child(sig: i32, sent_by_a_process: bool) -> bool {
+    let mut slot = child_slot();
+    match *slot {
+        ChildSlot::None => false,
+        ChildSlot::Starting { .. } if !sent_by_a_process => true,
+        ChildSlot::Starting { .. } => {
+            *slot = ChildSlot::Starting { pending: Some(sig) };
+            true
+        }
+        ChildSlot::Running(pid) => {
+            if sent_by_a_process {
+                // SAFETY: plain kill(2) to the child we started.
+                unsafe { libc::kill(pid as libc::pid_t, sig) };
+            }
+            true
+        }
     }
 }

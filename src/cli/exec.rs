@@ -110,7 +110,7 @@ pub fn run(
         let current = read_login(&job).ok();
         let failure = finished.auth_failure.or_else(|| {
             current.is_none().then_some(AuthFailure {
-                kind: FailureKind::SessionExpired,
+                kind: FailureKind::LoginEnded,
                 status: None,
                 error_type: None,
             })

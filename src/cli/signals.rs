@@ -18,13 +18,9 @@ pub fn install() {
         let mut stopping = false;
         for info in signals.forever() {
             let sig = info.si_signo;
-            if let Some(pid) = interrupt::child() {
-                // si_code <= 0: sent by a process (kill, sigqueue, tkill); > 0: by the kernel,
-                // as the terminal does to its whole foreground process group.
-                if info.si_code <= 0 {
-                    // SAFETY: plain kill(2) to the child we started.
-                    unsafe { libc::kill(pid as libc::pid_t, sig) };
-                }
+            // si_code <= 0: sent by a process (kill, sigqueue, tkill); > 0: by the kernel, as
+            // the terminal does to its whole foreground process group, the command included.
+            if interrupt::forward_to_child(sig, info.si_code <= 0) {
                 continue;
             }
             let code = 128 + sig;
