@@ -6,12 +6,13 @@
 use crate::auth_failure::{AuthFailure, Detector};
 use crate::interrupt;
 use std::ffi::OsString;
+use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::ExitStatus;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub struct ChildSpec {
     pub program: OsString,
@@ -80,34 +81,17 @@ pub fn run(spec: &ChildSpec) -> Result<Finished, SpawnError> {
         unsafe { libc::kill(child.id() as libc::pid_t, sig) };
     }
 
-    let (done_tx, done_rx) = mpsc::channel::<Option<AuthFailure>>();
-    let mut pumps = 0;
+    let mut streams: Vec<Stream> = Vec::new();
     if let Some(out) = child.stdout.take() {
-        pumps += 1;
-        spawn_pump(out, io::stdout(), done_tx.clone());
+        streams.push(Stream::new(OwnedFd::from(out), Box::new(io::stdout())));
     }
     if let Some(err) = child.stderr.take() {
-        pumps += 1;
-        spawn_pump(err, io::stderr(), done_tx.clone());
+        streams.push(Stream::new(OwnedFd::from(err), Box::new(io::stderr())));
     }
-    drop(done_tx);
-
-    let status = loop {
-        match child.wait() {
-            Ok(status) => break status,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break std::process::ExitStatus::from_raw(1 << 8),
-        }
-    };
+    let status = pump_until_exit(&mut child, &mut streams);
     interrupt::child_gone();
 
-    let mut auth_failure = None;
-    for _ in 0..pumps {
-        match done_rx.recv_timeout(DRAIN_AFTER_EXIT) {
-            Ok(found) => auth_failure = auth_failure.or(found),
-            Err(_) => break,
-        }
-    }
+    let auth_failure = streams.iter_mut().filter_map(|s| s.finish()).next_back();
     let signal = status.signal();
     let code = status.code().or(signal.map(|s| 128 + s)).unwrap_or(1);
     Ok(Finished {
@@ -117,31 +101,126 @@ pub fn run(spec: &ChildSpec) -> Result<Finished, SpawnError> {
     })
 }
 
-/// Copies one stream through as it comes (each chunk written and flushed at once), feeding the
-/// detector. When our own output is gone (a closed pipe), stops reading, so the command sees a
-/// closed pipe too, as it would without us.
-fn spawn_pump(
-    mut from: impl Read + Send + 'static,
-    mut to: impl Write + Send + 'static,
-    done: mpsc::Sender<Option<AuthFailure>>,
-) {
-    thread::spawn(move || {
-        let mut detector = Detector::default();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match from.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    if to.write_all(&buf[..n]).and_then(|()| to.flush()).is_err() {
-                        break;
-                    }
-                    detector.feed(&buf[..n]);
+/// One watched stream: the pipe from the command, where its bytes go, what they said.
+struct Stream {
+    from: Option<File>,
+    to: Box<dyn Write>,
+    detector: Detector,
+}
+
+impl Stream {
+    fn new(from: OwnedFd, to: Box<dyn Write>) -> Stream {
+        Stream {
+            from: Some(File::from(from)),
+            to,
+            detector: Detector::default(),
+        }
+    }
+
+    /// Moves what is ready through: written and flushed at once, then fed to the detector.
+    /// When our own output is gone (a closed pipe), stops reading, so the command sees a closed
+    /// pipe too, as it would without us.
+    fn pass(&mut self, buf: &mut [u8]) {
+        let Some(from) = self.from.as_mut() else {
+            return;
+        };
+        match from.read(buf) {
+            Ok(0) => self.from = None,
+            Ok(n) => {
+                if self
+                    .to
+                    .write_all(&buf[..n])
+                    .and_then(|()| self.to.flush())
+                    .is_err()
+                {
+                    self.from = None;
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => break,
+                self.detector.feed(&buf[..n]);
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                ) => {}
+            Err(_) => self.from = None,
+        }
+    }
+
+    fn finish(&mut self) -> Option<AuthFailure> {
+        self.detector.finish();
+        self.detector.found().cloned()
+    }
+}
+
+/// Passes output through until the command has exited and its pipes are closed (or, when a
+/// background process keeps them open, for a few seconds more). One thread, `poll(2)` on the
+/// pipes and on a pidfd for the exit: no helper threads to start on every run.
+fn pump_until_exit(child: &mut std::process::Child, streams: &mut [Stream]) -> ExitStatus {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
+    // SAFETY: a non-negative result is a descriptor we now own.
+    let pidfd = (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw as i32) });
+    let mut status: Option<ExitStatus> = None;
+    let mut drain_until: Option<Instant> = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let open: Vec<usize> = (0..streams.len())
+            .filter(|&i| streams[i].from.is_some())
+            .collect();
+        let watch_exit = status.is_none() && pidfd.is_some();
+        if open.is_empty() && !watch_exit {
+            break;
+        }
+        let mut fds: Vec<libc::pollfd> = open
+            .iter()
+            .filter_map(|&i| streams[i].from.as_ref())
+            .map(|f| libc::pollfd {
+                fd: f.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        if let (true, Some(p)) = (watch_exit, &pidfd) {
+            fds.push(libc::pollfd {
+                fd: p.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        let timeout = drain_until.map_or(-1, |d| {
+            i32::try_from(d.saturating_duration_since(Instant::now()).as_millis())
+                .unwrap_or(i32::MAX)
+        });
+        // SAFETY: fds is a valid array of pollfd for its length.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if ready < 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            break;
+        }
+        for (slot, &i) in open.iter().enumerate() {
+            if fds[slot].revents != 0 {
+                streams[i].pass(&mut buf);
             }
         }
-        detector.finish();
-        let _ = done.send(detector.found().cloned());
-    });
+        if watch_exit && fds.last().is_some_and(|p| p.revents != 0) {
+            status = Some(wait(child));
+            drain_until = Some(Instant::now() + DRAIN_AFTER_EXIT);
+        }
+        if drain_until.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+    }
+    status.unwrap_or_else(|| wait(child))
+}
+
+fn wait(child: &mut std::process::Child) -> ExitStatus {
+    loop {
+        match child.wait() {
+            Ok(status) => return status,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return ExitStatus::from_raw(1 << 8),
+        }
+    }
 }
