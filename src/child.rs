@@ -76,10 +76,7 @@ pub fn run(spec: &ChildSpec) -> Result<Finished, SpawnError> {
             _ => SpawnError::NotExecutable(e),
         }
     })?;
-    if let Some(sig) = interrupt::child_running(child.id()) {
-        // SAFETY: plain kill(2) to the child we just started.
-        unsafe { libc::kill(child.id() as libc::pid_t, sig) };
-    }
+    interrupt::child_running(child.id());
 
     let mut streams: Vec<Stream> = Vec::new();
     if let Some(out) = child.stdout.take() {

@@ -5,7 +5,8 @@
 
 use crate::dir_lock::{self, Identity};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard, Once, OnceLock};
 
 struct HeldDir {
     path: PathBuf,
@@ -60,59 +61,97 @@ pub fn wait_for_critical() -> Critical {
     enter_critical()
 }
 
-/// The wrapped command, while `exec` runs one: signals then go to it instead of stopping us.
-/// `Starting` covers the moment between deciding to spawn and knowing the pid, so that a
-/// signal arriving then is delivered as soon as the command exists, not lost.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ChildSlot {
-    None,
-    Starting { pending: Option<i32> },
-    Running(u32),
-}
-
-static CHILD: Mutex<ChildSlot> = Mutex::new(ChildSlot::None);
-
-fn child_slot() -> MutexGuard<'static, ChildSlot> {
-    CHILD.lock().unwrap_or_else(|e| e.into_inner())
-}
+/// The wrapped command while `exec` runs one: 0 none, -1 about to start, else its pid. Read
+/// from a signal handler, hence atomics only.
+static CHILD: AtomicI32 = AtomicI32::new(0);
+/// A signal that arrived while the command was starting, to deliver once it exists.
+static PENDING: AtomicI32 = AtomicI32::new(0);
 
 /// About to spawn the command: from now on signals are kept for it.
 pub fn child_starting() {
-    *child_slot() = ChildSlot::Starting { pending: None };
+    PENDING.store(0, Ordering::SeqCst);
+    CHILD.store(-1, Ordering::SeqCst);
 }
 
-/// The command is running as `pid`; returns a signal that arrived while it was starting.
-pub fn child_running(pid: u32) -> Option<i32> {
-    let mut slot = child_slot();
-    let pending = match *slot {
-        ChildSlot::Starting { pending } => pending,
-        _ => None,
-    };
-    *slot = ChildSlot::Running(pid);
-    pending
+/// The command is running as `pid`: deliver a signal that arrived while it was starting.
+pub fn child_running(pid: u32) {
+    let pid = libc::pid_t::try_from(pid).unwrap_or(0);
+    CHILD.store(pid, Ordering::SeqCst);
+    deliver_pending(pid);
 }
 
 pub fn child_gone() {
-    *child_slot() = ChildSlot::None;
+    CHILD.store(0, Ordering::SeqCst);
 }
 
-/// For the signal handler: forward `sig` to the command if there is one (or keep it for the
-/// command about to start). Returns false when no command is running, so the caller handles it.
+/// Signals the command has taken care of, so the refresh handler (which sees every signal too,
+/// a moment later) leaves them alone.
+static CONSUMED: AtomicU32 = AtomicU32::new(0);
+
+/// For the refresh handler: was this signal already dealt with by forwarding it to the command?
+pub fn take_consumed() -> bool {
+    CONSUMED
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+/// For a signal handler (async-signal-safe: atomics and kill(2) only). Forwards `sig` to the
+/// command, or keeps it for the command about to start; `sent_by_a_process` is false for
+/// signals the terminal sends to its whole foreground group, which the command got already.
+/// Returns false when there is no command.
 pub fn forward_to_child(sig: i32, sent_by_a_process: bool) -> bool {
-    let mut slot = child_slot();
-    match *slot {
-        ChildSlot::None => false,
-        ChildSlot::Starting { .. } if !sent_by_a_process => true,
-        ChildSlot::Starting { .. } => {
-            *slot = ChildSlot::Starting { pending: Some(sig) };
-            true
-        }
-        ChildSlot::Running(pid) => {
-            if sent_by_a_process {
-                // SAFETY: plain kill(2) to the child we started.
-                unsafe { libc::kill(pid as libc::pid_t, sig) };
+    let pid = CHILD.load(Ordering::SeqCst);
+    if pid != 0 {
+        CONSUMED.fetch_add(1, Ordering::SeqCst);
+    }
+    match pid {
+        0 => false,
+        _ if !sent_by_a_process => true,
+        -1 => {
+            PENDING.store(sig, Ordering::SeqCst);
+            // The command may have started meanwhile; whoever swaps the signal out delivers it.
+            let pid = CHILD.load(Ordering::SeqCst);
+            if pid > 0 {
+                deliver_pending(pid);
             }
             true
         }
+        pid => {
+            // SAFETY: kill(2) to the command we started; async-signal-safe.
+            unsafe { libc::kill(pid, sig) };
+            true
+        }
     }
+}
+
+fn deliver_pending(pid: libc::pid_t) {
+    let sig = PENDING.swap(0, Ordering::SeqCst);
+    if sig != 0 && pid > 0 {
+        // SAFETY: kill(2) to the command we started; async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// Installed by the binary: sets up what a signal during a refresh must do (release our lock
+/// directories, let a posted refresh finish). Called only when a refresh takes locks, so the fast
+/// path pays nothing for it.
+static PROTECTOR: OnceLock<fn()> = OnceLock::new();
+static PROTECTED: Once = Once::new();
+
+pub fn set_protector(install: fn()) {
+    let _ = PROTECTOR.set(install);
+}
+
+/// Makes sure the protector is installed (once per process).
+pub fn protect() {
+    PROTECTED.call_once(|| {
+        if let Some(install) = PROTECTOR.get() {
+            install();
+        }
+    });
+}
+
+/// Whether [`protect`] has run: a signal handler that sees false may act as the default would.
+pub fn is_protected() -> bool {
+    PROTECTED.is_completed()
 }

@@ -150,6 +150,7 @@ fn locked_refresh(
     force: bool,
     min_ttl: Duration,
 ) -> Result<Outcome, Error> {
+    interrupt::protect();
     let folder = job.file.folder();
     let sidecar = own_lock::sidecar_path(&folder);
     let lock_deadline = Instant::now() + job.settings.lock_timeout;

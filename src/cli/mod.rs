@@ -177,6 +177,7 @@ pub fn run() -> ExitCode {
         }
     };
     logging::init(cli.verbose, cli.quiet);
+    signals::prepare();
     let result = match &cli.command {
         Command::Status { json } => {
             Context::resolve(&cli, None).map(|ctx| status::run(&ctx, *json))
@@ -185,21 +186,16 @@ pub fn run() -> ExitCode {
             force,
             min_ttl,
             json,
-        } => Context::resolve(&cli, *min_ttl).and_then(|ctx| {
-            signals::install();
-            refresh::run(&ctx, *force, *json)
-        }),
-        Command::Token { min_ttl } => Context::resolve(&cli, *min_ttl).and_then(|ctx| {
-            signals::install();
-            token::run(&ctx)
-        }),
+        } => Context::resolve(&cli, *min_ttl).and_then(|ctx| refresh::run(&ctx, *force, *json)),
+        Command::Token { min_ttl } => {
+            Context::resolve(&cli, *min_ttl).and_then(|ctx| token::run(&ctx))
+        }
         Command::Exec {
             min_ttl,
             inject,
             retry_auth,
             command,
         } => Context::resolve(&cli, None).and_then(|ctx| {
-            signals::install();
             let min_ttl = min_ttl.unwrap_or(exec::DEFAULT_MIN_TTL);
             exec::run(&ctx, min_ttl, *inject, *retry_auth, command)
         }),

@@ -1,29 +1,37 @@
-//! SIGINT, SIGTERM, SIGHUP and SIGQUIT. While `exec` runs a command, they are forwarded to it
-//! (unless the terminal sent them to the whole process group, which the command got already)
-//! and we wait for it to exit. Otherwise, during a refresh, we remove the lock directories we
-//! hold (they would outlive us), but first let a refresh token already posted come back and be
-//! saved, since stopping then would lose the login. A second signal stops at once.
+//! SIGINT, SIGTERM, SIGHUP and SIGQUIT.
+//!
+//! - While `exec` runs a command, they are forwarded to it from the handler itself (unless the
+//!   terminal sent them to the whole process group, which the command got already), and we go on
+//!   waiting for it: [`forward_to_command`].
+//! - While a refresh holds locks, a handler thread removes the lock directories we hold (they
+//!   would outlive us), but first lets a refresh token already posted come back and be saved,
+//!   since stopping then would lose the login; a second signal stops at once: [`protect_refresh`],
+//!   installed by the library only when a refresh takes locks.
+//! - Otherwise (the fast path) nothing is installed and a signal does what it always does.
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook::iterator::SignalsInfo;
 use signal_hook::iterator::exfiltrator::WithRawSiginfo;
 use tokenkeeper::interrupt;
 
-pub fn install() {
-    let Ok(mut signals) = SignalsInfo::<WithRawSiginfo>::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT])
-    else {
+const SIGNALS: [i32; 4] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT];
+
+/// Registers [`protect_refresh`] with the library, for the first refresh that takes locks.
+pub fn prepare() {
+    interrupt::set_protector(protect_refresh);
+}
+
+fn protect_refresh() {
+    let Ok(mut signals) = SignalsInfo::<WithRawSiginfo>::new(SIGNALS) else {
         return;
     };
     std::thread::spawn(move || {
         let mut stopping = false;
         for info in signals.forever() {
-            let sig = info.si_signo;
-            // si_code <= 0: sent by a process (kill, sigqueue, tkill); > 0: by the kernel, as
-            // the terminal does to its whole foreground process group, the command included.
-            if interrupt::forward_to_child(sig, info.si_code <= 0) {
-                continue;
+            if interrupt::take_consumed() {
+                continue; // forward_to_command's handler gave it to the command.
             }
-            let code = 128 + sig;
+            let code = 128 + info.si_signo;
             if stopping {
                 interrupt::release_all_locks();
                 std::process::exit(code);
@@ -41,4 +49,27 @@ pub fn install() {
             });
         }
     });
+}
+
+/// For `exec`, before it starts the command: forward signals to it, straight from the handler.
+pub fn forward_to_command() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(register_forwarding);
+}
+
+fn register_forwarding() {
+    for sig in SIGNALS {
+        // SAFETY: the action only touches atomics and calls kill(2) or re-raises the signal with
+        // its default action, all async-signal-safe.
+        let _ = unsafe {
+            signal_hook_registry::register_sigaction(sig, move |info: &libc::siginfo_t| {
+                // si_code <= 0: sent by a process (kill, sigqueue, tkill); > 0: by the kernel.
+                if interrupt::forward_to_child(sig, info.si_code <= 0) || interrupt::is_protected()
+                {
+                    return;
+                }
+                let _ = signal_hook::low_level::emulate_default_handler(sig);
+            })
+        };
+    }
 }

@@ -876,3 +876,19 @@ fn a_consumer_that_stops_reading_ends_the_command_as_without_the_wrapper() {
     let wrapped = first_line_then_close(exec_cmd(&s, &["--", "yes"]));
     assert_eq!(wrapped.code(), Some(128 + libc::SIGPIPE));
 }
+
+#[test]
+fn after_a_refresh_before_the_run_signals_still_belong_to_the_child() {
+    // The pre-flight refresh installs the refresh-time signal handling; once the command runs,
+    // a signal must still go to the command alone, and its own exit status must stand.
+    let s = Sandbox::new();
+    s.login(-1000);
+    let run = signalled(
+        &s,
+        libc::SIGTERM,
+        r#"trap 'echo caught; exit 0' TERM; while :; do sleep 0.05; done"#,
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.stdout, "caught\n", "{run:?}");
+    assert_eq!(s.server.stats().token_requests, 1);
+}
