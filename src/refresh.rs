@@ -379,26 +379,34 @@ fn hold_off_leases(
     }
 }
 
+/// Takes one of Claude's lock directories, saying so when it is busy, and notes it in our own
+/// lock at once so that a successor can remove it should we be killed while holding it.
+fn acquire_noted(
+    spec: &DirLockSpec,
+    deadline: Instant,
+    own: &OwnLock,
+) -> Result<DirLock, LockError> {
+    DirLock::acquire(
+        spec,
+        deadline,
+        &mut |spec, holder| {
+            tracing::info!(
+                "waiting for {} ({}){holder}",
+                spec.what,
+                spec.path.display()
+            );
+        },
+        &mut |spec, identity| own.note_taken(&spec.path, identity, spec.owner_record.as_deref()),
+    )
+}
+
 /// Takes the given directory locks in order, noting each in our own lock for cleanup, then
 /// writes Claude's owner record for them (so Claude can take over if we are killed).
 fn take_locks(job: &Job<'_>, specs: &[DirLockSpec], own: &OwnLock) -> Result<Vec<DirLock>, Error> {
     let deadline = Instant::now() + job.settings.lock_timeout;
     let mut held: Vec<DirLock> = Vec::new();
     for spec in specs {
-        let taken = DirLock::acquire(
-            spec,
-            deadline,
-            &mut |spec, holder| {
-                tracing::info!(
-                    "waiting for {} ({}){holder}",
-                    spec.what,
-                    spec.path.display()
-                );
-            },
-            &mut |spec, identity| {
-                own.note_taken(&spec.path, identity, spec.owner_record.as_deref())
-            },
-        );
+        let taken = acquire_noted(spec, deadline, own);
         match taken {
             Ok(lock) => held.push(lock),
             Err(LockError::Io(e)) if spec.best_effort => {
@@ -474,11 +482,7 @@ fn not_writable(job: &Job<'_>, path: PathBuf, source: io::Error) -> Error {
 fn remove_temps_of_killed_writer(job: &Job<'_>, own: &OwnLock) {
     let spec = claude::storage_write_lock(&job.file.folder());
     let deadline = Instant::now() + Duration::from_secs(5);
-    let note = &mut |s: &DirLockSpec, identity| own.note_taken(&s.path, identity, None);
-    if let (Ok(_lock), Ok(target)) = (
-        DirLock::acquire(&spec, deadline, &mut |_, _| {}, note),
-        job.file.target(),
-    ) {
+    if let (Ok(_lock), Ok(target)) = (acquire_noted(&spec, deadline, own), job.file.target()) {
         crate::credentials_file::remove_abandoned_temps(&target);
     }
 }
@@ -545,19 +549,7 @@ fn try_save(
     base: &Value,
 ) -> io::Result<Action> {
     let deadline = Instant::now() + Duration::from_secs(20);
-    let lock = DirLock::acquire(
-        spec,
-        deadline,
-        &mut |spec, holder| {
-            tracing::info!(
-                "waiting for {} ({}){holder}",
-                spec.what,
-                spec.path.display()
-            );
-        },
-        &mut |spec, identity| own.note_taken(&spec.path, identity, None),
-    )
-    .map_err(|e| match e {
+    let lock = acquire_noted(spec, deadline, own).map_err(|e| match e {
         LockError::Io(e) => e,
         LockError::Timeout { .. } => io::Error::new(io::ErrorKind::TimedOut, "storage lock busy"),
     })?;

@@ -62,13 +62,7 @@ pub fn run(
         );
     }
 
-    let endpoint = ctx.endpoint();
-    let job = Job {
-        file: &ctx.file,
-        settings: &ctx.settings,
-        endpoint: &endpoint,
-        state: &ctx.state,
-    };
+    let job = ctx.job();
     let mut force = false;
     let mut retries_left = retry_auth;
     loop {

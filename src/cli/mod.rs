@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokenkeeper::config::{self, ConfigFile, Settings};
 use tokenkeeper::credentials_file::CredentialsFile;
 use tokenkeeper::endpoint::TokenEndpoint;
+use tokenkeeper::refresh::Job;
 use tokenkeeper::state::StateDir;
 use tokenkeeper::{Error, ErrorKind, claude};
 
@@ -125,6 +126,7 @@ pub struct Context {
     pub file: CredentialsFile,
     pub settings: Settings,
     pub state: StateDir,
+    pub endpoint: TokenEndpoint,
     pub quiet: bool,
 }
 
@@ -157,14 +159,21 @@ impl Context {
         })?;
         Ok(Context {
             file: CredentialsFile::new(path, claude::OWNER),
+            endpoint: TokenEndpoint::new(&settings.token_url, &settings.user_agent),
             settings,
             state,
             quiet: cli.quiet,
         })
     }
 
-    pub fn endpoint(&self) -> TokenEndpoint {
-        TokenEndpoint::new(&self.settings.token_url, &self.settings.user_agent)
+    /// What the refresh protocol needs, borrowed from this context.
+    pub fn job(&self) -> Job<'_> {
+        Job {
+            file: &self.file,
+            settings: &self.settings,
+            endpoint: &self.endpoint,
+            state: &self.state,
+        }
     }
 }
 

@@ -3,16 +3,10 @@
 use super::Context;
 use super::output;
 use tokenkeeper::Error;
-use tokenkeeper::refresh::{Job, refresh_if_due};
+use tokenkeeper::refresh::refresh_if_due;
 
 pub fn run(ctx: &Context) -> Result<u8, Error> {
-    let endpoint = ctx.endpoint();
-    let job = Job {
-        file: &ctx.file,
-        settings: &ctx.settings,
-        endpoint: &endpoint,
-        state: &ctx.state,
-    };
+    let job = ctx.job();
     let outcome = refresh_if_due(&job, false, ctx.settings.min_ttl)?;
     output::stdout(&format!("{}\n", outcome.login.access_token.expose()));
     Ok(0)
