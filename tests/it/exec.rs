@@ -415,13 +415,7 @@ fn each_auth_failure_form_gives_the_stderr_line_and_exit_77() {
 fn an_unknown_access_token_is_an_auth_failure_too() {
     let s = Sandbox::new();
     let login = s.server.issue_login();
-    let bogus = format!("sk-ant-oat01-{}", "x".repeat(86));
-    fs::write(
-        s.creds(),
-        claude_json(&bogus, &login.refresh_token, now_ms() + 8 * HOUR_MS),
-    )
-    .unwrap();
-    set_mode(&s.creds(), 0o600);
+    s.write_unknown_access_token(&login);
     let run = run_exec(&s, &["--", &fake(), "--output-format", "json"]);
     assert_loud_auth_failure(&s, &run, "fake_claude");
     assert!(run.stderr.contains("(401 authentication_error)"), "{run:?}");
@@ -702,13 +696,7 @@ fn retry_auth_forces_one_refresh_and_runs_the_command_again() {
     let s = Sandbox::new();
     let login = s.server.issue_login();
     // The API does not know this access token; the refresh token is the family's real one.
-    let bogus = format!("sk-ant-oat01-{}", "y".repeat(86));
-    fs::write(
-        s.creds(),
-        claude_json(&bogus, &login.refresh_token, now_ms() + 8 * HOUR_MS),
-    )
-    .unwrap();
-    set_mode(&s.creds(), 0o600);
+    s.write_unknown_access_token(&login);
     let run = run_exec(&s, &["--retry-auth", "1", "--", &fake()]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(

@@ -61,6 +61,15 @@ impl Sandbox {
         login
     }
 
+    /// A login with the family's real refresh token but an access token the API does not know,
+    /// expiring in 8 h: the next API call fails with 401 although the file looks fresh.
+    pub fn write_unknown_access_token(&self, login: &IssuedLogin) {
+        let bogus = format!("sk-ant-oat01-{}", "x".repeat(86));
+        let text = claude_json(&bogus, &login.refresh_token, now_ms() + 8 * 3_600_000);
+        fs::write(self.creds(), text).expect("write creds");
+        set_mode(&self.creds(), 0o600);
+    }
+
     pub fn read_creds(&self) -> String {
         fs::read_to_string(self.creds()).expect("read creds")
     }
