@@ -111,13 +111,16 @@ pub fn read_login(job: &Job<'_>) -> Result<Login, Error> {
     Ok(login)
 }
 
-/// A credentials file other users can read is worth a warning, not a refusal.
+/// A credentials file other users can read is worth a warning (once), not a refusal.
 pub fn warn_loose_mode(file: &CredentialsFile, mode: u32) {
-    tracing::warn!(
-        "{} is readable by other users (mode {mode:o}); fix it with `chmod 600 {}`",
-        file.path().display(),
-        file.path().display()
-    );
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        tracing::warn!(
+            "{} is readable by other users (mode {mode:o}); fix it with `chmod 600 {}`",
+            file.path().display(),
+            file.path().display()
+        );
+    });
 }
 
 fn dead(job: &Job<'_>, reason: String) -> Error {

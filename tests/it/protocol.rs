@@ -565,3 +565,21 @@ fn a_failed_save_keeps_the_tokens_in_a_recovery_file_and_the_next_run_restores_t
     );
     assert!(files_under(&s.state_dir().join("recovery")).is_empty());
 }
+
+#[test]
+fn a_loose_credentials_file_is_warned_about_once_and_saved_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Sandbox::new();
+    s.login(-1000);
+    set_mode(&s.creds(), 0o644);
+    let run = s.run(&["refresh"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let warnings = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("chmod 600"))
+        .count();
+    assert_eq!(warnings, 1, "{run:?}");
+    let mode = fs::metadata(s.creds()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
