@@ -6,7 +6,7 @@ use super::output::{self, rfc3339, when};
 use serde_json::json;
 use tokenkeeper::login::{Freshness, Login, now_ms};
 use tokenkeeper::state::{Record, StateDir};
-use tokenkeeper::{Error, ErrorKind, claude};
+use tokenkeeper::{Error, claude};
 
 /// What status found for one login.
 struct Report {
@@ -59,7 +59,7 @@ fn inspect(ctx: &Context, now: i64) -> Report {
             (state, Some(login), problem)
         }
         Err(e @ Error::Missing { .. }) => ("missing", None, Some(e.to_string())),
-        Err(e) if e.kind() == ErrorKind::Credentials => ("malformed", None, Some(e.to_string())),
+        // Unreadable counts as malformed: either way the file cannot be used as it is.
         Err(e) => ("malformed", None, Some(e.to_string())),
     };
     Report {
