@@ -12,6 +12,13 @@
 //! request_timeout = "30s"  # one request to the token endpoint
 //! retry_total = "60s"      # all attempts of one refresh
 //! lock_timeout = "60s"     # waiting for another process's lock
+//!
+//! [daemon]
+//! refresh_before = "1h"         # refresh when this much is left (at most half the lifetime)
+//! login_ending_within = "3d"    # daily reminder to log in again before the login ends
+//! notify_command = "notify-send tokenkeeper \"$TOKENKEEPER_MESSAGE\""
+//! webhook = "https://discord.com/api/webhooks/…"
+//! metrics = "127.0.0.1:9464"
 //! ```
 
 use crate::backoff::RetryPolicy;
@@ -26,6 +33,42 @@ use std::time::Duration;
 pub struct ConfigFile {
     #[serde(default)]
     pub claude: ProviderConfig,
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+}
+
+/// `[daemon]`: the watchdog's own settings (flags of `tokenkeeper daemon` win).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Refresh when this much is left (cut to half the token's lifetime); default 1h.
+    pub refresh_before: Option<String>,
+    /// Remind to log in again when the login ends within this; default 3d.
+    pub login_ending_within: Option<String>,
+    /// Run this (with `sh -c`) for every alert.
+    pub notify_command: Option<String>,
+    /// POST every alert as JSON here.
+    pub webhook: Option<String>,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464).
+    pub metrics: Option<String>,
+}
+
+impl DaemonConfig {
+    pub fn duration(
+        &self,
+        config_path: &Path,
+        key: &str,
+        value: &Option<String>,
+        default: Duration,
+    ) -> Result<Duration, Error> {
+        match value {
+            None => Ok(default),
+            Some(text) => crate::duration::parse(text).map_err(|e| Error::Config {
+                path: config_path.to_path_buf(),
+                problem: format!("[daemon] {key}: {e}"),
+            }),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

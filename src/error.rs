@@ -60,6 +60,8 @@ pub enum Error {
         reason: String,
         attempts: u32,
         path: PathBuf,
+        /// The server's last `Retry-After`, for a caller that will try again later.
+        retry_after: Option<std::time::Duration>,
     },
 
     #[error("gave up after {waited} waiting for {what} ({}){holder}; try again, or remove it if no process holds it", lock.display())]

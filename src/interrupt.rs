@@ -132,6 +132,27 @@ fn deliver_pending(pid: libc::pid_t) {
     }
 }
 
+/// Set while a refresh holds (or waits for) locks: a daemon that is told to stop then cleans up
+/// from its signal handler instead of waiting for the refresh to come back to its loop.
+static REFRESHING: AtomicU32 = AtomicU32::new(0);
+
+pub struct Refreshing(());
+
+impl Drop for Refreshing {
+    fn drop(&mut self) {
+        REFRESHING.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+pub fn refreshing() -> Refreshing {
+    REFRESHING.fetch_add(1, Ordering::SeqCst);
+    Refreshing(())
+}
+
+pub fn is_refreshing() -> bool {
+    REFRESHING.load(Ordering::SeqCst) > 0
+}
+
 /// Installed by the binary: sets up what a signal during a refresh must do (release our lock
 /// directories, let a posted refresh finish). Called only when a refresh takes locks, so the fast
 /// path pays nothing for it.

@@ -5,12 +5,14 @@
 //! The library decides and does the work; it never prints and never exits. The binary
 //! (`src/main.rs` and `src/cli/`) turns its results into output and exit codes.
 
+pub mod alert;
 pub mod auth_failure;
 pub mod backoff;
 pub mod child;
 pub mod claude;
 pub mod config;
 pub mod credentials_file;
+pub mod daemon;
 pub mod dir_lock;
 pub mod duration;
 pub mod endpoint;
@@ -18,10 +20,14 @@ pub mod error;
 pub mod interrupt;
 pub mod lease;
 pub mod login;
+pub mod metrics;
 pub mod own_lock;
 pub mod refresh;
+pub mod schedule;
 pub mod secret;
 pub mod standin;
 pub mod state;
+pub mod systemd;
+pub mod watch;
 
 pub use error::{Error, ErrorKind};

@@ -154,6 +154,7 @@ fn locked_refresh(
     min_ttl: Duration,
 ) -> Result<Outcome, Error> {
     interrupt::protect();
+    let _refreshing = interrupt::refreshing();
     let folder = job.file.folder();
     let sidecar = own_lock::sidecar_path(&folder);
     let lock_deadline = Instant::now() + job.settings.lock_timeout;
@@ -309,6 +310,7 @@ fn locked_refresh(
                             reason,
                             attempts,
                             path: job.file.path().to_path_buf(),
+                            retry_after,
                         });
                     }
                 }

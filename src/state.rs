@@ -10,7 +10,7 @@ use crate::login::EpochMs;
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
 use std::fs;
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -33,6 +33,31 @@ pub struct Record {
     /// Fingerprint of a refresh token the server rejected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejected_refresh: Option<String>,
+}
+
+/// What the daemon knows and plans for one login; kept so that a restarted daemon keeps its
+/// cooldown, its alert history and its verdict on a dead login, and so that `status` can say
+/// when the next refresh is due.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct DaemonRecord {
+    pub pid: u32,
+    pub updated_at: EpochMs,
+    /// Fingerprint of the access token the plan is for, when the daemon first saw it, and how
+    /// long before its expiry to refresh it (margin plus jitter).
+    pub token: Option<String>,
+    pub seen_at: Option<EpochMs>,
+    pub lead_ms: Option<i64>,
+    pub next_refresh_at: Option<EpochMs>,
+    /// Consecutive transient failures, and no attempt before `cooldown_until`.
+    pub failures: u32,
+    pub cooldown_until: Option<EpochMs>,
+    /// Fingerprint of a refresh token found dead: no refresh until the file holds another.
+    pub dead_refresh: Option<String>,
+    pub last_outcome: Option<String>,
+    pub last_error: Option<String>,
+    /// Last time each alert was sent for this login (deduplication).
+    #[serde(default)]
+    pub alerted: std::collections::BTreeMap<String, EpochMs>,
 }
 
 /// New tokens that could not reach their credentials file.
@@ -119,6 +144,61 @@ impl StateDir {
 
     fn record_path(&self, key: &str) -> PathBuf {
         self.root.join("logins").join(format!("{key}.json"))
+    }
+
+    fn daemon_path(&self, key: &str) -> PathBuf {
+        self.root.join("daemon").join(format!("{key}.json"))
+    }
+
+    /// The single-instance lock of the daemon (its pid inside).
+    pub fn daemon_lock_path(&self) -> PathBuf {
+        self.root.join("daemon.lock")
+    }
+
+    pub fn read_daemon(&self, key: &str) -> Option<DaemonRecord> {
+        serde_json::from_slice(&fs::read(self.daemon_path(key)).ok()?).ok()
+    }
+
+    pub fn write_daemon(&self, key: &str, record: &DaemonRecord) -> io::Result<()> {
+        self.ensure("daemon")?;
+        let bytes = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
+        write_atomic(&self.daemon_path(key), &bytes)
+    }
+
+    /// The pid of the daemon that holds the single-instance lock right now, if one does. Reads
+    /// only: creates nothing.
+    pub fn running_daemon(&self) -> Option<u32> {
+        let file = fs::File::open(self.daemon_lock_path()).ok()?;
+        match file.try_lock_shared() {
+            Ok(()) => None,
+            Err(fs::TryLockError::WouldBlock) => fs::read_to_string(self.daemon_lock_path())
+                .ok()
+                .and_then(|t| t.trim().parse().ok()),
+            Err(fs::TryLockError::Error(_)) => None,
+        }
+    }
+
+    /// Takes the daemon's single-instance lock, or names the pid that holds it.
+    pub fn lock_daemon(&self) -> Result<fs::File, Option<u32>> {
+        self.ensure("daemon").map_err(|_| None)?;
+        let path = self.daemon_lock_path();
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|_| None)?;
+        match file.try_lock() {
+            Ok(()) => {
+                let _ = file.set_len(0);
+                let _ = (&file).write_all(std::process::id().to_string().as_bytes());
+                Ok(file)
+            }
+            Err(_) => Err(fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())),
+        }
     }
 
     fn recovery_path(&self, key: &str) -> PathBuf {

@@ -7,7 +7,10 @@ use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, format::Writer};
 use tracing_subscriber::registry::LookupSpan;
 
-struct Plain;
+/// `tokenkeeper: message`, or with a timestamp first for the daemon's long-running log.
+struct Plain {
+    timestamps: bool,
+}
 
 impl<S, N> FormatEvent<S, N> for Plain
 where
@@ -27,13 +30,19 @@ where
             Level::DEBUG => "debug: ",
             Level::TRACE => "trace: ",
         };
+        if self.timestamps {
+            let now = jiff::Timestamp::now()
+                .round(jiff::Unit::Millisecond)
+                .unwrap_or_else(|_| jiff::Timestamp::now());
+            write!(writer, "{now} ")?;
+        }
         write!(writer, "tokenkeeper: {level}")?;
         ctx.field_format().format_fields(writer.by_ref(), event)?;
         writeln!(writer)
     }
 }
 
-pub fn init(verbose: u8, quiet: bool) {
+pub fn init(verbose: u8, quiet: bool, timestamps: bool) {
     let level = match (quiet, verbose) {
         (true, _) => Level::ERROR,
         (false, 0) => Level::INFO,
@@ -43,6 +52,6 @@ pub fn init(verbose: u8, quiet: bool) {
     let _ = tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(std::io::stderr)
-        .event_format(Plain)
+        .event_format(Plain { timestamps })
         .try_init();
 }

@@ -1,6 +1,7 @@
 //! The command line: clap types, shared set-up (logging, config, credentials path), exit codes.
 //! One file per command.
 
+mod daemon;
 mod exec;
 mod logging;
 mod output;
@@ -30,13 +31,13 @@ pub struct Cli {
     provider: Provider,
     /// The credentials file [default: $CLAUDE_CONFIG_DIR/.credentials.json, else ~/.claude/.credentials.json]
     #[arg(long, global = true, value_name = "PATH")]
-    credentials: Option<PathBuf>,
+    pub credentials: Option<PathBuf>,
     /// The provider's OAuth token endpoint (for tests and proxies).
     #[arg(long, global = true, value_name = "URL", env = "TOKENKEEPER_TOKEN_URL")]
     token_url: Option<String>,
     /// Configuration file (TOML) [default: $XDG_CONFIG_HOME/tokenkeeper/config.toml]
     #[arg(long, global = true, value_name = "PATH")]
-    config: Option<PathBuf>,
+    pub config: Option<PathBuf>,
     /// More detail on stderr (-vv for even more). Never shows a token.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -94,6 +95,9 @@ enum Command {
         )]
         command: Vec<std::ffi::OsString>,
     },
+    /// Keep the login fresh for as long as it runs: refresh once per token lifetime, watch the
+    /// file, back off on failures, alert when a human is needed.
+    Daemon(daemon::DaemonArgs),
     /// Print a valid access token on stdout (refreshing first when due), nothing else.
     Token {
         /// Refresh first when less than this is left [default: 1h]
@@ -185,8 +189,13 @@ pub fn run() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    logging::init(cli.verbose, cli.quiet);
-    signals::prepare();
+    let is_daemon = matches!(cli.command, Command::Daemon(_));
+    logging::init(cli.verbose, cli.quiet, is_daemon);
+    if is_daemon {
+        signals::prepare_daemon();
+    } else {
+        signals::prepare();
+    }
     let result = match &cli.command {
         Command::Status { json } => {
             Context::resolve(&cli, None).map(|ctx| status::run(&ctx, *json))
@@ -199,6 +208,7 @@ pub fn run() -> ExitCode {
         Command::Token { min_ttl } => {
             Context::resolve(&cli, *min_ttl).and_then(|ctx| token::run(&ctx))
         }
+        Command::Daemon(args) => daemon::run(&cli, args),
         Command::Exec {
             min_ttl,
             inject,

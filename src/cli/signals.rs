@@ -21,7 +21,21 @@ pub fn prepare() {
     interrupt::set_protector(protect_refresh);
 }
 
+/// For the daemon, whose loop handles SIGHUP (reload) and, between refreshes, SIGTERM/SIGINT
+/// (clean stop): the refresh-time handler acts only while a refresh is under way.
+pub fn prepare_daemon() {
+    interrupt::set_protector(protect_daemon_refresh);
+}
+
 fn protect_refresh() {
+    install_refresh_handler(false);
+}
+
+fn protect_daemon_refresh() {
+    install_refresh_handler(true);
+}
+
+fn install_refresh_handler(daemon: bool) {
     let Ok(mut signals) = SignalsInfo::<WithRawSiginfo>::new(SIGNALS) else {
         return;
     };
@@ -31,7 +45,11 @@ fn protect_refresh() {
             if interrupt::take_consumed() {
                 continue; // forward_to_command's handler gave it to the command.
             }
-            let code = 128 + info.si_signo;
+            if daemon && (info.si_signo == SIGHUP || !interrupt::is_refreshing()) {
+                continue; // the daemon's loop has it.
+            }
+            // A daemon told to stop has done nothing wrong: exit 0, as its loop would.
+            let code = if daemon { 0 } else { 128 + info.si_signo };
             if stopping {
                 interrupt::release_all_locks();
                 std::process::exit(code);

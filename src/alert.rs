@@ -1,0 +1,498 @@
+//! Alerts: telling a person that a login needs them, without ever holding up a refresh. An
+//! [`Alerter`] hands each alert to one background thread (started on the first alert, so an
+//! unused alerter costs nothing), which runs the notify command and posts to the webhook, in
+//! order, with bounded timeouts and a few retries. Deciding *whether* to alert (one alert per
+//! event and login, not one per retry) is the daemon's job. An alert never holds a token, and a
+//! webhook URL is logged only as scheme and host, since Discord and Slack keep the secret in
+//! its path.
+
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Event {
+    RefreshFailed,
+    LoginDead,
+    Recovered,
+    LoginEnding,
+    StoreUnreachable,
+}
+
+impl Event {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Event::RefreshFailed => "refresh_failed",
+            Event::LoginDead => "login_dead",
+            Event::Recovered => "recovered",
+            Event::LoginEnding => "login_ending",
+            Event::StoreUnreachable => "store_unreachable",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Alert {
+    pub event: Event,
+    pub provider: String,
+    pub message: String,
+    pub at: jiff::Timestamp,
+}
+
+impl Alert {
+    /// The one line a chat shows: `tokenkeeper: login_dead (claude): <message>`.
+    fn line(&self) -> String {
+        let (event, provider, message) = (self.event.as_str(), &self.provider, &self.message);
+        format!("tokenkeeper: {event} ({provider}): {message}")
+    }
+}
+
+/// How long delivery may take; shortened in tests.
+#[derive(Clone, Copy, Debug)]
+struct Timing {
+    command: Duration,
+    attempt: Duration,
+    /// Waits before the second and third webhook attempts.
+    backoff: [Duration; 2],
+    /// A longer `Retry-After` is not waited for: the alert is dropped.
+    max_retry_after: Duration,
+}
+
+const TIMING: Timing = Timing {
+    command: Duration::from_secs(30),
+    attempt: Duration::from_secs(10),
+    backoff: [Duration::from_secs(1), Duration::from_secs(2)],
+    max_retry_after: Duration::from_secs(30),
+};
+
+pub struct Alerter {
+    shared: Arc<Shared>,
+    /// Set when the first alert starts the worker.
+    queue: Mutex<Option<Sender<Alert>>>,
+}
+
+struct Shared {
+    notify_command: Option<String>,
+    webhook: Option<String>,
+    timing: Timing,
+    /// Alerts queued, and alerts finished (delivered or given up), for [`Alerter::flush`].
+    counts: Mutex<(u64, u64)>,
+    changed: Condvar,
+}
+
+impl Alerter {
+    pub fn new(notify_command: Option<String>, webhook: Option<String>) -> Alerter {
+        Alerter::with_timing(notify_command, webhook, TIMING)
+    }
+
+    fn with_timing(notify_command: Option<String>, webhook: Option<String>, t: Timing) -> Alerter {
+        let non_empty = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
+        let shared = Shared {
+            notify_command: non_empty(notify_command),
+            webhook: non_empty(webhook),
+            timing: t,
+            counts: Mutex::default(),
+            changed: Condvar::new(),
+        };
+        Alerter {
+            shared: Arc::new(shared),
+            queue: Mutex::new(None),
+        }
+    }
+
+    pub fn is_configured(&self) -> bool {
+        self.shared.notify_command.is_some() || self.shared.webhook.is_some()
+    }
+
+    /// Returns at once; delivery happens on a background thread.
+    pub fn send(&self, alert: Alert) {
+        if !self.is_configured() {
+            return;
+        }
+        let event = alert.event.as_str();
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        if queue.is_none() {
+            let (tx, rx) = channel();
+            let shared = self.shared.clone();
+            let started = std::thread::Builder::new()
+                .name("tokenkeeper-alerts".into())
+                .spawn(move || shared.deliver_all(rx));
+            if let Err(e) = started {
+                tracing::warn!("could not start the alert thread ({e}); {event} alert dropped");
+                return;
+            }
+            *queue = Some(tx);
+        }
+        // Counted before queueing, so the worker never finishes an alert not yet counted.
+        self.shared.count(|c| c.0 += 1);
+        if queue.as_ref().is_some_and(|q| q.send(alert).is_err()) {
+            self.shared.count(|c| c.1 += 1);
+            tracing::warn!("the alert thread has stopped; {event} alert dropped");
+        }
+    }
+
+    /// Waits until every alert sent so far is delivered or given up (bounded by `timeout`); for
+    /// shutdown and tests. False when the time ran out first.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let shared = &self.shared;
+        let mut counts = shared.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let target = counts.0;
+        while counts.1 < target {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            let woken = shared.changed.wait_timeout(counts, left);
+            counts = woken.unwrap_or_else(PoisonError::into_inner).0;
+        }
+        true
+    }
+}
+
+impl Shared {
+    fn count(&self, f: impl FnOnce(&mut (u64, u64))) {
+        f(&mut self.counts.lock().unwrap_or_else(PoisonError::into_inner));
+        self.changed.notify_all();
+    }
+
+    /// The worker: ends when the [`Alerter`] is dropped and the queue is drained.
+    fn deliver_all(&self, queue: Receiver<Alert>) {
+        let agent = self.webhook.as_ref().map(|_| webhook_agent());
+        for alert in queue {
+            if let Some(cmd) = &self.notify_command {
+                run_notify_command(cmd, &alert, self.timing.command);
+            }
+            if let (Some(url), Some(agent)) = (&self.webhook, &agent) {
+                post_webhook(agent, url, &alert, &self.timing);
+            }
+            self.count(|c| c.1 += 1);
+        }
+    }
+}
+
+fn run_notify_command(cmd: &str, alert: &Alert, limit: Duration) {
+    let event = alert.event.as_str();
+    let mut command = Command::new("sh");
+    command.arg("-c").arg(cmd).stdin(Stdio::null());
+    // Only our four variables: none inherited from whoever started the daemon.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("TOKENKEEPER_") {
+            command.env_remove(name);
+        }
+    }
+    let no_nul = |s: &str| s.replace('\0', " ");
+    command
+        .env("TOKENKEEPER_EVENT", event)
+        .env("TOKENKEEPER_PROVIDER", no_nul(&alert.provider))
+        .env("TOKENKEEPER_MESSAGE", no_nul(&alert.message))
+        .env("TOKENKEEPER_AT", alert.at.to_string())
+        // Its own process group, so a timeout kills what `sh` started too.
+        .process_group(0);
+    let mut child = match command.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("could not start the notify command for the {event} alert: {e}");
+            return;
+        }
+    };
+    let deadline = Instant::now() + limit;
+    let mut pause = Duration::from_millis(5);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Ok(status),
+            Ok(None) if Instant::now() >= deadline => {
+                // SAFETY: kill(2) with a negative pid signals the child's own process group.
+                unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
+                let _ = child.wait();
+                break Err(format!(
+                    "did not finish within {}s and was killed",
+                    limit.as_secs()
+                ));
+            }
+            Ok(None) => {
+                std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            Err(e) => break Err(format!("could not be waited for: {e}")),
+        }
+    };
+    match status {
+        Ok(s) if s.success() => tracing::debug!("notify command ran for the {event} alert"),
+        Ok(s) => tracing::warn!("the notify command for the {event} alert failed ({s})"),
+        Err(why) => tracing::warn!("the notify command for the {event} alert {why}"),
+    }
+}
+
+fn webhook_agent() -> ureq::Agent {
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+        .build();
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .tls_config(tls)
+        // A redirect is a wrong URL to fix, not something to follow with a POST.
+        .max_redirects(0)
+        .max_idle_connections(0)
+        .user_agent(concat!("tokenkeeper/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .new_agent()
+}
+
+fn webhook_body(alert: &Alert) -> String {
+    let line = alert.line();
+    serde_json::json!({
+        "event": alert.event.as_str(),
+        "provider": alert.provider,
+        "message": alert.message,
+        "at": alert.at.to_string(),
+        "content": line,
+        "text": line,
+    })
+    .to_string()
+}
+
+fn post_webhook(agent: &ureq::Agent, url: &str, alert: &Alert, timing: &Timing) {
+    let (event, site) = (alert.event.as_str(), site_of(url));
+    let body = webhook_body(alert);
+    for attempt in 0..=timing.backoff.len() {
+        let result = agent
+            .post(url)
+            .config()
+            .timeout_global(Some(timing.attempt))
+            .build()
+            .header("Content-Type", "application/json")
+            .send(body.as_bytes());
+        let (why, retry_after) = match result {
+            Ok(r) if r.status().is_success() => {
+                tracing::debug!("the webhook at {site} took the {event} alert");
+                return;
+            }
+            Ok(r) if r.status().as_u16() == 429 || r.status().is_server_error() => {
+                let retry_after = r.headers().get("retry-after").and_then(|v| v.to_str().ok());
+                (
+                    format!("HTTP {}", r.status().as_u16()),
+                    retry_after.and_then(seconds),
+                )
+            }
+            Ok(r) => return give_up(&site, event, &format!("HTTP {}", r.status().as_u16())),
+            Err(ureq::Error::BadUri(_) | ureq::Error::Http(_) | ureq::Error::InvalidProxyUrl) => {
+                return give_up(&site, event, "not a usable URL");
+            }
+            Err(e) => (network_failure(&e), None),
+        };
+        let Some(backoff) = timing.backoff.get(attempt) else {
+            return tracing::warn!(
+                "the webhook at {site} failed 3 times ({why}); {event} alert dropped"
+            );
+        };
+        if retry_after.is_some_and(|r| r > timing.max_retry_after) {
+            return tracing::warn!(
+                "the webhook at {site} asks to wait long ({why}); {event} alert dropped"
+            );
+        }
+        tracing::debug!("the webhook at {site}: {why}; trying the {event} alert again");
+        std::thread::sleep(retry_after.map_or(*backoff, |r| r.max(*backoff)));
+    }
+}
+
+/// An answer or error that retrying cannot fix.
+fn give_up(site: &str, event: &str, why: &str) {
+    tracing::warn!(
+        "the webhook at {site} refused the {event} alert ({why}); check the webhook URL"
+    );
+}
+
+/// `Retry-After` in seconds (chat services send whole or fractional seconds; an HTTP date falls
+/// back to our own backoff).
+fn seconds(value: &str) -> Option<Duration> {
+    Duration::try_from_secs_f64(value.trim().parse().ok()?).ok()
+}
+
+/// Never the error's own text: some ureq errors quote the URL.
+fn network_failure(e: &ureq::Error) -> String {
+    match e {
+        ureq::Error::Timeout(_) => "no answer before the timeout".into(),
+        ureq::Error::HostNotFound => "host not found".into(),
+        ureq::Error::ConnectionFailed => "connection failed".into(),
+        ureq::Error::Io(io) => format!("network error: {}", io.kind()),
+        _ => "request failed".into(),
+    }
+}
+
+/// `https://discord.com` from a webhook URL: the path, query and any user info are secrets.
+fn site_of(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "<unparsable URL>".into();
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    format!("{scheme}://{host}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+
+    const FAST: Timing = Timing {
+        command: Duration::from_secs(5),
+        attempt: Duration::from_secs(5),
+        backoff: [Duration::from_millis(10), Duration::from_millis(20)],
+        max_retry_after: Duration::from_secs(1),
+    };
+    const MESSAGE: &str = "log in again with `claude /login`";
+
+    fn alert(event: Event) -> Alert {
+        let at = "2025-01-02T03:04:05Z".parse().unwrap();
+        let (provider, message) = ("claude".into(), MESSAGE.into());
+        Alert {
+            event,
+            provider,
+            message,
+            at,
+        }
+    }
+
+    /// A webhook that answers each request with the next of `replies` ("500 X", or a status
+    /// line and headers), then closes; joining it gives the JSON bodies it got.
+    fn receiver(replies: &[&str]) -> (String, std::thread::JoinHandle<Vec<serde_json::Value>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook/s3cr3t", listener.local_addr().unwrap());
+        let replies: Vec<String> = replies.iter().map(|r| r.to_string()).collect();
+        let server = std::thread::spawn(move || {
+            let mut bodies = Vec::new();
+            for reply in replies {
+                let mut conn = BufReader::new(listener.accept().unwrap().0);
+                let mut head = String::new();
+                while !head.ends_with("\r\n\r\n") {
+                    conn.read_line(&mut head).unwrap();
+                }
+                let length = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "));
+                let length = length.unwrap().parse().unwrap();
+                let mut body = vec![0; length];
+                conn.read_exact(&mut body).unwrap();
+                bodies.push(serde_json::from_slice(&body).unwrap());
+                let answer = format!("HTTP/1.1 {reply}\r\nContent-Length: 0\r\n\r\n");
+                conn.get_mut().write_all(answer.as_bytes()).unwrap();
+            }
+            bodies
+        });
+        (url, server)
+    }
+
+    #[test]
+    fn notify_command_gets_exactly_four_variables() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("env");
+        let cmd = format!("env | grep ^TOKENKEEPER_ | sort > '{}'", out.display());
+        let alerter = Alerter::with_timing(Some(cmd), None, FAST);
+        assert!(alerter.is_configured());
+        alerter.send(alert(Event::LoginDead));
+        assert!(alerter.flush(Duration::from_secs(10)));
+        let written = std::fs::read_to_string(out).unwrap();
+        let expected = format!(
+            "TOKENKEEPER_AT=2025-01-02T03:04:05Z\nTOKENKEEPER_EVENT=login_dead\n\
+             TOKENKEEPER_MESSAGE={MESSAGE}\nTOKENKEEPER_PROVIDER=claude\n"
+        );
+        assert_eq!(written, expected);
+    }
+
+    #[test]
+    fn webhook_gets_all_six_fields() {
+        let (url, server) = receiver(&["204 No Content"]);
+        let alerter = Alerter::with_timing(None, Some(url), FAST);
+        alerter.send(alert(Event::Recovered));
+        assert!(alerter.flush(Duration::from_secs(10)));
+        let line = format!("tokenkeeper: recovered (claude): {MESSAGE}");
+        let expected = serde_json::json!({"event": "recovered", "provider": "claude",
+            "message": MESSAGE, "at": "2025-01-02T03:04:05Z", "content": line, "text": line});
+        assert_eq!(server.join().unwrap(), [expected]);
+    }
+
+    #[test]
+    fn webhook_retries_server_errors_until_one_succeeds() {
+        let (url, server) = receiver(&["500 X", "500 X", "200 OK"]);
+        let alerter = Alerter::with_timing(None, Some(url), FAST);
+        alerter.send(alert(Event::RefreshFailed));
+        assert!(alerter.flush(Duration::from_secs(10)));
+        assert_eq!(server.join().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn webhook_gives_up_on_a_client_error_or_a_long_retry_after() {
+        let (url, server) = receiver(&[
+            "404 X",
+            "429 X\r\nRetry-After: 0.3",
+            "200 OK",
+            "429 X\r\nRetry-After: 60",
+            "200 OK",
+        ]);
+        let alerter = Alerter::with_timing(None, Some(url), FAST);
+        let start = Instant::now();
+        for event in [
+            Event::LoginEnding,
+            Event::RefreshFailed,
+            Event::LoginDead,
+            Event::Recovered,
+        ] {
+            alerter.send(alert(event));
+        }
+        assert!(alerter.flush(Duration::from_secs(10)));
+        assert!(start.elapsed() >= Duration::from_millis(300));
+        let bodies = server.join().unwrap();
+        let sent = [
+            "login_ending",
+            "refresh_failed",
+            "refresh_failed",
+            "login_dead",
+            "recovered",
+        ];
+        let got: Vec<_> = bodies
+            .iter()
+            .map(|b| b["event"].as_str().unwrap())
+            .collect();
+        assert_eq!(got, sent);
+    }
+
+    #[test]
+    fn send_never_waits_for_a_hanging_webhook() {
+        // Bound but never accepted: the kernel completes the connection, nobody answers.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let alerter = Alerter::new(None, Some(url));
+        let start = Instant::now();
+        alerter.send(alert(Event::LoginDead));
+        alerter.send(alert(Event::Recovered));
+        let took = start.elapsed();
+        assert!(took < Duration::from_millis(100), "{took:?}");
+        assert!(!alerter.flush(Duration::from_millis(200)));
+    }
+
+    #[test]
+    fn an_unconfigured_alerter_starts_nothing() {
+        let alerter = Alerter::new(None, Some("  ".into()));
+        assert!(!alerter.is_configured());
+        alerter.send(alert(Event::LoginDead));
+        assert!(alerter.flush(Duration::ZERO));
+        assert!(alerter.queue.lock().unwrap().is_none());
+    }
+
+    #[test]
+    fn only_scheme_and_host_of_a_webhook_are_shown() {
+        let url = "https://user:pw@discord.com/api/webhooks/123/s3cr3t?wait=true";
+        assert_eq!(site_of(url), "https://discord.com");
+        assert_eq!(site_of("http://127.0.0.1:9/x"), "http://127.0.0.1:9");
+        assert_eq!(
+            site_of("hooks.slack.com/services/T/B/X"),
+            "<unparsable URL>"
+        );
+        assert_eq!(seconds("1.5"), Some(Duration::from_millis(1500)));
+        assert_eq!(seconds("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
+}

@@ -1,0 +1,220 @@
+//! `tokenkeeper daemon`: the watchdog. Sets up what the library's loop needs (one instance per
+//! state folder, alerts, metrics, systemd notifications, signals) and runs it until SIGTERM or
+//! SIGINT; SIGHUP re-reads the configuration.
+
+use super::{Cli, Context};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+use tokenkeeper::Error;
+use tokenkeeper::alert::Alerter;
+use tokenkeeper::config::{self, ConfigFile};
+use tokenkeeper::daemon::{Control, Daemon, LoginConfig, Options};
+use tokenkeeper::metrics::{self, Metrics};
+use tokenkeeper::systemd::Notifier;
+
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct DaemonArgs {
+    /// Refresh when this much is left; cut to half the token's lifetime [default: 1h]
+    #[arg(long, value_name = "DURATION", value_parser = super::parse_duration)]
+    pub refresh_before: Option<Duration>,
+    /// Remind to log in again when the login ends within this [default: 3d]
+    #[arg(long, value_name = "DURATION", value_parser = super::parse_duration)]
+    pub login_ending_within: Option<Duration>,
+    /// Run this command (with sh -c) for every alert; TOKENKEEPER_EVENT, TOKENKEEPER_PROVIDER and
+    /// TOKENKEEPER_MESSAGE tell what happened.
+    #[arg(long, value_name = "CMD")]
+    pub notify_command: Option<String>,
+    /// POST every alert as JSON to this URL (Discord and Slack incoming webhooks show it as is).
+    #[arg(long, value_name = "URL")]
+    pub webhook: Option<String>,
+    /// Serve Prometheus metrics on /metrics at this address, e.g. 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+}
+
+/// The options after flags, then config, then defaults.
+struct Resolved {
+    options: Options,
+    alerter: Alerter,
+    metrics: Option<SocketAddr>,
+    login: LoginConfig,
+}
+
+fn resolve(cli: &Cli, args: &DaemonArgs) -> Result<Resolved, Error> {
+    let ctx = Context::resolve(cli, None)?;
+    let (path, cfg) = load_config(cli)?;
+    let d = &cfg.daemon;
+    let refresh_before = match args.refresh_before {
+        Some(v) => v,
+        None => d.duration(
+            &path,
+            "refresh_before",
+            &d.refresh_before,
+            Duration::from_secs(3600),
+        )?,
+    };
+    let login_ending_within = match args.login_ending_within {
+        Some(v) => v,
+        None => d.duration(
+            &path,
+            "login_ending_within",
+            &d.login_ending_within,
+            Duration::from_secs(3 * 86_400),
+        )?,
+    };
+    let metrics = args
+        .metrics
+        .clone()
+        .or_else(|| d.metrics.clone())
+        .map(|text| {
+            parse_metrics_addr(&text).map_err(|problem| Error::Config {
+                path: path.clone(),
+                problem,
+            })
+        })
+        .transpose()?;
+    let alerter = Alerter::new(
+        args.notify_command
+            .clone()
+            .or_else(|| d.notify_command.clone()),
+        args.webhook.clone().or_else(|| d.webhook.clone()),
+    );
+    Ok(Resolved {
+        options: Options {
+            refresh_before,
+            login_ending_within,
+        },
+        alerter,
+        metrics,
+        login: LoginConfig {
+            file: ctx.file,
+            settings: ctx.settings,
+        },
+    })
+}
+
+fn load_config(cli: &Cli) -> Result<(std::path::PathBuf, ConfigFile), Error> {
+    let env = |k: &str| std::env::var(k).ok();
+    let (path, named) = match &cli.config {
+        Some(p) => (p.clone(), true),
+        None => (
+            config::default_path(&env).unwrap_or_else(|| "config.toml".into()),
+            false,
+        ),
+    };
+    let cfg = config::load(&path, named)?;
+    Ok((path, cfg))
+}
+
+/// `127.0.0.1:9464`, or `:9464` / `9464` for loopback. Another address is allowed (the person
+/// asked for it) but logged, since metrics name the logins this machine keeps.
+fn parse_metrics_addr(text: &str) -> Result<SocketAddr, String> {
+    let t = text.trim();
+    let full = if t.chars().all(|c| c.is_ascii_digit()) {
+        format!("127.0.0.1:{t}")
+    } else if let Some(port) = t.strip_prefix(':') {
+        format!("127.0.0.1:{port}")
+    } else {
+        t.to_string()
+    };
+    full.parse().map_err(|_| {
+        format!("metrics address '{t}' is not HOST:PORT; write it like 127.0.0.1:9464")
+    })
+}
+
+pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<u8, Error> {
+    let resolved = resolve(cli, args)?;
+    let state = Context::resolve(cli, None)?.state;
+    let _instance = match state.lock_daemon() {
+        Ok(file) => file,
+        Err(pid) => {
+            let who = pid.map_or_else(|| "another process".to_string(), |p| format!("pid {p}"));
+            return Err(Error::LockTimeout {
+                what: "the daemon's single-instance lock: a tokenkeeper daemon is already running",
+                lock: state.daemon_lock_path(),
+                waited: format!("no time ({who} holds it; stop it first)"),
+                holder: String::new(),
+            });
+        }
+    };
+
+    let (wake_read, wake_write) =
+        std::os::unix::net::UnixStream::pair().map_err(|source| Error::Io {
+            what: "cannot create a wake-up pipe in",
+            path: state.root().to_path_buf(),
+            source,
+        })?;
+    let _ = wake_read.set_nonblocking(true);
+    let _ = wake_write.set_nonblocking(true);
+    let control = Control {
+        wake_fd: Some(wake_read.as_raw_fd()),
+        ..Control::default()
+    };
+    for (sig, flag) in [
+        (SIGTERM, &control.stop),
+        (SIGINT, &control.stop),
+        (SIGHUP, &control.reload),
+    ] {
+        let _ = signal_hook::flag::register(sig, Arc::clone(flag));
+        if let Ok(w) = wake_write.try_clone() {
+            let _ = signal_hook::low_level::pipe::register(sig, w);
+        }
+    }
+
+    let metrics = Metrics::new();
+    let _server = match resolved.metrics {
+        Some(addr) => {
+            if !addr.ip().is_loopback() {
+                tracing::warn!("serving metrics on {addr}, which is not a loopback address");
+            }
+            let server = metrics::serve(addr, metrics.clone()).map_err(|source| Error::Io {
+                what: "cannot serve metrics on",
+                path: addr.to_string().into(),
+                source,
+            })?;
+            tracing::info!("metrics on http://{}/metrics", server.local_addr());
+            Some(server)
+        }
+        None => None,
+    };
+
+    let notifier = Notifier::from_env();
+    let ping_every = notifier.ping_every();
+    tracing::info!(
+        "daemon started (pid {}), keeping {} fresh",
+        std::process::id(),
+        resolved.login.file.path().display()
+    );
+    let mut daemon = Daemon::new(
+        vec![resolved.login],
+        state,
+        resolved.alerter,
+        metrics,
+        resolved.options,
+    );
+    notifier.ready();
+    let mut on_wake = || notifier.ping();
+    let mut on_reload = |d: &mut Daemon| {
+        notifier.reloading();
+        match resolve(cli, args) {
+            Ok(r) => {
+                tracing::info!("configuration re-read");
+                d.set_options(r.options, r.alerter);
+                d.set_logins(vec![r.login]);
+                if r.metrics != resolved.metrics {
+                    tracing::warn!("a new metrics address takes effect at the next start");
+                }
+            }
+            Err(e) => tracing::error!("configuration not re-read, keeping the old one: {e}"),
+        }
+        notifier.ready();
+    };
+    daemon.run(&control, ping_every, &mut on_wake, &mut on_reload);
+    notifier.stopping();
+    tracing::info!("daemon stopping");
+    daemon.alerter().flush(Duration::from_secs(10));
+    Ok(0)
+}

@@ -1,0 +1,481 @@
+//! The watchdog: keeps every configured login fresh for weeks. For each login it plans one
+//! refresh per token lifetime (the margin before expiry, cut to half the lifetime, plus jitter),
+//! notices at once when the file changes under it and plans again from the new expiry, backs off
+//! after transient failures (the cooldown survives a restart), stops at a dead login until a new
+//! one appears, reminds the person when the login itself is about to end, and sends each alert
+//! once. Refreshes go through the same protocol as `tokenkeeper refresh`.
+//!
+//! The loop sleeps in `poll(2)` on inotify and a wake-up pipe (signals), with a timeout to the
+//! next planned action: idle, it uses no CPU between wake-ups.
+
+use crate::alert::{Alert, Alerter, Event};
+use crate::claude;
+use crate::config::Settings;
+use crate::credentials_file::CredentialsFile;
+use crate::endpoint::TokenEndpoint;
+use crate::error::{Error, ErrorKind};
+use crate::login::{EpochMs, Login, duration_ms, now_ms};
+use crate::metrics::Metrics;
+use crate::refresh::{self, Action, Job};
+use crate::schedule;
+use crate::state::{DaemonRecord, StateDir};
+use crate::watch::{Stamp, Watcher};
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Refresh when this much is left (cut to half the token's lifetime).
+    pub refresh_before: Duration,
+    /// Remind the person to log in again when the login ends within this.
+    pub login_ending_within: Duration,
+}
+
+/// One login the daemon keeps.
+pub struct LoginConfig {
+    pub file: CredentialsFile,
+    pub settings: Settings,
+}
+
+struct Tracked {
+    file: CredentialsFile,
+    settings: Settings,
+    endpoint: TokenEndpoint,
+    key: String,
+    record: DaemonRecord,
+    stamp: Option<Option<Stamp>>,
+}
+
+/// What the signal handlers ask of the loop (they set the flags and write to the pipe).
+#[derive(Default)]
+pub struct Control {
+    pub stop: Arc<AtomicBool>,
+    pub reload: Arc<AtomicBool>,
+    /// Readable when a signal arrived (the read end of a self-pipe), drained by the loop.
+    pub wake_fd: Option<RawFd>,
+}
+
+pub struct Daemon {
+    logins: Vec<Tracked>,
+    state: StateDir,
+    alerter: Alerter,
+    metrics: Metrics,
+    options: Options,
+}
+
+/// Without inotify (or while a folder is missing), look at the files this often.
+const FALLBACK_POLL: Duration = Duration::from_secs(5);
+/// While runs hold leases on the token (`exec --inject env`), ask again this often.
+const DEFERRED_RETRY: Duration = Duration::from_secs(30);
+
+impl Daemon {
+    pub fn new(
+        logins: Vec<LoginConfig>,
+        state: StateDir,
+        alerter: Alerter,
+        metrics: Metrics,
+        options: Options,
+    ) -> Daemon {
+        let mut d = Daemon {
+            logins: Vec::new(),
+            state,
+            alerter,
+            metrics,
+            options,
+        };
+        d.set_logins(logins);
+        d
+    }
+
+    /// Replaces the logins (on start and on SIGHUP), keeping what is known about each.
+    pub fn set_logins(&mut self, logins: Vec<LoginConfig>) {
+        self.logins = logins
+            .into_iter()
+            .map(|l| {
+                let key = StateDir::key(l.file.owner().provider, l.file.path());
+                let record = self.state.read_daemon(&key).unwrap_or_default();
+                Tracked {
+                    endpoint: TokenEndpoint::new(&l.settings.token_url, &l.settings.user_agent),
+                    file: l.file,
+                    settings: l.settings,
+                    key,
+                    record,
+                    stamp: None,
+                }
+            })
+            .collect();
+    }
+
+    pub fn set_options(&mut self, options: Options, alerter: Alerter) {
+        self.options = options;
+        self.alerter = alerter;
+    }
+
+    pub fn alerter(&self) -> &Alerter {
+        &self.alerter
+    }
+
+    /// Runs until `control.stop` is set. `on_wake` runs at every wake-up (watchdog pings);
+    /// `reload` is called when `control.reload` is set.
+    pub fn run(
+        &mut self,
+        control: &Control,
+        ping_every: Option<Duration>,
+        on_wake: &mut dyn FnMut(),
+        reload: &mut dyn FnMut(&mut Daemon),
+    ) {
+        let mut watcher = Watcher::new()
+            .map_err(|e| tracing::warn!("no inotify ({e}); looking at the files every 5 s instead"))
+            .ok();
+        loop {
+            if control.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            if control.reload.swap(false, Ordering::SeqCst) {
+                reload(self);
+            }
+            let mut all_watched = watcher.is_some();
+            if let Some(w) = watcher.as_mut() {
+                for t in &self.logins {
+                    all_watched &= w.watch_file(t.file.path());
+                }
+            }
+            let now = now_ms();
+            let next = self.tick(now);
+            on_wake();
+            if control.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            let mut wait = next.map(|at| {
+                Duration::from_millis(u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0))
+            });
+            if !all_watched {
+                wait = Some(wait.map_or(FALLBACK_POLL, |w| w.min(FALLBACK_POLL)));
+            }
+            if let Some(p) = ping_every {
+                wait = Some(wait.map_or(p, |w| w.min(p)));
+            }
+            sleep_until_event(watcher.as_mut(), control.wake_fd, wait);
+        }
+    }
+
+    /// One pass over every login; returns the earliest time something is planned.
+    pub fn tick(&mut self, now: EpochMs) -> Option<EpochMs> {
+        let mut next: Option<EpochMs> = None;
+        for i in 0..self.logins.len() {
+            if let Some(at) = self.tick_login(i, now) {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        next
+    }
+
+    fn tick_login(&mut self, i: usize, now: EpochMs) -> Option<EpochMs> {
+        let stamp = Stamp::of(self.logins[i].file.path());
+        let changed = self.logins[i].stamp != Some(stamp);
+        self.logins[i].stamp = Some(stamp);
+        let provider = self.logins[i].file.owner().provider;
+
+        let login = match self.read(i) {
+            Ok(login) => login,
+            Err(e) => {
+                if changed {
+                    tracing::warn!("{e}");
+                }
+                let t = &mut self.logins[i];
+                t.record.last_error = Some(e.to_string());
+                t.record.next_refresh_at = None;
+                self.save(i);
+                return None;
+            }
+        };
+        self.plan_token(i, &login, now);
+        self.update_metrics(i, &login);
+
+        // A dead login stays dead until the file holds another refresh token.
+        let refresh_fp = login.refresh_token.fingerprint();
+        let dead = login.refresh_token.is_empty()
+            || self.logins[i].record.dead_refresh.as_deref() == Some(refresh_fp.as_str());
+        if dead {
+            if login.refresh_token.is_empty() {
+                self.mark_dead(i, "its tokens are empty (the login was ended or wiped)", "");
+            }
+            self.save(i);
+            return None;
+        }
+        if self.logins[i].record.dead_refresh.take().is_some() {
+            self.alert(
+                i,
+                Event::Recovered,
+                format!(
+                    "a new {} login appeared in {}; tokenkeeper keeps it fresh again",
+                    self.logins[i].file.owner().name,
+                    self.logins[i].file.path().display()
+                ),
+                now,
+            );
+            self.metrics.update(provider, |m| m.dead = false);
+        }
+        self.remind_login_ending(i, &login, now);
+
+        let t = &self.logins[i];
+        if let Some(until) = t.record.cooldown_until.filter(|u| *u > now) {
+            self.logins[i].record.next_refresh_at = Some(until);
+            self.save(i);
+            return Some(until);
+        }
+        let lead = Duration::from_millis(u64::try_from(t.record.lead_ms.unwrap_or(0)).unwrap_or(0));
+        let at = schedule::refresh_at(login.expires_at, lead);
+        if now < at {
+            self.logins[i].record.next_refresh_at = Some(at);
+            self.save(i);
+            return Some(at);
+        }
+        self.refresh(i, lead, now)
+    }
+
+    fn read(&self, i: usize) -> Result<Login, Error> {
+        let t = &self.logins[i];
+        let snap = t.file.read()?;
+        claude::parse(&t.file, &snap.doc)
+    }
+
+    /// A token seen for the first time gets its plan: lifetime from when we first saw it, the
+    /// margin cut to half of that, jitter drawn once.
+    fn plan_token(&mut self, i: usize, login: &Login, now: EpochMs) {
+        let fp = login.access_token.fingerprint();
+        let t = &mut self.logins[i];
+        if t.record.token.as_deref() == Some(fp.as_str()) && t.record.lead_ms.is_some() {
+            return;
+        }
+        let lifetime = u64::try_from(login.expires_at.saturating_sub(now))
+            .ok()
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis);
+        let margin = schedule::margin(self.options.refresh_before, lifetime);
+        let lead = schedule::lead(margin, fastrand::f64());
+        t.record.token = Some(fp);
+        t.record.seen_at = Some(now);
+        t.record.lead_ms = Some(duration_ms(lead));
+    }
+
+    fn refresh(&mut self, i: usize, lead: Duration, now: EpochMs) -> Option<EpochMs> {
+        let provider = self.logins[i].file.owner().provider;
+        let result = {
+            let t = &self.logins[i];
+            let job = Job {
+                file: &t.file,
+                settings: &t.settings,
+                endpoint: &t.endpoint,
+                state: &self.state,
+            };
+            refresh::refresh_if_due(&job, false, lead + Duration::from_secs(1))
+        };
+        let later = |d: Duration| now.saturating_add(duration_ms(d));
+        match result {
+            Ok(outcome) => {
+                let what = outcome.action.as_str();
+                tracing::info!(
+                    "{provider}: {}; access token expires {}",
+                    what.replace('_', " "),
+                    refresh::format_time(outcome.login.expires_at)
+                );
+                if outcome.action == Action::Deferred {
+                    return Some(later(DEFERRED_RETRY));
+                }
+                let label = if outcome.action == Action::Adopted {
+                    "adopted"
+                } else {
+                    "refreshed"
+                };
+                self.metrics.update(provider, |m| {
+                    *m.refresh_total.entry(label).or_default() += 1
+                });
+                let t = &mut self.logins[i];
+                let was_failing = t.record.failures > 0;
+                t.record.failures = 0;
+                t.record.cooldown_until = None;
+                t.record.last_outcome = Some(what.to_string());
+                t.record.last_error = None;
+                if was_failing && t.record.alerted.contains_key(Event::RefreshFailed.as_str()) {
+                    t.record.alerted.remove(Event::RefreshFailed.as_str());
+                    self.alert(
+                        i,
+                        Event::Recovered,
+                        format!(
+                            "refreshing {} works again",
+                            self.logins[i].file.path().display()
+                        ),
+                        now,
+                    );
+                }
+                self.save(i);
+                // Plan the new token at once.
+                Some(now)
+            }
+            Err(e) if e.kind() == ErrorKind::Dead => {
+                self.metrics.update(provider, |m| {
+                    *m.refresh_total.entry("dead").or_default() += 1
+                });
+                let fp = self
+                    .read(i)
+                    .map(|l| l.refresh_token.fingerprint())
+                    .unwrap_or_default();
+                self.mark_dead(i, &e.to_string(), &fp);
+                self.save(i);
+                None
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::Credentials | ErrorKind::Config) => {
+                tracing::warn!("{e}");
+                self.logins[i].record.last_error = Some(e.to_string());
+                self.save(i);
+                None
+            }
+            Err(e) => {
+                self.metrics.update(provider, |m| {
+                    *m.refresh_total.entry("failed").or_default() += 1
+                });
+                let retry_after = match &e {
+                    Error::Unavailable { retry_after, .. } => *retry_after,
+                    _ => None,
+                };
+                let t = &mut self.logins[i];
+                t.record.failures = t.record.failures.saturating_add(1);
+                let wait = schedule::backoff(t.record.failures, retry_after, fastrand::f64());
+                let until = later(wait);
+                t.record.cooldown_until = Some(until);
+                t.record.next_refresh_at = Some(until);
+                t.record.last_outcome = Some("failed".into());
+                t.record.last_error = Some(e.to_string());
+                tracing::warn!(
+                    "{provider}: {e} (failure {}; next try in {})",
+                    t.record.failures,
+                    crate::duration::human(wait)
+                );
+                if !t.record.alerted.contains_key(Event::RefreshFailed.as_str()) {
+                    self.alert(i, Event::RefreshFailed, e.to_string(), now);
+                }
+                self.save(i);
+                Some(until)
+            }
+        }
+    }
+
+    fn mark_dead(&mut self, i: usize, why: &str, refresh_fp: &str) {
+        let provider = self.logins[i].file.owner().provider;
+        let t = &mut self.logins[i];
+        let already = t.record.dead_refresh.as_deref() == Some(refresh_fp);
+        t.record.dead_refresh = Some(refresh_fp.to_string());
+        t.record.next_refresh_at = None;
+        t.record.cooldown_until = None;
+        t.record.failures = 0;
+        t.record.last_outcome = Some("dead".into());
+        t.record.last_error = Some(why.to_string());
+        t.record.alerted.remove(Event::RefreshFailed.as_str());
+        self.metrics.update(provider, |m| m.dead = true);
+        if !already {
+            let message = format!(
+                "the {} login at {} is dead ({why}); log in again with `{}`; tokenkeeper resumes when the new login appears",
+                self.logins[i].file.owner().name,
+                self.logins[i].file.path().display(),
+                self.logins[i].file.owner().login_command
+            );
+            tracing::error!("{message}");
+            self.alert(i, Event::LoginDead, message, now_ms());
+        }
+    }
+
+    fn remind_login_ending(&mut self, i: usize, login: &Login, now: EpochMs) {
+        let last = self.logins[i]
+            .record
+            .alerted
+            .get(Event::LoginEnding.as_str())
+            .copied();
+        if !schedule::login_ending_reminder_due(
+            login.login_expires_at,
+            now,
+            self.options.login_ending_within,
+            last,
+        ) {
+            return;
+        }
+        let end = login.login_expires_at.unwrap_or(now);
+        let message = format!(
+            "the {} login at {} ends {} ({}); log in again before then with `{}`",
+            self.logins[i].file.owner().name,
+            self.logins[i].file.path().display(),
+            refresh::format_time(end),
+            crate::duration::relative(end.saturating_sub(now)),
+            self.logins[i].file.owner().login_command
+        );
+        tracing::warn!("{message}");
+        self.alert(i, Event::LoginEnding, message, now);
+    }
+
+    fn alert(&mut self, i: usize, event: Event, message: String, now: EpochMs) {
+        let t = &mut self.logins[i];
+        t.record.alerted.insert(event.as_str().to_string(), now);
+        self.alerter.send(Alert {
+            event,
+            provider: t.file.owner().provider.to_string(),
+            message,
+            at: jiff::Timestamp::from_millisecond(now).unwrap_or_else(|_| jiff::Timestamp::now()),
+        });
+    }
+
+    fn update_metrics(&self, i: usize, login: &Login) {
+        let t = &self.logins[i];
+        self.metrics.update(t.file.owner().provider, |m| {
+            m.access_expiry = Some(login.expires_at / 1000);
+            m.login_expiry = login.login_expires_at.map(|e| e / 1000);
+        });
+    }
+
+    fn save(&mut self, i: usize) {
+        let t = &mut self.logins[i];
+        t.record.pid = std::process::id();
+        t.record.updated_at = now_ms();
+        if let Err(e) = self.state.write_daemon(&t.key, &t.record) {
+            tracing::debug!("could not write daemon state: {e}");
+        }
+    }
+}
+
+/// Sleeps until a watched folder changes, a signal arrives, or `wait` passes (forever if none).
+fn sleep_until_event(
+    watcher: Option<&mut Watcher>,
+    wake_fd: Option<RawFd>,
+    wait: Option<Duration>,
+) {
+    let mut fds: Vec<libc::pollfd> = Vec::with_capacity(2);
+    if let Some(w) = watcher.as_ref() {
+        fds.push(libc::pollfd {
+            fd: w.raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        });
+    }
+    if let Some(fd) = wake_fd {
+        fds.push(libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        });
+    }
+    let timeout = wait.map_or(-1, |w| {
+        // Round up, so that we never wake a hair before the planned time and spin.
+        i32::try_from(w.as_millis().saturating_add(1)).unwrap_or(i32::MAX)
+    });
+    // SAFETY: fds is a valid array of pollfd for its length.
+    unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+    if let Some(w) = watcher {
+        w.drain();
+    }
+    if let Some(fd) = wake_fd {
+        let mut buf = [0u8; 64];
+        // SAFETY: draining our own non-blocking pipe into a local buffer.
+        while unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+    }
+}

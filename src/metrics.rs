@@ -1,0 +1,339 @@
+//! Metrics: what the daemon knows about each login, in Prometheus text format, served on a
+//! loopback port for a scraper. The daemon records into a shared [`Metrics`]; [`serve`] answers
+//! `GET /metrics` from one small thread with no HTTP framework, one connection at a time, each
+//! bounded by a read timeout so a slow client cannot wedge it. Nothing here holds a token.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+/// What is known about one provider's login.
+#[derive(Clone, Debug, Default)]
+pub struct LoginMetrics {
+    /// When the access token expires, in seconds since the Unix epoch.
+    pub access_expiry: Option<i64>,
+    /// When the login itself (the refresh token) ends, when the provider says.
+    pub login_expiry: Option<i64>,
+    /// Refresh outcomes by result: "refreshed", "adopted", "failed", "dead".
+    pub refresh_total: BTreeMap<&'static str, u64>,
+    pub dead: bool,
+}
+
+/// Shown as 0 before the first of each happens, so a rate over them works from the start.
+const RESULTS: [&str; 4] = ["adopted", "dead", "failed", "refreshed"];
+
+/// The logins' metrics by provider, shared between the daemon and the server.
+#[derive(Clone, Default)]
+pub struct Metrics(Arc<Mutex<BTreeMap<String, LoginMetrics>>>);
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        Metrics::default()
+    }
+
+    pub fn update(&self, provider: &str, f: impl FnOnce(&mut LoginMetrics)) {
+        let mut logins = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        f(logins.entry(provider.to_string()).or_default());
+    }
+
+    /// Prometheus text format 0.0.4.
+    pub fn render(&self) -> String {
+        let logins = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut out = String::new();
+        let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, i64)>| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "{name}{{{labels}}} {value}");
+            }
+        };
+        let each = |f: fn(&LoginMetrics) -> Option<i64>| -> Vec<(String, i64)> {
+            let labelled = |(p, m): (&String, &LoginMetrics)| {
+                f(m).map(|v| (format!("provider=\"{}\"", escape(p)), v))
+            };
+            logins.iter().filter_map(labelled).collect()
+        };
+        family(
+            "tokenkeeper_access_token_expiry_timestamp_seconds",
+            "gauge",
+            "When the current access token expires, in seconds since the Unix epoch.",
+            each(|m| m.access_expiry),
+        );
+        family(
+            "tokenkeeper_login_expiry_timestamp_seconds",
+            "gauge",
+            "When the login ends and the person must log in again, in seconds since the Unix epoch.",
+            each(|m| m.login_expiry),
+        );
+        let mut refreshes = Vec::new();
+        for (provider, m) in &logins {
+            let mut counts: BTreeMap<&str, u64> = RESULTS.iter().map(|r| (*r, 0)).collect();
+            counts.extend(&m.refresh_total);
+            for (result, n) in counts {
+                let labels = format!(
+                    "provider=\"{}\",result=\"{}\"",
+                    escape(provider),
+                    escape(result)
+                );
+                refreshes.push((labels, i64::try_from(n).unwrap_or(i64::MAX)));
+            }
+        }
+        family(
+            "tokenkeeper_refresh_total",
+            "counter",
+            "Refresh attempts by outcome: refreshed, adopted (another process had refreshed), failed (will retry), dead (login refused).",
+            refreshes,
+        );
+        family(
+            "tokenkeeper_login_dead",
+            "gauge",
+            "1 when the provider refused the login and the person must log in again, else 0.",
+            each(|m| Some(i64::from(m.dead))),
+        );
+        out
+    }
+}
+
+/// A label value as the text format wants it: `\`, `"` and newlines escaped.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', r"\\")
+        .replace('"', "\\\"")
+        .replace('\n', r"\n")
+}
+
+/// The running server; dropping it stops the thread and closes the port.
+pub struct MetricsServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Per connection; shorter in tests so the slow-client test stays quick.
+const READ_TIMEOUT: Duration = if cfg!(test) {
+    Duration::from_millis(300)
+} else {
+    Duration::from_secs(5)
+};
+const MAX_REQUEST: usize = 8 * 1024;
+
+/// Binds `addr` and answers on one thread until the returned server is dropped.
+pub fn serve(addr: SocketAddr, metrics: Metrics) -> std::io::Result<MetricsServer> {
+    let listener = TcpListener::bind(addr)?;
+    let addr = listener.local_addr()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("tokenkeeper-metrics".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                if stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+                match conn {
+                    Ok(stream) => answer(stream, &metrics),
+                    Err(e) => {
+                        // Out of descriptors, say: pause rather than spin.
+                        tracing::debug!("metrics: accept failed: {e}");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
+        })?;
+    Ok(MetricsServer {
+        addr,
+        stop,
+        thread: Some(thread),
+    })
+}
+
+impl MetricsServer {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // A blocking accept wakes only for a connection, so make one.
+        let mut wake = self.addr;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(match wake {
+                SocketAddr::V4(_) => [127, 0, 0, 1].into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let woken = TcpStream::connect_timeout(&wake, Duration::from_secs(1)).is_ok();
+        match self.thread.take() {
+            Some(thread) if woken => {
+                let _ = thread.join();
+            }
+            _ => tracing::debug!("metrics: could not wake the server thread; leaving it"),
+        }
+    }
+}
+
+fn answer(mut stream: TcpStream, metrics: &Metrics) {
+    let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(READ_TIMEOUT));
+    let Some(head) = read_head(&mut stream) else {
+        return;
+    };
+    let mut words = head.split(' ');
+    let (method, target) = (
+        words.next().unwrap_or_default(),
+        words.next().unwrap_or_default(),
+    );
+    let path = target.split('?').next().unwrap_or_default();
+    let (status, kind, body) = match (method, path) {
+        ("GET" | "HEAD", "/metrics") => (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics.render(),
+        ),
+        ("GET" | "HEAD", "/") => (
+            "200 OK",
+            "text/plain; charset=utf-8",
+            "tokenkeeper: metrics are at /metrics\n".to_string(),
+        ),
+        ("GET" | "HEAD", _) => (
+            "404 Not Found",
+            "text/plain; charset=utf-8",
+            "not found\n".into(),
+        ),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain; charset=utf-8",
+            "only GET\n".into(),
+        ),
+    };
+    let mut reply = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    if method != "HEAD" {
+        reply.push_str(&body);
+    }
+    let _ = stream.write_all(reply.as_bytes());
+    let _ = stream.flush();
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+}
+
+/// The request line, once the whole head has arrived; None on timeout, EOF or an oversize head.
+fn read_head(stream: &mut TcpStream) -> Option<String> {
+    let mut buf = Vec::new();
+    let mut chunk = [0; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut chunk).ok().filter(|n| *n > 0)?;
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > MAX_REQUEST {
+            return None;
+        }
+    }
+    let text = String::from_utf8_lossy(&buf);
+    text.lines().next().map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn two_logins() -> Metrics {
+        let m = Metrics::new();
+        m.update("claude", |l| {
+            l.access_expiry = Some(1_700_000_000);
+            l.login_expiry = Some(1_702_000_000);
+            l.refresh_total.insert("refreshed", 3);
+            l.refresh_total.insert("failed", 1);
+        });
+        m.update("co\"dex\\\n", |l| {
+            l.access_expiry = Some(1_700_003_600);
+            l.dead = true;
+            *l.refresh_total.entry("dead").or_default() += 1;
+        });
+        m
+    }
+
+    const EXPECTED: &str = r#"# HELP tokenkeeper_access_token_expiry_timestamp_seconds When the current access token expires, in seconds since the Unix epoch.
+# TYPE tokenkeeper_access_token_expiry_timestamp_seconds gauge
+tokenkeeper_access_token_expiry_timestamp_seconds{provider="claude"} 1700000000
+tokenkeeper_access_token_expiry_timestamp_seconds{provider="co\"dex\\\n"} 1700003600
+# HELP tokenkeeper_login_expiry_timestamp_seconds When the login ends and the person must log in again, in seconds since the Unix epoch.
+# TYPE tokenkeeper_login_expiry_timestamp_seconds gauge
+tokenkeeper_login_expiry_timestamp_seconds{provider="claude"} 1702000000
+# HELP tokenkeeper_refresh_total Refresh attempts by outcome: refreshed, adopted (another process had refreshed), failed (will retry), dead (login refused).
+# TYPE tokenkeeper_refresh_total counter
+tokenkeeper_refresh_total{provider="claude",result="adopted"} 0
+tokenkeeper_refresh_total{provider="claude",result="dead"} 0
+tokenkeeper_refresh_total{provider="claude",result="failed"} 1
+tokenkeeper_refresh_total{provider="claude",result="refreshed"} 3
+tokenkeeper_refresh_total{provider="co\"dex\\\n",result="adopted"} 0
+tokenkeeper_refresh_total{provider="co\"dex\\\n",result="dead"} 1
+tokenkeeper_refresh_total{provider="co\"dex\\\n",result="failed"} 0
+tokenkeeper_refresh_total{provider="co\"dex\\\n",result="refreshed"} 0
+# HELP tokenkeeper_login_dead 1 when the provider refused the login and the person must log in again, else 0.
+# TYPE tokenkeeper_login_dead gauge
+tokenkeeper_login_dead{provider="claude"} 0
+tokenkeeper_login_dead{provider="co\"dex\\\n"} 1
+"#;
+
+    fn get(addr: SocketAddr, path: &str) -> String {
+        let mut s = TcpStream::connect(addr).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        reply
+    }
+
+    #[test]
+    fn render_is_prometheus_text_for_every_login() {
+        assert_eq!(two_logins().render(), EXPECTED);
+    }
+
+    #[test]
+    fn metrics_are_served_over_loopback() {
+        let server = serve("127.0.0.1:0".parse().unwrap(), two_logins()).unwrap();
+        let reply = get(server.local_addr(), "/metrics");
+        let (head, body) = reply.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(
+            head.contains("Content-Type: text/plain; version=0.0.4"),
+            "{head}"
+        );
+        assert!(head.contains("Connection: close"), "{head}");
+        assert_eq!(body, EXPECTED);
+        assert!(get(server.local_addr(), "/").contains("/metrics"));
+    }
+
+    #[test]
+    fn other_paths_are_not_found() {
+        let server = serve("127.0.0.1:0".parse().unwrap(), Metrics::new()).unwrap();
+        assert!(get(server.local_addr(), "/metricsx").starts_with("HTTP/1.1 404 "));
+        assert!(get(server.local_addr(), "/favicon.ico").starts_with("HTTP/1.1 404 "));
+    }
+
+    #[test]
+    fn dropping_the_server_closes_the_port() {
+        let server = serve("127.0.0.1:0".parse().unwrap(), Metrics::new()).unwrap();
+        let addr = server.local_addr();
+        assert!(get(addr, "/metrics").starts_with("HTTP/1.1 200 "));
+        drop(server);
+        assert!(TcpStream::connect(addr).is_err());
+    }
+
+    #[test]
+    fn a_silent_client_does_not_stop_the_server_forever() {
+        let server = serve("127.0.0.1:0".parse().unwrap(), Metrics::new()).unwrap();
+        let _silent = TcpStream::connect(server.local_addr()).unwrap();
+        // Served after the silent one times out.
+        assert!(get(server.local_addr(), "/metrics").starts_with("HTTP/1.1 200 "));
+    }
+}

@@ -1,0 +1,168 @@
+//! Noticing that a credentials file changed (a new `claude /login`, a refresh by Claude or by
+//! `tokenkeeper exec`) without polling: inotify on the folders that hold the files, and, as a
+//! cross-check that needs no events at all, a cheap stamp (inode, size, mtime) of each file that
+//! the daemon compares whenever it wakes.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// What a file looked like: any rewrite (atomic rename included) changes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+}
+
+impl Stamp {
+    /// `None` when the file does not exist (or cannot be seen).
+    pub fn of(path: &Path) -> Option<Stamp> {
+        let m = fs::metadata(path).ok()?;
+        Some(Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        })
+    }
+}
+
+/// inotify watches on the folders of the files we care about.
+pub struct Watcher {
+    fd: OwnedFd,
+    folders: HashMap<i32, PathBuf>,
+}
+
+const MASK: u32 = libc::IN_CLOSE_WRITE
+    | libc::IN_MOVED_TO
+    | libc::IN_MOVED_FROM
+    | libc::IN_CREATE
+    | libc::IN_DELETE
+    | libc::IN_ATTRIB
+    | libc::IN_DELETE_SELF
+    | libc::IN_MOVE_SELF;
+
+impl Watcher {
+    pub fn new() -> io::Result<Watcher> {
+        // SAFETY: inotify_init1 takes flags and returns a new descriptor or -1.
+        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Watcher {
+            // SAFETY: a fresh descriptor we own.
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            folders: HashMap::new(),
+        })
+    }
+
+    /// Watches the folder holding `file` (and, for a symlink, the folder of its target).
+    /// Returns false when no folder could be watched (it does not exist yet).
+    pub fn watch_file(&mut self, file: &Path) -> bool {
+        let mut folders = vec![parent(file)];
+        if let Ok(target) = fs::canonicalize(file)
+            && target != file
+        {
+            folders.push(parent(&target));
+        }
+        let mut any = false;
+        for folder in folders {
+            if self.folders.values().any(|f| *f == folder) {
+                any = true;
+                continue;
+            }
+            let Ok(c) = std::ffi::CString::new(folder.as_os_str().as_encoded_bytes()) else {
+                continue;
+            };
+            // SAFETY: a valid NUL-terminated path and our inotify descriptor.
+            let wd = unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), c.as_ptr(), MASK) };
+            if wd >= 0 {
+                self.folders.insert(wd, folder);
+                any = true;
+            }
+        }
+        any
+    }
+
+    /// For `poll(2)`: readable when something happened in a watched folder.
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Reads every pending event; true if there were any. A removed folder drops its watch, so
+    /// the caller should call [`Watcher::watch_file`] again when it wakes.
+    pub fn drain(&mut self) -> bool {
+        let mut buf = [0u8; 8192];
+        let mut any = false;
+        loop {
+            // SAFETY: reading into a buffer of the given length from our descriptor.
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                return any;
+            }
+            any = true;
+            let mut at = 0usize;
+            let n = n as usize;
+            let header = std::mem::size_of::<libc::inotify_event>();
+            while at + header <= n {
+                // SAFETY: the kernel wrote whole events; read the header without alignment needs.
+                let ev: libc::inotify_event =
+                    unsafe { std::ptr::read_unaligned(buf[at..].as_ptr().cast()) };
+                if ev.mask & libc::IN_IGNORED != 0 {
+                    self.folders.remove(&ev.wd);
+                }
+                at += header + ev.len as usize;
+            }
+        }
+    }
+}
+
+fn parent(file: &Path) -> PathBuf {
+    match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn readable(w: &Watcher, ms: i32) -> bool {
+        let mut p = libc::pollfd {
+            fd: w.raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut p, 1, ms) == 1 }
+    }
+
+    #[test]
+    fn an_atomic_rewrite_wakes_the_watcher_and_changes_the_stamp() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.json");
+        fs::write(&file, "{}").unwrap();
+        let before = Stamp::of(&file);
+        let mut w = Watcher::new().unwrap();
+        assert!(w.watch_file(&file));
+        assert!(!readable(&w, 50));
+        crate::credentials_file::write_atomic(&file, b"{\"a\":1}").unwrap();
+        assert!(readable(&w, 2000));
+        assert!(w.drain());
+        assert!(!w.drain());
+        assert_ne!(Stamp::of(&file), before);
+        assert_eq!(Stamp::of(&dir.path().join("none")), None);
+    }
+
+    #[test]
+    fn a_missing_folder_cannot_be_watched() {
+        let mut w = Watcher::new().unwrap();
+        assert!(!w.watch_file(Path::new("/nonexistent-tk/x/c.json")));
+    }
+}
