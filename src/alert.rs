@@ -404,6 +404,29 @@ mod tests {
     }
 
     #[test]
+    fn a_notify_command_that_overruns_is_killed_with_what_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let cmd = format!("sleep 30 & echo $! > '{}'; wait", pid_file.display());
+        let timing = Timing {
+            command: Duration::from_millis(300),
+            ..FAST
+        };
+        let alerter = Alerter::with_timing(Some(cmd), None, timing);
+        alerter.send(alert(Event::LoginDead));
+        assert!(alerter.flush(Duration::from_secs(5)));
+        let pid = std::fs::read_to_string(pid_file).unwrap();
+        let stat = format!("/proc/{}/stat", pid.trim());
+        // Gone, or a zombie waiting for a reaper: either way no longer running.
+        let stopped = || std::fs::read_to_string(&stat).map_or(true, |s| s.contains(") Z "));
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !stopped() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(stopped(), "the background sleep survived");
+    }
+
+    #[test]
     fn webhook_gets_all_six_fields() {
         let (url, server) = receiver(&["204 No Content"]);
         let alerter = Alerter::with_timing(None, Some(url), FAST);

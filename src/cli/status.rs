@@ -15,6 +15,8 @@ struct Report {
     problem: Option<String>,
     record: Option<Record>,
     recovery: Option<std::path::PathBuf>,
+    /// (pid, next refresh) when a daemon keeps this login.
+    daemon: Option<(u32, Option<i64>)>,
 }
 
 pub fn run(ctx: &Context, json: bool) -> u8 {
@@ -37,6 +39,10 @@ fn inspect(ctx: &Context, now: i64) -> Report {
     let key = StateDir::key(ctx.file.owner().provider, ctx.file.path());
     let record = ctx.state.read_record(&key);
     let recovery = ctx.state.read_recovery(&key).map(|(p, _)| p);
+    let daemon = ctx.state.running_daemon().map(|pid| {
+        let next = ctx.state.read_daemon(&key).and_then(|d| d.next_refresh_at);
+        (pid, next)
+    });
     let parsed = ctx.file.read().and_then(|snap| {
         let login = claude::parse(&ctx.file, &snap.doc)?;
         if let Some(mode) = snap.loose_mode {
@@ -68,6 +74,7 @@ fn inspect(ctx: &Context, now: i64) -> Report {
         problem,
         record,
         recovery,
+        daemon,
     }
 }
 
@@ -90,6 +97,8 @@ fn to_json(ctx: &Context, r: &Report, now: i64) -> serde_json::Value {
             "last_outcome": r.record.as_ref().map(|rec| rec.outcome.clone()),
             "last_error": last_error,
             "recovery_file": r.recovery,
+            "daemon_pid": r.daemon.map(|(pid, _)| pid),
+            "next_refresh_at": r.daemon.and_then(|(_, next)| next).and_then(rfc3339),
         }]
     })
 }
@@ -131,6 +140,16 @@ fn human(ctx: &Context, r: &Report, now: i64) -> String {
             }
         }
         None => out += "  last refresh  none by tokenkeeper\n",
+    }
+    match r.daemon {
+        Some((pid, Some(next))) => {
+            out += &format!(
+                "  next refresh  {} by the daemon (pid {pid})\n",
+                when(next, now)
+            );
+        }
+        Some((pid, None)) => out += &format!("  daemon        pid {pid}, no refresh planned\n"),
+        None => out += "  daemon        not running\n",
     }
     if let Some(path) = &r.recovery {
         out += &format!(

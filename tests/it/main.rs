@@ -4,6 +4,7 @@
 mod util;
 
 mod bad_input;
+mod daemon;
 mod exec;
 mod protocol;
 mod status;

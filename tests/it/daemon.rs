@@ -1,0 +1,467 @@
+//! The daemon with tokens that live seconds: one refresh per token lifetime, clients that never
+//! hold an expired token, faults that delay but never lose the login, alerts sent once, one
+//! daemon per state folder, clean stops.
+
+use crate::util::*;
+use std::fs;
+use std::process::{Child, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+use tokenkeeper::standin::{Fault, StandinConfig};
+
+fn short_lived(secs: u64) -> Sandbox {
+    Sandbox::with(StandinConfig {
+        access_ttl_secs: secs,
+        ..StandinConfig::default()
+    })
+}
+
+fn daemon(s: &Sandbox, extra: &[&str]) -> Child {
+    let mut args = vec!["daemon"];
+    args.extend_from_slice(extra);
+    s.cmd(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn daemon")
+}
+
+fn stop(s: &Sandbox, mut child: Child) -> Run {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let start = Instant::now();
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "daemon did not stop"
+        );
+        sleep(Duration::from_millis(20));
+    }
+    let run = Run::from(child.wait_with_output().expect("output"));
+    s.assert_no_leak(&run, false);
+    run
+}
+
+fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        sleep(Duration::from_millis(20));
+    }
+}
+
+/// A client like Claude Code: reads the file, calls the API; after a 401 it looks at the file
+/// again for a moment (a refresh revokes the old token a few milliseconds before the new one is
+/// written; Claude then waits on the refresh lock and adopts) before counting a failure.
+fn client_call(s: &Sandbox) -> bool {
+    let api = s.server.api_url();
+    let call = |token: &str| {
+        ureq::get(&api)
+            .header("Authorization", &format!("Bearer {token}"))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    let token = || {
+        s.creds_json()["claudeAiOauth"]["accessToken"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    (0..4).any(|attempt| {
+        if attempt > 0 {
+            sleep(Duration::from_millis(100));
+        }
+        call(&token()) == 200
+    })
+}
+
+#[test]
+fn over_many_lifetimes_the_daemon_refreshes_once_per_token_and_clients_keep_working() {
+    let s = short_lived(4);
+    s.login(4000);
+    let d = daemon(&s, &["--refresh-before", "2s"]);
+    let start = Instant::now();
+    let mut failures = 0;
+    let mut calls = 0;
+    while start.elapsed() < Duration::from_secs(14) {
+        calls += 1;
+        if !client_call(&s) {
+            failures += 1;
+        }
+        let left = s.creds_json()["claudeAiOauth"]["expiresAt"]
+            .as_i64()
+            .unwrap()
+            - now_ms();
+        assert!(left > 0, "the file held an expired token ({left} ms)");
+        sleep(Duration::from_millis(100));
+    }
+    let run = stop(&s, d);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        failures, 0,
+        "{failures} of {calls} client calls failed: {run:?}"
+    );
+    let stats = s.server.stats();
+    // Tokens live 4 s and are refreshed 2 s (plus up to 0.2 s) before expiry: one refresh every
+    // ~2 s, each token refreshed exactly once.
+    assert!((5..=9).contains(&stats.token_requests), "{stats:?} {run:?}");
+    assert_eq!(stats.refreshes_ok, stats.token_requests, "{stats:?}");
+    assert_eq!(
+        (stats.reused_refresh_tokens, stats.revoked_families),
+        (0, 0)
+    );
+    assert!(lock_dirs(&s).is_empty());
+    assert!(
+        run.stderr.lines().all(|l| l.contains(" tokenkeeper: ")),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn a_new_login_written_under_it_is_noticed_at_once_and_planned_from() {
+    let s = short_lived(3600);
+    s.login(3_600_000);
+    let d = daemon(&s, &["--refresh-before", "2s"]);
+    sleep(Duration::from_millis(500));
+    // A new login that expires in 3 s: the daemon must plan from it within moments.
+    let fresh = s.server.issue_login();
+    s.write_login(&fresh, 3000);
+    wait_for(
+        "the refresh of the new login",
+        Duration::from_secs(5),
+        || s.server.stats().token_requests == 1,
+    );
+    let run = stop(&s, d);
+    assert_eq!(run.code, 0, "{run:?}");
+    let v = s.creds_json();
+    assert!(
+        s.server
+            .is_live_access(v["claudeAiOauth"]["accessToken"].as_str().unwrap())
+    );
+}
+
+#[test]
+fn transient_faults_delay_the_refresh_but_never_lose_the_login() {
+    let s = short_lived(20);
+    s.login(12_000);
+    s.server.push_fault(Fault::Status(503));
+    s.server.push_fault(Fault::RateLimited {
+        retry_after_secs: Some(1),
+    });
+    s.server.push_fault(Fault::Hang(Duration::from_secs(3)));
+    s.config("[claude]\nrequest_timeout = \"1s\"\n");
+    let d = daemon(&s, &["--refresh-before", "10s"]);
+    wait_for("a successful refresh", Duration::from_secs(20), || {
+        s.server.stats().refreshes_ok == 1
+    });
+    let run = stop(&s, d);
+    assert_eq!(run.code, 0, "{run:?}");
+    let stats = s.server.stats();
+    assert_eq!(stats.token_requests, 4, "{stats:?} {run:?}");
+    assert_eq!(
+        (stats.reused_refresh_tokens, stats.revoked_families),
+        (0, 0)
+    );
+    let v = s.creds_json();
+    assert!(
+        s.server
+            .is_live_access(v["claudeAiOauth"]["accessToken"].as_str().unwrap())
+    );
+}
+
+#[test]
+fn a_dead_login_alerts_once_keeps_the_file_and_a_new_login_recovers() {
+    let s = short_lived(3600);
+    s.login(1000);
+    let before = s.read_creds();
+    let log = s.dir.path().join("alerts.log");
+    let notify = format!(
+        "printf '%s %s\\n' \"$TOKENKEEPER_EVENT\" \"$TOKENKEEPER_PROVIDER\" >> {}",
+        log.display()
+    );
+    s.server.set_default_fault(Some(Fault::InvalidGrant));
+    let d = daemon(&s, &["--refresh-before", "1h", "--notify-command", &notify]);
+    wait_for("the login_dead alert", Duration::from_secs(10), || {
+        fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("login_dead")
+    });
+    sleep(Duration::from_millis(1500));
+    assert_eq!(s.read_creds(), before, "a dead login is never rewritten");
+    assert_eq!(
+        s.server.stats().token_requests,
+        1,
+        "no retries of a dead login"
+    );
+
+    s.server.set_default_fault(None);
+    let fresh = s.server.issue_login();
+    s.write_login(&fresh, 3_600_000 * 8);
+    wait_for("the recovered alert", Duration::from_secs(10), || {
+        fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("recovered")
+    });
+    let run = stop(&s, d);
+    assert_eq!(run.code, 0, "{run:?}");
+    let alerts = fs::read_to_string(&log).unwrap();
+    assert_eq!(alerts, "login_dead claude\nrecovered claude\n", "{run:?}");
+}
+
+#[test]
+fn a_second_daemon_refuses_to_start_naming_the_first() {
+    let s = short_lived(3600);
+    s.login(3_600_000 * 8);
+    let first = daemon(&s, &[]);
+    wait_for("the first daemon's lock", Duration::from_secs(5), || {
+        s.state_dir().join("daemon.lock").exists()
+    });
+    sleep(Duration::from_millis(200));
+    let second = s.run(&["daemon"]);
+    assert_eq!(second.code, 75, "{second:?}");
+    assert!(
+        second.stderr.contains(&format!("pid {}", first.id())),
+        "{second:?}"
+    );
+    let status = s.run(&["status"]);
+    assert!(
+        status
+            .stdout
+            .contains(&format!("by the daemon (pid {})", first.id())),
+        "{status:?}"
+    );
+    let run = stop(&s, first);
+    assert_eq!(run.code, 0, "{run:?}");
+}
+
+#[test]
+fn sigterm_during_a_refresh_leaves_a_valid_file_and_no_lock() {
+    let s = short_lived(3600);
+    s.login(1000);
+    s.server
+        .push_fault(Fault::Delay(Duration::from_millis(1500)));
+    let d = daemon(&s, &[]);
+    wait_for("the request", Duration::from_secs(10), || {
+        s.server.stats().token_requests == 1
+    });
+    let run = stop(&s, d);
+    assert_eq!(run.code, 0, "{run:?}");
+    let v = s.creds_json();
+    assert!(
+        s.server
+            .is_live_access(v["claudeAiOauth"]["accessToken"].as_str().unwrap()),
+        "{run:?}"
+    );
+    assert!(lock_dirs(&s).is_empty(), "{:?}", lock_dirs(&s));
+}
+
+/// A loopback webhook receiver: answers 204 and keeps each request body.
+fn webhook_receiver() -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook/secret-path", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut reader = BufReader::new(conn);
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; len];
+            let _ = reader.read_exact(&mut body);
+            let _ = reader
+                .get_mut()
+                .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+            let _ = tx.send(String::from_utf8_lossy(&body).into_owned());
+        }
+    });
+    (url, rx)
+}
+
+#[test]
+fn a_webhook_gets_the_alert_as_json_that_chat_services_show() {
+    let s = short_lived(3600);
+    s.login(1000);
+    s.server.set_default_fault(Some(Fault::InvalidClient));
+    let (url, bodies) = webhook_receiver();
+    let d = daemon(&s, &["--webhook", &url]);
+    let body = bodies
+        .recv_timeout(Duration::from_secs(15))
+        .expect("webhook call");
+    let run = stop(&s, d);
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json body");
+    assert_eq!(v["event"], "login_dead");
+    assert_eq!(v["provider"], "claude");
+    assert!(v["message"].as_str().unwrap().contains("claude /login"));
+    assert!(v["at"].as_str().unwrap().ends_with('Z'));
+    assert!(v["content"].as_str().unwrap().contains("login_dead"));
+    assert_eq!(v["content"], v["text"]);
+    assert!(
+        !run.stderr.contains("secret-path"),
+        "the webhook path is a secret: {run:?}"
+    );
+    for token in s.server.all_issued_tokens() {
+        assert!(!body.contains(&token));
+    }
+}
+
+#[test]
+fn metrics_show_expiry_refreshes_and_dead_logins() {
+    let s = short_lived(3600);
+    s.login(1000);
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = probe.local_addr().unwrap().to_string();
+    drop(probe);
+    let d = daemon(&s, &["--metrics", &addr]);
+    wait_for("a refresh", Duration::from_secs(10), || {
+        s.server.stats().refreshes_ok == 1
+    });
+    let get = || {
+        ureq::get(&format!("http://{addr}/metrics"))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .unwrap_or_default()
+    };
+    wait_for("the refresh in the metrics", Duration::from_secs(5), || {
+        get().contains(r#"tokenkeeper_refresh_total{provider="claude",result="refreshed"} 1"#)
+    });
+    let text = get();
+    let run = stop(&s, d);
+    assert_eq!(run.code, 0, "{run:?}");
+    let expiry = s.creds_json()["claudeAiOauth"]["expiresAt"]
+        .as_i64()
+        .unwrap()
+        / 1000;
+    assert!(
+        text.contains(&format!(
+            r#"tokenkeeper_access_token_expiry_timestamp_seconds{{provider="claude"}} {expiry}"#
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"tokenkeeper_login_dead{provider="claude"} 0"#),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_login_about_to_end_is_reminded_once() {
+    let s = short_lived(3600);
+    let login = s.server.issue_login();
+    let end = now_ms() + 2 * 86_400_000;
+    let text = claude_json(
+        &login.access_token,
+        &login.refresh_token,
+        now_ms() + 8 * 3_600_000,
+    )
+    .replace(
+        "\"subscriptionType\"",
+        &format!("\"refreshTokenExpiresAt\":{end},\"subscriptionType\""),
+    );
+    fs::write(s.creds(), text).unwrap();
+    set_mode(&s.creds(), 0o600);
+    let log = s.dir.path().join("alerts.log");
+    let notify = format!(
+        "echo \"$TOKENKEEPER_EVENT: $TOKENKEEPER_MESSAGE\" >> {}",
+        log.display()
+    );
+    let d = daemon(&s, &["--notify-command", &notify]);
+    wait_for("the reminder", Duration::from_secs(10), || {
+        fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("login_ending")
+    });
+    // Touch the file: the daemon looks again, but a reminder is due only once a day.
+    s.write_login(&login, 8 * 3_600_000);
+    fs::write(
+        s.creds(),
+        fs::read_to_string(s.creds()).unwrap().replace(
+            "\"subscriptionType\"",
+            &format!("\"refreshTokenExpiresAt\":{end},\"subscriptionType\""),
+        ),
+    )
+    .unwrap();
+    sleep(Duration::from_millis(800));
+    let run = stop(&s, d);
+    assert_eq!(run.code, 0, "{run:?}");
+    let alerts = fs::read_to_string(&log).unwrap();
+    assert_eq!(alerts.lines().count(), 1, "{alerts}");
+    assert!(alerts.contains("log in again before"), "{alerts}");
+}
+
+#[test]
+fn the_cooldown_after_failures_survives_a_restart() {
+    let s = short_lived(3600);
+    s.login(1000);
+    s.config("[claude]\nretry_total = \"1s\"\nrequest_timeout = \"1s\"\n");
+    s.server.set_default_fault(Some(Fault::Status(503)));
+    let d = daemon(&s, &[]);
+    wait_for("a failed attempt", Duration::from_secs(10), || {
+        fs::read_dir(s.state_dir().join("daemon"))
+            .map(|d| {
+                d.flatten().any(|e| {
+                    fs::read_to_string(e.path())
+                        .unwrap_or_default()
+                        .contains("\"failures\": 1")
+                })
+            })
+            .unwrap_or(false)
+    });
+    let run = stop(&s, d);
+    assert_eq!(run.code, 0, "{run:?}");
+    let requests = s.server.stats().token_requests;
+    s.server.set_default_fault(None);
+    let d = daemon(&s, &[]);
+    sleep(Duration::from_millis(1500));
+    let run = stop(&s, d);
+    assert_eq!(
+        s.server.stats().token_requests,
+        requests,
+        "asked again inside the cooldown: {run:?}"
+    );
+    let status = s.run(&["status"]);
+    assert!(status.stdout.contains("last error"), "{status:?}");
+}
+
+#[test]
+fn sighup_rereads_the_configuration_and_keeps_running() {
+    let s = short_lived(3600);
+    s.login(8 * 3_600_000);
+    let (old, new) = (s.dir.path().join("old.log"), s.dir.path().join("new.log"));
+    let notify = |log: &std::path::Path| {
+        format!(
+            "[daemon]\nnotify_command = \"echo $TOKENKEEPER_EVENT >> {}\"\n",
+            log.display()
+        )
+    };
+    s.config(&notify(&old));
+    let d = daemon(&s, &[]);
+    sleep(Duration::from_millis(500));
+    s.config(&notify(&new));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(d.id() as i32, libc::SIGHUP) };
+    sleep(Duration::from_millis(500));
+    // The login is wiped (as Claude does after a rejection): the alert uses the new command.
+    fs::write(s.creds(), claude_json("", "", 0)).unwrap();
+    wait_for("the alert", Duration::from_secs(10), || new.exists());
+    let run = stop(&s, d);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("configuration re-read"), "{run:?}");
+    assert_eq!(fs::read_to_string(&new).unwrap(), "login_dead\n");
+    assert!(!old.exists());
+}
