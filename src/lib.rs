@@ -25,6 +25,7 @@ pub mod own_lock;
 pub mod refresh;
 pub mod schedule;
 pub mod secret;
+pub mod service;
 pub mod standin;
 pub mod state;
 pub mod systemd;
