@@ -3,9 +3,12 @@
 
 use std::time::Duration;
 
-/// Parses `90s`, `30m`, `1h`, `1h30m`, `2d`. A bare number is refused: seconds or minutes?
+/// Parses `90s`, `30m`, `1h`, `1h30m`, `2d`, `500ms` (spaces allowed between parts). A bare
+/// number is refused: seconds or minutes? (jiff's duration parser has no days, which a login's
+/// 30-day life is counted in.)
 pub fn parse(text: &str) -> Result<Duration, String> {
     let t = text.trim();
+    let unclear = || format!("'{t}' is not a duration; write it like 90s, 30m, 1h or 3d");
     if t.is_empty() {
         return Err("empty duration; write it like 90s, 30m or 1h".into());
     }
@@ -14,13 +17,33 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             "'{t}' has no unit; write it like {t}s, {t}m or {t}h"
         ));
     }
-    let parsed: jiff::SignedDuration = t
-        .parse()
-        .map_err(|_| format!("'{t}' is not a duration; write it like 90s, 30m or 1h"))?;
-    if parsed.is_negative() {
-        return Err(format!("'{t}' is negative; durations must be zero or more"));
+    let mut total = Duration::ZERO;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let n: u64 = rest[..digits].parse().map_err(|_| unclear())?;
+        rest = rest[digits..].trim_start();
+        let letters = rest
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(rest.len());
+        let part = match &rest[..letters] {
+            "ms" => Duration::from_millis(n),
+            "s" | "sec" | "secs" | "second" | "seconds" => Duration::from_secs(n),
+            "m" | "min" | "mins" | "minute" | "minutes" => {
+                Duration::from_secs(n.saturating_mul(60))
+            }
+            "h" | "hr" | "hrs" | "hour" | "hours" => Duration::from_secs(n.saturating_mul(3600)),
+            "d" | "day" | "days" => Duration::from_secs(n.saturating_mul(86_400)),
+            _ => return Err(unclear()),
+        };
+        total = total
+            .checked_add(part)
+            .ok_or_else(|| format!("'{t}' is out of range"))?;
+        rest = rest[letters..].trim_start();
     }
-    Duration::try_from(parsed).map_err(|_| format!("'{t}' is out of range"))
+    Ok(total)
 }
 
 /// `6h 12m`, `3d 4h`, `45s`: the two largest units, for people.
@@ -59,6 +82,9 @@ mod tests {
         assert_eq!(parse("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse("3d"), Ok(Duration::from_secs(3 * 86_400)));
+        assert_eq!(parse("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse("500ms"), Ok(Duration::from_millis(500)));
     }
 
     #[test]
@@ -67,6 +93,9 @@ mod tests {
         assert!(parse("").is_err());
         assert!(parse("soon").is_err());
         assert!(parse("-5m").is_err());
+        assert!(parse("5x").is_err());
+        assert!(parse("h").is_err());
+        assert!(parse("99999999999999999999d").is_err());
     }
 
     #[test]

@@ -82,7 +82,6 @@ pub fn run(
             watch_stdout: unsafe { libc::isatty(1) } == 0,
             watch_stderr: unsafe { libc::isatty(2) } == 0,
         };
-        super::signals::forward_to_command();
         let finished = match child::run(&spec) {
             Ok(f) => f,
             Err(SpawnError::NotFound(_)) => {

@@ -6,6 +6,7 @@ mod exec;
 mod logging;
 mod output;
 mod refresh;
+mod service;
 mod signals;
 mod status;
 mod token;
@@ -98,6 +99,8 @@ enum Command {
     /// Keep the login fresh for as long as it runs: refresh once per token lifetime, watch the
     /// file, back off on failures, alert when a human is needed.
     Daemon(daemon::DaemonArgs),
+    /// Generate, install or remove the service definition that runs `tokenkeeper daemon`.
+    Service(service::ServiceArgs),
     /// Print a valid access token on stdout (refreshing first when due), nothing else.
     Token {
         /// Refresh first when less than this is left [default: 1h]
@@ -209,12 +212,19 @@ pub fn run() -> ExitCode {
             Context::resolve(&cli, *min_ttl).and_then(|ctx| token::run(&ctx))
         }
         Command::Daemon(args) => daemon::run(&cli, args),
+        Command::Service(args) => {
+            service::run(args, cli.config.as_deref(), cli.credentials.as_deref())
+        }
         Command::Exec {
             min_ttl,
             inject,
             retry_auth,
             command,
         } => Context::resolve(&cli, None).and_then(|ctx| {
+            // Before any refresh: the forwarder must come first among the signal actions, so a
+            // signal it hands to the command is marked as such before the refresh-time handler
+            // (registered later, run after it) can see it.
+            signals::forward_to_command();
             let min_ttl = min_ttl.unwrap_or(exec::DEFAULT_MIN_TTL);
             exec::run(&ctx, min_ttl, *inject, *retry_auth, command)
         }),

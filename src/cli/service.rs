@@ -61,6 +61,9 @@ pub struct DaemonOptions {
     /// For the daemon: refresh when less than this is left (e.g. 30m, 2h).
     #[arg(long, global = true, value_name = "DURATION", value_parser = duration_text)]
     pub refresh_before: Option<String>,
+    /// For the daemon: warn this long before the login itself ends (e.g. 72h).
+    #[arg(long, global = true, value_name = "DURATION", value_parser = duration_text)]
+    pub login_ending_within: Option<String>,
     /// For the daemon: run CMD on alerts.
     #[arg(long, global = true, value_name = "CMD")]
     pub notify_command: Option<String>,
@@ -86,6 +89,7 @@ impl DaemonOptions {
             ("--config", config.as_deref()),
             ("--credentials", credentials.as_deref()),
             ("--refresh-before", self.refresh_before.as_deref()),
+            ("--login-ending-within", self.login_ending_within.as_deref()),
             ("--notify-command", self.notify_command.as_deref()),
             ("--webhook", self.webhook.as_deref()),
             ("--metrics", self.metrics.as_deref()),
@@ -261,6 +265,7 @@ mod tests {
     fn daemon_options_become_arguments_in_a_fixed_order() {
         let options = DaemonOptions {
             refresh_before: Some("2h".into()),
+            login_ending_within: Some("72h".into()),
             notify_command: Some("notify-send tk".into()),
             webhook: Some("https://h.example/x".into()),
             metrics: Some("127.0.0.1:9464".into()),
@@ -277,6 +282,8 @@ mod tests {
                 "/c.json",
                 "--refresh-before",
                 "2h",
+                "--login-ending-within",
+                "72h",
                 "--notify-command",
                 "notify-send tk",
                 "--webhook",

@@ -69,7 +69,9 @@ fn install_refresh_handler(daemon: bool) {
     });
 }
 
-/// For `exec`, before it starts the command: forward signals to it, straight from the handler.
+/// For `exec`, before anything else installs a handler: forward signals to the command, straight
+/// from the handler; with no command yet, leave them to the refresh-time handler if one is
+/// installed, else do what the signal does by default.
 pub fn forward_to_command() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(register_forwarding);
