@@ -6,5 +6,7 @@ mod util;
 mod bad_input;
 mod daemon;
 mod exec;
+mod faults;
+mod properties;
 mod protocol;
 mod status;

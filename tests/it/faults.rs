@@ -1,0 +1,1 @@
+//! Placeholder: the fault matrix (issue 5) lands here.

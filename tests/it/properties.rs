@@ -1,0 +1,1 @@
+//! Placeholder: property tests (issue 5) land here.
