@@ -138,9 +138,12 @@ fn known_rejection(job: &Job<'_>, key: &str, login: &Login) -> Option<Error> {
         dead(
             job,
             format!(
-                "the server rejected its refresh token at {} ({}); `tokenkeeper refresh --force` asks again",
+                "{} at {}; `tokenkeeper refresh --force` asks again",
+                record
+                    .error
+                    .as_deref()
+                    .unwrap_or("the server rejected its refresh token"),
                 format_time(record.last_refresh_at),
-                record.error.as_deref().unwrap_or("rejected")
             ),
         )
     })
@@ -640,7 +643,12 @@ fn record(job: &Job<'_>, key: &str, result: &Result<Outcome, Error>) {
                     .map(|l| l.refresh_token.fingerprint()),
                 _ => None,
             };
-            (outcome.to_string(), Some(e.to_string()), rejected)
+            // For a dead login, the reason alone: the path and the fix are said where it is shown.
+            let error = match e {
+                Error::Dead { reason, .. } => reason.clone(),
+                _ => e.to_string(),
+            };
+            (outcome.to_string(), Some(error), rejected)
         }
     };
     let record = Record {

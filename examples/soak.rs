@@ -1,0 +1,1681 @@
+//! The soak test: one login kept alive under stress, measured.
+//!
+//! Against the loopback OAuth stand-in (`tokenkeeper::standin`) with tokens that live a few
+//! seconds and a random share of token requests failing (500/502/503, 429 with `Retry-After: 1`,
+//! hangs past the request timeout, connection resets, HTML pages), all on one Claude-style login
+//! in a throw-away HOME, for `--seconds N`:
+//!
+//! - one `tokenkeeper daemon`, restarted whenever it dies;
+//! - `--clients` loops running `tokenkeeper exec -- fake_claude` (which calls the API stand-in with
+//!   the stored token), 50–200 ms apart;
+//! - `--claude-likes` `claude_like` processes: interactive-Claude stand-ins that call the API and
+//!   refresh on their own by Claude Code's lock rules (`examples/claude_like.rs`);
+//! - occasional `tokenkeeper refresh --force`, so that there are refreshes to kill;
+//! - a chaos loop that SIGKILLs a random live tokenkeeper process every 0.5–2 s (exec wrappers,
+//!   refreshes, the daemon), part of the time aiming at the process that is refreshing.
+//!
+//! Then the chaos stops, the load goes on for one token lifetime and 2 s more (so a killed
+//! holder's locks get cleaned up by the next refresh), everything is stopped cleanly, and one
+//! summary is printed. Loss figures (each must be 0, else the exit status is 1): runs failed by
+//! auth, reused refresh tokens, revoked families, unparseable credentials files seen, stale locks
+//! left (lock directories still there 3 s after everything stopped; a final
+//! `tokenkeeper refresh --force` must then succeed within 5 s), secrets found in logs (every
+//! captured stdout/stderr of tokenkeeper processes except exec's stdout, which is the wrapped
+//! command's, and every file in the state folder except `recovery/`).
+//!
+//! A login lost to a SIGKILL between the server's rotation and the save (the new tokens existed
+//! only in the killed process) is reported as such, with the sequence of events; the driver then
+//! logs in again (a new family, as `claude /login` would) so the rest of the run still measures.
+//!
+//! Run: `cargo run --release --example soak -- --seconds 60` (or `scripts/soak 60`). Under
+//! `cargo run` it first builds the binary and the two helper examples it drives.
+
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokenkeeper::secret::fingerprint;
+use tokenkeeper::standin::{Fault, StandinConfig, StandinServer, TOKEN_PATH};
+
+const USAGE: &str = "\
+usage: soak [--seconds N] [--clients N] [--claude-likes N] [--lifetime SECS]
+            [--refresh-before SECS] [--fault-rate F] [--target-refresh F]
+            [--exec-min-ttl DUR] [--retry-auth N] [--claude-refresh-at-ms MS]
+            [--no-chaos] [--no-relogin] [--dir PATH] [--keep] [--no-build]
+
+  --seconds N             how long the load and the chaos run (default 60)
+  --clients N             loops of `tokenkeeper exec -- fake_claude` (default 20)
+  --claude-likes N        interactive-Claude-like processes (default 3)
+  --lifetime SECS         access token lifetime at the stand-in (default 6)
+  --refresh-before SECS   the daemon's refresh_before (default 3)
+  --fault-rate F          share of token requests that fail (default 0.15)
+  --target-refresh F      share of kills aimed at the process holding tokenkeeper's refresh
+                          lock, when there is one (default 0.25; the rest pick any process)
+  --exec-min-ttl DUR      `exec --min-ttl` (default 1s)
+  --retry-auth N          `exec --retry-auth` (default 0)
+  --claude-refresh-at-ms  when the Claude-like processes refresh on their own (default 2000)
+  --no-chaos              no SIGKILLs (a baseline)
+  --no-relogin            after a lost login, do not log in again
+  --dir PATH              work folder (default: a new folder under $TMPDIR); kept afterwards
+  --keep                  keep the work folder even when the run passes
+  --no-build              do not run `cargo build` for the binaries under `cargo run`";
+
+#[derive(Clone, Debug)]
+struct Args {
+    seconds: u64,
+    clients: usize,
+    claude_likes: usize,
+    lifetime: u64,
+    refresh_before: u64,
+    fault_rate: f64,
+    target_refresh: f64,
+    exec_min_ttl: String,
+    retry_auth: u32,
+    claude_refresh_at_ms: u64,
+    chaos: bool,
+    relogin: bool,
+    dir: Option<PathBuf>,
+    keep: bool,
+    build: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        seconds: 60,
+        clients: 20,
+        claude_likes: 3,
+        lifetime: 6,
+        refresh_before: 3,
+        fault_rate: 0.15,
+        target_refresh: 0.25,
+        exec_min_ttl: "1s".into(),
+        retry_auth: 0,
+        claude_refresh_at_ms: 2000,
+        chaos: true,
+        relogin: true,
+        dir: None,
+        keep: false,
+        build: true,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        match flag.as_str() {
+            "--no-chaos" => a.chaos = false,
+            "--no-relogin" => a.relogin = false,
+            "--keep" => a.keep = true,
+            "--no-build" => a.build = false,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            _ => {
+                let v = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+                let bad = |_: std::num::ParseIntError| format!("{flag}: bad value {v:?}");
+                let badf = |_: std::num::ParseFloatError| format!("{flag}: bad value {v:?}");
+                match flag.as_str() {
+                    "--seconds" => a.seconds = v.parse().map_err(bad)?,
+                    "--clients" => a.clients = v.parse().map_err(bad)?,
+                    "--claude-likes" => a.claude_likes = v.parse().map_err(bad)?,
+                    "--lifetime" => a.lifetime = v.parse().map_err(bad)?,
+                    "--refresh-before" => a.refresh_before = v.parse().map_err(bad)?,
+                    "--fault-rate" => a.fault_rate = v.parse().map_err(badf)?,
+                    "--target-refresh" => a.target_refresh = v.parse().map_err(badf)?,
+                    "--exec-min-ttl" => a.exec_min_ttl = v.clone(),
+                    "--retry-auth" => a.retry_auth = v.parse().map_err(bad)?,
+                    "--claude-refresh-at-ms" => a.claude_refresh_at_ms = v.parse().map_err(bad)?,
+                    "--dir" => a.dir = Some(PathBuf::from(&v)),
+                    _ => return Err(format!("unknown option {flag}\n{USAGE}")),
+                }
+            }
+        }
+    }
+    if a.lifetime < 2 || a.seconds == 0 {
+        return Err("--lifetime must be at least 2 and --seconds at least 1".into());
+    }
+    Ok(a)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Kind {
+    Exec,
+    Daemon,
+    Refresh,
+    Final,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Exec => "exec",
+            Kind::Daemon => "daemon",
+            Kind::Refresh => "refresh --force",
+            Kind::Final => "final refresh",
+        }
+    }
+}
+
+/// Where a killed process was, as far as can be seen from outside.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    /// Not refreshing (fast path, running the command, the daemon asleep).
+    Idle,
+    /// Holding tokenkeeper's own refresh lock, not Claude's (waiting, backing off, adopting).
+    OwnLock,
+    /// Holding Claude's refresh lock: the token request and the save happen here.
+    ClaudeLock,
+}
+
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Idle => "not refreshing",
+            Phase::OwnLock => "in a refresh, holding tokenkeeper's lock",
+            Phase::ClaudeLock => "in a refresh, holding Claude's refresh lock",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Kill {
+    at: Duration,
+    pid: u32,
+    kind: Kind,
+    phase: Phase,
+}
+
+struct Paths {
+    work: PathBuf,
+    home: PathBuf,
+    claude_dir: PathBuf,
+    creds: PathBuf,
+    state_dir: PathBuf,
+    logs: PathBuf,
+}
+
+struct Bins {
+    tk: PathBuf,
+    fake: PathBuf,
+    claude_like: PathBuf,
+}
+
+/// What one tokenkeeper run came to.
+struct Finished {
+    code: Option<i32>,
+    signal: Option<i32>,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+#[derive(Default)]
+struct RunCounts {
+    total: u64,
+    ok: u64,
+    auth_failed: u64,
+    killed: u64,
+    /// Other endings by exit code (or signal, as 128+N).
+    other: BTreeMap<i32, u64>,
+}
+
+#[derive(Default)]
+struct FileWatch {
+    reads: u64,
+    unparseable: u64,
+    missing: u64,
+    /// Every refresh token seen in the file, and when first.
+    seen_refresh: HashMap<String, Duration>,
+    /// (when first seen, refresh token) in order.
+    versions: Vec<(Duration, String)>,
+    expired_reads: u64,
+    expired_time: Duration,
+    last_read: Option<(Duration, bool)>,
+}
+
+struct Loss {
+    at: Duration,
+    lost_rotation: bool,
+    latest_fp: String,
+    file_fp: String,
+    kills: Vec<Kill>,
+    presentations: Vec<Duration>,
+    relogin_at: Option<Duration>,
+}
+
+struct Soak {
+    args: Args,
+    t0: Instant,
+    paths: Paths,
+    bins: Bins,
+    server: StandinServer,
+    env: Vec<(String, String)>,
+    /// Live (unreaped) tokenkeeper processes: a pid here cannot have been reused.
+    procs: Mutex<HashMap<u32, Kind>>,
+    /// (label, text) of every tokenkeeper output that may not hold a token.
+    captured: Mutex<Vec<(String, String)>>,
+    kills: Mutex<Vec<Kill>>,
+    runs: Mutex<RunCounts>,
+    forced: Mutex<RunCounts>,
+    auth_failures: Mutex<Vec<(Duration, String)>>,
+    other_failures: Mutex<BTreeMap<String, u64>>,
+    daemon_exits: Mutex<Vec<String>>,
+    daemon_starts: AtomicU64,
+    watch: Mutex<FileWatch>,
+    losses: Mutex<Vec<Loss>>,
+    family: Mutex<u64>,
+    stop_load: AtomicBool,
+    stop_chaos: AtomicBool,
+    stop_watch: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("soak: {e}");
+            std::process::exit(2);
+        }
+    };
+    match run(args) {
+        Ok(pass) => std::process::exit(if pass { 0 } else { 1 }),
+        Err(e) => {
+            eprintln!("soak: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn run(args: Args) -> Result<bool, String> {
+    let bins = find_binaries(args.build)?;
+    let paths = make_paths(args.dir.as_deref())?;
+    let server = StandinServer::start(StandinConfig {
+        access_ttl_secs: args.lifetime,
+        ..StandinConfig::default()
+    })
+    .map_err(|e| format!("cannot start the stand-in: {e}"))?;
+    let hang = Duration::from_millis(1500);
+    server.set_fault_rate(
+        args.fault_rate,
+        vec![
+            Fault::Status(500),
+            Fault::Status(502),
+            Fault::Status(503),
+            Fault::RateLimited {
+                retry_after_secs: Some(1),
+            },
+            Fault::Hang(hang),
+            Fault::Reset,
+            Fault::Html,
+        ],
+    );
+    let login = server.issue_login();
+    write_creds(
+        &paths.creds,
+        &login.access_token,
+        &login.refresh_token,
+        args.lifetime,
+    )
+    .map_err(|e| format!("cannot write the login: {e}"))?;
+    let config = paths.work.join("config/tokenkeeper/config.toml");
+    fs::create_dir_all(config.parent().unwrap_or(&paths.work)).map_err(|e| e.to_string())?;
+    fs::write(
+        &config,
+        format!(
+            "[claude]\nrequest_timeout = \"1s\"\nretry_total = \"8s\"\n\n[daemon]\nrefresh_before = \"{}s\"\n",
+            args.refresh_before
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let env = vec![
+        ("HOME".to_string(), path_str(&paths.home)),
+        (
+            "PATH".to_string(),
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
+        ),
+        (
+            "XDG_STATE_HOME".to_string(),
+            path_str(&paths.work.join("state")),
+        ),
+        (
+            "XDG_CONFIG_HOME".to_string(),
+            path_str(&paths.work.join("config")),
+        ),
+        ("TOKENKEEPER_TOKEN_URL".to_string(), server.token_url()),
+        ("ANTHROPIC_BASE_URL".to_string(), server.base_url()),
+        ("TZ".to_string(), "UTC".to_string()),
+    ];
+    eprintln!(
+        "soak: {} s, {} clients, {} claude-like, tokens live {} s, faults {:.0}%, chaos {}; work folder {}",
+        args.seconds,
+        args.clients,
+        args.claude_likes,
+        args.lifetime,
+        args.fault_rate * 100.0,
+        if args.chaos { "on" } else { "off" },
+        paths.work.display()
+    );
+    let soak = Arc::new(Soak {
+        t0: Instant::now(),
+        paths,
+        bins,
+        server,
+        env,
+        procs: Mutex::new(HashMap::new()),
+        captured: Mutex::new(Vec::new()),
+        kills: Mutex::new(Vec::new()),
+        runs: Mutex::new(RunCounts::default()),
+        forced: Mutex::new(RunCounts::default()),
+        auth_failures: Mutex::new(Vec::new()),
+        other_failures: Mutex::new(BTreeMap::new()),
+        daemon_exits: Mutex::new(Vec::new()),
+        daemon_starts: AtomicU64::new(0),
+        watch: Mutex::new(FileWatch::default()),
+        losses: Mutex::new(Vec::new()),
+        family: Mutex::new(login.family),
+        stop_load: AtomicBool::new(false),
+        stop_chaos: AtomicBool::new(false),
+        stop_watch: AtomicBool::new(false),
+        args,
+    });
+    let usage_before = cpu_seconds();
+
+    let watcher = spawn(&soak, "watcher", watch_file);
+    let monitor = spawn(&soak, "monitor", monitor_losses);
+    let daemon = spawn(&soak, "daemon", supervise_daemon);
+    let mut claude_likes = Vec::new();
+    for i in 0..soak.args.claude_likes {
+        claude_likes.push(start_claude_like(&soak, i)?);
+    }
+    let clients: Vec<_> = (0..soak.args.clients)
+        .map(|_| spawn(&soak, "client", client_loop))
+        .collect();
+    let forcer = spawn(&soak, "forced", forced_refresh_loop);
+    let chaos = soak.args.chaos.then(|| spawn(&soak, "chaos", chaos_loop));
+
+    sleep_until(&soak, Duration::from_secs(soak.args.seconds));
+    soak.stop_chaos.store(true, Ordering::SeqCst);
+    if let Some(c) = chaos {
+        let _ = c.join();
+    }
+    let chaos_end = soak.t0.elapsed();
+    // Settle: the load goes on for one token lifetime (and a bit), so the next refresh cleans up
+    // after a holder killed at the very end.
+    thread::sleep(Duration::from_secs(soak.args.lifetime + 2));
+    soak.stop_load.store(true, Ordering::SeqCst);
+    for c in clients {
+        let _ = c.join();
+    }
+    let _ = forcer.join();
+    let mut claude_stats: BTreeMap<String, u64> = BTreeMap::new();
+    let mut claude_problems = Vec::new();
+    for (i, cl) in claude_likes.into_iter().enumerate() {
+        match stop_claude_like(cl) {
+            Ok(stats) => {
+                for (k, v) in stats {
+                    *claude_stats.entry(k).or_default() += v;
+                }
+            }
+            Err(e) => claude_problems.push(format!("claude_like {i}: {e}")),
+        }
+    }
+    let daemon_stop = stop_daemon(&soak, daemon);
+    let load_end = soak.t0.elapsed();
+    let stats = soak.server.stats();
+
+    // Let anything left over show, then look for locks, temp files and records left behind.
+    thread::sleep(Duration::from_secs(3));
+    let leftovers = leftovers(&soak.paths);
+    soak.server.set_fault_rate(0.0, Vec::new());
+    let final_started = Instant::now();
+    let final_run = run_tk(&soak, Kind::Final, &["refresh", "--force"], false);
+    let final_took = final_started.elapsed();
+    let final_ok =
+        final_run.as_ref().is_ok_and(|f| f.code == Some(0)) && final_took <= Duration::from_secs(5);
+    let final_live = read_tokens(&soak.paths.creds)
+        .is_some_and(|(access, _)| soak.server.is_live_access(&access));
+    soak.stop_watch.store(true, Ordering::SeqCst);
+    let _ = watcher.join();
+    let _ = monitor.join();
+    let usage = cpu_seconds() - usage_before;
+
+    let secrets = scan_secrets(&soak);
+    let window = rotation_windows(&soak);
+    let report = Report {
+        soak: &soak,
+        chaos_end,
+        load_end,
+        stats,
+        leftovers,
+        final_run: final_run.map(|f| (f.code, f.signal)),
+        final_took,
+        final_ok,
+        final_live,
+        secrets,
+        window,
+        claude_stats,
+        claude_problems,
+        daemon_stop,
+        cpu: usage,
+    };
+    let pass = report.print();
+    let keep = soak.args.keep || soak.args.dir.is_some() || !pass;
+    if keep {
+        eprintln!("soak: work folder kept: {}", soak.paths.work.display());
+    } else {
+        let _ = fs::remove_dir_all(&soak.paths.work);
+    }
+    Ok(pass)
+}
+
+fn spawn(soak: &Arc<Soak>, name: &str, f: fn(&Soak)) -> JoinHandle<()> {
+    let s = Arc::clone(soak);
+    thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || f(&s))
+        .expect("spawn thread")
+}
+
+fn sleep_until(soak: &Soak, at: Duration) {
+    while soak.t0.elapsed() < at {
+        thread::sleep((at - soak.t0.elapsed()).min(Duration::from_millis(200)));
+    }
+}
+
+fn path_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The binary and the two examples beside this one; under `cargo run`, built first.
+fn find_binaries(build: bool) -> Result<Bins, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("where am I? {e}"))?;
+    let examples = exe.parent().ok_or("no examples folder")?.to_path_buf();
+    let profile_dir = examples.parent().ok_or("no target folder")?.to_path_buf();
+    if build && let Some(cargo) = std::env::var_os("CARGO") {
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "--quiet",
+            "--bin",
+            "tokenkeeper",
+            "--example",
+            "fake_claude",
+            "--example",
+            "claude_like",
+        ]);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        if let Ok(dir) = std::env::var("CARGO_MANIFEST_DIR") {
+            cmd.current_dir(dir);
+        }
+        let status = cmd
+            .status()
+            .map_err(|e| format!("cannot run cargo build: {e}"))?;
+        if !status.success() {
+            return Err("cargo build of tokenkeeper and its examples failed".into());
+        }
+    }
+    let bins = Bins {
+        tk: profile_dir.join("tokenkeeper"),
+        fake: examples.join("fake_claude"),
+        claude_like: examples.join("claude_like"),
+    };
+    for p in [&bins.tk, &bins.fake, &bins.claude_like] {
+        if !p.exists() {
+            return Err(format!(
+                "{} is missing: build it with `cargo build --release --bins --examples` (scripts/soak does)",
+                p.display()
+            ));
+        }
+    }
+    Ok(bins)
+}
+
+fn make_paths(dir: Option<&Path>) -> Result<Paths, String> {
+    let work = match dir {
+        Some(d) => {
+            fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+            let d = fs::canonicalize(d).map_err(|e| e.to_string())?;
+            let run = d.join(format!(
+                "soak-{}-{:08x}",
+                std::process::id(),
+                fastrand::u32(..)
+            ));
+            fs::create_dir(&run).map_err(|e| format!("cannot create {}: {e}", run.display()))?;
+            run
+        }
+        None => {
+            let base = std::env::temp_dir();
+            let run = base.join(format!(
+                "tokenkeeper-soak-{}-{:08x}",
+                std::process::id(),
+                fastrand::u32(..)
+            ));
+            fs::create_dir(&run).map_err(|e| format!("cannot create {}: {e}", run.display()))?;
+            run
+        }
+    };
+    let _ = fs::set_permissions(&work, fs::Permissions::from_mode(0o700));
+    let home = work.join("home");
+    let claude_dir = home.join(".claude");
+    let logs = work.join("logs");
+    for d in [&claude_dir, &logs] {
+        fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+    }
+    Ok(Paths {
+        creds: claude_dir.join(".credentials.json"),
+        state_dir: work.join("state/tokenkeeper"),
+        work,
+        home,
+        claude_dir,
+        logs,
+    })
+}
+
+fn creds_json(access: &str, refresh: &str, expires_at: i64) -> String {
+    json!({"claudeAiOauth": {
+        "accessToken": access,
+        "refreshToken": refresh,
+        "expiresAt": expires_at,
+        "scopes": ["user:inference", "user:profile", "user:sessions:claude_code"],
+        "subscriptionType": "max",
+        "rateLimitTier": null,
+    }})
+    .to_string()
+}
+
+/// A new login written as `claude /login` would: atomically, under Claude's storage lock.
+fn write_creds(path: &Path, access: &str, refresh: &str, lifetime: u64) -> io::Result<()> {
+    let storage = path.with_file_name(".storage-write.lock");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let held = loop {
+        match fs::create_dir(&storage) {
+            Ok(()) => break true,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => break false,
+            Err(e) => return Err(e),
+        }
+        let stale = fs::metadata(&storage)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(15));
+        if stale {
+            let _ = fs::remove_dir(&storage);
+        } else if Instant::now() >= deadline {
+            break false;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let text = creds_json(access, refresh, now_ms() + lifetime as i64 * 1000);
+    let tmp = path.with_file_name(format!(".credentials.json.tmp.{:016x}", fastrand::u64(..)));
+    let result = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    if held {
+        let _ = fs::remove_dir(&storage);
+    }
+    result
+}
+
+fn read_tokens(path: &Path) -> Option<(String, String)> {
+    let v: Value = serde_json::from_slice(&fs::read(path).ok()?).ok()?;
+    let o = &v["claudeAiOauth"];
+    Some((
+        o["accessToken"].as_str()?.to_string(),
+        o["refreshToken"].as_str()?.to_string(),
+    ))
+}
+
+/// Runs tokenkeeper to completion, registered as live until it has exited (and before it is
+/// reaped), so the chaos loop can never signal a reused pid. `scan_stdout` is false for `exec`,
+/// whose stdout is the wrapped command's.
+fn run_tk(soak: &Soak, kind: Kind, args: &[&str], scan_stdout: bool) -> io::Result<Finished> {
+    let mut cmd = Command::new(&soak.bins.tk);
+    cmd.args(args)
+        .env_clear()
+        .envs(soak.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if kind == Kind::Daemon {
+        // The daemon outlives nothing: should the driver die, it is told to stop.
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+    }
+    // Registered after the spawn: the pid cannot be reused before we reap it, below.
+    let mut child = cmd.spawn()?;
+    let pid = child.id();
+    lock(&soak.procs).insert(pid, kind);
+    let mut out = child.stdout.take();
+    let err = child.stderr.take();
+    let err_reader = thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut e) = err {
+            let _ = e.read_to_end(&mut buf);
+        }
+        buf
+    });
+    let mut stdout = Vec::new();
+    if let Some(o) = out.as_mut() {
+        let _ = o.read_to_end(&mut stdout);
+    }
+    let stderr = err_reader.join().unwrap_or_default();
+    wait_exited_unreaped(pid);
+    lock(&soak.procs).remove(&pid);
+    let status = child.wait()?;
+    let label = format!("{} pid {pid}", kind.name());
+    {
+        let mut captured = lock(&soak.captured);
+        if !stderr.is_empty() {
+            captured.push((
+                format!("{label} stderr"),
+                String::from_utf8_lossy(&stderr).into_owned(),
+            ));
+        }
+        if scan_stdout && !stdout.is_empty() {
+            captured.push((
+                format!("{label} stdout"),
+                String::from_utf8_lossy(&stdout).into_owned(),
+            ));
+        }
+    }
+    Ok(Finished {
+        code: status.code(),
+        signal: status.signal(),
+        stdout,
+        stderr,
+    })
+}
+
+/// Waits until `pid` has exited without reaping it.
+fn wait_exited_unreaped(pid: u32) {
+    loop {
+        // SAFETY: waitid writes into the zeroed siginfo we own; WNOWAIT leaves the child to wait().
+        let rc = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return;
+        }
+    }
+}
+
+fn last_line(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .chars()
+        .take(300)
+        .collect()
+}
+
+fn tally(counts: &mut RunCounts, f: &Finished) {
+    counts.total += 1;
+    match (f.code, f.signal) {
+        (Some(0), _) => counts.ok += 1,
+        (Some(77), _) => counts.auth_failed += 1,
+        (_, Some(9)) => counts.killed += 1,
+        (Some(code), _) => *counts.other.entry(code).or_default() += 1,
+        (None, Some(sig)) => *counts.other.entry(128 + sig).or_default() += 1,
+        (None, None) => *counts.other.entry(-1).or_default() += 1,
+    }
+}
+
+/// The message of a failure, with the work folder's path shortened, for grouping.
+fn gist(soak: &Soak, f: &Finished) -> String {
+    let line = last_line(&f.stderr);
+    let line = if line.is_empty() {
+        format!("(no stderr; stdout: {})", last_line(&f.stdout))
+    } else {
+        line
+    };
+    // Timestamps and pids make every line distinct; keep the words.
+    let line = line.replace(&path_str(&soak.paths.work), "$WORK");
+    line.split_whitespace()
+        .filter(|w| !w.chars().next().is_some_and(|c| c.is_ascii_digit()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn client_loop(soak: &Soak) {
+    let fake = path_str(&soak.bins.fake);
+    let retry = soak.args.retry_auth.to_string();
+    let mut args = vec!["exec", "--min-ttl", &soak.args.exec_min_ttl];
+    if soak.args.retry_auth > 0 {
+        args.extend(["--retry-auth", &retry]);
+    }
+    args.extend(["--", &fake]);
+    while !soak.stop_load.load(Ordering::SeqCst) {
+        match run_tk(soak, Kind::Exec, &args, false) {
+            Ok(f) => {
+                tally(&mut lock(&soak.runs), &f);
+                if f.code == Some(77) {
+                    lock(&soak.auth_failures).push((soak.t0.elapsed(), gist(soak, &f)));
+                } else if f.code != Some(0) && f.signal != Some(9) {
+                    *lock(&soak.other_failures)
+                        .entry(format!("exec exit {:?}: {}", f.code, gist(soak, &f)))
+                        .or_default() += 1;
+                }
+            }
+            Err(e) => {
+                *lock(&soak.other_failures)
+                    .entry(format!("exec could not start: {e}"))
+                    .or_default() += 1;
+                thread::sleep(Duration::from_millis(500));
+            }
+        }
+        thread::sleep(Duration::from_millis(fastrand::u64(50..=200)));
+    }
+}
+
+fn forced_refresh_loop(soak: &Soak) {
+    while !soak.stop_load.load(Ordering::SeqCst) {
+        thread::sleep(Duration::from_millis(fastrand::u64(1500..=4000)));
+        if soak.stop_load.load(Ordering::SeqCst) {
+            break;
+        }
+        if let Ok(f) = run_tk(soak, Kind::Refresh, &["refresh", "--force"], true) {
+            tally(&mut lock(&soak.forced), &f);
+            if f.code != Some(0) && f.signal != Some(9) {
+                *lock(&soak.other_failures)
+                    .entry(format!(
+                        "refresh --force exit {:?}: {}",
+                        f.code,
+                        gist(soak, &f)
+                    ))
+                    .or_default() += 1;
+            }
+        }
+    }
+}
+
+fn supervise_daemon(soak: &Soak) {
+    while !soak.stop_load.load(Ordering::SeqCst) {
+        soak.daemon_starts.fetch_add(1, Ordering::SeqCst);
+        match run_tk(soak, Kind::Daemon, &["daemon"], true) {
+            Ok(f) => {
+                let stopping = soak.stop_load.load(Ordering::SeqCst);
+                if f.signal == Some(9) && !stopping {
+                    continue; // the chaos loop; restart at once
+                }
+                if !(stopping && f.code == Some(0)) {
+                    lock(&soak.daemon_exits).push(format!(
+                        "daemon ended (exit {:?}, signal {:?}) at {:.1} s: {}",
+                        f.code,
+                        f.signal,
+                        soak.t0.elapsed().as_secs_f64(),
+                        gist(soak, &f)
+                    ));
+                }
+                if stopping {
+                    return;
+                }
+            }
+            Err(e) => lock(&soak.daemon_exits).push(format!("daemon could not start: {e}")),
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// SIGTERM to the daemon, then waits for its supervisor; returns a problem, if any.
+fn stop_daemon(soak: &Soak, supervisor: JoinHandle<()>) -> Option<String> {
+    let started = Instant::now();
+    while !supervisor.is_finished() {
+        if started.elapsed() > Duration::from_secs(15) {
+            let procs = lock(&soak.procs);
+            for (&pid, _) in procs.iter().filter(|(_, k)| **k == Kind::Daemon) {
+                // SAFETY: a registered pid is our unreaped child.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+            drop(procs);
+            let _ = supervisor.join();
+            return Some("the daemon did not stop within 15 s of SIGTERM".into());
+        }
+        {
+            let procs = lock(&soak.procs);
+            for (&pid, _) in procs.iter().filter(|(_, k)| **k == Kind::Daemon) {
+                // SAFETY: a registered pid is our unreaped child. Sent again every second in
+                // case the daemon was starting when the first one came.
+                unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+            }
+        }
+        let until = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < until && !supervisor.is_finished() {
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let _ = supervisor.join();
+    let exits = lock(&soak.daemon_exits);
+    exits
+        .iter()
+        .find(|e| e.contains("ended"))
+        .map(|_| format!("{} unexpected daemon ending(s)", exits.len()))
+}
+
+struct ClaudeLike {
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+fn start_claude_like(soak: &Soak, i: usize) -> Result<ClaudeLike, String> {
+    let log = fs::File::create(soak.paths.logs.join(format!("claude_like-{i}.stderr")))
+        .map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(&soak.bins.claude_like);
+    cmd.args([
+        "--credentials",
+        &path_str(&soak.paths.creds),
+        "--token-url",
+        &soak.server.token_url(),
+        "--api-url",
+        &soak.server.api_url(),
+        "--refresh-at-ms",
+        &soak.args.claude_refresh_at_ms.to_string(),
+        "--timeout-ms",
+        "2000",
+    ])
+    .env_clear()
+    .envs(soak.env.iter().map(|(k, v)| (k, v)))
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(log);
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| format!("claude_like: {e}"))?;
+    let stdin = child.stdin.take();
+    Ok(ClaudeLike { child, stdin })
+}
+
+/// Closes its stdin (its signal to finish the turn and stop) and reads its counters.
+fn stop_claude_like(mut c: ClaudeLike) -> Result<BTreeMap<String, u64>, String> {
+    drop(c.stdin.take());
+    let started = Instant::now();
+    loop {
+        if let Some(status) = c.child.try_wait().map_err(|e| e.to_string())? {
+            let mut out = String::new();
+            if let Some(mut o) = c.child.stdout.take() {
+                let _ = o.read_to_string(&mut out);
+            }
+            if !status.success() {
+                return Err(format!("ended with {status}"));
+            }
+            let v: Value = serde_json::from_str(out.trim()).map_err(|e| e.to_string())?;
+            return Ok(v
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                        .collect()
+                })
+                .unwrap_or_default());
+        }
+        if started.elapsed() > Duration::from_secs(40) {
+            let _ = c.child.kill();
+            let _ = c.child.wait();
+            return Err("did not stop within 40 s".into());
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Pids holding tokenkeeper's own refresh lock (`flock` on `.tokenkeeper.lock`), from /proc/locks.
+fn own_lock_holders(paths: &Paths) -> Vec<u32> {
+    let Ok(meta) = fs::metadata(paths.claude_dir.join(".tokenkeeper.lock")) else {
+        return Vec::new();
+    };
+    let inode = meta.ino().to_string();
+    let Ok(text) = fs::read_to_string("/proc/locks") else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // "1: FLOCK ADVISORY WRITE <pid> <maj>:<min>:<inode> 0 EOF"; waiters have "->".
+            if f.get(1) != Some(&"FLOCK") {
+                return None;
+            }
+            let ino = f.get(5)?.rsplit(':').next()?;
+            (ino == inode).then(|| f.get(4)?.parse().ok())?
+        })
+        .collect()
+}
+
+/// Not a zombie (nor gone).
+fn is_running(pid: u32) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next());
+    !matches!(state, Some("Z" | "X") | None)
+}
+
+/// The pid named by Claude's owner record, if any.
+fn claude_lock_owner(paths: &Paths) -> Option<u32> {
+    let text = fs::read(paths.claude_dir.join(".oauth_refresh.lock.owner")).ok()?;
+    let v: Value = serde_json::from_slice(&text).ok()?;
+    v["pid"].as_u64().and_then(|p| u32::try_from(p).ok())
+}
+
+/// Lock directories noted in tokenkeeper's sidecar: (pid, any held).
+fn sidecar_holder(paths: &Paths) -> Option<(u32, bool)> {
+    let text = fs::read(paths.claude_dir.join(".tokenkeeper.lock")).ok()?;
+    let v: Value = serde_json::from_slice(&text).ok()?;
+    let pid = v["pid"].as_u64().and_then(|p| u32::try_from(p).ok())?;
+    Some((pid, v["dirs"].as_array().is_some_and(|d| !d.is_empty())))
+}
+
+fn chaos_loop(soak: &Soak) {
+    while !soak.stop_chaos.load(Ordering::SeqCst) {
+        thread::sleep(Duration::from_millis(fastrand::u64(500..=2000)));
+        if soak.stop_chaos.load(Ordering::SeqCst) {
+            return;
+        }
+        let procs = lock(&soak.procs);
+        // Only processes still running: one that has exited but is not yet reaped would
+        // shrug the signal off.
+        let live: Vec<u32> = procs.keys().copied().filter(|p| is_running(*p)).collect();
+        if live.is_empty() {
+            continue;
+        }
+        let refreshing: Vec<u32> = own_lock_holders(&soak.paths)
+            .into_iter()
+            .filter(|p| live.contains(p))
+            .collect();
+        let victim = if !refreshing.is_empty() && fastrand::f64() < soak.args.target_refresh {
+            refreshing[fastrand::usize(..refreshing.len())]
+        } else {
+            live[fastrand::usize(..live.len())]
+        };
+        let kind = procs[&victim];
+        let holds_claude = claude_lock_owner(&soak.paths) == Some(victim)
+            || sidecar_holder(&soak.paths) == Some((victim, true));
+        let phase = if holds_claude {
+            Phase::ClaudeLock
+        } else if refreshing.contains(&victim) {
+            Phase::OwnLock
+        } else {
+            Phase::Idle
+        };
+        // SAFETY: the pid is registered, so it is our child and not yet reaped.
+        unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+        drop(procs);
+        lock(&soak.kills).push(Kill {
+            at: soak.t0.elapsed(),
+            pid: victim,
+            kind,
+            phase,
+        });
+    }
+}
+
+/// Reads the credentials file at every change (inotify) and every 20 ms, counting reads that do
+/// not parse and noting every refresh token it holds.
+fn watch_file(soak: &Soak) {
+    // SAFETY: plain inotify calls on a descriptor we own and close below.
+    let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+    if fd >= 0 {
+        let dir = std::ffi::CString::new(path_str(&soak.paths.claude_dir)).unwrap_or_default();
+        // SAFETY: a valid NUL-terminated path.
+        unsafe {
+            libc::inotify_add_watch(
+                fd,
+                dir.as_ptr(),
+                libc::IN_MOVED_TO | libc::IN_CLOSE_WRITE | libc::IN_CREATE | libc::IN_DELETE,
+            )
+        };
+    }
+    let mut buf = [0u8; 4096];
+    let mut bad = 0;
+    while !soak.stop_watch.load(Ordering::SeqCst) {
+        if fd >= 0 {
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd; then draining our own non-blocking descriptor.
+            unsafe {
+                libc::poll(&mut pfd, 1, 20);
+                while libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) > 0 {}
+            }
+        } else {
+            thread::sleep(Duration::from_millis(20));
+        }
+        let at = soak.t0.elapsed();
+        let read = fs::read(&soak.paths.creds);
+        let mut w = lock(&soak.watch);
+        w.reads += 1;
+        let parsed = match &read {
+            Ok(bytes) => serde_json::from_slice::<Value>(bytes).ok().and_then(|v| {
+                let o = v.get("claudeAiOauth")?;
+                Some((
+                    o.get("refreshToken")?.as_str()?.to_string(),
+                    o.get("expiresAt")?.as_i64()?,
+                ))
+            }),
+            Err(_) => None,
+        };
+        let expired = match parsed {
+            Some((refresh, expires_at)) => {
+                if !w.seen_refresh.contains_key(&refresh) {
+                    w.seen_refresh.insert(refresh.clone(), at);
+                    w.versions.push((at, refresh));
+                }
+                expires_at <= now_ms()
+            }
+            None => {
+                match &read {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => w.missing += 1,
+                    _ => w.unparseable += 1,
+                }
+                if let Ok(bytes) = &read
+                    && bad < 5
+                {
+                    bad += 1;
+                    let _ = fs::write(soak.paths.logs.join(format!("unparseable-{bad}")), bytes);
+                }
+                false
+            }
+        };
+        if expired {
+            w.expired_reads += 1;
+            if let Some((last, true)) = w.last_read {
+                w.expired_time += at.saturating_sub(last);
+            }
+        }
+        w.last_read = Some((at, expired));
+    }
+    if fd >= 0 {
+        // SAFETY: closing the descriptor opened above.
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// Notices a revoked login family at once, works out whether its latest tokens ever reached the
+/// file (if not, a process holding them died before saving), names the kills just before, and
+/// logs in again so the rest of the run still measures.
+fn monitor_losses(soak: &Soak) {
+    let mut revoked = 0;
+    while !soak.stop_watch.load(Ordering::SeqCst) {
+        thread::sleep(Duration::from_millis(50));
+        let now_revoked = soak.server.stats().revoked_families;
+        if now_revoked <= revoked {
+            continue;
+        }
+        revoked = now_revoked;
+        let at = soak.t0.elapsed();
+        // Give the watcher a moment to catch up with the file.
+        thread::sleep(Duration::from_millis(150));
+        let family = *lock(&soak.family);
+        let latest = soak.server.current_tokens(family).map(|(_, r)| r);
+        let file = read_tokens(&soak.paths.creds).map(|(_, r)| r);
+        let lost_rotation = {
+            let w = lock(&soak.watch);
+            latest
+                .as_ref()
+                .is_some_and(|r| !w.seen_refresh.contains_key(r))
+        };
+        let presentations = file
+            .as_deref()
+            .map(|r| token_presentations(soak, r))
+            .unwrap_or_default();
+        let since = presentations
+            .first()
+            .copied()
+            .unwrap_or(at.saturating_sub(Duration::from_secs(10)));
+        let kills = lock(&soak.kills)
+            .iter()
+            .filter(|k| k.at + Duration::from_millis(50) >= since && k.at <= at)
+            .cloned()
+            .collect();
+        let mut loss = Loss {
+            at,
+            lost_rotation,
+            latest_fp: latest.as_deref().map(fingerprint).unwrap_or_default(),
+            file_fp: file.as_deref().map(fingerprint).unwrap_or_default(),
+            kills,
+            presentations,
+            relogin_at: None,
+        };
+        if soak.args.relogin {
+            let login = soak.server.issue_login();
+            if write_creds(
+                &soak.paths.creds,
+                &login.access_token,
+                &login.refresh_token,
+                soak.args.lifetime,
+            )
+            .is_ok()
+            {
+                *lock(&soak.family) = login.family;
+                loss.relogin_at = Some(soak.t0.elapsed());
+            }
+        }
+        lock(&soak.losses).push(loss);
+    }
+}
+
+/// When the token endpoint was asked to refresh `refresh_token`.
+fn token_presentations(soak: &Soak, refresh_token: &str) -> Vec<Duration> {
+    soak.server
+        .requests()
+        .iter()
+        .filter(|r| r.path == TOKEN_PATH && r.body.contains(refresh_token))
+        .map(|r| r.received.saturating_duration_since(soak.t0))
+        .collect()
+}
+
+/// How long after the token request that rotated it each new refresh token reached the file:
+/// the window in which a SIGKILL loses the login. (median, 90th percentile, max, total) in ms.
+fn rotation_windows(soak: &Soak) -> Option<(f64, f64, f64, f64, usize)> {
+    let requests = soak.server.requests();
+    let mut posted: HashMap<String, Vec<Duration>> = HashMap::new();
+    for r in requests.iter().filter(|r| r.path == TOKEN_PATH) {
+        if let Some(t) = serde_json::from_str::<Value>(&r.body)
+            .ok()
+            .and_then(|v| v["refresh_token"].as_str().map(str::to_string))
+        {
+            posted
+                .entry(t)
+                .or_default()
+                .push(r.received.saturating_duration_since(soak.t0));
+        }
+    }
+    let w = lock(&soak.watch);
+    let mut windows: Vec<f64> = w
+        .versions
+        .windows(2)
+        .filter_map(|pair| {
+            let (_, prev) = &pair[0];
+            let (seen, _) = pair[1];
+            let asked = posted
+                .get(prev)?
+                .iter()
+                .filter(|t| **t <= seen)
+                .max()
+                .copied()?;
+            Some((seen - asked).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    if windows.is_empty() {
+        return None;
+    }
+    windows.sort_by(f64::total_cmp);
+    let pick = |q: f64| windows[((windows.len() - 1) as f64 * q).round() as usize];
+    Some((
+        pick(0.5),
+        pick(0.9),
+        pick(1.0),
+        windows.iter().sum(),
+        windows.len(),
+    ))
+}
+
+struct Leftovers {
+    lock_dirs: Vec<String>,
+    others: Vec<String>,
+}
+
+fn leftovers(p: &Paths) -> Leftovers {
+    let mut lock_dirs = Vec::new();
+    let mut others = Vec::new();
+    for dir in [&p.claude_dir, &p.home] {
+        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let shown = e
+                .path()
+                .strip_prefix(&p.home)
+                .map_or(name.clone(), |r| format!("~/{}", r.display()));
+            if e.path().is_dir() && name.ends_with(".lock") {
+                lock_dirs.push(shown);
+            } else if name.contains(".tmp.") || name == ".oauth_refresh.lock.owner" {
+                others.push(shown);
+            }
+        }
+    }
+    Leftovers { lock_dirs, others }
+}
+
+struct Secrets {
+    found: Vec<String>,
+    outputs: usize,
+    files: usize,
+}
+
+/// Every issued token (or a fragment of one: a token prefix and 16 more token characters) in
+/// any captured output of tokenkeeper or any state file outside `recovery/`.
+fn scan_secrets(soak: &Soak) -> Secrets {
+    let issued: HashSet<String> = soak.server.all_issued_tokens().into_iter().collect();
+    let mut texts: Vec<(String, String)> = lock(&soak.captured).clone();
+    let mut files = 0;
+    for f in files_under(&soak.paths.state_dir) {
+        if f.components().any(|c| c.as_os_str() == "recovery") {
+            continue;
+        }
+        files += 1;
+        if let Ok(bytes) = fs::read(&f) {
+            texts.push((
+                format!("state file {}", f.display()),
+                String::from_utf8_lossy(&bytes).into_owned(),
+            ));
+        }
+    }
+    let mut found = Vec::new();
+    for (label, text) in &texts {
+        let mut from = 0;
+        while let Some(i) = text[from..].find("sk-ant-o") {
+            let start = from + i;
+            let tail: String = text[start..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                .collect();
+            from = start + 8;
+            let whole = issued.contains(&tail);
+            if whole || tail.len() >= "sk-ant-oat01-".len() + 16 {
+                found.push(format!(
+                    "{label}: {} {}",
+                    if whole { "token" } else { "token fragment" },
+                    fingerprint(&tail)
+                ));
+            }
+        }
+    }
+    Secrets {
+        found,
+        outputs: texts.len() - files,
+        files,
+    }
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// User plus system CPU seconds of this process and its reaped children.
+fn cpu_seconds() -> f64 {
+    let mut total = 0.0;
+    for who in [libc::RUSAGE_SELF, libc::RUSAGE_CHILDREN] {
+        // SAFETY: getrusage fills the zeroed struct we own.
+        let u = unsafe {
+            let mut u: libc::rusage = std::mem::zeroed();
+            libc::getrusage(who, &mut u);
+            u
+        };
+        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        total += tv(u.ru_utime) + tv(u.ru_stime);
+    }
+    total
+}
+
+struct Report<'a> {
+    soak: &'a Soak,
+    chaos_end: Duration,
+    load_end: Duration,
+    stats: tokenkeeper::standin::StandinStats,
+    leftovers: Leftovers,
+    final_run: io::Result<(Option<i32>, Option<i32>)>,
+    final_took: Duration,
+    final_ok: bool,
+    final_live: bool,
+    secrets: Secrets,
+    window: Option<(f64, f64, f64, f64, usize)>,
+    claude_stats: BTreeMap<String, u64>,
+    claude_problems: Vec<String>,
+    daemon_stop: Option<String>,
+    cpu: f64,
+}
+
+impl Report<'_> {
+    /// Prints the summary; true when every loss figure is 0 and the run ended cleanly.
+    fn print(&self) -> bool {
+        let s = self.soak;
+        let a = &s.args;
+        let runs = lock(&s.runs);
+        let forced = lock(&s.forced);
+        let kills = lock(&s.kills);
+        let losses = lock(&s.losses);
+        let w = lock(&s.watch);
+        let auth = lock(&s.auth_failures);
+        let st = &self.stats;
+        let secs = self.load_end.as_secs_f64();
+        let lifetimes = secs / a.lifetime as f64;
+        let per_lifetime = st.token_requests as f64 / lifetimes;
+        // The daemon alone, no faults: one refresh each (lifetime - margin - mean jitter).
+        let margin = (a.refresh_before as f64).min(a.lifetime as f64 / 2.0);
+        let ideal = a.lifetime as f64 / (a.lifetime as f64 - margin * 1.05);
+        let unparseable = w.unparseable + w.missing;
+        let stale_locks = self.leftovers.lock_dirs.len();
+        let others = |m: &BTreeMap<i32, u64>| {
+            if m.is_empty() {
+                String::new()
+            } else {
+                let parts: Vec<String> = m.iter().map(|(c, n)| format!("exit {c}: {n}")).collect();
+                format!(", other endings: {}", parts.join(", "))
+            }
+        };
+        let lost_by_kill = losses.iter().filter(|l| l.lost_rotation).count();
+        let auth_during_loss = auth
+            .iter()
+            .filter(|(t, _)| {
+                losses.iter().any(|l| {
+                    let from = l.presentations.first().copied().unwrap_or(l.at);
+                    let to = l.relogin_at.unwrap_or(Duration::MAX) + Duration::from_secs(1);
+                    *t + Duration::from_secs(a.lifetime) >= from && *t <= to
+                })
+            })
+            .count();
+
+        println!();
+        println!(
+            "tokenkeeper soak: {:.0} s of load ({} s with chaos, then {:.0} s settling), {} exec loops, {} Claude-like, tokens live {} s, daemon refresh_before {} s, faults {:.0}%",
+            secs,
+            a.seconds,
+            secs - self.chaos_end.as_secs_f64(),
+            a.clients,
+            a.claude_likes,
+            a.lifetime,
+            a.refresh_before,
+            a.fault_rate * 100.0
+        );
+        println!(
+            "  runs                         {} (ok {}, killed by chaos {}{})",
+            runs.total,
+            runs.ok,
+            runs.killed,
+            others(&runs.other)
+        );
+        println!(
+            "  runs failed by auth          {}{}",
+            runs.auth_failed,
+            if auth_during_loss > 0 {
+                format!(" ({auth_during_loss} while a lost login was being replaced)")
+            } else {
+                String::new()
+            }
+        );
+        println!(
+            "  token requests               {} (granted {}, faults served {}; {} by `refresh --force` runs)",
+            st.token_requests, st.refreshes_ok, st.faults_served, forced.total
+        );
+        let unforced = st.token_requests.saturating_sub(forced.total) as f64 / lifetimes;
+        println!(
+            "  requests per token lifetime  {per_lifetime:.2} ({unforced:.2} without the `refresh --force` runs; ideal for the daemon alone without faults: {ideal:.2})"
+        );
+        println!(
+            "  reused refresh tokens        {}",
+            st.reused_refresh_tokens
+        );
+        println!(
+            "  revoked families             {}{}",
+            st.revoked_families,
+            if losses.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " ({lost_by_kill} lost login(s) whose newest tokens never reached the file: SIGKILL between rotation and save)"
+                )
+            }
+        );
+        println!(
+            "  unparseable files seen       {unparseable} (of {} reads{})",
+            w.reads,
+            if w.missing > 0 {
+                format!(", {} of them: file missing", w.missing)
+            } else {
+                String::new()
+            }
+        );
+        println!(
+            "  stale locks left             {stale_locks}{}",
+            if stale_locks > 0 {
+                format!(" ({})", self.leftovers.lock_dirs.join(", "))
+            } else {
+                String::new()
+            }
+        );
+        println!(
+            "  secrets found in logs        {} (scanned {} outputs and {} state files)",
+            self.secrets.found.len(),
+            self.secrets.outputs,
+            self.secrets.files
+        );
+
+        println!("details");
+        let by_kind = |k: Kind| kills.iter().filter(|x| x.kind == k).count();
+        let by_phase = |p: Phase| kills.iter().filter(|x| x.phase == p).count();
+        println!(
+            "  chaos: {} SIGKILLs (exec {}, daemon {}, refresh --force {}); {} in a refresh holding Claude's lock, {} holding only tokenkeeper's, {} not refreshing",
+            kills.len(),
+            by_kind(Kind::Exec),
+            by_kind(Kind::Daemon),
+            by_kind(Kind::Refresh),
+            by_phase(Phase::ClaudeLock),
+            by_phase(Phase::OwnLock),
+            by_phase(Phase::Idle)
+        );
+        println!(
+            "  daemon: started {} times{}",
+            s.daemon_starts.load(Ordering::SeqCst),
+            self.daemon_stop
+                .as_ref()
+                .map_or(String::from(", stopped cleanly by SIGTERM"), |p| format!(
+                    "; {p}"
+                ))
+        );
+        for e in lock(&s.daemon_exits).iter() {
+            println!("    {e}");
+        }
+        println!(
+            "  refresh --force runs: {} (ok {}, failed by auth {}, killed {}{})",
+            forced.total,
+            forced.ok,
+            forced.auth_failed,
+            forced.killed,
+            others(&forced.other)
+        );
+        if let Some((median, p90, max, total, n)) = self.window {
+            let exposed = total / 1000.0 / secs * 100.0;
+            println!(
+                "  rotation-to-save window (token request received -> new token seen in the file), {n} rotations: median {median:.1} ms, p90 {p90:.1} ms, max {max:.1} ms; {exposed:.2}% of the time a rotated token existed only in a process"
+            );
+        }
+        println!(
+            "  file: expired access token seen in {} of {} reads ({:.1} s in all)",
+            w.expired_reads,
+            w.reads,
+            w.expired_time.as_secs_f64()
+        );
+        if !self.leftovers.others.is_empty() {
+            println!("  other leftovers: {}", self.leftovers.others.join(", "));
+        }
+        let final_line = match &self.final_run {
+            Ok((code, signal)) => format!(
+                "exit {code:?}{} in {:.2} s; the file's access token is {}",
+                signal.map_or(String::new(), |s| format!(" (signal {s})")),
+                self.final_took.as_secs_f64(),
+                if self.final_live { "live" } else { "NOT live" }
+            ),
+            Err(e) => format!("could not run: {e}"),
+        };
+        println!("  final refresh --force: {final_line}");
+        let c = &self.claude_stats;
+        let g = |k: &str| c.get(k).copied().unwrap_or(0);
+        println!(
+            "  claude-like: {} API calls ok; 401s {} (recovered {}, unrecovered {}); refreshes due {}, token requests {}, refreshed {}, adopted {} (under lock {}, while waiting {}), lock waits {}, gave up {}, takeovers {}, transient {}, rejected {}, wiped {}, tokens dropped {}",
+            g("api_ok"),
+            g("api_401_file_had_newer_token") + g("api_401_refresh"),
+            g("api_401_recovered"),
+            g("api_401_unrecovered"),
+            g("refresh_due"),
+            g("token_requests"),
+            g("refreshed"),
+            g("refresh_adopted_under_lock") + g("refresh_adopted_while_waiting"),
+            g("refresh_adopted_under_lock"),
+            g("refresh_adopted_while_waiting"),
+            g("lock_busy_waits"),
+            g("lock_busy_gave_up"),
+            g("takeovers_of_dead_holder"),
+            g("refresh_transient"),
+            g("refresh_rejected"),
+            g("login_wiped_after_rejection"),
+            g("refreshed_but_file_changed_tokens_dropped")
+                + g("refreshed_but_save_failed_tokens_dropped")
+                + g("refreshed_but_storage_lock_timeout_tokens_dropped")
+        );
+        for p in &self.claude_problems {
+            println!("    {p}");
+        }
+        println!(
+            "  stand-in: API {} ok, {} unauthorized; unknown refresh tokens {}",
+            st.api_ok, st.api_unauthorized, st.unknown_refresh_tokens
+        );
+        println!(
+            "  cpu: {:.1} s user+sys for {:.0} s ({:.2} cores on average)",
+            self.cpu,
+            secs + 3.0,
+            self.cpu / (secs + 3.0)
+        );
+        let mut groups: BTreeMap<&str, usize> = BTreeMap::new();
+        for (_, g) in auth.iter() {
+            *groups.entry(g.as_str()).or_default() += 1;
+        }
+        for (g, n) in groups.iter().take(8) {
+            println!("  auth failure x{n}: {g}");
+        }
+        if let Some((t, _)) = auth.first() {
+            let times: Vec<String> = auth
+                .iter()
+                .take(12)
+                .map(|(t, _)| format!("{:.2}", t.as_secs_f64()))
+                .collect();
+            println!(
+                "  auth failures at (s): {}{} (first at {:.2})",
+                times.join(", "),
+                if auth.len() > 12 { ", ..." } else { "" },
+                t.as_secs_f64()
+            );
+        }
+        for (msg, n) in lock(&s.other_failures).iter().take(10) {
+            println!("  other failure x{n}: {msg}");
+        }
+        for l in losses.iter() {
+            println!(
+                "  LOST LOGIN detected at {:.3} s: {}; latest refresh token {} {}, file held {}",
+                l.at.as_secs_f64(),
+                if l.lost_rotation {
+                    "the server rotated the login but its newest tokens never reached the file"
+                } else {
+                    "an old refresh token was presented although the newest one had been saved"
+                },
+                l.latest_fp,
+                if l.lost_rotation {
+                    "(never seen in the file)"
+                } else {
+                    "(seen in the file)"
+                },
+                l.file_fp
+            );
+            let asked: Vec<String> = l
+                .presentations
+                .iter()
+                .map(|t| format!("{:.3}", t.as_secs_f64()))
+                .collect();
+            println!(
+                "    the file's refresh token {} was posted at (s): {}",
+                l.file_fp,
+                asked.join(", ")
+            );
+            for k in &l.kills {
+                println!(
+                    "    {:.3} s: SIGKILL {} pid {} ({})",
+                    k.at.as_secs_f64(),
+                    k.kind.name(),
+                    k.pid,
+                    k.phase.name()
+                );
+            }
+            if let Some(r) = l.relogin_at {
+                println!("    {:.3} s: logged in again (new family)", r.as_secs_f64());
+            }
+        }
+        for f in self.secrets.found.iter().take(10) {
+            println!("  SECRET: {f}");
+        }
+
+        let mut failed = Vec::new();
+        let mut check = |bad: bool, what: &str| {
+            if bad {
+                failed.push(what.to_string());
+            }
+        };
+        check(runs.auth_failed > 0, "runs failed by auth");
+        check(st.reused_refresh_tokens > 0, "reused refresh tokens");
+        check(st.revoked_families > 0, "revoked families");
+        check(unparseable > 0, "unparseable files");
+        check(stale_locks > 0, "stale locks");
+        check(!self.secrets.found.is_empty(), "secrets in logs");
+        check(!self.final_ok, "final refresh --force");
+        check(!self.final_live, "final login not live");
+        check(self.daemon_stop.is_some(), "daemon did not end cleanly");
+        check(!self.claude_problems.is_empty(), "claude-like processes");
+        if failed.is_empty() {
+            println!("result: PASS");
+        } else {
+            println!("result: FAIL ({})", failed.join(", "));
+        }
+        failed.is_empty()
+    }
+}
