@@ -8,7 +8,10 @@ use tokenkeeper::endpoint::{Reply, classify, parse_retry_after};
 const PERMANENT: [&str; 3] = ["invalid_grant", "invalid_client", "unauthorized_client"];
 
 fn one_clean_line(s: &str, max_chars: usize) {
-    assert!(!s.chars().any(char::is_control), "control character in {s:?}");
+    assert!(
+        !s.chars().any(char::is_control),
+        "control character in {s:?}"
+    );
     assert!(s.chars().count() <= max_chars, "too long: {s:?}");
 }
 

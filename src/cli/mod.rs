@@ -2,6 +2,7 @@
 //! One file per command.
 
 mod daemon;
+mod demo;
 mod exec;
 mod logging;
 mod output;
@@ -101,6 +102,9 @@ enum Command {
     Daemon(daemon::DaemonArgs),
     /// Generate, install or remove the service definition that runs `tokenkeeper daemon`.
     Service(service::ServiceArgs),
+    /// See tokenkeeper work for half a minute in a sandbox, with a stand-in OAuth server; never
+    /// touches the real home folder or configuration.
+    Demo(demo::DemoArgs),
     /// Print a valid access token on stdout (refreshing first when due), nothing else.
     Token {
         /// Refresh first when less than this is left [default: 1h]
@@ -212,6 +216,7 @@ pub fn run() -> ExitCode {
             Context::resolve(&cli, *min_ttl).and_then(|ctx| token::run(&ctx))
         }
         Command::Daemon(args) => daemon::run(&cli, args),
+        Command::Demo(args) => demo::run(args, cli.quiet),
         Command::Service(args) => {
             service::run(args, cli.config.as_deref(), cli.credentials.as_deref())
         }

@@ -5,6 +5,7 @@ mod util;
 
 mod bad_input;
 mod daemon;
+mod demo;
 mod exec;
 mod faults;
 mod properties;
