@@ -109,7 +109,7 @@ fn detect_json(v: &Value) -> Option<AuthFailure> {
     let error_type = v
         .get("api_error_type")
         .and_then(Value::as_str)
-        .map(str::to_string);
+        .map(one_word);
     if v.get("is_error") == Some(&Value::Bool(true)) && matches!(status, Some(401 | 403)) {
         let text = v.get("result").and_then(Value::as_str).unwrap_or("");
         let kind = if text.contains("OAuth session expired") {
@@ -131,6 +131,14 @@ fn detect_json(v: &Value) -> Option<AuthFailure> {
         ));
     }
     None
+}
+
+/// Output is the command's, not ours: what of it goes into our one line must be one short word.
+fn one_word(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        .take(64)
+        .collect()
 }
 
 fn failure(kind: FailureKind, status: Option<u16>, error_type: Option<String>) -> AuthFailure {
@@ -267,6 +275,21 @@ mod tests {
             ..facts
         };
         assert!(explain("claude", &f, &wiped).contains("has been ended"));
+    }
+
+    #[test]
+    fn the_explanation_stays_one_line_whatever_the_output_says() {
+        let line =
+            r#"{"is_error":true,"api_error_status":401,"api_error_type":"auth\nerror \u001b[31m"}"#;
+        let f = seen(line).unwrap();
+        assert_eq!(f.error_type.as_deref(), Some("autherror31m"));
+        let facts = LoginFacts {
+            path: "/p",
+            expires_at: Some("22:02".into()),
+            refreshed_at: None,
+            login_command: "claude /login",
+        };
+        assert!(!explain("claude", &f, &facts).contains('\n'));
     }
 
     #[test]
