@@ -109,7 +109,8 @@ fn detect_json(v: &Value) -> Option<AuthFailure> {
     let error_type = v
         .get("api_error_type")
         .and_then(Value::as_str)
-        .map(one_word);
+        .map(one_word)
+        .filter(|w| !w.is_empty());
     if v.get("is_error") == Some(&Value::Bool(true)) && matches!(status, Some(401 | 403)) {
         let text = v.get("result").and_then(Value::as_str).unwrap_or("");
         let kind = if text.contains("OAuth session expired") {

@@ -28,19 +28,21 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         let letters = rest
             .find(|c: char| !c.is_ascii_alphabetic())
             .unwrap_or(rest.len());
+        let out_of_range = || format!("'{t}' is out of range");
+        let secs = |per: u64| {
+            n.checked_mul(per)
+                .map(Duration::from_secs)
+                .ok_or_else(out_of_range)
+        };
         let part = match &rest[..letters] {
             "ms" => Duration::from_millis(n),
-            "s" | "sec" | "secs" | "second" | "seconds" => Duration::from_secs(n),
-            "m" | "min" | "mins" | "minute" | "minutes" => {
-                Duration::from_secs(n.saturating_mul(60))
-            }
-            "h" | "hr" | "hrs" | "hour" | "hours" => Duration::from_secs(n.saturating_mul(3600)),
-            "d" | "day" | "days" => Duration::from_secs(n.saturating_mul(86_400)),
+            "s" | "sec" | "secs" | "second" | "seconds" => secs(1)?,
+            "m" | "min" | "mins" | "minute" | "minutes" => secs(60)?,
+            "h" | "hr" | "hrs" | "hour" | "hours" => secs(3600)?,
+            "d" | "day" | "days" => secs(86_400)?,
             _ => return Err(unclear()),
         };
-        total = total
-            .checked_add(part)
-            .ok_or_else(|| format!("'{t}' is out of range"))?;
+        total = total.checked_add(part).ok_or_else(out_of_range)?;
         rest = rest[letters..].trim_start();
     }
     Ok(total)

@@ -11,6 +11,9 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(30 * 60);
 /// At most this much earlier than the margin, at random, so that many daemons sharing an endpoint
 /// do not all ask in the same second.
 pub const JITTER_MAX: Duration = Duration::from_secs(5 * 60);
+/// The longest `Retry-After` honoured: a proxy's absurd value must not silence the daemon for
+/// years (the cooldown is kept across restarts).
+pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(3600);
 const DAY_MS: i64 = 86_400_000;
 
 /// How long before expiry to refresh: the configured margin, cut to half the token's lifetime
@@ -26,7 +29,7 @@ pub fn margin(refresh_before: Duration, lifetime: Option<Duration>) -> Duration 
 /// [`JITTER_MAX`]) of jitter. `jitter` is a random number in [0, 1).
 pub fn lead(margin: Duration, jitter: f64) -> Duration {
     let spread = (margin / 10).min(JITTER_MAX);
-    margin + spread.mul_f64(jitter.clamp(0.0, 1.0))
+    margin.saturating_add(spread.mul_f64(jitter.clamp(0.0, 1.0)))
 }
 
 /// When to refresh a token expiring at `expires_at` with this `lead`.
@@ -42,7 +45,7 @@ pub fn backoff(failures: u32, retry_after: Option<Duration>, jitter: f64) -> Dur
     let wait = full
         .mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
         .max(BACKOFF_MIN);
-    retry_after.map_or(wait, |r| wait.max(r))
+    retry_after.map_or(wait, |r| wait.max(r.min(RETRY_AFTER_MAX)))
 }
 
 /// Is a "log in again before …" reminder due? Within `warn_within` of the login's end, at most
@@ -105,7 +108,8 @@ mod tests {
             backoff(1, Some(Duration::from_secs(600)), 0.0),
             Duration::from_secs(600)
         );
-        assert!(backoff(u32::MAX, Some(Duration::MAX), 1.0) == Duration::MAX);
+        assert_eq!(backoff(u32::MAX, Some(Duration::MAX), 1.0), RETRY_AFTER_MAX);
+        assert_eq!(lead(Duration::MAX, 0.5), Duration::MAX);
     }
 
     #[test]
