@@ -19,11 +19,13 @@
 //! Token lifetimes in the soak are seconds, so the refresh margin is an argument
 //! (`--refresh-at-ms`, Claude's own is 5 minutes); the lock rules are Claude's, unscaled.
 //!
-//! It runs until its stdin closes, then prints one JSON object of counters on stdout. It never
+//! It runs until its stdin closes, then prints one JSON object of counters on stdout. With
+//! `--once` it plays `claude -p` instead: one API call (with the same 401 handling), then
+//! `Hello from the stand-in` and exit 0, or Claude's failure text on stdout and exit 1. It never
 //! prints a token.
 //!
 //! Usage: claude_like --credentials PATH --token-url URL --api-url URL [--refresh-at-ms 2000]
-//!        [--timeout-ms 2000] [--pause-ms-min 100] [--pause-ms-max 300]
+//!        [--timeout-ms 2000] [--pause-ms-min 100] [--pause-ms-max 300] [--once]
 
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
@@ -57,6 +59,7 @@ struct Config {
     refresh_at_ms: i64,
     timeout: Duration,
     pause_ms: (u64, u64),
+    once: bool,
 }
 
 /// Counters printed at the end, by name.
@@ -85,7 +88,7 @@ fn main() {
         }
     };
     let stop = Arc::new(AtomicBool::new(false));
-    {
+    if !cfg.once {
         let stop = Arc::clone(&stop);
         thread::spawn(move || {
             let mut sink = [0u8; 64];
@@ -101,6 +104,21 @@ fn main() {
         .build()
         .new_agent();
     let mut c = Counters::default();
+    if cfg.once {
+        // Under `tokenkeeper exec`, a killed wrapper sends us SIGTERM; finish the turn (and
+        // any refresh in it) rather than die holding Claude's locks or unsaved tokens.
+        // SAFETY: sigset operations on a local set, then masking signals for this thread
+        // (the only one: none has been spawned yet).
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+                libc::sigaddset(&mut set, sig);
+            }
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        }
+        std::process::exit(once(&cfg, &agent, &mut c));
+    }
     while !stop.load(Ordering::SeqCst) {
         session_step(&cfg, &agent, &mut c);
         let (lo, hi) = cfg.pause_ms;
@@ -108,6 +126,45 @@ fn main() {
     }
     let out: Map<String, Value> = c.0.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
     println!("{}", Value::Object(out));
+}
+
+/// `claude -p`: refresh first when due, one API call (a 401 handled as Claude does), then the
+/// answer or Claude's failure text, on stdout. Returns the exit status.
+fn once(cfg: &Config, agent: &ureq::Agent, c: &mut Counters) -> i32 {
+    let Ok(Some(mut login)) = read_login(&cfg.credentials) else {
+        println!("Not logged in · Please run /login");
+        return 1;
+    };
+    if login.expires_at - now_ms() <= cfg.refresh_at_ms {
+        refresh(cfg, agent, c, &login);
+        match read_login(&cfg.credentials) {
+            Ok(Some(l)) => login = l,
+            _ => {
+                println!("Not logged in · Please run /login");
+                return 1;
+            }
+        }
+    }
+    let mut status = api(cfg, agent, &login.access);
+    if status == 401 {
+        let retry_with = match read_login(&cfg.credentials).ok().flatten() {
+            Some(now) if now.access != login.access => Some(now),
+            _ => {
+                refresh(cfg, agent, c, &login);
+                read_login(&cfg.credentials).ok().flatten()
+            }
+        };
+        if let Some(l) = retry_with {
+            status = api(cfg, agent, &l.access);
+        }
+    }
+    if status == 200 {
+        println!("Hello from the stand-in");
+        0
+    } else {
+        println!("Failed to authenticate. API Error: {status} Invalid authentication credentials");
+        1
+    }
 }
 
 /// One turn of the session: refresh when due, else call the API (and deal with a 401 as Claude
@@ -590,8 +647,13 @@ fn parse_args() -> Result<Config, String> {
         refresh_at_ms: 2000,
         timeout: Duration::from_secs(2),
         pause_ms: (100, 300),
+        once: false,
     };
     while let Some(flag) = args.next() {
+        if flag == "--once" {
+            cfg.once = true;
+            continue;
+        }
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let num = || {
             value

@@ -6,32 +6,38 @@
 //! in a throw-away HOME, for `--seconds N`:
 //!
 //! - one `tokenkeeper daemon`, restarted whenever it dies;
-//! - `--clients` loops running `tokenkeeper exec -- fake_claude` (which calls the API stand-in with
-//!   the stored token), 50–200 ms apart;
+//! - `--clients` loops running `tokenkeeper exec --min-ttl 1s --retry-auth 1 -- fake_claude`
+//!   (one call to the API stand-in with the stored token), 50–200 ms apart;
 //! - `--claude-likes` `claude_like` processes: interactive-Claude stand-ins that call the API and
 //!   refresh on their own by Claude Code's lock rules (`examples/claude_like.rs`);
-//! - occasional `tokenkeeper refresh --force`, so that there are refreshes to kill;
+//! - a `tokenkeeper refresh --force` every 4–8 s, so that there are more refreshes to kill;
 //! - a chaos loop that SIGKILLs a random live tokenkeeper process every 0.5–2 s (exec wrappers,
-//!   refreshes, the daemon), part of the time aiming at the process that is refreshing.
+//!   refreshes, the daemon); with `--target-refresh F`, a share F of the kills waits for a
+//!   process to start a refresh and kills it 0–10 ms into it.
 //!
 //! Then the chaos stops, the load goes on for one token lifetime and 2 s more (so a killed
 //! holder's locks get cleaned up by the next refresh), everything is stopped cleanly, and one
 //! summary is printed. Loss figures (each must be 0, else the exit status is 1): runs failed by
-//! auth, reused refresh tokens, revoked families, unparseable credentials files seen, stale locks
-//! left (lock directories still there 3 s after everything stopped; a final
-//! `tokenkeeper refresh --force` must then succeed within 5 s), secrets found in logs (every
-//! captured stdout/stderr of tokenkeeper processes except exec's stdout, which is the wrapped
-//! command's, and every file in the state folder except `recovery/`).
+//! auth, reused refresh tokens, revoked families, unparseable credentials files seen, times the
+//! file held an expired token for 3 s or more, stale locks left (lock directories still there
+//! 3 s after everything stopped; a final `tokenkeeper refresh --force` must then succeed within
+//! 5 s), secrets found in logs (every captured stdout/stderr of tokenkeeper processes except
+//! exec's stdout, which is the wrapped command's, and every file in the state folder except
+//! `recovery/`).
 //!
-//! A login lost to a SIGKILL between the server's rotation and the save (the new tokens existed
-//! only in the killed process) is reported as such, with the sequence of events; the driver then
-//! logs in again (a new family, as `claude /login` would) so the rest of the run still measures.
+//! A login lost to a SIGKILL between the token request and the save (the new tokens existed
+//! only in the killed process, or in the server's answer to it) is reported as such, with the
+//! sequence of events: which process posted the refresh token, when it was killed, who presented
+//! the spent token next. The driver then logs in again (a new family, as `claude /login` would)
+//! so the rest of the run still measures. `logs/timeline.log` in the work folder has every token
+//! request, file change, kill and failed run, by token fingerprint.
 //!
 //! Run: `cargo run --release --example soak -- --seconds 60` (or `scripts/soak 60`). Under
 //! `cargo run` it first builds the binary and the two helper examples it drives.
 
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -48,7 +54,8 @@ use tokenkeeper::standin::{Fault, StandinConfig, StandinServer, TOKEN_PATH};
 const USAGE: &str = "\
 usage: soak [--seconds N] [--clients N] [--claude-likes N] [--lifetime SECS]
             [--refresh-before SECS] [--fault-rate F] [--target-refresh F]
-            [--exec-min-ttl DUR] [--retry-auth N] [--claude-refresh-at-ms MS]
+            [--exec-min-ttl DUR] [--retry-auth N] [--client fake|claude]
+            [--claude-refresh-at-ms MS[,MS...]]
             [--no-chaos] [--no-relogin] [--dir PATH] [--keep] [--no-build]
 
   --seconds N             how long the load and the chaos run (default 60)
@@ -57,14 +64,21 @@ usage: soak [--seconds N] [--clients N] [--claude-likes N] [--lifetime SECS]
   --lifetime SECS         access token lifetime at the stand-in (default 6)
   --refresh-before SECS   the daemon's refresh_before (default 3)
   --fault-rate F          share of token requests that fail (default 0.15)
-  --target-refresh F      share of kills aimed at the process holding tokenkeeper's refresh
-                          lock, when there is one (default 0.25; the rest pick any process)
+  --target-refresh F      share of kills that wait (up to 3 s) for a tokenkeeper process to
+                          start a refresh and kill it 0-10 ms into it (default 0: every
+                          kill picks any live tokenkeeper process)
   --exec-min-ttl DUR      `exec --min-ttl` (default 1s)
-  --retry-auth N          `exec --retry-auth` (default 0)
-  --claude-refresh-at-ms  when the Claude-like processes refresh on their own (default 2000)
+  --retry-auth N          `exec --retry-auth` (default 1)
+  --client fake|claude    what `exec` runs: fake_claude (default; one API call, fails on a
+                          401) or `claude_like --once` (handles a 401 as Claude Code does:
+                          uses a newer token from the file, or waits on the refresh lock)
+  --claude-refresh-at-ms MS[,MS...]
+                          how much life left makes a Claude-like process refresh on its own,
+                          one value per process in turn (default 2000,2500,3150: the last one
+                          races the daemon, which refreshes with 3.0-3.3 s left)
   --no-chaos              no SIGKILLs (a baseline)
   --no-relogin            after a lost login, do not log in again
-  --dir PATH              work folder (default: a new folder under $TMPDIR); kept afterwards
+  --dir PATH              make the work folder in PATH (default: $TMPDIR), and keep it
   --keep                  keep the work folder even when the run passes
   --no-build              do not run `cargo build` for the binaries under `cargo run`";
 
@@ -79,7 +93,9 @@ struct Args {
     target_refresh: f64,
     exec_min_ttl: String,
     retry_auth: u32,
-    claude_refresh_at_ms: u64,
+    /// The program `exec` runs: fake_claude, or claude_like --once.
+    client_claude: bool,
+    claude_refresh_at_ms: Vec<u64>,
     chaos: bool,
     relogin: bool,
     dir: Option<PathBuf>,
@@ -95,10 +111,11 @@ fn parse_args() -> Result<Args, String> {
         lifetime: 6,
         refresh_before: 3,
         fault_rate: 0.15,
-        target_refresh: 0.25,
+        target_refresh: 0.0,
         exec_min_ttl: "1s".into(),
-        retry_auth: 0,
-        claude_refresh_at_ms: 2000,
+        retry_auth: 1,
+        client_claude: false,
+        claude_refresh_at_ms: vec![2000, 2500, 3150],
         chaos: true,
         relogin: true,
         dir: None,
@@ -130,14 +147,26 @@ fn parse_args() -> Result<Args, String> {
                     "--target-refresh" => a.target_refresh = v.parse().map_err(badf)?,
                     "--exec-min-ttl" => a.exec_min_ttl = v.clone(),
                     "--retry-auth" => a.retry_auth = v.parse().map_err(bad)?,
-                    "--claude-refresh-at-ms" => a.claude_refresh_at_ms = v.parse().map_err(bad)?,
+                    "--client" => {
+                        a.client_claude = match v.as_str() {
+                            "fake" => false,
+                            "claude" => true,
+                            _ => return Err(format!("--client: fake or claude, not {v:?}")),
+                        }
+                    }
+                    "--claude-refresh-at-ms" => {
+                        a.claude_refresh_at_ms = v
+                            .split(',')
+                            .map(|x| x.trim().parse().map_err(bad))
+                            .collect::<Result<_, _>>()?;
+                    }
                     "--dir" => a.dir = Some(PathBuf::from(&v)),
                     _ => return Err(format!("unknown option {flag}\n{USAGE}")),
                 }
             }
         }
     }
-    if a.lifetime < 2 || a.seconds == 0 {
+    if a.lifetime < 2 || a.seconds == 0 || a.claude_refresh_at_ms.is_empty() {
         return Err("--lifetime must be at least 2 and --seconds at least 1".into());
     }
     Ok(a)
@@ -189,6 +218,8 @@ struct Kill {
     pid: u32,
     kind: Kind,
     phase: Phase,
+    /// The process was already on its way out and ended normally.
+    missed: bool,
 }
 
 struct Paths {
@@ -208,6 +239,9 @@ struct Bins {
 
 /// What one tokenkeeper run came to.
 struct Finished {
+    pid: u32,
+    /// When it was started, since the soak began.
+    started: Duration,
     code: Option<i32>,
     signal: Option<i32>,
     stdout: Vec<u8>,
@@ -236,6 +270,20 @@ struct FileWatch {
     expired_reads: u64,
     expired_time: Duration,
     last_read: Option<(Duration, bool)>,
+    expired_since: Option<Duration>,
+    longest_expired: Duration,
+    stall_noted: bool,
+    stalls: u64,
+}
+
+struct Poster {
+    pid: u32,
+    kind: Kind,
+    started: Duration,
+    ended: Duration,
+    killed: bool,
+    /// Fingerprints of the refresh tokens it posted, in order.
+    posted: Vec<String>,
 }
 
 struct Loss {
@@ -268,6 +316,10 @@ struct Soak {
     daemon_starts: AtomicU64,
     watch: Mutex<FileWatch>,
     losses: Mutex<Vec<Loss>>,
+    /// Notable moments, for `logs/timeline.log`.
+    events: Mutex<Vec<(Duration, String)>>,
+    /// Every tokenkeeper run that posted a refresh token.
+    posters: Mutex<Vec<Poster>>,
     family: Mutex<u64>,
     stop_load: AtomicBool,
     stop_chaos: AtomicBool,
@@ -381,6 +433,8 @@ fn run(args: Args) -> Result<bool, String> {
         daemon_starts: AtomicU64::new(0),
         watch: Mutex::new(FileWatch::default()),
         losses: Mutex::new(Vec::new()),
+        events: Mutex::new(Vec::new()),
+        posters: Mutex::new(Vec::new()),
         family: Mutex::new(login.family),
         stop_load: AtomicBool::new(false),
         stop_chaos: AtomicBool::new(false),
@@ -437,24 +491,46 @@ fn run(args: Args) -> Result<bool, String> {
     let leftovers = leftovers(&soak.paths);
     soak.server.set_fault_rate(0.0, Vec::new());
     let final_started = Instant::now();
-    let final_run = run_tk(&soak, Kind::Final, &["refresh", "--force"], false);
+    // A refresh stuck behind a lock left for good would wait the full lock timeout: stop it
+    // after 10 s (it has failed the check by then anyway).
+    let guard = {
+        let s = Arc::clone(&soak);
+        thread::spawn(move || {
+            while final_started.elapsed() < Duration::from_secs(10) {
+                if s.stop_watch.load(Ordering::SeqCst) {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+            let procs = lock(&s.procs);
+            for (&pid, _) in procs.iter().filter(|(_, k)| **k == Kind::Final) {
+                // SAFETY: a registered pid is our unreaped child.
+                unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+            }
+        })
+    };
+    let final_run = run_tk(&soak, Kind::Final, &["refresh", "--force"], true);
     let final_took = final_started.elapsed();
     let final_ok =
         final_run.as_ref().is_ok_and(|f| f.code == Some(0)) && final_took <= Duration::from_secs(5);
     let final_live = read_tokens(&soak.paths.creds)
         .is_some_and(|(access, _)| soak.server.is_live_access(&access));
+    let end_stats = soak.server.stats();
     soak.stop_watch.store(true, Ordering::SeqCst);
+    let _ = guard.join();
     let _ = watcher.join();
     let _ = monitor.join();
     let usage = cpu_seconds() - usage_before;
 
     let secrets = scan_secrets(&soak);
+    write_timeline(&soak);
     let window = rotation_windows(&soak);
     let report = Report {
         soak: &soak,
         chaos_end,
         load_end,
         stats,
+        end_stats,
         leftovers,
         final_run: final_run.map(|f| (f.code, f.signal)),
         final_took,
@@ -656,7 +732,10 @@ fn read_tokens(path: &Path) -> Option<(String, String)> {
 /// whose stdout is the wrapped command's.
 fn run_tk(soak: &Soak, kind: Kind, args: &[&str], scan_stdout: bool) -> io::Result<Finished> {
     let mut cmd = Command::new(&soak.bins.tk);
-    cmd.args(args)
+    // -v: debug lines name each refresh token posted (by fingerprint), which lets the report
+    // say which process spent a token; and the secret scan covers the debug output too.
+    cmd.arg("-v")
+        .args(args)
         .env_clear()
         .envs(soak.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
@@ -673,6 +752,7 @@ fn run_tk(soak: &Soak, kind: Kind, args: &[&str], scan_stdout: bool) -> io::Resu
         }
     }
     // Registered after the spawn: the pid cannot be reused before we reap it, below.
+    let started = soak.t0.elapsed();
     let mut child = cmd.spawn()?;
     let pid = child.id();
     lock(&soak.procs).insert(pid, kind);
@@ -693,7 +773,32 @@ fn run_tk(soak: &Soak, kind: Kind, args: &[&str], scan_stdout: bool) -> io::Resu
     wait_exited_unreaped(pid);
     lock(&soak.procs).remove(&pid);
     let status = child.wait()?;
+    if status.signal() != Some(libc::SIGKILL) {
+        let mine = |k: &&mut Kill| k.pid == pid && k.at >= started;
+        for k in lock(&soak.kills).iter_mut().filter(mine) {
+            k.missed = true;
+        }
+    }
+    let posted: Vec<String> = String::from_utf8_lossy(&stderr)
+        .lines()
+        .filter_map(|l| l.split("posting refresh token ").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next().map(str::to_string))
+        .collect();
+    if !posted.is_empty() {
+        lock(&soak.posters).push(Poster {
+            pid,
+            kind,
+            started,
+            ended: soak.t0.elapsed(),
+            killed: status.signal() == Some(libc::SIGKILL),
+            posted,
+        });
+    }
     let label = format!("{} pid {pid}", kind.name());
+    if !stderr.is_empty() {
+        let name = format!("{}-{pid}.stderr", kind.name().replace([' ', '-'], ""));
+        let _ = fs::write(soak.paths.logs.join(name), &stderr);
+    }
     {
         let mut captured = lock(&soak.captured);
         if !stderr.is_empty() {
@@ -710,6 +815,8 @@ fn run_tk(soak: &Soak, kind: Kind, args: &[&str], scan_stdout: bool) -> io::Resu
         }
     }
     Ok(Finished {
+        pid,
+        started,
         code: status.code(),
         signal: status.signal(),
         stdout,
@@ -776,19 +883,64 @@ fn gist(soak: &Soak, f: &Finished) -> String {
 }
 
 fn client_loop(soak: &Soak) {
-    let fake = path_str(&soak.bins.fake);
     let retry = soak.args.retry_auth.to_string();
-    let mut args = vec!["exec", "--min-ttl", &soak.args.exec_min_ttl];
+    let mut args: Vec<String> = vec!["exec".into(), "--min-ttl".into()];
+    args.push(soak.args.exec_min_ttl.clone());
     if soak.args.retry_auth > 0 {
-        args.extend(["--retry-auth", &retry]);
+        args.extend(["--retry-auth".into(), retry]);
     }
-    args.extend(["--", &fake]);
+    args.push("--".into());
+    if soak.args.client_claude {
+        args.push(path_str(&soak.bins.claude_like));
+        args.extend(
+            [
+                "--once",
+                "--credentials",
+                &path_str(&soak.paths.creds),
+                "--token-url",
+                &soak.server.token_url(),
+                "--api-url",
+                &soak.server.api_url(),
+                // Claude's own margin (5 min of 8 h), scaled: below exec's --min-ttl.
+                "--refresh-at-ms",
+                "500",
+            ]
+            .map(String::from),
+        );
+    } else {
+        args.push(path_str(&soak.bins.fake));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     while !soak.stop_load.load(Ordering::SeqCst) {
         match run_tk(soak, Kind::Exec, &args, false) {
             Ok(f) => {
                 tally(&mut lock(&soak.runs), &f);
                 if f.code == Some(77) {
-                    lock(&soak.auth_failures).push((soak.t0.elapsed(), gist(soak, &f)));
+                    let at = soak.t0.elapsed();
+                    lock(&soak.auth_failures).push((at, gist(soak, &f)));
+                    note(
+                        soak,
+                        at,
+                        format!(
+                            "exec pid {} (started {:.3} s) ended with 77",
+                            f.pid,
+                            f.started.as_secs_f64()
+                        ),
+                    );
+                    let mut log = fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(soak.paths.logs.join("auth-failures.log"))
+                        .ok();
+                    if let Some(log) = log.as_mut() {
+                        let _ = writeln!(
+                            log,
+                            "--- exec pid {} ended at {:.3} s with 77; its stderr:\n{}",
+                            f.pid,
+                            at.as_secs_f64(),
+                            String::from_utf8_lossy(&f.stderr).trim_end()
+                        );
+                    }
                 } else if f.code != Some(0) && f.signal != Some(9) {
                     *lock(&soak.other_failures)
                         .entry(format!("exec exit {:?}: {}", f.code, gist(soak, &f)))
@@ -808,7 +960,7 @@ fn client_loop(soak: &Soak) {
 
 fn forced_refresh_loop(soak: &Soak) {
     while !soak.stop_load.load(Ordering::SeqCst) {
-        thread::sleep(Duration::from_millis(fastrand::u64(1500..=4000)));
+        thread::sleep(Duration::from_millis(fastrand::u64(4000..=8000)));
         if soak.stop_load.load(Ordering::SeqCst) {
             break;
         }
@@ -830,6 +982,7 @@ fn forced_refresh_loop(soak: &Soak) {
 fn supervise_daemon(soak: &Soak) {
     while !soak.stop_load.load(Ordering::SeqCst) {
         soak.daemon_starts.fetch_add(1, Ordering::SeqCst);
+        note(soak, soak.t0.elapsed(), "daemon starting".into());
         match run_tk(soak, Kind::Daemon, &["daemon"], true) {
             Ok(f) => {
                 let stopping = soak.stop_load.load(Ordering::SeqCst);
@@ -907,7 +1060,7 @@ fn start_claude_like(soak: &Soak, i: usize) -> Result<ClaudeLike, String> {
         "--api-url",
         &soak.server.api_url(),
         "--refresh-at-ms",
-        &soak.args.claude_refresh_at_ms.to_string(),
+        &soak.args.claude_refresh_at_ms[i % soak.args.claude_refresh_at_ms.len()].to_string(),
         "--timeout-ms",
         "2000",
     ])
@@ -1014,42 +1167,66 @@ fn chaos_loop(soak: &Soak) {
         if soak.stop_chaos.load(Ordering::SeqCst) {
             return;
         }
-        let procs = lock(&soak.procs);
-        // Only processes still running: one that has exited but is not yet reaped would
-        // shrug the signal off.
-        let live: Vec<u32> = procs.keys().copied().filter(|p| is_running(*p)).collect();
-        if live.is_empty() {
-            continue;
-        }
-        let refreshing: Vec<u32> = own_lock_holders(&soak.paths)
-            .into_iter()
-            .filter(|p| live.contains(p))
-            .collect();
-        let victim = if !refreshing.is_empty() && fastrand::f64() < soak.args.target_refresh {
-            refreshing[fastrand::usize(..refreshing.len())]
+        let hunted = if fastrand::f64() < soak.args.target_refresh {
+            hunt_refresher(soak)
         } else {
-            live[fastrand::usize(..live.len())]
+            None
         };
-        let kind = procs[&victim];
-        let holds_claude = claude_lock_owner(&soak.paths) == Some(victim)
-            || sidecar_holder(&soak.paths) == Some((victim, true));
-        let phase = if holds_claude {
-            Phase::ClaudeLock
-        } else if refreshing.contains(&victim) {
-            Phase::OwnLock
-        } else {
-            Phase::Idle
-        };
-        // SAFETY: the pid is registered, so it is our child and not yet reaped.
-        unsafe { libc::kill(victim as i32, libc::SIGKILL) };
-        drop(procs);
-        lock(&soak.kills).push(Kill {
-            at: soak.t0.elapsed(),
-            pid: victim,
-            kind,
-            phase,
-        });
+        kill_one(soak, hunted);
     }
+}
+
+/// Waits (up to 3 s) for a tokenkeeper process to enter a refresh (take tokenkeeper's own
+/// lock), then lets it go on for 0–10 ms, so the kill lands anywhere in the refresh: waiting
+/// for Claude's locks, posting, saving.
+fn hunt_refresher(soak: &Soak) -> Option<u32> {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline && !soak.stop_chaos.load(Ordering::SeqCst) {
+        let holders = own_lock_holders(&soak.paths);
+        if let Some(&pid) = holders.first() {
+            thread::sleep(Duration::from_micros(fastrand::u64(0..=10_000)));
+            return Some(pid);
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    None
+}
+
+/// SIGKILLs `preferred` if it is still one of our running tokenkeeper processes, else a random
+/// one of them.
+fn kill_one(soak: &Soak, preferred: Option<u32>) {
+    let procs = lock(&soak.procs);
+    // Only processes still running: one that has exited but is not yet reaped would shrug the
+    // signal off.
+    let live: Vec<u32> = procs.keys().copied().filter(|p| is_running(*p)).collect();
+    if live.is_empty() {
+        return;
+    }
+    let victim = match preferred {
+        Some(p) if live.contains(&p) => p,
+        _ => live[fastrand::usize(..live.len())],
+    };
+    let kind = procs[&victim];
+    let holds_claude = claude_lock_owner(&soak.paths) == Some(victim)
+        || sidecar_holder(&soak.paths) == Some((victim, true));
+    let phase = if holds_claude {
+        Phase::ClaudeLock
+    } else if own_lock_holders(&soak.paths).contains(&victim) {
+        Phase::OwnLock
+    } else {
+        Phase::Idle
+    };
+    // SAFETY: the pid is registered, so it is our child and not yet reaped.
+    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+    // Noted before the registry is let go, so its run sees the note when it ends.
+    lock(&soak.kills).push(Kill {
+        at: soak.t0.elapsed(),
+        pid: victim,
+        kind,
+        phase,
+        missed: false,
+    });
+    drop(procs);
 }
 
 /// Reads the credentials file at every change (inotify) and every 20 ms, counting reads that do
@@ -1099,6 +1276,7 @@ fn watch_file(soak: &Soak) {
             }),
             Err(_) => None,
         };
+        let mut stall = None;
         let expired = match parsed {
             Some((refresh, expires_at)) => {
                 if !w.seen_refresh.contains_key(&refresh) {
@@ -1126,13 +1304,85 @@ fn watch_file(soak: &Soak) {
             if let Some((last, true)) = w.last_read {
                 w.expired_time += at.saturating_sub(last);
             }
+            let since = *w.expired_since.get_or_insert(at);
+            let streak = at.saturating_sub(since);
+            w.longest_expired = w.longest_expired.max(streak);
+            if streak >= Duration::from_secs(3) && !w.stall_noted {
+                w.stall_noted = true;
+                stall = Some(streak);
+            }
+        } else {
+            w.expired_since = None;
+            w.stall_noted = false;
         }
         w.last_read = Some((at, expired));
+        drop(w);
+        if let Some(streak) = stall {
+            snapshot_stall(soak, at, streak);
+        }
     }
     if fd >= 0 {
         // SAFETY: closing the descriptor opened above.
         unsafe { libc::close(fd) };
     }
+}
+
+/// The file has held an expired token for 3 s: write down who holds what
+/// (`logs/stall-N.txt`), to tell a stuck lock from a slow refresh.
+fn snapshot_stall(soak: &Soak, at: Duration, streak: Duration) {
+    let n = {
+        let mut w = lock(&soak.watch);
+        w.stalls += 1;
+        w.stalls
+    };
+    let p = &soak.paths;
+    let mut text = format!(
+        "at {:.3} s the file had held an expired access token for {:.1} s\n",
+        at.as_secs_f64(),
+        streak.as_secs_f64()
+    );
+    for dir in [&p.claude_dir, &p.home] {
+        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".lock") || name.contains(".owner") || name.contains(".tmp.") {
+                let age = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .map_or(-1.0, |d| d.as_secs_f64());
+                let what = if e.path().is_dir() { "dir " } else { "file" };
+                let _ = writeln!(
+                    text,
+                    "  {what} {} (mtime {age:.1} s ago)",
+                    e.path().display()
+                );
+            }
+        }
+    }
+    let read = |name: &str| fs::read_to_string(p.claude_dir.join(name)).unwrap_or_default();
+    let _ = writeln!(
+        text,
+        "  owner record: {}",
+        read(".oauth_refresh.lock.owner")
+    );
+    let _ = writeln!(text, "  tokenkeeper sidecar: {}", read(".tokenkeeper.lock"));
+    let _ = writeln!(
+        text,
+        "  holders of tokenkeeper's lock: {:?}",
+        own_lock_holders(p)
+    );
+    let procs: Vec<String> = lock(&soak.procs)
+        .iter()
+        .map(|(pid, k)| format!("{} {pid}", k.name()))
+        .collect();
+    let _ = writeln!(text, "  live tokenkeeper processes: {}", procs.join(", "));
+    let _ = fs::write(p.logs.join(format!("stall-{n}.txt")), text);
+    note(
+        soak,
+        at,
+        format!("stall {n}: the file has held an expired token for 3 s (logs/stall-{n}.txt)"),
+    );
 }
 
 /// Notices a revoked login family at once, works out whether its latest tokens ever reached the
@@ -1149,15 +1399,23 @@ fn monitor_losses(soak: &Soak) {
         revoked = now_revoked;
         let at = soak.t0.elapsed();
         // Give the watcher a moment to catch up with the file.
-        thread::sleep(Duration::from_millis(150));
+        thread::sleep(Duration::from_millis(50));
         let family = *lock(&soak.family);
         let latest = soak.server.current_tokens(family).map(|(_, r)| r);
-        let file = read_tokens(&soak.paths.creds).map(|(_, r)| r);
-        let lost_rotation = {
+        // The refresh token the file last held (a wiped login holds ""): the one whose
+        // rotation was lost, or the old one presented again.
+        let (file, lost_rotation) = {
             let w = lock(&soak.watch);
-            latest
+            let file = w
+                .versions
+                .iter()
+                .rev()
+                .map(|(_, r)| r.clone())
+                .find(|r| !r.is_empty());
+            let lost = latest
                 .as_ref()
-                .is_some_and(|r| !w.seen_refresh.contains_key(r))
+                .is_some_and(|r| !w.seen_refresh.contains_key(r));
+            (file, lost)
         };
         let presentations = file
             .as_deref()
@@ -1193,6 +1451,14 @@ fn monitor_losses(soak: &Soak) {
             {
                 *lock(&soak.family) = login.family;
                 loss.relogin_at = Some(soak.t0.elapsed());
+                note(
+                    soak,
+                    soak.t0.elapsed(),
+                    format!(
+                        "logged in again: refresh token {}",
+                        fingerprint(&login.refresh_token)
+                    ),
+                );
             }
         }
         lock(&soak.losses).push(loss);
@@ -1204,9 +1470,75 @@ fn token_presentations(soak: &Soak, refresh_token: &str) -> Vec<Duration> {
     soak.server
         .requests()
         .iter()
-        .filter(|r| r.path == TOKEN_PATH && r.body.contains(refresh_token))
+        .filter(|r| {
+            r.path == TOKEN_PATH
+                && serde_json::from_str::<Value>(&r.body)
+                    .is_ok_and(|v| v["refresh_token"].as_str() == Some(refresh_token))
+        })
         .map(|r| r.received.saturating_duration_since(soak.t0))
         .collect()
+}
+
+fn note(soak: &Soak, at: Duration, what: String) {
+    lock(&soak.events).push((at, what));
+}
+
+/// `logs/timeline.log`: token requests (by the fingerprint of the refresh token presented),
+/// new refresh tokens in the file, kills, failed runs, daemon starts, new logins, in order.
+fn write_timeline(soak: &Soak) {
+    let mut lines: Vec<(Duration, String)> = lock(&soak.events).clone();
+    for r in soak
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.path == TOKEN_PATH)
+    {
+        let fp = serde_json::from_str::<Value>(&r.body)
+            .ok()
+            .and_then(|v| v["refresh_token"].as_str().map(fingerprint))
+            .unwrap_or_default();
+        lines.push((
+            r.received.saturating_duration_since(soak.t0),
+            format!("token request presenting {fp}"),
+        ));
+    }
+    for (at, refresh) in &lock(&soak.watch).versions {
+        lines.push((
+            *at,
+            format!("file holds refresh token {}", fingerprint(refresh)),
+        ));
+    }
+    for k in lock(&soak.kills).iter() {
+        lines.push((
+            k.at,
+            format!(
+                "SIGKILL {} pid {} ({}{})",
+                k.kind.name(),
+                k.pid,
+                k.phase.name(),
+                if k.missed { "; too late" } else { "" }
+            ),
+        ));
+    }
+    for p in lock(&soak.posters).iter() {
+        lines.push((
+            p.ended,
+            format!(
+                "{} pid {} ended{} (started {:.3} s); it posted {}",
+                p.kind.name(),
+                p.pid,
+                if p.killed { " by SIGKILL" } else { "" },
+                p.started.as_secs_f64(),
+                p.posted.join(", ")
+            ),
+        ));
+    }
+    lines.sort_by_key(|(at, _)| *at);
+    let text: String = lines
+        .iter()
+        .map(|(at, what)| format!("{:9.3} {what}\n", at.as_secs_f64()))
+        .collect();
+    let _ = fs::write(soak.paths.logs.join("timeline.log"), text);
 }
 
 /// How long after the token request that rotated it each new refresh token reached the file:
@@ -1364,7 +1696,9 @@ struct Report<'a> {
     soak: &'a Soak,
     chaos_end: Duration,
     load_end: Duration,
+    /// At the end of the load (for request rates) and after the final refresh (for losses).
     stats: tokenkeeper::standin::StandinStats,
+    end_stats: tokenkeeper::standin::StandinStats,
     leftovers: Leftovers,
     final_run: io::Result<(Option<i32>, Option<i32>)>,
     final_took: Duration,
@@ -1381,6 +1715,15 @@ struct Report<'a> {
 impl Report<'_> {
     /// Prints the summary; true when every loss figure is 0 and the run ended cleanly.
     fn print(&self) -> bool {
+        let mut out = String::new();
+        macro_rules! say {
+            () => {
+                out.push('\n')
+            };
+            ($($arg:tt)*) => {{
+                let _ = writeln!(out, $($arg)*);
+            }};
+        }
         let s = self.soak;
         let a = &s.args;
         let runs = lock(&s.runs);
@@ -1418,26 +1761,47 @@ impl Report<'_> {
             })
             .count();
 
-        println!();
-        println!(
-            "tokenkeeper soak: {:.0} s of load ({} s with chaos, then {:.0} s settling), {} exec loops, {} Claude-like, tokens live {} s, daemon refresh_before {} s, faults {:.0}%",
+        say!();
+        say!(
+            "tokenkeeper soak: {:.0} s of load ({} s with chaos, then {:.0} s settling); {} loops of `exec --min-ttl {}{} -- {}`, {} Claude-like; tokens live {} s, daemon refresh_before {} s, faults {:.0}%; {}",
             secs,
             a.seconds,
             secs - self.chaos_end.as_secs_f64(),
             a.clients,
+            a.exec_min_ttl,
+            if a.retry_auth > 0 {
+                format!(" --retry-auth {}", a.retry_auth)
+            } else {
+                String::new()
+            },
+            if a.client_claude {
+                "claude_like --once"
+            } else {
+                "fake_claude"
+            },
             a.claude_likes,
             a.lifetime,
             a.refresh_before,
-            a.fault_rate * 100.0
+            a.fault_rate * 100.0,
+            if !a.chaos {
+                "no chaos".to_string()
+            } else if a.target_refresh > 0.0 {
+                format!(
+                    "SIGKILL every 0.5-2 s, {:.0}% of them aimed into a refresh",
+                    a.target_refresh * 100.0
+                )
+            } else {
+                "SIGKILL of a random tokenkeeper process every 0.5-2 s".to_string()
+            }
         );
-        println!(
+        say!(
             "  runs                         {} (ok {}, killed by chaos {}{})",
             runs.total,
             runs.ok,
             runs.killed,
             others(&runs.other)
         );
-        println!(
+        say!(
             "  runs failed by auth          {}{}",
             runs.auth_failed,
             if auth_during_loss > 0 {
@@ -1446,21 +1810,24 @@ impl Report<'_> {
                 String::new()
             }
         );
-        println!(
+        say!(
             "  token requests               {} (granted {}, faults served {}; {} by `refresh --force` runs)",
-            st.token_requests, st.refreshes_ok, st.faults_served, forced.total
+            st.token_requests,
+            st.refreshes_ok,
+            st.faults_served,
+            forced.total
         );
         let unforced = st.token_requests.saturating_sub(forced.total) as f64 / lifetimes;
-        println!(
+        say!(
             "  requests per token lifetime  {per_lifetime:.2} ({unforced:.2} without the `refresh --force` runs; ideal for the daemon alone without faults: {ideal:.2})"
         );
-        println!(
+        say!(
             "  reused refresh tokens        {}",
-            st.reused_refresh_tokens
+            self.end_stats.reused_refresh_tokens
         );
-        println!(
+        say!(
             "  revoked families             {}{}",
-            st.revoked_families,
+            self.end_stats.revoked_families,
             if losses.is_empty() {
                 String::new()
             } else {
@@ -1469,7 +1836,7 @@ impl Report<'_> {
                 )
             }
         );
-        println!(
+        say!(
             "  unparseable files seen       {unparseable} (of {} reads{})",
             w.reads,
             if w.missing > 0 {
@@ -1478,7 +1845,12 @@ impl Report<'_> {
                 String::new()
             }
         );
-        println!(
+        say!(
+            "  login expired on disk        {} time(s) for 3 s or more (longest {:.1} s)",
+            w.stalls,
+            w.longest_expired.as_secs_f64()
+        );
+        say!(
             "  stale locks left             {stale_locks}{}",
             if stale_locks > 0 {
                 format!(" ({})", self.leftovers.lock_dirs.join(", "))
@@ -1486,19 +1858,25 @@ impl Report<'_> {
                 String::new()
             }
         );
-        println!(
+        say!(
             "  secrets found in logs        {} (scanned {} outputs and {} state files)",
             self.secrets.found.len(),
             self.secrets.outputs,
             self.secrets.files
         );
 
-        println!("details");
+        say!("details");
         let by_kind = |k: Kind| kills.iter().filter(|x| x.kind == k).count();
         let by_phase = |p: Phase| kills.iter().filter(|x| x.phase == p).count();
-        println!(
-            "  chaos: {} SIGKILLs (exec {}, daemon {}, refresh --force {}); {} in a refresh holding Claude's lock, {} holding only tokenkeeper's, {} not refreshing",
+        let missed = kills.iter().filter(|k| k.missed).count();
+        say!(
+            "  chaos: {} SIGKILLs{} (exec {}, daemon {}, refresh --force {}); {} in a refresh holding Claude's lock, {} holding only tokenkeeper's, {} not refreshing",
             kills.len(),
+            if missed > 0 {
+                format!(", {missed} of them too late: the process was already exiting")
+            } else {
+                String::new()
+            },
             by_kind(Kind::Exec),
             by_kind(Kind::Daemon),
             by_kind(Kind::Refresh),
@@ -1506,7 +1884,7 @@ impl Report<'_> {
             by_phase(Phase::OwnLock),
             by_phase(Phase::Idle)
         );
-        println!(
+        say!(
             "  daemon: started {} times{}",
             s.daemon_starts.load(Ordering::SeqCst),
             self.daemon_stop
@@ -1516,9 +1894,9 @@ impl Report<'_> {
                 ))
         );
         for e in lock(&s.daemon_exits).iter() {
-            println!("    {e}");
+            say!("    {e}");
         }
-        println!(
+        say!(
             "  refresh --force runs: {} (ok {}, failed by auth {}, killed {}{})",
             forced.total,
             forced.ok,
@@ -1528,18 +1906,20 @@ impl Report<'_> {
         );
         if let Some((median, p90, max, total, n)) = self.window {
             let exposed = total / 1000.0 / secs * 100.0;
-            println!(
+            say!(
                 "  rotation-to-save window (token request received -> new token seen in the file), {n} rotations: median {median:.1} ms, p90 {p90:.1} ms, max {max:.1} ms; {exposed:.2}% of the time a rotated token existed only in a process"
             );
         }
-        println!(
-            "  file: expired access token seen in {} of {} reads ({:.1} s in all)",
+        say!(
+            "  file: expired access token seen in {} of {} reads ({:.1} s in all, longest {:.1} s; {} stall(s) of 3 s or more, see logs/stall-*.txt)",
             w.expired_reads,
             w.reads,
-            w.expired_time.as_secs_f64()
+            w.expired_time.as_secs_f64(),
+            w.longest_expired.as_secs_f64(),
+            w.stalls
         );
         if !self.leftovers.others.is_empty() {
-            println!("  other leftovers: {}", self.leftovers.others.join(", "));
+            say!("  other leftovers: {}", self.leftovers.others.join(", "));
         }
         let final_line = match &self.final_run {
             Ok((code, signal)) => format!(
@@ -1550,10 +1930,10 @@ impl Report<'_> {
             ),
             Err(e) => format!("could not run: {e}"),
         };
-        println!("  final refresh --force: {final_line}");
+        say!("  final refresh --force: {final_line}");
         let c = &self.claude_stats;
         let g = |k: &str| c.get(k).copied().unwrap_or(0);
-        println!(
+        say!(
             "  claude-like: {} API calls ok; 401s {} (recovered {}, unrecovered {}); refreshes due {}, token requests {}, refreshed {}, adopted {} (under lock {}, while waiting {}), lock waits {}, gave up {}, takeovers {}, transient {}, rejected {}, wiped {}, tokens dropped {}",
             g("api_ok"),
             g("api_401_file_had_newer_token") + g("api_401_refresh"),
@@ -1576,13 +1956,15 @@ impl Report<'_> {
                 + g("refreshed_but_storage_lock_timeout_tokens_dropped")
         );
         for p in &self.claude_problems {
-            println!("    {p}");
+            say!("    {p}");
         }
-        println!(
+        say!(
             "  stand-in: API {} ok, {} unauthorized; unknown refresh tokens {}",
-            st.api_ok, st.api_unauthorized, st.unknown_refresh_tokens
+            st.api_ok,
+            st.api_unauthorized,
+            st.unknown_refresh_tokens
         );
-        println!(
+        say!(
             "  cpu: {:.1} s user+sys for {:.0} s ({:.2} cores on average)",
             self.cpu,
             secs + 3.0,
@@ -1593,7 +1975,7 @@ impl Report<'_> {
             *groups.entry(g.as_str()).or_default() += 1;
         }
         for (g, n) in groups.iter().take(8) {
-            println!("  auth failure x{n}: {g}");
+            say!("  auth failure x{n}: {g}");
         }
         if let Some((t, _)) = auth.first() {
             let times: Vec<String> = auth
@@ -1601,7 +1983,7 @@ impl Report<'_> {
                 .take(12)
                 .map(|(t, _)| format!("{:.2}", t.as_secs_f64()))
                 .collect();
-            println!(
+            say!(
                 "  auth failures at (s): {}{} (first at {:.2})",
                 times.join(", "),
                 if auth.len() > 12 { ", ..." } else { "" },
@@ -1609,10 +1991,10 @@ impl Report<'_> {
             );
         }
         for (msg, n) in lock(&s.other_failures).iter().take(10) {
-            println!("  other failure x{n}: {msg}");
+            say!("  other failure x{n}: {msg}");
         }
         for l in losses.iter() {
-            println!(
+            say!(
                 "  LOST LOGIN detected at {:.3} s: {}; latest refresh token {} {}, file held {}",
                 l.at.as_secs_f64(),
                 if l.lost_rotation {
@@ -1633,13 +2015,27 @@ impl Report<'_> {
                 .iter()
                 .map(|t| format!("{:.3}", t.as_secs_f64()))
                 .collect();
-            println!(
+            say!(
                 "    the file's refresh token {} was posted at (s): {}",
                 l.file_fp,
                 asked.join(", ")
             );
+            for p in lock(&s.posters)
+                .iter()
+                .filter(|p| p.posted.contains(&l.file_fp))
+            {
+                say!(
+                    "    {} pid {} (ran {:.3}-{:.3} s{}) posted {}",
+                    p.kind.name(),
+                    p.pid,
+                    p.started.as_secs_f64(),
+                    p.ended.as_secs_f64(),
+                    if p.killed { ", SIGKILLed" } else { "" },
+                    l.file_fp
+                );
+            }
             for k in &l.kills {
-                println!(
+                say!(
                     "    {:.3} s: SIGKILL {} pid {} ({})",
                     k.at.as_secs_f64(),
                     k.kind.name(),
@@ -1648,11 +2044,11 @@ impl Report<'_> {
                 );
             }
             if let Some(r) = l.relogin_at {
-                println!("    {:.3} s: logged in again (new family)", r.as_secs_f64());
+                say!("    {:.3} s: logged in again (new family)", r.as_secs_f64());
             }
         }
         for f in self.secrets.found.iter().take(10) {
-            println!("  SECRET: {f}");
+            say!("  SECRET: {f}");
         }
 
         let mut failed = Vec::new();
@@ -1662,9 +2058,13 @@ impl Report<'_> {
             }
         };
         check(runs.auth_failed > 0, "runs failed by auth");
-        check(st.reused_refresh_tokens > 0, "reused refresh tokens");
-        check(st.revoked_families > 0, "revoked families");
+        check(
+            self.end_stats.reused_refresh_tokens > 0,
+            "reused refresh tokens",
+        );
+        check(self.end_stats.revoked_families > 0, "revoked families");
         check(unparseable > 0, "unparseable files");
+        check(w.stalls > 0, "login expired on disk for 3 s or more");
         check(stale_locks > 0, "stale locks");
         check(!self.secrets.found.is_empty(), "secrets in logs");
         check(!self.final_ok, "final refresh --force");
@@ -1672,10 +2072,12 @@ impl Report<'_> {
         check(self.daemon_stop.is_some(), "daemon did not end cleanly");
         check(!self.claude_problems.is_empty(), "claude-like processes");
         if failed.is_empty() {
-            println!("result: PASS");
+            say!("result: PASS");
         } else {
-            println!("result: FAIL ({})", failed.join(", "));
+            say!("result: FAIL ({})", failed.join(", "));
         }
+        print!("{out}");
+        let _ = fs::write(s.paths.logs.join("summary.txt"), &out);
         failed.is_empty()
     }
 }
