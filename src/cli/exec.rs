@@ -114,11 +114,22 @@ pub fn run(
         };
         if retries_left > 0 {
             retries_left -= 1;
+            // Force a refresh only if the token the command had is still the one on disk: if
+            // another process rotated it meanwhile, the command just needs the new one, and a
+            // forced refresh would revoke it under every other run.
+            let rotated = current
+                .as_ref()
+                .is_some_and(|c| c.access_token != login.access_token);
+            let what = if rotated {
+                "using the login's new token"
+            } else {
+                "refreshing the login"
+            };
             tracing::warn!(
-                "{name} failed to authenticate; refreshing the login and running it again ({} of {retry_auth})",
+                "{name} failed to authenticate; {what} and running it again ({} of {retry_auth})",
                 retry_auth - retries_left
             );
-            force = true;
+            force = !rotated;
             continue;
         }
         output::stderr_line(&format!(

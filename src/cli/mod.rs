@@ -139,6 +139,8 @@ pub struct Context {
     pub state: StateDir,
     pub endpoint: TokenEndpoint,
     pub quiet: bool,
+    /// `min_ttl` as the config file sets it, if it does (`exec` has its own default).
+    pub configured_min_ttl: Option<Duration>,
 }
 
 impl Context {
@@ -174,6 +176,11 @@ impl Context {
             settings,
             state,
             quiet: cli.quiet,
+            configured_min_ttl: cfg
+                .claude
+                .min_ttl
+                .as_deref()
+                .and_then(|t| tokenkeeper::duration::parse(t).ok()),
         })
     }
 
@@ -230,7 +237,10 @@ pub fn run() -> ExitCode {
             // signal it hands to the command is marked as such before the refresh-time handler
             // (registered later, run after it) can see it.
             signals::forward_to_command();
-            let min_ttl = min_ttl.unwrap_or(exec::DEFAULT_MIN_TTL);
+            // Flag, then the config's own `min_ttl` when it sets one, then exec's default.
+            let min_ttl = min_ttl
+                .or(ctx.configured_min_ttl)
+                .unwrap_or(exec::DEFAULT_MIN_TTL);
             exec::run(&ctx, min_ttl, *inject, *retry_auth, command)
         }),
     };

@@ -880,3 +880,30 @@ fn after_a_refresh_before_the_run_signals_still_belong_to_the_child() {
     assert_eq!(run.stdout, "caught\n", "{run:?}");
     assert_eq!(s.server.stats().token_requests, 1);
 }
+
+#[test]
+fn retry_auth_uses_a_token_rotated_during_the_run_without_forcing_another_refresh() {
+    let s = Sandbox::new();
+    s.login(8 * HOUR_MS);
+    let marker = s.dir.path().join("first-run-done");
+    // First run: another process rotates the login while the command runs (the command's token
+    // is revoked), and the command fails to authenticate. Second run: it works.
+    let script = format!(
+        r#"if [ -e "{m}" ]; then echo ok; exit 0; fi
+touch "{m}"; "{bin}" refresh --force >/dev/null 2>&1
+echo 'Failed to authenticate. API Error: 401 Invalid authentication credentials'; exit 1"#,
+        m = marker.display(),
+        bin = BIN
+    );
+    let run = run_exec(&s, &["--retry-auth", "1", "--", "sh", "-c", &script]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr.contains("using the login's new token"),
+        "{run:?}"
+    );
+    assert_eq!(
+        s.server.stats().token_requests,
+        1,
+        "only the other process's refresh: no forced refresh on top"
+    );
+}
