@@ -112,8 +112,8 @@ impl DirLock {
         // (mtime we saw, when we first saw it): how long the holder has left it untouched.
         let mut still: Option<(SystemTime, Instant)> = None;
         loop {
-            match fs::create_dir(&spec.path) {
-                Ok(()) => return Self::hold(spec, on_taken).map_err(LockError::Io),
+            match make_noted(spec, on_taken) {
+                Ok(identity) => return Self::hold(spec, identity).map_err(LockError::Io),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(LockError::Io(e)),
             }
@@ -159,12 +159,7 @@ impl DirLock {
         }
     }
 
-    fn hold(
-        spec: &DirLockSpec,
-        on_taken: &mut dyn FnMut(&DirLockSpec, Identity),
-    ) -> io::Result<DirLock> {
-        let identity = Identity::of(&spec.path)?;
-        on_taken(spec, identity);
+    fn hold(spec: &DirLockSpec, identity: Identity) -> io::Result<DirLock> {
         interrupt::register_dir(&spec.path, identity, spec.owner_record.as_deref());
         let (stop, stopped) = mpsc::channel::<()>();
         let path = spec.path.clone();
@@ -206,6 +201,84 @@ impl Drop for DirLock {
             self.spec.owner_record.as_deref(),
         );
         interrupt::unregister_dir(&self.spec.path);
+    }
+}
+
+/// Makes the lock directory so that it is noted (`on_taken`) before it exists under its name: it
+/// is made under a private name beside it, noted, then renamed into place without replacing
+/// anything (`RENAME_NOREPLACE`; the inode and birth time stay). A process killed at any moment
+/// leaves either no lock or one its successor knows to remove, never a lock nobody can account for
+/// until it goes stale (60 s of everyone waiting).
+fn make_noted(
+    spec: &DirLockSpec,
+    on_taken: &mut dyn FnMut(&DirLockSpec, Identity),
+) -> io::Result<Identity> {
+    if fs::symlink_metadata(&spec.path).is_ok() {
+        return Err(io::ErrorKind::AlreadyExists.into());
+    }
+    let name = spec
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let private = spec.path.with_file_name(format!(
+        ".{name}.tk{}.{:08x}",
+        std::process::id(),
+        fastrand::u32(..)
+    ));
+    fs::create_dir(&private)?;
+    let identity = match Identity::of(&private) {
+        Ok(id) => id,
+        Err(e) => {
+            let _ = fs::remove_dir(&private);
+            return Err(e);
+        }
+    };
+    let private_spec = DirLockSpec {
+        path: private.clone(),
+        owner_record: None,
+        ..spec.clone()
+    };
+    on_taken(&private_spec, identity);
+    on_taken(spec, identity);
+    match rename_noreplace(&private, &spec.path) {
+        Ok(()) => Ok(identity),
+        Err(e)
+            if e.raw_os_error() == Some(libc::EINVAL) || e.raw_os_error() == Some(libc::ENOSYS) =>
+        {
+            // A file system without RENAME_NOREPLACE: plain mkdir, noted right after.
+            let _ = fs::remove_dir(&private);
+            fs::create_dir(&spec.path)?;
+            let identity = Identity::of(&spec.path)?;
+            on_taken(spec, identity);
+            Ok(identity)
+        }
+        Err(e) => {
+            let _ = fs::remove_dir(&private);
+            Err(e)
+        }
+    }
+}
+
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other);
+    let (from, to) = (c(from)?, c(to)?);
+    // SAFETY: two valid NUL-terminated paths; renameat2 only reads them.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
@@ -478,6 +551,28 @@ mod tests {
         drop(lock);
         assert!(!s.path.exists());
         assert!(!record.exists());
+    }
+
+    #[test]
+    fn a_lock_is_noted_before_it_appears_under_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spec(dir.path(), Duration::from_secs(60));
+        let mut noted = Vec::new();
+        let lock = DirLock::acquire(&s, soon(100), &mut |_, _| {}, &mut |sp, id| {
+            noted.push((sp.path.clone(), sp.path.exists(), id));
+        })
+        .unwrap();
+        // The private name first (it exists), then the lock's own name (not there yet).
+        assert_eq!(noted.len(), 2, "{noted:?}");
+        assert!(noted[0].1 && !noted[1].1, "{noted:?}");
+        assert_eq!(noted[1].0, s.path);
+        assert_eq!(noted[1].2, lock.identity());
+        assert!(
+            !noted[0].0.exists(),
+            "the private name is gone after the rename"
+        );
+        drop(lock);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]

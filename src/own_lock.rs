@@ -107,11 +107,17 @@ impl OwnLock {
         let _ = self.rewrite(b"");
     }
 
+    /// Writes the record over the old one, then cuts the file to its length: a kill in between
+    /// leaves the whole new record (its first line) followed by old bytes, never nothing.
     fn rewrite(&self, bytes: &[u8]) -> io::Result<()> {
         let mut f = &self.file;
-        f.set_len(0)?;
         f.seek(io::SeekFrom::Start(0))?;
-        f.write_all(bytes)
+        let mut line = bytes.to_vec();
+        if !line.is_empty() {
+            line.push(b'\n');
+        }
+        f.write_all(&line)?;
+        f.set_len(line.len() as u64)
     }
 
     /// A previous holder that died holding Claude's lock directories left them behind; they are
@@ -126,7 +132,8 @@ impl OwnLock {
         if text.is_empty() {
             return false;
         }
-        if let Ok(record) = serde_json::from_slice::<HeldRecord>(&text) {
+        let first_line = text.split(|&b| b == b'\n').next().unwrap_or_default();
+        if let Ok(record) = serde_json::from_slice::<HeldRecord>(first_line) {
             for (path, identity, owner) in record.dirs.iter().rev() {
                 if identity.is_certain() && Identity::of(path).ok() == Some(*identity) {
                     tracing::info!(

@@ -497,6 +497,11 @@ fn remove_temps_of_killed_writer(job: &Job<'_>, own: &OwnLock) {
 
 /// Writes `tokens` under Claude's storage lock if the file still holds `posted` (or was wiped);
 /// keeps trying briefly, then falls back to a recovery file.
+///
+/// The recovery file is written first, before any lock is taken: until the credentials file
+/// holds them, the new tokens exist only in this process, and a process killed in that moment
+/// would lose the login (the next refresh would present the spent token and the server would
+/// revoke everything). With the recovery file on disk, the next tokenkeeper restores them.
 fn save(
     job: &Job<'_>,
     own: &OwnLock,
@@ -506,6 +511,11 @@ fn save(
     received_at: EpochMs,
     base: &Value,
 ) -> Result<Action, Error> {
+    let recovery = Recovery::new(job.file.path(), posted, tokens, received_at);
+    let early = job.state.save_recovery(key, &recovery);
+    if let Err(e) = &early {
+        tracing::debug!("could not write the recovery file first: {e}");
+    }
     let folder = job.file.folder();
     let spec = claude::storage_write_lock(&folder);
     let mut last_error = io::Error::other("not tried");
@@ -519,6 +529,7 @@ fn save(
                         job.file.path().display()
                     );
                 }
+                job.state.remove_recovery(key);
                 return Ok(action);
             }
             Err(e) => {
@@ -530,8 +541,7 @@ fn save(
             }
         }
     }
-    let recovery = Recovery::new(job.file.path(), posted, tokens, received_at);
-    match job.state.save_recovery(key, &recovery) {
+    match early.or_else(|_| job.state.save_recovery(key, &recovery)) {
         Ok(path) => Err(Error::SaveFailed {
             path: job.file.path().to_path_buf(),
             recovery: path,
