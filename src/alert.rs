@@ -227,15 +227,9 @@ fn run_notify_command(cmd: &str, alert: &Alert, limit: Duration) {
 }
 
 fn webhook_agent() -> ureq::Agent {
-    let tls = ureq::tls::TlsConfig::builder()
-        .root_certs(ureq::tls::RootCerts::PlatformVerifier)
-        .build();
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .tls_config(tls)
+    crate::endpoint::client_config()
         // A redirect is a wrong URL to fix, not something to follow with a POST.
         .max_redirects(0)
-        .max_idle_connections(0)
         .user_agent(concat!("tokenkeeper/", env!("CARGO_PKG_VERSION")))
         .build()
         .new_agent()

@@ -57,17 +57,7 @@ pub fn run(spec: &ChildSpec) -> Result<Finished, SpawnError> {
     if spec.watch_stderr {
         cmd.stderr(Stdio::piped());
     }
-    let parent = std::process::id();
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-            if libc::getppid() as u32 != parent {
-                libc::_exit(143);
-            }
-            Ok(())
-        });
-    }
+    die_with_parent(&mut cmd);
     interrupt::child_starting();
     let mut child = cmd.spawn().map_err(|e| {
         interrupt::child_gone();
@@ -96,6 +86,22 @@ pub fn run(spec: &ChildSpec) -> Result<Finished, SpawnError> {
         signal,
         auth_failure,
     })
+}
+
+/// The child gets SIGTERM when this process dies, however it dies (SIGKILL included), so it is
+/// never left running on its own.
+pub fn die_with_parent(cmd: &mut Command) {
+    let parent = std::process::id();
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            if libc::getppid() as u32 != parent {
+                libc::_exit(143);
+            }
+            Ok(())
+        });
+    }
 }
 
 /// One watched stream: the pipe from the command, where its bytes go, what they said.

@@ -131,6 +131,19 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
 }
 
+/// What every HTTP client of ours starts from: rustls with the platform's roots (so
+/// `SSL_CERT_FILE` and corporate CAs work), proxies from the environment, non-2xx answers
+/// returned for our own classification, no idle connections kept.
+pub fn client_config() -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+        .build();
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .tls_config(tls)
+        .max_idle_connections(0)
+}
+
 /// The one HTTP client: rustls with the platform's roots (so `SSL_CERT_FILE` and corporate CAs
 /// work), proxies from the environment, our own classification of non-2xx answers.
 ///
@@ -151,17 +164,8 @@ impl TokenEndpoint {
     }
 
     fn agent(&self) -> &ureq::Agent {
-        self.agent.get_or_init(|| {
-            let tls = ureq::tls::TlsConfig::builder()
-                .root_certs(ureq::tls::RootCerts::PlatformVerifier)
-                .build();
-            ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .tls_config(tls)
-                .max_idle_connections(0)
-                .build()
-                .new_agent()
-        })
+        self.agent
+            .get_or_init(|| client_config().build().new_agent())
     }
 
     pub fn url(&self) -> &str {

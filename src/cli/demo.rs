@@ -321,17 +321,7 @@ fn guarded(program: &Path, env: &[(OsString, OsString)]) -> Command {
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .process_group(0);
-    let parent = std::process::id();
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-            if libc::getppid() as u32 != parent {
-                libc::_exit(143);
-            }
-            Ok(())
-        });
-    }
+    tokenkeeper::child::die_with_parent(&mut cmd);
     cmd
 }
 
