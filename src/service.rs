@@ -541,7 +541,7 @@ fn xml_escape(text: &str) -> String {
 
 /// A path for a POSIX shell command line: bare when it holds only plain characters, else in
 /// single quotes.
-fn shell_quote(path: &Path) -> String {
+pub fn shell_quote(path: &Path) -> String {
     let text = path.to_string_lossy();
     let plain = |c: char| c.is_ascii_alphanumeric() || "-_./:,=@+%".contains(c);
     if !text.is_empty() && text.chars().all(plain) {

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokenkeeper::Error;
 use tokenkeeper::alert::Alerter;
-use tokenkeeper::config::{self, ConfigFile};
 use tokenkeeper::daemon::{Control, Daemon, LoginConfig, Options};
 use tokenkeeper::metrics::{self, Metrics};
 use tokenkeeper::systemd::Notifier;
@@ -37,6 +36,7 @@ pub struct DaemonArgs {
 
 /// The options after flags, then config, then defaults.
 struct Resolved {
+    state: tokenkeeper::state::StateDir,
     options: Options,
     alerter: Alerter,
     metrics: Option<SocketAddr>,
@@ -45,12 +45,11 @@ struct Resolved {
 
 fn resolve(cli: &Cli, args: &DaemonArgs) -> Result<Resolved, Error> {
     let ctx = Context::resolve(cli, None)?;
-    let (path, cfg) = load_config(cli)?;
-    let d = &cfg.daemon;
+    let (path, d) = (&ctx.config_path, &ctx.daemon_config);
     let refresh_before = match args.refresh_before {
         Some(v) => v,
         None => d.duration(
-            &path,
+            path,
             "refresh_before",
             &d.refresh_before,
             Duration::from_secs(3600),
@@ -59,7 +58,7 @@ fn resolve(cli: &Cli, args: &DaemonArgs) -> Result<Resolved, Error> {
     let login_ending_within = match args.login_ending_within {
         Some(v) => v,
         None => d.duration(
-            &path,
+            path,
             "login_ending_within",
             &d.login_ending_within,
             Duration::from_secs(3 * 86_400),
@@ -83,6 +82,7 @@ fn resolve(cli: &Cli, args: &DaemonArgs) -> Result<Resolved, Error> {
         args.webhook.clone().or_else(|| d.webhook.clone()),
     );
     Ok(Resolved {
+        state: ctx.state,
         options: Options {
             refresh_before,
             login_ending_within,
@@ -94,19 +94,6 @@ fn resolve(cli: &Cli, args: &DaemonArgs) -> Result<Resolved, Error> {
             settings: ctx.settings,
         },
     })
-}
-
-fn load_config(cli: &Cli) -> Result<(std::path::PathBuf, ConfigFile), Error> {
-    let env = |k: &str| std::env::var(k).ok();
-    let (path, named) = match &cli.config {
-        Some(p) => (p.clone(), true),
-        None => (
-            config::default_path(&env).unwrap_or_else(|| "config.toml".into()),
-            false,
-        ),
-    };
-    let cfg = config::load(&path, named)?;
-    Ok((path, cfg))
 }
 
 /// `127.0.0.1:9464`, or `:9464` / `9464` for loopback. Another address is allowed (the person
@@ -127,7 +114,7 @@ fn parse_metrics_addr(text: &str) -> Result<SocketAddr, String> {
 
 pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<u8, Error> {
     let resolved = resolve(cli, args)?;
-    let state = Context::resolve(cli, None)?.state;
+    let state = resolved.state;
     let _instance = match state.lock_daemon() {
         Ok(file) => file,
         Err(pid) => {

@@ -299,17 +299,6 @@ impl Sandbox {
     }
 }
 
-/// The path as one `sh` word, quoted only when it needs to be.
-fn shell_word(path: &Path) -> String {
-    let text = path.to_string_lossy();
-    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+,:@%".contains(c);
-    if !text.is_empty() && text.chars().all(plain) {
-        text.into_owned()
-    } else {
-        format!("'{}'", text.replace('\'', r"'\''"))
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Children.
 
@@ -585,7 +574,7 @@ impl Demo {
         sandbox.write_login(&login)?;
         let notify_command = format!(
             r#"printf '%s %s\n' "$TOKENKEEPER_EVENT" "$TOKENKEEPER_MESSAGE" >> {}"#,
-            shell_word(&sandbox.alerts)
+            tokenkeeper::service::shell_quote(&sandbox.alerts)
         );
         let (tx, events) = mpsc::channel();
         let mut demo = Demo {

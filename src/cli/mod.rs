@@ -141,6 +141,9 @@ pub struct Context {
     pub quiet: bool,
     /// `min_ttl` as the config file sets it, if it does (`exec` has its own default).
     pub configured_min_ttl: Option<Duration>,
+    /// The config file's path (for messages) and its `[daemon]` table.
+    pub config_path: PathBuf,
+    pub daemon_config: config::DaemonConfig,
 }
 
 impl Context {
@@ -167,7 +170,7 @@ impl Context {
                 problem: "no credentials path: HOME is not set; pass --credentials PATH".into(),
             })?;
         let state = StateDir::locate(&env).ok_or_else(|| Error::Config {
-            path: config_path,
+            path: config_path.clone(),
             problem: "no state folder: neither XDG_STATE_HOME nor HOME is set".into(),
         })?;
         Ok(Context {
@@ -181,6 +184,8 @@ impl Context {
                 .min_ttl
                 .as_deref()
                 .and_then(|t| tokenkeeper::duration::parse(t).ok()),
+            config_path,
+            daemon_config: cfg.daemon,
         })
     }
 
