@@ -226,7 +226,12 @@ impl StateDir {
 
     /// Cheap check for the fast path: is there a recovery file waiting for this login?
     pub fn has_recovery(&self, key: &str) -> bool {
-        self.recovery_path(key).exists()
+        self.recovery_file(key).is_some()
+    }
+
+    /// Where the recovery file waiting for this login is, if one is (without reading it).
+    pub fn recovery_file(&self, key: &str) -> Option<PathBuf> {
+        Some(self.recovery_path(key)).filter(|p| p.exists())
     }
 
     pub fn read_recovery(&self, key: &str) -> Option<(PathBuf, Recovery)> {

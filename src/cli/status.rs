@@ -38,7 +38,7 @@ pub fn run(ctx: &Context, json: bool) -> u8 {
 fn inspect(ctx: &Context, now: i64) -> Report {
     let key = StateDir::key(ctx.file.owner().provider, ctx.file.path());
     let record = ctx.state.read_record(&key);
-    let recovery = ctx.state.read_recovery(&key).map(|(p, _)| p);
+    let recovery = ctx.state.recovery_file(&key);
     let daemon = ctx.state.running_daemon().map(|pid| {
         let next = ctx.state.read_daemon(&key).and_then(|d| d.next_refresh_at);
         (pid, next)
