@@ -2,11 +2,13 @@
 //! looks like, how a token response is written back, and which of its locks we honour. Facts
 //! (observed on Claude Code 2.1): `shared/facts/claude-code.md`.
 
+use crate::config::Settings;
 use crate::credentials_file::{CredentialsFile, Owner};
 use crate::dir_lock::DirLockSpec;
 use crate::endpoint::TokenResponse;
 use crate::error::Error;
 use crate::login::{EpochMs, Login};
+use crate::provider::{Body, Defaults, Provider, SaveLock, TokenRequest};
 use crate::secret::Secret;
 use serde_json::{Map, Value, json};
 use std::path::{Path, PathBuf};
@@ -27,6 +29,82 @@ const REQUIRED_SCOPE: &str = "user:inference";
 const KEY: &str = "claudeAiOauth";
 /// Where the holder of `.oauth_refresh.lock` says who it is.
 pub const OWNER_RECORD: &str = ".oauth_refresh.lock.owner";
+
+/// Claude Code's rules, for the refresh protocol.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Claude;
+
+impl Provider for Claude {
+    fn owner(&self) -> Owner {
+        OWNER
+    }
+
+    fn default_min_ttl(&self) -> Duration {
+        DEFAULT_MIN_TTL
+    }
+
+    fn default_path(&self, env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+        default_credentials_path(env)
+    }
+
+    fn defaults(&self) -> Defaults {
+        Defaults {
+            token_url: DEFAULT_TOKEN_URL,
+            client_id: DEFAULT_CLIENT_ID,
+            scope: DEFAULT_SCOPE,
+            user_agent: DEFAULT_USER_AGENT,
+        }
+    }
+
+    fn parse(&self, file: &CredentialsFile, doc: &Value) -> Result<Login, Error> {
+        parse(file, doc)
+    }
+
+    fn stored_refresh_token<'a>(&self, doc: &'a Value) -> &'a str {
+        stored_refresh_token(doc)
+    }
+
+    fn token_request(&self, refresh_token: &Secret, settings: &Settings) -> TokenRequest {
+        TokenRequest {
+            body: Body::Json(token_request(
+                refresh_token,
+                &settings.client_id,
+                &settings.scope,
+            )),
+            headers: Vec::new(),
+        }
+    }
+
+    fn apply(&self, doc: &mut Value, response: &TokenResponse, now: EpochMs) {
+        apply(doc, response, now)
+    }
+
+    fn refresh_locks(&self, file: &CredentialsFile) -> Vec<DirLockSpec> {
+        refresh_locks(&file.folder())
+    }
+
+    fn save_lock(&self, file: &CredentialsFile) -> SaveLock {
+        SaveLock::Dir(storage_write_lock(&file.folder()))
+    }
+
+    fn inject_env(&self, access_token: &Secret) -> Result<Vec<(String, String)>, String> {
+        Ok(vec![(
+            "CLAUDE_CODE_OAUTH_TOKEN".to_string(),
+            access_token.expose().to_string(),
+        )])
+    }
+
+    fn overriding_env(&self) -> &'static [&'static str] {
+        &[
+            "ANTHROPIC_API_KEY",
+            "ANTHROPIC_AUTH_TOKEN",
+            "CLAUDE_CODE_OAUTH_TOKEN",
+        ]
+    }
+}
+
+/// A token response without `expires_in` (Claude's always has one): assume this much.
+const UNKNOWN_LIFETIME: Duration = Duration::from_secs(15 * 60);
 
 /// `$CLAUDE_SECURESTORAGE_CONFIG_DIR` (when set; set but empty means `~/.claude`, as in Claude),
 /// else `$CLAUDE_CONFIG_DIR`, else `~/.claude`, plus `.credentials.json`. `env` reads a variable
@@ -153,7 +231,7 @@ pub fn apply(doc: &mut Value, response: &TokenResponse, now: EpochMs) {
     }
     oauth.insert(
         "expiresAt".into(),
-        json!(now.saturating_add(secs_to_ms(response.expires_in))),
+        json!(response.expires_at(now, UNKNOWN_LIFETIME)),
     );
     if let Some(scope) = response.scope.as_deref().filter(|s| !s.trim().is_empty()) {
         let scopes: Vec<&str> = scope.split_whitespace().collect();
@@ -224,9 +302,10 @@ mod tests {
         TokenResponse {
             access_token: Secret::new("new-access"),
             refresh_token: Some(Secret::new("new-refresh")),
-            expires_in: 28800,
+            expires_in: Some(28800),
             scope: None,
             refresh_token_expires_in: None,
+            id_token: None,
         }
     }
 
@@ -347,7 +426,7 @@ mod tests {
             "never added"
         );
         assert_eq!(o["scopes"], json!(["user:inference", "user:profile"]));
-        resp.expires_in = u64::MAX;
+        resp.expires_in = Some(u64::MAX);
         apply(&mut doc, &resp, i64::MAX - 5);
         assert_eq!(doc["claudeAiOauth"]["expiresAt"], i64::MAX);
     }

@@ -12,6 +12,25 @@
 //! request_timeout = "30s"  # one request to the token endpoint
 //! retry_total = "60s"      # all attempts of one refresh
 //! lock_timeout = "60s"     # waiting for another process's lock
+//! store = "auto"           # Claude Code only: auto (Keychain on macOS), file, or keychain
+//!
+//! [codex]                  # the same keys, for Codex CLI (~/.codex/auth.json)
+//! [gemini]                 # the same keys and client_secret, for Gemini CLI
+//!
+//! [[login]]                # any other OAuth login kept in a JSON file
+//! name = "mytool"
+//! credentials = "/home/me/.mytool/auth.json"
+//! access_token = "/tokens/access_token"    # JSON pointers into the file
+//! refresh_token = "/tokens/refresh_token"
+//! expires_at = "/tokens/expires_at"        # not needed with expiry_unit = "jwt"
+//! expiry_unit = "ms"                       # ms, s, rfc3339, or jwt (the access token's exp)
+//! token_url = "https://auth.example.com/oauth/token"
+//! client_id = "…"
+//! client_secret = "…"                      # optional
+//! body = "form"                            # json or form
+//! extra_fields = { audience = "api" }      # more fields of the request body
+//! headers = { "X-Client" = "tokenkeeper" } # more request headers
+//! min_ttl = "15m"
 //!
 //! [daemon]
 //! refresh_before = "1h"         # refresh when this much is left (at most half the lifetime)
@@ -22,9 +41,10 @@
 //! ```
 
 use crate::backoff::RetryPolicy;
-use crate::claude;
 use crate::error::Error;
+use crate::provider::Provider;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -34,11 +54,81 @@ pub struct ConfigFile {
     #[serde(default)]
     pub claude: ProviderConfig,
     #[serde(default)]
+    pub codex: ProviderConfig,
+    #[serde(default)]
+    pub gemini: ProviderConfig,
+    /// `[[login]]` tables: other tools' OAuth logins in JSON files.
+    #[serde(default)]
+    pub login: Vec<LoginTable>,
+    #[serde(default)]
     pub daemon: DaemonConfig,
 }
 
+impl ConfigFile {
+    /// The `[claude]`, `[codex]` or `[gemini]` table.
+    pub fn provider(&self, name: &str) -> Option<&ProviderConfig> {
+        match name {
+            "claude" => Some(&self.claude),
+            "codex" => Some(&self.codex),
+            "gemini" => Some(&self.gemini),
+            _ => None,
+        }
+    }
+}
+
+/// One `[[login]]` table: any OAuth login kept in a JSON file (see `generic.rs`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginTable {
+    /// What `--provider` calls it, and how status and alerts name it.
+    pub name: String,
+    pub credentials: PathBuf,
+    /// JSON pointers (RFC 6901) to the tokens and the expiry.
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_at: Option<String>,
+    /// `ms`, `s`, `rfc3339` or `jwt`.
+    pub expiry_unit: String,
+    /// `json` (default) or `form`.
+    pub body: Option<String>,
+    #[serde(default)]
+    pub extra_fields: BTreeMap<String, String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// The command that logs in again, for messages.
+    pub login_command: Option<String>,
+    pub token_url: String,
+    pub client_id: String,
+    pub client_secret: Option<String>,
+    pub scope: Option<String>,
+    pub user_agent: Option<String>,
+    pub min_ttl: Option<String>,
+    pub request_timeout: Option<String>,
+    pub retry_total: Option<String>,
+    pub lock_timeout: Option<String>,
+}
+
+impl LoginTable {
+    /// The request settings of this table, in the shape the built-in providers' tables have.
+    pub fn request_config(&self) -> ProviderConfig {
+        ProviderConfig {
+            credentials: Some(self.credentials.clone()),
+            token_url: Some(self.token_url.clone()),
+            client_id: Some(self.client_id.clone()),
+            client_secret: self.client_secret.clone(),
+            scope: self.scope.clone(),
+            store: None,
+            user_agent: self.user_agent.clone(),
+            min_ttl: self.min_ttl.clone(),
+            request_timeout: self.request_timeout.clone(),
+            retry_total: self.retry_total.clone(),
+            lock_timeout: self.lock_timeout.clone(),
+        }
+    }
+}
+
 /// `[daemon]`: the watchdog's own settings (flags of `tokenkeeper daemon` win).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DaemonConfig {
     /// Refresh when this much is left (cut to half the token's lifetime); default 1h.
@@ -71,13 +161,16 @@ impl DaemonConfig {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     pub credentials: Option<PathBuf>,
     pub token_url: Option<String>,
     pub client_id: Option<String>,
+    pub client_secret: Option<String>,
     pub scope: Option<String>,
+    /// Claude Code only: `auto`, `file` or `keychain`.
+    pub store: Option<String>,
     pub user_agent: Option<String>,
     pub min_ttl: Option<String>,
     pub request_timeout: Option<String>,
@@ -90,12 +183,15 @@ pub struct ProviderConfig {
 pub struct Settings {
     pub token_url: String,
     pub client_id: String,
+    pub client_secret: Option<String>,
     pub scope: String,
     pub user_agent: String,
     pub min_ttl: Duration,
     pub request_timeout: Duration,
     pub retry: RetryPolicy,
     pub lock_timeout: Duration,
+    /// The config file, for messages that say where to set something.
+    pub config_path: PathBuf,
 }
 
 /// `$XDG_CONFIG_HOME/tokenkeeper/config.toml`, else `~/.config/tokenkeeper/config.toml`.
@@ -129,13 +225,16 @@ pub fn load(path: &Path, named_by_user: bool) -> Result<ConfigFile, Error> {
 }
 
 impl ProviderConfig {
-    /// Resolves the Claude Code settings; `token_url` is the flag or environment value, if any.
-    pub fn claude_settings(
+    /// Resolves a provider's settings: this table over the provider's defaults; `token_url` and
+    /// `min_ttl` are the flag or environment values, if any.
+    pub fn settings(
         &self,
+        provider: &dyn Provider,
         config_path: &Path,
         token_url: Option<String>,
         min_ttl: Option<Duration>,
     ) -> Result<Settings, Error> {
+        let defaults = provider.defaults();
         let duration = |key: &str, value: &Option<String>, default: Duration| match value {
             None => Ok(default),
             Some(text) => crate::duration::parse(text).map_err(|e| Error::Config {
@@ -146,14 +245,14 @@ impl ProviderConfig {
         let pick = |v: &Option<String>, d: &str| v.clone().unwrap_or_else(|| d.to_string());
         let retry_total = duration("retry_total", &self.retry_total, Duration::from_secs(60))?;
         Ok(Settings {
-            token_url: token_url
-                .unwrap_or_else(|| pick(&self.token_url, claude::DEFAULT_TOKEN_URL)),
-            client_id: pick(&self.client_id, claude::DEFAULT_CLIENT_ID),
-            scope: pick(&self.scope, claude::DEFAULT_SCOPE),
-            user_agent: pick(&self.user_agent, claude::DEFAULT_USER_AGENT),
+            token_url: token_url.unwrap_or_else(|| pick(&self.token_url, defaults.token_url)),
+            client_id: pick(&self.client_id, defaults.client_id),
+            client_secret: self.client_secret.clone(),
+            scope: pick(&self.scope, defaults.scope),
+            user_agent: pick(&self.user_agent, defaults.user_agent),
             min_ttl: match min_ttl {
                 Some(m) => m,
-                None => duration("min_ttl", &self.min_ttl, claude::DEFAULT_MIN_TTL)?,
+                None => duration("min_ttl", &self.min_ttl, provider.default_min_ttl())?,
             },
             request_timeout: duration(
                 "request_timeout",
@@ -165,6 +264,7 @@ impl ProviderConfig {
                 ..RetryPolicy::default()
             },
             lock_timeout: duration("lock_timeout", &self.lock_timeout, Duration::from_secs(60))?,
+            config_path: config_path.to_path_buf(),
         })
     }
 }
@@ -172,6 +272,7 @@ impl ProviderConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::claude::{self, Claude};
 
     #[test]
     fn reads_settings_and_names_bad_keys() {
@@ -179,7 +280,7 @@ mod tests {
         let path = dir.path().join("config.toml");
         std::fs::write(&path, "[claude]\nmin_ttl = \"2h\"\nuser_agent = \"x/1\"\n").unwrap();
         let cfg = load(&path, true).unwrap();
-        let s = cfg.claude.claude_settings(&path, None, None).unwrap();
+        let s = cfg.claude.settings(&Claude, &path, None, None).unwrap();
         assert_eq!(s.min_ttl, Duration::from_secs(7200));
         assert_eq!(s.user_agent, "x/1");
         assert_eq!(s.token_url, claude::DEFAULT_TOKEN_URL);
@@ -195,7 +296,7 @@ mod tests {
         let cfg = load(&path, true).unwrap();
         let err = cfg
             .claude
-            .claude_settings(&path, None, None)
+            .settings(&Claude, &path, None, None)
             .unwrap_err()
             .to_string();
         assert!(err.contains("min_ttl"), "{err}");

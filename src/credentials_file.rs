@@ -74,6 +74,11 @@ impl CredentialsFile {
         self.owner
     }
 
+    /// Whether there is a login to read (the file, or the link, exists).
+    pub fn exists(&self) -> bool {
+        fs::symlink_metadata(&self.path).is_ok()
+    }
+
     /// The file that holds the bytes: the path itself, or where its symlink chain ends.
     pub fn target(&self) -> Result<PathBuf, Error> {
         match fs::symlink_metadata(&self.path) {

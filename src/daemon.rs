@@ -9,13 +9,13 @@
 //! next planned action: idle, it uses no CPU between wake-ups.
 
 use crate::alert::{Alert, Alerter, Event};
-use crate::claude;
 use crate::config::Settings;
 use crate::credentials_file::CredentialsFile;
 use crate::endpoint::TokenEndpoint;
 use crate::error::{Error, ErrorKind};
 use crate::login::{EpochMs, Login, duration_ms, now_ms};
 use crate::metrics::Metrics;
+use crate::provider::Provider;
 use crate::refresh::{self, Action, Job};
 use crate::schedule;
 use crate::state::{DaemonRecord, StateDir};
@@ -27,19 +27,22 @@ use std::time::Duration;
 
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// Refresh when this much is left (cut to half the token's lifetime).
-    pub refresh_before: Duration,
+    /// Refresh when this much is left (cut to half the token's lifetime); None: each login's
+    /// own minimum lifetime (`min_ttl`).
+    pub refresh_before: Option<Duration>,
     /// Remind the person to log in again when the login ends within this.
     pub login_ending_within: Duration,
 }
 
 /// One login the daemon keeps.
 pub struct LoginConfig {
+    pub provider: Arc<dyn Provider>,
     pub file: CredentialsFile,
     pub settings: Settings,
 }
 
 struct Tracked {
+    provider: Arc<dyn Provider>,
     file: CredentialsFile,
     settings: Settings,
     endpoint: TokenEndpoint,
@@ -98,6 +101,7 @@ impl Daemon {
                 let record = self.state.read_daemon(&key).unwrap_or_default();
                 Tracked {
                     endpoint: TokenEndpoint::new(&l.settings.token_url, &l.settings.user_agent),
+                    provider: l.provider,
                     file: l.file,
                     settings: l.settings,
                     key,
@@ -238,8 +242,7 @@ impl Daemon {
 
     fn read(&self, i: usize) -> Result<Login, Error> {
         let t = &self.logins[i];
-        let snap = t.file.read()?;
-        claude::parse(&t.file, &snap.doc)
+        refresh::parse_current(t.provider.as_ref(), &t.file)
     }
 
     /// A token seen for the first time gets its plan: lifetime from when we first saw it, the
@@ -254,7 +257,8 @@ impl Daemon {
             .ok()
             .filter(|ms| *ms > 0)
             .map(Duration::from_millis);
-        let margin = schedule::margin(self.options.refresh_before, lifetime);
+        let before = self.options.refresh_before.unwrap_or(t.settings.min_ttl);
+        let margin = schedule::margin(before, lifetime);
         let lead = schedule::lead(margin, fastrand::f64());
         t.record.token = Some(fp);
         t.record.seen_at = Some(now);
@@ -266,6 +270,7 @@ impl Daemon {
         let result = {
             let t = &self.logins[i];
             let job = Job {
+                provider: t.provider.as_ref(),
                 file: &t.file,
                 settings: &t.settings,
                 endpoint: &t.endpoint,

@@ -3,6 +3,8 @@
 //! rejection (the login is dead). Classification is pure and tested without a network; no part
 //! of a server's reply other than its error code and description ever reaches a message.
 
+use crate::login::EpochMs;
+use crate::provider::{RejectionRule, TokenRequest};
 use crate::secret::Secret;
 use serde_json::Value;
 use std::time::Duration;
@@ -13,9 +15,28 @@ pub struct TokenResponse {
     pub access_token: Secret,
     /// Absent when the provider keeps the old refresh token.
     pub refresh_token: Option<Secret>,
-    pub expires_in: u64,
+    /// Seconds; absent when the provider does not say (Codex: the access token's JWT does).
+    pub expires_in: Option<u64>,
     pub scope: Option<String>,
     pub refresh_token_expires_in: Option<u64>,
+    /// OpenID Connect's identity token (Codex and Gemini keep one).
+    pub id_token: Option<Secret>,
+}
+
+impl TokenResponse {
+    /// When the new access token expires: `now + expires_in`, else the `exp` claim of the access
+    /// token when it is a JWT, else `now + fallback`.
+    pub fn expires_at(&self, now: EpochMs, fallback: Duration) -> EpochMs {
+        match self.expires_in {
+            Some(secs) => now.saturating_add(secs_to_ms(secs)),
+            None => crate::jwt::expiry_ms(self.access_token.expose())
+                .unwrap_or_else(|| now.saturating_add(secs_to_ms(fallback.as_secs()))),
+        }
+    }
+}
+
+fn secs_to_ms(secs: u64) -> i64 {
+    i64::try_from(secs).unwrap_or(i64::MAX).saturating_mul(1000)
 }
 
 /// What one attempt came to.
@@ -38,8 +59,9 @@ pub enum Reply {
 const PERMANENT: &[&str] = &["invalid_grant", "invalid_client", "unauthorized_client"];
 const MAX_BODY: u64 = 1 << 20;
 
-/// Classifies a complete HTTP answer. `retry_after` is the raw header value.
-pub fn classify(status: u16, retry_after: Option<&str>, body: &[u8]) -> Reply {
+/// Classifies a complete HTTP answer. `retry_after` is the raw header value; `rule` says which
+/// error answers mean the login is dead.
+pub fn classify(status: u16, retry_after: Option<&str>, body: &[u8], rule: RejectionRule) -> Reply {
     let json: Option<Value> = serde_json::from_slice(body).ok();
     let retry_after = retry_after.and_then(parse_retry_after);
     if (200..300).contains(&status) {
@@ -53,6 +75,14 @@ pub fn classify(status: u16, retry_after: Option<&str>, body: &[u8]) -> Reply {
     }
     let (code, description) = json.as_ref().map(error_of).unwrap_or_default();
     if matches!(status, 400 | 401 | 403) && PERMANENT.contains(&code.as_str()) {
+        return Reply::Rejected { code, description };
+    }
+    if status == 401 && rule == RejectionRule::OAuthOrAny401 {
+        let code = if code.is_empty() {
+            "HTTP 401".to_string()
+        } else {
+            code
+        };
         return Reply::Rejected { code, description };
     }
     let detail = if code.is_empty() {
@@ -74,7 +104,7 @@ fn token_response(v: &Value) -> Option<TokenResponse> {
         e.as_u64()
             .or_else(|| e.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
             .or_else(|| e.as_str().and_then(|s| s.parse().ok()))
-    })?;
+    });
     Some(TokenResponse {
         access_token: Secret::new(access),
         refresh_token: v
@@ -85,16 +115,30 @@ fn token_response(v: &Value) -> Option<TokenResponse> {
         expires_in,
         scope: v.get("scope").and_then(Value::as_str).map(str::to_string),
         refresh_token_expires_in: v.get("refresh_token_expires_in").and_then(Value::as_u64),
+        id_token: v
+            .get("id_token")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(Secret::new),
     })
 }
 
-/// OAuth's `{"error":"invalid_grant","error_description":"…"}` or Anthropic's
-/// `{"type":"error","error":{"type":"…","message":"…"}}`.
+/// OAuth's `{"error":"invalid_grant","error_description":"…"}`, Anthropic's
+/// `{"type":"error","error":{"type":"…","message":"…"}}` or OpenAI's
+/// `{"error":{"code":"refresh_token_reused","message":"…"}}`.
 fn error_of(v: &Value) -> (String, String) {
     let text = |v: Option<&Value>| v.and_then(Value::as_str).map(clean).unwrap_or_default();
     match v.get("error") {
         Some(Value::String(code)) => (clean(code), text(v.get("error_description"))),
-        Some(Value::Object(e)) => (text(e.get("type")), text(e.get("message"))),
+        Some(Value::Object(e)) => {
+            let code = text(e.get("code"));
+            let code = if code.is_empty() {
+                text(e.get("type"))
+            } else {
+                code
+            };
+            (code, text(e.get("message")))
+        }
         _ => Default::default(),
     }
 }
@@ -172,20 +216,23 @@ impl TokenEndpoint {
         &self.url
     }
 
-    /// Posts one JSON request and classifies the answer. Never fails: transport trouble is a
+    /// Posts one token request and classifies the answer. Never fails: transport trouble is a
     /// [`Reply::Transient`].
-    pub fn post_json(&self, body: &Value, timeout: Duration) -> Reply {
-        let bytes = body.to_string();
-        let result = self
+    pub fn post(&self, request: &TokenRequest, rule: RejectionRule, timeout: Duration) -> Reply {
+        let (content_type, bytes) = request.body.encode();
+        let mut builder = self
             .agent()
             .post(&self.url)
             .config()
             .timeout_global(Some(timeout))
             .build()
-            .header("Content-Type", "application/json")
+            .header("Content-Type", content_type)
             .header("Accept", "application/json, text/plain, */*")
-            .header("User-Agent", &self.user_agent)
-            .send(bytes.as_bytes());
+            .header("User-Agent", &self.user_agent);
+        for (name, value) in &request.headers {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        let result = builder.send(&bytes[..]);
         let mut response = match result {
             Ok(r) => r,
             Err(e) => return transport_failure(&e),
@@ -205,7 +252,7 @@ impl TokenEndpoint {
             Ok(b) => b,
             Err(e) => return transport_failure(&e),
         };
-        classify(status, retry_after.as_deref(), &body)
+        classify(status, retry_after.as_deref(), &body, rule)
     }
 }
 
@@ -230,13 +277,17 @@ mod tests {
     #[test]
     fn tokens_are_read_from_a_2xx() {
         let body = br#"{"access_token":"a","refresh_token":"r","expires_in":28800,"scope":"user:inference"}"#;
-        let Reply::Tokens(t) = classify(200, None, body) else {
+        let Reply::Tokens(t) = classify(200, None, body, RejectionRule::OAuth) else {
             panic!()
         };
-        assert_eq!(t.expires_in, 28800);
+        assert_eq!(t.expires_in, Some(28800));
         assert_eq!(t.refresh_token, Some(Secret::new("r")));
-        let Reply::Tokens(t) = classify(200, None, br#"{"access_token":"a","expires_in":60}"#)
-        else {
+        let Reply::Tokens(t) = classify(
+            200,
+            None,
+            br#"{"access_token":"a","expires_in":60}"#,
+            RejectionRule::OAuth,
+        ) else {
             panic!()
         };
         assert_eq!(t.refresh_token, None);
@@ -249,7 +300,7 @@ mod tests {
                 r#"{{"error":"{code}","error_description":"Refresh token not found or invalid"}}"#
             );
             assert_eq!(
-                classify(400, None, body.as_bytes()),
+                classify(400, None, body.as_bytes(), RejectionRule::OAuth),
                 Reply::Rejected {
                     code: code.to_string(),
                     description: "Refresh token not found or invalid".into()
@@ -285,7 +336,7 @@ mod tests {
             (200, None, br#"{"access_token":""}"#, "without tokens"),
         ];
         for (status, ra, body, needle) in cases {
-            match classify(*status, *ra, body) {
+            match classify(*status, *ra, body, RejectionRule::OAuth) {
                 Reply::Transient {
                     reason,
                     retry_after,
@@ -314,7 +365,9 @@ mod tests {
     fn server_text_is_reduced_to_one_short_line() {
         let long = "x".repeat(1000);
         let body = format!(r#"{{"error":"invalid_grant","error_description":"a\nb{long}"}}"#);
-        let Reply::Rejected { description, .. } = classify(400, None, body.as_bytes()) else {
+        let Reply::Rejected { description, .. } =
+            classify(400, None, body.as_bytes(), RejectionRule::OAuth)
+        else {
             panic!()
         };
         assert!(!description.contains('\n'));

@@ -21,6 +21,8 @@ pub enum ErrorKind {
     Config,
     /// Trouble with tokenkeeper's own state folder or another local resource.
     Io,
+    /// The command line asks for something that cannot be done.
+    Usage,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +93,9 @@ pub enum Error {
     #[error("config file {}: {problem}", path.display())]
     Config { path: PathBuf, problem: String },
 
+    #[error("{0}")]
+    Usage(String),
+
     #[error("{what} {}: {source}", path.display())]
     Io {
         what: &'static str,
@@ -110,6 +115,7 @@ impl Error {
             Error::LockTimeout { .. } => ErrorKind::LockTimeout,
             Error::SaveFailed { .. } | Error::TokensLost { .. } => ErrorKind::SaveFailed,
             Error::Config { .. } => ErrorKind::Config,
+            Error::Usage(_) => ErrorKind::Usage,
             Error::Io { .. } => ErrorKind::Io,
         }
     }

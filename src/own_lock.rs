@@ -8,8 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 #[derive(Debug)]
 pub struct OwnLock {
@@ -51,24 +50,8 @@ impl OwnLock {
             .truncate(false)
             .open(path)
             .map_err(OwnLockError::Io)?;
-        let started = Instant::now();
-        let mut announced = false;
-        let mut pause = Duration::from_millis(5);
-        loop {
-            match file.try_lock() {
-                Ok(()) => break,
-                Err(fs::TryLockError::WouldBlock) => {}
-                Err(fs::TryLockError::Error(e)) => return Err(OwnLockError::Io(e)),
-            }
-            if Instant::now() >= deadline {
-                return Err(OwnLockError::Timeout);
-            }
-            if !announced && started.elapsed() >= Duration::from_secs(1) {
-                on_wait();
-                announced = true;
-            }
-            thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
-            pause = (pause * 2).min(Duration::from_millis(100));
+        if !crate::flock::lock_until(&file, deadline, on_wait).map_err(OwnLockError::Io)? {
+            return Err(OwnLockError::Timeout);
         }
         let mut lock = OwnLock {
             file,
@@ -170,7 +153,7 @@ mod tests {
     fn second_holder_waits_and_times_out() {
         let dir = tempfile::tempdir().unwrap();
         let path = sidecar_path(dir.path());
-        let soon = || Instant::now() + Duration::from_millis(200);
+        let soon = || Instant::now() + std::time::Duration::from_millis(200);
         let first = OwnLock::acquire(&path, soon(), &mut || {}).unwrap();
         assert!(matches!(
             OwnLock::acquire(&path, soon(), &mut || {}),

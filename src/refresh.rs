@@ -10,9 +10,8 @@
 //! 7. on a rejection, adopt a rotation made meanwhile, else report the login dead, file untouched;
 //! 8. record what happened in the state folder.
 
-use crate::claude;
 use crate::config::Settings;
-use crate::credentials_file::{CredentialsFile, WriteGuard};
+use crate::credentials_file::{CredentialsFile, Snapshot, WriteGuard};
 use crate::dir_lock::{DirLock, DirLockSpec, LockError, OwnerRecord};
 use crate::endpoint::{Reply, TokenEndpoint, TokenResponse};
 use crate::error::Error;
@@ -20,6 +19,7 @@ use crate::interrupt;
 use crate::lease;
 use crate::login::{EpochMs, Login, now_ms};
 use crate::own_lock::{self, OwnLock, OwnLockError};
+use crate::provider::{Provider, SaveLock};
 use crate::secret::{Secret, scrub};
 use crate::state::{Record, Recovery, StateDir};
 use serde_json::Value;
@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 /// Everything one refresh works with.
 pub struct Job<'a> {
+    pub provider: &'a dyn Provider,
     pub file: &'a CredentialsFile,
     pub settings: &'a Settings,
     pub endpoint: &'a TokenEndpoint,
@@ -90,15 +91,46 @@ pub fn refresh_if_due(job: &Job<'_>, force: bool, min_ttl: Duration) -> Result<O
     if !force && let Some(rejected) = known_rejection(job, &key, &first) {
         return Err(rejected);
     }
+    job.provider
+        .ready(job.settings)
+        .map_err(|problem| Error::Config {
+            path: job.settings.config_path.clone(),
+            problem,
+        })?;
     let result = locked_refresh(job, &key, &first, force, min_ttl);
     record(job, &key, &result);
     result
 }
 
+/// Reads the credentials. For a CLI that rewrites its file in place without a lock, an empty or
+/// unparseable file is a write in progress: it is read again a few times before it counts as
+/// malformed (and a malformed file is never written over).
+pub fn read_snapshot(provider: &dyn Provider, file: &CredentialsFile) -> Result<Snapshot, Error> {
+    let mut tries = 0;
+    loop {
+        match file.read() {
+            Err(Error::Malformed { .. }) if provider.rewritten_in_place() && tries < 20 => {
+                tries += 1;
+                thread::sleep(Duration::from_millis(25));
+            }
+            Err(Error::Missing { .. }) if let Some(better) = provider.when_missing(file) => {
+                return Err(better);
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Reads and parses the login, as it is now.
+pub fn parse_current(provider: &dyn Provider, file: &CredentialsFile) -> Result<Login, Error> {
+    let snap = read_snapshot(provider, file)?;
+    provider.parse(file, &snap.doc)
+}
+
 /// Reads and parses the login; a login without a refresh token is dead.
 pub fn read_login(job: &Job<'_>) -> Result<Login, Error> {
-    let snap = job.file.read()?;
-    let login = claude::parse(job.file, &snap.doc)?;
+    let snap = read_snapshot(job.provider, job.file)?;
+    let login = job.provider.parse(job.file, &snap.doc)?;
     if let Some(mode) = snap.loose_mode {
         warn_loose_mode(job.file, mode);
     }
@@ -191,9 +223,13 @@ fn locked_refresh(
                 });
             }
         };
-        let claude_locks = Held(take_locks(job, &claude::refresh_locks(&folder), &own)?);
-        let snap = job.file.read()?;
-        let current = claude::parse(job.file, &snap.doc)?;
+        let cli_locks = Held(take_locks(
+            job,
+            &job.provider.refresh_locks(job.file),
+            &own,
+        )?);
+        let snap = read_snapshot(job.provider, job.file)?;
+        let current = job.provider.parse(job.file, &snap.doc)?;
 
         if let Some(done) = restore_recovery(job, &own, key, &current, &snap.doc)? {
             return Ok(done);
@@ -229,17 +265,18 @@ fn locked_refresh(
             .min(remaining)
             .max(Duration::from_secs(1));
         let critical = interrupt::enter_critical();
-        let body = claude::token_request(
-            &current.refresh_token,
-            &job.settings.client_id,
-            &job.settings.scope,
-        );
+        let request = job
+            .provider
+            .token_request(&current.refresh_token, job.settings);
         tracing::debug!(
             "posting refresh token {} to {} (attempt {attempts})",
             current.refresh_token.fingerprint(),
             job.endpoint.url()
         );
-        match job.endpoint.post_json(&body, timeout) {
+        match job
+            .endpoint
+            .post(&request, job.provider.rejection_rule(), timeout)
+        {
             Reply::Tokens(tokens) => {
                 let received_at = now_ms();
                 let action = save(
@@ -263,7 +300,7 @@ fn locked_refresh(
                 drop(critical);
                 let secrets = [&current.refresh_token, &current.access_token];
                 let description = scrub(&description, &secrets);
-                let after = claude::parse(job.file, &job.file.read()?.doc)?;
+                let after = parse_current(job.provider, job.file)?;
                 if !after.refresh_token.is_empty() && after.refresh_token != current.refresh_token {
                     tracing::info!(
                         "the server refused our refresh token, but another process has rotated it; using its tokens"
@@ -290,7 +327,7 @@ fn locked_refresh(
                 retry_after,
             } => {
                 drop(critical);
-                drop(claude_locks);
+                drop(cli_locks);
                 drop(lease_guard);
                 own.clear_held();
                 let reason = scrub(&reason, &[&current.refresh_token, &current.access_token]);
@@ -485,13 +522,48 @@ fn not_writable(job: &Job<'_>, path: PathBuf, source: io::Error) -> Error {
     }
 }
 
-/// A tokenkeeper killed while saving leaves its temp file; remove it under the storage lock,
-/// where no writer can be using one.
+/// A tokenkeeper killed while saving leaves its temp file; remove it under the lock every
+/// writer of the file takes (the CLI's, else our own, which we hold), where no writer can be
+/// using one.
 fn remove_temps_of_killed_writer(job: &Job<'_>, own: &OwnLock) {
-    let spec = claude::storage_write_lock(&job.file.folder());
     let deadline = Instant::now() + Duration::from_secs(5);
-    if let (Ok(_lock), Ok(target)) = (acquire_noted(&spec, deadline, own), job.file.target()) {
+    if let (Ok(_lock), Ok(target)) = (take_save_lock(job, own, deadline), job.file.target()) {
         crate::credentials_file::remove_abandoned_temps(&target);
+    }
+}
+
+/// The CLI's write lock, held while we write.
+enum SaveHeld {
+    Nothing,
+    Dir(#[allow(dead_code)] DirLock),
+    Flocks(#[allow(dead_code)] Vec<std::fs::File>),
+}
+
+/// Takes the lock the CLI writes its credentials under. For `flock`s (Codex), the first is
+/// waited for until `deadline`; the later ones are polled for at most 5 s, as Codex does.
+fn take_save_lock(job: &Job<'_>, own: &OwnLock, deadline: Instant) -> io::Result<SaveHeld> {
+    match job.provider.save_lock(job.file) {
+        SaveLock::None => Ok(SaveHeld::Nothing),
+        SaveLock::Dir(spec) => acquire_noted(&spec, deadline, own)
+            .map(SaveHeld::Dir)
+            .map_err(|e| match e {
+                LockError::Io(e) => e,
+                LockError::Timeout { .. } => {
+                    io::Error::new(io::ErrorKind::TimedOut, "storage lock busy")
+                }
+            }),
+        SaveLock::Flocks(paths) => {
+            let mut held = Vec::with_capacity(paths.len());
+            for (i, path) in paths.iter().enumerate() {
+                let until = if i == 0 {
+                    deadline
+                } else {
+                    deadline.min(Instant::now() + Duration::from_secs(5))
+                };
+                held.push(crate::flock::open_locked(path, until)?);
+            }
+            Ok(SaveHeld::Flocks(held))
+        }
     }
 }
 
@@ -516,12 +588,10 @@ fn save(
     if let Err(e) = &early {
         tracing::debug!("could not write the recovery file first: {e}");
     }
-    let folder = job.file.folder();
-    let spec = claude::storage_write_lock(&folder);
     let mut last_error = io::Error::other("not tried");
     for pause_ms in [0u64, 100, 200, 400, 800, 1500] {
         thread::sleep(Duration::from_millis(pause_ms));
-        match try_save(job, own, &spec, posted, tokens, received_at, base) {
+        match try_save(job, own, posted, tokens, received_at, base) {
             Ok(action) => {
                 if action == Action::KeptOnDisk {
                     tracing::warn!(
@@ -560,27 +630,23 @@ fn save(
 fn try_save(
     job: &Job<'_>,
     own: &OwnLock,
-    spec: &DirLockSpec,
     posted: &Secret,
     tokens: &TokenResponse,
     received_at: EpochMs,
     base: &Value,
 ) -> io::Result<Action> {
     let deadline = Instant::now() + Duration::from_secs(20);
-    let lock = acquire_noted(spec, deadline, own).map_err(|e| match e {
-        LockError::Io(e) => e,
-        LockError::Timeout { .. } => io::Error::new(io::ErrorKind::TimedOut, "storage lock busy"),
-    })?;
-    let mut doc = match job.file.read() {
+    let lock = take_save_lock(job, own, deadline)?;
+    let mut doc = match read_snapshot(job.provider, job.file) {
         Ok(snap) => snap.doc,
         Err(Error::Missing { .. }) => base.clone(),
         Err(e) => return Err(io::Error::other(e.to_string())),
     };
-    let stored = claude::stored_refresh_token(&doc);
+    let stored = job.provider.stored_refresh_token(&doc);
     if !(stored.is_empty() || stored == posted.expose()) {
         return Ok(Action::KeptOnDisk);
     }
-    claude::apply(&mut doc, tokens, received_at);
+    job.provider.apply(&mut doc, tokens, received_at);
     job.file.write(&doc, &WriteGuard::new(&lock))?;
     Ok(Action::Refreshed)
 }
@@ -648,7 +714,7 @@ fn record(job: &Job<'_>, key: &str, result: &Result<Outcome, Error>) {
                     .file
                     .read()
                     .ok()
-                    .and_then(|s| claude::parse(job.file, &s.doc).ok())
+                    .and_then(|s| job.provider.parse(job.file, &s.doc).ok())
                     .filter(|l| !l.refresh_token.is_empty())
                     .map(|l| l.refresh_token.fingerprint()),
                 _ => None,

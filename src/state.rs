@@ -69,9 +69,11 @@ pub struct Recovery {
     pub received_at: EpochMs,
     pub access_token: String,
     pub refresh_token: Option<String>,
-    pub expires_in: u64,
+    pub expires_in: Option<u64>,
     pub scope: Option<String>,
     pub refresh_token_expires_in: Option<u64>,
+    #[serde(default)]
+    pub id_token: Option<String>,
 }
 
 impl Recovery {
@@ -85,6 +87,7 @@ impl Recovery {
             expires_in: t.expires_in,
             scope: t.scope.clone(),
             refresh_token_expires_in: t.refresh_token_expires_in,
+            id_token: t.id_token.as_ref().map(|r| r.expose().to_string()),
         }
     }
 
@@ -95,6 +98,7 @@ impl Recovery {
             expires_in: self.expires_in,
             scope: self.scope.clone(),
             refresh_token_expires_in: self.refresh_token_expires_in,
+            id_token: self.id_token.clone().map(Secret::new),
         }
     }
 }
@@ -269,7 +273,8 @@ mod tests {
         let tokens = TokenResponse {
             access_token: Secret::new("a"),
             refresh_token: Some(Secret::new("r")),
-            expires_in: 60,
+            expires_in: Some(60),
+            id_token: None,
             scope: None,
             refresh_token_expires_in: None,
         };

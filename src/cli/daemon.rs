@@ -40,20 +40,21 @@ struct Resolved {
     options: Options,
     alerter: Alerter,
     metrics: Option<SocketAddr>,
-    login: LoginConfig,
+    logins: Vec<LoginConfig>,
 }
 
 fn resolve(cli: &Cli, args: &DaemonArgs) -> Result<Resolved, Error> {
-    let ctx = Context::resolve(cli, None)?;
+    let all = Context::resolve_all(cli)?;
+    let ctx = &all[0];
     let (path, d) = (&ctx.config_path, &ctx.daemon_config);
+    // Unset: each login's own minimum lifetime (1 h for Claude Code, 1 day for Codex CLI, …).
     let refresh_before = match args.refresh_before {
-        Some(v) => v,
-        None => d.duration(
-            path,
-            "refresh_before",
-            &d.refresh_before,
-            Duration::from_secs(3600),
-        )?,
+        Some(v) => Some(v),
+        None => d
+            .refresh_before
+            .as_ref()
+            .map(|_| d.duration(path, "refresh_before", &d.refresh_before, Duration::ZERO))
+            .transpose()?,
     };
     let login_ending_within = match args.login_ending_within {
         Some(v) => v,
@@ -82,17 +83,21 @@ fn resolve(cli: &Cli, args: &DaemonArgs) -> Result<Resolved, Error> {
         args.webhook.clone().or_else(|| d.webhook.clone()),
     );
     Ok(Resolved {
-        state: ctx.state,
+        state: ctx.state.clone(),
         options: Options {
             refresh_before,
             login_ending_within,
         },
         alerter,
         metrics,
-        login: LoginConfig {
-            file: ctx.file,
-            settings: ctx.settings,
-        },
+        logins: all
+            .into_iter()
+            .map(|c| LoginConfig {
+                provider: c.provider,
+                file: c.file,
+                settings: c.settings,
+            })
+            .collect(),
     })
 }
 
@@ -170,13 +175,18 @@ pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<u8, Error> {
 
     let notifier = Notifier::from_env();
     let ping_every = notifier.ping_every();
+    let paths: Vec<String> = resolved
+        .logins
+        .iter()
+        .map(|l| l.file.path().display().to_string())
+        .collect();
     tracing::info!(
         "daemon started (pid {}), keeping {} fresh",
         std::process::id(),
-        resolved.login.file.path().display()
+        paths.join(", ")
     );
     let mut daemon = Daemon::new(
-        vec![resolved.login],
+        resolved.logins,
         state,
         resolved.alerter,
         metrics,
@@ -190,7 +200,7 @@ pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<u8, Error> {
             Ok(r) => {
                 tracing::info!("configuration re-read");
                 d.set_options(r.options, r.alerter);
-                d.set_logins(vec![r.login]);
+                d.set_logins(r.logins);
                 if r.metrics != resolved.metrics {
                     tracing::warn!("a new metrics address takes effect at the next start");
                 }

@@ -19,18 +19,12 @@ use tokenkeeper::{Error, lease};
 pub enum Inject {
     /// The command reads the shared credentials file, as it does on its own.
     File,
-    /// The command gets only the access token, in CLAUDE_CODE_OAUTH_TOKEN.
+    /// The command gets only the access token, in its environment (Claude Code:
+    /// CLAUDE_CODE_OAUTH_TOKEN; Gemini CLI: GOOGLE_CLOUD_ACCESS_TOKEN).
     Env,
 }
 
 pub const DEFAULT_MIN_TTL: Duration = Duration::from_secs(30 * 60);
-
-/// Variables that make Claude Code ignore its stored login.
-const OVERRIDES: &[&str] = &[
-    "ANTHROPIC_API_KEY",
-    "ANTHROPIC_AUTH_TOKEN",
-    "CLAUDE_CODE_OAUTH_TOKEN",
-];
 
 pub fn run(
     ctx: &Context,
@@ -46,20 +40,31 @@ pub fn run(
         .file_name()
         .map_or_else(|| program.to_string_lossy(), |n| n.to_string_lossy())
         .into_owned();
-    let set: Vec<&str> = OVERRIDES
+    let set: Vec<&str> = ctx
+        .provider
+        .overriding_env()
         .iter()
         .copied()
         .filter(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
         .collect();
     if !set.is_empty() {
         tracing::warn!(
-            "{} set in the environment; Claude Code uses it instead of the stored login",
+            "{} set in the environment; {} uses it instead of the stored login",
             if set.len() == 1 {
                 format!("{} is", set[0])
             } else {
                 format!("{} are", set.join(", "))
-            }
+            },
+            ctx.file.owner().name
         );
+    }
+    if inject == Inject::Env
+        && let Err(why) = ctx.provider.inject_env(&Default::default())
+    {
+        return Err(Error::Usage(format!(
+            "--inject env cannot hand {} a token: {why}; use --inject file",
+            ctx.file.owner().name
+        )));
     }
 
     let job = ctx.job();
@@ -68,10 +73,10 @@ pub fn run(
     loop {
         let (login, lease) = prepare(ctx, &job, force, min_ttl, inject)?;
         let env = match inject {
-            Inject::Env => vec![(
-                "CLAUDE_CODE_OAUTH_TOKEN".to_string(),
-                login.access_token.expose().to_string(),
-            )],
+            Inject::Env => ctx
+                .provider
+                .inject_env(&login.access_token)
+                .unwrap_or_default(),
             Inject::File => Vec::new(),
         };
         let spec = ChildSpec {

@@ -12,26 +12,31 @@ mod signals;
 mod status;
 mod token;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use std::path::PathBuf;
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 use tokenkeeper::config::{self, ConfigFile, Settings};
 use tokenkeeper::credentials_file::CredentialsFile;
 use tokenkeeper::endpoint::TokenEndpoint;
+use tokenkeeper::provider::{self, Provider};
 use tokenkeeper::refresh::Job;
 use tokenkeeper::state::StateDir;
-use tokenkeeper::{Error, ErrorKind, claude};
+use tokenkeeper::{Error, ErrorKind};
 
 /// Keeps the OAuth logins of AI coding CLIs fresh: one refresh at a time across every process,
 /// rotated tokens never lost.
 #[derive(Parser, Debug)]
 #[command(name = "tokenkeeper", version, about, after_help = EXIT_CODES)]
 pub struct Cli {
-    /// Which CLI's login to keep.
-    #[arg(long, global = true, value_enum, default_value_t = Provider::Claude)]
-    provider: Provider,
-    /// The credentials file [default: $CLAUDE_CONFIG_DIR/.credentials.json, else ~/.claude/.credentials.json]
+    /// Which login: claude, codex, gemini, or the name of a [[login]] in the config file
+    /// [default: claude; exec: the one of the command it runs; status and daemon: every login
+    /// found]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub provider: Option<String>,
+    /// The credentials file [default: the provider's own, e.g. ~/.claude/.credentials.json,
+    /// ~/.codex/auth.json, ~/.gemini/oauth_creds.json]
     #[arg(long, global = true, value_name = "PATH")]
     pub credentials: Option<PathBuf>,
     /// The provider's OAuth token endpoint (for tests and proxies).
@@ -48,12 +53,6 @@ pub struct Cli {
     quiet: bool,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Provider {
-    /// Claude Code
-    Claude,
 }
 
 #[derive(Subcommand, Debug)]
@@ -129,11 +128,13 @@ pub fn exit_code(kind: ErrorKind) -> u8 {
         ErrorKind::LockTimeout => 75,
         ErrorKind::Dead => 77,
         ErrorKind::Credentials | ErrorKind::Config => 78,
+        ErrorKind::Usage => 2,
     }
 }
 
-/// What every command works with, resolved from flags, environment and config.
+/// What every command works with, for one login, resolved from flags, environment and config.
 pub struct Context {
+    pub provider: Arc<dyn Provider>,
     pub file: CredentialsFile,
     pub settings: Settings,
     pub state: StateDir,
@@ -146,9 +147,19 @@ pub struct Context {
     pub daemon_config: config::DaemonConfig,
 }
 
-impl Context {
-    fn resolve(cli: &Cli, min_ttl: Option<Duration>) -> Result<Context, Error> {
-        let env = |k: &str| std::env::var(k).ok();
+/// The config file, read once, and what the environment says.
+struct Loaded {
+    cfg: ConfigFile,
+    config_path: PathBuf,
+    state: StateDir,
+}
+
+fn env(k: &str) -> Option<String> {
+    std::env::var(k).ok()
+}
+
+impl Loaded {
+    fn read(cli: &Cli) -> Result<Loaded, Error> {
         let (config_path, named) = match &cli.config {
             Some(p) => (p.clone(), true),
             None => (
@@ -157,41 +168,146 @@ impl Context {
             ),
         };
         let cfg: ConfigFile = config::load(&config_path, named)?;
-        let settings = cfg
-            .claude
-            .claude_settings(&config_path, cli.token_url.clone(), min_ttl)?;
-        let path = cli
-            .credentials
-            .clone()
-            .or_else(|| cfg.claude.credentials.clone())
-            .or_else(|| claude::default_credentials_path(&env))
-            .ok_or_else(|| Error::Config {
-                path: config_path.clone(),
-                problem: "no credentials path: HOME is not set; pass --credentials PATH".into(),
-            })?;
         let state = StateDir::locate(&env).ok_or_else(|| Error::Config {
             path: config_path.clone(),
             problem: "no state folder: neither XDG_STATE_HOME nor HOME is set".into(),
         })?;
+        Ok(Loaded {
+            cfg,
+            config_path,
+            state,
+        })
+    }
+
+    /// The provider called `name`: a built-in one, or a `[[login]]` table.
+    fn provider(&self, name: &str) -> Result<(Arc<dyn Provider>, config::ProviderConfig), Error> {
+        if let (Some(p), Some(table)) = (provider::builtin(name), self.cfg.provider(name)) {
+            return Ok((p, table.clone()));
+        }
+        if let Some(table) = self.cfg.login.iter().find(|l| l.name == name) {
+            let generic = tokenkeeper::generic::Generic::new(table, &self.config_path)?;
+            return Ok((generic, table.request_config()));
+        }
+        let mut known: Vec<&str> = provider::BUILTIN.to_vec();
+        known.extend(self.cfg.login.iter().map(|l| l.name.as_str()));
+        Err(Error::Config {
+            path: self.config_path.clone(),
+            problem: format!(
+                "names no login called '{name}'; --provider takes one of: {}",
+                known.join(", ")
+            ),
+        })
+    }
+
+    fn context(
+        &self,
+        cli: &Cli,
+        name: &str,
+        credentials: Option<&Path>,
+        min_ttl: Option<Duration>,
+    ) -> Result<Context, Error> {
+        let (provider, table) = self.provider(name)?;
+        let settings = table.settings(
+            provider.as_ref(),
+            &self.config_path,
+            cli.token_url.clone(),
+            min_ttl,
+        )?;
+        let path = credentials
+            .map(Path::to_path_buf)
+            .or_else(|| table.credentials.clone())
+            .or_else(|| provider.default_path(&env))
+            .ok_or_else(|| Error::Config {
+                path: self.config_path.clone(),
+                problem: "no credentials path: HOME is not set; pass --credentials PATH".into(),
+            })?;
+        let file =
+            tokenkeeper::store::open(provider.as_ref(), path, &table, &env).map_err(|problem| {
+                Error::Config {
+                    path: self.config_path.clone(),
+                    problem,
+                }
+            })?;
         Ok(Context {
-            file: CredentialsFile::new(path, claude::OWNER),
+            file,
             endpoint: TokenEndpoint::new(&settings.token_url, &settings.user_agent),
             settings,
-            state,
+            state: self.state.clone(),
             quiet: cli.quiet,
-            configured_min_ttl: cfg
-                .claude
+            configured_min_ttl: table
                 .min_ttl
                 .as_deref()
                 .and_then(|t| tokenkeeper::duration::parse(t).ok()),
-            config_path,
-            daemon_config: cfg.daemon,
+            config_path: self.config_path.clone(),
+            daemon_config: self.cfg.daemon.clone(),
+            provider,
         })
+    }
+
+    /// Every login to show or keep: the built-in providers' files that exist, and every
+    /// `[[login]]`. When none is found, Claude Code's (so that its absence is reported).
+    fn all(&self, cli: &Cli) -> Result<Vec<Context>, Error> {
+        let mut found = Vec::new();
+        for name in provider::BUILTIN {
+            if provider::builtin(name).is_none() {
+                continue;
+            }
+            let ctx = self.context(cli, name, None, None)?;
+            if ctx.file.exists() {
+                found.push(ctx);
+            }
+        }
+        for table in &self.cfg.login {
+            found.push(self.context(cli, &table.name, None, None)?);
+        }
+        if found.is_empty() {
+            found.push(self.context(cli, "claude", None, None)?);
+        }
+        Ok(found)
+    }
+}
+
+impl Context {
+    /// The login the flags name (`--provider`, default Claude Code).
+    fn resolve(cli: &Cli, min_ttl: Option<Duration>) -> Result<Context, Error> {
+        let name = cli.provider.as_deref().unwrap_or("claude");
+        Loaded::read(cli)?.context(cli, name, cli.credentials.as_deref(), min_ttl)
+    }
+
+    /// The login `--provider` names, else the one of the program `exec` runs (`codex` runs
+    /// Codex CLI's login), else Claude Code's.
+    fn resolve_for_program(cli: &Cli, program: &std::ffi::OsStr) -> Result<Context, Error> {
+        let loaded = Loaded::read(cli)?;
+        let name = match &cli.provider {
+            Some(name) => name.clone(),
+            None => {
+                let base = Path::new(program)
+                    .file_stem()
+                    .map(|n| n.to_string_lossy().to_lowercase())
+                    .unwrap_or_default();
+                provider::BUILTIN
+                    .iter()
+                    .find(|p| **p == base)
+                    .map_or("claude", |p| p)
+                    .to_string()
+            }
+        };
+        loaded.context(cli, &name, cli.credentials.as_deref(), None)
+    }
+
+    /// Every login (`status` and `daemon` without `--provider` or `--credentials`), else the
+    /// one the flags name.
+    fn resolve_all(cli: &Cli) -> Result<Vec<Context>, Error> {
+        if cli.provider.is_some() || cli.credentials.is_some() {
+            return Ok(vec![Context::resolve(cli, None)?]);
+        }
+        Loaded::read(cli)?.all(cli)
     }
 
     /// What the refresh protocol needs, borrowed from this context.
     pub fn job(&self) -> Job<'_> {
         Job {
+            provider: self.provider.as_ref(),
             file: &self.file,
             settings: &self.settings,
             endpoint: &self.endpoint,
@@ -216,9 +332,7 @@ pub fn run() -> ExitCode {
         signals::prepare();
     }
     let result = match &cli.command {
-        Command::Status { json } => {
-            Context::resolve(&cli, None).map(|ctx| status::run(&ctx, *json))
-        }
+        Command::Status { json } => Context::resolve_all(&cli).map(|all| status::run(&all, *json)),
         Command::Refresh {
             force,
             min_ttl,
@@ -237,7 +351,7 @@ pub fn run() -> ExitCode {
             inject,
             retry_auth,
             command,
-        } => Context::resolve(&cli, None).and_then(|ctx| {
+        } => Context::resolve_for_program(&cli, &command[0]).and_then(|ctx| {
             // Before any refresh: the forwarder must come first among the signal actions, so a
             // signal it hands to the command is marked as such before the refresh-time handler
             // (registered later, run after it) can see it.

@@ -1,12 +1,12 @@
-//! `tokenkeeper status`: the login's state, expiry, end and last refresh. Reads only: never
-//! refreshes, never writes, takes no lock.
+//! `tokenkeeper status`: each login's state, expiry, end and last refresh; one login as a block,
+//! several as one table. Reads only: never refreshes, never writes, takes no lock.
 
 use super::Context;
 use super::output::{self, rfc3339, when};
 use serde_json::json;
+use tokenkeeper::Error;
 use tokenkeeper::login::{Freshness, Login, now_ms};
 use tokenkeeper::state::{Record, StateDir};
-use tokenkeeper::{Error, claude};
 
 /// What status found for one login.
 struct Report {
@@ -19,18 +19,29 @@ struct Report {
     daemon: Option<(u32, Option<i64>)>,
 }
 
-pub fn run(ctx: &Context, json: bool) -> u8 {
+/// Exit 77 when a login is dead, else 78 when one is missing or malformed, else 0.
+pub fn run(all: &[Context], json: bool) -> u8 {
     let now = now_ms();
-    let report = inspect(ctx, now);
-    let code = match report.state {
-        "dead" => 77,
-        "missing" | "malformed" => 78,
-        _ => 0,
+    let reports: Vec<Report> = all.iter().map(|ctx| inspect(ctx, now)).collect();
+    let states = || reports.iter().map(|r| r.state);
+    let code = if states().any(|s| s == "dead") {
+        77
+    } else if states().any(|s| matches!(s, "missing" | "malformed")) {
+        78
+    } else {
+        0
     };
     if json {
-        output::stdout(&format!("{}\n", to_json(ctx, &report, now)));
+        let logins: Vec<_> = all
+            .iter()
+            .zip(&reports)
+            .map(|(ctx, r)| to_json(ctx, r, now))
+            .collect();
+        output::stdout(&format!("{}\n", json!({ "logins": logins })));
+    } else if let ([ctx], [report]) = (all, &reports[..]) {
+        output::stdout(&human(ctx, report, now));
     } else {
-        output::stdout(&human(ctx, &report, now));
+        output::stdout(&table(all, &reports, now));
     }
     code
 }
@@ -38,18 +49,20 @@ pub fn run(ctx: &Context, json: bool) -> u8 {
 fn inspect(ctx: &Context, now: i64) -> Report {
     let key = StateDir::key(ctx.file.owner().provider, ctx.file.path());
     let record = ctx.state.read_record(&key);
+    let relogin = ctx.file.owner().login_command;
     let recovery = ctx.state.recovery_file(&key);
     let daemon = ctx.state.running_daemon().map(|pid| {
         let next = ctx.state.read_daemon(&key).and_then(|d| d.next_refresh_at);
         (pid, next)
     });
-    let parsed = ctx.file.read().and_then(|snap| {
-        let login = claude::parse(&ctx.file, &snap.doc)?;
-        if let Some(mode) = snap.loose_mode {
-            tokenkeeper::refresh::warn_loose_mode(&ctx.file, mode);
-        }
-        Ok(login)
-    });
+    let parsed =
+        tokenkeeper::refresh::read_snapshot(ctx.provider.as_ref(), &ctx.file).and_then(|snap| {
+            let login = ctx.provider.parse(&ctx.file, &snap.doc)?;
+            if let Some(mode) = snap.loose_mode {
+                tokenkeeper::refresh::warn_loose_mode(&ctx.file, mode);
+            }
+            Ok(login)
+        });
     let (state, login, problem) = match parsed {
         Ok(login) => {
             let rejected = record.as_ref().and_then(|r| r.rejected_refresh.as_deref());
@@ -61,7 +74,7 @@ fn inspect(ctx: &Context, now: i64) -> Report {
                 login.freshness(now, ctx.settings.min_ttl).as_str()
             };
             let problem = (state == Freshness::Dead.as_str() && login.refresh_token.is_empty())
-                .then(|| "its tokens are empty (the login was ended or wiped); log in again with `claude /login`".to_string());
+                .then(|| format!("its tokens are empty (the login was ended or wiped); log in again with `{relogin}`"));
             (state, Some(login), problem)
         }
         Err(e @ Error::Missing { .. }) => ("missing", None, Some(e.to_string())),
@@ -86,7 +99,6 @@ fn to_json(ctx: &Context, r: &Report, now: i64) -> serde_json::Value {
         .and_then(|rec| rec.error.clone())
         .or_else(|| r.problem.clone());
     json!({
-        "logins": [{
             "provider": ctx.file.owner().provider,
             "credentials": ctx.file.path(),
             "state": r.state,
@@ -99,7 +111,6 @@ fn to_json(ctx: &Context, r: &Report, now: i64) -> serde_json::Value {
             "recovery_file": r.recovery,
             "daemon_pid": r.daemon.map(|(pid, _)| pid),
             "next_refresh_at": r.daemon.and_then(|(_, next)| next).and_then(rfc3339),
-        }]
     })
 }
 
@@ -156,6 +167,86 @@ fn human(ctx: &Context, r: &Report, now: i64) -> String {
             "  recovery      new tokens wait in {}; `tokenkeeper refresh` writes them back\n",
             path.display()
         );
+    }
+    out
+}
+
+/// Several logins: one row each, then what needs saying about any of them.
+fn table(all: &[Context], reports: &[Report], now: i64) -> String {
+    let mut rows = vec![[
+        "LOGIN".to_string(),
+        "STATE".to_string(),
+        "ACCESS TOKEN".to_string(),
+        "LAST REFRESH".to_string(),
+        "NEXT REFRESH".to_string(),
+    ]];
+    for (ctx, r) in all.iter().zip(reports) {
+        let access = match &r.login {
+            Some(l) if !l.access_token.is_empty() || l.expires_at > 0 => {
+                let rel = tokenkeeper::duration::relative(l.expires_at.saturating_sub(now));
+                if l.expires_at > now {
+                    format!("expires {rel}")
+                } else {
+                    format!("expired {rel}")
+                }
+            }
+            _ => "-".to_string(),
+        };
+        let last = r.record.as_ref().map_or("none".to_string(), |rec| {
+            format!(
+                "{}, {}",
+                output::clock(rec.last_refresh_at, now),
+                rec.outcome.replace('_', " ")
+            )
+        });
+        let next = match r.daemon {
+            Some((pid, Some(next))) => format!(
+                "{} (daemon {pid})",
+                tokenkeeper::duration::relative(next.saturating_sub(now))
+            ),
+            Some((pid, None)) => format!("none planned (daemon {pid})"),
+            None => "no daemon".to_string(),
+        };
+        rows.push([
+            ctx.file.owner().provider.to_string(),
+            r.state.to_string(),
+            access,
+            last,
+            next,
+        ]);
+    }
+    let widths: Vec<usize> = (0..5)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 < row.len() {
+                line += &format!("{cell:<w$}  ", w = widths[c]);
+            } else {
+                line += cell;
+            }
+        }
+        out += line.trim_end();
+        out.push('\n');
+    }
+    out.push('\n');
+    for (ctx, r) in all.iter().zip(reports) {
+        let name = ctx.file.owner().provider;
+        out += &format!("{name}: {}\n", ctx.file.path().display());
+        if let Some(problem) = &r.problem {
+            out += &format!("  problem   {problem}\n");
+        }
+        if let Some(e) = r.record.as_ref().and_then(|rec| rec.error.as_ref()) {
+            out += &format!("  last error  {e}\n");
+        }
+        if let Some(path) = &r.recovery {
+            out += &format!(
+                "  recovery  new tokens wait in {}; `tokenkeeper refresh --provider {name}` writes them back\n",
+                path.display()
+            );
+        }
     }
     out
 }

@@ -223,9 +223,10 @@ fn response() -> impl Strategy<Value = TokenResponse> {
         .prop_map(|(access, refresh, expires_in, scope, end)| TokenResponse {
             access_token: Secret::new(access),
             refresh_token: refresh.map(Secret::new),
-            expires_in,
+            expires_in: Some(expires_in),
             scope,
             refresh_token_expires_in: end,
+            id_token: None,
         })
 }
 
@@ -286,7 +287,8 @@ fn expected_login(
     }
     set(
         "expiresAt",
-        now.saturating_add(secs_to_ms(r.expires_in)).to_string(),
+        now.saturating_add(secs_to_ms(r.expires_in.unwrap_or(0)))
+            .to_string(),
     );
     if let Some(scope) = r.scope.as_deref().filter(|s| !s.trim().is_empty()) {
         let scopes: Vec<&str> = scope.split_whitespace().collect();
@@ -345,9 +347,10 @@ fn a_refresh_of_a_real_file_changes_only_the_token_fields() {
     let r = TokenResponse {
         access_token: Secret::new("new\"a"),
         refresh_token: Some(Secret::new("new-r")),
-        expires_in: 28_800,
+        expires_in: Some(28_800),
         scope: None,
         refresh_token_expires_in: Some(30 * 86_400),
+        id_token: None,
     };
     claude::apply(&mut doc, &r, 1_795_000_000_000);
     let want = original

@@ -178,13 +178,19 @@ fn waits_for_claude_code_holding_its_refresh_lock_then_adopts_its_tokens() {
         .unwrap();
     let endpoint =
         tokenkeeper::endpoint::TokenEndpoint::new(&s.server.token_url(), "claude-cli/2.1");
-    let body = tokenkeeper::claude::token_request(
-        &tokenkeeper::secret::Secret::new(login.refresh_token.clone()),
-        tokenkeeper::claude::DEFAULT_CLIENT_ID,
-        tokenkeeper::claude::DEFAULT_SCOPE,
-    );
-    let tokenkeeper::endpoint::Reply::Tokens(t) = endpoint.post_json(&body, Duration::from_secs(5))
-    else {
+    let request = tokenkeeper::provider::TokenRequest {
+        body: tokenkeeper::provider::Body::Json(tokenkeeper::claude::token_request(
+            &tokenkeeper::secret::Secret::new(login.refresh_token.clone()),
+            tokenkeeper::claude::DEFAULT_CLIENT_ID,
+            tokenkeeper::claude::DEFAULT_SCOPE,
+        )),
+        headers: Vec::new(),
+    };
+    let tokenkeeper::endpoint::Reply::Tokens(t) = endpoint.post(
+        &request,
+        tokenkeeper::provider::RejectionRule::OAuth,
+        Duration::from_secs(5),
+    ) else {
         panic!("Claude's own refresh failed")
     };
     let new_text = claude_json(

@@ -1,0 +1,221 @@
+//! What differs between the CLIs whose logins tokenkeeper keeps: where the login lives, how its
+//! JSON maps to a [`Login`], what the token request looks like, which answers mean the login is
+//! dead, how new tokens are written back, which of the CLI's own locks to honour, and how a run
+//! of the CLI is handed a token. The refresh protocol (`refresh.rs`) is the same for all of them.
+//!
+//! Each provider is a module of its own (`claude`, `codex`, `gemini`, `generic`); this one holds
+//! the trait they implement and the few types they share.
+
+use crate::config::Settings;
+use crate::credentials_file::{CredentialsFile, Owner};
+use crate::dir_lock::DirLockSpec;
+use crate::endpoint::TokenResponse;
+use crate::error::Error;
+use crate::login::{EpochMs, Login};
+use crate::secret::Secret;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One provider's rules. Implementations are pure (no I/O) except where a method says otherwise.
+pub trait Provider: Send + Sync + std::fmt::Debug {
+    /// Names for messages and the state folder.
+    fn owner(&self) -> Owner;
+
+    /// Refresh when less than this is left, unless configured otherwise.
+    fn default_min_ttl(&self) -> Duration;
+
+    /// Where the CLI keeps its login when nothing else is configured; `env` reads a variable
+    /// (the real environment, or a test's). None when the environment names no home.
+    fn default_path(&self, env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf>;
+
+    /// Defaults for the token request: URL, client id, scope, User-Agent.
+    fn defaults(&self) -> Defaults;
+
+    /// Anything a refresh needs that the settings do not give, found now (may read files), or
+    /// what to do about it. Called before a refresh takes its locks; never on the fast path.
+    fn ready(&self, _settings: &Settings) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// When the credentials file is missing: a better error than "no login", if the CLI keeps
+    /// its login somewhere tokenkeeper cannot use (an encrypted store, say).
+    fn when_missing(&self, _file: &CredentialsFile) -> Option<Error> {
+        None
+    }
+
+    /// Reads the login out of a parsed credentials document. A wiped login (empty tokens) parses
+    /// to a [`Login`] with empty tokens, which [`Login::freshness`] calls dead.
+    fn parse(&self, file: &CredentialsFile, doc: &Value) -> Result<Login, Error>;
+
+    /// The refresh token a document holds, or "" when it holds none (or is not this provider's).
+    fn stored_refresh_token<'a>(&self, doc: &'a Value) -> &'a str;
+
+    /// The refresh request for `refresh_token`.
+    fn token_request(&self, refresh_token: &Secret, settings: &Settings) -> TokenRequest;
+
+    /// Which error answers mean the login is dead (the default: OAuth's own codes).
+    fn rejection_rule(&self) -> RejectionRule {
+        RejectionRule::OAuth
+    }
+
+    /// Writes a token response into the document, changing only the token fields; every other
+    /// key keeps its value and its place.
+    fn apply(&self, doc: &mut Value, response: &TokenResponse, now: EpochMs);
+
+    /// The CLI's own locks that a refresh holds across the token request, in the CLI's order.
+    fn refresh_locks(&self, _file: &CredentialsFile) -> Vec<DirLockSpec> {
+        Vec::new()
+    }
+
+    /// The CLI's own lock(s) that a write of the credentials happens under.
+    fn save_lock(&self, _file: &CredentialsFile) -> SaveLock {
+        SaveLock::None
+    }
+
+    /// The CLI rewrites the file in place without a lock, so an empty or cut-off file is a write
+    /// in progress: read it again shortly, never take it for a logout.
+    fn rewritten_in_place(&self) -> bool {
+        false
+    }
+
+    /// The environment that hands a run of the CLI only the access token
+    /// (`exec --inject env`), or why the CLI cannot take one that way.
+    fn inject_env(&self, access_token: &Secret) -> Result<Vec<(String, String)>, String>;
+
+    /// Variables that make the CLI ignore the stored login (`exec` warns when one is set).
+    fn overriding_env(&self) -> &'static [&'static str] {
+        &[]
+    }
+}
+
+/// A provider's built-in request settings, each overridable in the config file.
+#[derive(Clone, Copy, Debug)]
+pub struct Defaults {
+    pub token_url: &'static str,
+    pub client_id: &'static str,
+    /// Sent with the request when not empty.
+    pub scope: &'static str,
+    pub user_agent: &'static str,
+}
+
+/// A token request: its body and any headers beyond the usual ones.
+#[derive(Clone)]
+pub struct TokenRequest {
+    pub body: Body,
+    pub headers: Vec<(String, String)>,
+}
+
+/// The body holds the refresh token (and maybe a client secret): never log it.
+#[derive(Clone)]
+pub enum Body {
+    /// `application/json`.
+    Json(Value),
+    /// `application/x-www-form-urlencoded`, in this order.
+    Form(Vec<(String, String)>),
+}
+
+impl Body {
+    /// The content type and the encoded bytes.
+    pub fn encode(&self) -> (&'static str, Vec<u8>) {
+        match self {
+            Body::Json(v) => ("application/json", v.to_string().into_bytes()),
+            Body::Form(pairs) => {
+                let mut out = String::new();
+                for (i, (k, v)) in pairs.iter().enumerate() {
+                    if i > 0 {
+                        out.push('&');
+                    }
+                    form_escape(&mut out, k);
+                    out.push('=');
+                    form_escape(&mut out, v);
+                }
+                ("application/x-www-form-urlencoded", out.into_bytes())
+            }
+        }
+    }
+}
+
+/// `application/x-www-form-urlencoded` escaping: unreserved bytes as they are, space as `+`,
+/// everything else `%XX`.
+fn form_escape(out: &mut String, s: &str) {
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+}
+
+/// Which error answers from the token endpoint mean the login is dead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RejectionRule {
+    /// 400, 401 or 403 with `invalid_grant`, `invalid_client` or `unauthorized_client`.
+    OAuth,
+    /// As [`RejectionRule::OAuth`], and also any 401 whatever its code (OpenAI's endpoint).
+    OAuthOrAny401,
+}
+
+/// The lock a CLI writes its credentials under, which our writes take too.
+#[derive(Clone, Debug)]
+pub enum SaveLock {
+    /// The CLI takes no lock: an atomic write is all the cooperation there is.
+    None,
+    /// A lock directory, as Claude Code's `.storage-write.lock`.
+    Dir(DirLockSpec),
+    /// `flock`s taken in this order, each on a file created if missing: the first waited for,
+    /// the later ones polled (as Codex CLI does).
+    Flocks(Vec<PathBuf>),
+}
+
+/// The providers tokenkeeper knows by name, in the order `status` lists them.
+pub const BUILTIN: &[&str] = &["claude", "codex", "gemini"];
+
+/// A built-in provider by its `--provider` name.
+pub fn builtin(name: &str) -> Option<Arc<dyn Provider>> {
+    match name {
+        "claude" => Some(Arc::new(crate::claude::Claude)),
+        _ => None,
+    }
+}
+
+/// `$NAME` when set and not empty.
+pub fn env_path(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<PathBuf> {
+    env(name).filter(|v| !v.is_empty()).map(PathBuf::from)
+}
+
+/// The user's home folder: `$HOME`, else (on Windows) `$USERPROFILE`.
+pub fn home(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    env_path(env, "HOME").or_else(|| env_path(env, "USERPROFILE"))
+}
+
+/// The folder a credentials path names, for a lock beside it.
+pub fn folder_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_bodies_are_escaped() {
+        let body = Body::Form(vec![
+            ("refresh_token".into(), "1//a b+c/=&".into()),
+            ("grant_type".into(), "refresh_token".into()),
+        ]);
+        let (kind, bytes) = body.encode();
+        assert_eq!(kind, "application/x-www-form-urlencoded");
+        assert_eq!(
+            String::from_utf8(bytes).unwrap(),
+            "refresh_token=1%2F%2Fa+b%2Bc%2F%3D%26&grant_type=refresh_token"
+        );
+    }
+}
