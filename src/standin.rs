@@ -6,6 +6,10 @@
 //! OAuth errors) so every failure path can be driven over real TCP. It binds 127.0.0.1 only, serves
 //! one request per connection on its own thread, and speaks HTTP/1.1 with std sockets alone: no
 //! HTTP crate, no async runtime.
+//!
+//! For the soak's chaos loop (`examples/soak.rs`) it also has a gate,
+//! [`StandinServer::hold_token_requests`]: while it is held no token request is being served, so a
+//! process killed then cannot lose a rotation whose reply was on its way. Nothing else uses it.
 
 use serde_json::{Value, json};
 use std::collections::{HashMap, VecDeque};
@@ -13,7 +17,7 @@ use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -44,6 +48,24 @@ pub struct StandinConfig {
     pub scope_response: Option<String>,
     pub access_prefix: String,
     pub refresh_prefix: String,
+    /// Whose token endpoint to play: the shape of its tokens, answers and errors.
+    pub flavor: Flavor,
+    /// When set, requests must carry this `client_secret` (Google's installed-app clients).
+    pub client_secret: Option<String>,
+}
+
+/// Whose token endpoint the stand-in plays.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Flavor {
+    /// Anthropic's: opaque tokens, `expires_in`, OAuth errors with 400.
+    #[default]
+    Anthropic,
+    /// OpenAI's (Codex CLI): access and id tokens are JWTs whose `exp` is the only expiry (no
+    /// `expires_in`); a reused or unknown refresh token gets a 401 with an error `code`.
+    OpenAi,
+    /// Google's (Gemini CLI): `ya29.` access tokens, an `id_token`, `expires_in`; errors are
+    /// OAuth's `invalid_grant` with 400.
+    Google,
 }
 
 impl Default for StandinConfig {
@@ -56,6 +78,41 @@ impl Default for StandinConfig {
             scope_response: None,
             access_prefix: "sk-ant-oat01-".to_string(),
             refresh_prefix: "sk-ant-ort01-".to_string(),
+            flavor: Flavor::Anthropic,
+            client_secret: None,
+        }
+    }
+}
+
+impl StandinConfig {
+    /// OpenAI's endpoint as Codex CLI uses it, with its client id.
+    pub fn openai() -> StandinConfig {
+        StandinConfig {
+            client_id: "app_EMoamEEZ73f0CkXaXp7hrann".to_string(),
+            access_ttl_secs: 10 * 86_400,
+            access_prefix: String::new(),
+            refresh_prefix: "rt_".to_string(),
+            flavor: Flavor::OpenAi,
+            ..StandinConfig::default()
+        }
+    }
+
+    /// Google's endpoint as Gemini CLI uses it: its client id, a client secret, 1 h tokens, and
+    /// refresh tokens that do not rotate.
+    pub fn google(client_secret: &str) -> StandinConfig {
+        StandinConfig {
+            client_id: "681255809395-oo8ft2oprdrnp9e3aqf6av3hmdib135j.apps.googleusercontent.com"
+                .to_string(),
+            access_ttl_secs: 3599,
+            omit_refresh_token: true,
+            scope_response: Some(
+                "https://www.googleapis.com/auth/cloud-platform openid".to_string(),
+            ),
+            access_prefix: "ya29.".to_string(),
+            refresh_prefix: "1//".to_string(),
+            flavor: Flavor::Google,
+            client_secret: Some(client_secret.to_string()),
+            ..StandinConfig::default()
         }
     }
 }
@@ -166,6 +223,9 @@ impl StandinServer {
             book: Mutex::new(TokenBook::default()),
             faults: Mutex::new(FaultPlan::default()),
             requests: Mutex::new(Vec::new()),
+            gate: RwLock::new(()),
+            gate_used: AtomicBool::new(false),
+            last_token_response: Mutex::new(None),
             account_uuid: random_uuid(),
             organization_uuid: random_uuid(),
         });
@@ -289,6 +349,40 @@ impl StandinServer {
         }
         true
     }
+
+    /// The chaos gate. Every token request is served under the read side of a lock, from the
+    /// moment it has been read until its reply is written (a hang lets go before it waits); this
+    /// takes the write side, so while the returned guard lives no token request is between
+    /// "read" and "answered", and none starts. A process killed while it is held therefore
+    /// cannot lose a reply that rotated its login: either the reply was already written (see
+    /// [`TokenGate::since_last_token_response`] for how long ago) or its request is served only
+    /// after the guard is dropped. For that second case, once this has been called the server
+    /// drops a token request unserved (not recorded, not counted) when its sender has already
+    /// closed the connection, as the kernel does for a killed process; so kill the process and
+    /// wait for it to be gone before dropping the guard. Hold it briefly: token requests wait.
+    pub fn hold_token_requests(&self) -> TokenGate<'_> {
+        self.shared.gate_used.store(true, Ordering::SeqCst);
+        let held = self.shared.gate.write().unwrap_or_else(|e| e.into_inner());
+        let last_response = *lock(&self.shared.last_token_response);
+        TokenGate {
+            _held: held,
+            last_response,
+        }
+    }
+}
+
+/// Held by [`StandinServer::hold_token_requests`]: no token request is being served meanwhile.
+pub struct TokenGate<'a> {
+    _held: RwLockWriteGuard<'a, ()>,
+    last_response: Option<Instant>,
+}
+
+impl TokenGate<'_> {
+    /// How long ago the last reply to a token request was written (`None`: no reply yet). Its
+    /// reader may still be parsing it and saving the tokens it carries.
+    pub fn since_last_token_response(&self) -> Option<Duration> {
+        self.last_response.map(|at| at.elapsed())
+    }
 }
 
 impl Drop for StandinServer {
@@ -304,6 +398,12 @@ struct Shared {
     book: Mutex<TokenBook>,
     faults: Mutex<FaultPlan>,
     requests: Mutex<Vec<RecordedRequest>>,
+    /// The chaos gate: token requests are served under its read side.
+    gate: RwLock<()>,
+    /// Set by the first `hold_token_requests`: token requests from senders gone are dropped.
+    gate_used: AtomicBool,
+    /// When the last reply to a token request was written.
+    last_token_response: Mutex<Option<Instant>>,
     account_uuid: String,
     organization_uuid: String,
 }
@@ -406,11 +506,24 @@ impl TokenBook {
         }
     }
 
+    /// An access token: opaque, or for OpenAI a JWT whose `exp` says when it expires.
+    fn mint_access(&mut self, config: &StandinConfig) -> String {
+        let opaque = self.mint(&config.access_prefix);
+        if config.flavor != Flavor::OpenAi {
+            return opaque;
+        }
+        self.issued.pop();
+        let token = crate::jwt::unsigned(&json!({
+            "exp": unix_secs() + config.access_ttl_secs,
+            "jti": opaque,
+            "https://api.openai.com/auth": {"chatgpt_account_id": "acct-standin"},
+        }));
+        self.issued.push(token.clone());
+        token
+    }
+
     fn mint_pair(&mut self, config: &StandinConfig) -> (String, String) {
-        (
-            self.mint(&config.access_prefix),
-            self.mint(&config.refresh_prefix),
-        )
+        (self.mint_access(config), self.mint(&config.refresh_prefix))
     }
 
     /// Returns true when the family was live until now.
@@ -443,7 +556,7 @@ impl TokenBook {
             Some(lifetime) => Some(lifetime.saturating_sub(login_age.as_secs())),
             None => None,
         };
-        let access = self.mint(&config.access_prefix);
+        let access = self.mint_access(config);
         self.access_tokens.insert(access.clone(), family_id);
         let refresh = if config.omit_refresh_token {
             None
@@ -468,6 +581,12 @@ impl TokenBook {
             login_left_secs,
         }
     }
+}
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -537,6 +656,14 @@ impl Reply {
         )
     }
 
+    /// OpenAI's shape: a 401 whose `error` is an object with a `code`.
+    fn openai_error(code: &str, message: &str) -> Reply {
+        Reply::json(
+            401,
+            json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": code}}),
+        )
+    }
+
     fn oauth_error(status: u16, error: &str, description: &str) -> Reply {
         Reply::json(
             status,
@@ -568,8 +695,16 @@ impl From<io::Error> for ReadError {
 fn serve_connection(shared: &Shared, mut stream: TcpStream) {
     let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
     let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
+    // The chaos gate's read side, held while a token request is served (see hold_token_requests).
+    let mut gate: Option<RwLockReadGuard<'_, ()>> = None;
     let outcome = match read_request(&stream) {
         Ok(request) => {
+            if request.method == "POST" && route_path(&request) == TOKEN_PATH {
+                gate = Some(shared.gate.read().unwrap_or_else(|e| e.into_inner()));
+                if shared.gate_used.load(Ordering::SeqCst) && peer_gone(&stream) {
+                    return;
+                }
+            }
             lock(&shared.requests).push(request.clone());
             route(shared, &request)
         }
@@ -580,14 +715,37 @@ fn serve_connection(shared: &Shared, mut stream: TcpStream) {
     };
     match outcome {
         Outcome::Reply(reply) => {
-            if write_reply(&mut stream, &reply).is_ok() {
+            let written = write_reply(&mut stream, &reply).is_ok();
+            if gate.take().is_some() {
+                *lock(&shared.last_token_response) = Some(Instant::now());
+            }
+            if written {
                 close_gracefully(&stream);
             }
         }
-        Outcome::Hang(duration) => shared.sleep_unless_stopping(duration),
+        Outcome::Hang(duration) => {
+            drop(gate);
+            shared.sleep_unless_stopping(duration);
+        }
         Outcome::Reset => set_linger_zero(&stream),
         Outcome::Close => {}
     }
+}
+
+/// Whether the client has closed its end of the connection (nothing more to read, or a reset).
+fn peer_gone(stream: &TcpStream) -> bool {
+    if stream.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let gone = match stream.peek(&mut [0u8; 1]) {
+        Ok(read) => read == 0,
+        Err(e) => !matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+        ),
+    };
+    let _ = stream.set_nonblocking(false);
+    gone
 }
 
 fn read_request(stream: &TcpStream) -> Result<RecordedRequest, ReadError> {
@@ -759,11 +917,16 @@ fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
-fn route(shared: &Shared, request: &RecordedRequest) -> Outcome {
-    let path = request
+/// The request target without its query.
+fn route_path(request: &RecordedRequest) -> &str {
+    request
         .path
         .split_once('?')
-        .map_or(request.path.as_str(), |(p, _)| p);
+        .map_or(request.path.as_str(), |(p, _)| p)
+}
+
+fn route(shared: &Shared, request: &RecordedRequest) -> Outcome {
+    let path = route_path(request);
     let method = request.method.as_str();
     let reply = match (path, method) {
         (TOKEN_PATH, "POST") => return token_endpoint(shared, request),
@@ -870,7 +1033,12 @@ fn grant(shared: &Shared, request: &RecordedRequest) -> Reply {
         );
     };
     let param = |name: &str| params.get(name).map(String::as_str);
-    if param("client_id") != Some(config.client_id.as_str()) {
+    if param("client_id") != Some(config.client_id.as_str())
+        || config
+            .client_secret
+            .as_deref()
+            .is_some_and(|secret| param("client_secret") != Some(secret))
+    {
         return Reply::oauth_error(401, "invalid_client", "Client authentication failed");
     }
     if param("grant_type") != Some("refresh_token") {
@@ -884,8 +1052,25 @@ fn grant(shared: &Shared, request: &RecordedRequest) -> Reply {
         return Reply::oauth_error(400, "invalid_request", "refresh_token is required");
     };
     let outcome = lock(&shared.book).refresh(presented, config);
-    let not_found =
-        || Reply::oauth_error(400, "invalid_grant", "Refresh token not found or invalid");
+    let not_found = || match config.flavor {
+        Flavor::Anthropic => {
+            Reply::oauth_error(400, "invalid_grant", "Refresh token not found or invalid")
+        }
+        Flavor::OpenAi => Reply::openai_error(
+            "refresh_token_invalidated",
+            "Your refresh token has been invalidated. Please try signing in again.",
+        ),
+        Flavor::Google => {
+            Reply::oauth_error(400, "invalid_grant", "Token has been expired or revoked.")
+        }
+    };
+    let reused = || match config.flavor {
+        Flavor::OpenAi => Reply::openai_error(
+            "refresh_token_reused",
+            "Your refresh token has already been used to generate a new access token. Please try signing in again.",
+        ),
+        _ => not_found(),
+    };
     let (access, refresh, login_left_secs) = match outcome {
         RefreshOutcome::Granted {
             access,
@@ -901,12 +1086,46 @@ fn grant(shared: &Shared, request: &RecordedRequest) -> Reply {
             if newly_revoked {
                 shared.count(|s| &mut s.revoked_families);
             }
-            return not_found();
+            return reused();
+        }
+        RefreshOutcome::LoginExpired if config.flavor == Flavor::OpenAi => {
+            return Reply::openai_error(
+                "refresh_token_expired",
+                "Your refresh token has expired. Please try signing in again.",
+            );
         }
         RefreshOutcome::LoginExpired => {
             return Reply::oauth_error(400, "invalid_grant", "Refresh token expired");
         }
     };
+    match config.flavor {
+        Flavor::Anthropic => {}
+        Flavor::OpenAi => {
+            let mut body = json!({
+                "id_token": crate::jwt::unsigned(&json!({"exp": unix_secs() + 3600, "email": "dev@example.test"})),
+                "access_token": access,
+            });
+            if let Some(refresh) = refresh {
+                body["refresh_token"] = json!(refresh);
+            }
+            shared.count(|s| &mut s.refreshes_ok);
+            return Reply::json(200, body);
+        }
+        Flavor::Google => {
+            let mut body = json!({
+                "access_token": access,
+                "expires_in": config.access_ttl_secs,
+                "scope": config.scope_response.as_deref().unwrap_or("openid"),
+                "token_type": "Bearer",
+                "id_token": crate::jwt::unsigned(&json!({"exp": unix_secs() + 3600, "email": "dev@example.test"})),
+            });
+            if let Some(refresh) = refresh {
+                body["refresh_token"] = json!(refresh);
+            }
+            shared.count(|s| &mut s.refreshes_ok);
+            return Reply::json(200, body);
+        }
+    }
     shared.count(|s| &mut s.refreshes_ok);
     let scope = config
         .scope_response
