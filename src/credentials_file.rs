@@ -25,6 +25,17 @@ pub struct Owner {
 pub struct CredentialsFile {
     path: PathBuf,
     owner: Owner,
+    layout: Layout,
+}
+
+/// How the CLI itself writes the file, which our writes copy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Layout {
+    /// One line, no trailing newline (Claude Code).
+    #[default]
+    Compact,
+    /// Indented by two spaces, no trailing newline (Codex CLI, Gemini CLI).
+    Pretty,
 }
 
 /// A parsed document, with what we noticed about the file it came from.
@@ -54,7 +65,14 @@ impl CredentialsFile {
         CredentialsFile {
             path: path.into(),
             owner,
+            layout: Layout::Compact,
         }
+    }
+
+    /// The same file, written with `layout`.
+    pub fn with_layout(mut self, layout: Layout) -> Self {
+        self.layout = layout;
+        self
     }
 
     /// The path as the user (or the CLI's default) names it.
@@ -134,10 +152,14 @@ impl CredentialsFile {
         Ok(Snapshot { doc, loose_mode })
     }
 
-    /// Writes `doc` as compact JSON, atomically, mode 0600, to the symlink's target.
+    /// Writes `doc` in the file's layout, atomically, mode 0600, to the symlink's target.
     pub fn write(&self, doc: &Value, _guard: &WriteGuard<'_>) -> io::Result<()> {
         let target = self.target().map_err(|e| io::Error::other(e.to_string()))?;
-        let bytes = serde_json::to_vec(doc).map_err(io::Error::other)?;
+        let bytes = match self.layout {
+            Layout::Compact => serde_json::to_vec(doc),
+            Layout::Pretty => serde_json::to_vec_pretty(doc),
+        }
+        .map_err(io::Error::other)?;
         remove_abandoned_temps(&target);
         write_atomic(&target, &bytes)
     }

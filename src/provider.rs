@@ -7,7 +7,7 @@
 //! the trait they implement and the few types they share.
 
 use crate::config::Settings;
-use crate::credentials_file::{CredentialsFile, Owner};
+use crate::credentials_file::{CredentialsFile, Layout, Owner};
 use crate::dir_lock::DirLockSpec;
 use crate::endpoint::TokenResponse;
 use crate::error::Error;
@@ -72,6 +72,11 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// The CLI's own lock(s) that a write of the credentials happens under.
     fn save_lock(&self, _file: &CredentialsFile) -> SaveLock {
         SaveLock::None
+    }
+
+    /// How the CLI writes its file, which our writes copy.
+    fn layout(&self) -> Layout {
+        Layout::Compact
     }
 
     /// The CLI rewrites the file in place without a lock, so an empty or cut-off file is a write

@@ -20,5 +20,5 @@ pub fn open(
             ));
         }
     }
-    Ok(CredentialsFile::new(path, provider.owner()))
+    Ok(CredentialsFile::new(path, provider.owner()).with_layout(provider.layout()))
 }
