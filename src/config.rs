@@ -62,6 +62,9 @@ pub struct ConfigFile {
     pub login: Vec<LoginTable>,
     #[serde(default)]
     pub daemon: DaemonConfig,
+    /// `[store]`: the fleet's shared store (see `fleet/`).
+    #[serde(default)]
+    pub store: crate::fleet::StoreConfig,
 }
 
 impl ConfigFile {

@@ -449,7 +449,7 @@ impl Daemon {
 }
 
 /// Sleeps until a watched folder changes, a signal arrives, or `wait` passes (forever if none).
-fn sleep_until_event(
+pub fn sleep_until_event(
     watcher: Option<&mut Watcher>,
     wake_fd: Option<RawFd>,
     wait: Option<Duration>,

@@ -96,6 +96,15 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
+    /// A problem with the fleet's shared store (`[store]`): the message names the store (never
+    /// its password) and the fix; `unreachable` when the database could not be reached at all.
+    #[error("{message}")]
+    Store {
+        kind: ErrorKind,
+        message: String,
+        unreachable: bool,
+    },
+
     #[error("{what} {}: {source}", path.display())]
     Io {
         what: &'static str,
@@ -116,6 +125,7 @@ impl Error {
             Error::SaveFailed { .. } | Error::TokensLost { .. } => ErrorKind::SaveFailed,
             Error::Config { .. } => ErrorKind::Config,
             Error::Usage(_) => ErrorKind::Usage,
+            Error::Store { kind, .. } => *kind,
             Error::Io { .. } => ErrorKind::Io,
         }
     }

@@ -17,6 +17,7 @@ pub mod dir_lock;
 pub mod duration;
 pub mod endpoint;
 pub mod error;
+pub mod fleet;
 pub mod flock;
 pub mod generic;
 pub mod interrupt;

@@ -41,6 +41,7 @@ struct Resolved {
     alerter: Alerter,
     metrics: Option<SocketAddr>,
     logins: Vec<LoginConfig>,
+    fleet: Option<Arc<tokenkeeper::fleet::Fleet>>,
 }
 
 fn resolve(cli: &Cli, args: &DaemonArgs) -> Result<Resolved, Error> {
@@ -83,6 +84,7 @@ fn resolve(cli: &Cli, args: &DaemonArgs) -> Result<Resolved, Error> {
         args.webhook.clone().or_else(|| d.webhook.clone()),
     );
     Ok(Resolved {
+        fleet: ctx.fleet.clone(),
         state: ctx.state.clone(),
         options: Options {
             refresh_before,
@@ -185,6 +187,21 @@ pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<u8, Error> {
         std::process::id(),
         paths.join(", ")
     );
+    if let Some(fleet) = resolved.fleet {
+        let mut reload = || resolve(cli, args).map(|r| (r.options, r.alerter, r.logins));
+        return super::fleet::run_daemon(
+            fleet,
+            resolved.logins,
+            state,
+            resolved.alerter,
+            metrics,
+            resolved.options,
+            &control,
+            &wake_write,
+            &notifier,
+            &mut reload,
+        );
+    }
     let mut daemon = Daemon::new(
         resolved.logins,
         state,

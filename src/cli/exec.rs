@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use tokenkeeper::auth_failure::{self, AuthFailure, FailureKind, LoginFacts};
 use tokenkeeper::child::{self, ChildSpec, SpawnError};
 use tokenkeeper::login::{Login, now_ms};
-use tokenkeeper::refresh::{Job, read_login, refresh_if_due};
 use tokenkeeper::state::StateDir;
 use tokenkeeper::{Error, lease};
 
@@ -67,11 +66,10 @@ pub fn run(
         )));
     }
 
-    let job = ctx.job();
     let mut force = false;
     let mut retries_left = retry_auth;
     loop {
-        let (login, lease) = prepare(ctx, &job, force, min_ttl, inject)?;
+        let (login, lease) = prepare(ctx, force, min_ttl, inject)?;
         let env = match inject {
             Inject::Env => ctx
                 .provider
@@ -106,7 +104,7 @@ pub fn run(
         if finished.code == 0 {
             return Ok(0);
         }
-        let current = read_login(&job).ok();
+        let current = ctx.read_login().ok();
         let failure = finished.auth_failure.or_else(|| {
             current.is_none().then_some(AuthFailure {
                 kind: FailureKind::LoginEnded,
@@ -149,13 +147,12 @@ pub fn run(
 /// making sure no refresh slipped in between.
 fn prepare(
     ctx: &Context,
-    job: &Job<'_>,
     mut force: bool,
     min_ttl: Duration,
     inject: Inject,
 ) -> Result<(Login, Option<lease::Lease>), Error> {
     loop {
-        let outcome = refresh_if_due(job, force, min_ttl)?;
+        let outcome = ctx.refresh_if_due(force, min_ttl)?;
         force = false;
         if inject == Inject::File {
             return Ok((outcome.login, None));
@@ -175,7 +172,7 @@ fn prepare(
                 holder: String::new(),
             });
         };
-        let leased = read_login(job)?;
+        let leased = ctx.read_login()?;
         if leased.access_token == outcome.login.access_token {
             return Ok((leased, Some(lease)));
         }

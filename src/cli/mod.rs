@@ -4,6 +4,7 @@
 mod daemon;
 mod demo;
 mod exec;
+mod fleet;
 mod logging;
 mod output;
 mod refresh;
@@ -42,6 +43,10 @@ pub struct Cli {
     /// The provider's OAuth token endpoint (for tests and proxies).
     #[arg(long, global = true, value_name = "URL", env = "TOKENKEEPER_TOKEN_URL")]
     token_url: Option<String>,
+    /// Fleet mode: the PostgreSQL store that holds the login shared by many machines
+    /// (postgres://user:password@host/db) [default: [store] url in the config file]
+    #[arg(long, global = true, value_name = "URL", env = "TOKENKEEPER_STORE")]
+    pub store: Option<String>,
     /// Configuration file (TOML) [default: $XDG_CONFIG_HOME/tokenkeeper/config.toml]
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
@@ -104,6 +109,8 @@ enum Command {
     /// See tokenkeeper work for half a minute in a sandbox, with a stand-in OAuth server; never
     /// touches the real home folder or configuration.
     Demo(demo::DemoArgs),
+    /// Fleet mode: make a fleet key, or push this machine's login into the shared store.
+    Fleet(fleet::FleetArgs),
     /// Print a valid access token on stdout (refreshing first when due), nothing else.
     Token {
         /// Refresh first when less than this is left [default: 1h]
@@ -145,6 +152,8 @@ pub struct Context {
     /// The config file's path (for messages) and its `[daemon]` table.
     pub config_path: PathBuf,
     pub daemon_config: config::DaemonConfig,
+    /// The fleet's store, when one is configured and keeps this provider's login.
+    pub fleet: Option<Arc<tokenkeeper::fleet::Fleet>>,
 }
 
 /// The config file, read once, and what the environment says.
@@ -152,6 +161,7 @@ struct Loaded {
     cfg: ConfigFile,
     config_path: PathBuf,
     state: StateDir,
+    fleet: Option<Arc<tokenkeeper::fleet::Fleet>>,
 }
 
 fn env(k: &str) -> Option<String> {
@@ -172,10 +182,14 @@ impl Loaded {
             path: config_path.clone(),
             problem: "no state folder: neither XDG_STATE_HOME nor HOME is set".into(),
         })?;
+        let fleet =
+            tokenkeeper::fleet::Fleet::resolve(cli.store.clone(), &cfg.store, &config_path, &env)?
+                .map(Arc::new);
         Ok(Loaded {
             cfg,
             config_path,
             state,
+            fleet,
         })
     }
 
@@ -240,6 +254,10 @@ impl Loaded {
                 .and_then(|t| tokenkeeper::duration::parse(t).ok()),
             config_path: self.config_path.clone(),
             daemon_config: self.cfg.daemon.clone(),
+            fleet: self
+                .fleet
+                .clone()
+                .filter(|_| tokenkeeper::fleet::shape::of(provider.owner().provider).is_some()),
             provider,
         })
     }
@@ -343,6 +361,7 @@ pub fn run() -> ExitCode {
         }
         Command::Daemon(args) => daemon::run(&cli, args),
         Command::Demo(args) => demo::run(args, cli.quiet),
+        Command::Fleet(args) => fleet::run(&cli, args),
         Command::Service(args) => {
             service::run(args, cli.config.as_deref(), cli.credentials.as_deref())
         }

@@ -5,11 +5,10 @@ use super::output::{self, rfc3339, when};
 use serde_json::json;
 use tokenkeeper::Error;
 use tokenkeeper::login::now_ms;
-use tokenkeeper::refresh::{Action, refresh_if_due};
+use tokenkeeper::refresh::Action;
 
 pub fn run(ctx: &Context, force: bool, json: bool) -> Result<u8, Error> {
-    let job = ctx.job();
-    let outcome = refresh_if_due(&job, force, ctx.settings.min_ttl)?;
+    let outcome = ctx.refresh_if_due(force, ctx.settings.min_ttl)?;
     let now = now_ms();
     let login = &outcome.login;
     if json {

@@ -17,6 +17,8 @@ struct Report {
     recovery: Option<std::path::PathBuf>,
     /// (pid, next refresh) when a daemon keeps this login.
     daemon: Option<(u32, Option<i64>)>,
+    /// The fleet's store, when this machine is part of one.
+    store: Option<super::fleet::StoreReport>,
 }
 
 /// Exit 77 when a login is dead, else 78 when one is missing or malformed, else 0.
@@ -63,23 +65,27 @@ fn inspect(ctx: &Context, now: i64) -> Report {
             }
             Ok(login)
         });
-    let (state, login, problem) = match parsed {
-        Ok(login) => {
-            let rejected = record.as_ref().and_then(|r| r.rejected_refresh.as_deref());
-            let state = if !login.refresh_token.is_empty()
-                && rejected == Some(login.refresh_token.fingerprint().as_str())
-            {
-                "dead"
-            } else {
-                login.freshness(now, ctx.settings.min_ttl).as_str()
-            };
-            let problem = (state == Freshness::Dead.as_str() && login.refresh_token.is_empty())
+    let store = super::fleet::inspect(ctx);
+    let (state, login, problem) = match (&store, parsed) {
+        (Some(store), parsed) => super::fleet::state(ctx, store, parsed, now),
+        (None, parsed) => match parsed {
+            Ok(login) => {
+                let rejected = record.as_ref().and_then(|r| r.rejected_refresh.as_deref());
+                let state = if !login.refresh_token.is_empty()
+                    && rejected == Some(login.refresh_token.fingerprint().as_str())
+                {
+                    "dead"
+                } else {
+                    login.freshness(now, ctx.settings.min_ttl).as_str()
+                };
+                let problem = (state == Freshness::Dead.as_str() && login.refresh_token.is_empty())
                 .then(|| format!("its tokens are empty (the login was ended or wiped); log in again with `{relogin}`"));
-            (state, Some(login), problem)
-        }
-        Err(e @ Error::Missing { .. }) => ("missing", None, Some(e.to_string())),
-        // Unreadable counts as malformed: either way the file cannot be used as it is.
-        Err(e) => ("malformed", None, Some(e.to_string())),
+                (state, Some(login), problem)
+            }
+            Err(e @ Error::Missing { .. }) => ("missing", None, Some(e.to_string())),
+            // Unreadable counts as malformed: either way the file cannot be used as it is.
+            Err(e) => ("malformed", None, Some(e.to_string())),
+        },
     };
     Report {
         state,
@@ -88,6 +94,7 @@ fn inspect(ctx: &Context, now: i64) -> Report {
         record,
         recovery,
         daemon,
+        store,
     }
 }
 
@@ -98,7 +105,7 @@ fn to_json(ctx: &Context, r: &Report, now: i64) -> serde_json::Value {
         .as_ref()
         .and_then(|rec| rec.error.clone())
         .or_else(|| r.problem.clone());
-    json!({
+    let mut value = json!({
             "provider": ctx.file.owner().provider,
             "credentials": ctx.file.path(),
             "state": r.state,
@@ -111,7 +118,11 @@ fn to_json(ctx: &Context, r: &Report, now: i64) -> serde_json::Value {
             "recovery_file": r.recovery,
             "daemon_pid": r.daemon.map(|(pid, _)| pid),
             "next_refresh_at": r.daemon.and_then(|(_, next)| next).and_then(rfc3339),
-    })
+    });
+    if let (Some(store), Some(obj)) = (&r.store, value.as_object_mut()) {
+        obj.insert("store".into(), super::fleet::store_json(store));
+    }
+    value
 }
 
 fn human(ctx: &Context, r: &Report, now: i64) -> String {
@@ -136,6 +147,9 @@ fn human(ctx: &Context, r: &Report, now: i64) -> String {
         out += &format!("  problem       {problem}\n");
     }
     out += &format!("  credentials   {}\n", ctx.file.path().display());
+    if let Some(store) = &r.store {
+        out += &super::fleet::store_lines(store, now);
+    }
     if let Some(end) = r.login.as_ref().and_then(|l| l.login_expires_at) {
         out += &format!("  login ends    {}\n", when(end, now));
     }

@@ -1,0 +1,354 @@
+//! `tokenkeeper fleet keygen|push`, and the hooks that send a fleet machine's `exec`, `token`,
+//! `refresh`, `status` and `daemon` through the shared store (`--store`, `TOKENKEEPER_STORE` or
+//! `[store] url`) instead of the local file.
+
+use super::{Cli, Context, output};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokenkeeper::alert::Alerter;
+use tokenkeeper::daemon::{Control, LoginConfig, Options};
+use tokenkeeper::fleet::daemon::FleetDaemon;
+use tokenkeeper::fleet::{Fleet, crypto, sync};
+use tokenkeeper::login::Login;
+use tokenkeeper::metrics::Metrics;
+use tokenkeeper::refresh::Outcome;
+use tokenkeeper::state::StateDir;
+use tokenkeeper::systemd::Notifier;
+use tokenkeeper::{Error, ErrorKind};
+
+#[derive(clap::Args, Debug)]
+pub struct FleetArgs {
+    #[command(subcommand)]
+    command: FleetCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum FleetCommand {
+    /// Print a new fleet key (64 hex digits); every machine of the fleet needs the same one.
+    Keygen {
+        /// Write it to this file (created with mode 0600) instead of printing it.
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+    },
+    /// Make this machine's current login the fleet's (e.g. right after `claude /login`); this
+    /// machine's file then keeps the login without its refresh token, like every other one's.
+    Push {
+        /// Replace the store's login even when it is newer than this machine's.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+pub fn run(cli: &Cli, args: &FleetArgs) -> Result<u8, Error> {
+    match &args.command {
+        FleetCommand::Keygen { out } => keygen(out.as_deref()),
+        FleetCommand::Push { force } => push(cli, *force),
+    }
+}
+
+fn keygen(out: Option<&std::path::Path>) -> Result<u8, Error> {
+    let key = crypto::generate();
+    let Some(path) = out else {
+        output::stdout(&format!("{key}\n"));
+        return Ok(0);
+    };
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| Error::Io {
+            what: "cannot create the key file (it must not exist yet)",
+            path: path.to_path_buf(),
+            source,
+        })?;
+    file.write_all(format!("{key}\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|source| Error::Io {
+            what: "cannot write the key file",
+            path: path.to_path_buf(),
+            source,
+        })?;
+    output::stderr_line(&format!(
+        "wrote a new fleet key to {} (mode 0600); copy it to every machine and name it with `key_file` in [store]",
+        path.display()
+    ));
+    Ok(0)
+}
+
+fn push(cli: &Cli, force: bool) -> Result<u8, Error> {
+    let ctx = Context::resolve(cli, None)?;
+    let Some(fleet) = ctx.fleet.as_ref() else {
+        return Err(Error::Usage(
+            "fleet push needs a store: pass --store URL, set TOKENKEEPER_STORE, or set url in [store]".into(),
+        ));
+    };
+    let pushed = sync::push(fleet, &ctx.job(), force)?;
+    if !ctx.quiet {
+        let what = if pushed.already {
+            format!(
+                "the store already holds this login (generation {})",
+                pushed.generation
+            )
+        } else {
+            match pushed.replaced {
+                Some(old) => format!(
+                    "pushed: generation {} replaces generation {old}",
+                    pushed.generation
+                ),
+                None => format!("pushed: generation {}", pushed.generation),
+            }
+        };
+        output::stdout(&format!(
+            "{what} in {}; {} now holds the login without its refresh token\n",
+            fleet.shown,
+            ctx.file.path().display()
+        ));
+    }
+    Ok(0)
+}
+
+impl Context {
+    /// The refresh protocol for this login: the fleet's when a store is configured, else the
+    /// local file's.
+    pub fn refresh_if_due(&self, force: bool, min_ttl: Duration) -> Result<Outcome, Error> {
+        match &self.fleet {
+            Some(fleet) => sync::ensure_fresh(fleet, &self.job(), force, min_ttl),
+            None => tokenkeeper::refresh::refresh_if_due(&self.job(), force, min_ttl),
+        }
+    }
+
+    /// The login as this machine's file holds it now. A fleet machine's file has no refresh
+    /// token by design; it counts as ended only when its access token is gone.
+    pub fn read_login(&self) -> Result<Login, Error> {
+        if self.fleet.is_none() {
+            return tokenkeeper::refresh::read_login(&self.job());
+        }
+        let login = tokenkeeper::refresh::parse_current(self.provider.as_ref(), &self.file)?;
+        if login.access_token.is_empty() {
+            return Err(Error::Dead {
+                path: self.file.path().to_path_buf(),
+                reason: "it holds no access token".into(),
+                login_command: self.file.owner().login_command,
+            });
+        }
+        Ok(login)
+    }
+}
+
+/// What `status` adds for a fleet login: the store's row, or why it could not be read.
+pub struct StoreReport {
+    pub store: String,
+    pub shared: Result<sync::Shared, Error>,
+}
+
+/// Reads the store for `status` (no lock, no write).
+pub fn inspect(ctx: &Context) -> Option<StoreReport> {
+    let fleet = ctx.fleet.as_ref()?;
+    let job = ctx.job();
+    let shared = sync::connect(fleet).and_then(|mut store| sync::fetch(&mut store, fleet, &job));
+    Some(StoreReport {
+        store: fleet.shown.clone(),
+        shared,
+    })
+}
+
+/// The daemon of a fleet machine: the local daemon's set-up, the fleet's loop.
+#[allow(clippy::too_many_arguments)]
+pub fn run_daemon(
+    fleet: Arc<Fleet>,
+    logins: Vec<LoginConfig>,
+    state: StateDir,
+    alerter: Alerter,
+    metrics: Metrics,
+    options: Options,
+    control: &Control,
+    wake: &std::os::unix::net::UnixStream,
+    notifier: &Notifier,
+    reload: &mut dyn FnMut() -> Result<(Options, Alerter, Vec<LoginConfig>), Error>,
+) -> Result<u8, Error> {
+    let keep = |logins: Vec<LoginConfig>| -> Vec<LoginConfig> {
+        logins
+            .into_iter()
+            .filter(|l| {
+                let shared = tokenkeeper::fleet::shape::of(l.file.owner().provider).is_some();
+                if !shared {
+                    tracing::warn!(
+                        "{} is not kept by this fleet daemon: fleet mode keeps Claude Code logins only for now",
+                        l.file.path().display()
+                    );
+                }
+                shared
+            })
+            .collect()
+    };
+    let logins = keep(logins);
+    if logins.is_empty() {
+        return Err(Error::Store {
+            kind: ErrorKind::Config,
+            message: format!(
+                "the daemon has no Claude Code login to keep in the store {}; pass --provider claude",
+                fleet.shown
+            ),
+            unreachable: false,
+        });
+    }
+    // Refuse to start with a key that cannot open the store's login, or with no login there;
+    // an unreachable store is not a reason to refuse (the machine keeps its token meanwhile).
+    {
+        let first = &logins[0];
+        let endpoint = tokenkeeper::endpoint::TokenEndpoint::new(
+            &first.settings.token_url,
+            &first.settings.user_agent,
+        );
+        let job = tokenkeeper::refresh::Job {
+            provider: first.provider.as_ref(),
+            file: &first.file,
+            settings: &first.settings,
+            endpoint: &endpoint,
+            state: &state,
+        };
+        let checked =
+            sync::connect(&fleet).and_then(|mut store| sync::fetch(&mut store, &fleet, &job));
+        if let Err(e) = checked
+            && !matches!(
+                e,
+                Error::Store {
+                    unreachable: true,
+                    ..
+                }
+            )
+        {
+            return Err(e);
+        }
+    }
+    if let Ok(listener_wake) = wake.try_clone() {
+        FleetDaemon::listen(Arc::clone(&fleet), listener_wake);
+    }
+    tracing::info!(
+        "fleet daemon started (pid {}) as '{}', store {}, keeping {}",
+        std::process::id(),
+        fleet.machine,
+        fleet.shown,
+        logins
+            .iter()
+            .map(|l| l.file.path().display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut daemon = FleetDaemon::new(fleet, logins, state, alerter, metrics, options);
+    notifier.ready();
+    let mut on_wake = || notifier.ping();
+    let mut on_reload = |d: &mut FleetDaemon| {
+        notifier.reloading();
+        match reload() {
+            Ok((options, alerter, logins)) => {
+                tracing::info!("configuration re-read");
+                d.set_options(options, alerter);
+                d.set_logins(keep(logins));
+            }
+            Err(e) => tracing::error!("configuration not re-read, keeping the old one: {e}"),
+        }
+        notifier.ready();
+    };
+    daemon.run(control, notifier.ping_every(), &mut on_wake, &mut on_reload);
+    notifier.stopping();
+    tracing::info!("daemon stopping");
+    daemon.alerter().flush(Duration::from_secs(10));
+    Ok(0)
+}
+
+/// `status`'s verdict on a fleet login: the store's login decides (this machine's file holds no
+/// refresh token by design); with the store unreachable, this machine's access token does.
+pub fn state(
+    ctx: &Context,
+    store: &StoreReport,
+    local: Result<Login, Error>,
+    now: i64,
+) -> (&'static str, Option<Login>, Option<String>) {
+    match (&store.shared, local) {
+        (Ok(shared), _) if shared.is_dead() => (
+            "dead",
+            Some(shared.login.clone()),
+            Some(format!(
+                "{}; log in again with `{}` on one machine and run `tokenkeeper fleet push` there",
+                shared
+                    .row
+                    .last_error
+                    .as_deref()
+                    .unwrap_or("the server rejected its refresh token"),
+                ctx.file.owner().login_command
+            )),
+        ),
+        (Ok(shared), _) => (
+            shared.login.freshness(now, ctx.settings.min_ttl).as_str(),
+            Some(shared.login.clone()),
+            None,
+        ),
+        (Err(e), Ok(local)) if !local.access_token.is_empty() => {
+            let state = if local.remaining_ms(now) <= 0 {
+                "expired"
+            } else if local.is_usable_for(now, ctx.settings.min_ttl) {
+                "fresh"
+            } else {
+                "due"
+            };
+            (state, Some(local), Some(e.to_string()))
+        }
+        (Err(e), _) => {
+            let state = match e.kind() {
+                ErrorKind::Config => "malformed",
+                _ => "missing",
+            };
+            (state, None, Some(e.to_string()))
+        }
+    }
+}
+
+/// `status`'s lines about the store.
+pub fn store_lines(store: &StoreReport, now: i64) -> String {
+    let mut out = format!("  store         {}", store.store);
+    if let Ok(shared) = &store.shared {
+        let row = &shared.row;
+        out += &format!(", generation {}", row.generation);
+        out += "\n";
+        match (&row.last_refresh_by, row.last_refresh_at) {
+            (Some(by), Some(at)) => {
+                out += &format!("  refreshed by  {by}, {}\n", output::when(at, now));
+            }
+            _ => {
+                out += &format!(
+                    "  pushed by     {}, {}\n",
+                    row.updated_by,
+                    output::when(row.updated_at, now)
+                );
+            }
+        }
+    } else {
+        out += ", unreachable or unusable (see problem)\n";
+    }
+    out
+}
+
+/// `status --json`'s `store` object.
+pub fn store_json(store: &StoreReport) -> serde_json::Value {
+    match &store.shared {
+        Ok(shared) => {
+            let row = &shared.row;
+            serde_json::json!({
+                "url": store.store,
+                "generation": row.generation,
+                "updated_by": row.updated_by,
+                "updated_at": output::rfc3339(row.updated_at),
+                "last_refresh_by": row.last_refresh_by,
+                "last_refresh_at": row.last_refresh_at.and_then(output::rfc3339),
+                "last_outcome": row.last_outcome,
+                "error": serde_json::Value::Null,
+            })
+        }
+        Err(e) => serde_json::json!({ "url": store.store, "error": e.to_string() }),
+    }
+}

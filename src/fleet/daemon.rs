@@ -1,0 +1,562 @@
+//! The watchdog of a fleet machine (`tokenkeeper daemon --store URL`). Every machine runs one;
+//! each plans the refresh of the shared login from the store's expiry (the margin plus its own
+//! jitter, so one machine is first), refreshes through [`sync::refresh_if_due`] under the row
+//! lock, and writes the store's access token into its own file whenever the store holds a newer
+//! one. A machine that loses the race finds the new generation under the lock and makes no
+//! request.
+//!
+//! A listener thread keeps a second connection `LISTEN`ing on the store's channel and wakes the
+//! loop at every commit, so each machine's file gets a new access token within moments of the
+//! refresh that revoked the old one. While the store cannot be reached, the machine keeps its
+//! access token, sends one `store_unreachable` alert, tries again with backoff, and sends
+//! `recovered` when it can reach the store again.
+
+use crate::alert::{Alert, Alerter, Event};
+use crate::config::Settings;
+use crate::credentials_file::CredentialsFile;
+use crate::daemon::{Control, LoginConfig, Options, sleep_until_event};
+use crate::endpoint::TokenEndpoint;
+use crate::error::{Error, ErrorKind};
+use crate::fleet::Fleet;
+use crate::fleet::store::Store;
+use crate::fleet::sync::{self, Shared};
+use crate::login::{EpochMs, duration_ms, now_ms};
+use crate::metrics::Metrics;
+use crate::provider::Provider;
+use crate::refresh::{Action, Job};
+use crate::schedule;
+use crate::state::{DaemonRecord, StateDir};
+use crate::watch::Watcher;
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Without a listener (or inotify), look at the store this often.
+const FALLBACK_POLL: Duration = Duration::from_secs(5);
+/// After a problem a person must fix (no login in the store, a wrong key), look again this often.
+const PROBLEM_RETRY: Duration = Duration::from_secs(60);
+/// Waits while the store is unreachable: from this, doubling up to `UNREACHABLE_MAX`.
+const UNREACHABLE_MIN: Duration = Duration::from_secs(2);
+const UNREACHABLE_MAX: Duration = Duration::from_secs(5 * 60);
+/// Another machine holds the row lock for longer than we waited: look again soon.
+const LOCK_BUSY_RETRY: Duration = Duration::from_secs(5);
+
+struct Tracked {
+    provider: Arc<dyn Provider>,
+    file: CredentialsFile,
+    settings: Settings,
+    endpoint: TokenEndpoint,
+    key: String,
+    record: DaemonRecord,
+    /// The last problem logged, so each is logged once.
+    problem: Option<String>,
+}
+
+/// The store's reachability, for the alert and the backoff.
+#[derive(Default)]
+struct Reach {
+    failures: u32,
+    alerted: bool,
+}
+
+pub struct FleetDaemon {
+    fleet: Arc<Fleet>,
+    logins: Vec<Tracked>,
+    state: StateDir,
+    alerter: Alerter,
+    metrics: Metrics,
+    options: Options,
+    store: Option<Store>,
+    reach: Reach,
+}
+
+impl FleetDaemon {
+    pub fn new(
+        fleet: Arc<Fleet>,
+        logins: Vec<LoginConfig>,
+        state: StateDir,
+        alerter: Alerter,
+        metrics: Metrics,
+        options: Options,
+    ) -> FleetDaemon {
+        let mut d = FleetDaemon {
+            fleet,
+            logins: Vec::new(),
+            state,
+            alerter,
+            metrics,
+            options,
+            store: None,
+            reach: Reach::default(),
+        };
+        d.set_logins(logins);
+        d
+    }
+
+    /// Replaces the logins (on start and on SIGHUP), keeping what is known about each.
+    pub fn set_logins(&mut self, logins: Vec<LoginConfig>) {
+        self.logins = logins
+            .into_iter()
+            .map(|l| {
+                let key = StateDir::key(l.file.owner().provider, l.file.path());
+                let record = self.state.read_daemon(&key).unwrap_or_default();
+                Tracked {
+                    endpoint: TokenEndpoint::new(&l.settings.token_url, &l.settings.user_agent),
+                    provider: l.provider,
+                    file: l.file,
+                    settings: l.settings,
+                    key,
+                    record,
+                    problem: None,
+                }
+            })
+            .collect();
+    }
+
+    pub fn set_options(&mut self, options: Options, alerter: Alerter) {
+        self.options = options;
+        self.alerter = alerter;
+    }
+
+    pub fn alerter(&self) -> &Alerter {
+        &self.alerter
+    }
+
+    /// Starts the listener thread: it writes a byte to `wake` at every notification on the
+    /// store's channel, and after every (re)connection, so the loop looks at the store again.
+    pub fn listen(fleet: Arc<Fleet>, wake: UnixStream) {
+        let spawned = std::thread::Builder::new()
+            .name("fleet-listener".into())
+            .spawn(move || {
+                let mut pause = UNREACHABLE_MIN;
+                loop {
+                    if let Ok(mut store) = sync::connect(&fleet).and_then(|mut s| {
+                        s.listen()?;
+                        Ok(s)
+                    }) {
+                        pause = UNREACHABLE_MIN;
+                        let _ = (&wake).write(&[1]);
+                        while store.wait_for_notification() {
+                            let _ = (&wake).write(&[1]);
+                        }
+                        let _ = (&wake).write(&[1]);
+                    }
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(30));
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("could not start the store's listener ({e}); looking every 5 s");
+        }
+    }
+
+    /// Runs until `control.stop` is set, like the local daemon's loop.
+    pub fn run(
+        &mut self,
+        control: &Control,
+        ping_every: Option<Duration>,
+        on_wake: &mut dyn FnMut(),
+        reload: &mut dyn FnMut(&mut FleetDaemon),
+    ) {
+        let mut watcher = Watcher::new()
+            .map_err(|e| tracing::warn!("no inotify ({e}); looking at the files every 5 s"))
+            .ok();
+        loop {
+            if control.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            if control.reload.swap(false, Ordering::SeqCst) {
+                reload(self);
+            }
+            let mut all_watched = watcher.is_some();
+            if let Some(w) = watcher.as_mut() {
+                for t in &self.logins {
+                    all_watched &= w.watch_file(t.file.path());
+                }
+            }
+            let next = self.tick(now_ms());
+            on_wake();
+            if control.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            let mut wait = next.map(|at| {
+                Duration::from_millis(u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0))
+            });
+            if !all_watched || control.wake_fd.is_none() {
+                wait = Some(wait.map_or(FALLBACK_POLL, |w| w.min(FALLBACK_POLL)));
+            }
+            if let Some(p) = ping_every {
+                wait = Some(wait.map_or(p, |w| w.min(p)));
+            }
+            sleep_until_event(watcher.as_mut(), control.wake_fd, wait);
+        }
+    }
+
+    /// One pass over every login; returns the earliest time something is planned.
+    pub fn tick(&mut self, now: EpochMs) -> Option<EpochMs> {
+        let mut next: Option<EpochMs> = None;
+        for i in 0..self.logins.len() {
+            if let Some(at) = self.tick_login(i, now) {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        next
+    }
+
+    fn tick_login(&mut self, i: usize, now: EpochMs) -> Option<EpochMs> {
+        let fetched = {
+            let fleet = Arc::clone(&self.fleet);
+            let store = match connected(&mut self.store, &fleet) {
+                Ok(s) => s,
+                Err(e) => return self.trouble(i, e, now),
+            };
+            let t = &self.logins[i];
+            let job = job_of(t, &self.state);
+            sync::fetch(store, &fleet, &job)
+        };
+        let shared = match fetched {
+            Ok(s) => s,
+            Err(e) => return self.trouble(i, e, now),
+        };
+        self.reachable(now);
+        {
+            let t = &self.logins[i];
+            match sync::project(&job_of(t, &self.state), &shared, None) {
+                Ok(true) => tracing::info!(
+                    "{}: wrote generation {}'s access token into {}",
+                    t.file.owner().provider,
+                    shared.row.generation,
+                    t.file.path().display()
+                ),
+                Ok(false) => {}
+                Err(e) => self.problem(i, &e),
+            }
+        }
+        self.update_metrics(i, &shared);
+        if shared.is_dead() {
+            self.dead(i, &shared, now);
+            self.save(i);
+            return None;
+        }
+        if self.logins[i].record.dead_refresh.take().is_some() {
+            let message = format!(
+                "a new {} login was pushed to {} (generation {}); the fleet keeps it fresh again",
+                self.logins[i].file.owner().name,
+                self.fleet.shown,
+                shared.row.generation
+            );
+            self.alert(i, Event::Recovered, message, now);
+            let provider = self.logins[i].file.owner().provider;
+            self.metrics.update(provider, |m| m.dead = false);
+        }
+        self.remind_login_ending(i, &shared, now);
+        self.plan_token(i, &shared, now);
+
+        let t = &self.logins[i];
+        let lead = Duration::from_millis(u64::try_from(t.record.lead_ms.unwrap_or(0)).unwrap_or(0));
+        let mut at = schedule::refresh_at(shared.login.expires_at, lead);
+        // A failure anywhere in the fleet cools everyone down, and ours does too.
+        if shared.row.failures > 0
+            && let Some(r) = shared.row.retry_at
+        {
+            at = at.max(r);
+        }
+        if let Some(until) = t.record.cooldown_until.filter(|u| *u > now) {
+            at = at.max(until);
+        }
+        if now < at {
+            self.logins[i].record.next_refresh_at = Some(at);
+            self.save(i);
+            return Some(at);
+        }
+        self.refresh(i, lead, now)
+    }
+
+    /// A token seen for the first time gets its plan, as in the local daemon: the margin cut to
+    /// half its lifetime, plus this machine's own jitter.
+    fn plan_token(&mut self, i: usize, shared: &Shared, now: EpochMs) {
+        let fp = shared.login.access_token.fingerprint();
+        let t = &mut self.logins[i];
+        if t.record.token.as_deref() == Some(fp.as_str()) && t.record.lead_ms.is_some() {
+            return;
+        }
+        let lifetime = u64::try_from(shared.login.expires_at.saturating_sub(now))
+            .ok()
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis);
+        let before = self.options.refresh_before.unwrap_or(t.settings.min_ttl);
+        let margin = schedule::margin(before, lifetime);
+        let lead = schedule::lead(margin, fastrand::f64());
+        t.record.token = Some(fp);
+        t.record.seen_at = Some(now);
+        t.record.lead_ms = Some(duration_ms(lead));
+    }
+
+    fn refresh(&mut self, i: usize, lead: Duration, now: EpochMs) -> Option<EpochMs> {
+        let result = {
+            let fleet = Arc::clone(&self.fleet);
+            let store = match connected(&mut self.store, &fleet) {
+                Ok(s) => s,
+                Err(e) => return self.trouble(i, e, now),
+            };
+            let t = &self.logins[i];
+            let job = job_of(t, &self.state);
+            sync::refresh_if_due(store, &fleet, &job, false, lead + Duration::from_secs(1))
+        };
+        let provider = self.logins[i].file.owner().provider;
+        match result {
+            Ok(outcome) => {
+                let what = outcome.action.as_str();
+                tracing::info!(
+                    "{provider}: {}; access token expires {}",
+                    what.replace('_', " "),
+                    crate::refresh::format_time(outcome.login.expires_at)
+                );
+                let label = match outcome.action {
+                    Action::Refreshed | Action::Restored => "refreshed",
+                    _ => "adopted",
+                };
+                self.metrics.update(provider, |m| {
+                    *m.refresh_total.entry(label).or_default() += 1
+                });
+                let t = &mut self.logins[i];
+                let was_failing = t.record.failures > 0;
+                t.record.failures = 0;
+                t.record.cooldown_until = None;
+                t.record.last_outcome = Some(what.to_string());
+                t.record.last_error = None;
+                t.problem = None;
+                if was_failing && t.record.alerted.contains_key(Event::RefreshFailed.as_str()) {
+                    t.record.alerted.remove(Event::RefreshFailed.as_str());
+                    let message = format!(
+                        "refreshing the fleet's {} login works again",
+                        t.file.owner().name
+                    );
+                    self.alert(i, Event::Recovered, message, now);
+                }
+                self.save(i);
+                Some(now)
+            }
+            Err(e @ Error::Store { .. }) if e.kind() != ErrorKind::Dead => self.trouble(i, e, now),
+            Err(e) if e.kind() == ErrorKind::Dead => {
+                self.metrics.update(provider, |m| {
+                    *m.refresh_total.entry("dead").or_default() += 1
+                });
+                tracing::error!("{e}");
+                // The next pass reads the dead mark from the store and alerts once.
+                Some(now)
+            }
+            Err(e) if e.kind() == ErrorKind::LockTimeout => {
+                tracing::info!("{provider}: {e}; looking again shortly");
+                Some(now.saturating_add(duration_ms(LOCK_BUSY_RETRY)))
+            }
+            Err(e) => {
+                self.metrics.update(provider, |m| {
+                    *m.refresh_total.entry("failed").or_default() += 1
+                });
+                let retry_after = match &e {
+                    Error::Unavailable { retry_after, .. } => *retry_after,
+                    _ => None,
+                };
+                let t = &mut self.logins[i];
+                t.record.failures = t.record.failures.saturating_add(1);
+                let wait = schedule::backoff(t.record.failures, retry_after, fastrand::f64());
+                let until = now.saturating_add(duration_ms(wait));
+                t.record.cooldown_until = Some(until);
+                t.record.next_refresh_at = Some(until);
+                t.record.last_outcome = Some("failed".into());
+                t.record.last_error = Some(e.to_string());
+                tracing::warn!(
+                    "{provider}: {e} (failure {}; next try in {})",
+                    t.record.failures,
+                    crate::duration::human(wait)
+                );
+                if !t.record.alerted.contains_key(Event::RefreshFailed.as_str()) {
+                    self.alert(i, Event::RefreshFailed, e.to_string(), now);
+                }
+                self.save(i);
+                Some(until)
+            }
+        }
+    }
+
+    /// A problem with the store: unreachable (keep the local token, alert once, back off), or
+    /// one a person must fix (log it once, look again later).
+    fn trouble(&mut self, i: usize, e: Error, now: EpochMs) -> Option<EpochMs> {
+        let unreachable = matches!(
+            e,
+            Error::Store {
+                unreachable: true,
+                ..
+            }
+        );
+        if !unreachable {
+            self.problem(i, &e);
+            self.save(i);
+            return Some(now.saturating_add(duration_ms(PROBLEM_RETRY)));
+        }
+        self.store = None;
+        self.reach.failures = self.reach.failures.saturating_add(1);
+        let doubling = 2u32.saturating_pow(self.reach.failures.saturating_sub(1).min(16));
+        let wait = UNREACHABLE_MIN
+            .saturating_mul(doubling)
+            .min(UNREACHABLE_MAX)
+            .mul_f64(0.75 + 0.25 * fastrand::f64());
+        let local =
+            crate::refresh::parse_current(self.logins[i].provider.as_ref(), &self.logins[i].file)
+                .ok();
+        let left = match local.filter(|l| !l.access_token.is_empty()) {
+            Some(l) if l.expires_at > now => format!(
+                "this machine keeps using its access token, which expires {}",
+                crate::refresh::format_time(l.expires_at)
+            ),
+            _ => "this machine has no valid access token meanwhile".to_string(),
+        };
+        if self.reach.failures == 1 {
+            tracing::warn!("{e}; {left}");
+        } else {
+            tracing::debug!("{e}");
+        }
+        self.logins[i].record.last_error = Some(e.to_string());
+        if !self.reach.alerted {
+            self.reach.alerted = true;
+            let message = format!(
+                "cannot reach the fleet's store {}; {left}; tokenkeeper keeps trying",
+                self.fleet.shown
+            );
+            self.alert(i, Event::StoreUnreachable, message, now);
+        }
+        self.save(i);
+        Some(now.saturating_add(duration_ms(wait)))
+    }
+
+    fn reachable(&mut self, now: EpochMs) {
+        let was = std::mem::take(&mut self.reach);
+        if was.failures > 0 {
+            tracing::info!("the fleet's store {} is reachable again", self.fleet.shown);
+        }
+        if was.alerted && !self.logins.is_empty() {
+            let message = format!("the fleet's store {} is reachable again", self.fleet.shown);
+            self.alert(0, Event::Recovered, message, now);
+        }
+    }
+
+    fn problem(&mut self, i: usize, e: &Error) {
+        let text = e.to_string();
+        let t = &mut self.logins[i];
+        if t.problem.as_deref() != Some(text.as_str()) {
+            tracing::error!("{text}");
+            t.problem = Some(text.clone());
+        }
+        t.record.last_error = Some(text);
+        t.record.next_refresh_at = None;
+    }
+
+    fn dead(&mut self, i: usize, shared: &Shared, now: EpochMs) {
+        let fp = shared.login.refresh_token.fingerprint();
+        let provider = self.logins[i].file.owner().provider;
+        let t = &mut self.logins[i];
+        let already = t.record.dead_refresh.as_deref() == Some(fp.as_str());
+        t.record.dead_refresh = Some(fp);
+        t.record.next_refresh_at = None;
+        t.record.cooldown_until = None;
+        t.record.failures = 0;
+        t.record.last_outcome = Some("dead".into());
+        self.metrics.update(provider, |m| m.dead = true);
+        if !already {
+            let owner = self.logins[i].file.owner();
+            let message = format!(
+                "the fleet's {} login in {} is dead ({}); log in again with `{}` on one machine and run `tokenkeeper fleet push` there; every machine resumes when the new login appears",
+                owner.name,
+                self.fleet.shown,
+                shared
+                    .row
+                    .last_error
+                    .as_deref()
+                    .unwrap_or("the server rejected its refresh token"),
+                owner.login_command
+            );
+            tracing::error!("{message}");
+            self.logins[i].record.last_error = Some(message.clone());
+            self.alert(i, Event::LoginDead, message, now);
+        }
+    }
+
+    fn remind_login_ending(&mut self, i: usize, shared: &Shared, now: EpochMs) {
+        let last = self.logins[i]
+            .record
+            .alerted
+            .get(Event::LoginEnding.as_str())
+            .copied();
+        if !schedule::login_ending_reminder_due(
+            shared.login.login_expires_at,
+            now,
+            self.options.login_ending_within,
+            last,
+        ) {
+            return;
+        }
+        let end = shared.login.login_expires_at.unwrap_or(now);
+        let owner = self.logins[i].file.owner();
+        let message = format!(
+            "the fleet's {} login ends {} ({}); log in again before then with `{}` on one machine and run `tokenkeeper fleet push` there",
+            owner.name,
+            crate::refresh::format_time(end),
+            crate::duration::relative(end.saturating_sub(now)),
+            owner.login_command
+        );
+        tracing::warn!("{message}");
+        self.alert(i, Event::LoginEnding, message, now);
+    }
+
+    fn alert(&mut self, i: usize, event: Event, message: String, now: EpochMs) {
+        let t = &mut self.logins[i];
+        t.record.alerted.insert(event.as_str().to_string(), now);
+        self.alerter.send(Alert {
+            event,
+            provider: t.file.owner().provider.to_string(),
+            message,
+            at: jiff::Timestamp::from_millisecond(now).unwrap_or_else(|_| jiff::Timestamp::now()),
+        });
+    }
+
+    fn update_metrics(&self, i: usize, shared: &Shared) {
+        let t = &self.logins[i];
+        self.metrics.update(t.file.owner().provider, |m| {
+            m.access_expiry = Some(shared.login.expires_at / 1000);
+            m.login_expiry = shared.login.login_expires_at.map(|e| e / 1000);
+        });
+    }
+
+    fn save(&mut self, i: usize) {
+        let t = &mut self.logins[i];
+        t.record.pid = std::process::id();
+        t.record.updated_at = now_ms();
+        if let Err(e) = self.state.write_daemon(&t.key, &t.record) {
+            tracing::debug!("could not write daemon state: {e}");
+        }
+    }
+}
+
+/// The daemon's connection, made again when it has broken.
+fn connected<'a>(slot: &'a mut Option<Store>, fleet: &Fleet) -> Result<&'a mut Store, Error> {
+    if !slot.as_ref().is_some_and(Store::is_usable) {
+        *slot = None;
+    }
+    match slot {
+        Some(store) => Ok(store),
+        None => Ok(slot.insert(sync::connect(fleet)?)),
+    }
+}
+
+fn job_of<'a>(t: &'a Tracked, state: &'a StateDir) -> Job<'a> {
+    Job {
+        provider: t.provider.as_ref(),
+        file: &t.file,
+        settings: &t.settings,
+        endpoint: &t.endpoint,
+        state,
+    }
+}

@@ -1,0 +1,216 @@
+//! Fleet mode: one login shared by many machines, its authoritative copy kept in a PostgreSQL
+//! table. Refresh tokens are single-use, so machines that refresh on their own burn each other's
+//! tokens; here the row lock (`SELECT … FOR UPDATE`) takes the place of the file lock, so that
+//! exactly one refresh happens per token lifetime across the whole fleet, and every machine
+//! writes the current access token (never the refresh token) into its own credentials file.
+//!
+//! - [`crypto`]: the fleet key; logins are stored only as AES-256-GCM ciphertext.
+//! - [`store`]: the SQL: the table, reads, the row lock, writes, notifications.
+//! - [`shape`]: which part of a credentials file is the shared login; the local projection.
+//! - [`sync`]: the protocol: read, refresh under the row lock, push, project locally.
+//! - [`daemon`]: the watchdog of a fleet machine, woken by the store's notifications.
+//!
+//! Nothing changes for a single machine: without a `[store]`, the local file is the store.
+
+pub mod crypto;
+pub mod daemon;
+pub mod shape;
+pub mod store;
+pub mod sync;
+
+use crate::error::{Error, ErrorKind};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// The environment variable naming the store (the `--store` flag reads it too).
+pub const STORE_ENV: &str = "TOKENKEEPER_STORE";
+
+/// `[store]` in the config file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `postgres://user:password@host/db` (or libpq's `key=value` form).
+    pub url: Option<String>,
+    /// A file holding the fleet key (64 hex digits), readable by its owner alone.
+    pub key_file: Option<PathBuf>,
+    /// How this machine is named in the store [default: its host name].
+    pub machine: Option<String>,
+}
+
+/// The resolved store of a fleet machine.
+#[derive(Debug)]
+pub struct Fleet {
+    /// The URL as given: it may hold a password, so it is never shown; see `shown`.
+    url: String,
+    /// The URL without its password, for messages.
+    pub shown: String,
+    pub key: crypto::Key,
+    pub key_source: crypto::KeySource,
+    pub machine: String,
+}
+
+impl Fleet {
+    /// The store named by the flag or environment (`url`), else by `[store] url`; None when
+    /// neither names one (then the local file is the store). A store without a usable key is a
+    /// configuration error: tokenkeeper refuses to start rather than fall back to refreshing
+    /// on its own.
+    pub fn resolve(
+        url: Option<String>,
+        config: &StoreConfig,
+        config_path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<Fleet>, Error> {
+        let Some(url) = url
+            .filter(|u| !u.trim().is_empty())
+            .or_else(|| config.url.clone().filter(|u| !u.trim().is_empty()))
+        else {
+            return Ok(None);
+        };
+        let shown = redact(&url);
+        let key_file = config.key_file.as_ref().map(|p| {
+            if p.is_relative() {
+                crate::provider::folder_of(config_path).join(p)
+            } else {
+                p.clone()
+            }
+        });
+        let env_key = env(crypto::KEY_ENV);
+        let (key, key_source) =
+            crypto::load(env_key.as_deref(), key_file.as_deref()).map_err(|why| Error::Store {
+                kind: ErrorKind::Config,
+                message: format!("store {shown}: {why}"),
+                unreachable: false,
+            })?;
+        let machine = config
+            .machine
+            .clone()
+            .filter(|m| !m.trim().is_empty())
+            .unwrap_or_else(host_name);
+        Ok(Some(Fleet {
+            url,
+            shown,
+            key,
+            key_source,
+            machine,
+        }))
+    }
+
+    /// The connection string, password included: only for connecting.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+/// This machine's host name, or "unknown".
+pub fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(name) if rc == 0 && !name.is_empty() => name.to_string(),
+        _ => "unknown".to_string(),
+    }
+}
+
+/// A connection string without its password: `postgres://bot:secret@db/x` becomes
+/// `postgres://bot@db/x`; `host=db password=secret` becomes `host=db`; a `password=` query
+/// parameter goes too.
+pub fn redact(url: &str) -> String {
+    let url = url.trim();
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url
+            .split_whitespace()
+            .filter(|part| !part.to_ascii_lowercase().starts_with("password="))
+            .collect::<Vec<_>>()
+            .join(" ");
+    };
+    let (authority_and_path, query) = match rest.split_once('?') {
+        Some((a, q)) => (a, Some(q)),
+        None => (rest, None),
+    };
+    let (authority, path) = match authority_and_path.find('/') {
+        Some(i) => authority_and_path.split_at(i),
+        None => (authority_and_path, ""),
+    };
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            if user.is_empty() {
+                host.to_string()
+            } else {
+                format!("{user}@{host}")
+            }
+        }
+        None => authority.to_string(),
+    };
+    let mut out = format!("{scheme}://{authority}{path}");
+    if let Some(q) = query {
+        let kept: Vec<&str> = q
+            .split('&')
+            .filter(|p| !p.to_ascii_lowercase().starts_with("password="))
+            .collect();
+        if !kept.is_empty() {
+            out.push('?');
+            out.push_str(&kept.join("&"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_shown_without_their_password() {
+        for (url, shown) in [
+            (
+                "postgres://bot:s3cret@db.example:5432/fleet",
+                "postgres://bot@db.example:5432/fleet",
+            ),
+            ("postgresql://:pw@db/x", "postgresql://db/x"),
+            ("postgres://db/x", "postgres://db/x"),
+            (
+                "postgres://u@db/x?sslmode=require&password=pw",
+                "postgres://u@db/x?sslmode=require",
+            ),
+            ("postgres://u:p@db", "postgres://u@db"),
+            (
+                "host=db user=bot password=s3cret dbname=x",
+                "host=db user=bot dbname=x",
+            ),
+        ] {
+            assert_eq!(redact(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn no_store_means_the_local_file_and_a_store_needs_its_key() {
+        let cfg = StoreConfig::default();
+        let none = |_: &str| None;
+        let path = Path::new("/c/config.toml");
+        assert!(Fleet::resolve(None, &cfg, path, &none).unwrap().is_none());
+        let err = Fleet::resolve(Some("postgres://u:pw@db/x".into()), &cfg, path, &none)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("postgres://u@db/x") && !err.contains("pw") && err.contains("keygen"),
+            "{err}"
+        );
+        let key = crypto::generate();
+        let env = |k: &str| (k == crypto::KEY_ENV).then(|| key.clone());
+        let cfg = StoreConfig {
+            url: Some("postgres://db/x".into()),
+            machine: Some("build-3".into()),
+            ..StoreConfig::default()
+        };
+        let fleet = Fleet::resolve(None, &cfg, path, &env).unwrap().unwrap();
+        assert_eq!(fleet.machine, "build-3");
+        assert_eq!(fleet.url(), "postgres://db/x");
+        let flag = Fleet::resolve(Some("postgres://other/y".into()), &cfg, path, &env)
+            .unwrap()
+            .unwrap();
+        assert_eq!(flag.shown, "postgres://other/y", "the flag wins");
+    }
+}

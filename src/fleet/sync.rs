@@ -1,0 +1,824 @@
+//! The fleet's refresh protocol: `refresh.rs` with the database's row lock in place of the file
+//! lock.
+//!
+//! 1. Read this machine's file; usable for the minimum lifetime: stop (no connection at all).
+//! 2. Read the store's row without locking it; fresh enough: write its access token into this
+//!    machine's file and stop.
+//! 3. Begin a transaction and take the row lock (`SELECT … FOR UPDATE`); re-read. Another
+//!    machine refreshed meanwhile: adopt its login, no request.
+//! 4. Prove the lock is still held, post the refresh token (retrying transient failures while
+//!    holding the lock), and on success write the new tokens to a recovery file first, then as
+//!    the next generation, announce it, commit.
+//! 5. A commit that fails keeps the tokens in the recovery file; the next tokenkeeper on this
+//!    machine writes them into the store, under the row lock, if the store still holds the
+//!    refresh token that was spent.
+//! 6. A rejection marks the login dead in the store, so no machine asks again with that token.
+//!
+//! A store that cannot be reached is never a reason to refresh without the row lock: the machine
+//! keeps using the access token it has while it lasts.
+//!
+//! Every machine's file gets the login without its refresh token ([`project`]), so the CLI there
+//! can use the access token but never refresh, and cannot burn the fleet's refresh token.
+
+use crate::credentials_file::WriteGuard;
+use crate::dir_lock::{DirLock, LockError};
+use crate::endpoint::{Reply, TokenResponse};
+use crate::error::{Error, ErrorKind};
+use crate::fleet::Fleet;
+use crate::fleet::shape::{self, Shape};
+use crate::fleet::store::{self, Locked, Row, Store};
+use crate::interrupt;
+use crate::login::{EpochMs, Login, now_ms};
+use crate::own_lock::{self, OwnLock, OwnLockError};
+use crate::provider::SaveLock;
+use crate::refresh::{Action, Job, Outcome};
+use crate::secret::{fingerprint, scrub};
+use crate::state::Recovery;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How many spent refresh tokens a login remembers (by fingerprint).
+const SPENT_KEPT: usize = 32;
+
+/// What is sealed in a row.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Payload {
+    /// The login part of the provider's credentials document, refresh token included.
+    pub login: Value,
+    /// Fingerprints of the refresh tokens this login has spent (the latest last): a machine's
+    /// file that holds one of them holds an old copy of the fleet's login, not one of its own.
+    #[serde(default)]
+    pub spent: Vec<String>,
+    /// Fingerprint of a refresh token the server rejected: the login is dead until a push.
+    #[serde(default)]
+    pub rejected: Option<String>,
+}
+
+/// A row, opened.
+#[derive(Clone, Debug)]
+pub struct Shared {
+    pub row: Row,
+    pub payload: Payload,
+    pub login: Login,
+}
+
+impl Shared {
+    /// The server rejected this login's refresh token.
+    pub fn is_dead(&self) -> bool {
+        self.login.refresh_token.is_empty()
+            || self.payload.rejected.as_deref()
+                == Some(self.login.refresh_token.fingerprint().as_str())
+    }
+}
+
+/// The login's name in the store (the provider's name) and its shape.
+pub fn name_and_shape(job: &Job<'_>) -> Result<(&'static str, Shape), Error> {
+    let owner = job.file.owner();
+    shape::of(owner.provider)
+        .map(|s| (owner.provider, s))
+        .ok_or_else(|| Error::Store {
+            kind: ErrorKind::Config,
+            message: format!(
+                "fleet mode keeps Claude Code logins only for now, not {}; use --provider claude, or remove [store] for this login",
+                owner.name
+            ),
+            unreachable: false,
+        })
+}
+
+/// The state-folder key of a fleet login (its recovery file).
+pub fn state_key(fleet: &Fleet, name: &str) -> String {
+    format!("fleet-{name}-{}", fingerprint(&fleet.shown))
+}
+
+pub fn connect(fleet: &Fleet) -> Result<Store, Error> {
+    Store::connect(
+        fleet.url(),
+        &fleet.shown,
+        &fleet.machine,
+        store::CONNECT_TIMEOUT,
+    )
+}
+
+/// Opens a row with this machine's key, or says plainly why it cannot.
+pub fn open(fleet: &Fleet, job: &Job<'_>, row: Row) -> Result<Shared, Error> {
+    let config_error = |message: String| Error::Store {
+        kind: ErrorKind::Config,
+        message,
+        unreachable: false,
+    };
+    if row.key_id != fleet.key.id() {
+        return Err(config_error(format!(
+            "the login '{}' in the store {} was sealed with the fleet key {}, but this machine's key ({}) is {}: give this machine the fleet's key, or push a login sealed with this one with `tokenkeeper fleet push --force`",
+            row.name,
+            fleet.shown,
+            row.key_id,
+            fleet.key_source,
+            fleet.key.id()
+        )));
+    }
+    let tampered = || {
+        config_error(format!(
+            "the login '{}' in the store {} does not decrypt although it names this machine's key: the row was altered or copied from another login; push the login again with `tokenkeeper fleet push --force`",
+            row.name, fleet.shown
+        ))
+    };
+    let plain = fleet
+        .key
+        .open(&row.name, row.generation, &row.sealed)
+        .ok_or_else(tampered)?;
+    let payload: Payload = serde_json::from_slice(&plain).map_err(|_| tampered())?;
+    let login = job.provider.parse(job.file, &payload.login)?;
+    Ok(Shared {
+        row,
+        payload,
+        login,
+    })
+}
+
+/// Reads and opens the login's row (no lock). No table or no row: an error that says to push.
+pub fn fetch(store: &mut Store, fleet: &Fleet, job: &Job<'_>) -> Result<Shared, Error> {
+    let (name, _) = name_and_shape(job)?;
+    match store.fetch(name)? {
+        Some(row) => open(fleet, job, row),
+        None => Err(store::no_login(&fleet.shown, Some(name))),
+    }
+}
+
+/// For `exec` and `token`: makes sure this machine's file holds an access token good for
+/// `min_ttl` (or refreshes when `force`), reading the store only when the local copy is due.
+/// With the store unreachable, a local access token that has not expired is used, with a
+/// warning; one that has is an error.
+pub fn ensure_fresh(
+    fleet: &Fleet,
+    job: &Job<'_>,
+    force: bool,
+    min_ttl: Duration,
+) -> Result<Outcome, Error> {
+    let (name, _) = name_and_shape(job)?;
+    let local = crate::refresh::parse_current(job.provider, job.file).ok();
+    let key = state_key(fleet, name);
+    if !force
+        && !job.state.has_recovery(&key)
+        && let Some(l) = local
+            .as_ref()
+            .filter(|l| l.is_usable_for(now_ms(), min_ttl))
+    {
+        return Ok(Outcome {
+            action: Action::NotDue,
+            login: l.clone(),
+            attempts: 0,
+        });
+    }
+    let result =
+        connect(fleet).and_then(|mut store| refresh_if_due(&mut store, fleet, job, force, min_ttl));
+    match (result, local) {
+        (
+            Err(Error::Store {
+                unreachable: true,
+                message,
+                ..
+            }),
+            Some(login),
+        ) if !login.access_token.is_empty() && login.remaining_ms(now_ms()) > 0 => {
+            tracing::warn!(
+                "{message}; using the access token in {}, which expires {}",
+                job.file.path().display(),
+                crate::refresh::format_time(login.expires_at)
+            );
+            Ok(Outcome {
+                action: Action::NotDue,
+                login,
+                attempts: 0,
+            })
+        }
+        (other, _) => other,
+    }
+}
+
+/// The fleet's refresh: reads the row; when less than `min_ttl` is left (or `force`), refreshes
+/// under the row lock. Either way this machine's file ends up with the store's access token.
+pub fn refresh_if_due(
+    store: &mut Store,
+    fleet: &Fleet,
+    job: &Job<'_>,
+    force: bool,
+    min_ttl: Duration,
+) -> Result<Outcome, Error> {
+    let (name, _) = name_and_shape(job)?;
+    let first = fetch(store, fleet, job)?;
+    let pending_recovery = job.state.has_recovery(&state_key(fleet, name));
+    if !force && !pending_recovery && !first.login.is_due(now_ms(), min_ttl) {
+        let wrote = project(job, &first, None)?;
+        return Ok(Outcome {
+            action: if wrote {
+                Action::Adopted
+            } else {
+                Action::NotDue
+            },
+            login: first.login,
+            attempts: 0,
+        });
+    }
+    if !force && !pending_recovery && first.is_dead() {
+        project(job, &first, None)?;
+        return Err(dead(fleet, job, &first, None));
+    }
+    locked_refresh(store, fleet, job, force, min_ttl, first.row.generation)
+}
+
+fn dead(fleet: &Fleet, job: &Job<'_>, shared: &Shared, reason: Option<&str>) -> Error {
+    let reason = reason
+        .map(str::to_string)
+        .or_else(|| shared.row.last_error.clone())
+        .unwrap_or_else(|| "the server rejected its refresh token".into());
+    let owner = job.file.owner();
+    Error::Store {
+        kind: ErrorKind::Dead,
+        message: format!(
+            "the fleet's {} login '{}' in {} is dead: {reason}. Log in again with `{}` on one machine, then run `tokenkeeper fleet push` there",
+            owner.name, shared.row.name, fleet.shown, owner.login_command
+        ),
+        unreachable: false,
+    }
+}
+
+/// How long the database lets our transaction sit idle while a token request is out: longer
+/// than one request plus the longest wait between attempts, so the lock is never lost while we
+/// work, yet a frozen process does not hold the whole fleet for ever.
+fn idle_timeout(job: &Job<'_>) -> Duration {
+    job.settings.request_timeout + job.settings.retry.total + Duration::from_secs(30)
+}
+
+fn locked_refresh(
+    store: &mut Store,
+    fleet: &Fleet,
+    job: &Job<'_>,
+    force: bool,
+    min_ttl: Duration,
+    first_generation: i64,
+) -> Result<Outcome, Error> {
+    let (name, _) = name_and_shape(job)?;
+    let key = state_key(fleet, name);
+    interrupt::protect();
+    let _refreshing = interrupt::refreshing();
+    let mut tx = store.begin(job.settings.lock_timeout, idle_timeout(job))?;
+    let Some(row) = tx.lock(name)? else {
+        return Err(store::no_login(&fleet.shown, Some(name)));
+    };
+    let current = open(fleet, job, row)?;
+
+    if let Some(restored) = restore_recovery(&mut tx, fleet, job, &key, &current)? {
+        tx.commit()?;
+        job.state.remove_recovery(&key);
+        tracing::info!("wrote the tokens kept in this machine's recovery file into the store");
+        project(job, &restored, None)?;
+        return Ok(Outcome {
+            action: Action::Restored,
+            login: restored.login,
+            attempts: 0,
+        });
+    }
+    let now = now_ms();
+    let due = current.login.is_due(now, min_ttl);
+    if current.row.generation != first_generation && !due {
+        drop(tx);
+        tracing::info!(
+            "{} refreshed the fleet's login meanwhile; using its tokens",
+            current.row.updated_by
+        );
+        project(job, &current, None)?;
+        return Ok(Outcome {
+            action: Action::Adopted,
+            login: current.login,
+            attempts: 0,
+        });
+    }
+    if !force && !due {
+        drop(tx);
+        project(job, &current, None)?;
+        return Ok(Outcome {
+            action: Action::NotDue,
+            login: current.login,
+            attempts: 0,
+        });
+    }
+    if current.login.refresh_token.is_empty() {
+        return Err(dead(
+            fleet,
+            job,
+            &current,
+            Some("the store holds no refresh token"),
+        ));
+    }
+    if !force && current.is_dead() {
+        return Err(dead(fleet, job, &current, None));
+    }
+
+    let started = Instant::now();
+    let mut attempts = 0u32;
+    let posted = current.login.refresh_token.clone();
+    loop {
+        attempts += 1;
+        // Never post without the lock: the database may have ended an idle transaction.
+        tx.still_held()?;
+        let remaining = job.settings.retry.total.saturating_sub(started.elapsed());
+        let timeout = job
+            .settings
+            .request_timeout
+            .min(remaining)
+            .max(Duration::from_secs(1));
+        let critical = interrupt::enter_critical();
+        let request = job.provider.token_request(&posted, job.settings);
+        tracing::debug!(
+            "posting refresh token {} to {} under the store's row lock (attempt {attempts})",
+            posted.fingerprint(),
+            job.endpoint.url()
+        );
+        match job
+            .endpoint
+            .post(&request, job.provider.rejection_rule(), timeout)
+        {
+            Reply::Tokens(tokens) => {
+                let received_at = now_ms();
+                let recovery = Recovery::new(job.file.path(), &posted, &tokens, received_at);
+                if let Err(e) = job.state.save_recovery(&key, &recovery) {
+                    tracing::warn!("could not write the recovery file first: {e}");
+                }
+                let next =
+                    next_generation(fleet, job, &current, &tokens, received_at, "refreshed")?;
+                let saved = tx
+                    .write(&next.row, Some(current.row.generation))
+                    .and_then(|()| tx.commit());
+                let result = match saved {
+                    Ok(()) => Ok(()),
+                    Err(e) => save_again(fleet, job, &key, e),
+                };
+                drop(critical);
+                result?;
+                job.state.remove_recovery(&key);
+                tracing::info!(
+                    "refreshed the fleet's login: generation {}, access token expires {}",
+                    next.row.generation,
+                    crate::refresh::format_time(next.login.expires_at)
+                );
+                project(job, &next, None)?;
+                return Ok(Outcome {
+                    action: Action::Refreshed,
+                    login: next.login,
+                    attempts,
+                });
+            }
+            Reply::Rejected { code, description } => {
+                drop(critical);
+                let description = scrub(&description, &[&posted, &current.login.access_token]);
+                let error = if description.is_empty() {
+                    code
+                } else {
+                    format!("{code}: {description}")
+                };
+                let reason = format!("the server rejected its refresh token ({error})");
+                let mut marked = current.clone();
+                marked.payload.rejected = Some(posted.fingerprint());
+                let mut row = seal(
+                    fleet,
+                    &marked.row,
+                    &marked.payload,
+                    current.row.generation + 1,
+                );
+                row.updated_at = now_ms();
+                row.updated_by = fleet.machine.clone();
+                row.last_outcome = Some("dead".into());
+                row.last_error = Some(reason.clone());
+                if let Err(e) = tx
+                    .write(&row, Some(current.row.generation))
+                    .and_then(|()| tx.commit())
+                {
+                    tracing::warn!("could not mark the login dead in the store: {e}");
+                }
+                return Err(dead(fleet, job, &current, Some(&reason)));
+            }
+            Reply::Transient {
+                reason,
+                retry_after,
+            } => {
+                drop(critical);
+                let reason = scrub(&reason, &[&posted, &current.login.access_token]);
+                match job.settings.retry.next(
+                    attempts,
+                    started.elapsed(),
+                    retry_after,
+                    fastrand::f64(),
+                ) {
+                    crate::backoff::Next::RetryAfter(wait) => {
+                        tracing::info!(
+                            "token endpoint: {reason}; retrying in {} (attempt {attempts})",
+                            crate::duration::human(wait)
+                        );
+                        thread::sleep(wait);
+                    }
+                    crate::backoff::Next::GiveUp => {
+                        let failures = current.row.failures.saturating_add(1);
+                        let wait = crate::schedule::backoff(
+                            u32::try_from(failures).unwrap_or(1),
+                            retry_after,
+                            fastrand::f64(),
+                        );
+                        let retry_at = now_ms().saturating_add(crate::login::duration_ms(wait));
+                        if let Err(e) = tx
+                            .note_failure(name, "unavailable", &reason, failures, Some(retry_at))
+                            .and_then(|()| tx.commit())
+                        {
+                            tracing::debug!("could not record the failure in the store: {e}");
+                        }
+                        return Err(Error::Unavailable {
+                            url: job.endpoint.url().to_string(),
+                            reason,
+                            attempts,
+                            path: job.file.path().to_path_buf(),
+                            retry_after,
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The next generation of a login after a token response: the provider applies the response to
+/// the shared document, exactly as it would to its own file.
+fn next_generation(
+    fleet: &Fleet,
+    job: &Job<'_>,
+    current: &Shared,
+    tokens: &TokenResponse,
+    received_at: EpochMs,
+    outcome: &str,
+) -> Result<Shared, Error> {
+    let mut payload = current.payload.clone();
+    job.provider.apply(&mut payload.login, tokens, received_at);
+    let spent = current.login.refresh_token.fingerprint();
+    payload.spent.retain(|fp| *fp != spent);
+    payload.spent.push(spent);
+    if payload.spent.len() > SPENT_KEPT {
+        let cut = payload.spent.len() - SPENT_KEPT;
+        payload.spent.drain(..cut);
+    }
+    payload.rejected = None;
+    let login = job.provider.parse(job.file, &payload.login)?;
+    let mut row = seal(fleet, &current.row, &payload, current.row.generation + 1);
+    row.expires_at = login.expires_at;
+    row.updated_at = received_at;
+    row.updated_by = fleet.machine.clone();
+    row.last_refresh_at = Some(received_at);
+    row.last_refresh_by = Some(fleet.machine.clone());
+    row.last_outcome = Some(outcome.into());
+    row.last_error = None;
+    row.failures = 0;
+    row.retry_at = None;
+    Ok(Shared {
+        row,
+        payload,
+        login,
+    })
+}
+
+/// `base` with `payload` sealed as `generation` under this machine's key.
+fn seal(fleet: &Fleet, base: &Row, payload: &Payload, generation: i64) -> Row {
+    let plain = serde_json::to_vec(payload).unwrap_or_default();
+    Row {
+        generation,
+        key_id: fleet.key.id().to_string(),
+        sealed: fleet.key.seal(&base.name, generation, &plain),
+        ..base.clone()
+    }
+}
+
+/// The commit failed after the server issued new tokens (the database went away at that
+/// moment). They are in the recovery file; try for a few seconds on a new connection to write
+/// them under the row lock, if the store still holds the refresh token we spent.
+fn save_again(fleet: &Fleet, job: &Job<'_>, key: &str, first_error: Error) -> Result<(), Error> {
+    tracing::warn!("{first_error}; trying again to save the new tokens");
+    let mut last = first_error.to_string();
+    for pause_ms in [100u64, 400, 1000, 1500] {
+        thread::sleep(Duration::from_millis(pause_ms));
+        let attempt = connect(fleet).and_then(|mut store| {
+            let (name, _) = name_and_shape(job)?;
+            let mut tx = store.begin(job.settings.lock_timeout, idle_timeout(job))?;
+            let Some(row) = tx.lock(name)? else {
+                return Err(store::no_login(&fleet.shown, Some(name)));
+            };
+            let current = open(fleet, job, row)?;
+            match restore_recovery(&mut tx, fleet, job, key, &current)? {
+                Some(_) => tx.commit(),
+                None => Ok(()),
+            }
+        });
+        match attempt {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    let recovery = job
+        .state
+        .recovery_file(key)
+        .map_or_else(|| "nowhere".to_string(), |p| p.display().to_string());
+    Err(Error::Store {
+        kind: ErrorKind::SaveFailed,
+        message: format!(
+            "the server issued new tokens but the store {} could not be written ({last}); they are kept in {recovery} (mode 0600), and the next tokenkeeper on this machine writes them into the store as soon as it can reach it",
+            fleet.shown
+        ),
+        unreachable: false,
+    })
+}
+
+/// If this machine holds tokens that never reached the store and the store still holds the
+/// refresh token spent for them, writes them as the next generation (the caller commits).
+/// Tokens made stale by a newer login are discarded.
+fn restore_recovery(
+    tx: &mut Locked<'_>,
+    fleet: &Fleet,
+    job: &Job<'_>,
+    key: &str,
+    current: &Shared,
+) -> Result<Option<Shared>, Error> {
+    let Some((path, recovery)) = job.state.read_recovery(key) else {
+        return Ok(None);
+    };
+    if recovery.posted_refresh != current.login.refresh_token.fingerprint() {
+        tracing::info!(
+            "discarding recovery file {}: the store holds a newer login",
+            path.display()
+        );
+        job.state.remove_recovery(key);
+        return Ok(None);
+    }
+    let next = next_generation(
+        fleet,
+        job,
+        current,
+        &recovery.tokens(),
+        recovery.received_at,
+        "restored",
+    )?;
+    tx.write(&next.row, Some(current.row.generation))?;
+    Ok(Some(next))
+}
+
+/// Writes the shared login into this machine's file without its refresh token, keeping every
+/// other key, creating the file (0600, and its folder, 0700) where there is none; under our own
+/// lock (`own`, when the caller holds it already) and the CLI's write lock. Returns whether the
+/// file changed. A file holding a login of its own (a refresh token the fleet never had) is
+/// left alone, with an error that says what to do.
+pub fn project(job: &Job<'_>, shared: &Shared, own: Option<&OwnLock>) -> Result<bool, Error> {
+    let (_, shape) = name_and_shape(job)?;
+    let folder = job.file.folder();
+    let not_writable = |path: std::path::PathBuf, source: std::io::Error| Error::Inaccessible {
+        action: "write the fleet's access token to",
+        path,
+        source,
+        hint: format!(
+            "tokenkeeper needs to write in {}; make the folder writable by you",
+            folder.display()
+        ),
+    };
+    if !folder.exists() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&folder)
+            .map_err(|e| not_writable(folder.clone(), e))?;
+    }
+    let deadline = Instant::now() + job.settings.lock_timeout;
+    let taken;
+    let own = match own {
+        Some(o) => o,
+        None => {
+            let sidecar = own_lock::sidecar_path(&folder);
+            taken = OwnLock::acquire(&sidecar, deadline, &mut || {
+                tracing::info!(
+                    "waiting for another tokenkeeper writing {}",
+                    job.file.path().display()
+                );
+            })
+            .map_err(|e| match e {
+                OwnLockError::Timeout => Error::LockTimeout {
+                    what: "tokenkeeper's lock",
+                    lock: sidecar.clone(),
+                    waited: crate::duration::human(job.settings.lock_timeout),
+                    holder: String::new(),
+                },
+                OwnLockError::Io(source) => not_writable(sidecar.clone(), source),
+            })?;
+            &taken
+        }
+    };
+    let _save_lock = match job.provider.save_lock(job.file) {
+        SaveLock::Dir(spec) => Some(
+            DirLock::acquire(&spec, deadline, &mut |_, _| {}, &mut |spec, identity| {
+                own.note_taken(&spec.path, identity, spec.owner_record.as_deref())
+            })
+            .map_err(|e| match e {
+                LockError::Timeout { holder } => Error::LockTimeout {
+                    what: spec.what,
+                    lock: spec.path.clone(),
+                    waited: crate::duration::human(job.settings.lock_timeout),
+                    holder,
+                },
+                LockError::Io(source) => not_writable(spec.path.clone(), source),
+            })?,
+        ),
+        _ => None,
+    };
+    let local = match job.file.read() {
+        Ok(snap) => Some(snap.doc),
+        Err(Error::Missing { .. }) => None,
+        Err(e) => return Err(e),
+    };
+    if let Some(doc) = &local {
+        let own_refresh = shape.local_refresh_token(doc);
+        if !own_refresh.is_empty() {
+            let fp = fingerprint(own_refresh);
+            let fleets = fp == shared.login.refresh_token.fingerprint()
+                || shared.payload.spent.contains(&fp);
+            if !fleets {
+                let owner = job.file.owner();
+                return Err(Error::Store {
+                    kind: ErrorKind::Credentials,
+                    message: format!(
+                        "{} holds a {} login of its own (a refresh token the fleet never had); tokenkeeper leaves it alone. Make it the fleet's login with `tokenkeeper fleet push`, or remove the file to use the fleet's",
+                        job.file.path().display(),
+                        owner.name
+                    ),
+                    unreachable: false,
+                });
+            }
+        }
+    }
+    let projected = shape.project(local.as_ref(), &shared.payload.login);
+    if local.as_ref() == Some(&projected) {
+        return Ok(false);
+    }
+    let guard = WriteGuard::new(&_save_lock);
+    job.file
+        .write(&projected, &guard)
+        .map_err(|e| not_writable(job.file.path().to_path_buf(), e))?;
+    Ok(true)
+}
+
+/// What `fleet push` did.
+#[derive(Clone, Debug)]
+pub struct Pushed {
+    pub generation: i64,
+    /// The generation it replaced, if the store held one.
+    pub replaced: Option<i64>,
+    /// The store held this very login already: nothing was written to it.
+    pub already: bool,
+}
+
+/// `tokenkeeper fleet push`: this machine's login becomes the fleet's (creating the table on
+/// first use). Refuses to replace a newer login (one whose access token expires later) unless
+/// `force`. Afterwards this machine's file holds the login without its refresh token, like
+/// every other machine's.
+pub fn push(fleet: &Fleet, job: &Job<'_>, force: bool) -> Result<Pushed, Error> {
+    let (name, shape) = name_and_shape(job)?;
+    let folder = job.file.folder();
+    let sidecar = own_lock::sidecar_path(&folder);
+    let deadline = Instant::now() + job.settings.lock_timeout;
+    // Hold our lock and Claude's refresh locks, so that nothing refreshes the login between our
+    // reading it and emptying its refresh token here.
+    let own = OwnLock::acquire(&sidecar, deadline, &mut || {}).map_err(|e| match e {
+        OwnLockError::Timeout => Error::LockTimeout {
+            what: "tokenkeeper's lock",
+            lock: sidecar.clone(),
+            waited: crate::duration::human(job.settings.lock_timeout),
+            holder: String::new(),
+        },
+        OwnLockError::Io(source) => Error::Inaccessible {
+            action: "create a lock in the credentials folder at",
+            path: sidecar.clone(),
+            source,
+            hint: "make the folder writable by you".into(),
+        },
+    })?;
+    let mut held = Vec::new();
+    for spec in job.provider.refresh_locks(job.file) {
+        match DirLock::acquire(&spec, deadline, &mut |_, _| {}, &mut |spec, identity| {
+            own.note_taken(&spec.path, identity, spec.owner_record.as_deref())
+        }) {
+            Ok(lock) => held.push(lock),
+            Err(LockError::Io(_)) if spec.best_effort => {}
+            Err(LockError::Timeout { holder }) => {
+                return Err(Error::LockTimeout {
+                    what: spec.what,
+                    lock: spec.path.clone(),
+                    waited: crate::duration::human(job.settings.lock_timeout),
+                    holder,
+                });
+            }
+            Err(LockError::Io(source)) => {
+                return Err(Error::Inaccessible {
+                    action: "take the lock",
+                    path: spec.path.clone(),
+                    source,
+                    hint: "make the folder writable by you".into(),
+                });
+            }
+        }
+    }
+    let snap = crate::refresh::read_snapshot(job.provider, job.file)?;
+    let login = job.provider.parse(job.file, &snap.doc)?;
+    if login.refresh_token.is_empty() {
+        return Err(Error::Store {
+            kind: ErrorKind::Credentials,
+            message: format!(
+                "{} holds no refresh token (it is a fleet machine's copy, or the login was ended), so there is nothing to push; log in with `{}` first",
+                job.file.path().display(),
+                job.file.owner().login_command
+            ),
+            unreachable: false,
+        });
+    }
+    let mut store = connect(fleet)?;
+    store.create_table()?;
+    let mut tx = store.begin(job.settings.lock_timeout, idle_timeout(job))?;
+    let existing = tx.lock(name)?;
+    let now = now_ms();
+    let replaced = existing.as_ref().map(|r| r.generation);
+    if let Some(row) = &existing {
+        match open(fleet, job, row.clone()) {
+            Ok(current) => {
+                if current.login.refresh_token == login.refresh_token {
+                    drop(tx);
+                    project(job, &current, Some(&own))?;
+                    return Ok(Pushed {
+                        generation: row.generation,
+                        replaced,
+                        already: true,
+                    });
+                }
+                if !force && !current.is_dead() && current.login.expires_at >= login.expires_at {
+                    return Err(Error::Store {
+                        kind: ErrorKind::Usage,
+                        message: format!(
+                            "the store {} holds generation {} of '{name}' (written by {} at {}), newer than the login in {} (its access token expires later); nothing was changed. Pass --force to replace it",
+                            fleet.shown,
+                            row.generation,
+                            row.updated_by,
+                            crate::refresh::format_time(row.updated_at),
+                            job.file.path().display()
+                        ),
+                        unreachable: false,
+                    });
+                }
+            }
+            Err(e) if !force => return Err(e),
+            Err(_) => {}
+        }
+    }
+    let payload = Payload {
+        login: shape.extract(&snap.doc),
+        spent: Vec::new(),
+        rejected: None,
+    };
+    let generation = replaced.map_or(1, |g| g + 1);
+    let base = Row {
+        name: name.to_string(),
+        generation,
+        provider: job.file.owner().provider.to_string(),
+        key_id: String::new(),
+        sealed: crate::fleet::crypto::Sealed {
+            nonce: Vec::new(),
+            ciphertext: Vec::new(),
+        },
+        expires_at: login.expires_at,
+        updated_at: now,
+        updated_by: fleet.machine.clone(),
+        last_refresh_at: None,
+        last_refresh_by: None,
+        last_outcome: Some("pushed".into()),
+        last_error: None,
+        failures: 0,
+        retry_at: None,
+    };
+    let row = seal(fleet, &base, &payload, generation);
+    tx.write(&row, replaced)?;
+    tx.commit()?;
+    let shared = Shared {
+        row,
+        payload,
+        login,
+    };
+    // Still under Claude's refresh locks: from now on this machine's file has no refresh token.
+    project(job, &shared, Some(&own))?;
+    drop(held);
+    Ok(Pushed {
+        generation,
+        replaced,
+        already: false,
+    })
+}
