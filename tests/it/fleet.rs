@@ -1,0 +1,925 @@
+//! Fleet mode against a real PostgreSQL (`.ci/with-postgres` starts a throw-away cluster and
+//! sets TOKENKEEPER_TEST_PG_URL; each test makes its own database): simulated machines, each
+//! with its own home, state and config folders, sharing one login through the store and one
+//! loopback OAuth stand-in.
+
+use crate::util::*;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, sleep};
+use std::time::{Duration, Instant};
+use tokenkeeper::standin::{Fault, IssuedLogin, StandinConfig, StandinServer};
+
+const HOW_TO_RUN: &str = "the fleet tests need a PostgreSQL server they can create databases on: \
+run them with `.ci/with-postgres cargo test` (it starts a throw-away cluster on a loopback port), \
+or set TOKENKEEPER_TEST_PG_URL to a superuser URL such as postgres://postgres@127.0.0.1:5432/postgres";
+
+/// A database of its own for one test, dropped afterwards.
+struct TestDb {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl TestDb {
+    fn new() -> TestDb {
+        let admin = std::env::var("TOKENKEEPER_TEST_PG_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| panic!("{HOW_TO_RUN}"));
+        let name = format!("tk_{:016x}", fastrand::u64(..));
+        let mut client = postgres::Client::connect(&admin, postgres::NoTls).unwrap_or_else(|e| {
+            panic!("cannot connect to TOKENKEEPER_TEST_PG_URL ({e}); {HOW_TO_RUN}")
+        });
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("create database");
+        let (base, _) = admin.rsplit_once('/').expect("a URL with a database");
+        let url = format!("{base}/{name}");
+        TestDb { admin, name, url }
+    }
+
+    fn client(&self) -> postgres::Client {
+        postgres::Client::connect(&self.url, postgres::NoTls).expect("connect to the test database")
+    }
+
+    /// Every column of every row, as text, the way `SELECT *` would show it.
+    fn dump_rows(&self) -> String {
+        let mut client = self.client();
+        let rows = client
+            .query(
+                "SELECT t::text FROM tokenkeeper_logins t ORDER BY name",
+                &[],
+            )
+            .expect("select every column");
+        rows.iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn generation(&self) -> i64 {
+        let mut client = self.client();
+        client
+            .query_one(
+                "SELECT generation FROM tokenkeeper_logins WHERE name = 'claude'",
+                &[],
+            )
+            .expect("the row")
+            .get(0)
+    }
+
+    fn row_text(&self, column: &str) -> Option<String> {
+        let mut client = self.client();
+        client
+            .query_one(
+                &format!("SELECT {column}::text FROM tokenkeeper_logins WHERE name = 'claude'"),
+                &[],
+            )
+            .expect("the row")
+            .get(0)
+    }
+
+    /// The machine whose tokenkeeper holds the row lock during a token request: its transaction
+    /// sits idle after `SELECT 1`, the proof of the lock that comes right before a post.
+    fn lock_holder(&self) -> Option<String> {
+        let mut client = self.client();
+        let rows = client
+            .query(
+                "SELECT application_name FROM pg_stat_activity \
+                 WHERE datname = current_database() AND state = 'idle in transaction' \
+                 AND query = 'SELECT 1' AND application_name LIKE 'tokenkeeper %'",
+                &[],
+            )
+            .expect("pg_stat_activity");
+        rows.first().map(|r| {
+            r.get::<_, String>(0)
+                .trim_start_matches("tokenkeeper ")
+                .to_string()
+        })
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Ok(mut client) = postgres::Client::connect(&self.admin, postgres::NoTls) {
+            let _ = client.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
+
+/// One simulated machine: its own home, state and config folders, the shared store and server.
+struct Machine {
+    dir: tempfile::TempDir,
+    name: String,
+    key: String,
+    store: String,
+    token_url: String,
+}
+
+impl Machine {
+    fn new(name: &str, store: &str, key: &str, server: &StandinServer) -> Machine {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(dir.path().join("home")).expect("home");
+        let m = Machine {
+            dir,
+            name: name.to_string(),
+            key: key.to_string(),
+            store: store.to_string(),
+            token_url: server.token_url(),
+        };
+        m.config("");
+        m
+    }
+
+    fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    fn creds(&self) -> PathBuf {
+        self.home().join(".claude/.credentials.json")
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state/tokenkeeper")
+    }
+
+    /// The config file: `[store]` with this machine's name, plus `extra`.
+    fn config(&self, extra: &str) {
+        let path = self.dir.path().join("config/tokenkeeper/config.toml");
+        fs::create_dir_all(path.parent().expect("parent")).expect("config dir");
+        fs::write(
+            &path,
+            format!(
+                "[store]\nurl = \"{}\"\nmachine = \"{}\"\n{extra}",
+                self.store, self.name
+            ),
+        )
+        .expect("write config");
+    }
+
+    fn write_login(&self, login: &IssuedLogin, expires_in_ms: i64) {
+        fs::create_dir_all(self.creds().parent().expect("parent")).expect("claude folder");
+        let mut doc: serde_json::Value = serde_json::from_str(&claude_json(
+            &login.access_token,
+            &login.refresh_token,
+            now_ms() + expires_in_ms,
+        ))
+        .expect("json");
+        doc["mcpOAuth"] = serde_json::json!({"server": {"token": "mcp-of-this-machine"}});
+        fs::write(self.creds(), doc.to_string()).expect("write creds");
+        set_mode(&self.creds(), 0o600);
+    }
+
+    fn creds_json(&self) -> serde_json::Value {
+        serde_json::from_str(&fs::read_to_string(self.creds()).expect("read creds"))
+            .expect("creds parse")
+    }
+
+    fn access_token(&self) -> String {
+        self.creds_json()["claudeAiOauth"]["accessToken"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .env_clear()
+            .env("HOME", self.home())
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("XDG_STATE_HOME", self.dir.path().join("state"))
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
+            .env("TOKENKEEPER_TOKEN_URL", &self.token_url)
+            .env("TOKENKEEPER_STORE_KEY", &self.key)
+            .env("TZ", "UTC");
+        c
+    }
+
+    fn run(&self, server: &StandinServer, args: &[&str]) -> Run {
+        let out = self.cmd(args).output().expect("run tokenkeeper");
+        let run = Run::from(out);
+        self.assert_no_leak(server, &run, args.first() == Some(&"token"));
+        run
+    }
+
+    fn assert_no_leak(&self, server: &StandinServer, run: &Run, stdout_may_hold_token: bool) {
+        for token in server.all_issued_tokens() {
+            assert!(
+                !run.stderr.contains(&token),
+                "token leaked to stderr: {}",
+                run.stderr
+            );
+            if !stdout_may_hold_token {
+                assert!(
+                    !run.stdout.contains(&token),
+                    "token leaked to stdout: {}",
+                    run.stdout
+                );
+            }
+            for file in files_under(&self.state_dir()) {
+                if file.parent().is_some_and(|p| p.ends_with("recovery")) {
+                    continue;
+                }
+                let text = fs::read_to_string(&file).unwrap_or_default();
+                assert!(!text.contains(&token), "token leaked to {}", file.display());
+            }
+        }
+    }
+
+    fn daemon(&self, extra: &[&str]) -> Daemon {
+        let mut args = vec!["daemon"];
+        args.extend_from_slice(extra);
+        let log = fs::File::create(self.daemon_log()).expect("daemon log");
+        Daemon(Some(
+            self.cmd(&args)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("spawn daemon"),
+        ))
+    }
+
+    /// Where a daemon's stderr goes (read by `stop`, and shown when a test fails).
+    fn daemon_log(&self) -> PathBuf {
+        self.dir.path().join("daemon.log")
+    }
+
+    /// This machine's file holds no refresh token, and the rest of what it should.
+    fn assert_projection(&self) {
+        let v = self.creds_json();
+        let login = &v["claudeAiOauth"];
+        assert_eq!(
+            login["refreshToken"], "",
+            "{}: a refresh token on disk",
+            self.name
+        );
+        assert!(login["accessToken"].as_str().is_some_and(|t| !t.is_empty()));
+        assert!(
+            login["scopes"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|x| x == "user:inference"))
+        );
+        assert_eq!(login["subscriptionType"], "max");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(self.creds())
+            .expect("creds")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{}", self.name);
+    }
+}
+
+/// A daemon that is killed if the test fails before stopping it.
+struct Daemon(Option<Child>);
+
+impl Daemon {
+    fn pid(&self) -> u32 {
+        self.0.as_ref().map_or(0, Child::id)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn stop(server: &StandinServer, m: &Machine, mut daemon: Daemon) -> Run {
+    let mut child = daemon.0.take().expect("a running daemon");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let start = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "daemon did not stop"
+        );
+        sleep(Duration::from_millis(20));
+    }
+    let status = child.wait().expect("wait");
+    let run = Run {
+        code: status.code().unwrap_or(-1),
+        stdout: String::new(),
+        stderr: fs::read_to_string(m.daemon_log()).unwrap_or_default(),
+    };
+    m.assert_no_leak(server, &run, false);
+    run
+}
+
+fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        sleep(Duration::from_millis(20));
+    }
+}
+
+/// A client like Claude Code on one machine: reads its own file, calls the API; after a 401
+/// it reads the file again a few times before counting a failure.
+fn client_call(server: &StandinServer, m: &Machine) -> bool {
+    let api = server.api_url();
+    let call = |token: &str| {
+        ureq::get(&api)
+            .header("Authorization", &format!("Bearer {token}"))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    (0..4).any(|attempt| {
+        if attempt > 0 {
+            sleep(Duration::from_millis(100));
+        }
+        call(&m.access_token()) == 200
+    })
+}
+
+fn key() -> String {
+    tokenkeeper::fleet::crypto::generate()
+}
+
+fn short_lived(secs: u64) -> StandinServer {
+    StandinServer::start(StandinConfig {
+        access_ttl_secs: secs,
+        ..StandinConfig::default()
+    })
+    .expect("stand-in")
+}
+
+/// A fleet of `n` machines on one store; the first is logged in and has pushed its login.
+fn fleet(
+    n: usize,
+    server: &StandinServer,
+    db: &TestDb,
+    expires_in_ms: i64,
+) -> (Vec<Machine>, IssuedLogin) {
+    let key = key();
+    let machines: Vec<Machine> = (1..=n)
+        .map(|i| Machine::new(&format!("m{i}"), &db.url, &key, server))
+        .collect();
+    let login = server.issue_login();
+    machines[0].write_login(&login, expires_in_ms);
+    let run = machines[0].run(server, &["fleet", "push"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    (machines, login)
+}
+
+#[test]
+fn push_puts_the_login_in_the_store_and_each_machine_gets_it_without_the_refresh_token() {
+    let server = short_lived(3600);
+    let db = TestDb::new();
+    let (machines, login) = fleet(2, &server, &db, 7_200_000);
+    let (a, b) = (&machines[0], &machines[1]);
+    assert_eq!(db.generation(), 1);
+    // The pushing machine keeps its other keys and loses its refresh token.
+    a.assert_projection();
+    assert_eq!(
+        a.creds_json()["mcpOAuth"]["server"]["token"],
+        "mcp-of-this-machine"
+    );
+    assert_eq!(a.access_token(), login.access_token);
+
+    // A machine without any login gets a Claude-shaped file, 0600, in a folder it did not have.
+    assert!(!b.creds().exists());
+    let run = b.run(&server, &["token"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.stdout.trim(), login.access_token);
+    b.assert_projection();
+    assert_eq!(
+        fs::read_to_string(b.creds()).unwrap(),
+        format!(
+            r#"{{"claudeAiOauth":{{"accessToken":"{}","refreshToken":"","expiresAt":{},"scopes":["user:inference","user:profile","user:sessions:claude_code"],"subscriptionType":"max","rateLimitTier":null}}}}"#,
+            login.access_token,
+            b.creds_json()["claudeAiOauth"]["expiresAt"]
+        )
+    );
+    assert_eq!(server.stats().token_requests, 0, "no refresh was due");
+
+    // Pushing again changes nothing; the status names the store, generation and pusher.
+    let run = a.run(&server, &["fleet", "push"]);
+    assert_eq!(
+        run.code, 78,
+        "a file without a refresh token has nothing to push: {run:?}"
+    );
+    assert!(run.stderr.contains("no refresh token"), "{run:?}");
+    let run = b.run(&server, &["status"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("claude: fresh"), "{run:?}");
+    assert!(run.stdout.contains("generation 1"), "{run:?}");
+    assert!(run.stdout.contains("pushed by     m1"), "{run:?}");
+    let run = b.run(&server, &["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("json");
+    assert_eq!(v["logins"][0]["store"]["generation"], 1, "{run:?}");
+    assert_eq!(v["logins"][0]["state"], "fresh");
+}
+
+#[test]
+fn token_on_a_machine_whose_copy_is_due_refreshes_under_the_row_lock_once() {
+    let server = short_lived(3600);
+    let db = TestDb::new();
+    let (machines, _) = fleet(3, &server, &db, 60_000);
+    // Every machine wants at least 10 minutes: the first refreshes, the others adopt.
+    let handles: Vec<_> = machines
+        .iter()
+        .map(|m| {
+            let out = m.cmd(&["token", "--min-ttl", "10m"]).output().expect("run");
+            Run::from(out)
+        })
+        .collect();
+    for (m, run) in machines.iter().zip(&handles) {
+        assert_eq!(run.code, 0, "{}: {run:?}", m.name);
+        assert_eq!(run.stdout.trim(), m.access_token(), "{}", m.name);
+        m.assert_projection();
+    }
+    let stats = server.stats();
+    assert_eq!(
+        (stats.token_requests, stats.refreshes_ok),
+        (1, 1),
+        "{stats:?}"
+    );
+    assert_eq!(db.generation(), 2);
+    assert_eq!(db.row_text("last_refresh_by").as_deref(), Some("m1"));
+    assert!(server.is_live_access(&machines[2].access_token()));
+    let run = machines[1].run(&server, &["status"]);
+    assert!(run.stdout.contains("refreshed by  m1"), "{run:?}");
+}
+
+#[test]
+fn five_machines_make_one_token_request_per_lifetime_and_every_client_keeps_working() {
+    let server = short_lived(4);
+    let db = TestDb::new();
+    let (machines, _) = fleet(5, &server, &db, 4000);
+    let daemons: Vec<Daemon> = machines
+        .iter()
+        .map(|m| m.daemon(&["--refresh-before", "2s"]))
+        .collect();
+    let stop_flag = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let start = Instant::now();
+    thread::scope(|scope| {
+        for m in &machines {
+            let (stop_flag, failures, server) = (&stop_flag, &failures, &server);
+            scope.spawn(move || {
+                // Give each machine a moment to write its first copy.
+                wait_for("the first copy", Duration::from_secs(10), || {
+                    m.creds().exists()
+                });
+                let mut calls = 0;
+                while !stop_flag.load(Ordering::SeqCst) {
+                    calls += 1;
+                    if !client_call(server, m) {
+                        failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("{} call {calls}", m.name));
+                    }
+                    let v = m.creds_json();
+                    assert_eq!(v["claudeAiOauth"]["refreshToken"], "", "{}", m.name);
+                    let left = v["claudeAiOauth"]["expiresAt"].as_i64().unwrap() - now_ms();
+                    assert!(left > 0, "{} held an expired token ({left} ms)", m.name);
+                    sleep(Duration::from_millis(100));
+                }
+            });
+        }
+        sleep(Duration::from_secs(16));
+        stop_flag.store(true, Ordering::SeqCst);
+    });
+    let elapsed = start.elapsed();
+    wait_for(
+        "every machine to hold the store's live access token",
+        Duration::from_secs(4),
+        || {
+            let first = machines[0].access_token();
+            server.is_live_access(&first) && machines.iter().all(|m| m.access_token() == first)
+        },
+    );
+    let runs: Vec<Run> = machines
+        .iter()
+        .zip(daemons)
+        .map(|(m, d)| stop(&server, m, d))
+        .collect();
+    for run in &runs {
+        assert_eq!(run.code, 0, "{run:?}");
+    }
+    let failures = failures.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "client calls failed: {failures:?}\n{:?}",
+        runs[0]
+    );
+    let stats = server.stats();
+    // Tokens live 4 s and are refreshed 2 s (plus up to 0.2 s) before expiry: one refresh every
+    // ~2 s for the whole fleet, each token refreshed exactly once.
+    let lifetimes = elapsed.as_secs_f64() / 2.0;
+    eprintln!(
+        "five machines, {:.1} s: {} token requests ({} ok) for ~{lifetimes:.1} token lifetimes, generation {}",
+        elapsed.as_secs_f64(),
+        stats.token_requests,
+        stats.refreshes_ok,
+        db.generation()
+    );
+    assert!((6..=10).contains(&stats.token_requests), "{stats:?}");
+    assert_eq!(stats.refreshes_ok, stats.token_requests, "{stats:?}");
+    assert_eq!(
+        (stats.reused_refresh_tokens, stats.revoked_families),
+        (0, 0),
+        "{stats:?}"
+    );
+    assert_eq!(db.generation(), 1 + stats.refreshes_ok as i64);
+    for m in &machines {
+        m.assert_projection();
+    }
+}
+
+#[test]
+fn killing_the_refreshing_daemon_mid_request_lets_another_take_over_with_no_token_reused() {
+    let server = short_lived(3600);
+    let db = TestDb::new();
+    let (machines, _) = fleet(3, &server, &db, 3000);
+    // The first token request hangs: whoever sends it holds the row lock, waiting.
+    server.push_fault(Fault::Hang(Duration::from_secs(30)));
+    let mut daemons: Vec<Option<Daemon>> = machines
+        .iter()
+        .map(|m| Some(m.daemon(&["--refresh-before", "1h"])))
+        .collect();
+    wait_for("the first token request", Duration::from_secs(15), || {
+        server.stats().token_requests == 1
+    });
+    let mut holder = None;
+    wait_for("the lock holder", Duration::from_secs(5), || {
+        holder = db.lock_holder();
+        holder.is_some()
+    });
+    let holder = holder.unwrap();
+    let i = machines
+        .iter()
+        .position(|m| m.name == holder)
+        .expect("a machine");
+    let killed = daemons[i].take().unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(killed.pid() as i32, libc::SIGKILL) };
+    drop(killed);
+    // Its connection is gone, so the database frees the row: another machine refreshes.
+    let start = Instant::now();
+    while server.stats().refreshes_ok != 1 {
+        if start.elapsed() > Duration::from_secs(20) {
+            let logs: Vec<String> = machines
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{}:\n{}",
+                        m.name,
+                        fs::read_to_string(m.daemon_log()).unwrap_or_default()
+                    )
+                })
+                .collect();
+            panic!(
+                "no machine took over from {holder}: {:?}\n{}",
+                server.stats(),
+                logs.join("\n")
+            );
+        }
+        sleep(Duration::from_millis(20));
+    }
+    wait_for("the new generation", Duration::from_secs(5), || {
+        db.generation() == 2
+    });
+    let taker = db.row_text("last_refresh_by").unwrap();
+    assert_ne!(taker, holder);
+    for (m, d) in machines.iter().zip(daemons) {
+        if let Some(d) = d {
+            wait_for(
+                "the new token on every live machine",
+                Duration::from_secs(10),
+                || server.is_live_access(&m.access_token()),
+            );
+            let run = stop(&server, m, d);
+            assert_eq!(run.code, 0, "{run:?}");
+            m.assert_projection();
+        }
+    }
+    let stats = server.stats();
+    assert_eq!(stats.token_requests, 2, "{stats:?}");
+    assert_eq!(
+        (stats.reused_refresh_tokens, stats.revoked_families),
+        (0, 0),
+        "{stats:?}"
+    );
+    assert_eq!(db.generation(), 2);
+}
+
+#[test]
+fn no_token_bytes_appear_in_a_dump_of_the_table() {
+    let server = short_lived(3600);
+    let db = TestDb::new();
+    let (machines, _) = fleet(2, &server, &db, 60_000);
+    let run = machines[1].run(&server, &["refresh", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(db.generation(), 2);
+    let mut dumps = vec![db.dump_rows()];
+    if let Ok(out) = Command::new("pg_dump")
+        .arg("--data-only")
+        .arg(&db.url)
+        .output()
+        && out.status.success()
+    {
+        dumps.push(String::from_utf8_lossy(&out.stdout).into_owned());
+    }
+    let tokens = server.all_issued_tokens();
+    assert_eq!(tokens.len(), 4, "two logins' worth of tokens");
+    for dump in &dumps {
+        assert!(dump.contains("claude") && dump.contains("m2"), "{dump}");
+        for token in &tokens {
+            let hex: String = token.bytes().map(|b| format!("{b:02x}")).collect();
+            // No token, no part of one, in the clear or as bytea hex.
+            for part in [&token[..24], &token[token.len() - 24..]] {
+                assert!(!dump.contains(part), "token bytes in the dump:\n{dump}");
+            }
+            assert!(
+                !dump.contains(&hex[..32]),
+                "token bytes (hex) in the dump:\n{dump}"
+            );
+        }
+        assert!(!dump.contains("sk-ant-"), "{dump}");
+    }
+}
+
+#[test]
+fn a_wrong_key_or_a_store_without_the_table_is_refused_with_a_clear_message() {
+    let server = short_lived(3600);
+    let db = TestDb::new();
+    // No table yet: token, status and the daemon say to push first.
+    let lone = Machine::new("m9", &db.url, &key(), &server);
+    for args in [&["token"][..], &["daemon"][..]] {
+        let run = lone.run(&server, args);
+        assert_eq!(run.code, 78, "{args:?}: {run:?}");
+        assert!(
+            run.stderr.contains("has no tokenkeeper_logins table yet")
+                && run.stderr.contains("tokenkeeper fleet push"),
+            "{run:?}"
+        );
+        assert_eq!(
+            run.stderr
+                .trim()
+                .lines()
+                .last()
+                .unwrap()
+                .matches("error")
+                .count(),
+            1
+        );
+    }
+
+    let (machines, _) = fleet(1, &server, &db, 7_200_000);
+    let stranger = Machine::new("m2", &db.url, &key(), &server);
+    let id = |k: &str| {
+        tokenkeeper::fleet::crypto::Key::from_hex(k)
+            .unwrap()
+            .id()
+            .to_string()
+    };
+    for args in [&["token"][..], &["daemon"][..], &["fleet", "push"][..]] {
+        let run = stranger.run(&server, args);
+        assert_eq!(run.code, 78, "{args:?}: {run:?}");
+        if args[0] != "fleet" {
+            assert!(
+                run.stderr.contains(&id(&machines[0].key))
+                    && run.stderr.contains(&id(&stranger.key)),
+                "{run:?}"
+            );
+            assert!(run.stderr.contains("TOKENKEEPER_STORE_KEY"), "{run:?}");
+        }
+        assert!(!stranger.creds().exists() || args[0] == "fleet");
+    }
+    // A key file others can read is refused; no key at all is refused.
+    let key_file = stranger.dir.path().join("fleet.key");
+    fs::write(&key_file, format!("{}\n", machines[0].key)).unwrap();
+    set_mode(&key_file, 0o644);
+    stranger.config(&format!("key_file = \"{}\"\n", key_file.display()));
+    let mut cmd = stranger.cmd(&["token"]);
+    cmd.env_remove("TOKENKEEPER_STORE_KEY");
+    let run = Run::from(cmd.output().unwrap());
+    assert_eq!(run.code, 78, "{run:?}");
+    assert!(
+        run.stderr.contains("chmod 600") && run.stderr.contains("fleet.key"),
+        "{run:?}"
+    );
+    assert!(
+        !run.stderr.contains(&machines[0].key),
+        "the key is never shown"
+    );
+    set_mode(&key_file, 0o600);
+    let mut cmd = stranger.cmd(&["token"]);
+    cmd.env_remove("TOKENKEEPER_STORE_KEY");
+    let run = Run::from(cmd.output().unwrap());
+    assert_eq!(run.code, 0, "with the fleet's key from the file: {run:?}");
+    stranger.config("");
+    let mut cmd = stranger.cmd(&["daemon"]);
+    cmd.env_remove("TOKENKEEPER_STORE_KEY");
+    let run = Run::from(cmd.output().unwrap());
+    assert_eq!(run.code, 78, "{run:?}");
+    assert!(run.stderr.contains("fleet keygen"), "{run:?}");
+}
+
+#[test]
+fn push_refuses_to_replace_a_newer_login_unless_forced() {
+    let server = short_lived(3600);
+    let db = TestDb::new();
+    let (machines, _) = fleet(2, &server, &db, 7_200_000);
+    // An older login on another machine (expires sooner than the store's).
+    let old = server.issue_login();
+    machines[1].write_login(&old, 600_000);
+    let before = fs::read_to_string(machines[1].creds()).unwrap();
+    let run = machines[1].run(&server, &["fleet", "push"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("generation 1") && run.stderr.contains("--force"),
+        "{run:?}"
+    );
+    assert_eq!(
+        fs::read_to_string(machines[1].creds()).unwrap(),
+        before,
+        "nothing changed"
+    );
+    assert_eq!(db.generation(), 1);
+    // The daemon leaves a login of the machine's own alone and says so.
+    let run = machines[1].run(&server, &["token"]);
+    assert_eq!(run.code, 78, "{run:?}");
+    assert!(run.stderr.contains("login of its own"), "{run:?}");
+    let run = machines[1].run(&server, &["fleet", "push", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(db.generation(), 2);
+    machines[1].assert_projection();
+    // The other machine wants two hours: the pushed login (10 minutes left) is refreshed once.
+    let run = machines[0].run(&server, &["token", "--min-ttl", "2h"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.stdout.trim(), machines[0].access_token(), "{run:?}");
+    assert!(server.is_live_access(&machines[0].access_token()));
+    assert_eq!(server.stats().refreshes_ok, 1);
+    assert_eq!(db.generation(), 3);
+}
+
+/// A TCP forwarder between tokenkeeper and PostgreSQL that a test can cut (every connection
+/// dropped, new ones refused) and restore: the database becoming unreachable, for real.
+struct Proxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(target: std::net::SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (up2, conns2) = (up.clone(), conns.clone());
+        thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if !up2.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(target) else {
+                    continue;
+                };
+                let mut all = conns2.lock().unwrap();
+                all.push(client.try_clone().unwrap());
+                all.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        while let Ok(n) = from.read(&mut buf) {
+                            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy { port, up, conns }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn an_unreachable_store_keeps_the_local_token_alerts_once_and_recovers_by_itself() {
+    let server = short_lived(3600);
+    let db = TestDb::new();
+    let url: url_parts::Parts = url_parts::parse(&db.url);
+    let proxy = Proxy::start(url.addr);
+    let via_proxy = format!(
+        "postgres://{}@127.0.0.1:{}/{}",
+        url.user, proxy.port, url.db
+    );
+    let key = key();
+    let a = Machine::new("m1", &via_proxy, &key, &server);
+    let login = server.issue_login();
+    a.write_login(&login, 6_000);
+    assert_eq!(a.run(&server, &["fleet", "push"]).code, 0);
+    let log = a.dir.path().join("alerts.log");
+    let notify = format!(
+        "printf '%s %s\\n' \"$TOKENKEEPER_EVENT\" \"$TOKENKEEPER_PROVIDER\" >> {}",
+        log.display()
+    );
+    proxy.cut();
+    let d = a.daemon(&["--refresh-before", "4s", "--notify-command", &notify]);
+    wait_for(
+        "the store_unreachable alert",
+        Duration::from_secs(10),
+        || {
+            fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("store_unreachable")
+        },
+    );
+    // `token` keeps using the local access token while the store is away.
+    let run = a.run(&server, &["token", "--min-ttl", "1h"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.stdout.trim(), login.access_token);
+    assert!(
+        run.stderr.contains("cannot connect to the fleet's store"),
+        "{run:?}"
+    );
+    // Past the planned refresh time: still no request without the row lock.
+    sleep(Duration::from_secs(3));
+    assert_eq!(
+        server.stats().token_requests,
+        0,
+        "never a refresh outside the row lock"
+    );
+    assert_eq!(a.access_token(), login.access_token);
+    proxy.restore();
+    wait_for(
+        "the refresh after recovery",
+        Duration::from_secs(20),
+        || server.stats().refreshes_ok == 1,
+    );
+    wait_for("the recovered alert", Duration::from_secs(10), || {
+        fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("recovered")
+    });
+    wait_for("the new token on disk", Duration::from_secs(5), || {
+        server.is_live_access(&a.access_token())
+    });
+    let run = stop(&server, &a, d);
+    assert_eq!(run.code, 0, "{run:?}");
+    let alerts = fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        alerts, "store_unreachable claude\nrecovered claude\n",
+        "{run:?}"
+    );
+    a.assert_projection();
+}
+
+/// The parts of a test database URL (postgres://user@127.0.0.1:port/db) the proxy needs.
+mod url_parts {
+    pub struct Parts {
+        pub user: String,
+        pub addr: std::net::SocketAddr,
+        pub db: String,
+    }
+
+    pub fn parse(url: &str) -> Parts {
+        let rest = url.split_once("://").expect("scheme").1;
+        let (user, rest) = rest.split_once('@').expect("user");
+        let (hostport, db) = rest.split_once('/').expect("database");
+        Parts {
+            user: user.split(':').next().unwrap().to_string(),
+            addr: hostport.parse().expect("host:port"),
+            db: db.to_string(),
+        }
+    }
+}
