@@ -177,16 +177,6 @@ pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<u8, Error> {
 
     let notifier = Notifier::from_env();
     let ping_every = notifier.ping_every();
-    let paths: Vec<String> = resolved
-        .logins
-        .iter()
-        .map(|l| l.file.path().display().to_string())
-        .collect();
-    tracing::info!(
-        "daemon started (pid {}), keeping {} fresh",
-        std::process::id(),
-        paths.join(", ")
-    );
     if let Some(fleet) = resolved.fleet {
         let mut reload = || resolve(cli, args).map(|r| (r.options, r.alerter, r.logins));
         return super::fleet::run_daemon(
@@ -202,6 +192,16 @@ pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<u8, Error> {
             &mut reload,
         );
     }
+    let paths: Vec<String> = resolved
+        .logins
+        .iter()
+        .map(|l| l.file.path().display().to_string())
+        .collect();
+    tracing::info!(
+        "daemon started (pid {}), keeping {} fresh",
+        std::process::id(),
+        paths.join(", ")
+    );
     let mut daemon = Daemon::new(
         resolved.logins,
         state,

@@ -339,6 +339,15 @@ impl FleetDaemon {
                 self.save(i);
                 Some(now)
             }
+            Err(e) if e.kind() == ErrorKind::LockTimeout => {
+                let text = e.to_string();
+                let t = &mut self.logins[i];
+                if t.problem.as_deref() != Some(text.as_str()) {
+                    tracing::info!("{provider}: {text}; looking again every few seconds");
+                    t.problem = Some(text);
+                }
+                Some(now.saturating_add(duration_ms(LOCK_BUSY_RETRY)))
+            }
             Err(e @ Error::Store { .. }) if e.kind() != ErrorKind::Dead => self.trouble(i, e, now),
             Err(e) if e.kind() == ErrorKind::Dead => {
                 self.metrics.update(provider, |m| {
@@ -347,10 +356,6 @@ impl FleetDaemon {
                 tracing::error!("{e}");
                 // The next pass reads the dead mark from the store and alerts once.
                 Some(now)
-            }
-            Err(e) if e.kind() == ErrorKind::LockTimeout => {
-                tracing::info!("{provider}: {e}; looking again shortly");
-                Some(now.saturating_add(duration_ms(LOCK_BUSY_RETRY)))
             }
             Err(e) => {
                 self.metrics.update(provider, |m| {

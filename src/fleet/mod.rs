@@ -35,6 +35,10 @@ pub struct StoreConfig {
     pub key_file: Option<PathBuf>,
     /// How this machine is named in the store [default: its host name].
     pub machine: Option<String>,
+    /// When a machine lost its connection (or died) with a token request out, how long the
+    /// others wait for it to write the new tokens (from its recovery file) before they post
+    /// that refresh token themselves [default: 2m, after the request timeout].
+    pub takeover_after: Option<String>,
 }
 
 /// The resolved store of a fleet machine.
@@ -47,7 +51,12 @@ pub struct Fleet {
     pub key: crypto::Key,
     pub key_source: crypto::KeySource,
     pub machine: String,
+    /// See [`StoreConfig::takeover_after`].
+    pub takeover_after: std::time::Duration,
 }
+
+/// Default of `[store] takeover_after`.
+pub const TAKEOVER_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl Fleet {
     /// The store named by the flag or environment (`url`), else by `[store] url`; None when
@@ -81,6 +90,13 @@ impl Fleet {
                 message: format!("store {shown}: {why}"),
                 unreachable: false,
             })?;
+        let takeover_after = match &config.takeover_after {
+            None => TAKEOVER_AFTER,
+            Some(text) => crate::duration::parse(text).map_err(|e| Error::Config {
+                path: config_path.to_path_buf(),
+                problem: format!("[store] takeover_after: {e}"),
+            })?,
+        };
         let machine = config
             .machine
             .clone()
@@ -92,6 +108,7 @@ impl Fleet {
             key,
             key_source,
             machine,
+            takeover_after,
         }))
     }
 

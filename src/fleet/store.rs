@@ -39,6 +39,27 @@ const CREATE: &str = "CREATE TABLE IF NOT EXISTS tokenkeeper_logins (
     retry_at        bigint
 )";
 
+/// Token requests under way: a machine notes here (on a second connection, committed at once)
+/// that it is about to post generation N's refresh token, and removes the note in the
+/// transaction that writes generation N+1. A note left behind means that machine lost its
+/// connection or died with the request out: it may hold the new tokens in its recovery file,
+/// so no other machine posts that refresh token again until the note is old.
+const CREATE_IN_FLIGHT: &str = "CREATE TABLE IF NOT EXISTS tokenkeeper_in_flight (
+    name       text PRIMARY KEY,
+    generation bigint NOT NULL,
+    machine    text NOT NULL,
+    since      bigint NOT NULL
+)";
+
+/// A note that a machine posted a generation's refresh token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InFlight {
+    pub generation: i64,
+    pub machine: String,
+    /// Epoch ms of the latest attempt.
+    pub since: i64,
+}
+
 const COLUMNS: &str = "name, generation, provider, key_id, nonce, sealed, expires_at, updated_at, \
     updated_by, last_refresh_at, last_refresh_by, last_outcome, last_error, failures, retry_at";
 
@@ -146,8 +167,28 @@ impl Store {
     pub fn create_table(&mut self) -> Result<(), Error> {
         let shown = self.shown.clone();
         self.client
-            .batch_execute(CREATE)
+            .batch_execute(&format!("{CREATE}; {CREATE_IN_FLIGHT}"))
             .map_err(|e| classify(e, &shown, "create the table in"))
+    }
+
+    /// Notes (committed at once) that `machine` is posting `generation`'s refresh token.
+    pub fn note_in_flight(
+        &mut self,
+        name: &str,
+        generation: i64,
+        machine: &str,
+        now: i64,
+    ) -> Result<(), Error> {
+        let shown = self.shown.clone();
+        self.client
+            .execute(
+                "INSERT INTO tokenkeeper_in_flight (name, generation, machine, since) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE \
+                 SET generation = EXCLUDED.generation, machine = EXCLUDED.machine, since = EXCLUDED.since",
+                &[&name, &generation, &machine, &now],
+            )
+            .map_err(|e| classify(e, &shown, "note the token request in"))?;
+        Ok(())
     }
 
     /// The row as it is now, without locking it. A missing table is an error that says to push
@@ -223,6 +264,33 @@ impl Locked<'_> {
             )
             .map_err(|e| classify(e, self.shown, "lock the login in"))?;
         Ok(rows.first().map(Row::from_sql))
+    }
+
+    /// The note of a token request under way for this login, if one is left.
+    pub fn in_flight(&mut self, name: &str) -> Result<Option<InFlight>, Error> {
+        let rows = self
+            .tx
+            .query(
+                "SELECT generation, machine, since FROM tokenkeeper_in_flight WHERE name = $1",
+                &[&name],
+            )
+            .map_err(|e| classify(e, self.shown, "read"))?;
+        Ok(rows.first().map(|r| InFlight {
+            generation: r.get(0),
+            machine: r.get(1),
+            since: r.get(2),
+        }))
+    }
+
+    /// Removes the note of a token request: its outcome is written in this transaction.
+    pub fn clear_in_flight(&mut self, name: &str) -> Result<(), Error> {
+        self.tx
+            .execute(
+                "DELETE FROM tokenkeeper_in_flight WHERE name = $1",
+                &[&name],
+            )
+            .map_err(|e| classify(e, self.shown, "write"))?;
+        Ok(())
     }
 
     /// Proves the lock is still held (the database has not ended the transaction) right before

@@ -316,6 +316,35 @@ fn locked_refresh(
     if !force && current.is_dead() {
         return Err(dead(fleet, job, &current, None));
     }
+    if let Some(note) = tx.in_flight(name)?
+        && note.generation == current.row.generation
+        && note.machine != fleet.machine
+    {
+        let patience = job.settings.request_timeout + fleet.takeover_after;
+        let until = note
+            .since
+            .saturating_add(crate::login::duration_ms(patience));
+        if now < until {
+            return Err(Error::Store {
+                kind: ErrorKind::LockTimeout,
+                message: format!(
+                    "{} posted the fleet's refresh token (generation {}) at {} and has not written the new tokens; they may be in its recovery file, so no other machine posts that token before {} ([store] takeover_after); try again then",
+                    note.machine,
+                    note.generation,
+                    crate::refresh::format_time(note.since),
+                    crate::refresh::format_time(until)
+                ),
+                unreachable: false,
+            });
+        }
+        tracing::warn!(
+            "{} posted the fleet's refresh token at {} and never wrote the result; taking over",
+            note.machine,
+            crate::refresh::format_time(note.since)
+        );
+    }
+    // The note of our request goes on a second connection, committed before the request.
+    let mut noter = connect(fleet)?;
 
     let started = Instant::now();
     let mut attempts = 0u32;
@@ -324,6 +353,7 @@ fn locked_refresh(
         attempts += 1;
         // Never post without the lock: the database may have ended an idle transaction.
         tx.still_held()?;
+        noter.note_in_flight(name, current.row.generation, &fleet.machine, now_ms())?;
         let remaining = job.settings.retry.total.saturating_sub(started.elapsed());
         let timeout = job
             .settings
@@ -350,7 +380,8 @@ fn locked_refresh(
                 let next =
                     next_generation(fleet, job, &current, &tokens, received_at, "refreshed")?;
                 let saved = tx
-                    .write(&next.row, Some(current.row.generation))
+                    .clear_in_flight(name)
+                    .and_then(|()| tx.write(&next.row, Some(current.row.generation)))
                     .and_then(|()| tx.commit());
                 let result = match saved {
                     Ok(()) => Ok(()),
@@ -393,7 +424,8 @@ fn locked_refresh(
                 row.last_outcome = Some("dead".into());
                 row.last_error = Some(reason.clone());
                 if let Err(e) = tx
-                    .write(&row, Some(current.row.generation))
+                    .clear_in_flight(name)
+                    .and_then(|()| tx.write(&row, Some(current.row.generation)))
                     .and_then(|()| tx.commit())
                 {
                     tracing::warn!("could not mark the login dead in the store: {e}");
@@ -428,7 +460,16 @@ fn locked_refresh(
                         );
                         let retry_at = now_ms().saturating_add(crate::login::duration_ms(wait));
                         if let Err(e) = tx
-                            .note_failure(name, "unavailable", &reason, failures, Some(retry_at))
+                            .clear_in_flight(name)
+                            .and_then(|()| {
+                                tx.note_failure(
+                                    name,
+                                    "unavailable",
+                                    &reason,
+                                    failures,
+                                    Some(retry_at),
+                                )
+                            })
                             .and_then(|()| tx.commit())
                         {
                             tracing::debug!("could not record the failure in the store: {e}");
@@ -531,7 +572,8 @@ fn save_again(fleet: &Fleet, job: &Job<'_>, key: &str, first_error: Error) -> Re
             "the server issued new tokens but the store {} could not be written ({last}); they are kept in {recovery} (mode 0600), and the next tokenkeeper on this machine writes them into the store as soon as it can reach it",
             fleet.shown
         ),
-        unreachable: false,
+        // The store is the trouble: callers keep the local token and try again soon.
+        unreachable: true,
     })
 }
 
@@ -564,6 +606,7 @@ fn restore_recovery(
         recovery.received_at,
         "restored",
     )?;
+    tx.clear_in_flight(&current.row.name)?;
     tx.write(&next.row, Some(current.row.generation))?;
     Ok(Some(next))
 }
@@ -575,6 +618,11 @@ fn restore_recovery(
 /// left alone, with an error that says what to do.
 pub fn project(job: &Job<'_>, shared: &Shared, own: Option<&OwnLock>) -> Result<bool, Error> {
     let (_, shape) = name_and_shape(job)?;
+    // Look first, without a lock: a file that already holds the projection is left untouched,
+    // and no lock file is made (a daemon watches this folder and wakes at every change).
+    if projection_of(job, shape, shared)?.is_none() {
+        return Ok(false);
+    }
     let folder = job.file.folder();
     let not_writable = |path: std::path::PathBuf, source: std::io::Error| Error::Inaccessible {
         action: "write the fleet's access token to",
@@ -634,6 +682,19 @@ pub fn project(job: &Job<'_>, shared: &Shared, own: Option<&OwnLock>) -> Result<
         ),
         _ => None,
     };
+    let Some(projected) = projection_of(job, shape, shared)? else {
+        return Ok(false);
+    };
+    let guard = WriteGuard::new(&_save_lock);
+    job.file
+        .write(&projected, &guard)
+        .map_err(|e| not_writable(job.file.path().to_path_buf(), e))?;
+    Ok(true)
+}
+
+/// What this machine's file should become, or None when it holds that already. A file holding
+/// a login of its own (a refresh token the fleet never had) is an error.
+fn projection_of(job: &Job<'_>, shape: Shape, shared: &Shared) -> Result<Option<Value>, Error> {
     let local = match job.file.read() {
         Ok(snap) => Some(snap.doc),
         Err(Error::Missing { .. }) => None,
@@ -660,14 +721,7 @@ pub fn project(job: &Job<'_>, shared: &Shared, own: Option<&OwnLock>) -> Result<
         }
     }
     let projected = shape.project(local.as_ref(), &shared.payload.login);
-    if local.as_ref() == Some(&projected) {
-        return Ok(false);
-    }
-    let guard = WriteGuard::new(&_save_lock);
-    job.file
-        .write(&projected, &guard)
-        .map_err(|e| not_writable(job.file.path().to_path_buf(), e))?;
-    Ok(true)
+    Ok((local.as_ref() != Some(&projected)).then_some(projected))
 }
 
 /// What `fleet push` did.

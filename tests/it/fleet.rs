@@ -552,6 +552,11 @@ fn killing_the_refreshing_daemon_mid_request_lets_another_take_over_with_no_toke
     let server = short_lived(3600);
     let db = TestDb::new();
     let (machines, _) = fleet(3, &server, &db, 3000);
+    for m in &machines {
+        // The others wait 5 + 2 s for a machine that posted and vanished (it might come back
+        // with the new tokens) before they post that refresh token themselves.
+        m.config("takeover_after = \"2s\"\n[claude]\nrequest_timeout = \"5s\"\n");
+    }
     // The first token request hangs: whoever sends it holds the row lock, waiting.
     server.push_fault(Fault::Hang(Duration::from_secs(30)));
     let mut daemons: Vec<Option<Daemon>> = machines
@@ -578,7 +583,7 @@ fn killing_the_refreshing_daemon_mid_request_lets_another_take_over_with_no_toke
     // Its connection is gone, so the database frees the row: another machine refreshes.
     let start = Instant::now();
     while server.stats().refreshes_ok != 1 {
-        if start.elapsed() > Duration::from_secs(20) {
+        if start.elapsed() > Duration::from_secs(30) {
             let logs: Vec<String> = machines
                 .iter()
                 .map(|m| {
@@ -611,6 +616,12 @@ fn killing_the_refreshing_daemon_mid_request_lets_another_take_over_with_no_toke
             );
             let run = stop(&server, m, d);
             assert_eq!(run.code, 0, "{run:?}");
+            if m.name == taker {
+                assert!(
+                    run.stderr.contains("never wrote the result; taking over"),
+                    "{run:?}"
+                );
+            }
             m.assert_projection();
         }
     }
@@ -773,6 +784,85 @@ fn push_refuses_to_replace_a_newer_login_unless_forced() {
     assert!(server.is_live_access(&machines[0].access_token()));
     assert_eq!(server.stats().refreshes_ok, 1);
     assert_eq!(db.generation(), 3);
+}
+
+#[test]
+fn tokens_issued_while_the_store_went_away_are_written_from_the_recovery_file_and_nobody_reuses_the_old_one()
+ {
+    let server = short_lived(3600);
+    let db = TestDb::new();
+    let parts = url_parts::parse(&db.url);
+    let proxy = Proxy::start(parts.addr);
+    let via_proxy = format!(
+        "postgres://{}@127.0.0.1:{}/{}",
+        parts.user, proxy.port, parts.db
+    );
+    let key = key();
+    // x reaches the store through a link the test cuts; y reaches it directly.
+    let x = Machine::new("x", &via_proxy, &key, &server);
+    let y = Machine::new("y", &db.url, &key, &server);
+    for m in [&x, &y] {
+        m.config("takeover_after = \"60s\"\n[claude]\nrequest_timeout = \"5s\"\n");
+    }
+    let login = server.issue_login();
+    x.write_login(&login, 3000);
+    assert_eq!(x.run(&server, &["fleet", "push"]).code, 0);
+    // The answer takes 1.5 s; the link goes down while it is on its way.
+    server.push_fault(Fault::Delay(Duration::from_millis(1500)));
+    let dx = x.daemon(&["--refresh-before", "1h"]);
+    wait_for("x's token request", Duration::from_secs(10), || {
+        server.stats().token_requests == 1
+    });
+    proxy.cut();
+    let dy = y.daemon(&["--refresh-before", "1h"]);
+    wait_for("x's recovery file", Duration::from_secs(10), || {
+        !files_under(&x.state_dir().join("recovery")).is_empty()
+    });
+    // y may take the row lock now, but x's note says the refresh token was posted: y waits.
+    sleep(Duration::from_secs(4));
+    assert_eq!(
+        server.stats().token_requests,
+        1,
+        "the spent refresh token was posted again"
+    );
+    assert_eq!(db.generation(), 1);
+    proxy.restore();
+    wait_for(
+        "x to write its tokens into the store",
+        Duration::from_secs(30),
+        || db.generation() == 2,
+    );
+    assert_eq!(db.row_text("last_outcome").as_deref(), Some("restored"));
+    for m in [&x, &y] {
+        wait_for(
+            "the new token on each machine",
+            Duration::from_secs(10),
+            || server.is_live_access(&m.access_token()),
+        );
+    }
+    let (rx, ry) = (stop(&server, &x, dx), stop(&server, &y, dy));
+    assert_eq!((rx.code, ry.code), (0, 0), "{rx:?}\n{ry:?}");
+    assert!(
+        ry.stderr.contains("has not written the new tokens"),
+        "{ry:?}"
+    );
+    assert!(
+        files_under(&x.state_dir().join("recovery")).is_empty(),
+        "{rx:?}"
+    );
+    let stats = server.stats();
+    assert_eq!(
+        (stats.token_requests, stats.refreshes_ok),
+        (1, 1),
+        "{stats:?}"
+    );
+    assert_eq!(
+        (stats.reused_refresh_tokens, stats.revoked_families),
+        (0, 0),
+        "{stats:?}"
+    );
+    x.assert_projection();
+    y.assert_projection();
 }
 
 /// A TCP forwarder between tokenkeeper and PostgreSQL that a test can cut (every connection
