@@ -316,14 +316,11 @@ fn locked_refresh(
     if !force && current.is_dead() {
         return Err(dead(fleet, job, &current, None));
     }
+    let patience = job.settings.request_timeout + fleet.takeover_after;
     if let Some(note) = tx.in_flight(name)?
-        && note.generation == current.row.generation
-        && note.machine != fleet.machine
+        && let Some(until) =
+            unfinished_request(&note, current.row.generation, &fleet.machine, patience)
     {
-        let patience = job.settings.request_timeout + fleet.takeover_after;
-        let until = note
-            .since
-            .saturating_add(crate::login::duration_ms(patience));
         if now < until {
             return Err(Error::Store {
                 kind: ErrorKind::LockTimeout,
@@ -700,25 +697,19 @@ fn projection_of(job: &Job<'_>, shape: Shape, shared: &Shared) -> Result<Option<
         Err(Error::Missing { .. }) => None,
         Err(e) => return Err(e),
     };
-    if let Some(doc) = &local {
-        let own_refresh = shape.local_refresh_token(doc);
-        if !own_refresh.is_empty() {
-            let fp = fingerprint(own_refresh);
-            let fleets = fp == shared.login.refresh_token.fingerprint()
-                || shared.payload.spent.contains(&fp);
-            if !fleets {
-                let owner = job.file.owner();
-                return Err(Error::Store {
-                    kind: ErrorKind::Credentials,
-                    message: format!(
-                        "{} holds a {} login of its own (a refresh token the fleet never had); tokenkeeper leaves it alone. Make it the fleet's login with `tokenkeeper fleet push`, or remove the file to use the fleet's",
-                        job.file.path().display(),
-                        owner.name
-                    ),
-                    unreachable: false,
-                });
-            }
-        }
+    if let Some(doc) = &local
+        && !is_fleets(shape.local_refresh_token(doc), shared)
+    {
+        let owner = job.file.owner();
+        return Err(Error::Store {
+            kind: ErrorKind::Credentials,
+            message: format!(
+                "{} holds a {} login of its own (a refresh token the fleet never had); tokenkeeper leaves it alone. Make it the fleet's login with `tokenkeeper fleet push`, or remove the file to use the fleet's",
+                job.file.path().display(),
+                owner.name
+            ),
+            unreachable: false,
+        });
     }
     let projected = shape.project(local.as_ref(), &shared.payload.login);
     Ok((local.as_ref() != Some(&projected)).then_some(projected))
@@ -806,7 +797,8 @@ pub fn push(fleet: &Fleet, job: &Job<'_>, force: bool) -> Result<Pushed, Error> 
     if let Some(row) = &existing {
         match open(fleet, job, row.clone()) {
             Ok(current) => {
-                if current.login.refresh_token == login.refresh_token {
+                let verdict = push_verdict(&current, &login, force);
+                if verdict == PushVerdict::AlreadyThere {
                     drop(tx);
                     project(job, &current, Some(&own))?;
                     return Ok(Pushed {
@@ -815,7 +807,7 @@ pub fn push(fleet: &Fleet, job: &Job<'_>, force: bool) -> Result<Pushed, Error> 
                         already: true,
                     });
                 }
-                if !force && !current.is_dead() && current.login.expires_at >= login.expires_at {
+                if verdict == PushVerdict::Refuse {
                     return Err(Error::Store {
                         kind: ErrorKind::Usage,
                         message: format!(
@@ -875,4 +867,168 @@ pub fn push(fleet: &Fleet, job: &Job<'_>, force: bool) -> Result<Pushed, Error> 
         replaced,
         already: false,
     })
+}
+
+/// When another machine's note says it posted `generation`'s refresh token and never wrote the
+/// result: the time until which no other machine may post that token (the request's timeout and
+/// `[store] takeover_after` after the note). None when the note is for another generation, or
+/// is this machine's own (whose recovery file, if any, has been looked at already).
+pub fn unfinished_request(
+    note: &store::InFlight,
+    generation: i64,
+    machine: &str,
+    patience: Duration,
+) -> Option<EpochMs> {
+    (note.generation == generation && note.machine != machine).then(|| {
+        note.since
+            .saturating_add(crate::login::duration_ms(patience))
+    })
+}
+
+/// Whether a machine's own refresh token (`""` for none) belongs to the fleet's login: empty,
+/// the current one, or one the login has spent. Anything else is a login of the machine's own.
+pub fn is_fleets(local_refresh: &str, shared: &Shared) -> bool {
+    if local_refresh.is_empty() {
+        return true;
+    }
+    let fp = fingerprint(local_refresh);
+    fp == shared.login.refresh_token.fingerprint() || shared.payload.spent.contains(&fp)
+}
+
+/// What `fleet push` does with a store that holds a login already.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PushVerdict {
+    /// The store holds this very login: nothing to write.
+    AlreadyThere,
+    Replace,
+    /// The store's login is newer (its access token expires no sooner) and alive.
+    Refuse,
+}
+
+pub fn push_verdict(stored: &Shared, local: &Login, force: bool) -> PushVerdict {
+    if stored.login.refresh_token == local.refresh_token {
+        PushVerdict::AlreadyThere
+    } else if !force && !stored.is_dead() && stored.login.expires_at >= local.expires_at {
+        PushVerdict::Refuse
+    } else {
+        PushVerdict::Replace
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::crypto::Sealed;
+    use crate::secret::Secret;
+
+    fn login(refresh: &str, expires_at: EpochMs) -> Login {
+        Login {
+            access_token: Secret::new(format!("a-{refresh}")),
+            refresh_token: Secret::new(refresh),
+            expires_at,
+            login_expires_at: None,
+            scopes: None,
+        }
+    }
+
+    fn shared(
+        refresh: &str,
+        expires_at: EpochMs,
+        spent: &[&str],
+        rejected: Option<&str>,
+    ) -> Shared {
+        Shared {
+            row: Row {
+                name: "claude".into(),
+                generation: 4,
+                provider: "claude".into(),
+                key_id: "k".into(),
+                sealed: Sealed {
+                    nonce: Vec::new(),
+                    ciphertext: Vec::new(),
+                },
+                expires_at,
+                updated_at: 0,
+                updated_by: "m1".into(),
+                last_refresh_at: None,
+                last_refresh_by: None,
+                last_outcome: None,
+                last_error: None,
+                failures: 0,
+                retry_at: None,
+            },
+            payload: Payload {
+                login: Value::Null,
+                spent: spent.iter().map(|t| fingerprint(t)).collect(),
+                rejected: rejected.map(fingerprint),
+            },
+            login: login(refresh, expires_at),
+        }
+    }
+
+    #[test]
+    fn a_machine_file_is_the_fleets_unless_it_holds_a_refresh_token_the_fleet_never_had() {
+        let s = shared("r3", 10, &["r1", "r2"], None);
+        assert!(is_fleets("", &s));
+        assert!(is_fleets("r3", &s), "the current one (right after a push)");
+        assert!(is_fleets("r1", &s), "a spent one: an old copy");
+        assert!(!is_fleets("mine", &s), "a login of the machine's own");
+    }
+
+    #[test]
+    fn push_replaces_only_an_older_or_dead_login_unless_forced() {
+        let stored = shared("r", 1000, &[], None);
+        assert_eq!(
+            push_verdict(&stored, &login("r", 5), false),
+            PushVerdict::AlreadyThere
+        );
+        assert_eq!(
+            push_verdict(&stored, &login("n", 2000), false),
+            PushVerdict::Replace
+        );
+        assert_eq!(
+            push_verdict(&stored, &login("n", 1000), false),
+            PushVerdict::Refuse
+        );
+        assert_eq!(
+            push_verdict(&stored, &login("n", 10), false),
+            PushVerdict::Refuse
+        );
+        assert_eq!(
+            push_verdict(&stored, &login("n", 10), true),
+            PushVerdict::Replace
+        );
+        let dead = shared("r", 1000, &[], Some("r"));
+        assert!(dead.is_dead());
+        assert_eq!(
+            push_verdict(&dead, &login("n", 10), false),
+            PushVerdict::Replace
+        );
+    }
+
+    #[test]
+    fn only_another_machines_note_on_this_generation_holds_the_others_back() {
+        let note = store::InFlight {
+            generation: 7,
+            machine: "m1".into(),
+            since: 1_000,
+        };
+        let patience = Duration::from_secs(150);
+        assert_eq!(unfinished_request(&note, 7, "m2", patience), Some(151_000));
+        assert_eq!(
+            unfinished_request(&note, 8, "m2", patience),
+            None,
+            "old note"
+        );
+        assert_eq!(
+            unfinished_request(&note, 7, "m1", patience),
+            None,
+            "our own"
+        );
+        let far = store::InFlight {
+            since: i64::MAX - 5,
+            ..note
+        };
+        assert_eq!(unfinished_request(&far, 7, "m2", patience), Some(i64::MAX));
+    }
 }
