@@ -12,6 +12,7 @@
 
 use crate::error::{Error, ErrorKind};
 use crate::fleet::crypto::Sealed;
+use postgres::config::{Host, SslMode};
 use postgres::error::SqlState;
 use postgres::{Client, Config, NoTls, Transaction};
 use std::str::FromStr;
@@ -145,9 +146,22 @@ impl Store {
             .keepalives_retries(3)
             .tcp_user_timeout(Duration::from_secs(30))
             .application_name(&format!("tokenkeeper {machine}"));
-        let client = config
-            .connect(NoTls)
-            .map_err(|e| classify(e, shown, "connect to"))?;
+        let client = match tls_policy(url, &config) {
+            Tls::Off => config.connect(NoTls),
+            tls => {
+                if tls == Tls::Required {
+                    config.ssl_mode(SslMode::Require);
+                }
+                config.connect(tls_connector().map_err(|e| Error::Store {
+                    kind: ErrorKind::Config,
+                    message: format!(
+                        "cannot set up TLS for the store {shown}: {e}; add sslmode=disable to the URL only if the network to it is trusted"
+                    ),
+                    unreachable: false,
+                })?)
+            }
+        }
+        .map_err(|e| classify(e, shown, "connect to"))?;
         Ok(Store {
             client,
             shown: shown.to_string(),
@@ -390,6 +404,57 @@ impl Locked<'_> {
     }
 }
 
+/// How a connection is protected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tls {
+    /// Plain: `sslmode=disable`, or a loopback or Unix-socket store without an `sslmode`.
+    Off,
+    /// As the URL's `sslmode` says (`prefer` or `require`), with certificates verified.
+    AsAsked,
+    /// Another host, no `sslmode`: TLS required and its certificate verified against the
+    /// system's roots (`SSL_CERT_FILE` adds one), never a silent fall-back to plain text.
+    Required,
+}
+
+/// The TLS policy for a connection string: a store on another machine is reached over verified
+/// TLS unless the URL says otherwise.
+pub fn tls_policy(url: &str, config: &Config) -> Tls {
+    let lower = url.to_ascii_lowercase();
+    if lower.contains("sslmode=disable") {
+        return Tls::Off;
+    }
+    if lower.contains("sslmode=") {
+        return Tls::AsAsked;
+    }
+    let loopback = |h: &Host| match h {
+        Host::Tcp(name) => {
+            name.eq_ignore_ascii_case("localhost")
+                || name
+                    .trim_matches(|c| c == '[' || c == ']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        #[cfg(unix)]
+        Host::Unix(_) => true,
+    };
+    if config.get_hosts().iter().all(loopback) {
+        Tls::Off
+    } else {
+        Tls::Required
+    }
+}
+
+/// rustls (with ring, already used for the token endpoint) and the platform's verifier.
+fn tls_connector() -> Result<tokio_postgres_rustls::MakeRustlsConnect, rustls::Error> {
+    use rustls_platform_verifier::BuilderVerifierExt;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_platform_verifier()?
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
 /// One line for a database error: what we were doing, the store, and the fix.
 pub fn classify(e: postgres::Error, shown: &str, doing: &str) -> Error {
     let store = |kind, message: String| Error::Store {
@@ -398,7 +463,16 @@ pub fn classify(e: postgres::Error, shown: &str, doing: &str) -> Error {
         unreachable: false,
     };
     let Some(db) = e.as_db_error() else {
-        let reason = e.to_string();
+        // The causes say what happened ("connection refused", "invalid peer certificate").
+        let mut reason = e.to_string();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            let text = c.to_string();
+            if !reason.contains(&text) {
+                reason = format!("{reason}: {text}");
+            }
+            cause = c.source();
+        }
         return unreachable(shown, doing, &reason);
     };
     let code = db.code();
@@ -466,5 +540,34 @@ pub fn no_login(shown: &str, name: Option<&str>) -> Error {
             "the store {shown} {what}: on the machine that is logged in, run `tokenkeeper fleet push` (it creates the table)"
         ),
         unreachable: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_on_another_host_is_reached_over_tls_unless_the_url_says_otherwise() {
+        let policy = |url: &str| tls_policy(url, &Config::from_str(url).unwrap());
+        assert_eq!(policy("postgres://u@127.0.0.1:5432/db"), Tls::Off);
+        assert_eq!(policy("postgres://u@localhost/db"), Tls::Off);
+        assert_eq!(policy("postgres://u@[::1]:5432/db"), Tls::Off);
+        assert_eq!(policy("host=/run/postgresql dbname=db"), Tls::Off);
+        assert_eq!(policy("postgres://u@db.example.com/db"), Tls::Required);
+        assert_eq!(policy("postgres://u@10.0.0.5/db"), Tls::Required);
+        assert_eq!(
+            policy("postgres://u@db.example.com/db?sslmode=disable"),
+            Tls::Off
+        );
+        assert_eq!(
+            policy("postgres://u@db.example.com/db?sslmode=prefer"),
+            Tls::AsAsked
+        );
+        assert_eq!(
+            policy("postgres://u@localhost/db?sslmode=require"),
+            Tls::AsAsked
+        );
+        assert!(tls_connector().is_ok());
     }
 }

@@ -1013,3 +1013,71 @@ mod url_parts {
         }
     }
 }
+
+#[test]
+fn a_store_asked_for_tls_is_reached_over_verified_tls() {
+    let server = short_lived(3600);
+    let db = TestDb::new();
+    let ca = std::env::var("TOKENKEEPER_TEST_PG_CA").unwrap_or_else(|_| {
+        panic!(
+            "TOKENKEEPER_TEST_PG_CA is not set (a CA for the server's certificate); {HOW_TO_RUN}"
+        )
+    });
+    let parts = url_parts::parse(&db.url);
+    let tls_url = format!(
+        "postgres://{}@localhost:{}/{}?sslmode=require",
+        parts.user,
+        parts.addr.port(),
+        parts.db
+    );
+    let key = key();
+    let m = Machine::new("m1", &tls_url, &key, &server);
+    let login = server.issue_login();
+    m.write_login(&login, 7_200_000);
+    // The server's certificate is signed by a CA the system does not know: refused.
+    let run = Run::from(m.cmd(&["fleet", "push"]).output().unwrap());
+    assert_eq!(run.code, 69, "{run:?}");
+    assert!(
+        run.stderr.contains("cannot connect to the fleet's store")
+            && run.stderr.contains("certificate"),
+        "{run:?}"
+    );
+    // With the CA known (SSL_CERT_FILE), the same URL works, over TLS.
+    let with_ca = |args: &[&str]| {
+        let mut c = m.cmd(args);
+        c.env("SSL_CERT_FILE", &ca);
+        c
+    };
+    let run = Run::from(with_ca(&["fleet", "push"]).output().unwrap());
+    assert_eq!(run.code, 0, "{run:?}");
+    let log = fs::File::create(m.daemon_log()).unwrap();
+    let d = Daemon(Some(
+        with_ca(&["daemon"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    ));
+    let mut client = db.client();
+    let mut ssl: Vec<bool> = Vec::new();
+    wait_for("the daemon's connections", Duration::from_secs(10), || {
+        ssl = client
+            .query(
+                "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+                 WHERE a.application_name = 'tokenkeeper m1'",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        ssl.len() >= 2
+    });
+    assert!(
+        ssl.iter().all(|s| *s),
+        "every connection encrypted: {ssl:?}"
+    );
+    let run = stop(&server, &m, d);
+    assert_eq!(run.code, 0, "{run:?}");
+    m.assert_projection();
+}
