@@ -147,10 +147,11 @@ pub fn fetch(store: &mut Store, fleet: &Fleet, job: &Job<'_>) -> Result<Shared, 
     }
 }
 
-/// For `exec` and `token`: makes sure this machine's file holds an access token good for
-/// `min_ttl` (or refreshes when `force`), reading the store only when the local copy is due.
-/// With the store unreachable, a local access token that has not expired is used, with a
-/// warning; one that has is an error.
+/// For `exec`, `token` and `refresh`: makes sure this machine's file holds an access token good
+/// for `min_ttl`, reading the store only when the local copy is due. `force` refreshes the
+/// fleet's login, unless this machine's copy was merely stale (the fleet holds another token
+/// already), in which case the fleet's token is taken instead. With the store unreachable, a
+/// local access token that has not expired is used, with a warning; one that has is an error.
 pub fn ensure_fresh(
     fleet: &Fleet,
     job: &Job<'_>,
@@ -172,8 +173,27 @@ pub fn ensure_fresh(
             attempts: 0,
         });
     }
-    let result =
-        connect(fleet).and_then(|mut store| refresh_if_due(&mut store, fleet, job, force, min_ttl));
+    let stale_copy = |store: &mut Store| -> Result<Option<Outcome>, Error> {
+        // Forced because the token this machine had failed: if the fleet has moved on since,
+        // this machine's copy was merely stale; take the fleet's token, refresh nothing.
+        let shared = fetch(store, fleet, job)?;
+        let ours = local.as_ref().map(|l| &l.access_token);
+        if ours == Some(&shared.login.access_token) || shared.login.remaining_ms(now_ms()) <= 0 {
+            return Ok(None);
+        }
+        project(job, &shared, None)?;
+        Ok(Some(Outcome {
+            action: Action::Adopted,
+            login: shared.login,
+            attempts: 0,
+        }))
+    };
+    let result = connect(fleet).and_then(|mut store| {
+        if force && let Some(adopted) = stale_copy(&mut store)? {
+            return Ok(adopted);
+        }
+        refresh_if_due(&mut store, fleet, job, force, min_ttl)
+    });
     match (result, local) {
         (
             Err(Error::Store {

@@ -1081,3 +1081,43 @@ fn a_store_asked_for_tls_is_reached_over_verified_tls() {
     assert_eq!(run.code, 0, "{run:?}");
     m.assert_projection();
 }
+
+#[test]
+fn exec_on_a_fleet_machine_runs_claude_with_the_fleets_token_and_a_stale_copy_is_replaced_not_refreshed()
+ {
+    let server = short_lived(3600);
+    let db = TestDb::new();
+    let (machines, _) = fleet(2, &server, &db, 7_200_000);
+    let (a, b) = (&machines[0], &machines[1]);
+    let fake = fake_claude();
+    let exec = |m: &Machine, args: &[&str]| {
+        let mut full = vec!["exec"];
+        full.extend_from_slice(args);
+        full.push(fake.to_str().unwrap());
+        full.extend_from_slice(&["-p", "hello"]);
+        let mut c = m.cmd(&full);
+        c.env("ANTHROPIC_BASE_URL", server.base_url());
+        let run = Run::from(c.stdin(Stdio::null()).output().unwrap());
+        m.assert_no_leak(&server, &run, false);
+        run
+    };
+    // A machine without a login: exec gets it from the store, Claude uses it.
+    let run = exec(b, &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+    b.assert_projection();
+    assert_eq!(server.stats().token_requests, 0);
+    // Another machine refreshes: b's copy is now revoked although it looks fresh.
+    let run = a.run(&server, &["refresh", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(server.stats().refreshes_ok, 1);
+    assert!(!server.is_live_access(&b.access_token()));
+    let run = exec(b, &[]);
+    assert_eq!(run.code, 77, "a revoked token fails loudly: {run:?}");
+    // With --retry-auth, b takes the fleet's current token instead of refreshing again.
+    let run = exec(b, &["--retry-auth", "1"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(server.stats().token_requests, 1, "no second refresh");
+    assert_eq!(b.access_token(), a.access_token());
+    assert!(server.is_live_access(&b.access_token()));
+    b.assert_projection();
+}
