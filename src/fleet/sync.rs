@@ -176,9 +176,11 @@ pub fn ensure_fresh(
     let stale_copy = |store: &mut Store| -> Result<Option<Outcome>, Error> {
         // Forced because the token this machine had failed: if the fleet has moved on since,
         // this machine's copy was merely stale; take the fleet's token, refresh nothing.
+        let Some(ours) = local.as_ref().map(|l| &l.access_token) else {
+            return Ok(None);
+        };
         let shared = fetch(store, fleet, job)?;
-        let ours = local.as_ref().map(|l| &l.access_token);
-        if ours == Some(&shared.login.access_token) || shared.login.remaining_ms(now_ms()) <= 0 {
+        if *ours == shared.login.access_token || shared.login.remaining_ms(now_ms()) <= 0 {
             return Ok(None);
         }
         project(job, &shared, None)?;
