@@ -213,6 +213,10 @@ impl Machine {
     }
 
     fn assert_no_leak(&self, server: &StandinServer, run: &Run, stdout_may_hold_token: bool) {
+        assert!(
+            !run.stderr.contains(&self.key) && !run.stdout.contains(&self.key),
+            "the fleet key leaked: {run:?}"
+        );
         for token in server.all_issued_tokens() {
             assert!(
                 !run.stderr.contains(&token),
@@ -962,6 +966,12 @@ fn an_unreachable_store_keeps_the_local_token_alerts_once_and_recovers_by_itself
         run.stderr.contains("cannot connect to the fleet's store"),
         "{run:?}"
     );
+    let run = a.run(&server, &["status"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("claude: due") && run.stdout.contains("cannot connect"),
+        "{run:?}"
+    );
     // Past the planned refresh time: still no request without the row lock.
     sleep(Duration::from_secs(3));
     assert_eq!(
@@ -1120,4 +1130,88 @@ fn exec_on_a_fleet_machine_runs_claude_with_the_fleets_token_and_a_stale_copy_is
     assert_eq!(b.access_token(), a.access_token());
     assert!(server.is_live_access(&b.access_token()));
     b.assert_projection();
+}
+
+#[test]
+fn a_rejected_refresh_token_is_posted_once_for_the_whole_fleet_and_a_new_push_revives_every_machine()
+ {
+    let server = short_lived(3600);
+    let db = TestDb::new();
+    let (machines, _) = fleet(3, &server, &db, 2000);
+    server.set_default_fault(Some(Fault::InvalidGrant));
+    let logs: Vec<PathBuf> = machines
+        .iter()
+        .map(|m| m.dir.path().join("alerts.log"))
+        .collect();
+    let daemons: Vec<Daemon> = machines
+        .iter()
+        .zip(&logs)
+        .map(|(m, log)| {
+            let notify = format!(
+                "printf '%s %s\\n' \"$TOKENKEEPER_EVENT\" \"$TOKENKEEPER_PROVIDER\" >> {}",
+                log.display()
+            );
+            m.daemon(&["--refresh-before", "1h", "--notify-command", &notify])
+        })
+        .collect();
+    for log in &logs {
+        wait_for(
+            "every machine's login_dead alert",
+            Duration::from_secs(15),
+            || {
+                fs::read_to_string(log)
+                    .unwrap_or_default()
+                    .contains("login_dead")
+            },
+        );
+    }
+    sleep(Duration::from_secs(1));
+    assert_eq!(
+        server.stats().token_requests,
+        1,
+        "the rejected token is never posted again"
+    );
+    assert_eq!(db.row_text("last_outcome").as_deref(), Some("dead"));
+    let run = machines[2].run(&server, &["status"]);
+    assert_eq!(run.code, 77, "{run:?}");
+    assert!(
+        run.stdout.contains("claude: dead") && run.stdout.contains("fleet push"),
+        "{run:?}"
+    );
+    let run = machines[2].run(&server, &["token", "--min-ttl", "1h"]);
+    assert_eq!(run.code, 77, "{run:?}");
+    // A new login, pushed from one machine, revives the fleet.
+    server.set_default_fault(None);
+    let fresh = server.issue_login();
+    machines[1].write_login(&fresh, 7_200_000);
+    let run = machines[1].run(&server, &["fleet", "push"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    for (m, log) in machines.iter().zip(&logs) {
+        wait_for(
+            "every machine's recovered alert",
+            Duration::from_secs(10),
+            || {
+                fs::read_to_string(log)
+                    .unwrap_or_default()
+                    .contains("recovered")
+            },
+        );
+        wait_for(
+            "the new login on every machine",
+            Duration::from_secs(10),
+            || m.access_token() == fresh.access_token,
+        );
+    }
+    for ((m, d), log) in machines.iter().zip(daemons).zip(&logs) {
+        let run = stop(&server, m, d);
+        assert_eq!(run.code, 0, "{run:?}");
+        assert_eq!(
+            fs::read_to_string(log).unwrap(),
+            "login_dead claude\nrecovered claude\n",
+            "{}: {run:?}",
+            m.name
+        );
+        m.assert_projection();
+    }
+    assert_eq!(server.stats().token_requests, 1);
 }
