@@ -307,7 +307,17 @@ impl FleetDaemon {
         };
         let provider = self.logins[i].file.owner().provider;
         match result {
-            Ok(outcome) => {
+            Ok(synced) => {
+                let t = &self.logins[i];
+                match sync::project(&job_of(t, &self.state), &synced.shared, None) {
+                    Ok(_) => {}
+                    Err(e) => self.problem(i, &e),
+                }
+                let outcome = crate::refresh::Outcome {
+                    action: synced.action,
+                    login: synced.shared.login,
+                    attempts: synced.attempts,
+                };
                 let what = outcome.action.as_str();
                 tracing::info!(
                     "{provider}: {}; access token expires {}",
@@ -327,7 +337,6 @@ impl FleetDaemon {
                 t.record.cooldown_until = None;
                 t.record.last_outcome = Some(what.to_string());
                 t.record.last_error = None;
-                t.problem = None;
                 if was_failing && t.record.alerted.contains_key(Event::RefreshFailed.as_str()) {
                     t.record.alerted.remove(Event::RefreshFailed.as_str());
                     let message = format!(

@@ -194,7 +194,16 @@ pub fn ensure_fresh(
         if force && let Some(adopted) = stale_copy(&mut store)? {
             return Ok(adopted);
         }
-        refresh_if_due(&mut store, fleet, job, force, min_ttl)
+        let synced = refresh_if_due(&mut store, fleet, job, force, min_ttl)?;
+        let wrote = project(job, &synced.shared, None)?;
+        Ok(Outcome {
+            action: match synced.action {
+                Action::NotDue if wrote => Action::Adopted,
+                action => action,
+            },
+            login: synced.shared.login,
+            attempts: synced.attempts,
+        })
     });
     match (result, local) {
         (
@@ -220,32 +229,41 @@ pub fn ensure_fresh(
     }
 }
 
+/// What the fleet's refresh came to: what was done, the store's login now, and the token
+/// requests made. The caller writes it into this machine's file ([`project`]).
+#[derive(Clone, Debug)]
+pub struct Synced {
+    pub action: Action,
+    pub shared: Shared,
+    pub attempts: u32,
+}
+
+impl Synced {
+    fn new(action: Action, shared: Shared, attempts: u32) -> Synced {
+        Synced {
+            action,
+            shared,
+            attempts,
+        }
+    }
+}
+
 /// The fleet's refresh: reads the row; when less than `min_ttl` is left (or `force`), refreshes
-/// under the row lock. Either way this machine's file ends up with the store's access token.
+/// under the row lock.
 pub fn refresh_if_due(
     store: &mut Store,
     fleet: &Fleet,
     job: &Job<'_>,
     force: bool,
     min_ttl: Duration,
-) -> Result<Outcome, Error> {
+) -> Result<Synced, Error> {
     let (name, _) = name_and_shape(job)?;
     let first = fetch(store, fleet, job)?;
     let pending_recovery = job.state.has_recovery(&state_key(fleet, name));
     if !force && !pending_recovery && !first.login.is_due(now_ms(), min_ttl) {
-        let wrote = project(job, &first, None)?;
-        return Ok(Outcome {
-            action: if wrote {
-                Action::Adopted
-            } else {
-                Action::NotDue
-            },
-            login: first.login,
-            attempts: 0,
-        });
+        return Ok(Synced::new(Action::NotDue, first, 0));
     }
     if !force && !pending_recovery && first.is_dead() {
-        project(job, &first, None)?;
         return Err(dead(fleet, job, &first, None));
     }
     locked_refresh(store, fleet, job, force, min_ttl, first.row.generation)
@@ -281,7 +299,7 @@ fn locked_refresh(
     force: bool,
     min_ttl: Duration,
     first_generation: i64,
-) -> Result<Outcome, Error> {
+) -> Result<Synced, Error> {
     let (name, _) = name_and_shape(job)?;
     let key = state_key(fleet, name);
     interrupt::protect();
@@ -296,12 +314,7 @@ fn locked_refresh(
         tx.commit()?;
         job.state.remove_recovery(&key);
         tracing::info!("wrote the tokens kept in this machine's recovery file into the store");
-        project(job, &restored, None)?;
-        return Ok(Outcome {
-            action: Action::Restored,
-            login: restored.login,
-            attempts: 0,
-        });
+        return Ok(Synced::new(Action::Restored, restored, 0));
     }
     let now = now_ms();
     let due = current.login.is_due(now, min_ttl);
@@ -311,21 +324,11 @@ fn locked_refresh(
             "{} refreshed the fleet's login meanwhile; using its tokens",
             current.row.updated_by
         );
-        project(job, &current, None)?;
-        return Ok(Outcome {
-            action: Action::Adopted,
-            login: current.login,
-            attempts: 0,
-        });
+        return Ok(Synced::new(Action::Adopted, current, 0));
     }
     if !force && !due {
         drop(tx);
-        project(job, &current, None)?;
-        return Ok(Outcome {
-            action: Action::NotDue,
-            login: current.login,
-            attempts: 0,
-        });
+        return Ok(Synced::new(Action::NotDue, current, 0));
     }
     if current.login.refresh_token.is_empty() {
         return Err(dead(
@@ -414,12 +417,7 @@ fn locked_refresh(
                     next.row.generation,
                     crate::refresh::format_time(next.login.expires_at)
                 );
-                project(job, &next, None)?;
-                return Ok(Outcome {
-                    action: Action::Refreshed,
-                    login: next.login,
-                    attempts,
-                });
+                return Ok(Synced::new(Action::Refreshed, next, attempts));
             }
             Reply::Rejected { code, description } => {
                 drop(critical);

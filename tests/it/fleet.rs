@@ -152,18 +152,18 @@ impl Machine {
         self.dir.path().join("state/tokenkeeper")
     }
 
-    /// The config file: `[store]` with this machine's name, plus `extra`.
+    /// The config file: `[store]` with the store and this machine's name, plus `extra`.
     fn config(&self, extra: &str) {
+        self.config_text(&format!(
+            "[store]\nurl = \"{}\"\nmachine = \"{}\"\n{extra}",
+            self.store, self.name
+        ));
+    }
+
+    fn config_text(&self, text: &str) {
         let path = self.dir.path().join("config/tokenkeeper/config.toml");
         fs::create_dir_all(path.parent().expect("parent")).expect("config dir");
-        fs::write(
-            &path,
-            format!(
-                "[store]\nurl = \"{}\"\nmachine = \"{}\"\n{extra}",
-                self.store, self.name
-            ),
-        )
-        .expect("write config");
+        fs::write(&path, text).expect("write config");
     }
 
     fn write_login(&self, login: &IssuedLogin, expires_in_ms: i64) {
@@ -558,14 +558,18 @@ fn killing_the_refreshing_daemon_mid_request_lets_another_take_over_with_no_toke
     let (machines, _) = fleet(3, &server, &db, 3000);
     for m in &machines {
         // The others wait 5 + 2 s for a machine that posted and vanished (it might come back
-        // with the new tokens) before they post that refresh token themselves.
-        m.config("takeover_after = \"2s\"\n[claude]\nrequest_timeout = \"5s\"\n");
+        // with the new tokens) before they post that refresh token themselves. The store is
+        // named on the command line this time.
+        m.config_text(&format!(
+            "[store]\nmachine = \"{}\"\ntakeover_after = \"2s\"\n[claude]\nrequest_timeout = \"5s\"\n",
+            m.name
+        ));
     }
     // The first token request hangs: whoever sends it holds the row lock, waiting.
     server.push_fault(Fault::Hang(Duration::from_secs(30)));
     let mut daemons: Vec<Option<Daemon>> = machines
         .iter()
-        .map(|m| Some(m.daemon(&["--refresh-before", "1h"])))
+        .map(|m| Some(m.daemon(&["--store", &db.url, "--refresh-before", "1h"])))
         .collect();
     wait_for("the first token request", Duration::from_secs(15), || {
         server.stats().token_requests == 1
@@ -933,8 +937,10 @@ fn an_unreachable_store_keeps_the_local_token_alerts_once_and_recovers_by_itself
     let db = TestDb::new();
     let url: url_parts::Parts = url_parts::parse(&db.url);
     let proxy = Proxy::start(url.addr);
+    // A password in the URL (the test server trusts loopback, so it is not checked): it must
+    // never be shown.
     let via_proxy = format!(
-        "postgres://{}@127.0.0.1:{}/{}",
+        "postgres://{}:pw-never-shown@127.0.0.1:{}/{}",
         url.user, proxy.port, url.db
     );
     let key = key();
@@ -966,6 +972,7 @@ fn an_unreachable_store_keeps_the_local_token_alerts_once_and_recovers_by_itself
         run.stderr.contains("cannot connect to the fleet's store"),
         "{run:?}"
     );
+    assert!(!run.stderr.contains("pw-never-shown"), "{run:?}");
     let run = a.run(&server, &["status"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(
@@ -1001,6 +1008,11 @@ fn an_unreachable_store_keeps_the_local_token_alerts_once_and_recovers_by_itself
         alerts, "store_unreachable claude\nrecovered claude\n",
         "{run:?}"
     );
+    assert!(
+        run.stderr.contains("store postgres://postgres@127.0.0.1:"),
+        "{run:?}"
+    );
+    assert!(!run.stderr.contains("pw-never-shown"), "{run:?}");
     a.assert_projection();
 }
 
