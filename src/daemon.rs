@@ -19,8 +19,7 @@ use crate::provider::Provider;
 use crate::refresh::{self, Action, Job};
 use crate::schedule;
 use crate::state::{DaemonRecord, StateDir};
-use crate::watch::{Stamp, Watcher};
-use std::os::fd::RawFd;
+use crate::watch::{Stamp, WakeFd, Watcher, sleep_until_event};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -57,7 +56,7 @@ pub struct Control {
     pub stop: Arc<AtomicBool>,
     pub reload: Arc<AtomicBool>,
     /// Readable when a signal arrived (the read end of a self-pipe), drained by the loop.
-    pub wake_fd: Option<RawFd>,
+    pub wake_fd: Option<WakeFd>,
 }
 
 pub struct Daemon {
@@ -131,7 +130,7 @@ impl Daemon {
         reload: &mut dyn FnMut(&mut Daemon),
     ) {
         let mut watcher = Watcher::new()
-            .map_err(|e| tracing::warn!("no inotify ({e}); looking at the files every 5 s instead"))
+            .map_err(|e| tracing::info!("{e}; looking at the files every 5 s instead"))
             .ok();
         loop {
             if control.stop.load(Ordering::SeqCst) {
@@ -445,42 +444,5 @@ impl Daemon {
         if let Err(e) = self.state.write_daemon(&t.key, &t.record) {
             tracing::debug!("could not write daemon state: {e}");
         }
-    }
-}
-
-/// Sleeps until a watched folder changes, a signal arrives, or `wait` passes (forever if none).
-fn sleep_until_event(
-    watcher: Option<&mut Watcher>,
-    wake_fd: Option<RawFd>,
-    wait: Option<Duration>,
-) {
-    let mut fds: Vec<libc::pollfd> = Vec::with_capacity(2);
-    if let Some(w) = watcher.as_ref() {
-        fds.push(libc::pollfd {
-            fd: w.raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        });
-    }
-    if let Some(fd) = wake_fd {
-        fds.push(libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        });
-    }
-    let timeout = wait.map_or(-1, |w| {
-        // Round up, so that we never wake a hair before the planned time and spin.
-        i32::try_from(w.as_millis().saturating_add(1)).unwrap_or(i32::MAX)
-    });
-    // SAFETY: fds is a valid array of pollfd for its length.
-    unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
-    if let Some(w) = watcher {
-        w.drain();
-    }
-    if let Some(fd) = wake_fd {
-        let mut buf = [0u8; 64];
-        // SAFETY: draining our own non-blocking pipe into a local buffer.
-        while unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
     }
 }
