@@ -8,7 +8,6 @@ use crate::error::Error;
 use serde_json::Value;
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// Which CLI a file belongs to, for messages that name the fix.
@@ -145,10 +144,7 @@ impl CredentialsFile {
                 ),
             )
         })?;
-        let loose_mode = fs::metadata(&target)
-            .ok()
-            .map(|m| m.permissions().mode() & 0o777)
-            .filter(|mode| mode & 0o077 != 0);
+        let loose_mode = loose_mode(&target);
         Ok(Snapshot { doc, loose_mode })
     }
 
@@ -216,6 +212,21 @@ pub fn remove_abandoned_temps(target: &Path) {
     }
 }
 
+/// Permission bits when the file is readable by group or others (Unix only).
+#[cfg(unix)]
+fn loose_mode(target: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(target)
+        .ok()
+        .map(|m| m.permissions().mode() & 0o777)
+        .filter(|mode| mode & 0o077 != 0)
+}
+
+#[cfg(not(unix))]
+fn loose_mode(_target: &Path) -> Option<u32> {
+    None
+}
+
 /// Temp file 0600 beside `target`, fsync, rename over it, fsync the folder. A crash at any
 /// moment leaves either the old or the new file whole, never a mix.
 pub fn write_atomic(target: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -227,19 +238,47 @@ pub fn write_atomic(target: &Path, bytes: &[u8]) -> io::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!("{name}.tmp."))
-        .permissions(fs::Permissions::from_mode(0o600))
-        .tempfile_in(dir)?;
+    let prefix = format!("{name}.tmp.");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix);
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600));
+    let mut tmp = builder.tempfile_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
-    tmp.persist(target).map_err(|e| e.error)?;
-    fs::File::open(dir)?.sync_all()
+    persist(tmp, target)?;
+    #[cfg(unix)]
+    fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// Renames the temp file over `target`. On Windows a reader holding the file open without
+/// delete sharing makes the rename fail for a moment: try again for up to a second.
+fn persist(mut tmp: tempfile::NamedTempFile, target: &Path) -> io::Result<()> {
+    let mut tries = 0;
+    loop {
+        match tmp.persist(target) {
+            Ok(_) => return Ok(()),
+            Err(e) if cfg!(windows) && tries < 20 && sharing_violation(&e.error) => {
+                tries += 1;
+                tmp = e.file;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => return Err(e.error),
+        }
+    }
+}
+
+/// ERROR_ACCESS_DENIED (5) or ERROR_SHARING_VIOLATION (32), which Windows gives while another
+/// process has the file open.
+fn sharing_violation(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(5 | 32)) || e.kind() == io::ErrorKind::PermissionDenied
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     const OWNER: Owner = Owner {
         provider: "claude",

@@ -6,7 +6,7 @@
 //! changes, a signal arrives (a wake-up pipe), or the next planned action is due.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 /// The read end of the daemon's wake-up pipe (a raw descriptor on Unix).
@@ -133,12 +133,18 @@ pub fn sleep_until_event(
 
 #[cfg(target_os = "linux")]
 mod inotify {
-    use super::parent;
     use std::collections::HashMap;
     use std::fs;
     use std::io;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
     use std::path::{Path, PathBuf};
+
+    fn parent(file: &Path) -> PathBuf {
+        match file.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
 
     /// inotify watches on the folders of the files we care about.
     pub struct Watcher {
@@ -229,13 +235,6 @@ mod inotify {
                 }
             }
         }
-    }
-}
-
-fn parent(file: &Path) -> PathBuf {
-    match file.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
     }
 }
 

@@ -3,9 +3,7 @@
 //! SIGINT; SIGHUP re-reads the configuration.
 
 use super::{Cli, Context};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 use tokenkeeper::Error;
@@ -101,6 +99,52 @@ fn resolve(cli: &Cli, args: &DaemonArgs) -> Result<Resolved, Error> {
     })
 }
 
+/// SIGTERM and SIGINT ask the loop to stop, SIGHUP to re-read the configuration; each also
+/// writes to a wake-up pipe the loop sleeps on. Returns the loop's controls and the pipe's two
+/// ends, to keep while the loop runs.
+#[cfg(unix)]
+fn wire_signals(
+    state: &tokenkeeper::state::StateDir,
+) -> Result<(Control, [std::os::unix::net::UnixStream; 2]), Error> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    use std::os::fd::AsRawFd;
+    let (wake_read, wake_write) =
+        std::os::unix::net::UnixStream::pair().map_err(|source| Error::Io {
+            what: "cannot create a wake-up pipe in",
+            path: state.root().to_path_buf(),
+            source,
+        })?;
+    let _ = wake_read.set_nonblocking(true);
+    let _ = wake_write.set_nonblocking(true);
+    let control = Control {
+        wake_fd: Some(wake_read.as_raw_fd()),
+        ..Control::default()
+    };
+    for (sig, flag) in [
+        (SIGTERM, &control.stop),
+        (SIGINT, &control.stop),
+        (SIGHUP, &control.reload),
+    ] {
+        let _ = signal_hook::flag::register(sig, Arc::clone(flag));
+        if let Ok(w) = wake_write.try_clone() {
+            let _ = signal_hook::low_level::pipe::register(sig, w);
+        }
+    }
+    Ok((control, [wake_read, wake_write]))
+}
+
+/// Ctrl+C (and SIGTERM where the C runtime raises it) ask the loop to stop; it looks at least
+/// every quarter of a second. No reload signal: restart the service to re-read the configuration.
+#[cfg(not(unix))]
+fn wire_signals(_state: &tokenkeeper::state::StateDir) -> Result<(Control, ()), Error> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let control = Control::default();
+    for sig in [SIGTERM, SIGINT] {
+        let _ = signal_hook::flag::register(sig, Arc::clone(&control.stop));
+    }
+    Ok((control, ()))
+}
+
 /// `127.0.0.1:9464`, or `:9464` / `9464` for loopback. Another address is allowed (the person
 /// asked for it) but logged, since metrics name the logins this machine keeps.
 fn parse_metrics_addr(text: &str) -> Result<SocketAddr, String> {
@@ -133,28 +177,7 @@ pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<u8, Error> {
         }
     };
 
-    let (wake_read, wake_write) =
-        std::os::unix::net::UnixStream::pair().map_err(|source| Error::Io {
-            what: "cannot create a wake-up pipe in",
-            path: state.root().to_path_buf(),
-            source,
-        })?;
-    let _ = wake_read.set_nonblocking(true);
-    let _ = wake_write.set_nonblocking(true);
-    let control = Control {
-        wake_fd: Some(wake_read.as_raw_fd()),
-        ..Control::default()
-    };
-    for (sig, flag) in [
-        (SIGTERM, &control.stop),
-        (SIGINT, &control.stop),
-        (SIGHUP, &control.reload),
-    ] {
-        let _ = signal_hook::flag::register(sig, Arc::clone(flag));
-        if let Ok(w) = wake_write.try_clone() {
-            let _ = signal_hook::low_level::pipe::register(sig, w);
-        }
-    }
+    let (control, _wake) = wire_signals(&state)?;
 
     let metrics = Metrics::new();
     let _server = match resolved.metrics {

@@ -6,6 +6,7 @@
 use super::Context;
 use super::output;
 use std::ffi::OsString;
+use std::io::IsTerminal;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tokenkeeper::auth_failure::{self, AuthFailure, FailureKind, LoginFacts};
@@ -83,9 +84,8 @@ pub fn run(
             program: program.clone(),
             args: args.to_vec(),
             env,
-            // SAFETY: isatty only inspects the descriptor.
-            watch_stdout: unsafe { libc::isatty(1) } == 0,
-            watch_stderr: unsafe { libc::isatty(2) } == 0,
+            watch_stdout: !std::io::stdout().is_terminal(),
+            watch_stderr: !std::io::stderr().is_terminal(),
         };
         let finished = match child::run(&spec) {
             Ok(f) => f,
