@@ -172,7 +172,12 @@ fn wait(child: &mut std::process::Child) -> Option<ExitStatus> {
 }
 
 #[cfg(target_os = "linux")]
-mod pump {
+use pump_poll as pump;
+#[cfg(not(target_os = "linux"))]
+use pump_threads as pump;
+
+#[cfg(target_os = "linux")]
+mod pump_poll {
     use super::{DRAIN_AFTER_EXIT, Stream, wait};
     use crate::auth_failure::AuthFailure;
     use std::fs::File;
@@ -264,8 +269,9 @@ mod pump {
     }
 }
 
-#[cfg(not(target_os = "linux"))]
-mod pump {
+/// Also built for tests on Linux, so the fallback is exercised here too.
+#[cfg(any(not(target_os = "linux"), test))]
+mod pump_threads {
     use super::{DRAIN_AFTER_EXIT, Stream, wait};
     use crate::auth_failure::AuthFailure;
     use std::io::{self, Read};
@@ -308,5 +314,32 @@ mod pump {
             }
         }
         (status, failure)
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    /// Both ways of passing output see the exit code and an auth failure in either stream.
+    #[test]
+    fn both_pumps_report_the_exit_and_an_auth_failure() {
+        let script = "echo working; echo 'Failed to authenticate. API Error: 401 Invalid authentication credentials' >&2; exit 3";
+        type Pump = fn(&mut std::process::Child) -> (Option<ExitStatus>, Option<AuthFailure>);
+        let pumps: [(&str, Pump); 2] = [
+            ("poll", pump::pass_through),
+            ("threads", pump_threads::pass_through),
+        ];
+        for (name, pass_through) in pumps {
+            let mut child = Command::new("sh")
+                .args(["-c", script])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let (status, failure) = pass_through(&mut child);
+            assert_eq!(status.and_then(|s| s.code()), Some(3), "{name}");
+            assert!(failure.is_some(), "{name}: the 401 line was not seen");
+        }
     }
 }

@@ -111,7 +111,7 @@ const UNKNOWN_LIFETIME: Duration = Duration::from_secs(15 * 60);
 /// (the real environment, or a test's).
 pub fn default_credentials_path(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
     let set = |k: &str| env(k).filter(|v| !v.is_empty());
-    let home_claude = || set("HOME").map(|h| Path::new(&h).join(".claude"));
+    let home_claude = || crate::provider::home(env).map(|h| h.join(".claude"));
     let folder = match env("CLAUDE_SECURESTORAGE_CONFIG_DIR") {
         Some(dir) if !dir.is_empty() => Some(PathBuf::from(dir)),
         Some(_) => home_claude(),

@@ -194,10 +194,13 @@ pub struct Settings {
     pub config_path: PathBuf,
 }
 
-/// `$XDG_CONFIG_HOME/tokenkeeper/config.toml`, else `~/.config/tokenkeeper/config.toml`.
+/// `$XDG_CONFIG_HOME/tokenkeeper/config.toml`, else (Windows)
+/// `%APPDATA%\tokenkeeper\config.toml`, else `~/.config/tokenkeeper/config.toml`.
 pub fn default_path(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
     let set = |k: &str| env(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-    let base = set("XDG_CONFIG_HOME").or_else(|| set("HOME").map(|h| h.join(".config")))?;
+    let base = set("XDG_CONFIG_HOME")
+        .or_else(|| set("APPDATA").filter(|_| cfg!(windows)))
+        .or_else(|| crate::provider::home(env).map(|h| h.join(".config")))?;
     Some(base.join("tokenkeeper").join("config.toml"))
 }
 

@@ -103,11 +103,13 @@ impl Recovery {
 }
 
 impl StateDir {
-    /// `$XDG_STATE_HOME/tokenkeeper`, else `$HOME/.local/state/tokenkeeper`.
+    /// `$XDG_STATE_HOME/tokenkeeper`, else (Windows) `%LOCALAPPDATA%\tokenkeeper`, else
+    /// `$HOME/.local/state/tokenkeeper`.
     pub fn locate(env: &dyn Fn(&str) -> Option<String>) -> Option<StateDir> {
         let set = |k: &str| env(k).filter(|v| !v.is_empty()).map(PathBuf::from);
         let base = set("XDG_STATE_HOME")
-            .or_else(|| set("HOME").map(|h| h.join(".local").join("state")))?;
+            .or_else(|| set("LOCALAPPDATA").filter(|_| cfg!(windows)))
+            .or_else(|| crate::provider::home(env).map(|h| h.join(".local").join("state")))?;
         Some(StateDir::at(base.join("tokenkeeper")))
     }
 

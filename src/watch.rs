@@ -109,7 +109,7 @@ pub fn sleep_until_event(
     });
     // SAFETY: fds is a valid array of pollfd for its length.
     unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
-    if let Some(w) = watcher.as_deref_mut() {
+    if let Some(w) = watcher {
         w.drain();
     }
     if let Some(fd) = wake {
