@@ -83,7 +83,7 @@ impl Watcher {
 /// (forever if none).
 #[cfg(unix)]
 pub fn sleep_until_event(
-    mut watcher: Option<&mut Watcher>,
+    watcher: Option<&mut Watcher>,
     wake: Option<WakeFd>,
     wait: Option<Duration>,
 ) {
