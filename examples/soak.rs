@@ -21,7 +21,8 @@
 //! presents the spent token and the family is revoked. No client can close that window, so by
 //! default each kill takes the stand-in's gate (`StandinServer::hold_token_requests`: no token
 //! request is being served while it is held), waits until the last token reply is at least
-//! 100 ms old (releasing the gate while it waits), sends the SIGKILL and waits for the process
+//! 100 ms old and the newest refresh token is in the credentials file or a recovery file
+//! (releasing the gate while it waits; at most 2 s), sends the SIGKILL and waits for the process
 //! to be gone before letting go; a request the killed process had sent but the server had not
 //! yet served is then dropped unserved. Every other moment stays exposed: waiting for locks,
 //! backing off, saving after the recovery file is written, exec wrappers, the daemon; aimed kills
@@ -90,9 +91,10 @@ usage: soak [--seconds N] [--clients N] [--claude-likes N] [--lifetime SECS]
                           one value per process in turn (default 2000,2500,3150: the last one
                           races the daemon, which refreshes with 3.0-3.3 s left)
   --kill-in-round-trip    let kills land inside a token request's round trip too (by default
-                          the chaos waits until no token request is being served and the last
-                          token reply is 100 ms old): shows the one loss no client can prevent,
-                          a reply carrying rotated tokens dying with the killed process
+                          a kill waits until no token request is being served, the last token
+                          reply is 100 ms old and its tokens are stored): shows the one loss no
+                          client can prevent, a reply carrying rotated tokens dying with the
+                          killed process (still counted as a loss)
   --no-chaos              no SIGKILLs (a baseline)
   --no-relogin            after a lost login, do not log in again
   --dir PATH              make the work folder in PATH (default: $TMPDIR), and keep it
@@ -1187,6 +1189,8 @@ fn sidecar_holder(paths: &Paths) -> Option<(u32, bool)> {
 /// How old the last token reply must be before a kill (unless `--kill-in-round-trip`): time for
 /// its reader to parse it and write its recovery file.
 const ROUND_TRIP_MARGIN: Duration = Duration::from_millis(100);
+/// Past this, a kill no longer waits for the newest tokens to be stored (they never will be).
+const STORE_WAIT_CAP: Duration = Duration::from_secs(2);
 
 fn chaos_loop(soak: &Soak) {
     while !soak.stop_chaos.load(Ordering::SeqCst) {
@@ -1204,20 +1208,38 @@ fn chaos_loop(soak: &Soak) {
             continue;
         }
         // Outside every token request's round trip: no request is being served while the gate
-        // is held, and the last reply has had time to reach its reader's recovery file.
+        // is held, and the last reply has had time to reach its reader's recovery file (and
+        // has: on a slow machine that can take longer than the margin).
         let asked = Instant::now();
         loop {
             let gate = soak.server.hold_token_requests();
             let age = gate.since_last_token_response().unwrap_or(Duration::MAX);
-            if age >= ROUND_TRIP_MARGIN {
+            if age >= ROUND_TRIP_MARGIN && (age >= STORE_WAIT_CAP || newest_tokens_stored(soak)) {
                 kill_one(soak, hunted, Some(asked.elapsed()));
                 drop(gate);
                 break;
             }
             drop(gate);
-            thread::sleep(ROUND_TRIP_MARGIN - age);
+            thread::sleep(
+                ROUND_TRIP_MARGIN
+                    .saturating_sub(age)
+                    .max(Duration::from_millis(5)),
+            );
         }
     }
+}
+
+/// Whether the newest refresh token the stand-in issued for the current login is where a killed
+/// process cannot take it along: in the credentials file or in a recovery file.
+fn newest_tokens_stored(soak: &Soak) -> bool {
+    let family = *lock(&soak.family);
+    let Some((_, newest)) = soak.server.current_tokens(family) else {
+        return true;
+    };
+    read_tokens(&soak.paths.creds).is_some_and(|(_, refresh)| refresh == newest)
+        || files_under(&soak.paths.state_dir.join("recovery"))
+            .iter()
+            .any(|f| fs::read_to_string(f).is_ok_and(|text| text.contains(&newest)))
 }
 
 /// Waits (up to 3 s) for a tokenkeeper process to enter a refresh (take tokenkeeper's own
