@@ -541,6 +541,7 @@ mod tests {
         assert_eq!(body["scope"], "openid");
     }
 
+    #[cfg(unix)]
     #[test]
     fn save_locks_are_codexs_in_its_order() {
         let dir = tempfile::tempdir().unwrap();
