@@ -128,7 +128,7 @@ fn assert_no_codex_leak(s: &Sandbox, run: &Run, before: &str) {
     }
 }
 
-/// Runs the binary with `--provider codex` (unless `args` name another) and scans for leaks.
+/// Runs the binary with `args` and scans for leaks, id tokens included.
 fn run(s: &Sandbox, args: &[&str]) -> Run {
     run_cmd(s, s.cmd(args))
 }
