@@ -10,6 +10,7 @@ pub mod auth_failure;
 pub mod backoff;
 pub mod child;
 pub mod claude;
+pub mod codex;
 pub mod config;
 pub mod credentials_file;
 pub mod daemon;

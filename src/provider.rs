@@ -184,6 +184,7 @@ pub const BUILTIN: &[&str] = &["claude", "codex", "gemini"];
 pub fn builtin(name: &str) -> Option<Arc<dyn Provider>> {
     match name {
         "claude" => Some(Arc::new(crate::claude::Claude)),
+        "codex" => Some(Arc::new(crate::codex::Codex)),
         _ => None,
     }
 }

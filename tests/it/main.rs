@@ -4,6 +4,7 @@
 mod util;
 
 mod bad_input;
+mod codex;
 mod daemon;
 mod demo;
 mod exec;
