@@ -226,10 +226,11 @@ fn no_tokens(file: &CredentialsFile, root: &Map<String, Value>) -> Error {
         .is_some_and(|k| !k.is_empty());
     let mode = root.get("auth_mode").and_then(Value::as_str);
     if api_key || matches!(mode, Some("apikey" | "api_key")) {
-        return file.malformed(
-            "hold an API-key login (OPENAI_API_KEY, no \"tokens\"): an API key does not expire, so there is nothing to keep fresh",
-            "tokenkeeper keeps ChatGPT logins: sign in with `codex login` to use one, or leave Codex CLI out (--provider).",
-        );
+        return Error::NothingToKeep {
+            path: file.path().to_path_buf(),
+            reason: "hold an API-key login (OPENAI_API_KEY, no \"tokens\"): an API key does not expire, so there is nothing to keep fresh".into(),
+            hint: "tokenkeeper keeps ChatGPT logins: sign in with `codex login` to use one, or leave Codex CLI out (--provider).".into(),
+        };
     }
     file.malformed("hold no Codex CLI login (no \"tokens\")", RELOGIN)
 }

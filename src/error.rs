@@ -34,6 +34,13 @@ pub enum Error {
         path: PathBuf,
     },
 
+    #[error("credentials at {} {reason}; tokenkeeper changed nothing. {hint}", path.display())]
+    NothingToKeep {
+        path: PathBuf,
+        reason: String,
+        hint: String,
+    },
+
     #[error("credentials at {} {problem}; tokenkeeper changed nothing. {hint}", path.display())]
     Malformed {
         path: PathBuf,
@@ -115,6 +122,7 @@ impl Error {
             Error::LockTimeout { .. } => ErrorKind::LockTimeout,
             Error::SaveFailed { .. } | Error::TokensLost { .. } => ErrorKind::SaveFailed,
             Error::Config { .. } => ErrorKind::Config,
+            Error::NothingToKeep { .. } => ErrorKind::Credentials,
             Error::Usage(_) => ErrorKind::Usage,
             Error::Io { .. } => ErrorKind::Io,
         }

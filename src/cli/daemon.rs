@@ -43,8 +43,13 @@ struct Resolved {
 
 fn resolve(cli: &Cli, args: &DaemonArgs) -> Result<Resolved, Error> {
     let all = Context::resolve_all(cli)?;
-    let ctx = &all[0];
-    let (path, d) = (&ctx.config_path, &ctx.daemon_config);
+    let (config_path, daemon_config, state) = (
+        all[0].config_path.clone(),
+        all[0].daemon_config.clone(),
+        all[0].state.clone(),
+    );
+    let logins = keepable(all)?;
+    let (path, d) = (&config_path, &daemon_config);
     // Unset: each login's own minimum lifetime (1 h for Claude Code, 1 day for Codex CLI, …).
     let refresh_before = match args.refresh_before {
         Some(v) => Some(v),
@@ -81,22 +86,39 @@ fn resolve(cli: &Cli, args: &DaemonArgs) -> Result<Resolved, Error> {
         args.webhook.clone().or_else(|| d.webhook.clone()),
     );
     Ok(Resolved {
-        state: ctx.state.clone(),
+        state,
         options: Options {
             refresh_before,
             login_ending_within,
         },
         alerter,
         metrics,
-        logins: all
-            .into_iter()
-            .map(|c| LoginConfig {
+        logins,
+    })
+}
+
+/// The logins to keep, without those that hold nothing to keep (a Codex API key), each left
+/// out with a line in the log; when that leaves none, the reason is the error.
+fn keepable(all: Vec<Context>) -> Result<Vec<LoginConfig>, Error> {
+    let mut logins = Vec::new();
+    let mut nothing = None;
+    for c in all {
+        match tokenkeeper::refresh::parse_current(c.provider.as_ref(), &c.file) {
+            Err(e @ Error::NothingToKeep { .. }) => {
+                tracing::info!("not keeping {}: {e}", c.file.path().display());
+                nothing = Some(e);
+            }
+            _ => logins.push(LoginConfig {
                 provider: c.provider,
                 file: c.file,
                 settings: c.settings,
-            })
-            .collect(),
-    })
+            }),
+        }
+    }
+    match nothing {
+        Some(e) if logins.is_empty() => Err(e),
+        _ => Ok(logins),
+    }
 }
 
 /// SIGTERM and SIGINT ask the loop to stop, SIGHUP to re-read the configuration; each also

@@ -19,14 +19,17 @@ struct Report {
     daemon: Option<(u32, Option<i64>)>,
 }
 
-/// Exit 77 when a login is dead, else 78 when one is missing or malformed, else 0.
+/// Exit 77 when a login is dead, else 78 when one is missing or malformed (or the only login
+/// shown holds nothing to keep), else 0.
 pub fn run(all: &[Context], json: bool) -> u8 {
     let now = now_ms();
     let reports: Vec<Report> = all.iter().map(|ctx| inspect(ctx, now)).collect();
     let states = || reports.iter().map(|r| r.state);
     let code = if states().any(|s| s == "dead") {
         77
-    } else if states().any(|s| matches!(s, "missing" | "malformed")) {
+    } else if states().any(|s| matches!(s, "missing" | "malformed"))
+        || states().all(|s| s == "not_kept")
+    {
         78
     } else {
         0
@@ -79,6 +82,8 @@ fn inspect(ctx: &Context, now: i64) -> Report {
         }
         Err(e @ Error::Missing { .. }) => ("missing", None, Some(e.to_string())),
         // Unreadable counts as malformed: either way the file cannot be used as it is.
+        // Nothing tokenkeeper can keep (an API key): shown, not counted as a failure.
+        Err(e @ Error::NothingToKeep { .. }) => ("not_kept", None, Some(e.to_string())),
         Err(e) => ("malformed", None, Some(e.to_string())),
     };
     Report {

@@ -536,7 +536,12 @@ fn malformed_codex_logins_are_refused_with_the_fix_and_left_untouched() {
         let status = run(&s, &["status", "--provider", "codex", "--json"]);
         assert_eq!(status.code, MISSING_OR_MALFORMED, "{status:?}");
         let v: Value = serde_json::from_str(&status.stdout).unwrap();
-        assert_eq!(v["logins"][0]["state"], "malformed", "{text}");
+        let want = if text.contains("apikey") || text.contains("sk-proj") {
+            "not_kept"
+        } else {
+            "malformed"
+        };
+        assert_eq!(v["logins"][0]["state"], want, "{text}");
         assert_eq!(folder_state(&s), before, "{text}: the folder changed");
     }
     assert_eq!(s.server.stats().token_requests, 0);
@@ -711,6 +716,18 @@ fn status_shows_codex_by_name_and_among_every_login() {
         "{r:?}"
     );
     assert!(rows.iter().any(|l| l.starts_with("claude")), "{r:?}");
+
+    // An API-key Codex login beside a good Claude one: shown as not kept, and not a failure;
+    // the daemon leaves it out.
+    write_file(
+        &auth_path(&s),
+        r#"{"auth_mode":"apikey","OPENAI_API_KEY":"sk-proj-abc","tokens":null}"#,
+    );
+    let r = run(&s, &["status", "--json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["logins"][1]["state"], "not_kept", "{v}");
+    assert!(!r.stdout.contains("sk-proj"), "{r:?}");
 }
 
 /// A directory holding a program called `codex` that copies the auth.json it sees at start to
