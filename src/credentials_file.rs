@@ -35,6 +35,10 @@ pub enum Layout {
     Compact,
     /// Indented by two spaces, no trailing newline (Codex CLI, Gemini CLI).
     Pretty,
+    /// As the file on disk is written: one line or indented (by the indent its first indented
+    /// line uses), with or without a trailing newline; indented by two spaces when there is no
+    /// file yet. For tools whose writer we do not know (`[[login]]` tables).
+    AsFound,
 }
 
 /// A parsed document, with what we noticed about the file it came from.
@@ -154,6 +158,10 @@ impl CredentialsFile {
         let bytes = match self.layout {
             Layout::Compact => serde_json::to_vec(doc),
             Layout::Pretty => serde_json::to_vec_pretty(doc),
+            Layout::AsFound => {
+                let found = fs::read(&target).map_or_else(|_| Found::no_file(), |b| Found::of(&b));
+                found.encode(doc)
+            }
         }
         .map_err(io::Error::other)?;
         remove_abandoned_temps(&target);
@@ -186,6 +194,72 @@ impl CredentialsFile {
             ),
             source,
         }
+    }
+}
+
+/// How an existing file is laid out, as far as [`Layout::AsFound`] copies it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Found {
+    /// The indent of one level, or None for a file on one line.
+    indent: Option<Vec<u8>>,
+    trailing_newline: bool,
+}
+
+impl Found {
+    /// No file yet: indented by two spaces, no trailing newline.
+    fn no_file() -> Found {
+        Found {
+            indent: Some(b"  ".to_vec()),
+            trailing_newline: false,
+        }
+    }
+
+    /// A document that spans lines is indented: one level is the leading blanks of its first
+    /// indented line (two spaces if none is). Only the layout is copied, not every byte: spacing
+    /// after `:` or `,` on one line, CRLF line ends and mixed indents come back as serde_json
+    /// writes them.
+    fn of(bytes: &[u8]) -> Found {
+        let body = bytes.trim_ascii_end();
+        let trailing_newline = bytes[body.len()..].contains(&b'\n');
+        if !body.contains(&b'\n') {
+            return Found {
+                indent: None,
+                trailing_newline,
+            };
+        }
+        let indent = body
+            .split(|b| *b == b'\n')
+            .skip(1)
+            .map(|line| {
+                let blanks = line
+                    .iter()
+                    .take_while(|b| matches!(b, b' ' | b'\t'))
+                    .count();
+                &line[..blanks]
+            })
+            .find(|blanks| !blanks.is_empty())
+            .unwrap_or(b"  ");
+        Found {
+            indent: Some(indent.to_vec()),
+            trailing_newline,
+        }
+    }
+
+    fn encode(&self, doc: &Value) -> serde_json::Result<Vec<u8>> {
+        let mut out = match &self.indent {
+            None => serde_json::to_vec(doc)?,
+            Some(indent) => {
+                let mut out = Vec::new();
+                let formatter = serde_json::ser::PrettyFormatter::with_indent(indent);
+                let mut ser = serde_json::Serializer::with_formatter(&mut out, formatter);
+                serde::Serialize::serialize(doc, &mut ser)?;
+                out
+            }
+        };
+        if self.trailing_newline {
+            out.push(b'\n');
+        }
+        Ok(out)
     }
 }
 
@@ -308,6 +382,36 @@ mod tests {
             1,
             "no temp file left"
         );
+    }
+
+    #[test]
+    fn as_found_keeps_one_line_or_the_indent_and_the_final_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        let file = CredentialsFile::new(&path, OWNER).with_layout(Layout::AsFound);
+        let doc = serde_json::json!({"a": {"b": [1, 2]}, "c": "d"});
+        let guard = WriteGuard::new(&());
+        file.write(&doc, &guard).unwrap();
+        let new = "{\n  \"a\": {\n    \"b\": [\n      1,\n      2\n    ]\n  },\n  \"c\": \"d\"\n}";
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            new,
+            "no file yet: two spaces"
+        );
+        for (before, after) in [
+            ("{\"x\":1}", r#"{"a":{"b":[1,2]},"c":"d"}"#.to_string()),
+            (
+                "{\"x\":1}\n",
+                "{\"a\":{\"b\":[1,2]},\"c\":\"d\"}\n".to_string(),
+            ),
+            ("{\n    \"x\": 1\n}\n", new.replace("  ", "    ") + "\n"),
+            ("{\n\t\"x\": 1\n}", new.replace("  ", "\t")),
+            ("{\n\"x\": 1\n}", new.to_string()),
+        ] {
+            fs::write(&path, before).unwrap();
+            file.write(&doc, &guard).unwrap();
+            assert_eq!(fs::read_to_string(&path).unwrap(), after, "{before:?}");
+        }
     }
 
     #[test]

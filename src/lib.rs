@@ -21,6 +21,7 @@ pub mod error;
 pub mod flock;
 pub mod generic;
 pub mod interrupt;
+pub mod json_pointer;
 pub mod jwt;
 pub mod lease;
 pub mod login;

@@ -13,12 +13,12 @@ pub fn open(
     table: &ProviderConfig,
     _env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<CredentialsFile, String> {
-    if let Some(store) = &table.store {
-        if provider.owner().provider != "claude" {
-            return Err(format!(
-                "store = \"{store}\": only [claude] has a store setting; remove it"
-            ));
-        }
+    if let Some(store) = &table.store
+        && provider.owner().provider != "claude"
+    {
+        return Err(format!(
+            "store = \"{store}\": only [claude] has a store setting; remove it"
+        ));
     }
     Ok(CredentialsFile::new(path, provider.owner()).with_layout(provider.layout()))
 }

@@ -275,7 +275,7 @@ impl Context {
     }
 
     /// The login `--provider` names, else the one of the program `exec` runs (`codex` runs
-    /// Codex CLI's login), else Claude Code's.
+    /// Codex CLI's login, `mytool` the [[login]] named so), else Claude Code's.
     fn resolve_for_program(cli: &Cli, program: &std::ffi::OsStr) -> Result<Context, Error> {
         let loaded = Loaded::read(cli)?;
         let name = match &cli.provider {
@@ -287,7 +287,9 @@ impl Context {
                     .unwrap_or_default();
                 provider::BUILTIN
                     .iter()
-                    .find(|p| **p == base)
+                    .copied()
+                    .chain(loaded.cfg.login.iter().map(|l| l.name.as_str()))
+                    .find(|p| *p == base)
                     .map_or("claude", |p| p)
                     .to_string()
             }

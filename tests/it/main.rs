@@ -9,6 +9,7 @@ mod daemon;
 mod demo;
 mod exec;
 mod faults;
+mod generic;
 mod properties;
 mod protocol;
 mod status;
