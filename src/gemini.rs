@@ -342,6 +342,10 @@ pub fn search_roots(env: &dyn Fn(&str) -> Option<String>) -> (Vec<PathBuf>, bool
     let mut roots: Vec<PathBuf> = Vec::new();
     if let Some(path) = env("PATH") {
         for dir in std::env::split_paths(&path) {
+            // npm on Windows puts `gemini.cmd` in its prefix, beside `node_modules`.
+            if dir.join("gemini.cmd").is_file() {
+                roots.push(dir.join("node_modules"));
+            }
             let program = dir.join("gemini");
             if !program.is_file() {
                 continue;
@@ -829,6 +833,7 @@ mod tests {
         assert!(find_client_secret(&[]).is_none());
     }
 
+    #[cfg(unix)]
     #[test]
     fn search_roots_follow_the_environment() {
         let dir = tempfile::tempdir().unwrap();
