@@ -2,8 +2,8 @@
 //! small scripts named `gemini` and `codex` print exactly what those CLIs print and exit as they
 //! do; ordinary failures keep their own exit code.
 
-use crate::gemini;
 use crate::util::*;
+use crate::{codex, gemini};
 use std::fs;
 use std::path::PathBuf;
 
@@ -120,39 +120,35 @@ fn ordinary_failures_keep_their_exit_code() {
     assert!(own_lines(&r.stderr).is_empty(), "{r:?}");
 }
 
-// Codex CLI's login is not this branch's, so these run on a Claude Code login: the detector
-// reads the output the same whichever login the command was given.
-
 #[test]
 fn codex_error_line_gives_one_clear_line_and_exit_77() {
-    let s = Sandbox::new();
-    s.login(8 * HOUR_MS);
+    let s = codex::sandbox();
+    codex::login(&s, 5 * 24 * HOUR_MS);
     let program = script(
         &s,
         "codex",
         &format!("echo '{REFRESH_USED}' >&2\necho '{REFRESH_USED}' >&2\nexit 1"),
     );
-    let r = s.run(&[
-        "--provider",
-        "claude",
-        "exec",
-        "--",
-        &program,
-        "exec",
-        "hello",
-    ]);
+    let r = s.run(&["exec", "--", &program, "exec", "hello"]);
     assert_eq!(r.code, DEAD, "{r:?}");
     let lines: Vec<&str> = r.stderr.lines().collect();
     assert_eq!(lines.len(), 3, "codex's two lines, then ours: {r:?}");
     let own = own_lines(&r.stderr);
     assert_eq!(own.len(), 1, "{r:?}");
+    let auth = s.home().join(".codex/auth.json");
     assert!(
-        own[0]
-            .starts_with("tokenkeeper: codex says its login could not be refreshed. The login at"),
+        own[0].starts_with(&format!(
+            "tokenkeeper: codex says its login could not be refreshed. The login at {} expires at",
+            auth.display()
+        )),
         "{r:?}"
     );
     assert!(
         own[0].contains("the server refused the refresh token the command used"),
+        "{r:?}"
+    );
+    assert!(
+        own[0].ends_with("log in again with 'codex login'."),
         "{r:?}"
     );
 
@@ -165,16 +161,7 @@ echo '{"type":"error","message":"unexpected status 401 Unauthorized: Missing bea
 echo '{"type":"turn.failed","error":{"message":"unexpected status 401 Unauthorized: Missing bearer or basic authentication in header"}}'
 exit 1"#,
     );
-    let r = s.run(&[
-        "--provider",
-        "claude",
-        "exec",
-        "--",
-        &json,
-        "exec",
-        "--json",
-        "hello",
-    ]);
+    let r = s.run(&["exec", "--", &json, "exec", "--json", "hello"]);
     assert_eq!(r.code, DEAD, "{r:?}");
     assert_eq!(
         r.stdout.lines().count(),
@@ -193,15 +180,8 @@ exit 1"#,
         "codex",
         "echo 'ERROR: unexpected status 500 Internal Server Error' >&2\nexit 1",
     );
-    let r = s.run(&[
-        "--provider",
-        "claude",
-        "exec",
-        "--",
-        &other,
-        "exec",
-        "hello",
-    ]);
+    let r = s.run(&["exec", "--", &other, "exec", "hello"]);
     assert_eq!(r.code, 1, "not an auth failure: {r:?}");
     assert!(own_lines(&r.stderr).is_empty(), "{r:?}");
+    assert_eq!(s.server.stats().token_requests, 0);
 }
