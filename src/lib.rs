@@ -19,6 +19,7 @@ pub mod duration;
 pub mod endpoint;
 pub mod error;
 pub mod flock;
+pub mod gemini;
 pub mod generic;
 pub mod interrupt;
 pub mod json_pointer;

@@ -93,6 +93,12 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     fn overriding_env(&self) -> &'static [&'static str] {
         &[]
     }
+
+    /// The exit code by which the CLI says it could not authenticate, when it has one (Gemini
+    /// CLI: 41); `exec` treats it as an auth failure even when the output says nothing.
+    fn auth_failure_exit_code(&self) -> Option<i32> {
+        None
+    }
 }
 
 /// A provider's built-in request settings, each overridable in the config file.
@@ -185,6 +191,7 @@ pub fn builtin(name: &str) -> Option<Arc<dyn Provider>> {
     match name {
         "claude" => Some(Arc::new(crate::claude::Claude)),
         "codex" => Some(Arc::new(crate::codex::Codex)),
+        "gemini" => Some(Arc::new(crate::gemini::Gemini::default())),
         _ => None,
     }
 }

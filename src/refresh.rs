@@ -110,6 +110,13 @@ pub fn read_snapshot(provider: &dyn Provider, file: &CredentialsFile) -> Result<
     loop {
         match file.read() {
             Err(Error::Malformed { .. }) if provider.rewritten_in_place() && tries < 20 => {
+                if tries == 0 {
+                    tracing::debug!(
+                        "{} is empty or cut off, perhaps mid-write by {}; reading it again",
+                        file.path().display(),
+                        file.owner().name
+                    );
+                }
                 tries += 1;
                 thread::sleep(Duration::from_millis(25));
             }

@@ -107,13 +107,18 @@ pub fn run(
             return Ok(0);
         }
         let current = read_login(&job).ok();
-        let failure = finished.auth_failure.or_else(|| {
-            current.is_none().then_some(AuthFailure {
-                kind: FailureKind::LoginEnded,
-                status: None,
-                error_type: None,
+        let failure = finished
+            .auth_failure
+            .or_else(|| {
+                auth_failure::by_exit_code(finished.code, ctx.provider.auth_failure_exit_code())
             })
-        });
+            .or_else(|| {
+                current.is_none().then_some(AuthFailure {
+                    kind: FailureKind::LoginEnded,
+                    status: None,
+                    error_type: None,
+                })
+            });
         let Some(failure) = failure else {
             return Ok(code);
         };

@@ -24,7 +24,7 @@ const ACCOUNT_ID: &str = "acct-7f3a9c";
 const LAST_REFRESH: &str = "2026-11-29T15:37:26.902700475Z";
 
 /// A sandbox whose stand-in plays OpenAI's endpoint, with an empty `~/.codex`.
-fn sandbox() -> Sandbox {
+pub(crate) fn sandbox() -> Sandbox {
     sandbox_with(StandinConfig::openai())
 }
 
@@ -87,7 +87,7 @@ fn write_login(s: &Sandbox, login: &IssuedLogin, expires_in_ms: i64) -> String {
     text
 }
 
-fn login(s: &Sandbox, expires_in_ms: i64) -> (IssuedLogin, String) {
+pub(crate) fn login(s: &Sandbox, expires_in_ms: i64) -> (IssuedLogin, String) {
     let login = s.server.issue_login();
     let text = write_login(s, &login, expires_in_ms);
     (login, text)

@@ -3,12 +3,14 @@
 
 mod util;
 
+mod auth_failures;
 mod bad_input;
 mod codex;
 mod daemon;
 mod demo;
 mod exec;
 mod faults;
+mod gemini;
 mod generic;
 mod properties;
 mod protocol;
