@@ -294,8 +294,13 @@ impl Daemon {
                 } else {
                     "refreshed"
                 };
+                // The count and the new expiry together, so a scrape never sees one without the
+                // other.
+                let login = &outcome.login;
                 self.metrics.update(provider, |m| {
-                    *m.refresh_total.entry(label).or_default() += 1
+                    *m.refresh_total.entry(label).or_default() += 1;
+                    m.access_expiry = Some(login.expires_at / 1000);
+                    m.login_expiry = login.login_expires_at.map(|e| e / 1000);
                 });
                 let t = &mut self.logins[i];
                 let was_failing = t.record.failures > 0;
