@@ -61,6 +61,11 @@ impl Provider for Gemini {
         OWNER
     }
 
+    /// A wrong client secret (a typo in the config, an odd install) is not a dead login.
+    fn invalid_client_is_config(&self, _settings: &Settings) -> bool {
+        true
+    }
+
     fn default_min_ttl(&self) -> Duration {
         DEFAULT_MIN_TTL
     }

@@ -394,6 +394,11 @@ impl Provider for Generic {
         self.owner
     }
 
+    /// With a client secret from the table, `invalid_client` blames the table, not the login.
+    fn invalid_client_is_config(&self, settings: &Settings) -> bool {
+        settings.client_secret.is_some()
+    }
+
     fn default_min_ttl(&self) -> Duration {
         DEFAULT_MIN_TTL
     }

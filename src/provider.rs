@@ -55,6 +55,13 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// The refresh request for `refresh_token`.
     fn token_request(&self, refresh_token: &Secret, settings: &Settings) -> TokenRequest;
 
+    /// Whether `invalid_client` blames the client settings we send (a client secret from the
+    /// config or an installed CLI) rather than the login: then it is a configuration error, and
+    /// the login is not marked dead.
+    fn invalid_client_is_config(&self, _settings: &Settings) -> bool {
+        false
+    }
+
     /// Which error answers mean the login is dead (the default: OAuth's own codes).
     fn rejection_rule(&self) -> RejectionRule {
         RejectionRule::OAuth

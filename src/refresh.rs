@@ -319,10 +319,20 @@ fn locked_refresh(
                     });
                 }
                 let error = if description.is_empty() {
-                    code
+                    code.clone()
                 } else {
                     format!("{code}: {description}")
                 };
+                if code == "invalid_client" && job.provider.invalid_client_is_config(job.settings) {
+                    return Err(Error::Config {
+                        path: job.settings.config_path.clone(),
+                        problem: format!(
+                            "the token endpoint refused the OAuth client ({error}); the login at {} was left as it was. Check client_id and client_secret for {}",
+                            job.file.path().display(),
+                            job.file.owner().name
+                        ),
+                    });
+                }
                 return Err(Error::Dead {
                     path: job.file.path().to_path_buf(),
                     reason: format!("the server rejected its refresh token ({error})"),

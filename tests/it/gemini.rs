@@ -654,3 +654,22 @@ fn exec_inject_env_hands_gemini_the_access_token_only() {
     }
     assert_eq!(s.server.stats().token_requests, 0);
 }
+
+#[test]
+fn a_wrong_client_secret_is_a_config_error_not_a_dead_login() {
+    let s = sandbox();
+    s.config("[gemini]\nclient_secret = \"not-the-secret\"\n");
+    login(&s, -1000);
+    let before = read_creds(&s);
+    let r = run(&s, &["refresh"]);
+    assert_eq!(r.code, 78, "{r:?}");
+    assert!(r.stderr.contains("refused the OAuth client"), "{r:?}");
+    assert!(r.stderr.contains("client_secret"), "{r:?}");
+    assert!(!r.stderr.contains("not-the-secret"), "{r:?}");
+    assert_eq!(read_creds(&s), before, "the file was left as it was");
+    // Not remembered as dead: with the secret fixed, a plain refresh goes ahead.
+    secret_config(&s);
+    let r = run(&s, &["refresh"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(s.server.stats().refreshes_ok, 1);
+}
