@@ -234,7 +234,8 @@ pub struct LoginFacts<'a> {
     /// `None` when the file shows the login wiped or gone.
     pub expires_at: Option<String>,
     pub refreshed_at: Option<String>,
-    pub login_command: &'a str,
+    /// How to log in again, as shown: a command in backticks, or a phrase.
+    pub relogin: &'a str,
 }
 
 /// The one line for stderr, naming the cause and the fix.
@@ -249,8 +250,8 @@ pub fn explain(command: &str, f: &AuthFailure, login: &LoginFacts<'_>) -> String
         }
         FailureKind::LoginEnded => {
             return format!(
-                "{command} failed, and the login at {} has been ended while it ran (its tokens are empty); log in again with '{}'.",
-                login.path, login.login_command
+                "{command} failed, and the login at {} has been ended while it ran (its tokens are empty); log in again with {}.",
+                login.path, login.relogin
             );
         }
     };
@@ -261,8 +262,8 @@ pub fn explain(command: &str, f: &AuthFailure, login: &LoginFacts<'_>) -> String
         (None, None) => String::new(),
     };
     let fix = format!(
-        "Run 'tokenkeeper refresh --force' or log in again with '{}'.",
-        login.login_command
+        "Run `tokenkeeper refresh --force` or log in again with {}.",
+        login.relogin
     );
     let refused = if f.kind == FailureKind::RefreshFailed {
         "the server refused the refresh token the command used"
@@ -272,8 +273,8 @@ pub fn explain(command: &str, f: &AuthFailure, login: &LoginFacts<'_>) -> String
     let state = match (&login.expires_at, &login.refreshed_at) {
         (None, _) => {
             return format!(
-                "{command} {what}{detail}. The login at {} has been ended (its tokens are empty); log in again with '{}'.",
-                login.path, login.login_command
+                "{command} {what}{detail}. The login at {} has been ended (its tokens are empty); log in again with {}.",
+                login.path, login.relogin
             );
         }
         (Some(exp), Some(at)) => format!(
@@ -349,12 +350,12 @@ mod tests {
             path: "/h/.claude/.credentials.json",
             expires_at: Some("22:02".into()),
             refreshed_at: Some("14:02".into()),
-            login_command: "claude /login",
+            relogin: "`claude /login`",
         };
         let line = explain("claude", &f, &facts);
         assert!(!line.contains('\n'));
         assert!(line.starts_with("claude failed to authenticate (401). The login at /h/.claude/.credentials.json was refreshed at 14:02 and expires at 22:02"));
-        assert!(line.ends_with("'claude /login'."));
+        assert!(line.ends_with("`claude /login`."));
         let wiped = LoginFacts {
             expires_at: None,
             ..facts
@@ -372,7 +373,7 @@ mod tests {
             path: "/p",
             expires_at: Some("22:02".into()),
             refreshed_at: None,
-            login_command: "claude /login",
+            relogin: "`claude /login`",
         };
         assert!(!explain("claude", &f, &facts).contains('\n'));
     }
@@ -469,14 +470,14 @@ mod tests {
             path: "/h/.gemini/oauth_creds.json",
             expires_at: Some("22:02".into()),
             refreshed_at: None,
-            login_command: "gemini",
+            relogin: "`gemini`",
         };
         let line = explain("gemini", &by_exit_code(41, Some(41)).unwrap(), &facts);
         assert!(
             line.starts_with("gemini exited with 41, its code for failing to authenticate. The login at /h/.gemini/oauth_creds.json"),
             "{line}"
         );
-        assert!(line.ends_with("'gemini'."), "{line}");
+        assert!(line.ends_with("`gemini`."), "{line}");
         let refresh = seen(
             "ERROR: Your access token could not be refreshed. Please log out and sign in again.",
         )

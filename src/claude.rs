@@ -17,7 +17,7 @@ use std::time::Duration;
 pub const OWNER: Owner = Owner {
     provider: "claude",
     name: "Claude Code",
-    login_command: "claude /login",
+    relogin: "`claude /login`",
 };
 pub const DEFAULT_TOKEN_URL: &str = "https://platform.claude.com/v1/oauth/token";
 pub const DEFAULT_CLIENT_ID: &str = "9d1c250a-e61b-44d9-88ed-5944d1962f5e";

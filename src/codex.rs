@@ -23,7 +23,7 @@ use std::time::Duration;
 pub const OWNER: Owner = Owner {
     provider: "codex",
     name: "Codex CLI",
-    login_command: "codex login",
+    relogin: "`codex login`",
 };
 pub const DEFAULT_TOKEN_URL: &str = "https://auth.openai.com/oauth/token";
 pub const DEFAULT_CLIENT_ID: &str = "app_EMoamEEZ73f0CkXaXp7hrann";

@@ -17,7 +17,9 @@ pub struct Owner {
     pub provider: &'static str,
     /// For people: "Claude Code".
     pub name: &'static str,
-    pub login_command: &'static str,
+    /// How to log in again, as messages show it: a command in backticks ("`claude /login`"),
+    /// or a phrase.
+    pub relogin: &'static str,
 }
 
 #[derive(Clone, Debug)]
@@ -132,7 +134,7 @@ impl CredentialsFile {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(self.malformed(
                 "are empty",
-                &format!("Log in again with `{}`.", self.owner.login_command),
+                &format!("Log in again with {}.", self.owner.relogin),
             ));
         }
         let doc: Value = serde_json::from_slice(&bytes).map_err(|e| {
@@ -142,10 +144,7 @@ impl CredentialsFile {
                     e.line(),
                     e.column()
                 ),
-                &format!(
-                    "Fix the file or log in again with `{}`.",
-                    self.owner.login_command
-                ),
+                &format!("Fix the file or log in again with {}.", self.owner.relogin),
             )
         })?;
         let loose_mode = loose_mode(&target);
@@ -171,7 +170,7 @@ impl CredentialsFile {
     pub fn missing(&self) -> Error {
         Error::Missing {
             provider: self.owner.name,
-            login_command: self.owner.login_command,
+            relogin: self.owner.relogin,
             path: self.path.clone(),
         }
     }
@@ -357,7 +356,7 @@ mod tests {
     const OWNER: Owner = Owner {
         provider: "claude",
         name: "Claude Code",
-        login_command: "claude /login",
+        relogin: "`claude /login`",
     };
 
     #[test]

@@ -386,10 +386,10 @@ impl Daemon {
         self.metrics.update(provider, |m| m.dead = true);
         if !already {
             let message = format!(
-                "the {} login at {} is dead ({why}); log in again with `{}`; tokenkeeper resumes when the new login appears",
+                "the {} login at {} is dead ({why}); log in again with {}; tokenkeeper resumes when the new login appears",
                 self.logins[i].file.owner().name,
                 self.logins[i].file.path().display(),
-                self.logins[i].file.owner().login_command
+                self.logins[i].file.owner().relogin
             );
             tracing::error!("{message}");
             self.alert(i, Event::LoginDead, message, now_ms());
@@ -417,7 +417,7 @@ impl Daemon {
             self.logins[i].file.path().display(),
             refresh::format_time(end),
             crate::duration::relative(end.saturating_sub(now)),
-            self.logins[i].file.owner().login_command
+            self.logins[i].file.owner().relogin
         );
         tracing::warn!("{message}");
         self.alert(i, Event::LoginEnding, message, now);

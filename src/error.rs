@@ -27,10 +27,10 @@ pub enum ErrorKind {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("no {provider} login at {}; log in with `{login_command}` or point --credentials at the file", path.display())]
+    #[error("no {provider} login at {}; log in with {relogin} or point --credentials at the file", path.display())]
     Missing {
         provider: &'static str,
-        login_command: &'static str,
+        relogin: &'static str,
         path: PathBuf,
     },
 
@@ -56,11 +56,11 @@ pub enum Error {
         hint: String,
     },
 
-    #[error("the login at {} is dead: {reason}. Log in again with `{login_command}`.", path.display())]
+    #[error("the login at {} is dead: {reason}. Log in again with {relogin}.", path.display())]
     Dead {
         path: PathBuf,
         reason: String,
-        login_command: &'static str,
+        relogin: &'static str,
     },
 
     #[error("the token endpoint {url} is unavailable: {reason} (after {attempts} attempt{s}); the login at {} was left as it was. Try again later.", path.display(), s = if *attempts == 1 { "" } else { "s" })]
@@ -88,13 +88,13 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    #[error("the server issued new tokens but neither {} ({source}) nor the recovery folder {} ({recovery_error}) could be written; the login is lost. Log in again with `{login_command}`.", path.display(), recovery_dir.display())]
+    #[error("the server issued new tokens but neither {} ({source}) nor the recovery folder {} ({recovery_error}) could be written; the login is lost. Log in again with {relogin}.", path.display(), recovery_dir.display())]
     TokensLost {
         path: PathBuf,
         source: std::io::Error,
         recovery_dir: PathBuf,
         recovery_error: std::io::Error,
-        login_command: &'static str,
+        relogin: &'static str,
     },
 
     #[error("config file {}: {problem}", path.display())]

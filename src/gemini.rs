@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 pub const OWNER: Owner = Owner {
     provider: "gemini",
     name: "Gemini CLI",
-    login_command: "gemini",
+    relogin: "`gemini`",
 };
 pub const DEFAULT_TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
 pub const DEFAULT_CLIENT_ID: &str =

@@ -125,10 +125,10 @@ impl Generic {
 
     fn relogin_hint(&self) -> String {
         format!(
-            "Fix the file (or the pointers of [[login]] \"{}\" in {}), or log in again with `{}`.",
+            "Fix the file (or the pointers of [[login]] \"{}\" in {}), or log in again with {}.",
             self.owner.provider,
             self.config_path.display(),
-            self.owner.login_command
+            self.owner.relogin
         )
     }
 }
@@ -293,14 +293,14 @@ fn check(t: &LoginTable, config_path: &Path) -> Result<Generic, String> {
         |n| n.to_string_lossy().into_owned(),
     );
     let login_command = match &t.login_command {
-        Some(command) => command.clone(),
+        Some(command) => format!("`{command}`"),
         None => format!("the tool that owns {file_name}"),
     };
     Ok(Generic {
         owner: Owner {
             provider: intern(name),
             name: intern(name),
-            login_command: intern(&login_command),
+            relogin: intern(&login_command),
         },
         credentials: path.clone(),
         config_path: config_path.to_path_buf(),
@@ -719,10 +719,10 @@ mod tests {
         let owner = g.owner();
         assert_eq!(owner.provider, "mytool");
         assert_eq!(owner.name, "mytool");
-        assert_eq!(owner.login_command, "the tool that owns auth.json");
+        assert_eq!(owner.relogin, "the tool that owns auth.json");
         let mut t = table("jwt");
         t.login_command = Some("mytool auth login".into());
-        assert_eq!(build(&t).owner().login_command, "mytool auth login");
+        assert_eq!(build(&t).owner().relogin, "`mytool auth login`");
         assert_eq!(g.default_min_ttl(), DEFAULT_MIN_TTL);
         assert_eq!(
             g.default_path(&|_| None),
@@ -1078,7 +1078,7 @@ mod tests {
                 "{text}"
             );
             assert!(
-                text.contains("log in again with `the tool that owns auth.json`"),
+                text.contains("log in again with the tool that owns auth.json."),
                 "{text}"
             );
         }

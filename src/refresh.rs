@@ -166,7 +166,7 @@ fn dead(job: &Job<'_>, reason: String) -> Error {
     Error::Dead {
         path: job.file.path().to_path_buf(),
         reason,
-        login_command: job.file.owner().login_command,
+        relogin: job.file.owner().relogin,
     }
 }
 
@@ -336,7 +336,7 @@ fn locked_refresh(
                 return Err(Error::Dead {
                     path: job.file.path().to_path_buf(),
                     reason: format!("the server rejected its refresh token ({error})"),
-                    login_command: job.file.owner().login_command,
+                    relogin: job.file.owner().relogin,
                 });
             }
             Reply::Transient {
@@ -639,7 +639,7 @@ fn save(
             source: last_error,
             recovery_dir: job.state.root().join("recovery"),
             recovery_error,
-            login_command: job.file.owner().login_command,
+            relogin: job.file.owner().relogin,
         }),
     }
 }

@@ -200,7 +200,7 @@ fn explain(ctx: &Context, name: &str, failure: &AuthFailure, login: Option<&Logi
         path: &path,
         expires_at: login.map(|l| output::clock(l.expires_at, now)),
         refreshed_at,
-        login_command: ctx.file.owner().login_command,
+        relogin: ctx.file.owner().relogin,
     };
     auth_failure::explain(name, failure, &facts)
 }

@@ -52,7 +52,7 @@ pub fn run(all: &[Context], json: bool) -> u8 {
 fn inspect(ctx: &Context, now: i64) -> Report {
     let key = StateDir::key(ctx.file.owner().provider, ctx.file.path());
     let record = ctx.state.read_record(&key);
-    let relogin = ctx.file.owner().login_command;
+    let relogin = ctx.file.owner().relogin;
     let recovery = ctx.state.recovery_file(&key);
     let daemon = ctx.state.running_daemon().map(|pid| {
         let next = ctx.state.read_daemon(&key).and_then(|d| d.next_refresh_at);
@@ -77,7 +77,7 @@ fn inspect(ctx: &Context, now: i64) -> Report {
                 login.freshness(now, ctx.settings.min_ttl).as_str()
             };
             let problem = (state == Freshness::Dead.as_str() && login.refresh_token.is_empty())
-                .then(|| format!("its tokens are empty (the login was ended or wiped); log in again with `{relogin}`"));
+                .then(|| format!("its tokens are empty (the login was ended or wiped); log in again with {relogin}"));
             (state, Some(login), problem)
         }
         Err(e @ Error::Missing { .. }) => ("missing", None, Some(e.to_string())),

@@ -61,7 +61,7 @@ fn gemini_exit_41_with_its_line_gives_one_clear_line_and_exit_77() {
         )),
         "{r:?}"
     );
-    assert!(own[0].ends_with("log in again with 'gemini'."), "{r:?}");
+    assert!(own[0].ends_with("log in again with `gemini`."), "{r:?}");
     assert_eq!(s.server.stats().token_requests, 0);
 }
 
@@ -148,7 +148,7 @@ fn codex_error_line_gives_one_clear_line_and_exit_77() {
         "{r:?}"
     );
     assert!(
-        own[0].ends_with("log in again with 'codex login'."),
+        own[0].ends_with("log in again with `codex login`."),
         "{r:?}"
     );
 

@@ -293,7 +293,7 @@ fn lifecycle(unit: Unit) {
     assert!(run.stderr.contains("invalid_grant"), "{run:?}");
     assert!(
         run.stderr
-            .contains("Log in again with `the tool that owns auth.json`"),
+            .contains("Log in again with the tool that owns auth.json."),
         "{run:?}"
     );
     assert_eq!((t.read(), t.requests()), (due, 2));
