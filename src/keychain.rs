@@ -287,17 +287,25 @@ pub fn service_name(config_dir: Option<&str>) -> String {
 
 /// The first `security` among `PATH`'s absolute folders, else [`DEFAULT_PROGRAM`].
 pub fn find_program(path_var: Option<&str>) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
     path_var
         .unwrap_or("")
         .split(':')
         .map(Path::new)
         .filter(|dir| dir.is_absolute())
         .map(|dir| dir.join("security"))
-        .find(|p| {
-            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && executable(&m)))
         .unwrap_or_else(|| PathBuf::from(DEFAULT_PROGRAM))
+}
+
+#[cfg(unix)]
+fn executable(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o111 != 0
+}
+
+#[cfg(not(unix))]
+fn executable(_meta: &std::fs::Metadata) -> bool {
+    true
 }
 
 /// Lowercase hex, as `-X` takes it.
@@ -358,6 +366,13 @@ pub fn add_command(account: &str, service: &str, bytes: &[u8]) -> Result<String,
 }
 
 /// The name of the user this process runs as, from the user database.
+#[cfg(not(unix))]
+fn login_name() -> Option<String> {
+    None
+}
+
+/// The name of the user this process runs as, from the user database.
+#[cfg(unix)]
 fn login_name() -> Option<String> {
     let mut buf = vec![0u8; 4096];
     // SAFETY: zeroed passwd is a valid out-parameter; getpwuid_r writes strings into `buf`,
