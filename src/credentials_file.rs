@@ -5,6 +5,8 @@
 //! and every number its exact spelling.
 
 use crate::error::Error;
+use crate::keychain::Keychain;
+use crate::store::{self, Store};
 use serde_json::Value;
 use std::fs;
 use std::io::{self, Write};
@@ -22,8 +24,17 @@ pub struct Owner {
     pub relogin: &'static str,
 }
 
+/// A login's credentials: the file, and for Claude Code on macOS the Keychain item read before
+/// it (see `store.rs`). Locks, state and messages go by the file's path either way.
 #[derive(Clone, Debug)]
 pub struct CredentialsFile {
+    file: FileStore,
+    keychain: Option<Keychain>,
+}
+
+/// The credentials file alone.
+#[derive(Clone, Debug)]
+pub struct FileStore {
     path: PathBuf,
     owner: Owner,
     layout: Layout,
@@ -68,33 +79,166 @@ impl<'a> WriteGuard<'a> {
 impl CredentialsFile {
     pub fn new(path: impl Into<PathBuf>, owner: Owner) -> Self {
         CredentialsFile {
-            path: path.into(),
-            owner,
-            layout: Layout::Compact,
+            file: FileStore::new(path, owner, Layout::Compact),
+            keychain: None,
         }
     }
 
     /// The same file, written with `layout`.
     pub fn with_layout(mut self, layout: Layout) -> Self {
-        self.layout = layout;
+        self.file.layout = layout;
         self
+    }
+
+    /// The same login, looked for in `keychain` first, as Claude Code does on macOS.
+    pub fn with_keychain(mut self, keychain: Keychain) -> Self {
+        self.keychain = Some(keychain);
+        self
+    }
+
+    /// The Keychain item read before the file, if any. Changes to it make no file event.
+    pub fn keychain(&self) -> Option<&Keychain> {
+        self.keychain.as_ref()
     }
 
     /// The path as the user (or the CLI's default) names it.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 
-    /// The folder the path names: where the CLI keeps its locks, even when the file is a symlink.
+    /// The folder the path names: where the CLI keeps its locks, even when the file is a symlink
+    /// (and when the login is in the Keychain).
     pub fn folder(&self) -> PathBuf {
-        match self.path.parent() {
+        match self.file.path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         }
     }
 
     pub fn owner(&self) -> Owner {
-        self.owner
+        self.file.owner
+    }
+
+    /// Where the login is looked for, for people: the path, or the Keychain item then the path.
+    pub fn describe(&self) -> String {
+        match &self.keychain {
+            None => self.file.describe(),
+            Some(k) => format!("{}, else {}", k.describe(), self.file.describe()),
+        }
+    }
+
+    /// Whether there is a login to read (the file or the link exists, or the Keychain holds the
+    /// item or cannot say).
+    pub fn exists(&self) -> bool {
+        self.file.exists()
+            || self
+                .keychain
+                .as_ref()
+                .is_some_and(|k| !matches!(k.load(), Ok(store::Found::Nothing)))
+    }
+
+    /// The file that holds the bytes: the path itself, or where its symlink chain ends.
+    pub fn target(&self) -> Result<PathBuf, Error> {
+        self.file.target()
+    }
+
+    /// Reads and parses the login; changes nothing. With a Keychain, as Claude Code does: the
+    /// item when there is one, else the file; when the keychain is locked, the file if there is
+    /// one.
+    pub fn read(&self) -> Result<Snapshot, Error> {
+        let Some(keychain) = &self.keychain else {
+            return self.file.read();
+        };
+        match keychain.load()? {
+            store::Found::Login(snap) => Ok(snap),
+            store::Found::Nothing => {
+                tracing::debug!(
+                    "no login in {}; reading {} as Claude Code does",
+                    keychain.describe(),
+                    self.file.describe()
+                );
+                self.file.read()
+            }
+            store::Found::Unreadable(why) => match self.file.read() {
+                Err(Error::Missing { .. }) => Err(why),
+                other => {
+                    warn_locked(&why, &self.file);
+                    other
+                }
+            },
+        }
+    }
+
+    /// Writes `doc` where [`CredentialsFile::read`] finds the login now: the Keychain item when
+    /// it holds one, else the file (also when the keychain is locked and the file exists). With
+    /// neither, the Keychain, where Claude Code would write.
+    pub fn write(&self, doc: &Value, guard: &WriteGuard<'_>) -> io::Result<()> {
+        let Some(keychain) = &self.keychain else {
+            return self.file.save(doc, guard);
+        };
+        match keychain.load() {
+            Ok(store::Found::Login(_)) => keychain.save(doc, guard),
+            Ok(store::Found::Unreadable(why)) if !self.file.exists() => {
+                Err(io::Error::other(why.to_string()))
+            }
+            Ok(store::Found::Unreadable(_)) => self.file.save(doc, guard),
+            Ok(store::Found::Nothing) if self.file.exists() => self.file.save(doc, guard),
+            Ok(store::Found::Nothing) => keychain.save(doc, guard),
+            Err(e) => Err(io::Error::other(e.to_string())),
+        }
+    }
+
+    pub fn missing(&self) -> Error {
+        self.file.missing()
+    }
+
+    pub fn malformed(&self, problem: &str, hint: &str) -> Error {
+        self.file.malformed(problem, hint)
+    }
+}
+
+/// Reading the file because the keychain is locked is worth saying, once per process: if the
+/// login lives in the Keychain, the file may be an old copy.
+fn warn_locked(why: &Error, file: &FileStore) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        tracing::warn!(
+            "{why}; using {} instead, as Claude Code does. If your login is in the Keychain, unlock it first: the file may hold an old copy",
+            file.describe()
+        );
+    });
+}
+
+impl Store for FileStore {
+    fn load(&self) -> Result<store::Found, Error> {
+        match self.read() {
+            Ok(snap) => Ok(store::Found::Login(snap)),
+            Err(Error::Missing { .. }) => Ok(store::Found::Nothing),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn save(&self, doc: &Value, guard: &WriteGuard<'_>) -> io::Result<()> {
+        self.write(doc, guard)
+    }
+
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+impl FileStore {
+    pub fn new(path: impl Into<PathBuf>, owner: Owner, layout: Layout) -> Self {
+        FileStore {
+            path: path.into(),
+            owner,
+            layout,
+        }
+    }
+
+    /// The path as the user (or the CLI's default) names it.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Whether there is a login to read (the file, or the link, exists).

@@ -6,7 +6,8 @@
 //! once. Refreshes go through the same protocol as `tokenkeeper refresh`.
 //!
 //! The loop sleeps in `poll(2)` on inotify and a wake-up pipe (signals), with a timeout to the
-//! next planned action: idle, it uses no CPU between wake-ups.
+//! next planned action: idle, it uses no CPU between wake-ups. A login kept in the macOS
+//! Keychain makes no file events, so it is looked at every 30 s as well.
 
 use crate::alert::{Alert, Alerter, Event};
 use crate::config::Settings;
@@ -69,6 +70,9 @@ pub struct Daemon {
 
 /// Without inotify (or while a folder is missing), look at the files this often.
 const FALLBACK_POLL: Duration = Duration::from_secs(5);
+/// A login in the Keychain makes no file event when Claude Code (or a new `claude /login`)
+/// changes it: look at it this often. Each look runs `security` once.
+const KEYCHAIN_POLL: Duration = Duration::from_secs(30);
 /// While runs hold leases on the token (`exec --inject env`), ask again this often.
 const DEFERRED_RETRY: Duration = Duration::from_secs(30);
 
@@ -156,6 +160,9 @@ impl Daemon {
             });
             if !all_watched {
                 wait = Some(wait.map_or(FALLBACK_POLL, |w| w.min(FALLBACK_POLL)));
+            }
+            if self.logins.iter().any(|t| t.file.keychain().is_some()) {
+                wait = Some(wait.map_or(KEYCHAIN_POLL, |w| w.min(KEYCHAIN_POLL)));
             }
             if let Some(p) = ping_every {
                 wait = Some(wait.map_or(p, |w| w.min(p)));

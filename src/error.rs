@@ -97,6 +97,11 @@ pub enum Error {
         relogin: &'static str,
     },
 
+    /// Claude Code's login in the macOS Keychain could not be read (locked, `security` missing
+    /// or failing, not JSON). Never holds what `security` printed on stdout.
+    #[error("{problem}. {hint}.")]
+    Keychain { problem: String, hint: String },
+
     #[error("config file {}: {problem}", path.display())]
     Config { path: PathBuf, problem: String },
 
@@ -114,9 +119,10 @@ pub enum Error {
 impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Missing { .. } | Error::Malformed { .. } | Error::Inaccessible { .. } => {
-                ErrorKind::Credentials
-            }
+            Error::Missing { .. }
+            | Error::Malformed { .. }
+            | Error::Inaccessible { .. }
+            | Error::Keychain { .. } => ErrorKind::Credentials,
             Error::Dead { .. } => ErrorKind::Dead,
             Error::Unavailable { .. } => ErrorKind::Unavailable,
             Error::LockTimeout { .. } => ErrorKind::LockTimeout,

@@ -24,6 +24,7 @@ pub mod generic;
 pub mod interrupt;
 pub mod json_pointer;
 pub mod jwt;
+pub mod keychain;
 pub mod lease;
 pub mod login;
 pub mod metrics;

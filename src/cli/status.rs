@@ -140,7 +140,7 @@ fn human(ctx: &Context, r: &Report, now: i64) -> String {
     if let Some(problem) = &r.problem {
         out += &format!("  problem       {problem}\n");
     }
-    out += &format!("  credentials   {}\n", ctx.file.path().display());
+    out += &format!("  credentials   {}\n", ctx.file.describe());
     if let Some(end) = r.login.as_ref().and_then(|l| l.login_expires_at) {
         out += &format!("  login ends    {}\n", when(end, now));
     }

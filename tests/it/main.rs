@@ -12,6 +12,7 @@ mod exec;
 mod faults;
 mod gemini;
 mod generic;
+mod keychain;
 mod properties;
 mod protocol;
 mod status;

@@ -158,6 +158,12 @@ impl Sandbox {
         }
         fs::set_permissions(&claude_dir, fs::Permissions::from_mode(0o700))
             .map_err(io_err("cannot set the mode of", &claude_dir))?;
+        // On macOS Claude Code's login is read from the Keychain first, and the Keychain is the
+        // person's own, not the sandbox's: the sandbox's file alone.
+        let config = root.join("config/tokenkeeper");
+        fs::create_dir_all(&config).map_err(io_err("cannot create", &config))?;
+        fs::write(config.join("config.toml"), "[claude]\nstore = \"file\"\n")
+            .map_err(io_err("cannot write the config in", &config))?;
         // `claude` in the narration and in exec's messages: this binary, playing Claude Code.
         let bin = root.join("bin");
         fs::create_dir_all(&bin).map_err(io_err("cannot create", &bin))?;
