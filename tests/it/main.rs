@@ -15,4 +15,5 @@ mod generic;
 mod keychain;
 mod properties;
 mod protocol;
+mod providers;
 mod status;
