@@ -149,7 +149,7 @@ fn status_shows_the_three_logins_in_one_table() {
 #[test]
 fn one_daemon_keeps_all_three_fresh_each_at_its_own_endpoint() {
     let t = Three::new();
-    let mut d = t.daemon();
+    let d = t.daemon();
     // Tokens live 4 s and are refreshed at 2 s left (minus jitter): in 9 s, each login is
     // refreshed a few times, each at its own server, with no refresh token ever reused.
     let start = Instant::now();
