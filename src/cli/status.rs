@@ -27,7 +27,7 @@ pub fn run(all: &[Context], json: bool) -> u8 {
     let states = || reports.iter().map(|r| r.state);
     let code = if states().any(|s| s == "dead") {
         77
-    } else if states().any(|s| matches!(s, "missing" | "malformed"))
+    } else if states().any(|s| matches!(s, "missing" | "malformed" | "unreadable"))
         || states().all(|s| s == "not_kept")
     {
         78
@@ -84,6 +84,10 @@ fn inspect(ctx: &Context, now: i64) -> Report {
         // Unreadable counts as malformed: either way the file cannot be used as it is.
         // Nothing tokenkeeper can keep (an API key): shown, not counted as a failure.
         Err(e @ Error::NothingToKeep { .. }) => ("not_kept", None, Some(e.to_string())),
+        // There, but not ours to read right now: permissions, a locked Keychain.
+        Err(e @ (Error::Inaccessible { .. } | Error::Keychain { .. })) => {
+            ("unreadable", None, Some(e.to_string()))
+        }
         Err(e) => ("malformed", None, Some(e.to_string())),
     };
     Report {
