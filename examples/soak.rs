@@ -15,6 +15,20 @@
 //!   refreshes, the daemon); with `--target-refresh F`, a share F of the kills waits for a
 //!   process to start a refresh and kills it 0–10 ms into it.
 //!
+//! The chaos spares one moment, atomically: a token request's round trip. Once the stand-in has
+//! rotated the refresh token, the new tokens exist only in its reply until the client has read
+//! them and written its recovery file; a process killed in between loses them, the next refresher
+//! presents the spent token and the family is revoked. No client can close that window, so by
+//! default each kill takes the stand-in's gate (`StandinServer::hold_token_requests`: no token
+//! request is being served while it is held), waits until the last token reply is at least
+//! 100 ms old and the newest refresh token is in the credentials file or a recovery file
+//! (releasing the gate while it waits; at most 2 s), sends the SIGKILL and waits for the process
+//! to be gone before letting go; a request the killed process had sent but the server had not
+//! yet served is then dropped unserved. Every other moment stays exposed: waiting for locks,
+//! backing off, saving after the recovery file is written, exec wrappers, the daemon; aimed kills
+//! are only delayed. `--kill-in-round-trip` restores unrestricted kills, to see that loss; it is
+//! then labelled as such in the summary (and still fails the run).
+//!
 //! Then the chaos stops, the load goes on for one token lifetime and 2 s more (so a killed
 //! holder's locks get cleaned up by the next refresh), everything is stopped cleanly, and one
 //! summary is printed. Loss figures (each must be 0, else the exit status is 1): runs failed by
@@ -32,8 +46,8 @@
 //! so the rest of the run still measures. `logs/timeline.log` in the work folder has every token
 //! request, file change, kill and failed run, by token fingerprint.
 //!
-//! Run: `cargo run --release --example soak -- --seconds 60` (or `scripts/soak 60`). Under
-//! `cargo run` it first builds the binary and the two helper examples it drives.
+//! Run: `cargo run --release --example soak -- --seconds 60` (or `scripts/soak 60`, which CI
+//! runs). Under `cargo run` it first builds the binary and the two helper examples it drives.
 
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -55,7 +69,7 @@ const USAGE: &str = "\
 usage: soak [--seconds N] [--clients N] [--claude-likes N] [--lifetime SECS]
             [--refresh-before SECS] [--fault-rate F] [--target-refresh F]
             [--exec-min-ttl DUR] [--retry-auth N] [--client fake|claude]
-            [--claude-refresh-at-ms MS[,MS...]]
+            [--claude-refresh-at-ms MS[,MS...]] [--kill-in-round-trip]
             [--no-chaos] [--no-relogin] [--dir PATH] [--keep] [--no-build]
 
   --seconds N             how long the load and the chaos run (default 60)
@@ -76,6 +90,11 @@ usage: soak [--seconds N] [--clients N] [--claude-likes N] [--lifetime SECS]
                           how much life left makes a Claude-like process refresh on its own,
                           one value per process in turn (default 2000,2500,3150: the last one
                           races the daemon, which refreshes with 3.0-3.3 s left)
+  --kill-in-round-trip    let kills land inside a token request's round trip too (by default
+                          a kill waits until no token request is being served, the last token
+                          reply is 100 ms old and its tokens are stored): shows the one loss no
+                          client can prevent, a reply carrying rotated tokens dying with the
+                          killed process (still counted as a loss)
   --no-chaos              no SIGKILLs (a baseline)
   --no-relogin            after a lost login, do not log in again
   --dir PATH              make the work folder in PATH (default: $TMPDIR), and keep it
@@ -97,6 +116,8 @@ struct Args {
     client_claude: bool,
     claude_refresh_at_ms: Vec<u64>,
     chaos: bool,
+    /// Kills may land inside a token request's round trip (no chaos gate).
+    kill_in_round_trip: bool,
     relogin: bool,
     dir: Option<PathBuf>,
     keep: bool,
@@ -117,6 +138,7 @@ fn parse_args() -> Result<Args, String> {
         client_claude: false,
         claude_refresh_at_ms: vec![2000, 2500, 3150],
         chaos: true,
+        kill_in_round_trip: false,
         relogin: true,
         dir: None,
         keep: false,
@@ -126,6 +148,7 @@ fn parse_args() -> Result<Args, String> {
     while let Some(flag) = it.next() {
         match flag.as_str() {
             "--no-chaos" => a.chaos = false,
+            "--kill-in-round-trip" => a.kill_in_round_trip = true,
             "--no-relogin" => a.relogin = false,
             "--keep" => a.keep = true,
             "--no-build" => a.build = false,
@@ -220,6 +243,8 @@ struct Kill {
     phase: Phase,
     /// The process was already on its way out and ended normally.
     missed: bool,
+    /// How long the chaos gate held the kill back for a token request's round trip.
+    held_back: Duration,
 }
 
 struct Paths {
@@ -1161,6 +1186,12 @@ fn sidecar_holder(paths: &Paths) -> Option<(u32, bool)> {
     Some((pid, v["dirs"].as_array().is_some_and(|d| !d.is_empty())))
 }
 
+/// How old the last token reply must be before a kill (unless `--kill-in-round-trip`): time for
+/// its reader to parse it and write its recovery file.
+const ROUND_TRIP_MARGIN: Duration = Duration::from_millis(100);
+/// Past this, a kill no longer waits for the newest tokens to be stored (they never will be).
+const STORE_WAIT_CAP: Duration = Duration::from_secs(2);
+
 fn chaos_loop(soak: &Soak) {
     while !soak.stop_chaos.load(Ordering::SeqCst) {
         thread::sleep(Duration::from_millis(fastrand::u64(500..=2000)));
@@ -1172,8 +1203,43 @@ fn chaos_loop(soak: &Soak) {
         } else {
             None
         };
-        kill_one(soak, hunted);
+        if soak.args.kill_in_round_trip {
+            kill_one(soak, hunted, None);
+            continue;
+        }
+        // Outside every token request's round trip: no request is being served while the gate
+        // is held, and the last reply has had time to reach its reader's recovery file (and
+        // has: on a slow machine that can take longer than the margin).
+        let asked = Instant::now();
+        loop {
+            let gate = soak.server.hold_token_requests();
+            let age = gate.since_last_token_response().unwrap_or(Duration::MAX);
+            if age >= ROUND_TRIP_MARGIN && (age >= STORE_WAIT_CAP || newest_tokens_stored(soak)) {
+                kill_one(soak, hunted, Some(asked.elapsed()));
+                drop(gate);
+                break;
+            }
+            drop(gate);
+            thread::sleep(
+                ROUND_TRIP_MARGIN
+                    .saturating_sub(age)
+                    .max(Duration::from_millis(5)),
+            );
+        }
     }
+}
+
+/// Whether the newest refresh token the stand-in issued for the current login is where a killed
+/// process cannot take it along: in the credentials file or in a recovery file.
+fn newest_tokens_stored(soak: &Soak) -> bool {
+    let family = *lock(&soak.family);
+    let Some((_, newest)) = soak.server.current_tokens(family) else {
+        return true;
+    };
+    read_tokens(&soak.paths.creds).is_some_and(|(_, refresh)| refresh == newest)
+        || files_under(&soak.paths.state_dir.join("recovery"))
+            .iter()
+            .any(|f| fs::read_to_string(f).is_ok_and(|text| text.contains(&newest)))
 }
 
 /// Waits (up to 3 s) for a tokenkeeper process to enter a refresh (take tokenkeeper's own
@@ -1193,8 +1259,11 @@ fn hunt_refresher(soak: &Soak) -> Option<u32> {
 }
 
 /// SIGKILLs `preferred` if it is still one of our running tokenkeeper processes, else a random
-/// one of them.
-fn kill_one(soak: &Soak, preferred: Option<u32>) {
+/// one of them. `held_back` is set when the caller holds the stand-in's gate (and says for how
+/// long the kill waited for it): then the process is also waited for until it is gone (its
+/// sockets closed), so that a token request it sent but the server has not served yet is
+/// dropped unserved once the gate opens.
+fn kill_one(soak: &Soak, preferred: Option<u32>, held_back: Option<Duration>) {
     let procs = lock(&soak.procs);
     // Only processes still running: one that has exited but is not yet reaped would shrug the
     // signal off.
@@ -1225,7 +1294,17 @@ fn kill_one(soak: &Soak, preferred: Option<u32>) {
         kind,
         phase,
         missed: false,
+        held_back: held_back.unwrap_or_default(),
     });
+    if held_back.is_some() {
+        // Registered, hence unreaped: the pid is still the victim's (a zombie once its files,
+        // sockets included, are closed). A little more for the FIN to reach the server's side.
+        let until = Instant::now() + Duration::from_secs(2);
+        while is_running(victim) && Instant::now() < until {
+            thread::sleep(Duration::from_micros(500));
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
     drop(procs);
 }
 
@@ -1785,13 +1864,23 @@ impl Report<'_> {
             a.fault_rate * 100.0,
             if !a.chaos {
                 "no chaos".to_string()
-            } else if a.target_refresh > 0.0 {
-                format!(
-                    "SIGKILL every 0.5-2 s, {:.0}% of them aimed into a refresh",
-                    a.target_refresh * 100.0
-                )
             } else {
-                "SIGKILL of a random tokenkeeper process every 0.5-2 s".to_string()
+                format!(
+                    "{}, {}",
+                    if a.target_refresh > 0.0 {
+                        format!(
+                            "SIGKILL every 0.5-2 s, {:.0}% of them aimed into a refresh",
+                            a.target_refresh * 100.0
+                        )
+                    } else {
+                        "SIGKILL of a random tokenkeeper process every 0.5-2 s".to_string()
+                    },
+                    if a.kill_in_round_trip {
+                        "token round trips included"
+                    } else {
+                        "sparing token round trips"
+                    }
+                )
             }
         );
         say!(
@@ -1832,7 +1921,12 @@ impl Report<'_> {
                 String::new()
             } else {
                 format!(
-                    " ({lost_by_kill} lost login(s) whose newest tokens never reached the file: SIGKILL between rotation and save)"
+                    " ({lost_by_kill} lost login(s) whose newest tokens never reached the file: {})",
+                    if a.kill_in_round_trip {
+                        "SIGKILL inside a token request's round trip, which no client can prevent"
+                    } else {
+                        "SIGKILL between rotation and save"
+                    }
                 )
             }
         );
@@ -1884,6 +1978,19 @@ impl Report<'_> {
             by_phase(Phase::OwnLock),
             by_phase(Phase::Idle)
         );
+        if a.chaos && !a.kill_in_round_trip {
+            let held: Vec<Duration> = kills
+                .iter()
+                .map(|k| k.held_back)
+                .filter(|d| *d > Duration::from_millis(1))
+                .collect();
+            say!(
+                "  chaos gate: {} of {} kills held back for a token request's round trip (longest {:.0} ms)",
+                held.len(),
+                kills.len(),
+                held.iter().max().copied().unwrap_or_default().as_secs_f64() * 1000.0
+            );
+        }
         say!(
             "  daemon: started {} times{}",
             s.daemon_starts.load(Ordering::SeqCst),
@@ -1997,10 +2104,16 @@ impl Report<'_> {
             say!(
                 "  LOST LOGIN detected at {:.3} s: {}; latest refresh token {} {}, file held {}",
                 l.at.as_secs_f64(),
-                if l.lost_rotation {
-                    "the server rotated the login but its newest tokens never reached the file"
-                } else {
-                    "an old refresh token was presented although the newest one had been saved"
+                match (l.lost_rotation, a.kill_in_round_trip) {
+                    (true, true) => {
+                        "a SIGKILL inside the token request's round trip (--kill-in-round-trip): the server rotated the login, its reply died with the killed process; no client can prevent this"
+                    }
+                    (true, false) => {
+                        "the server rotated the login but its newest tokens never reached the file"
+                    }
+                    (false, _) => {
+                        "an old refresh token was presented although the newest one had been saved"
+                    }
                 },
                 l.latest_fp,
                 if l.lost_rotation {
@@ -2024,14 +2137,40 @@ impl Report<'_> {
                 .iter()
                 .filter(|p| p.posted.contains(&l.file_fp))
             {
+                // When it was killed, from the arrival of the request it sent (the presentation
+                // during its run nearest the kill): around 0 is the round trip's moment.
+                let killed_after = l
+                    .kills
+                    .iter()
+                    .find(|k| k.pid == p.pid && p.killed)
+                    .and_then(|k| {
+                        let end = p.ended + Duration::from_millis(5);
+                        let asked = l
+                            .presentations
+                            .iter()
+                            .filter(|t| **t >= p.started && **t <= end)
+                            .min_by_key(|t| t.abs_diff(k.at))?;
+                        Some(k.at.as_secs_f64() - asked.as_secs_f64())
+                    });
                 say!(
-                    "    {} pid {} (ran {:.3}-{:.3} s{}) posted {}",
+                    "    {} pid {} (ran {:.3}-{:.3} s{}) posted {}{}",
                     p.kind.name(),
                     p.pid,
                     p.started.as_secs_f64(),
                     p.ended.as_secs_f64(),
                     if p.killed { ", SIGKILLed" } else { "" },
-                    l.file_fp
+                    l.file_fp,
+                    killed_after.map_or(String::new(), |d| if d >= 0.0 {
+                        format!(
+                            "; killed {:.1} ms after its token request reached the server",
+                            d * 1000.0
+                        )
+                    } else {
+                        format!(
+                            "; killed {:.1} ms before the server had read its token request",
+                            -d * 1000.0
+                        )
+                    })
                 );
             }
             for k in &l.kills {

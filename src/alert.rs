@@ -6,7 +6,6 @@
 //! webhook URL is logged only as scheme and host, since Discord and Slack keep the secret in
 //! its path.
 
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -173,10 +172,33 @@ impl Shared {
     }
 }
 
+/// `sh -c CMD`, or `cmd /C CMD` on Windows.
+fn shell(cmd: &str) -> Command {
+    let (shell, flag) = if cfg!(windows) {
+        ("cmd", "/C")
+    } else {
+        ("sh", "-c")
+    };
+    let mut command = Command::new(shell);
+    command.arg(flag).arg(cmd);
+    command
+}
+
+/// Kills the notify command and everything it started (its process group on Unix).
+fn kill_group(child: &mut std::process::Child) {
+    #[cfg(unix)]
+    // SAFETY: kill(2) with a negative pid signals the child's own process group.
+    unsafe {
+        libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL)
+    };
+    #[cfg(not(unix))]
+    let _ = child.kill();
+}
+
 fn run_notify_command(cmd: &str, alert: &Alert, limit: Duration) {
     let event = alert.event.as_str();
-    let mut command = Command::new("sh");
-    command.arg("-c").arg(cmd).stdin(Stdio::null());
+    let mut command = shell(cmd);
+    command.stdin(Stdio::null());
     // Only our four variables: none inherited from whoever started the daemon.
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("TOKENKEEPER_") {
@@ -188,9 +210,10 @@ fn run_notify_command(cmd: &str, alert: &Alert, limit: Duration) {
         .env("TOKENKEEPER_EVENT", event)
         .env("TOKENKEEPER_PROVIDER", no_nul(&alert.provider))
         .env("TOKENKEEPER_MESSAGE", no_nul(&alert.message))
-        .env("TOKENKEEPER_AT", alert.at.to_string())
-        // Its own process group, so a timeout kills what `sh` started too.
-        .process_group(0);
+        .env("TOKENKEEPER_AT", alert.at.to_string());
+    // Its own process group, so a timeout kills what `sh` started too.
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
     let mut child = match command.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -204,8 +227,7 @@ fn run_notify_command(cmd: &str, alert: &Alert, limit: Duration) {
         match child.try_wait() {
             Ok(Some(status)) => break Ok(status),
             Ok(None) if Instant::now() >= deadline => {
-                // SAFETY: kill(2) with a negative pid signals the child's own process group.
-                unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
+                kill_group(&mut child);
                 let _ = child.wait();
                 break Err(format!(
                     "did not finish within {}s and was killed",

@@ -1,7 +1,18 @@
-//! Recognising a CLI's auth failure in its output, and the one line that explains it. Claude
-//! Code in `-p` mode exits 1 with nothing on stderr and the message on stdout, as text, as one
-//! JSON result, or as stream-json events; a wrapper that watches for these endings can tell a
-//! scheduler "log in again" instead of "something failed". Pure: fed bytes, no I/O.
+//! Recognising a CLI's auth failure in its output, and the one line that explains it; a wrapper
+//! that watches for these endings can tell a scheduler "log in again" instead of "something
+//! failed". Pure: fed bytes, no I/O.
+//!
+//! - Claude Code in `-p` mode exits 1 with nothing on stderr and the message on stdout, as text,
+//!   as one JSON result, or as stream-json events.
+//! - Codex CLI (`codex exec`) exits 1 with `ERROR: <message>` on stderr; with `--json`, stdout
+//!   carries `{"type":"error","message":…}` and `{"type":"turn.failed","error":{"message":…}}`.
+//! - Gemini CLI (`gemini -p`) prints `Error authenticating: …` on stderr and exits 41 (its
+//!   `FatalAuthenticationError`), or 1 when the API refused the token; [`by_exit_code`] covers a
+//!   41 that comes without the line (its JSON error output spans several lines).
+//!
+//! Only the CLIs' own framing counts (a line that starts with `ERROR: ` or `Error
+//! authenticating:`, a JSON event of the right type), never the words alone: a model's answer that
+//! quotes them is not a failure.
 
 use serde_json::Value;
 
@@ -11,11 +22,16 @@ pub enum FailureKind {
     Rejected,
     /// The CLI says the login is over and could not be refreshed.
     SessionExpired,
+    /// The CLI says its refresh token was refused (Codex: already used, expired or revoked).
+    RefreshFailed,
     /// The CLI found no usable login.
     NotLoggedIn,
     /// The command said nothing we recognise, but the credentials file shows the login ended
     /// (wiped) while it ran.
     LoginEnded,
+    /// The command said nothing we recognise, but exited with the code its CLI keeps for
+    /// authentication failures (Gemini CLI: 41).
+    AuthExit(i32),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,13 +94,20 @@ impl Detector {
     }
 }
 
-/// One line of output: Claude's text endings, its JSON result, its stream-json retry events.
+/// One line of output: Claude's text endings, its JSON result, its stream-json retry events;
+/// Codex's `ERROR:` lines and `--json` events; Gemini's `Error authenticating:` lines.
 pub fn detect_line(line: &str) -> Option<AuthFailure> {
     let t = line.trim();
     if t.starts_with('{') {
         return serde_json::from_str::<Value>(t)
             .ok()
             .and_then(|v| detect_json(&v));
+    }
+    if let Some(message) = t.strip_prefix("ERROR: ") {
+        return codex_message(message);
+    }
+    if let Some(message) = t.strip_prefix("Error authenticating:") {
+        return Some(gemini_message(message));
     }
     let status = t
         .find("API Error: ")
@@ -101,7 +124,62 @@ pub fn detect_line(line: &str) -> Option<AuthFailure> {
     }
 }
 
+/// Codex CLI's own words for a login it cannot use (`codex-rs/login`), and the API's 401 as Codex
+/// reports it (`unexpected status 401 Unauthorized: …`).
+fn codex_message(message: &str) -> Option<AuthFailure> {
+    let m = message.trim();
+    if m.starts_with("Your access token could not be refreshed") {
+        Some(failure(FailureKind::RefreshFailed, None, None))
+    } else if m
+        .strip_prefix("unexpected status 401")
+        .is_some_and(|rest| !rest.starts_with(|c: char| c.is_ascii_digit()))
+    {
+        Some(failure(FailureKind::Rejected, Some(401), None))
+    } else {
+        None
+    }
+}
+
+/// What follows Gemini CLI's `Error authenticating:`. Every such line is an auth failure; the
+/// words say which.
+fn gemini_message(message: &str) -> AuthFailure {
+    if message.contains("Request had invalid authentication credentials") {
+        failure(FailureKind::Rejected, Some(401), None)
+    } else if message.contains("Manual authorization is required") {
+        failure(
+            FailureKind::NotLoggedIn,
+            None,
+            Some("FatalAuthenticationError".into()),
+        )
+    } else {
+        failure(FailureKind::Rejected, None, None)
+    }
+}
+
+/// A command that said nothing we recognised but exited with `code`: an auth failure when that
+/// is the code its CLI keeps for one (`auth_exit`, from the provider).
+pub fn by_exit_code(code: i32, auth_exit: Option<i32>) -> Option<AuthFailure> {
+    (auth_exit == Some(code)).then(|| failure(FailureKind::AuthExit(code), None, None))
+}
+
 fn detect_json(v: &Value) -> Option<AuthFailure> {
+    // Codex's `--json` events: the message is what its `ERROR:` line would say.
+    match v.get("type").and_then(Value::as_str) {
+        Some("error") => {
+            return v
+                .get("message")
+                .and_then(Value::as_str)
+                .and_then(codex_message);
+        }
+        Some("turn.failed") => {
+            return v
+                .get("error")
+                .and_then(|e| e.get("message"))
+                .and_then(Value::as_str)
+                .and_then(codex_message);
+        }
+        _ => {}
+    }
     let status = v
         .get("api_error_status")
         .and_then(Value::as_u64)
@@ -156,19 +234,24 @@ pub struct LoginFacts<'a> {
     /// `None` when the file shows the login wiped or gone.
     pub expires_at: Option<String>,
     pub refreshed_at: Option<String>,
-    pub login_command: &'a str,
+    /// How to log in again, as shown: a command in backticks, or a phrase.
+    pub relogin: &'a str,
 }
 
 /// The one line for stderr, naming the cause and the fix.
 pub fn explain(command: &str, f: &AuthFailure, login: &LoginFacts<'_>) -> String {
     let what = match f.kind {
-        FailureKind::Rejected => "failed to authenticate",
-        FailureKind::SessionExpired => "says its OAuth session expired",
-        FailureKind::NotLoggedIn => "found no usable login",
+        FailureKind::Rejected => "failed to authenticate".to_string(),
+        FailureKind::SessionExpired => "says its OAuth session expired".to_string(),
+        FailureKind::RefreshFailed => "says its login could not be refreshed".to_string(),
+        FailureKind::NotLoggedIn => "found no usable login".to_string(),
+        FailureKind::AuthExit(code) => {
+            format!("exited with {code}, its code for failing to authenticate")
+        }
         FailureKind::LoginEnded => {
             return format!(
-                "{command} failed, and the login at {} has been ended while it ran (its tokens are empty); log in again with '{}'.",
-                login.path, login.login_command
+                "{command} failed, and the login at {} has been ended while it ran (its tokens are empty); log in again with {}.",
+                login.path, login.relogin
             );
         }
     };
@@ -179,24 +262,26 @@ pub fn explain(command: &str, f: &AuthFailure, login: &LoginFacts<'_>) -> String
         (None, None) => String::new(),
     };
     let fix = format!(
-        "Run 'tokenkeeper refresh --force' or log in again with '{}'.",
-        login.login_command
+        "Run `tokenkeeper refresh --force` or log in again with {}.",
+        login.relogin
     );
+    let refused = if f.kind == FailureKind::RefreshFailed {
+        "the server refused the refresh token the command used"
+    } else {
+        "the server rejected the access token anyway"
+    };
     let state = match (&login.expires_at, &login.refreshed_at) {
         (None, _) => {
             return format!(
-                "{command} {what}{detail}. The login at {} has been ended (its tokens are empty); log in again with '{}'.",
-                login.path, login.login_command
+                "{command} {what}{detail}. The login at {} has been ended (its tokens are empty); log in again with {}.",
+                login.path, login.relogin
             );
         }
         (Some(exp), Some(at)) => format!(
-            "The login at {} was refreshed at {at} and expires at {exp}; the server rejected the access token anyway.",
+            "The login at {} was refreshed at {at} and expires at {exp}; {refused}.",
             login.path
         ),
-        (Some(exp), None) => format!(
-            "The login at {} expires at {exp}; the server rejected the access token anyway.",
-            login.path
-        ),
+        (Some(exp), None) => format!("The login at {} expires at {exp}; {refused}.", login.path),
     };
     format!("{command} {what}{detail}. {state} {fix}")
 }
@@ -265,12 +350,12 @@ mod tests {
             path: "/h/.claude/.credentials.json",
             expires_at: Some("22:02".into()),
             refreshed_at: Some("14:02".into()),
-            login_command: "claude /login",
+            relogin: "`claude /login`",
         };
         let line = explain("claude", &f, &facts);
         assert!(!line.contains('\n'));
         assert!(line.starts_with("claude failed to authenticate (401). The login at /h/.claude/.credentials.json was refreshed at 14:02 and expires at 22:02"));
-        assert!(line.ends_with("'claude /login'."));
+        assert!(line.ends_with("`claude /login`."));
         let wiped = LoginFacts {
             expires_at: None,
             ..facts
@@ -288,7 +373,7 @@ mod tests {
             path: "/p",
             expires_at: Some("22:02".into()),
             refreshed_at: None,
-            login_command: "claude /login",
+            relogin: "`claude /login`",
         };
         assert!(!explain("claude", &f, &facts).contains('\n'));
     }
@@ -301,5 +386,108 @@ mod tests {
         assert!(d.found().is_none());
         d.feed(b"Failed to authenticate\n");
         assert!(d.found().is_some());
+    }
+
+    #[test]
+    fn codex_error_lines() {
+        let used = "ERROR: Your access token could not be refreshed because your refresh token was already used. Please log out and sign in again.\n";
+        let f = seen(&used.repeat(2)).unwrap();
+        assert_eq!((f.kind, f.status), (FailureKind::RefreshFailed, None));
+        for reason in ["has expired", "was revoked"] {
+            let line = format!(
+                "ERROR: Your access token could not be refreshed because your refresh token {reason}. Please log out and sign in again."
+            );
+            assert_eq!(seen(&line).unwrap().kind, FailureKind::RefreshFailed);
+        }
+        let f = seen("ERROR: unexpected status 401 Unauthorized: {\"detail\":\"Unauthorized\"}\n")
+            .unwrap();
+        assert_eq!((f.kind, f.status), (FailureKind::Rejected, Some(401)));
+    }
+
+    #[test]
+    fn codex_json_events() {
+        let lines = concat!(
+            r#"{"type":"thread.started","thread_id":"t-1"}"#,
+            "\n",
+            r#"{"type":"turn.started"}"#,
+            "\n",
+            r#"{"type":"error","message":"Your access token could not be refreshed because your refresh token was already used. Please log out and sign in again."}"#,
+            "\n",
+            r#"{"type":"turn.failed","error":{"message":"Your access token could not be refreshed because your refresh token was already used. Please log out and sign in again."}}"#,
+            "\n",
+        );
+        assert_eq!(seen(lines).unwrap().kind, FailureKind::RefreshFailed);
+        let turn = r#"{"type":"turn.failed","error":{"message":"unexpected status 401 Unauthorized: Missing bearer"}}"#;
+        assert_eq!(seen(turn).unwrap().status, Some(401));
+    }
+
+    #[test]
+    fn gemini_error_authenticating_lines() {
+        let manual = "Error authenticating: FatalAuthenticationError: Manual authorization is required but the current session is non-interactive.\n";
+        let f = seen(manual).unwrap();
+        assert_eq!(f.kind, FailureKind::NotLoggedIn);
+        assert_eq!(f.error_type.as_deref(), Some("FatalAuthenticationError"));
+        let api = "Error authenticating: [API Error: Request had invalid authentication credentials. Expected OAuth 2 access token]";
+        let f = seen(api).unwrap();
+        assert_eq!((f.kind, f.status), (FailureKind::Rejected, Some(401)));
+        let other = seen("Error authenticating: Error: invalid_grant").unwrap();
+        assert_eq!(other.kind, FailureKind::Rejected);
+    }
+
+    #[test]
+    fn words_alone_in_ordinary_output_are_not_a_failure() {
+        for ordinary in [
+            // A model (or a log) quoting the CLIs' words.
+            "Your access token could not be refreshed because your refresh token was already used.",
+            "I saw ERROR: unexpected status 401 Unauthorized in the logs.",
+            "The docs say: Error authenticating: Manual authorization is required",
+            "Request had invalid authentication credentials",
+            // Codex errors that are not about the login.
+            "ERROR: unexpected status 500 Internal Server Error: oops",
+            "ERROR: unexpected status 4010",
+            "ERROR: stream disconnected before completion",
+            "ERROR: could not read /tmp/x: Your access token could not be refreshed",
+            r#"{"type":"error","message":"Reconnecting... 2/5 (stream disconnected)"}"#,
+            r#"{"type":"turn.failed","error":{"message":"unexpected status 503 Service Unavailable"}}"#,
+            r#"{"type":"turn.failed","error":"unexpected status 401 Unauthorized"}"#,
+            // The same words inside a model's message.
+            r#"{"type":"item.completed","item":{"type":"agent_message","text":"ERROR: unexpected status 401 Unauthorized"}}"#,
+            r#"{"type":"item.completed","item":{"type":"agent_message","text":"Error authenticating: Manual authorization is required"}}"#,
+        ] {
+            assert!(seen(ordinary).is_none(), "{ordinary}");
+        }
+    }
+
+    #[test]
+    fn an_auth_exit_code_counts_only_for_the_cli_that_has_one() {
+        assert_eq!(
+            by_exit_code(41, Some(41)).unwrap().kind,
+            FailureKind::AuthExit(41)
+        );
+        assert!(by_exit_code(1, Some(41)).is_none());
+        assert!(by_exit_code(41, None).is_none(), "Claude has no such code");
+        let facts = LoginFacts {
+            path: "/h/.gemini/oauth_creds.json",
+            expires_at: Some("22:02".into()),
+            refreshed_at: None,
+            relogin: "`gemini`",
+        };
+        let line = explain("gemini", &by_exit_code(41, Some(41)).unwrap(), &facts);
+        assert!(
+            line.starts_with("gemini exited with 41, its code for failing to authenticate. The login at /h/.gemini/oauth_creds.json"),
+            "{line}"
+        );
+        assert!(line.ends_with("`gemini`."), "{line}");
+        let refresh = seen(
+            "ERROR: Your access token could not be refreshed. Please log out and sign in again.",
+        )
+        .unwrap();
+        let line = explain("codex", &refresh, &facts);
+        assert!(
+            line.contains("says its login could not be refreshed"),
+            "{line}"
+        );
+        assert!(line.contains("refused the refresh token"), "{line}");
+        assert!(!line.contains('\n'));
     }
 }

@@ -1,18 +1,19 @@
 //! Running a wrapped command: same stdin, environment (plus what we inject) and working folder;
 //! its stdout and stderr either inherited (a terminal is attached) or passed through byte for
 //! byte as they come, while an [`auth_failure::Detector`] watches them. Signals sent to us are
-//! forwarded to it (see `interrupt::forward_to_child`), and it gets SIGTERM should we die first.
+//! forwarded to it (see `interrupt::forward_to_child`), and on Linux it gets SIGTERM should we
+//! die first.
+//!
+//! On Linux one thread does it all with `poll(2)` on the pipes and a pidfd; elsewhere a thread
+//! per pipe passes the output while the main thread waits for the exit.
 
 use crate::auth_failure::{AuthFailure, Detector};
 use crate::interrupt;
 use std::ffi::OsString;
-use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::ExitStatus;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub struct ChildSpec {
     pub program: OsString,
@@ -68,19 +69,17 @@ pub fn run(spec: &ChildSpec) -> Result<Finished, SpawnError> {
     })?;
     interrupt::child_running(child.id());
 
-    let mut streams: Vec<Stream> = Vec::new();
-    if let Some(out) = child.stdout.take() {
-        streams.push(Stream::new(OwnedFd::from(out), Box::new(io::stdout())));
-    }
-    if let Some(err) = child.stderr.take() {
-        streams.push(Stream::new(OwnedFd::from(err), Box::new(io::stderr())));
-    }
-    let status = pump_until_exit(&mut child, &mut streams);
+    let (status, auth_failure) = pump::pass_through(&mut child);
     interrupt::child_gone();
 
-    let auth_failure = streams.iter_mut().filter_map(|s| s.finish()).next_back();
-    let signal = status.signal();
-    let code = status.code().or(signal.map(|s| 128 + s)).unwrap_or(1);
+    #[cfg(unix)]
+    let signal = status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s));
+    #[cfg(not(unix))]
+    let signal = None;
+    let code = status
+        .and_then(|s| s.code())
+        .or(signal.map(|s| 128 + s))
+        .unwrap_or(1);
     Ok(Finished {
         code,
         signal,
@@ -89,8 +88,15 @@ pub fn run(spec: &ChildSpec) -> Result<Finished, SpawnError> {
 }
 
 /// The child gets SIGTERM when this process dies, however it dies (SIGKILL included), so it is
+/// never left running on its own. Linux only (PDEATHSIG); elsewhere a no-op.
+#[cfg(not(target_os = "linux"))]
+pub fn die_with_parent(_cmd: &mut Command) {}
+
+/// The child gets SIGTERM when this process dies, however it dies (SIGKILL included), so it is
 /// never left running on its own.
+#[cfg(target_os = "linux")]
 pub fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
     let parent = std::process::id();
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
@@ -105,16 +111,16 @@ pub fn die_with_parent(cmd: &mut Command) {
 }
 
 /// One watched stream: the pipe from the command, where its bytes go, what they said.
-struct Stream {
-    from: Option<File>,
-    to: Box<dyn Write>,
+struct Stream<R> {
+    from: Option<R>,
+    to: Box<dyn Write + Send>,
     detector: Detector,
 }
 
-impl Stream {
-    fn new(from: OwnedFd, to: Box<dyn Write>) -> Stream {
+impl<R: Read> Stream<R> {
+    fn new(from: R, to: Box<dyn Write + Send>) -> Stream<R> {
         Stream {
-            from: Some(File::from(from)),
+            from: Some(from),
             to,
             detector: Detector::default(),
         }
@@ -155,75 +161,185 @@ impl Stream {
     }
 }
 
-/// Passes output through until the command has exited and its pipes are closed (or, when a
-/// background process keeps them open, for a few seconds more). One thread, `poll(2)` on the
-/// pipes and on a pidfd for the exit: no helper threads to start on every run.
-fn pump_until_exit(child: &mut std::process::Child, streams: &mut [Stream]) -> ExitStatus {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
-    // SAFETY: a non-negative result is a descriptor we now own.
-    let pidfd = (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw as i32) });
-    let mut status: Option<ExitStatus> = None;
-    let mut drain_until: Option<Instant> = None;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let open: Vec<usize> = (0..streams.len())
-            .filter(|&i| streams[i].from.is_some())
-            .collect();
-        let watch_exit = status.is_none() && pidfd.is_some();
-        if open.is_empty() && !watch_exit {
-            break;
-        }
-        let mut fds: Vec<libc::pollfd> = open
-            .iter()
-            .filter_map(|&i| streams[i].from.as_ref())
-            .map(|f| libc::pollfd {
-                fd: f.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
-        if let (true, Some(p)) = (watch_exit, &pidfd) {
-            fds.push(libc::pollfd {
-                fd: p.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            });
-        }
-        let timeout = drain_until.map_or(-1, |d| {
-            i32::try_from(d.saturating_duration_since(Instant::now()).as_millis())
-                .unwrap_or(i32::MAX)
-        });
-        // SAFETY: fds is a valid array of pollfd for its length.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
-        if ready < 0 {
-            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            break;
-        }
-        for (slot, &i) in open.iter().enumerate() {
-            if fds[slot].revents != 0 {
-                streams[i].pass(&mut buf);
-            }
-        }
-        if watch_exit && fds.last().is_some_and(|p| p.revents != 0) {
-            status = Some(wait(child));
-            drain_until = Some(Instant::now() + DRAIN_AFTER_EXIT);
-        }
-        if drain_until.is_some_and(|d| Instant::now() >= d) {
-            break;
-        }
-    }
-    status.unwrap_or_else(|| wait(child))
-}
-
-fn wait(child: &mut std::process::Child) -> ExitStatus {
+fn wait(child: &mut std::process::Child) -> Option<ExitStatus> {
     loop {
         match child.wait() {
-            Ok(status) => return status,
+            Ok(status) => return Some(status),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return ExitStatus::from_raw(1 << 8),
+            Err(_) => return None,
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+use pump_poll as pump;
+#[cfg(not(target_os = "linux"))]
+use pump_threads as pump;
+
+#[cfg(target_os = "linux")]
+mod pump_poll {
+    use super::{DRAIN_AFTER_EXIT, Stream, wait};
+    use crate::auth_failure::AuthFailure;
+    use std::fs::File;
+    use std::io;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::process::{Child, ExitStatus};
+    use std::time::Instant;
+
+    /// Passes output through until the command has exited and its pipes are closed (or, when
+    /// a background process keeps them open, for a few seconds more). One thread, `poll(2)` on
+    /// the pipes and on a pidfd for the exit: no helper threads to start on every run.
+    pub fn pass_through(child: &mut Child) -> (Option<ExitStatus>, Option<AuthFailure>) {
+        let mut streams: Vec<Stream<File>> = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            streams.push(Stream::new(
+                File::from(OwnedFd::from(out)),
+                Box::new(io::stdout()),
+            ));
+        }
+        if let Some(err) = child.stderr.take() {
+            streams.push(Stream::new(
+                File::from(OwnedFd::from(err)),
+                Box::new(io::stderr()),
+            ));
+        }
+        let status = pump_until_exit(child, &mut streams);
+        let failure = streams.iter_mut().filter_map(|s| s.finish()).next_back();
+        (status, failure)
+    }
+
+    fn pump_until_exit(child: &mut Child, streams: &mut [Stream<File>]) -> Option<ExitStatus> {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
+        // SAFETY: a non-negative result is a descriptor we now own.
+        let pidfd = (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw as i32) });
+        let mut status: Option<Option<ExitStatus>> = None;
+        let mut drain_until: Option<Instant> = None;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let open: Vec<usize> = (0..streams.len())
+                .filter(|&i| streams[i].from.is_some())
+                .collect();
+            let watch_exit = status.is_none() && pidfd.is_some();
+            if open.is_empty() && !watch_exit {
+                break;
+            }
+            let mut fds: Vec<libc::pollfd> = open
+                .iter()
+                .filter_map(|&i| streams[i].from.as_ref())
+                .map(|f| libc::pollfd {
+                    fd: f.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect();
+            if let (true, Some(p)) = (watch_exit, &pidfd) {
+                fds.push(libc::pollfd {
+                    fd: p.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+            }
+            let timeout = drain_until.map_or(-1, |d| {
+                i32::try_from(d.saturating_duration_since(Instant::now()).as_millis())
+                    .unwrap_or(i32::MAX)
+            });
+            // SAFETY: fds is a valid array of pollfd for its length.
+            let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+            if ready < 0 {
+                if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                break;
+            }
+            for (slot, &i) in open.iter().enumerate() {
+                if fds[slot].revents != 0 {
+                    streams[i].pass(&mut buf);
+                }
+            }
+            if watch_exit && fds.last().is_some_and(|p| p.revents != 0) {
+                status = Some(wait(child));
+                drain_until = Some(Instant::now() + DRAIN_AFTER_EXIT);
+            }
+            if drain_until.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+        }
+        status.unwrap_or_else(|| wait(child))
+    }
+}
+
+/// Also built for tests on Linux, so the fallback is exercised here too.
+#[cfg(any(not(target_os = "linux"), test))]
+mod pump_threads {
+    use super::{DRAIN_AFTER_EXIT, Stream, wait};
+    use crate::auth_failure::AuthFailure;
+    use std::io::{self, Read};
+    use std::process::{Child, ExitStatus};
+    use std::sync::mpsc;
+    use std::thread;
+    use std::time::Instant;
+
+    /// A thread per watched pipe passes its bytes through and reports what the detector found;
+    /// after the exit, output is passed for a few seconds more, for a background process that
+    /// still holds a pipe.
+    pub fn pass_through(child: &mut Child) -> (Option<ExitStatus>, Option<AuthFailure>) {
+        let (tx, rx) = mpsc::channel();
+        let mut started = 0;
+        let mut spawn = |from: Box<dyn Read + Send>, to: Box<dyn io::Write + Send>| {
+            let tx = tx.clone();
+            started += 1;
+            thread::spawn(move || {
+                let mut stream = Stream::new(from, to);
+                let mut buf = vec![0u8; 64 * 1024];
+                while stream.from.is_some() {
+                    stream.pass(&mut buf);
+                }
+                let _ = tx.send(stream.finish());
+            });
+        };
+        if let Some(out) = child.stdout.take() {
+            spawn(Box::new(out), Box::new(io::stdout()));
+        }
+        if let Some(err) = child.stderr.take() {
+            spawn(Box::new(err), Box::new(io::stderr()));
+        }
+        let status = wait(child);
+        let until = Instant::now() + DRAIN_AFTER_EXIT;
+        let mut failure = None;
+        for _ in 0..started {
+            match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                Ok(found) => failure = found.or(failure),
+                Err(_) => break,
+            }
+        }
+        (status, failure)
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    /// Both ways of passing output see the exit code and an auth failure in either stream.
+    #[test]
+    fn both_pumps_report_the_exit_and_an_auth_failure() {
+        let script = "echo working; echo 'Failed to authenticate. API Error: 401 Invalid authentication credentials' >&2; exit 3";
+        type Pump = fn(&mut std::process::Child) -> (Option<ExitStatus>, Option<AuthFailure>);
+        let pumps: [(&str, Pump); 2] = [
+            ("poll", pump::pass_through),
+            ("threads", pump_threads::pass_through),
+        ];
+        for (name, pass_through) in pumps {
+            let mut child = Command::new("sh")
+                .args(["-c", script])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let (status, failure) = pass_through(&mut child);
+            assert_eq!(status.and_then(|s| s.code()), Some(3), "{name}");
+            assert!(failure.is_some(), "{name}: the 401 line was not seen");
         }
     }
 }

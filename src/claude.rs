@@ -17,7 +17,7 @@ use std::time::Duration;
 pub const OWNER: Owner = Owner {
     provider: "claude",
     name: "Claude Code",
-    login_command: "claude /login",
+    relogin: "`claude /login`",
 };
 pub const DEFAULT_TOKEN_URL: &str = "https://platform.claude.com/v1/oauth/token";
 pub const DEFAULT_CLIENT_ID: &str = "9d1c250a-e61b-44d9-88ed-5944d1962f5e";
@@ -111,7 +111,7 @@ const UNKNOWN_LIFETIME: Duration = Duration::from_secs(15 * 60);
 /// (the real environment, or a test's).
 pub fn default_credentials_path(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
     let set = |k: &str| env(k).filter(|v| !v.is_empty());
-    let home_claude = || set("HOME").map(|h| Path::new(&h).join(".claude"));
+    let home_claude = || crate::provider::home(env).map(|h| h.join(".claude"));
     let folder = match env("CLAUDE_SECURESTORAGE_CONFIG_DIR") {
         Some(dir) if !dir.is_empty() => Some(PathBuf::from(dir)),
         Some(_) => home_claude(),

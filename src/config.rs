@@ -27,10 +27,13 @@
 //! token_url = "https://auth.example.com/oauth/token"
 //! client_id = "…"
 //! client_secret = "…"                      # optional
-//! body = "form"                            # json or form
+//! scope = "offline_access"                 # optional
+//! body = "form"                            # json (default) or form
 //! extra_fields = { audience = "api" }      # more fields of the request body
 //! headers = { "X-Client" = "tokenkeeper" } # more request headers
-//! min_ttl = "15m"
+//! login_command = "mytool login"           # optional: how to log in again, for messages
+//! env = "MYTOOL_TOKEN"                     # optional: the variable `exec --inject env` sets
+//! min_ttl = "15m"                          # default 15m
 //!
 //! [daemon]
 //! refresh_before = "1h"         # refresh when this much is left (at most half the lifetime)
@@ -100,6 +103,8 @@ pub struct LoginTable {
     pub headers: BTreeMap<String, String>,
     /// The command that logs in again, for messages.
     pub login_command: Option<String>,
+    /// The variable that hands the tool only the access token (`exec --inject env`), if any.
+    pub env: Option<String>,
     pub token_url: String,
     pub client_id: String,
     pub client_secret: Option<String>,
@@ -197,10 +202,13 @@ pub struct Settings {
     pub config_path: PathBuf,
 }
 
-/// `$XDG_CONFIG_HOME/tokenkeeper/config.toml`, else `~/.config/tokenkeeper/config.toml`.
+/// `$XDG_CONFIG_HOME/tokenkeeper/config.toml`, else (Windows)
+/// `%APPDATA%\tokenkeeper\config.toml`, else `~/.config/tokenkeeper/config.toml`.
 pub fn default_path(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
     let set = |k: &str| env(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-    let base = set("XDG_CONFIG_HOME").or_else(|| set("HOME").map(|h| h.join(".config")))?;
+    let base = set("XDG_CONFIG_HOME")
+        .or_else(|| set("APPDATA").filter(|_| cfg!(windows)))
+        .or_else(|| crate::provider::home(env).map(|h| h.join(".config")))?;
     Some(base.join("tokenkeeper").join("config.toml"))
 }
 
@@ -218,13 +226,16 @@ pub fn load(path: &Path, named_by_user: bool) -> Result<ConfigFile, Error> {
             });
         }
     };
-    toml::from_str(&text).map_err(|e| Error::Config {
+    let cfg: ConfigFile = toml::from_str(&text).map_err(|e| Error::Config {
         path: path.to_path_buf(),
         problem: format!(
             "{}; fix the file (see README, \"Configuration\")",
             e.message().trim()
         ),
-    })
+    })?;
+    // A broken [[login]] table fails every command, as an unknown key does: the file is wrong.
+    crate::generic::check_all(&cfg.login, path)?;
+    Ok(cfg)
 }
 
 impl ProviderConfig {

@@ -5,10 +5,11 @@
 //! and every number its exact spelling.
 
 use crate::error::Error;
+use crate::keychain::Keychain;
+use crate::store::{self, Store};
 use serde_json::Value;
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// Which CLI a file belongs to, for messages that name the fix.
@@ -18,11 +19,22 @@ pub struct Owner {
     pub provider: &'static str,
     /// For people: "Claude Code".
     pub name: &'static str,
-    pub login_command: &'static str,
+    /// How to log in again, as messages show it: a command in backticks ("`claude /login`"),
+    /// or a phrase.
+    pub relogin: &'static str,
 }
 
+/// A login's credentials: the file, and for Claude Code on macOS the Keychain item read before
+/// it (see `store.rs`). Locks, state and messages go by the file's path either way.
 #[derive(Clone, Debug)]
 pub struct CredentialsFile {
+    file: FileStore,
+    keychain: Option<Keychain>,
+}
+
+/// The credentials file alone.
+#[derive(Clone, Debug)]
+pub struct FileStore {
     path: PathBuf,
     owner: Owner,
     layout: Layout,
@@ -36,6 +48,10 @@ pub enum Layout {
     Compact,
     /// Indented by two spaces, no trailing newline (Codex CLI, Gemini CLI).
     Pretty,
+    /// As the file on disk is written: one line or indented (by the indent its first indented
+    /// line uses), with or without a trailing newline; indented by two spaces when there is no
+    /// file yet. For tools whose writer we do not know (`[[login]]` tables).
+    AsFound,
 }
 
 /// A parsed document, with what we noticed about the file it came from.
@@ -63,33 +79,166 @@ impl<'a> WriteGuard<'a> {
 impl CredentialsFile {
     pub fn new(path: impl Into<PathBuf>, owner: Owner) -> Self {
         CredentialsFile {
-            path: path.into(),
-            owner,
-            layout: Layout::Compact,
+            file: FileStore::new(path, owner, Layout::Compact),
+            keychain: None,
         }
     }
 
     /// The same file, written with `layout`.
     pub fn with_layout(mut self, layout: Layout) -> Self {
-        self.layout = layout;
+        self.file.layout = layout;
         self
+    }
+
+    /// The same login, looked for in `keychain` first, as Claude Code does on macOS.
+    pub fn with_keychain(mut self, keychain: Keychain) -> Self {
+        self.keychain = Some(keychain);
+        self
+    }
+
+    /// The Keychain item read before the file, if any. Changes to it make no file event.
+    pub fn keychain(&self) -> Option<&Keychain> {
+        self.keychain.as_ref()
     }
 
     /// The path as the user (or the CLI's default) names it.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 
-    /// The folder the path names: where the CLI keeps its locks, even when the file is a symlink.
+    /// The folder the path names: where the CLI keeps its locks, even when the file is a symlink
+    /// (and when the login is in the Keychain).
     pub fn folder(&self) -> PathBuf {
-        match self.path.parent() {
+        match self.file.path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         }
     }
 
     pub fn owner(&self) -> Owner {
-        self.owner
+        self.file.owner
+    }
+
+    /// Where the login is looked for, for people: the path, or the Keychain item then the path.
+    pub fn describe(&self) -> String {
+        match &self.keychain {
+            None => self.file.describe(),
+            Some(k) => format!("{}, else {}", k.describe(), self.file.describe()),
+        }
+    }
+
+    /// Whether there is a login to read (the file or the link exists, or the Keychain holds the
+    /// item or cannot say).
+    pub fn exists(&self) -> bool {
+        self.file.exists()
+            || self
+                .keychain
+                .as_ref()
+                .is_some_and(|k| !matches!(k.load(), Ok(store::Found::Nothing)))
+    }
+
+    /// The file that holds the bytes: the path itself, or where its symlink chain ends.
+    pub fn target(&self) -> Result<PathBuf, Error> {
+        self.file.target()
+    }
+
+    /// Reads and parses the login; changes nothing. With a Keychain, as Claude Code does: the
+    /// item when there is one, else the file; when the keychain is locked, the file if there is
+    /// one.
+    pub fn read(&self) -> Result<Snapshot, Error> {
+        let Some(keychain) = &self.keychain else {
+            return self.file.read();
+        };
+        match keychain.load()? {
+            store::Found::Login(snap) => Ok(snap),
+            store::Found::Nothing => {
+                tracing::debug!(
+                    "no login in {}; reading {} as Claude Code does",
+                    keychain.describe(),
+                    self.file.describe()
+                );
+                self.file.read()
+            }
+            store::Found::Unreadable(why) => match self.file.read() {
+                Err(Error::Missing { .. }) => Err(why),
+                other => {
+                    warn_locked(&why, &self.file);
+                    other
+                }
+            },
+        }
+    }
+
+    /// Writes `doc` where [`CredentialsFile::read`] finds the login now: the Keychain item when
+    /// it holds one, else the file (also when the keychain is locked and the file exists). With
+    /// neither, the Keychain, where Claude Code would write.
+    pub fn write(&self, doc: &Value, guard: &WriteGuard<'_>) -> io::Result<()> {
+        let Some(keychain) = &self.keychain else {
+            return self.file.save(doc, guard);
+        };
+        match keychain.load() {
+            Ok(store::Found::Login(_)) => keychain.save(doc, guard),
+            Ok(store::Found::Unreadable(why)) if !self.file.exists() => {
+                Err(io::Error::other(why.to_string()))
+            }
+            Ok(store::Found::Unreadable(_)) => self.file.save(doc, guard),
+            Ok(store::Found::Nothing) if self.file.exists() => self.file.save(doc, guard),
+            Ok(store::Found::Nothing) => keychain.save(doc, guard),
+            Err(e) => Err(io::Error::other(e.to_string())),
+        }
+    }
+
+    pub fn missing(&self) -> Error {
+        self.file.missing()
+    }
+
+    pub fn malformed(&self, problem: &str, hint: &str) -> Error {
+        self.file.malformed(problem, hint)
+    }
+}
+
+/// Reading the file because the keychain is locked is worth saying, once per process: if the
+/// login lives in the Keychain, the file may be an old copy.
+fn warn_locked(why: &Error, file: &FileStore) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        tracing::warn!(
+            "{why}; using {} instead, as Claude Code does. If your login is in the Keychain, unlock it first: the file may hold an old copy",
+            file.describe()
+        );
+    });
+}
+
+impl Store for FileStore {
+    fn load(&self) -> Result<store::Found, Error> {
+        match self.read() {
+            Ok(snap) => Ok(store::Found::Login(snap)),
+            Err(Error::Missing { .. }) => Ok(store::Found::Nothing),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn save(&self, doc: &Value, guard: &WriteGuard<'_>) -> io::Result<()> {
+        self.write(doc, guard)
+    }
+
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+impl FileStore {
+    pub fn new(path: impl Into<PathBuf>, owner: Owner, layout: Layout) -> Self {
+        FileStore {
+            path: path.into(),
+            owner,
+            layout,
+        }
+    }
+
+    /// The path as the user (or the CLI's default) names it.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Whether there is a login to read (the file, or the link, exists).
@@ -129,7 +278,7 @@ impl CredentialsFile {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(self.malformed(
                 "are empty",
-                &format!("Log in again with `{}`.", self.owner.login_command),
+                &format!("Log in again with {}.", self.owner.relogin),
             ));
         }
         let doc: Value = serde_json::from_slice(&bytes).map_err(|e| {
@@ -139,16 +288,10 @@ impl CredentialsFile {
                     e.line(),
                     e.column()
                 ),
-                &format!(
-                    "Fix the file or log in again with `{}`.",
-                    self.owner.login_command
-                ),
+                &format!("Fix the file or log in again with {}.", self.owner.relogin),
             )
         })?;
-        let loose_mode = fs::metadata(&target)
-            .ok()
-            .map(|m| m.permissions().mode() & 0o777)
-            .filter(|mode| mode & 0o077 != 0);
+        let loose_mode = loose_mode(&target);
         Ok(Snapshot { doc, loose_mode })
     }
 
@@ -158,6 +301,10 @@ impl CredentialsFile {
         let bytes = match self.layout {
             Layout::Compact => serde_json::to_vec(doc),
             Layout::Pretty => serde_json::to_vec_pretty(doc),
+            Layout::AsFound => {
+                let found = fs::read(&target).map_or_else(|_| Found::no_file(), |b| Found::of(&b));
+                found.encode(doc)
+            }
         }
         .map_err(io::Error::other)?;
         remove_abandoned_temps(&target);
@@ -167,7 +314,7 @@ impl CredentialsFile {
     pub fn missing(&self) -> Error {
         Error::Missing {
             provider: self.owner.name,
-            login_command: self.owner.login_command,
+            relogin: self.owner.relogin,
             path: self.path.clone(),
         }
     }
@@ -190,6 +337,72 @@ impl CredentialsFile {
             ),
             source,
         }
+    }
+}
+
+/// How an existing file is laid out, as far as [`Layout::AsFound`] copies it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Found {
+    /// The indent of one level, or None for a file on one line.
+    indent: Option<Vec<u8>>,
+    trailing_newline: bool,
+}
+
+impl Found {
+    /// No file yet: indented by two spaces, no trailing newline.
+    fn no_file() -> Found {
+        Found {
+            indent: Some(b"  ".to_vec()),
+            trailing_newline: false,
+        }
+    }
+
+    /// A document that spans lines is indented: one level is the leading blanks of its first
+    /// indented line (two spaces if none is). Only the layout is copied, not every byte: spacing
+    /// after `:` or `,` on one line, CRLF line ends and mixed indents come back as serde_json
+    /// writes them.
+    fn of(bytes: &[u8]) -> Found {
+        let body = bytes.trim_ascii_end();
+        let trailing_newline = bytes[body.len()..].contains(&b'\n');
+        if !body.contains(&b'\n') {
+            return Found {
+                indent: None,
+                trailing_newline,
+            };
+        }
+        let indent = body
+            .split(|b| *b == b'\n')
+            .skip(1)
+            .map(|line| {
+                let blanks = line
+                    .iter()
+                    .take_while(|b| matches!(b, b' ' | b'\t'))
+                    .count();
+                &line[..blanks]
+            })
+            .find(|blanks| !blanks.is_empty())
+            .unwrap_or(b"  ");
+        Found {
+            indent: Some(indent.to_vec()),
+            trailing_newline,
+        }
+    }
+
+    fn encode(&self, doc: &Value) -> serde_json::Result<Vec<u8>> {
+        let mut out = match &self.indent {
+            None => serde_json::to_vec(doc)?,
+            Some(indent) => {
+                let mut out = Vec::new();
+                let formatter = serde_json::ser::PrettyFormatter::with_indent(indent);
+                let mut ser = serde_json::Serializer::with_formatter(&mut out, formatter);
+                serde::Serialize::serialize(doc, &mut ser)?;
+                out
+            }
+        };
+        if self.trailing_newline {
+            out.push(b'\n');
+        }
+        Ok(out)
     }
 }
 
@@ -216,6 +429,21 @@ pub fn remove_abandoned_temps(target: &Path) {
     }
 }
 
+/// Permission bits when the file is readable by group or others (Unix only).
+#[cfg(unix)]
+fn loose_mode(target: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(target)
+        .ok()
+        .map(|m| m.permissions().mode() & 0o777)
+        .filter(|mode| mode & 0o077 != 0)
+}
+
+#[cfg(not(unix))]
+fn loose_mode(_target: &Path) -> Option<u32> {
+    None
+}
+
 /// Temp file 0600 beside `target`, fsync, rename over it, fsync the folder. A crash at any
 /// moment leaves either the old or the new file whole, never a mix.
 pub fn write_atomic(target: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -227,24 +455,52 @@ pub fn write_atomic(target: &Path, bytes: &[u8]) -> io::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!("{name}.tmp."))
-        .permissions(fs::Permissions::from_mode(0o600))
-        .tempfile_in(dir)?;
+    let prefix = format!("{name}.tmp.");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix);
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600));
+    let mut tmp = builder.tempfile_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
-    tmp.persist(target).map_err(|e| e.error)?;
-    fs::File::open(dir)?.sync_all()
+    persist(tmp, target)?;
+    #[cfg(unix)]
+    fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// Renames the temp file over `target`. On Windows a reader holding the file open without
+/// delete sharing makes the rename fail for a moment: try again for up to a second.
+fn persist(mut tmp: tempfile::NamedTempFile, target: &Path) -> io::Result<()> {
+    let mut tries = 0;
+    loop {
+        match tmp.persist(target) {
+            Ok(_) => return Ok(()),
+            Err(e) if cfg!(windows) && tries < 20 && sharing_violation(&e.error) => {
+                tries += 1;
+                tmp = e.file;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => return Err(e.error),
+        }
+    }
+}
+
+/// ERROR_ACCESS_DENIED (5) or ERROR_SHARING_VIOLATION (32), which Windows gives while another
+/// process has the file open.
+fn sharing_violation(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(5 | 32)) || e.kind() == io::ErrorKind::PermissionDenied
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     const OWNER: Owner = Owner {
         provider: "claude",
         name: "Claude Code",
-        login_command: "claude /login",
+        relogin: "`claude /login`",
     };
 
     #[test]
@@ -269,6 +525,36 @@ mod tests {
             1,
             "no temp file left"
         );
+    }
+
+    #[test]
+    fn as_found_keeps_one_line_or_the_indent_and_the_final_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        let file = CredentialsFile::new(&path, OWNER).with_layout(Layout::AsFound);
+        let doc = serde_json::json!({"a": {"b": [1, 2]}, "c": "d"});
+        let guard = WriteGuard::new(&());
+        file.write(&doc, &guard).unwrap();
+        let new = "{\n  \"a\": {\n    \"b\": [\n      1,\n      2\n    ]\n  },\n  \"c\": \"d\"\n}";
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            new,
+            "no file yet: two spaces"
+        );
+        for (before, after) in [
+            ("{\"x\":1}", r#"{"a":{"b":[1,2]},"c":"d"}"#.to_string()),
+            (
+                "{\"x\":1}\n",
+                "{\"a\":{\"b\":[1,2]},\"c\":\"d\"}\n".to_string(),
+            ),
+            ("{\n    \"x\": 1\n}\n", new.replace("  ", "    ") + "\n"),
+            ("{\n\t\"x\": 1\n}", new.replace("  ", "\t")),
+            ("{\n\"x\": 1\n}", new.to_string()),
+        ] {
+            fs::write(&path, before).unwrap();
+            file.write(&doc, &guard).unwrap();
+            assert_eq!(fs::read_to_string(&path).unwrap(), after, "{before:?}");
+        }
     }
 
     #[test]

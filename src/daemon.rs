@@ -6,7 +6,8 @@
 //! once. Refreshes go through the same protocol as `tokenkeeper refresh`.
 //!
 //! The loop sleeps in `poll(2)` on inotify and a wake-up pipe (signals), with a timeout to the
-//! next planned action: idle, it uses no CPU between wake-ups.
+//! next planned action: idle, it uses no CPU between wake-ups. A login kept in the macOS
+//! Keychain makes no file events, so it is looked at every 30 s as well.
 
 use crate::alert::{Alert, Alerter, Event};
 use crate::config::Settings;
@@ -19,8 +20,7 @@ use crate::provider::Provider;
 use crate::refresh::{self, Action, Job};
 use crate::schedule;
 use crate::state::{DaemonRecord, StateDir};
-use crate::watch::{Stamp, Watcher};
-use std::os::fd::RawFd;
+use crate::watch::{Stamp, WakeFd, Watcher, sleep_until_event};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -57,7 +57,7 @@ pub struct Control {
     pub stop: Arc<AtomicBool>,
     pub reload: Arc<AtomicBool>,
     /// Readable when a signal arrived (the read end of a self-pipe), drained by the loop.
-    pub wake_fd: Option<RawFd>,
+    pub wake_fd: Option<WakeFd>,
 }
 
 pub struct Daemon {
@@ -70,6 +70,9 @@ pub struct Daemon {
 
 /// Without inotify (or while a folder is missing), look at the files this often.
 const FALLBACK_POLL: Duration = Duration::from_secs(5);
+/// A login in the Keychain makes no file event when Claude Code (or a new `claude /login`)
+/// changes it: look at it this often. Each look runs `security` once.
+const KEYCHAIN_POLL: Duration = Duration::from_secs(30);
 /// While runs hold leases on the token (`exec --inject env`), ask again this often.
 const DEFERRED_RETRY: Duration = Duration::from_secs(30);
 
@@ -131,7 +134,7 @@ impl Daemon {
         reload: &mut dyn FnMut(&mut Daemon),
     ) {
         let mut watcher = Watcher::new()
-            .map_err(|e| tracing::warn!("no inotify ({e}); looking at the files every 5 s instead"))
+            .map_err(|e| tracing::info!("{e}; looking at the files every 5 s instead"))
             .ok();
         loop {
             if control.stop.load(Ordering::SeqCst) {
@@ -157,6 +160,9 @@ impl Daemon {
             });
             if !all_watched {
                 wait = Some(wait.map_or(FALLBACK_POLL, |w| w.min(FALLBACK_POLL)));
+            }
+            if self.logins.iter().any(|t| t.file.keychain().is_some()) {
+                wait = Some(wait.map_or(KEYCHAIN_POLL, |w| w.min(KEYCHAIN_POLL)));
             }
             if let Some(p) = ping_every {
                 wait = Some(wait.map_or(p, |w| w.min(p)));
@@ -295,8 +301,13 @@ impl Daemon {
                 } else {
                     "refreshed"
                 };
+                // The count and the new expiry together, so a scrape never sees one without the
+                // other.
+                let login = &outcome.login;
                 self.metrics.update(provider, |m| {
-                    *m.refresh_total.entry(label).or_default() += 1
+                    *m.refresh_total.entry(label).or_default() += 1;
+                    m.access_expiry = Some(login.expires_at / 1000);
+                    m.login_expiry = login.login_expires_at.map(|e| e / 1000);
                 });
                 let t = &mut self.logins[i];
                 let was_failing = t.record.failures > 0;
@@ -382,10 +393,10 @@ impl Daemon {
         self.metrics.update(provider, |m| m.dead = true);
         if !already {
             let message = format!(
-                "the {} login at {} is dead ({why}); log in again with `{}`; tokenkeeper resumes when the new login appears",
+                "the {} login at {} is dead ({why}); log in again with {}; tokenkeeper resumes when the new login appears",
                 self.logins[i].file.owner().name,
                 self.logins[i].file.path().display(),
-                self.logins[i].file.owner().login_command
+                self.logins[i].file.owner().relogin
             );
             tracing::error!("{message}");
             self.alert(i, Event::LoginDead, message, now_ms());
@@ -413,7 +424,7 @@ impl Daemon {
             self.logins[i].file.path().display(),
             refresh::format_time(end),
             crate::duration::relative(end.saturating_sub(now)),
-            self.logins[i].file.owner().login_command
+            self.logins[i].file.owner().relogin
         );
         tracing::warn!("{message}");
         self.alert(i, Event::LoginEnding, message, now);
@@ -445,42 +456,5 @@ impl Daemon {
         if let Err(e) = self.state.write_daemon(&t.key, &t.record) {
             tracing::debug!("could not write daemon state: {e}");
         }
-    }
-}
-
-/// Sleeps until a watched folder changes, a signal arrives, or `wait` passes (forever if none).
-pub fn sleep_until_event(
-    watcher: Option<&mut Watcher>,
-    wake_fd: Option<RawFd>,
-    wait: Option<Duration>,
-) {
-    let mut fds: Vec<libc::pollfd> = Vec::with_capacity(2);
-    if let Some(w) = watcher.as_ref() {
-        fds.push(libc::pollfd {
-            fd: w.raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        });
-    }
-    if let Some(fd) = wake_fd {
-        fds.push(libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        });
-    }
-    let timeout = wait.map_or(-1, |w| {
-        // Round up, so that we never wake a hair before the planned time and spin.
-        i32::try_from(w.as_millis().saturating_add(1)).unwrap_or(i32::MAX)
-    });
-    // SAFETY: fds is a valid array of pollfd for its length.
-    unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
-    if let Some(w) = watcher {
-        w.drain();
-    }
-    if let Some(fd) = wake_fd {
-        let mut buf = [0u8; 64];
-        // SAFETY: draining our own non-blocking pipe into a local buffer.
-        while unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
     }
 }

@@ -10,7 +10,6 @@
 use crate::interrupt;
 use std::fs;
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread;
@@ -57,11 +56,15 @@ impl Identity {
             .ok()
             .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
             .map(|d| d.as_nanos() as i128);
-        Ok(Identity {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            born_ns,
-        })
+        #[cfg(unix)]
+        let (dev, ino) = {
+            use std::os::unix::fs::MetadataExt;
+            (meta.dev(), meta.ino())
+        };
+        // Without inode numbers, the birth time alone tells our directory from another.
+        #[cfg(not(unix))]
+        let (dev, ino) = (0, 0);
+        Ok(Identity { dev, ino, born_ns })
     }
 
     /// Birth time in epoch ms, computed as Claude computes it (`sec * 1000 + nsec / 1e6`).
@@ -244,7 +247,9 @@ fn make_noted(
     match rename_noreplace(&private, &spec.path) {
         Ok(()) => Ok(identity),
         Err(e)
-            if e.raw_os_error() == Some(libc::EINVAL) || e.raw_os_error() == Some(libc::ENOSYS) =>
+            if e.raw_os_error() == Some(libc::EINVAL)
+                || e.raw_os_error() == Some(libc::ENOSYS)
+                || e.kind() == io::ErrorKind::Unsupported =>
         {
             // A file system without RENAME_NOREPLACE: plain mkdir, noted right after.
             let _ = fs::remove_dir(&private);
@@ -260,6 +265,13 @@ fn make_noted(
     }
 }
 
+/// Only Linux has `renameat2(RENAME_NOREPLACE)`; elsewhere the caller falls back to `mkdir`.
+#[cfg(not(target_os = "linux"))]
+fn rename_noreplace(_from: &Path, _to: &Path) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+#[cfg(target_os = "linux")]
 fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other);
@@ -447,6 +459,12 @@ fn pid_namespace() -> &'static (String, String) {
     })
 }
 
+#[cfg(not(unix))]
+fn hostname() -> String {
+    std::env::var("COMPUTERNAME").unwrap_or_default()
+}
+
+#[cfg(unix)]
 fn hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it.
@@ -490,6 +508,14 @@ fn is_zombie(pid: u32) -> bool {
     matches!(state, Some("Z" | "X"))
 }
 
+/// Without a way to ask (Windows), every process is taken to exist: a dead holder's lock is
+/// then taken only once stale, never over a live one.
+#[cfg(not(unix))]
+pub fn pid_exists(_pid: u32) -> bool {
+    true
+}
+
+#[cfg(unix)]
 pub fn pid_exists(pid: u32) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return false;

@@ -27,11 +27,18 @@ pub enum ErrorKind {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("no {provider} login at {}; log in with `{login_command}` or point --credentials at the file", path.display())]
+    #[error("no {provider} login at {}; log in with {relogin} or point --credentials at the file", path.display())]
     Missing {
         provider: &'static str,
-        login_command: &'static str,
+        relogin: &'static str,
         path: PathBuf,
+    },
+
+    #[error("credentials at {} {reason}; tokenkeeper changed nothing. {hint}", path.display())]
+    NothingToKeep {
+        path: PathBuf,
+        reason: String,
+        hint: String,
     },
 
     #[error("credentials at {} {problem}; tokenkeeper changed nothing. {hint}", path.display())]
@@ -49,11 +56,11 @@ pub enum Error {
         hint: String,
     },
 
-    #[error("the login at {} is dead: {reason}. Log in again with `{login_command}`.", path.display())]
+    #[error("the login at {} is dead: {reason}. Log in again with {relogin}.", path.display())]
     Dead {
         path: PathBuf,
         reason: String,
-        login_command: &'static str,
+        relogin: &'static str,
     },
 
     #[error("the token endpoint {url} is unavailable: {reason} (after {attempts} attempt{s}); the login at {} was left as it was. Try again later.", path.display(), s = if *attempts == 1 { "" } else { "s" })]
@@ -81,14 +88,19 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    #[error("the server issued new tokens but neither {} ({source}) nor the recovery folder {} ({recovery_error}) could be written; the login is lost. Log in again with `{login_command}`.", path.display(), recovery_dir.display())]
+    #[error("the server issued new tokens but neither {} ({source}) nor the recovery folder {} ({recovery_error}) could be written; the login is lost. Log in again with {relogin}.", path.display(), recovery_dir.display())]
     TokensLost {
         path: PathBuf,
         source: std::io::Error,
         recovery_dir: PathBuf,
         recovery_error: std::io::Error,
-        login_command: &'static str,
+        relogin: &'static str,
     },
+
+    /// Claude Code's login in the macOS Keychain could not be read (locked, `security` missing
+    /// or failing, not JSON). Never holds what `security` printed on stdout.
+    #[error("{problem}. {hint}.")]
+    Keychain { problem: String, hint: String },
 
     #[error("config file {}: {problem}", path.display())]
     Config { path: PathBuf, problem: String },
@@ -116,14 +128,16 @@ pub enum Error {
 impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Missing { .. } | Error::Malformed { .. } | Error::Inaccessible { .. } => {
-                ErrorKind::Credentials
-            }
+            Error::Missing { .. }
+            | Error::Malformed { .. }
+            | Error::Inaccessible { .. }
+            | Error::Keychain { .. } => ErrorKind::Credentials,
             Error::Dead { .. } => ErrorKind::Dead,
             Error::Unavailable { .. } => ErrorKind::Unavailable,
             Error::LockTimeout { .. } => ErrorKind::LockTimeout,
             Error::SaveFailed { .. } | Error::TokensLost { .. } => ErrorKind::SaveFailed,
             Error::Config { .. } => ErrorKind::Config,
+            Error::NothingToKeep { .. } => ErrorKind::Credentials,
             Error::Usage(_) => ErrorKind::Usage,
             Error::Store { kind, .. } => *kind,
             Error::Io { .. } => ErrorKind::Io,

@@ -75,7 +75,7 @@ pub fn child_starting() {
 
 /// The command is running as `pid`: deliver a signal that arrived while it was starting.
 pub fn child_running(pid: u32) {
-    let pid = libc::pid_t::try_from(pid).unwrap_or(0);
+    let pid = i32::try_from(pid).unwrap_or(0);
     CHILD.store(pid, Ordering::SeqCst);
     deliver_pending(pid);
 }
@@ -117,20 +117,29 @@ pub fn forward_to_child(sig: i32, sent_by_a_process: bool) -> bool {
             true
         }
         pid => {
-            // SAFETY: kill(2) to the command we started; async-signal-safe.
-            unsafe { libc::kill(pid, sig) };
+            send_signal(pid, sig);
             true
         }
     }
 }
 
-fn deliver_pending(pid: libc::pid_t) {
+fn deliver_pending(pid: i32) {
     let sig = PENDING.swap(0, Ordering::SeqCst);
     if sig != 0 && pid > 0 {
-        // SAFETY: kill(2) to the command we started; async-signal-safe.
-        unsafe { libc::kill(pid, sig) };
+        send_signal(pid, sig);
     }
 }
+
+/// kill(2) to the command we started; async-signal-safe.
+#[cfg(unix)]
+fn send_signal(pid: i32, sig: i32) {
+    // SAFETY: kill(2) takes a pid and a signal number and touches no memory of ours.
+    unsafe { libc::kill(pid, sig) };
+}
+
+/// No signals to forward on Windows: Ctrl+C reaches every process of the console anyway.
+#[cfg(not(unix))]
+fn send_signal(_pid: i32, _sig: i32) {}
 
 /// Set while a refresh holds (or waits for) locks: a daemon that is told to stop then cleans up
 /// from its signal handler instead of waiting for the refresh to come back to its loop.

@@ -55,6 +55,13 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// The refresh request for `refresh_token`.
     fn token_request(&self, refresh_token: &Secret, settings: &Settings) -> TokenRequest;
 
+    /// Whether `invalid_client` blames the client settings we send (a client secret from the
+    /// config or an installed CLI) rather than the login: then it is a configuration error, and
+    /// the login is not marked dead.
+    fn invalid_client_is_config(&self, _settings: &Settings) -> bool {
+        false
+    }
+
     /// Which error answers mean the login is dead (the default: OAuth's own codes).
     fn rejection_rule(&self) -> RejectionRule {
         RejectionRule::OAuth
@@ -92,6 +99,12 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// Variables that make the CLI ignore the stored login (`exec` warns when one is set).
     fn overriding_env(&self) -> &'static [&'static str] {
         &[]
+    }
+
+    /// The exit code by which the CLI says it could not authenticate, when it has one (Gemini
+    /// CLI: 41); `exec` treats it as an auth failure even when the output says nothing.
+    fn auth_failure_exit_code(&self) -> Option<i32> {
+        None
     }
 }
 
@@ -184,6 +197,8 @@ pub const BUILTIN: &[&str] = &["claude", "codex", "gemini"];
 pub fn builtin(name: &str) -> Option<Arc<dyn Provider>> {
     match name {
         "claude" => Some(Arc::new(crate::claude::Claude)),
+        "codex" => Some(Arc::new(crate::codex::Codex)),
+        "gemini" => Some(Arc::new(crate::gemini::Gemini::default())),
         _ => None,
     }
 }

@@ -110,6 +110,13 @@ pub fn read_snapshot(provider: &dyn Provider, file: &CredentialsFile) -> Result<
     loop {
         match file.read() {
             Err(Error::Malformed { .. }) if provider.rewritten_in_place() && tries < 20 => {
+                if tries == 0 {
+                    tracing::debug!(
+                        "{} is empty or cut off, perhaps mid-write by {}; reading it again",
+                        file.path().display(),
+                        file.owner().name
+                    );
+                }
                 tries += 1;
                 thread::sleep(Duration::from_millis(25));
             }
@@ -159,7 +166,7 @@ fn dead(job: &Job<'_>, reason: String) -> Error {
     Error::Dead {
         path: job.file.path().to_path_buf(),
         reason,
-        login_command: job.file.owner().login_command,
+        relogin: job.file.owner().relogin,
     }
 }
 
@@ -312,14 +319,24 @@ fn locked_refresh(
                     });
                 }
                 let error = if description.is_empty() {
-                    code
+                    code.clone()
                 } else {
                     format!("{code}: {description}")
                 };
+                if code == "invalid_client" && job.provider.invalid_client_is_config(job.settings) {
+                    return Err(Error::Config {
+                        path: job.settings.config_path.clone(),
+                        problem: format!(
+                            "the token endpoint refused the OAuth client ({error}); the login at {} was left as it was. Check client_id and client_secret for {}",
+                            job.file.path().display(),
+                            job.file.owner().name
+                        ),
+                    });
+                }
                 return Err(Error::Dead {
                     path: job.file.path().to_path_buf(),
                     reason: format!("the server rejected its refresh token ({error})"),
-                    login_command: job.file.owner().login_command,
+                    relogin: job.file.owner().relogin,
                 });
             }
             Reply::Transient {
@@ -622,7 +639,7 @@ fn save(
             source: last_error,
             recovery_dir: job.state.root().join("recovery"),
             recovery_error,
-            login_command: job.file.owner().login_command,
+            relogin: job.file.owner().relogin,
         }),
     }
 }

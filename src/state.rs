@@ -11,7 +11,6 @@ use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug)]
@@ -104,11 +103,13 @@ impl Recovery {
 }
 
 impl StateDir {
-    /// `$XDG_STATE_HOME/tokenkeeper`, else `$HOME/.local/state/tokenkeeper`.
+    /// `$XDG_STATE_HOME/tokenkeeper`, else (Windows) `%LOCALAPPDATA%\tokenkeeper`, else
+    /// `$HOME/.local/state/tokenkeeper`.
     pub fn locate(env: &dyn Fn(&str) -> Option<String>) -> Option<StateDir> {
         let set = |k: &str| env(k).filter(|v| !v.is_empty()).map(PathBuf::from);
         let base = set("XDG_STATE_HOME")
-            .or_else(|| set("HOME").map(|h| h.join(".local").join("state")))?;
+            .or_else(|| set("LOCALAPPDATA").filter(|_| cfg!(windows)))
+            .or_else(|| crate::provider::home(env).map(|h| h.join(".local").join("state")))?;
         Some(StateDir::at(base.join("tokenkeeper")))
     }
 
@@ -130,19 +131,17 @@ impl StateDir {
     }
 
     fn ensure(&self, sub: &str) -> io::Result<PathBuf> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.root)?;
-        let meta = fs::metadata(&self.root)?;
-        if meta.permissions().mode() & 0o077 != 0 {
-            fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))?;
+        private_dir(&self.root)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let meta = fs::metadata(&self.root)?;
+            if meta.permissions().mode() & 0o077 != 0 {
+                fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))?;
+            }
         }
         let dir = self.root.join(sub);
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)?;
+        private_dir(&dir)?;
         Ok(dir)
     }
 
@@ -249,12 +248,23 @@ impl StateDir {
     }
 }
 
+/// Creates the folder (and its parents) readable by its owner alone (mode 0700 on Unix; on
+/// Windows, the profile folder's own access rules apply).
+fn private_dir(dir: &Path) -> io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn records_and_recoveries_round_trip_with_private_modes() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::at(dir.path().join("tokenkeeper"));
         let key = StateDir::key("claude", Path::new("/nowhere/.credentials.json"));

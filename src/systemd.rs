@@ -1,28 +1,46 @@
 //! Telling systemd how the daemon is doing (`sd_notify`): `READY=1` once it watches, `WATCHDOG=1`
 //! pings at half the unit's `WatchdogSec`, `STOPPING=1` on the way out. A datagram to
-//! `$NOTIFY_SOCKET`; without that variable (not under systemd), every call does nothing.
+//! `$NOTIFY_SOCKET`; without that variable (not under systemd, or not on Linux), every call does
+//! nothing.
 
+#[cfg(target_os = "linux")]
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::Duration;
 
+#[cfg(target_os = "linux")]
+type Socket = (UnixDatagram, SocketAddr);
+/// No systemd here: there is never a socket.
+#[cfg(not(target_os = "linux"))]
+type Socket = std::convert::Infallible;
+
 pub struct Notifier {
-    socket: Option<(UnixDatagram, SocketAddr)>,
+    socket: Option<Socket>,
     watchdog: Option<Duration>,
+}
+
+#[cfg(not(target_os = "linux"))]
+fn notify_socket() -> Option<Socket> {
+    None
+}
+
+#[cfg(target_os = "linux")]
+fn notify_socket() -> Option<Socket> {
+    std::env::var_os("NOTIFY_SOCKET").and_then(|path| {
+        let bytes = path.as_encoded_bytes();
+        let addr = match bytes.strip_prefix(b"@") {
+            Some(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                SocketAddr::from_abstract_name(name).ok()?
+            }
+            None => SocketAddr::from_pathname(&path).ok()?,
+        };
+        Some((UnixDatagram::unbound().ok()?, addr))
+    })
 }
 
 impl Notifier {
     pub fn from_env() -> Notifier {
-        let socket = std::env::var_os("NOTIFY_SOCKET").and_then(|path| {
-            let bytes = path.as_encoded_bytes();
-            let addr = match bytes.strip_prefix(b"@") {
-                Some(name) => {
-                    use std::os::linux::net::SocketAddrExt;
-                    SocketAddr::from_abstract_name(name).ok()?
-                }
-                None => SocketAddr::from_pathname(&path).ok()?,
-            };
-            Some((UnixDatagram::unbound().ok()?, addr))
-        });
+        let socket = notify_socket();
         // WATCHDOG_PID, when set, must be ours: the variable may be inherited from a parent.
         let ours = std::env::var("WATCHDOG_PID")
             .map_or(true, |p| p.trim() == std::process::id().to_string());
@@ -61,6 +79,10 @@ impl Notifier {
         self.send(&format!("STATUS={text}"));
     }
 
+    #[cfg(not(target_os = "linux"))]
+    fn send(&self, _message: &str) {}
+
+    #[cfg(target_os = "linux")]
     fn send(&self, message: &str) {
         if let Some((socket, addr)) = &self.socket
             && let Err(e) = socket.send_to_addr(message.as_bytes(), addr)
@@ -70,7 +92,7 @@ impl Notifier {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
 

@@ -134,6 +134,18 @@ def auth_streams():
         "ok_output": b"\x40all good\nhere is your answer\r\n\xff\xfe invalid utf-8\n",
         "other_error": b"\x05" + compact({"type": "result", "is_error": True,
                                            "api_error_status": 529}) + b"\n",
+        "codex_refresh_used": b"\x09ERROR: Your access token could not be refreshed because your"
+                              b" refresh token was already used. Please log out and sign in again.\n" * 2,
+        "codex_401": b"\x02ERROR: unexpected status 401 Unauthorized: Missing bearer\n",
+        "codex_json": b"\x11" + compact({"type": "turn.started"}) + b"\n"
+                      + compact({"type": "error", "message": "unexpected status 401 Unauthorized"})
+                      + b"\n" + compact({"type": "turn.failed", "error": {
+                          "message": "Your access token could not be refreshed. Please log out and sign in again."}})
+                      + b"\n",
+        "gemini_manual": b"\x07Error authenticating: FatalAuthenticationError: Manual authorization"
+                         b" is required but the current session is non-interactive.\n",
+        "gemini_401": b"\x0bError authenticating: [API Error: Request had invalid authentication"
+                      b" credentials.]\n",
     }
 
 

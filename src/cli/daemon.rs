@@ -3,9 +3,7 @@
 //! SIGINT; SIGHUP re-reads the configuration.
 
 use super::{Cli, Context};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 use tokenkeeper::Error;
@@ -46,8 +44,14 @@ struct Resolved {
 
 fn resolve(cli: &Cli, args: &DaemonArgs) -> Result<Resolved, Error> {
     let all = Context::resolve_all(cli)?;
-    let ctx = &all[0];
-    let (path, d) = (&ctx.config_path, &ctx.daemon_config);
+    let fleet = all[0].fleet.clone();
+    let (config_path, daemon_config, state) = (
+        all[0].config_path.clone(),
+        all[0].daemon_config.clone(),
+        all[0].state.clone(),
+    );
+    let logins = keepable(all)?;
+    let (path, d) = (&config_path, &daemon_config);
     // Unset: each login's own minimum lifetime (1 h for Claude Code, 1 day for Codex CLI, …).
     let refresh_before = match args.refresh_before {
         Some(v) => Some(v),
@@ -84,23 +88,86 @@ fn resolve(cli: &Cli, args: &DaemonArgs) -> Result<Resolved, Error> {
         args.webhook.clone().or_else(|| d.webhook.clone()),
     );
     Ok(Resolved {
-        fleet: ctx.fleet.clone(),
-        state: ctx.state.clone(),
+        fleet,
+        state,
         options: Options {
             refresh_before,
             login_ending_within,
         },
         alerter,
         metrics,
-        logins: all
-            .into_iter()
-            .map(|c| LoginConfig {
+        logins,
+    })
+}
+
+/// The logins to keep, without those that hold nothing to keep (a Codex API key), each left
+/// out with a line in the log; when that leaves none, the reason is the error.
+fn keepable(all: Vec<Context>) -> Result<Vec<LoginConfig>, Error> {
+    let mut logins = Vec::new();
+    let mut nothing = None;
+    for c in all {
+        match tokenkeeper::refresh::parse_current(c.provider.as_ref(), &c.file) {
+            Err(e @ Error::NothingToKeep { .. }) => {
+                tracing::info!("not keeping {}: {e}", c.file.path().display());
+                nothing = Some(e);
+            }
+            _ => logins.push(LoginConfig {
                 provider: c.provider,
                 file: c.file,
                 settings: c.settings,
-            })
-            .collect(),
-    })
+            }),
+        }
+    }
+    match nothing {
+        Some(e) if logins.is_empty() => Err(e),
+        _ => Ok(logins),
+    }
+}
+
+/// SIGTERM and SIGINT ask the loop to stop, SIGHUP to re-read the configuration; each also
+/// writes to a wake-up pipe the loop sleeps on. Returns the loop's controls and the pipe's two
+/// ends, to keep while the loop runs.
+#[cfg(unix)]
+fn wire_signals(
+    state: &tokenkeeper::state::StateDir,
+) -> Result<(Control, [std::os::unix::net::UnixStream; 2]), Error> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    use std::os::fd::AsRawFd;
+    let (wake_read, wake_write) =
+        std::os::unix::net::UnixStream::pair().map_err(|source| Error::Io {
+            what: "cannot create a wake-up pipe in",
+            path: state.root().to_path_buf(),
+            source,
+        })?;
+    let _ = wake_read.set_nonblocking(true);
+    let _ = wake_write.set_nonblocking(true);
+    let control = Control {
+        wake_fd: Some(wake_read.as_raw_fd()),
+        ..Control::default()
+    };
+    for (sig, flag) in [
+        (SIGTERM, &control.stop),
+        (SIGINT, &control.stop),
+        (SIGHUP, &control.reload),
+    ] {
+        let _ = signal_hook::flag::register(sig, Arc::clone(flag));
+        if let Ok(w) = wake_write.try_clone() {
+            let _ = signal_hook::low_level::pipe::register(sig, w);
+        }
+    }
+    Ok((control, [wake_read, wake_write]))
+}
+
+/// Ctrl+C (and SIGTERM where the C runtime raises it) ask the loop to stop; it looks at least
+/// every quarter of a second. No reload signal: restart the service to re-read the configuration.
+#[cfg(not(unix))]
+fn wire_signals(_state: &tokenkeeper::state::StateDir) -> Result<(Control, ()), Error> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let control = Control::default();
+    for sig in [SIGTERM, SIGINT] {
+        let _ = signal_hook::flag::register(sig, Arc::clone(&control.stop));
+    }
+    Ok((control, ()))
 }
 
 /// `127.0.0.1:9464`, or `:9464` / `9464` for loopback. Another address is allowed (the person
@@ -135,28 +202,7 @@ pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<u8, Error> {
         }
     };
 
-    let (wake_read, wake_write) =
-        std::os::unix::net::UnixStream::pair().map_err(|source| Error::Io {
-            what: "cannot create a wake-up pipe in",
-            path: state.root().to_path_buf(),
-            source,
-        })?;
-    let _ = wake_read.set_nonblocking(true);
-    let _ = wake_write.set_nonblocking(true);
-    let control = Control {
-        wake_fd: Some(wake_read.as_raw_fd()),
-        ..Control::default()
-    };
-    for (sig, flag) in [
-        (SIGTERM, &control.stop),
-        (SIGINT, &control.stop),
-        (SIGHUP, &control.reload),
-    ] {
-        let _ = signal_hook::flag::register(sig, Arc::clone(flag));
-        if let Ok(w) = wake_write.try_clone() {
-            let _ = signal_hook::low_level::pipe::register(sig, w);
-        }
-    }
+    let (control, _wake) = wire_signals(&state)?;
 
     let metrics = Metrics::new();
     let _server = match resolved.metrics {
@@ -187,7 +233,7 @@ pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<u8, Error> {
             metrics,
             resolved.options,
             &control,
-            &wake_write,
+            super::fleet::waker(&_wake),
             &notifier,
             &mut reload,
         );

@@ -6,6 +6,7 @@
 use super::Context;
 use super::output;
 use std::ffi::OsString;
+use std::io::IsTerminal;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tokenkeeper::auth_failure::{self, AuthFailure, FailureKind, LoginFacts};
@@ -81,9 +82,8 @@ pub fn run(
             program: program.clone(),
             args: args.to_vec(),
             env,
-            // SAFETY: isatty only inspects the descriptor.
-            watch_stdout: unsafe { libc::isatty(1) } == 0,
-            watch_stderr: unsafe { libc::isatty(2) } == 0,
+            watch_stdout: !std::io::stdout().is_terminal(),
+            watch_stderr: !std::io::stderr().is_terminal(),
         };
         let finished = match child::run(&spec) {
             Ok(f) => f,
@@ -105,13 +105,18 @@ pub fn run(
             return Ok(0);
         }
         let current = ctx.read_login().ok();
-        let failure = finished.auth_failure.or_else(|| {
-            current.is_none().then_some(AuthFailure {
-                kind: FailureKind::LoginEnded,
-                status: None,
-                error_type: None,
+        let failure = finished
+            .auth_failure
+            .or_else(|| {
+                auth_failure::by_exit_code(finished.code, ctx.provider.auth_failure_exit_code())
             })
-        });
+            .or_else(|| {
+                current.is_none().then_some(AuthFailure {
+                    kind: FailureKind::LoginEnded,
+                    status: None,
+                    error_type: None,
+                })
+            });
         let Some(failure) = failure else {
             return Ok(code);
         };
@@ -192,7 +197,7 @@ fn explain(ctx: &Context, name: &str, failure: &AuthFailure, login: Option<&Logi
         path: &path,
         expires_at: login.map(|l| output::clock(l.expires_at, now)),
         refreshed_at,
-        login_command: ctx.file.owner().login_command,
+        relogin: ctx.file.owner().relogin,
     };
     auth_failure::explain(name, failure, &facts)
 }

@@ -54,17 +54,15 @@ fn keygen(out: Option<&std::path::Path>) -> Result<u8, Error> {
         output::stdout(&format!("{key}\n"));
         return Ok(0);
     };
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|source| Error::Io {
-            what: "cannot create the key file (it must not exist yet)",
-            path: path.to_path_buf(),
-            source,
-        })?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(|source| Error::Io {
+        what: "cannot create the key file (it must not exist yet)",
+        path: path.to_path_buf(),
+        source,
+    })?;
     file.write_all(format!("{key}\n").as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(|source| Error::Io {
@@ -132,11 +130,28 @@ impl Context {
             return Err(Error::Dead {
                 path: self.file.path().to_path_buf(),
                 reason: "it holds no access token".into(),
-                login_command: self.file.owner().login_command,
+                relogin: self.file.owner().relogin,
             });
         }
         Ok(login)
     }
+}
+
+/// What wakes the daemon's loop from the store's listener: a byte down the loop's self-pipe.
+#[cfg(unix)]
+pub fn waker(ends: &[std::os::unix::net::UnixStream; 2]) -> Box<dyn Fn() + Send> {
+    match ends[1].try_clone() {
+        Ok(pipe) => Box::new(move || {
+            let _ = (&pipe).write(&[1]);
+        }),
+        Err(_) => Box::new(|| {}),
+    }
+}
+
+/// Without a self-pipe the loop looks at the store every few seconds anyway.
+#[cfg(not(unix))]
+pub fn waker(_ends: &()) -> Box<dyn Fn() + Send> {
+    Box::new(|| {})
 }
 
 /// What `status` adds for a fleet login: the store's row, or why it could not be read.
@@ -166,7 +181,7 @@ pub fn run_daemon(
     metrics: Metrics,
     options: Options,
     control: &Control,
-    wake: &std::os::unix::net::UnixStream,
+    wake: Box<dyn Fn() + Send>,
     notifier: &Notifier,
     reload: &mut dyn FnMut() -> Result<(Options, Alerter, Vec<LoginConfig>), Error>,
 ) -> Result<u8, Error> {
@@ -225,9 +240,7 @@ pub fn run_daemon(
             return Err(e);
         }
     }
-    if let Ok(listener_wake) = wake.try_clone() {
-        FleetDaemon::listen(Arc::clone(&fleet), listener_wake);
-    }
+    FleetDaemon::listen(Arc::clone(&fleet), wake);
     tracing::info!(
         "fleet daemon started (pid {}) as '{}', store {}, keeping {}",
         std::process::id(),
@@ -274,13 +287,13 @@ pub fn state(
             "dead",
             Some(shared.login.clone()),
             Some(format!(
-                "{}; log in again with `{}` on one machine and run `tokenkeeper fleet push` there",
+                "{}; log in again with {} on one machine and run `tokenkeeper fleet push` there",
                 shared
                     .row
                     .last_error
                     .as_deref()
                     .unwrap_or("the server rejected its refresh token"),
-                ctx.file.owner().login_command
+                ctx.file.owner().relogin
             )),
         ),
         (Ok(shared), _) => (

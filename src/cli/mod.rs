@@ -73,7 +73,7 @@ enum Command {
         /// Refresh even when the token is not due.
         #[arg(long)]
         force: bool,
-        /// Refresh when less than this is left (e.g. 90s, 30m, 1h) [default: 1h]
+        /// Refresh when less than this is left (e.g. 90s, 30m, 1h) [default: the provider's: 1h Claude Code, 1d Codex CLI, 15m Gemini CLI]
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         min_ttl: Option<Duration>,
         /// Print the result as one JSON object.
@@ -86,7 +86,9 @@ enum Command {
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         min_ttl: Option<Duration>,
         /// How the command gets the token: the shared credentials file, or only the access token
-        /// in CLAUDE_CODE_OAUTH_TOKEN (the command never sees the refresh token).
+        /// in its environment (Claude Code: CLAUDE_CODE_OAUTH_TOKEN; Gemini CLI:
+        /// GOOGLE_CLOUD_ACCESS_TOKEN; Codex CLI has no such variable), so it never sees the
+        /// refresh token.
         #[arg(long, value_enum, default_value_t = exec::Inject::File)]
         inject: exec::Inject,
         /// After an auth failure, force a refresh and run the command again, at most N times.
@@ -113,7 +115,7 @@ enum Command {
     Fleet(fleet::FleetArgs),
     /// Print a valid access token on stdout (refreshing first when due), nothing else.
     Token {
-        /// Refresh first when less than this is left [default: 1h]
+        /// Refresh first when less than this is left [default: the provider's: 1h Claude Code, 1d Codex CLI, 15m Gemini CLI]
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         min_ttl: Option<Duration>,
     },
@@ -293,7 +295,7 @@ impl Context {
     }
 
     /// The login `--provider` names, else the one of the program `exec` runs (`codex` runs
-    /// Codex CLI's login), else Claude Code's.
+    /// Codex CLI's login, `mytool` the [[login]] named so), else Claude Code's.
     fn resolve_for_program(cli: &Cli, program: &std::ffi::OsStr) -> Result<Context, Error> {
         let loaded = Loaded::read(cli)?;
         let name = match &cli.provider {
@@ -305,7 +307,9 @@ impl Context {
                     .unwrap_or_default();
                 provider::BUILTIN
                     .iter()
-                    .find(|p| **p == base)
+                    .copied()
+                    .chain(loaded.cfg.login.iter().map(|l| l.name.as_str()))
+                    .find(|p| *p == base)
                     .map_or("claude", |p| p)
                     .to_string()
             }

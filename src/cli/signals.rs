@@ -8,88 +8,107 @@
 //!   since stopping then would lose the login; a second signal stops at once: [`protect_refresh`],
 //!   installed by the library only when a refresh takes locks.
 //! - Otherwise (the fast path) nothing is installed and a signal does what it always does.
+//!
+//! Unix only. On Windows nothing is installed: Ctrl+C reaches the wrapped command directly
+//! (every process of the console gets it) and ends tokenkeeper as it would end any program.
 
-use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
-use signal_hook::iterator::SignalsInfo;
-use signal_hook::iterator::exfiltrator::WithRawSiginfo;
-use tokenkeeper::interrupt;
+#[cfg(not(unix))]
+pub fn prepare() {}
 
-const SIGNALS: [i32; 4] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT];
+#[cfg(not(unix))]
+pub fn prepare_daemon() {}
 
-/// Registers [`protect_refresh`] with the library, for the first refresh that takes locks.
-pub fn prepare() {
-    interrupt::set_protector(protect_refresh);
-}
+#[cfg(not(unix))]
+pub fn forward_to_command() {}
 
-/// For the daemon, whose loop handles SIGHUP (reload) and, between refreshes, SIGTERM/SIGINT
-/// (clean stop): the refresh-time handler acts only while a refresh is under way.
-pub fn prepare_daemon() {
-    interrupt::set_protector(protect_daemon_refresh);
-}
+#[cfg(unix)]
+pub use unix::{forward_to_command, prepare, prepare_daemon};
 
-fn protect_refresh() {
-    install_refresh_handler(false);
-}
+#[cfg(unix)]
+mod unix {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+    use signal_hook::iterator::SignalsInfo;
+    use signal_hook::iterator::exfiltrator::WithRawSiginfo;
+    use tokenkeeper::interrupt;
 
-fn protect_daemon_refresh() {
-    install_refresh_handler(true);
-}
+    const SIGNALS: [i32; 4] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT];
 
-fn install_refresh_handler(daemon: bool) {
-    let Ok(mut signals) = SignalsInfo::<WithRawSiginfo>::new(SIGNALS) else {
-        return;
-    };
-    std::thread::spawn(move || {
-        let mut stopping = false;
-        for info in signals.forever() {
-            if interrupt::take_consumed() {
-                continue; // forward_to_command's handler gave it to the command.
-            }
-            if daemon && (info.si_signo == SIGHUP || !interrupt::is_refreshing()) {
-                continue; // the daemon's loop has it.
-            }
-            // A daemon told to stop has done nothing wrong: exit 0, as its loop would.
-            let code = if daemon { 0 } else { 128 + info.si_signo };
-            if stopping {
-                interrupt::release_all_locks();
-                std::process::exit(code);
-            }
-            stopping = true;
-            if interrupt::in_critical() {
-                super::output::error_line(
-                    "finishing the token request in flight so the new tokens are not lost; signal again to abort",
-                );
-            }
-            std::thread::spawn(move || {
-                let _held = interrupt::wait_for_critical();
-                interrupt::release_all_locks();
-                std::process::exit(code);
-            });
-        }
-    });
-}
+    /// Registers [`protect_refresh`] with the library, for the first refresh that takes locks.
+    pub fn prepare() {
+        interrupt::set_protector(protect_refresh);
+    }
 
-/// For `exec`, before anything else installs a handler: forward signals to the command, straight
-/// from the handler; with no command yet, leave them to the refresh-time handler if one is
-/// installed, else do what the signal does by default.
-pub fn forward_to_command() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(register_forwarding);
-}
+    /// For the daemon, whose loop handles SIGHUP (reload) and, between refreshes, SIGTERM/SIGINT
+    /// (clean stop): the refresh-time handler acts only while a refresh is under way.
+    pub fn prepare_daemon() {
+        interrupt::set_protector(protect_daemon_refresh);
+    }
 
-fn register_forwarding() {
-    for sig in SIGNALS {
-        // SAFETY: the action only touches atomics and calls kill(2) or re-raises the signal with
-        // its default action, all async-signal-safe.
-        let _ = unsafe {
-            signal_hook_registry::register_sigaction(sig, move |info: &libc::siginfo_t| {
-                // si_code <= 0: sent by a process (kill, sigqueue, tkill); > 0: by the kernel.
-                if interrupt::forward_to_child(sig, info.si_code <= 0) || interrupt::is_protected()
-                {
-                    return;
-                }
-                let _ = signal_hook::low_level::emulate_default_handler(sig);
-            })
+    fn protect_refresh() {
+        install_refresh_handler(false);
+    }
+
+    fn protect_daemon_refresh() {
+        install_refresh_handler(true);
+    }
+
+    fn install_refresh_handler(daemon: bool) {
+        let Ok(mut signals) = SignalsInfo::<WithRawSiginfo>::new(SIGNALS) else {
+            return;
         };
+        std::thread::spawn(move || {
+            let mut stopping = false;
+            for info in signals.forever() {
+                if interrupt::take_consumed() {
+                    continue; // forward_to_command's handler gave it to the command.
+                }
+                if daemon && (info.si_signo == SIGHUP || !interrupt::is_refreshing()) {
+                    continue; // the daemon's loop has it.
+                }
+                // A daemon told to stop has done nothing wrong: exit 0, as its loop would.
+                let code = if daemon { 0 } else { 128 + info.si_signo };
+                if stopping {
+                    interrupt::release_all_locks();
+                    std::process::exit(code);
+                }
+                stopping = true;
+                if interrupt::in_critical() {
+                    super::super::output::error_line(
+                        "finishing the token request in flight so the new tokens are not lost; signal again to abort",
+                    );
+                }
+                std::thread::spawn(move || {
+                    let _held = interrupt::wait_for_critical();
+                    interrupt::release_all_locks();
+                    std::process::exit(code);
+                });
+            }
+        });
+    }
+
+    /// For `exec`, before anything else installs a handler: forward signals to the command, straight
+    /// from the handler; with no command yet, leave them to the refresh-time handler if one is
+    /// installed, else do what the signal does by default.
+    pub fn forward_to_command() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(register_forwarding);
+    }
+
+    fn register_forwarding() {
+        for sig in SIGNALS {
+            // SAFETY: the action only touches atomics and calls kill(2) or re-raises the signal with
+            // its default action, all async-signal-safe.
+            let _ = unsafe {
+                signal_hook_registry::register_sigaction(sig, move |info: &libc::siginfo_t| {
+                    // si_code <= 0: sent by a process (kill, sigqueue, tkill); > 0: by the kernel.
+                    if interrupt::forward_to_child(sig, info.si_code <= 0)
+                        || interrupt::is_protected()
+                    {
+                        return;
+                    }
+                    let _ = signal_hook::low_level::emulate_default_handler(sig);
+                })
+            };
+        }
     }
 }

@@ -21,14 +21,17 @@ struct Report {
     store: Option<super::fleet::StoreReport>,
 }
 
-/// Exit 77 when a login is dead, else 78 when one is missing or malformed, else 0.
+/// Exit 77 when a login is dead, else 78 when one is missing or malformed (or the only login
+/// shown holds nothing to keep), else 0.
 pub fn run(all: &[Context], json: bool) -> u8 {
     let now = now_ms();
     let reports: Vec<Report> = all.iter().map(|ctx| inspect(ctx, now)).collect();
     let states = || reports.iter().map(|r| r.state);
     let code = if states().any(|s| s == "dead") {
         77
-    } else if states().any(|s| matches!(s, "missing" | "malformed")) {
+    } else if states().any(|s| matches!(s, "missing" | "malformed" | "unreadable"))
+        || states().all(|s| s == "not_kept")
+    {
         78
     } else {
         0
@@ -51,7 +54,7 @@ pub fn run(all: &[Context], json: bool) -> u8 {
 fn inspect(ctx: &Context, now: i64) -> Report {
     let key = StateDir::key(ctx.file.owner().provider, ctx.file.path());
     let record = ctx.state.read_record(&key);
-    let relogin = ctx.file.owner().login_command;
+    let relogin = ctx.file.owner().relogin;
     let recovery = ctx.state.recovery_file(&key);
     let daemon = ctx.state.running_daemon().map(|pid| {
         let next = ctx.state.read_daemon(&key).and_then(|d| d.next_refresh_at);
@@ -68,24 +71,28 @@ fn inspect(ctx: &Context, now: i64) -> Report {
     let store = super::fleet::inspect(ctx);
     let (state, login, problem) = match (&store, parsed) {
         (Some(store), parsed) => super::fleet::state(ctx, store, parsed, now),
-        (None, parsed) => match parsed {
-            Ok(login) => {
-                let rejected = record.as_ref().and_then(|r| r.rejected_refresh.as_deref());
-                let state = if !login.refresh_token.is_empty()
-                    && rejected == Some(login.refresh_token.fingerprint().as_str())
-                {
-                    "dead"
-                } else {
-                    login.freshness(now, ctx.settings.min_ttl).as_str()
-                };
-                let problem = (state == Freshness::Dead.as_str() && login.refresh_token.is_empty())
-                .then(|| format!("its tokens are empty (the login was ended or wiped); log in again with `{relogin}`"));
-                (state, Some(login), problem)
-            }
-            Err(e @ Error::Missing { .. }) => ("missing", None, Some(e.to_string())),
-            // Unreadable counts as malformed: either way the file cannot be used as it is.
-            Err(e) => ("malformed", None, Some(e.to_string())),
-        },
+        (None, Ok(login)) => {
+            let rejected = record.as_ref().and_then(|r| r.rejected_refresh.as_deref());
+            let state = if !login.refresh_token.is_empty()
+                && rejected == Some(login.refresh_token.fingerprint().as_str())
+            {
+                "dead"
+            } else {
+                login.freshness(now, ctx.settings.min_ttl).as_str()
+            };
+            let problem = (state == Freshness::Dead.as_str() && login.refresh_token.is_empty())
+                .then(|| format!("its tokens are empty (the login was ended or wiped); log in again with {relogin}"));
+            (state, Some(login), problem)
+        }
+        (None, Err(e @ Error::Missing { .. })) => ("missing", None, Some(e.to_string())),
+        // Unreadable counts as malformed: either way the file cannot be used as it is.
+        // Nothing tokenkeeper can keep (an API key): shown, not counted as a failure.
+        (None, Err(e @ Error::NothingToKeep { .. })) => ("not_kept", None, Some(e.to_string())),
+        // There, but not ours to read right now: permissions, a locked Keychain.
+        (None, Err(e @ (Error::Inaccessible { .. } | Error::Keychain { .. }))) => {
+            ("unreadable", None, Some(e.to_string()))
+        }
+        (None, Err(e)) => ("malformed", None, Some(e.to_string())),
     };
     Report {
         state,
@@ -146,7 +153,7 @@ fn human(ctx: &Context, r: &Report, now: i64) -> String {
     if let Some(problem) = &r.problem {
         out += &format!("  problem       {problem}\n");
     }
-    out += &format!("  credentials   {}\n", ctx.file.path().display());
+    out += &format!("  credentials   {}\n", ctx.file.describe());
     if let Some(store) = &r.store {
         out += &super::fleet::store_lines(store, now);
     }

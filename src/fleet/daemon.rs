@@ -14,7 +14,7 @@
 use crate::alert::{Alert, Alerter, Event};
 use crate::config::Settings;
 use crate::credentials_file::CredentialsFile;
-use crate::daemon::{Control, LoginConfig, Options, sleep_until_event};
+use crate::daemon::{Control, LoginConfig, Options};
 use crate::endpoint::TokenEndpoint;
 use crate::error::{Error, ErrorKind};
 use crate::fleet::Fleet;
@@ -26,9 +26,7 @@ use crate::provider::Provider;
 use crate::refresh::{Action, Job};
 use crate::schedule;
 use crate::state::{DaemonRecord, StateDir};
-use crate::watch::Watcher;
-use std::io::Write;
-use std::os::unix::net::UnixStream;
+use crate::watch::{Watcher, sleep_until_event};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -124,9 +122,10 @@ impl FleetDaemon {
         &self.alerter
     }
 
-    /// Starts the listener thread: it writes a byte to `wake` at every notification on the
-    /// store's channel, and after every (re)connection, so the loop looks at the store again.
-    pub fn listen(fleet: Arc<Fleet>, wake: UnixStream) {
+    /// Starts the listener thread: it calls `wake` (which wakes the loop: a byte down its
+    /// self-pipe) at every notification on the store's channel, and after every (re)connection,
+    /// so the loop looks at the store again.
+    pub fn listen(fleet: Arc<Fleet>, wake: Box<dyn Fn() + Send>) {
         let spawned = std::thread::Builder::new()
             .name("fleet-listener".into())
             .spawn(move || {
@@ -137,11 +136,11 @@ impl FleetDaemon {
                         Ok(s)
                     }) {
                         pause = UNREACHABLE_MIN;
-                        let _ = (&wake).write(&[1]);
+                        wake();
                         while store.wait_for_notification() {
-                            let _ = (&wake).write(&[1]);
+                            wake();
                         }
-                        let _ = (&wake).write(&[1]);
+                        wake();
                     }
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_secs(30));
@@ -482,7 +481,7 @@ impl FleetDaemon {
         if !already {
             let owner = self.logins[i].file.owner();
             let message = format!(
-                "the fleet's {} login in {} is dead ({}); log in again with `{}` on one machine and run `tokenkeeper fleet push` there; every machine resumes when the new login appears",
+                "the fleet's {} login in {} is dead ({}); log in again with {} on one machine and run `tokenkeeper fleet push` there; every machine resumes when the new login appears",
                 owner.name,
                 self.fleet.shown,
                 shared
@@ -490,7 +489,7 @@ impl FleetDaemon {
                     .last_error
                     .as_deref()
                     .unwrap_or("the server rejected its refresh token"),
-                owner.login_command
+                owner.relogin
             );
             tracing::error!("{message}");
             self.logins[i].record.last_error = Some(message.clone());
@@ -515,11 +514,11 @@ impl FleetDaemon {
         let end = shared.login.login_expires_at.unwrap_or(now);
         let owner = self.logins[i].file.owner();
         let message = format!(
-            "the fleet's {} login ends {} ({}); log in again before then with `{}` on one machine and run `tokenkeeper fleet push` there",
+            "the fleet's {} login ends {} ({}); log in again before then with {} on one machine and run `tokenkeeper fleet push` there",
             owner.name,
             crate::refresh::format_time(end),
             crate::duration::relative(end.saturating_sub(now)),
-            owner.login_command
+            owner.relogin
         );
         tracing::warn!("{message}");
         self.alert(i, Event::LoginEnding, message, now);

@@ -119,6 +119,7 @@ impl Fleet {
 }
 
 /// This machine's host name, or "unknown".
+#[cfg(unix)]
 pub fn host_name() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
@@ -128,6 +129,15 @@ pub fn host_name() -> String {
         Ok(name) if rc == 0 && !name.is_empty() => name.to_string(),
         _ => "unknown".to_string(),
     }
+}
+
+/// This machine's name, or "unknown".
+#[cfg(not(unix))]
+pub fn host_name() -> String {
+    std::env::var("COMPUTERNAME")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "unknown".to_string())
 }
 
 /// A connection string without its password: `postgres://bot:secret@db/x` becomes

@@ -278,8 +278,8 @@ fn dead(fleet: &Fleet, job: &Job<'_>, shared: &Shared, reason: Option<&str>) -> 
     Error::Store {
         kind: ErrorKind::Dead,
         message: format!(
-            "the fleet's {} login '{}' in {} is dead: {reason}. Log in again with `{}` on one machine, then run `tokenkeeper fleet push` there",
-            owner.name, shared.row.name, fleet.shown, owner.login_command
+            "the fleet's {} login '{}' in {} is dead: {reason}. Log in again with {} on one machine, then run `tokenkeeper fleet push` there",
+            owner.name, shared.row.name, fleet.shown, owner.relogin
         ),
         unreachable: false,
     }
@@ -651,10 +651,11 @@ pub fn project(job: &Job<'_>, shared: &Shared, own: Option<&OwnLock>) -> Result<
         ),
     };
     if !folder.exists() {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder
             .create(&folder)
             .map_err(|e| not_writable(folder.clone(), e))?;
     }
@@ -801,9 +802,9 @@ pub fn push(fleet: &Fleet, job: &Job<'_>, force: bool) -> Result<Pushed, Error> 
         return Err(Error::Store {
             kind: ErrorKind::Credentials,
             message: format!(
-                "{} holds no refresh token (it is a fleet machine's copy, or the login was ended), so there is nothing to push; log in with `{}` first",
+                "{} holds no refresh token (it is a fleet machine's copy, or the login was ended), so there is nothing to push; log in with {} first",
                 job.file.path().display(),
-                job.file.owner().login_command
+                job.file.owner().relogin
             ),
             unreachable: false,
         });

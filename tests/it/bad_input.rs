@@ -369,7 +369,7 @@ fn unreadable_file_is_refused_naming_its_permissions() {
         &sandbox,
         true,
         MISSING_OR_MALFORMED,
-        "malformed",
+        "unreadable",
         &["permissions"],
     );
 }

@@ -1086,7 +1086,7 @@ fn a_store_asked_for_tls_is_reached_over_verified_tls() {
         ssl = client
             .query(
                 "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
-                 WHERE a.application_name = 'tokenkeeper m1'",
+                 WHERE a.application_name = 'tokenkeeper m1' AND a.datname = current_database()",
                 &[],
             )
             .unwrap()

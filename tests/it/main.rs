@@ -3,12 +3,18 @@
 
 mod util;
 
+mod auth_failures;
 mod bad_input;
+mod codex;
 mod daemon;
 mod demo;
 mod exec;
 mod faults;
 mod fleet;
+mod gemini;
+mod generic;
+mod keychain;
 mod properties;
 mod protocol;
+mod providers;
 mod status;

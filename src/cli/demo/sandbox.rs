@@ -1,20 +1,8 @@
-//! `tokenkeeper demo`: half a minute of tokenkeeper at work, in a sandbox, for a person who wants
-//! to see it before pointing it at a real login.
-//!
-//! It makes a temporary folder with a throw-away Claude Code login, starts the loopback OAuth
-//! stand-in (the tests' server, in this process) with tokens that live 6 s, and runs this same
-//! binary as the daemon and as a client loop (`tokenkeeper exec -- claude`, where `claude` is this
-//! binary again, playing Claude Code through the hidden `demo --probe`). Every child gets a
-//! cleared environment whose HOME, XDG_STATE_HOME and XDG_CONFIG_HOME lie in the sandbox, so the
-//! real home folder and configuration are never read or touched. Along the way the demo makes the
-//! token endpoint fail for a few seconds, then rejects the login, then writes a new one, and
-//! narrates what the daemon, the client and the alerts do. No token is ever printed: tokens are
-//! named by fingerprint, and every line shown is checked against every token issued.
-//!
-//! The children run in their own process groups and get SIGTERM when the demo dies
-//! (`PR_SET_PDEATHSIG`); Ctrl-C stops them in order and removes the sandbox.
+//! The demo itself (Unix: it plays Claude Code with this binary, stops its children with
+//! signals, and relies on PR_SET_PDEATHSIG on Linux).
 
-use super::output;
+use super::super::output;
+use super::DemoArgs;
 use std::ffi::OsString;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -32,24 +20,6 @@ use tokenkeeper::login::now_ms;
 use tokenkeeper::secret::fingerprint;
 use tokenkeeper::standin::{API_PATH, Fault, IssuedLogin, StandinConfig, StandinServer};
 
-#[derive(clap::Args, Debug, Clone)]
-pub struct DemoArgs {
-    /// How long the demo runs, in seconds.
-    #[arg(
-        long,
-        hide = true,
-        default_value_t = 30,
-        value_parser = clap::value_parser!(u64).range(MIN_SECONDS..=3600)
-    )]
-    pub seconds: u64,
-    /// For the demo's own client runs: act like Claude Code against the stand-in API at this
-    /// loopback URL, with the sandbox's login.
-    #[arg(long, hide = true, value_name = "URL")]
-    pub probe: Option<String>,
-}
-
-/// Below this the events do not fit: each needs a few token lifetimes.
-const MIN_SECONDS: u64 = 24;
 const TOKEN_TTL_SECS: u64 = 6;
 const REFRESH_BEFORE: &str = "3s";
 /// Low, so that the client leaves refreshing to the daemon unless the token is about to expire.
@@ -61,13 +31,6 @@ const FAULT_AT_LEFT: f64 = 3.6;
 /// Set in the children's environment; `--probe` refuses to run without it.
 const SANDBOX_VAR: &str = "TOKENKEEPER_DEMO_SANDBOX";
 const TICK: Duration = Duration::from_millis(100);
-
-pub fn run(args: &DemoArgs, quiet: bool) -> Result<u8, Error> {
-    match &args.probe {
-        Some(url) => Ok(probe(url)),
-        None => Demo::start(Duration::from_secs(args.seconds), quiet)?.run(),
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // The client: Claude Code's part, played by this binary under `tokenkeeper exec`.
@@ -195,6 +158,12 @@ impl Sandbox {
         }
         fs::set_permissions(&claude_dir, fs::Permissions::from_mode(0o700))
             .map_err(io_err("cannot set the mode of", &claude_dir))?;
+        // On macOS Claude Code's login is read from the Keychain first, and the Keychain is the
+        // person's own, not the sandbox's: the sandbox's file alone.
+        let config = root.join("config/tokenkeeper");
+        fs::create_dir_all(&config).map_err(io_err("cannot create", &config))?;
+        fs::write(config.join("config.toml"), "[claude]\nstore = \"file\"\n")
+            .map_err(io_err("cannot write the config in", &config))?;
         // `claude` in the narration and in exec's messages: this binary, playing Claude Code.
         let bin = root.join("bin");
         fs::create_dir_all(&bin).map_err(io_err("cannot create", &bin))?;
@@ -1145,5 +1114,12 @@ impl Demo {
         }
         let at = self.start.elapsed().as_secs_f64();
         output::stdout(&format!("[{at:>4.1}s] {who:<6} {text}\n"));
+    }
+}
+
+pub fn run(args: &DemoArgs, quiet: bool) -> Result<u8, Error> {
+    match &args.probe {
+        Some(url) => Ok(probe(url)),
+        None => Demo::start(Duration::from_secs(args.seconds), quiet)?.run(),
     }
 }
