@@ -84,7 +84,7 @@ fn push(cli: &Cli, force: bool) -> Result<u8, Error> {
             "fleet push needs a store: pass --store URL, set TOKENKEEPER_STORE, or set url in [store]".into(),
         ));
     };
-    let pushed = sync::push(fleet, &ctx.job(), force)?;
+    let pushed = tokenkeeper::fleet::push::push(fleet, &ctx.job(), force)?;
     if !ctx.quiet {
         let what = if pushed.already {
             format!(

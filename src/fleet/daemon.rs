@@ -18,6 +18,7 @@ use crate::daemon::{Control, LoginConfig, Options};
 use crate::endpoint::TokenEndpoint;
 use crate::error::{Error, ErrorKind};
 use crate::fleet::Fleet;
+use crate::fleet::local;
 use crate::fleet::store::Store;
 use crate::fleet::sync::{self, Shared};
 use crate::login::{EpochMs, duration_ms, now_ms};
@@ -222,7 +223,7 @@ impl FleetDaemon {
         self.reachable(now);
         {
             let t = &self.logins[i];
-            match sync::project(&job_of(t, &self.state), &shared, None) {
+            match local::project(&job_of(t, &self.state), &shared, None) {
                 Ok(true) => tracing::info!(
                     "{}: wrote generation {}'s access token into {}",
                     t.file.owner().provider,
@@ -308,7 +309,7 @@ impl FleetDaemon {
         match result {
             Ok(synced) => {
                 let t = &self.logins[i];
-                match sync::project(&job_of(t, &self.state), &synced.shared, None) {
+                match local::project(&job_of(t, &self.state), &synced.shared, None) {
                     Ok(_) => {}
                     Err(e) => self.problem(i, &e),
                 }

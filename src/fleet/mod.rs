@@ -7,13 +7,17 @@
 //! - [`crypto`]: the fleet key; logins are stored only as AES-256-GCM ciphertext.
 //! - [`store`]: the SQL: the table, reads, the row lock, writes, notifications.
 //! - [`shape`]: which part of a credentials file is the shared login; the local projection.
-//! - [`sync`]: the protocol: read, refresh under the row lock, push, project locally.
+//! - [`sync`]: the protocol: read, refresh under the row lock, write back what was missed.
+//! - [`local`]: this machine's copy, without the refresh token.
+//! - [`push`]: `tokenkeeper fleet push`.
 //! - [`daemon`]: the watchdog of a fleet machine, woken by the store's notifications.
 //!
 //! Nothing changes for a single machine: without a `[store]`, the local file is the store.
 
 pub mod crypto;
 pub mod daemon;
+pub mod local;
+pub mod push;
 pub mod shape;
 pub mod store;
 pub mod sync;

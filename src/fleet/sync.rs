@@ -17,20 +17,17 @@
 //! A store that cannot be reached is never a reason to refresh without the row lock: the machine
 //! keeps using the access token it has while it lasts.
 //!
-//! Every machine's file gets the login without its refresh token ([`project`]), so the CLI there
+//! Every machine's file gets the login without its refresh token (`local.rs`), so the CLI there
 //! can use the access token but never refresh, and cannot burn the fleet's refresh token.
 
-use crate::credentials_file::WriteGuard;
-use crate::dir_lock::{DirLock, LockError};
 use crate::endpoint::{Reply, TokenResponse};
 use crate::error::{Error, ErrorKind};
 use crate::fleet::Fleet;
+use crate::fleet::local::project;
 use crate::fleet::shape::{self, Shape};
 use crate::fleet::store::{self, Locked, Row, Store};
 use crate::interrupt;
 use crate::login::{EpochMs, Login, now_ms};
-use crate::own_lock::{self, OwnLock, OwnLockError};
-use crate::provider::SaveLock;
 use crate::refresh::{Action, Job, Outcome};
 use crate::secret::{fingerprint, scrub};
 use crate::state::Recovery;
@@ -288,7 +285,7 @@ fn dead(fleet: &Fleet, job: &Job<'_>, shared: &Shared, reason: Option<&str>) -> 
 /// How long the database lets our transaction sit idle while a token request is out: longer
 /// than one request plus the longest wait between attempts, so the lock is never lost while we
 /// work, yet a frozen process does not hold the whole fleet for ever.
-fn idle_timeout(job: &Job<'_>) -> Duration {
+pub(crate) fn idle_timeout(job: &Job<'_>) -> Duration {
     job.settings.request_timeout + job.settings.retry.total + Duration::from_secs(30)
 }
 
@@ -544,7 +541,7 @@ fn next_generation(
 }
 
 /// `base` with `payload` sealed as `generation` under this machine's key.
-fn seal(fleet: &Fleet, base: &Row, payload: &Payload, generation: i64) -> Row {
+pub(crate) fn seal(fleet: &Fleet, base: &Row, payload: &Payload, generation: i64) -> Row {
     let plain = serde_json::to_vec(payload).unwrap_or_default();
     Row {
         generation,
@@ -628,268 +625,6 @@ fn restore_recovery(
     Ok(Some(next))
 }
 
-/// Writes the shared login into this machine's file without its refresh token, keeping every
-/// other key, creating the file (0600, and its folder, 0700) where there is none; under our own
-/// lock (`own`, when the caller holds it already) and the CLI's write lock. Returns whether the
-/// file changed. A file holding a login of its own (a refresh token the fleet never had) is
-/// left alone, with an error that says what to do.
-pub fn project(job: &Job<'_>, shared: &Shared, own: Option<&OwnLock>) -> Result<bool, Error> {
-    let (_, shape) = name_and_shape(job)?;
-    // Look first, without a lock: a file that already holds the projection is left untouched,
-    // and no lock file is made (a daemon watches this folder and wakes at every change).
-    if projection_of(job, shape, shared)?.is_none() {
-        return Ok(false);
-    }
-    let folder = job.file.folder();
-    let not_writable = |path: std::path::PathBuf, source: std::io::Error| Error::Inaccessible {
-        action: "write the fleet's access token to",
-        path,
-        source,
-        hint: format!(
-            "tokenkeeper needs to write in {}; make the folder writable by you",
-            folder.display()
-        ),
-    };
-    if !folder.exists() {
-        let mut builder = std::fs::DirBuilder::new();
-        builder.recursive(true);
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        builder
-            .create(&folder)
-            .map_err(|e| not_writable(folder.clone(), e))?;
-    }
-    let deadline = Instant::now() + job.settings.lock_timeout;
-    let taken;
-    let own = match own {
-        Some(o) => o,
-        None => {
-            let sidecar = own_lock::sidecar_path(&folder);
-            taken = OwnLock::acquire(&sidecar, deadline, &mut || {
-                tracing::info!(
-                    "waiting for another tokenkeeper writing {}",
-                    job.file.path().display()
-                );
-            })
-            .map_err(|e| match e {
-                OwnLockError::Timeout => Error::LockTimeout {
-                    what: "tokenkeeper's lock",
-                    lock: sidecar.clone(),
-                    waited: crate::duration::human(job.settings.lock_timeout),
-                    holder: String::new(),
-                },
-                OwnLockError::Io(source) => not_writable(sidecar.clone(), source),
-            })?;
-            &taken
-        }
-    };
-    let _save_lock = match job.provider.save_lock(job.file) {
-        SaveLock::Dir(spec) => Some(
-            DirLock::acquire(&spec, deadline, &mut |_, _| {}, &mut |spec, identity| {
-                own.note_taken(&spec.path, identity, spec.owner_record.as_deref())
-            })
-            .map_err(|e| match e {
-                LockError::Timeout { holder } => Error::LockTimeout {
-                    what: spec.what,
-                    lock: spec.path.clone(),
-                    waited: crate::duration::human(job.settings.lock_timeout),
-                    holder,
-                },
-                LockError::Io(source) => not_writable(spec.path.clone(), source),
-            })?,
-        ),
-        _ => None,
-    };
-    let Some(projected) = projection_of(job, shape, shared)? else {
-        return Ok(false);
-    };
-    let guard = WriteGuard::new(&_save_lock);
-    job.file
-        .write(&projected, &guard)
-        .map_err(|e| not_writable(job.file.path().to_path_buf(), e))?;
-    Ok(true)
-}
-
-/// What this machine's file should become, or None when it holds that already. A file holding
-/// a login of its own (a refresh token the fleet never had) is an error.
-fn projection_of(job: &Job<'_>, shape: Shape, shared: &Shared) -> Result<Option<Value>, Error> {
-    let local = match job.file.read() {
-        Ok(snap) => Some(snap.doc),
-        Err(Error::Missing { .. }) => None,
-        Err(e) => return Err(e),
-    };
-    if let Some(doc) = &local
-        && !is_fleets(shape.local_refresh_token(doc), shared)
-    {
-        let owner = job.file.owner();
-        return Err(Error::Store {
-            kind: ErrorKind::Credentials,
-            message: format!(
-                "{} holds a {} login of its own (a refresh token the fleet never had); tokenkeeper leaves it alone. Make it the fleet's login with `tokenkeeper fleet push`, or remove the file to use the fleet's",
-                job.file.path().display(),
-                owner.name
-            ),
-            unreachable: false,
-        });
-    }
-    let projected = shape.project(local.as_ref(), &shared.payload.login);
-    Ok((local.as_ref() != Some(&projected)).then_some(projected))
-}
-
-/// What `fleet push` did.
-#[derive(Clone, Debug)]
-pub struct Pushed {
-    pub generation: i64,
-    /// The generation it replaced, if the store held one.
-    pub replaced: Option<i64>,
-    /// The store held this very login already: nothing was written to it.
-    pub already: bool,
-}
-
-/// `tokenkeeper fleet push`: this machine's login becomes the fleet's (creating the table on
-/// first use). Refuses to replace a newer login (one whose access token expires later) unless
-/// `force`. Afterwards this machine's file holds the login without its refresh token, like
-/// every other machine's.
-pub fn push(fleet: &Fleet, job: &Job<'_>, force: bool) -> Result<Pushed, Error> {
-    let (name, shape) = name_and_shape(job)?;
-    let folder = job.file.folder();
-    let sidecar = own_lock::sidecar_path(&folder);
-    let deadline = Instant::now() + job.settings.lock_timeout;
-    // Hold our lock and Claude's refresh locks, so that nothing refreshes the login between our
-    // reading it and emptying its refresh token here.
-    let own = OwnLock::acquire(&sidecar, deadline, &mut || {}).map_err(|e| match e {
-        OwnLockError::Timeout => Error::LockTimeout {
-            what: "tokenkeeper's lock",
-            lock: sidecar.clone(),
-            waited: crate::duration::human(job.settings.lock_timeout),
-            holder: String::new(),
-        },
-        OwnLockError::Io(source) => Error::Inaccessible {
-            action: "create a lock in the credentials folder at",
-            path: sidecar.clone(),
-            source,
-            hint: "make the folder writable by you".into(),
-        },
-    })?;
-    let mut held = Vec::new();
-    for spec in job.provider.refresh_locks(job.file) {
-        match DirLock::acquire(&spec, deadline, &mut |_, _| {}, &mut |spec, identity| {
-            own.note_taken(&spec.path, identity, spec.owner_record.as_deref())
-        }) {
-            Ok(lock) => held.push(lock),
-            Err(LockError::Io(_)) if spec.best_effort => {}
-            Err(LockError::Timeout { holder }) => {
-                return Err(Error::LockTimeout {
-                    what: spec.what,
-                    lock: spec.path.clone(),
-                    waited: crate::duration::human(job.settings.lock_timeout),
-                    holder,
-                });
-            }
-            Err(LockError::Io(source)) => {
-                return Err(Error::Inaccessible {
-                    action: "take the lock",
-                    path: spec.path.clone(),
-                    source,
-                    hint: "make the folder writable by you".into(),
-                });
-            }
-        }
-    }
-    let snap = crate::refresh::read_snapshot(job.provider, job.file)?;
-    let login = job.provider.parse(job.file, &snap.doc)?;
-    if login.refresh_token.is_empty() {
-        return Err(Error::Store {
-            kind: ErrorKind::Credentials,
-            message: format!(
-                "{} holds no refresh token (it is a fleet machine's copy, or the login was ended), so there is nothing to push; log in with {} first",
-                job.file.path().display(),
-                job.file.owner().relogin
-            ),
-            unreachable: false,
-        });
-    }
-    let mut store = connect(fleet)?;
-    store.create_table()?;
-    let mut tx = store.begin(job.settings.lock_timeout, idle_timeout(job))?;
-    let existing = tx.lock(name)?;
-    let now = now_ms();
-    let replaced = existing.as_ref().map(|r| r.generation);
-    if let Some(row) = &existing {
-        match open(fleet, job, row.clone()) {
-            Ok(current) => {
-                let verdict = push_verdict(&current, &login, force);
-                if verdict == PushVerdict::AlreadyThere {
-                    drop(tx);
-                    project(job, &current, Some(&own))?;
-                    return Ok(Pushed {
-                        generation: row.generation,
-                        replaced,
-                        already: true,
-                    });
-                }
-                if verdict == PushVerdict::Refuse {
-                    return Err(Error::Store {
-                        kind: ErrorKind::Usage,
-                        message: format!(
-                            "the store {} holds generation {} of '{name}' (written by {} at {}), newer than the login in {} (its access token expires later); nothing was changed. Pass --force to replace it",
-                            fleet.shown,
-                            row.generation,
-                            row.updated_by,
-                            crate::refresh::format_time(row.updated_at),
-                            job.file.path().display()
-                        ),
-                        unreachable: false,
-                    });
-                }
-            }
-            Err(e) if !force => return Err(e),
-            Err(_) => {}
-        }
-    }
-    let payload = Payload {
-        login: shape.extract(&snap.doc),
-        spent: Vec::new(),
-        rejected: None,
-    };
-    let generation = replaced.map_or(1, |g| g + 1);
-    let base = Row {
-        name: name.to_string(),
-        generation,
-        provider: job.file.owner().provider.to_string(),
-        key_id: String::new(),
-        sealed: crate::fleet::crypto::Sealed {
-            nonce: Vec::new(),
-            ciphertext: Vec::new(),
-        },
-        expires_at: login.expires_at,
-        updated_at: now,
-        updated_by: fleet.machine.clone(),
-        last_refresh_at: None,
-        last_refresh_by: None,
-        last_outcome: Some("pushed".into()),
-        last_error: None,
-        failures: 0,
-        retry_at: None,
-    };
-    let row = seal(fleet, &base, &payload, generation);
-    tx.write(&row, replaced)?;
-    tx.commit()?;
-    let shared = Shared {
-        row,
-        payload,
-        login,
-    };
-    // Still under Claude's refresh locks: from now on this machine's file has no refresh token.
-    project(job, &shared, Some(&own))?;
-    drop(held);
-    Ok(Pushed {
-        generation,
-        replaced,
-        already: false,
-    })
-}
-
 /// When another machine's note says it posted `generation`'s refresh token and never wrote the
 /// result: the time until which no other machine may post that token (the request's timeout and
 /// `[store] takeover_after` after the note). None when the note is for another generation, or
@@ -906,43 +641,13 @@ pub fn unfinished_request(
     })
 }
 
-/// Whether a machine's own refresh token (`""` for none) belongs to the fleet's login: empty,
-/// the current one, or one the login has spent. Anything else is a login of the machine's own.
-pub fn is_fleets(local_refresh: &str, shared: &Shared) -> bool {
-    if local_refresh.is_empty() {
-        return true;
-    }
-    let fp = fingerprint(local_refresh);
-    fp == shared.login.refresh_token.fingerprint() || shared.payload.spent.contains(&fp)
-}
-
-/// What `fleet push` does with a store that holds a login already.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PushVerdict {
-    /// The store holds this very login: nothing to write.
-    AlreadyThere,
-    Replace,
-    /// The store's login is newer (its access token expires no sooner) and alive.
-    Refuse,
-}
-
-pub fn push_verdict(stored: &Shared, local: &Login, force: bool) -> PushVerdict {
-    if stored.login.refresh_token == local.refresh_token {
-        PushVerdict::AlreadyThere
-    } else if !force && !stored.is_dead() && stored.login.expires_at >= local.expires_at {
-        PushVerdict::Refuse
-    } else {
-        PushVerdict::Replace
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::fleet::crypto::Sealed;
     use crate::secret::Secret;
 
-    fn login(refresh: &str, expires_at: EpochMs) -> Login {
+    pub(crate) fn login(refresh: &str, expires_at: EpochMs) -> Login {
         Login {
             access_token: Secret::new(format!("a-{refresh}")),
             refresh_token: Secret::new(refresh),
@@ -952,7 +657,7 @@ mod tests {
         }
     }
 
-    fn shared(
+    pub(crate) fn shared(
         refresh: &str,
         expires_at: EpochMs,
         spent: &[&str],
@@ -985,46 +690,6 @@ mod tests {
             },
             login: login(refresh, expires_at),
         }
-    }
-
-    #[test]
-    fn a_machine_file_is_the_fleets_unless_it_holds_a_refresh_token_the_fleet_never_had() {
-        let s = shared("r3", 10, &["r1", "r2"], None);
-        assert!(is_fleets("", &s));
-        assert!(is_fleets("r3", &s), "the current one (right after a push)");
-        assert!(is_fleets("r1", &s), "a spent one: an old copy");
-        assert!(!is_fleets("mine", &s), "a login of the machine's own");
-    }
-
-    #[test]
-    fn push_replaces_only_an_older_or_dead_login_unless_forced() {
-        let stored = shared("r", 1000, &[], None);
-        assert_eq!(
-            push_verdict(&stored, &login("r", 5), false),
-            PushVerdict::AlreadyThere
-        );
-        assert_eq!(
-            push_verdict(&stored, &login("n", 2000), false),
-            PushVerdict::Replace
-        );
-        assert_eq!(
-            push_verdict(&stored, &login("n", 1000), false),
-            PushVerdict::Refuse
-        );
-        assert_eq!(
-            push_verdict(&stored, &login("n", 10), false),
-            PushVerdict::Refuse
-        );
-        assert_eq!(
-            push_verdict(&stored, &login("n", 10), true),
-            PushVerdict::Replace
-        );
-        let dead = shared("r", 1000, &[], Some("r"));
-        assert!(dead.is_dead());
-        assert_eq!(
-            push_verdict(&dead, &login("n", 10), false),
-            PushVerdict::Replace
-        );
     }
 
     #[test]

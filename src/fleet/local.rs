@@ -1,0 +1,149 @@
+//! This machine's copy of the fleet's login: the shared login written into the CLI's own file
+//! (or, for Claude Code on macOS, wherever Claude keeps it) with the refresh token left empty and
+//! every other key kept, so the CLI uses the access token and never refreshes. A file holding a
+//! login of the machine's own is never overwritten.
+
+use crate::credentials_file::WriteGuard;
+use crate::dir_lock::{DirLock, LockError};
+use crate::error::{Error, ErrorKind};
+use crate::fleet::shape::Shape;
+use crate::fleet::sync::{Shared, name_and_shape};
+use crate::own_lock::{self, OwnLock, OwnLockError};
+use crate::provider::SaveLock;
+use crate::refresh::Job;
+use crate::secret::fingerprint;
+use serde_json::Value;
+use std::time::Instant;
+
+/// Writes the shared login into this machine's file without its refresh token, keeping every
+/// other key, creating the file (0600, and its folder, 0700) where there is none; under our own
+/// lock (`own`, when the caller holds it already) and the CLI's write lock. Returns whether the
+/// file changed. A file holding a login of its own (a refresh token the fleet never had) is
+/// left alone, with an error that says what to do.
+pub fn project(job: &Job<'_>, shared: &Shared, own: Option<&OwnLock>) -> Result<bool, Error> {
+    let (_, shape) = name_and_shape(job)?;
+    // Look first, without a lock: a file that already holds the projection is left untouched,
+    // and no lock file is made (a daemon watches this folder and wakes at every change).
+    if projection_of(job, shape, shared)?.is_none() {
+        return Ok(false);
+    }
+    let folder = job.file.folder();
+    let not_writable = |path: std::path::PathBuf, source: std::io::Error| Error::Inaccessible {
+        action: "write the fleet's access token to",
+        path,
+        source,
+        hint: format!(
+            "tokenkeeper needs to write in {}; make the folder writable by you",
+            folder.display()
+        ),
+    };
+    if !folder.exists() {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder
+            .create(&folder)
+            .map_err(|e| not_writable(folder.clone(), e))?;
+    }
+    let deadline = Instant::now() + job.settings.lock_timeout;
+    let taken;
+    let own = match own {
+        Some(o) => o,
+        None => {
+            let sidecar = own_lock::sidecar_path(&folder);
+            taken = OwnLock::acquire(&sidecar, deadline, &mut || {
+                tracing::info!(
+                    "waiting for another tokenkeeper writing {}",
+                    job.file.path().display()
+                );
+            })
+            .map_err(|e| match e {
+                OwnLockError::Timeout => Error::LockTimeout {
+                    what: "tokenkeeper's lock",
+                    lock: sidecar.clone(),
+                    waited: crate::duration::human(job.settings.lock_timeout),
+                    holder: String::new(),
+                },
+                OwnLockError::Io(source) => not_writable(sidecar.clone(), source),
+            })?;
+            &taken
+        }
+    };
+    let _save_lock = match job.provider.save_lock(job.file) {
+        SaveLock::Dir(spec) => Some(
+            DirLock::acquire(&spec, deadline, &mut |_, _| {}, &mut |spec, identity| {
+                own.note_taken(&spec.path, identity, spec.owner_record.as_deref())
+            })
+            .map_err(|e| match e {
+                LockError::Timeout { holder } => Error::LockTimeout {
+                    what: spec.what,
+                    lock: spec.path.clone(),
+                    waited: crate::duration::human(job.settings.lock_timeout),
+                    holder,
+                },
+                LockError::Io(source) => not_writable(spec.path.clone(), source),
+            })?,
+        ),
+        _ => None,
+    };
+    let Some(projected) = projection_of(job, shape, shared)? else {
+        return Ok(false);
+    };
+    let guard = WriteGuard::new(&_save_lock);
+    job.file
+        .write(&projected, &guard)
+        .map_err(|e| not_writable(job.file.path().to_path_buf(), e))?;
+    Ok(true)
+}
+
+/// What this machine's file should become, or None when it holds that already. A file holding
+/// a login of its own (a refresh token the fleet never had) is an error.
+fn projection_of(job: &Job<'_>, shape: Shape, shared: &Shared) -> Result<Option<Value>, Error> {
+    let local = match job.file.read() {
+        Ok(snap) => Some(snap.doc),
+        Err(Error::Missing { .. }) => None,
+        Err(e) => return Err(e),
+    };
+    if let Some(doc) = &local
+        && !is_fleets(shape.local_refresh_token(doc), shared)
+    {
+        let owner = job.file.owner();
+        return Err(Error::Store {
+            kind: ErrorKind::Credentials,
+            message: format!(
+                "{} holds a {} login of its own (a refresh token the fleet never had); tokenkeeper leaves it alone. Make it the fleet's login with `tokenkeeper fleet push`, or remove the file to use the fleet's",
+                job.file.path().display(),
+                owner.name
+            ),
+            unreachable: false,
+        });
+    }
+    let projected = shape.project(local.as_ref(), &shared.payload.login);
+    Ok((local.as_ref() != Some(&projected)).then_some(projected))
+}
+
+/// Whether a machine's own refresh token (`""` for none) belongs to the fleet's login: empty,
+/// the current one, or one the login has spent. Anything else is a login of the machine's own.
+pub fn is_fleets(local_refresh: &str, shared: &Shared) -> bool {
+    if local_refresh.is_empty() {
+        return true;
+    }
+    let fp = fingerprint(local_refresh);
+    fp == shared.login.refresh_token.fingerprint() || shared.payload.spent.contains(&fp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::sync::tests::shared;
+
+    #[test]
+    fn a_machine_file_is_the_fleets_unless_it_holds_a_refresh_token_the_fleet_never_had() {
+        let s = shared("r3", 10, &["r1", "r2"], None);
+        assert!(is_fleets("", &s));
+        assert!(is_fleets("r3", &s), "the current one (right after a push)");
+        assert!(is_fleets("r1", &s), "a spent one: an old copy");
+        assert!(!is_fleets("mine", &s), "a login of the machine's own");
+    }
+}

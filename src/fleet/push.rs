@@ -1,0 +1,226 @@
+//! `tokenkeeper fleet push`: this machine's login becomes the fleet's. It reads the login under
+//! the CLI's own refresh locks (so nothing refreshes it meanwhile), writes it as the next
+//! generation under the row lock (creating the tables on first use), and leaves this machine's
+//! file without its refresh token, like every other machine's.
+
+use crate::dir_lock::{DirLock, LockError};
+use crate::error::{Error, ErrorKind};
+use crate::fleet::Fleet;
+use crate::fleet::local::project;
+use crate::fleet::store::Row;
+use crate::fleet::sync::{Payload, Shared, connect, idle_timeout, name_and_shape, open, seal};
+use crate::login::{Login, now_ms};
+use crate::own_lock::{self, OwnLock, OwnLockError};
+use crate::refresh::Job;
+use std::time::Instant;
+
+/// What `fleet push` did.
+#[derive(Clone, Debug)]
+pub struct Pushed {
+    pub generation: i64,
+    /// The generation it replaced, if the store held one.
+    pub replaced: Option<i64>,
+    /// The store held this very login already: nothing was written to it.
+    pub already: bool,
+}
+
+/// `tokenkeeper fleet push`: this machine's login becomes the fleet's (creating the table on
+/// first use). Refuses to replace a newer login (one whose access token expires later) unless
+/// `force`. Afterwards this machine's file holds the login without its refresh token, like
+/// every other machine's.
+pub fn push(fleet: &Fleet, job: &Job<'_>, force: bool) -> Result<Pushed, Error> {
+    let (name, shape) = name_and_shape(job)?;
+    let folder = job.file.folder();
+    let sidecar = own_lock::sidecar_path(&folder);
+    let deadline = Instant::now() + job.settings.lock_timeout;
+    // Hold our lock and Claude's refresh locks, so that nothing refreshes the login between our
+    // reading it and emptying its refresh token here.
+    let own = OwnLock::acquire(&sidecar, deadline, &mut || {}).map_err(|e| match e {
+        OwnLockError::Timeout => Error::LockTimeout {
+            what: "tokenkeeper's lock",
+            lock: sidecar.clone(),
+            waited: crate::duration::human(job.settings.lock_timeout),
+            holder: String::new(),
+        },
+        OwnLockError::Io(source) => Error::Inaccessible {
+            action: "create a lock in the credentials folder at",
+            path: sidecar.clone(),
+            source,
+            hint: "make the folder writable by you".into(),
+        },
+    })?;
+    let mut held = Vec::new();
+    for spec in job.provider.refresh_locks(job.file) {
+        match DirLock::acquire(&spec, deadline, &mut |_, _| {}, &mut |spec, identity| {
+            own.note_taken(&spec.path, identity, spec.owner_record.as_deref())
+        }) {
+            Ok(lock) => held.push(lock),
+            Err(LockError::Io(_)) if spec.best_effort => {}
+            Err(LockError::Timeout { holder }) => {
+                return Err(Error::LockTimeout {
+                    what: spec.what,
+                    lock: spec.path.clone(),
+                    waited: crate::duration::human(job.settings.lock_timeout),
+                    holder,
+                });
+            }
+            Err(LockError::Io(source)) => {
+                return Err(Error::Inaccessible {
+                    action: "take the lock",
+                    path: spec.path.clone(),
+                    source,
+                    hint: "make the folder writable by you".into(),
+                });
+            }
+        }
+    }
+    let snap = crate::refresh::read_snapshot(job.provider, job.file)?;
+    let login = job.provider.parse(job.file, &snap.doc)?;
+    if login.refresh_token.is_empty() {
+        return Err(Error::Store {
+            kind: ErrorKind::Credentials,
+            message: format!(
+                "{} holds no refresh token (it is a fleet machine's copy, or the login was ended), so there is nothing to push; log in with {} first",
+                job.file.path().display(),
+                job.file.owner().relogin
+            ),
+            unreachable: false,
+        });
+    }
+    let mut store = connect(fleet)?;
+    store.create_table()?;
+    let mut tx = store.begin(job.settings.lock_timeout, idle_timeout(job))?;
+    let existing = tx.lock(name)?;
+    let now = now_ms();
+    let replaced = existing.as_ref().map(|r| r.generation);
+    if let Some(row) = &existing {
+        match open(fleet, job, row.clone()) {
+            Ok(current) => {
+                let verdict = push_verdict(&current, &login, force);
+                if verdict == PushVerdict::AlreadyThere {
+                    drop(tx);
+                    project(job, &current, Some(&own))?;
+                    return Ok(Pushed {
+                        generation: row.generation,
+                        replaced,
+                        already: true,
+                    });
+                }
+                if verdict == PushVerdict::Refuse {
+                    return Err(Error::Store {
+                        kind: ErrorKind::Usage,
+                        message: format!(
+                            "the store {} holds generation {} of '{name}' (written by {} at {}), newer than the login in {} (its access token expires later); nothing was changed. Pass --force to replace it",
+                            fleet.shown,
+                            row.generation,
+                            row.updated_by,
+                            crate::refresh::format_time(row.updated_at),
+                            job.file.path().display()
+                        ),
+                        unreachable: false,
+                    });
+                }
+            }
+            Err(e) if !force => return Err(e),
+            Err(_) => {}
+        }
+    }
+    let payload = Payload {
+        login: shape.extract(&snap.doc),
+        spent: Vec::new(),
+        rejected: None,
+    };
+    let generation = replaced.map_or(1, |g| g + 1);
+    let base = Row {
+        name: name.to_string(),
+        generation,
+        provider: job.file.owner().provider.to_string(),
+        key_id: String::new(),
+        sealed: crate::fleet::crypto::Sealed {
+            nonce: Vec::new(),
+            ciphertext: Vec::new(),
+        },
+        expires_at: login.expires_at,
+        updated_at: now,
+        updated_by: fleet.machine.clone(),
+        last_refresh_at: None,
+        last_refresh_by: None,
+        last_outcome: Some("pushed".into()),
+        last_error: None,
+        failures: 0,
+        retry_at: None,
+    };
+    let row = seal(fleet, &base, &payload, generation);
+    tx.write(&row, replaced)?;
+    tx.commit()?;
+    let shared = Shared {
+        row,
+        payload,
+        login,
+    };
+    // Still under Claude's refresh locks: from now on this machine's file has no refresh token.
+    project(job, &shared, Some(&own))?;
+    drop(held);
+    Ok(Pushed {
+        generation,
+        replaced,
+        already: false,
+    })
+}
+
+/// What `fleet push` does with a store that holds a login already.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PushVerdict {
+    /// The store holds this very login: nothing to write.
+    AlreadyThere,
+    Replace,
+    /// The store's login is newer (its access token expires no sooner) and alive.
+    Refuse,
+}
+
+pub fn push_verdict(stored: &Shared, local: &Login, force: bool) -> PushVerdict {
+    if stored.login.refresh_token == local.refresh_token {
+        PushVerdict::AlreadyThere
+    } else if !force && !stored.is_dead() && stored.login.expires_at >= local.expires_at {
+        PushVerdict::Refuse
+    } else {
+        PushVerdict::Replace
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::sync::tests::{login, shared};
+
+    #[test]
+    fn push_replaces_only_an_older_or_dead_login_unless_forced() {
+        let stored = shared("r", 1000, &[], None);
+        assert_eq!(
+            push_verdict(&stored, &login("r", 5), false),
+            PushVerdict::AlreadyThere
+        );
+        assert_eq!(
+            push_verdict(&stored, &login("n", 2000), false),
+            PushVerdict::Replace
+        );
+        assert_eq!(
+            push_verdict(&stored, &login("n", 1000), false),
+            PushVerdict::Refuse
+        );
+        assert_eq!(
+            push_verdict(&stored, &login("n", 10), false),
+            PushVerdict::Refuse
+        );
+        assert_eq!(
+            push_verdict(&stored, &login("n", 10), true),
+            PushVerdict::Replace
+        );
+        let dead = shared("r", 1000, &[], Some("r"));
+        assert!(dead.is_dead());
+        assert_eq!(
+            push_verdict(&dead, &login("n", 10), false),
+            PushVerdict::Replace
+        );
+    }
+}
