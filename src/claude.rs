@@ -8,7 +8,9 @@ use crate::dir_lock::DirLockSpec;
 use crate::endpoint::TokenResponse;
 use crate::error::Error;
 use crate::login::{EpochMs, Login};
-use crate::provider::{Body, Defaults, Provider, SaveLock, TokenRequest};
+use crate::provider::{
+    Body, Defaults, Provider, SaveLock, TokenRequest, epoch_ms, epoch_ms_field, token_field,
+};
 use crate::secret::Secret;
 use serde_json::{Map, Value, json};
 use std::path::{Path, PathBuf};
@@ -138,25 +140,10 @@ pub fn parse(file: &CredentialsFile, doc: &Value) -> Result<Login, Error> {
     let Some(oauth) = oauth.as_object() else {
         return Err(file.malformed("have a \"claudeAiOauth\" that is not an object", relogin));
     };
-    let token = |key: &str| -> Result<Secret, Error> {
-        match oauth.get(key) {
-            Some(Value::String(s)) => Ok(Secret::new(s.clone())),
-            Some(Value::Null) | None => Ok(Secret::default()),
-            Some(_) => {
-                Err(file.malformed(&format!("have a \"{key}\" that is not a string"), relogin))
-            }
-        }
-    };
+    let token = |key: &str| token_field(file, oauth, key, key, relogin);
     let access_token = token("accessToken")?;
     let refresh_token = token("refreshToken")?;
-    let expires_at = match oauth.get("expiresAt") {
-        Some(v) if v.is_number() => epoch_ms(v)
-            .ok_or_else(|| file.malformed("have an \"expiresAt\" out of range", relogin))?,
-        None | Some(Value::Null) => 0,
-        Some(_) => {
-            return Err(file.malformed("have an \"expiresAt\" that is not a number", relogin));
-        }
-    };
+    let expires_at = epoch_ms_field(file, oauth, "expiresAt", relogin)?;
     let login_expires_at = oauth.get("refreshTokenExpiresAt").and_then(epoch_ms);
     let scopes = match oauth.get("scopes") {
         Some(Value::Array(items)) => Some(
@@ -183,13 +170,6 @@ pub fn parse(file: &CredentialsFile, doc: &Value) -> Result<Login, Error> {
         expires_at,
         login_expires_at,
         scopes,
-    })
-}
-
-fn epoch_ms(v: &Value) -> Option<EpochMs> {
-    v.as_i64().or_else(|| {
-        let f = v.as_f64()?;
-        (f.is_finite() && f.abs() < 9.0e18).then(|| f.round() as i64)
     })
 }
 

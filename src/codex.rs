@@ -162,15 +162,8 @@ pub fn parse(file: &CredentialsFile, doc: &Value) -> Result<Login, Error> {
             return Err(file.malformed("have a \"tokens\" that is not an object", RELOGIN));
         }
     };
-    let token = |key: &str| -> Result<Secret, Error> {
-        match tokens.get(key) {
-            Some(Value::String(s)) => Ok(Secret::new(s.clone())),
-            Some(Value::Null) | None => Ok(Secret::default()),
-            Some(_) => Err(file.malformed(
-                &format!("have a \"tokens.{key}\" that is not a string"),
-                RELOGIN,
-            )),
-        }
+    let token = |key: &str| {
+        crate::provider::token_field(file, tokens, key, &format!("tokens.{key}"), RELOGIN)
     };
     let access_token = token("access_token")?;
     let refresh_token = token("refresh_token")?;

@@ -14,7 +14,7 @@ use crate::credentials_file::{CredentialsFile, Layout, Owner};
 use crate::endpoint::TokenResponse;
 use crate::error::Error;
 use crate::login::{EpochMs, Login};
-use crate::provider::{Body, Defaults, Provider, TokenRequest};
+use crate::provider::{Body, Defaults, Provider, TokenRequest, epoch_ms_field, token_field};
 use crate::secret::Secret;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -242,25 +242,10 @@ pub fn parse(file: &CredentialsFile, doc: &Value) -> Result<Login, Error> {
             relogin,
         ));
     }
-    let token = |key: &str| -> Result<Secret, Error> {
-        match root.get(key) {
-            Some(Value::String(s)) => Ok(Secret::new(s.clone())),
-            Some(Value::Null) | None => Ok(Secret::default()),
-            Some(_) => {
-                Err(file.malformed(&format!("have a \"{key}\" that is not a string"), relogin))
-            }
-        }
-    };
+    let token = |key: &str| token_field(file, root, key, key, relogin);
     let access_token = token("access_token")?;
     let refresh_token = token("refresh_token")?;
-    let expires_at = match root.get("expiry_date") {
-        Some(v) if v.is_number() => epoch_ms(v)
-            .ok_or_else(|| file.malformed("have an \"expiry_date\" out of range", relogin))?,
-        None | Some(Value::Null) => 0,
-        Some(_) => {
-            return Err(file.malformed("have an \"expiry_date\" that is not a number", relogin));
-        }
-    };
+    let expires_at = epoch_ms_field(file, root, "expiry_date", relogin)?;
     let scopes = root
         .get("scope")
         .and_then(Value::as_str)
@@ -271,13 +256,6 @@ pub fn parse(file: &CredentialsFile, doc: &Value) -> Result<Login, Error> {
         expires_at,
         login_expires_at: None,
         scopes,
-    })
-}
-
-fn epoch_ms(v: &Value) -> Option<EpochMs> {
-    v.as_i64().or_else(|| {
-        let f = v.as_f64()?;
-        (f.is_finite() && f.abs() < 9.0e18).then(|| f.round() as i64)
     })
 }
 

@@ -203,6 +203,48 @@ pub fn builtin(name: &str) -> Option<Arc<dyn Provider>> {
     }
 }
 
+/// A token under `key` of a JSON object: a string, or empty when absent or null (a wiped login).
+/// Anything else is malformed; `shown` is how the message names the key, `relogin` the fix.
+pub fn token_field(
+    file: &CredentialsFile,
+    object: &serde_json::Map<String, Value>,
+    key: &str,
+    shown: &str,
+    relogin: &str,
+) -> Result<Secret, Error> {
+    match object.get(key) {
+        Some(Value::String(s)) => Ok(Secret::new(s.clone())),
+        Some(Value::Null) | None => Ok(Secret::default()),
+        Some(_) => {
+            Err(file.malformed(&format!("have a \"{shown}\" that is not a string"), relogin))
+        }
+    }
+}
+
+/// Epoch milliseconds under `key`: a number (0, already expired, when absent or null); a number
+/// out of range or anything else is malformed.
+pub fn epoch_ms_field(
+    file: &CredentialsFile,
+    object: &serde_json::Map<String, Value>,
+    key: &str,
+    relogin: &str,
+) -> Result<EpochMs, Error> {
+    match object.get(key) {
+        Some(v) if v.is_number() => epoch_ms(v)
+            .ok_or_else(|| file.malformed(&format!("have an \"{key}\" out of range"), relogin)),
+        None | Some(Value::Null) => Ok(0),
+        Some(_) => Err(file.malformed(&format!("have an \"{key}\" that is not a number"), relogin)),
+    }
+}
+
+/// A JSON number as epoch milliseconds: an integer, or a float rounded (None when out of range).
+pub fn epoch_ms(v: &Value) -> Option<EpochMs> {
+    v.as_i64().or_else(|| {
+        let f = v.as_f64()?;
+        (f.is_finite() && f.abs() < 9.0e18).then(|| f.round() as i64)
+    })
+}
+
 /// `$NAME` when set and not empty.
 pub fn env_path(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<PathBuf> {
     env(name).filter(|v| !v.is_empty()).map(PathBuf::from)
