@@ -348,31 +348,43 @@ fn locked_refresh(
                 drop(lease_guard);
                 own.clear_held();
                 let reason = scrub(&reason, &[&current.refresh_token, &current.access_token]);
-                match job.settings.retry.next(
-                    attempts,
-                    started.elapsed(),
-                    retry_after,
-                    fastrand::f64(),
-                ) {
-                    crate::backoff::Next::RetryAfter(wait) => {
-                        tracing::info!(
-                            "token endpoint: {reason}; retrying in {} (attempt {attempts})",
-                            crate::duration::human(wait)
-                        );
-                        thread::sleep(wait);
-                    }
-                    crate::backoff::Next::GiveUp => {
-                        return Err(Error::Unavailable {
-                            url: job.endpoint.url().to_string(),
-                            reason,
-                            attempts,
-                            path: job.file.path().to_path_buf(),
-                            retry_after,
-                        });
-                    }
+                if !wait_before_retry(job, attempts, started, retry_after, &reason) {
+                    return Err(Error::Unavailable {
+                        url: job.endpoint.url().to_string(),
+                        reason,
+                        attempts,
+                        path: job.file.path().to_path_buf(),
+                        retry_after,
+                    });
                 }
             }
         }
+    }
+}
+
+/// After a transient failure: sleeps until the next attempt (backoff, or the server's
+/// Retry-After) and returns true, or returns false when the refresh's time for retries is spent.
+pub(crate) fn wait_before_retry(
+    job: &Job<'_>,
+    attempts: u32,
+    started: Instant,
+    retry_after: Option<Duration>,
+    reason: &str,
+) -> bool {
+    match job
+        .settings
+        .retry
+        .next(attempts, started.elapsed(), retry_after, fastrand::f64())
+    {
+        crate::backoff::Next::RetryAfter(wait) => {
+            tracing::info!(
+                "token endpoint: {reason}; retrying in {} (attempt {attempts})",
+                crate::duration::human(wait)
+            );
+            thread::sleep(wait);
+            true
+        }
+        crate::backoff::Next::GiveUp => false,
     }
 }
 

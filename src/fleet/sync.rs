@@ -452,50 +452,31 @@ fn locked_refresh(
             } => {
                 drop(critical);
                 let reason = scrub(&reason, &[&posted, &current.login.access_token]);
-                match job.settings.retry.next(
-                    attempts,
-                    started.elapsed(),
-                    retry_after,
-                    fastrand::f64(),
-                ) {
-                    crate::backoff::Next::RetryAfter(wait) => {
-                        tracing::info!(
-                            "token endpoint: {reason}; retrying in {} (attempt {attempts})",
-                            crate::duration::human(wait)
-                        );
-                        thread::sleep(wait);
+                if !crate::refresh::wait_before_retry(job, attempts, started, retry_after, &reason)
+                {
+                    let failures = current.row.failures.saturating_add(1);
+                    let wait = crate::schedule::backoff(
+                        u32::try_from(failures).unwrap_or(1),
+                        retry_after,
+                        fastrand::f64(),
+                    );
+                    let retry_at = now_ms().saturating_add(crate::login::duration_ms(wait));
+                    if let Err(e) = tx
+                        .clear_in_flight(name)
+                        .and_then(|()| {
+                            tx.note_failure(name, "unavailable", &reason, failures, Some(retry_at))
+                        })
+                        .and_then(|()| tx.commit())
+                    {
+                        tracing::debug!("could not record the failure in the store: {e}");
                     }
-                    crate::backoff::Next::GiveUp => {
-                        let failures = current.row.failures.saturating_add(1);
-                        let wait = crate::schedule::backoff(
-                            u32::try_from(failures).unwrap_or(1),
-                            retry_after,
-                            fastrand::f64(),
-                        );
-                        let retry_at = now_ms().saturating_add(crate::login::duration_ms(wait));
-                        if let Err(e) = tx
-                            .clear_in_flight(name)
-                            .and_then(|()| {
-                                tx.note_failure(
-                                    name,
-                                    "unavailable",
-                                    &reason,
-                                    failures,
-                                    Some(retry_at),
-                                )
-                            })
-                            .and_then(|()| tx.commit())
-                        {
-                            tracing::debug!("could not record the failure in the store: {e}");
-                        }
-                        return Err(Error::Unavailable {
-                            url: job.endpoint.url().to_string(),
-                            reason,
-                            attempts,
-                            path: job.file.path().to_path_buf(),
-                            retry_after,
-                        });
-                    }
+                    return Err(Error::Unavailable {
+                        url: job.endpoint.url().to_string(),
+                        reason,
+                        attempts,
+                        path: job.file.path().to_path_buf(),
+                        retry_after,
+                    });
                 }
             }
         }
