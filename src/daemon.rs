@@ -100,10 +100,9 @@ impl Daemon {
         self.logins = logins
             .into_iter()
             .map(|l| {
-                let key = StateDir::key(l.file.owner().provider, l.file.path());
-                let record = self.state.read_daemon(&key).unwrap_or_default();
+                let (endpoint, key, record) = track(&l, &self.state);
                 Tracked {
-                    endpoint: TokenEndpoint::new(&l.settings.token_url, &l.settings.user_agent),
+                    endpoint,
                     provider: l.provider,
                     file: l.file,
                     settings: l.settings,
@@ -432,29 +431,63 @@ impl Daemon {
 
     fn alert(&mut self, i: usize, event: Event, message: String, now: EpochMs) {
         let t = &mut self.logins[i];
-        t.record.alerted.insert(event.as_str().to_string(), now);
-        self.alerter.send(Alert {
-            event,
-            provider: t.file.owner().provider.to_string(),
-            message,
-            at: jiff::Timestamp::from_millisecond(now).unwrap_or_else(|_| jiff::Timestamp::now()),
-        });
+        let provider = t.file.owner().provider;
+        send_alert(&self.alerter, &mut t.record, provider, event, message, now);
     }
 
     fn update_metrics(&self, i: usize, login: &Login) {
-        let t = &self.logins[i];
-        self.metrics.update(t.file.owner().provider, |m| {
-            m.access_expiry = Some(login.expires_at / 1000);
-            m.login_expiry = login.login_expires_at.map(|e| e / 1000);
-        });
+        show_expiry(&self.metrics, self.logins[i].file.owner().provider, login);
     }
 
     fn save(&mut self, i: usize) {
         let t = &mut self.logins[i];
-        t.record.pid = std::process::id();
-        t.record.updated_at = now_ms();
-        if let Err(e) = self.state.write_daemon(&t.key, &t.record) {
-            tracing::debug!("could not write daemon state: {e}");
-        }
+        save_record(&self.state, &t.key, &mut t.record);
+    }
+}
+
+/// What both daemons (this one and the fleet's) know of a login from the start: its endpoint,
+/// its key in the state folder, and the record kept there (failures, alerts sent, the plan).
+pub(crate) fn track(l: &LoginConfig, state: &StateDir) -> (TokenEndpoint, String, DaemonRecord) {
+    let key = StateDir::key(l.file.owner().provider, l.file.path());
+    let record = state.read_daemon(&key).unwrap_or_default();
+    (
+        TokenEndpoint::new(&l.settings.token_url, &l.settings.user_agent),
+        key,
+        record,
+    )
+}
+
+/// Notes the alert in the login's record (so it is sent once) and sends it.
+pub(crate) fn send_alert(
+    alerter: &Alerter,
+    record: &mut DaemonRecord,
+    provider: &str,
+    event: Event,
+    message: String,
+    now: EpochMs,
+) {
+    record.alerted.insert(event.as_str().to_string(), now);
+    alerter.send(Alert {
+        event,
+        provider: provider.to_string(),
+        message,
+        at: jiff::Timestamp::from_millisecond(now).unwrap_or_else(|_| jiff::Timestamp::now()),
+    });
+}
+
+/// The login's expiry and end, for the metrics.
+pub(crate) fn show_expiry(metrics: &Metrics, provider: &str, login: &Login) {
+    metrics.update(provider, |m| {
+        m.access_expiry = Some(login.expires_at / 1000);
+        m.login_expiry = login.login_expires_at.map(|e| e / 1000);
+    });
+}
+
+/// Writes the login's record to the state folder, stamped with this process and the time.
+pub(crate) fn save_record(state: &StateDir, key: &str, record: &mut DaemonRecord) {
+    record.pid = std::process::id();
+    record.updated_at = now_ms();
+    if let Err(e) = state.write_daemon(key, record) {
+        tracing::debug!("could not write daemon state: {e}");
     }
 }

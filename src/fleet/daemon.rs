@@ -11,7 +11,7 @@
 //! access token, sends one `store_unreachable` alert, tries again with backoff, and sends
 //! `recovered` when it can reach the store again.
 
-use crate::alert::{Alert, Alerter, Event};
+use crate::alert::{Alerter, Event};
 use crate::config::Settings;
 use crate::credentials_file::CredentialsFile;
 use crate::daemon::{Control, LoginConfig, Options};
@@ -99,10 +99,9 @@ impl FleetDaemon {
         self.logins = logins
             .into_iter()
             .map(|l| {
-                let key = StateDir::key(l.file.owner().provider, l.file.path());
-                let record = self.state.read_daemon(&key).unwrap_or_default();
+                let (endpoint, key, record) = crate::daemon::track(&l, &self.state);
                 Tracked {
-                    endpoint: TokenEndpoint::new(&l.settings.token_url, &l.settings.user_agent),
+                    endpoint,
                     provider: l.provider,
                     file: l.file,
                     settings: l.settings,
@@ -527,30 +526,18 @@ impl FleetDaemon {
 
     fn alert(&mut self, i: usize, event: Event, message: String, now: EpochMs) {
         let t = &mut self.logins[i];
-        t.record.alerted.insert(event.as_str().to_string(), now);
-        self.alerter.send(Alert {
-            event,
-            provider: t.file.owner().provider.to_string(),
-            message,
-            at: jiff::Timestamp::from_millisecond(now).unwrap_or_else(|_| jiff::Timestamp::now()),
-        });
+        let provider = t.file.owner().provider;
+        crate::daemon::send_alert(&self.alerter, &mut t.record, provider, event, message, now);
     }
 
     fn update_metrics(&self, i: usize, shared: &Shared) {
-        let t = &self.logins[i];
-        self.metrics.update(t.file.owner().provider, |m| {
-            m.access_expiry = Some(shared.login.expires_at / 1000);
-            m.login_expiry = shared.login.login_expires_at.map(|e| e / 1000);
-        });
+        let provider = self.logins[i].file.owner().provider;
+        crate::daemon::show_expiry(&self.metrics, provider, &shared.login);
     }
 
     fn save(&mut self, i: usize) {
         let t = &mut self.logins[i];
-        t.record.pid = std::process::id();
-        t.record.updated_at = now_ms();
-        if let Err(e) = self.state.write_daemon(&t.key, &t.record) {
-            tracing::debug!("could not write daemon state: {e}");
-        }
+        crate::daemon::save_record(&self.state, &t.key, &mut t.record);
     }
 }
 
