@@ -191,7 +191,8 @@ pub struct ProviderConfig {
 pub struct Settings {
     pub token_url: String,
     pub client_id: String,
-    pub client_secret: Option<String>,
+    /// A `Secret`, so that no debug print of the settings can show it.
+    pub client_secret: Option<crate::secret::Secret>,
     pub scope: String,
     pub user_agent: String,
     pub min_ttl: Duration,
@@ -261,7 +262,7 @@ impl ProviderConfig {
         Ok(Settings {
             token_url: token_url.unwrap_or_else(|| pick(&self.token_url, defaults.token_url)),
             client_id: pick(&self.client_id, defaults.client_id),
-            client_secret: self.client_secret.clone(),
+            client_secret: self.client_secret.clone().map(crate::secret::Secret::new),
             scope: pick(&self.scope, defaults.scope),
             user_agent: pick(&self.user_agent, defaults.user_agent),
             min_ttl: match min_ttl {

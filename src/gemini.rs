@@ -178,11 +178,7 @@ impl Provider for Gemini {
 
 /// `client_secret` from `[gemini]`, when set and not empty.
 fn configured_secret(settings: &Settings) -> Option<Secret> {
-    settings
-        .client_secret
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .map(Secret::new)
+    settings.client_secret.clone().filter(|s| !s.is_empty())
 }
 
 /// `$GEMINI_CLI_HOME/.gemini/oauth_creds.json`, else the same under the user's home.

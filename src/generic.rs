@@ -471,7 +471,7 @@ impl Provider for Generic {
             ("client_id".into(), settings.client_id.clone()),
         ];
         if let Some(secret) = &settings.client_secret {
-            fields.push(("client_secret".into(), secret.clone()));
+            fields.push(("client_secret".into(), secret.expose().to_string()));
         }
         if !settings.scope.is_empty() {
             fields.push(("scope".into(), settings.scope.clone()));
@@ -702,7 +702,7 @@ mod tests {
         Settings {
             token_url: "https://auth.example.test/oauth/token".into(),
             client_id: "client-1".into(),
-            client_secret: secret.map(str::to_string),
+            client_secret: secret.map(crate::secret::Secret::new),
             scope: scope.into(),
             user_agent: USER_AGENT.into(),
             min_ttl: DEFAULT_MIN_TTL,
