@@ -155,14 +155,6 @@ fn finish(s: &Sandbox, child: Child, before: &str) -> Run {
     run
 }
 
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        sleep(Duration::from_millis(20));
-    }
-}
-
 fn one_stderr_line(run: &Run) -> &str {
     let lines: Vec<&str> = run.stderr.lines().collect();
     assert_eq!(lines.len(), 1, "want exactly one stderr line: {run:?}");

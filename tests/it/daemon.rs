@@ -45,40 +45,13 @@ fn stop(s: &Sandbox, mut child: Child) -> Run {
     run
 }
 
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        sleep(Duration::from_millis(20));
-    }
-}
-
-/// A client like Claude Code: reads the file, calls the API; after a 401 it looks at the file
-/// again for a moment (a refresh revokes the old token a few milliseconds before the new one is
-/// written; Claude then waits on the refresh lock and adopts) before counting a failure.
+/// A client like Claude Code reading the sandbox's file ([`claude_like_call`]).
 fn client_call(s: &Sandbox) -> bool {
-    let api = s.server.api_url();
-    let call = |token: &str| {
-        ureq::get(&api)
-            .header("Authorization", &format!("Bearer {token}"))
-            .config()
-            .http_status_as_error(false)
-            .build()
-            .call()
-            .map(|r| r.status().as_u16())
-            .unwrap_or(0)
-    };
-    let token = || {
+    claude_like_call(&s.server, || {
         s.creds_json()["claudeAiOauth"]["accessToken"]
             .as_str()
             .unwrap_or("")
             .to_string()
-    };
-    (0..4).any(|attempt| {
-        if attempt > 0 {
-            sleep(Duration::from_millis(100));
-        }
-        call(&token()) == 200
     })
 }
 

@@ -88,12 +88,9 @@ fn access_in_file(s: &Sandbox) -> String {
         .to_string()
 }
 
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        sleep(Duration::from_millis(10));
-    }
+/// [`wait_for_every`], looking every 10 ms.
+fn wait_for(what: &str, limit: Duration, cond: impl FnMut() -> bool) {
+    wait_for_every(what, limit, Duration::from_millis(10), cond);
 }
 
 /// Waits for the child to exit, killing it (and failing) after `limit`.

@@ -217,27 +217,12 @@ impl Machine {
             !run.stderr.contains(&self.key) && !run.stdout.contains(&self.key),
             "the fleet key leaked: {run:?}"
         );
-        for token in server.all_issued_tokens() {
-            assert!(
-                !run.stderr.contains(&token),
-                "token leaked to stderr: {}",
-                run.stderr
-            );
-            if !stdout_may_hold_token {
-                assert!(
-                    !run.stdout.contains(&token),
-                    "token leaked to stdout: {}",
-                    run.stdout
-                );
-            }
-            for file in files_under(&self.state_dir()) {
-                if file.parent().is_some_and(|p| p.ends_with("recovery")) {
-                    continue;
-                }
-                let text = fs::read_to_string(&file).unwrap_or_default();
-                assert!(!text.contains(&token), "token leaked to {}", file.display());
-            }
-        }
+        assert_no_token_leak(
+            &server.all_issued_tokens(),
+            &self.state_dir(),
+            run,
+            stdout_may_hold_token,
+        );
     }
 
     fn daemon(&self, extra: &[&str]) -> Daemon {
@@ -324,34 +309,9 @@ fn stop(server: &StandinServer, m: &Machine, mut daemon: Daemon) -> Run {
     run
 }
 
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        sleep(Duration::from_millis(20));
-    }
-}
-
-/// A client like Claude Code on one machine: reads its own file, calls the API; after a 401
-/// it reads the file again a few times before counting a failure.
+/// A client like Claude Code on one machine, reading its own file ([`claude_like_call`]).
 fn client_call(server: &StandinServer, m: &Machine) -> bool {
-    let api = server.api_url();
-    let call = |token: &str| {
-        ureq::get(&api)
-            .header("Authorization", &format!("Bearer {token}"))
-            .config()
-            .http_status_as_error(false)
-            .build()
-            .call()
-            .map(|r| r.status().as_u16())
-            .unwrap_or(0)
-    };
-    (0..4).any(|attempt| {
-        if attempt > 0 {
-            sleep(Duration::from_millis(100));
-        }
-        call(&m.access_token()) == 200
-    })
+    claude_like_call(server, || m.access_token())
 }
 
 fn key() -> String {

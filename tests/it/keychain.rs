@@ -10,7 +10,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::thread::sleep;
 use std::time::{Duration, Instant};
 use tokenkeeper::standin::StandinConfig;
 
@@ -563,12 +562,9 @@ fn without_a_security_program_the_error_says_what_to_do() {
     assert_eq!(k.s.server.stats().token_requests, 0);
 }
 
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        sleep(Duration::from_millis(50));
-    }
+/// [`wait_for_every`], looking every 50 ms.
+fn wait_for(what: &str, limit: Duration, cond: impl FnMut() -> bool) {
+    wait_for_every(what, limit, Duration::from_millis(50), cond);
 }
 
 fn stop(k: &Keychain, child: Child) -> Run {

@@ -11,14 +11,6 @@ use tokenkeeper::standin::Fault;
 
 const HOUR_MS: i64 = 3_600_000;
 
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        sleep(Duration::from_millis(20));
-    }
-}
-
 fn spawn(sandbox: &Sandbox, args: &[&str]) -> Child {
     sandbox
         .cmd(args)

@@ -101,27 +101,12 @@ impl Sandbox {
     }
 
     pub fn assert_no_leak(&self, run: &Run, stdout_may_hold_token: bool) {
-        for token in self.server.all_issued_tokens() {
-            assert!(
-                !run.stderr.contains(&token),
-                "token leaked to stderr: {}",
-                run.stderr
-            );
-            if !stdout_may_hold_token {
-                assert!(
-                    !run.stdout.contains(&token),
-                    "token leaked to stdout: {}",
-                    run.stdout
-                );
-            }
-            for file in files_under(&self.state_dir()) {
-                if file.parent().is_some_and(|p| p.ends_with("recovery")) {
-                    continue;
-                }
-                let text = fs::read_to_string(&file).unwrap_or_default();
-                assert!(!text.contains(&token), "token leaked to {}", file.display());
-            }
-        }
+        assert_no_token_leak(
+            &self.server.all_issued_tokens(),
+            &self.state_dir(),
+            run,
+            stdout_may_hold_token,
+        );
     }
 
     /// Writes a config file and returns its path.
@@ -131,6 +116,80 @@ impl Sandbox {
         fs::write(&path, toml).expect("write config");
         path
     }
+}
+
+/// Waits until `cond` holds, looking every 20 ms; fails the test after `limit`.
+pub fn wait_for(what: &str, limit: std::time::Duration, cond: impl FnMut() -> bool) {
+    wait_for_every(what, limit, std::time::Duration::from_millis(20), cond);
+}
+
+/// Waits until `cond` holds, looking every `every`; fails the test after `limit`.
+pub fn wait_for_every(
+    what: &str,
+    limit: std::time::Duration,
+    every: std::time::Duration,
+    mut cond: impl FnMut() -> bool,
+) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(every);
+    }
+}
+
+/// No token in `tokens` appears in the run's stderr, its stdout (unless it may hold one: the
+/// stdout of `token`), or any file of the state folder but the recovery files.
+pub fn assert_no_token_leak(
+    tokens: &[String],
+    state_dir: &Path,
+    run: &Run,
+    stdout_may_hold_token: bool,
+) {
+    for token in tokens {
+        assert!(
+            !run.stderr.contains(token),
+            "token leaked to stderr: {}",
+            run.stderr
+        );
+        if !stdout_may_hold_token {
+            assert!(
+                !run.stdout.contains(token),
+                "token leaked to stdout: {}",
+                run.stdout
+            );
+        }
+        for file in files_under(state_dir) {
+            if file.parent().is_some_and(|p| p.ends_with("recovery")) {
+                continue;
+            }
+            let text = fs::read_to_string(&file).unwrap_or_default();
+            assert!(!text.contains(token), "token leaked to {}", file.display());
+        }
+    }
+}
+
+/// A client like Claude Code: calls the stand-in's API with the access token `read` gives; after
+/// a 401 it reads the token again for a moment (a refresh revokes the old token a few
+/// milliseconds before the new one is written; Claude then waits on the refresh lock and adopts),
+/// up to three times 100 ms apart, before counting a failure.
+pub fn claude_like_call(server: &StandinServer, read: impl Fn() -> String) -> bool {
+    let api = server.api_url();
+    let call = |token: &str| {
+        ureq::get(&api)
+            .header("Authorization", &format!("Bearer {token}"))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    (0..4).any(|attempt| {
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        call(&read()) == 200
+    })
 }
 
 pub fn claude_json(access: &str, refresh: &str, expires_at: i64) -> String {
