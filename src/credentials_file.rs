@@ -109,10 +109,7 @@ impl CredentialsFile {
     /// The folder the path names: where the CLI keeps its locks, even when the file is a symlink
     /// (and when the login is in the Keychain).
     pub fn folder(&self) -> PathBuf {
-        match self.file.path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        }
+        folder_of(&self.file.path)
     }
 
     pub fn owner(&self) -> Owner {
@@ -403,6 +400,14 @@ impl Found {
             out.push(b'\n');
         }
         Ok(out)
+    }
+}
+
+/// The folder holding `path` ("." for a bare file name).
+pub fn folder_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
     }
 }
 

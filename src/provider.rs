@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::login::{EpochMs, Login};
 use crate::secret::Secret;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -253,14 +253,6 @@ pub fn env_path(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<Path
 /// The user's home folder: `$HOME`, else (on Windows) `$USERPROFILE`.
 pub fn home(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
     env_path(env, "HOME").or_else(|| env_path(env, "USERPROFILE"))
-}
-
-/// The folder a credentials path names, for a lock beside it.
-pub fn folder_of(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
 }
 
 #[cfg(test)]

@@ -133,18 +133,12 @@ pub fn sleep_until_event(
 
 #[cfg(target_os = "linux")]
 mod inotify {
+    use crate::credentials_file::folder_of;
     use std::collections::HashMap;
     use std::fs;
     use std::io;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
     use std::path::{Path, PathBuf};
-
-    fn parent(file: &Path) -> PathBuf {
-        match file.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        }
-    }
 
     /// inotify watches on the folders of the files we care about.
     pub struct Watcher {
@@ -178,11 +172,11 @@ mod inotify {
         /// Watches the folder holding `file` (and, for a symlink, the folder of its target).
         /// Returns false when no folder could be watched (it does not exist yet).
         pub fn watch_file(&mut self, file: &Path) -> bool {
-            let mut folders = vec![parent(file)];
+            let mut folders = vec![folder_of(file)];
             if let Ok(target) = fs::canonicalize(file)
                 && target != file
             {
-                folders.push(parent(&target));
+                folders.push(folder_of(&target));
             }
             let mut any = false;
             for folder in folders {

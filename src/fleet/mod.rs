@@ -82,7 +82,7 @@ impl Fleet {
         let shown = redact(&url);
         let key_file = config.key_file.as_ref().map(|p| {
             if p.is_relative() {
-                crate::provider::folder_of(config_path).join(p)
+                crate::credentials_file::folder_of(config_path).join(p)
             } else {
                 p.clone()
             }
