@@ -177,7 +177,9 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 
 /// What every HTTP client of ours starts from: rustls with the platform's roots (so
 /// `SSL_CERT_FILE` and corporate CAs work), proxies from the environment, non-2xx answers
-/// returned for our own classification, no idle connections kept.
+/// returned for our own classification, no idle connections kept, and no redirect followed: a
+/// token endpoint that redirects is answered by us, never by whatever host it points at (which
+/// would otherwise be sent a request and have its answer written over the login).
 pub fn client_config() -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
     let tls = ureq::tls::TlsConfig::builder()
         .root_certs(ureq::tls::RootCerts::PlatformVerifier)
@@ -186,6 +188,23 @@ pub fn client_config() -> ureq::config::ConfigBuilder<ureq::typestate::AgentScop
         .http_status_as_error(false)
         .tls_config(tls)
         .max_idle_connections(0)
+        .max_redirects(0)
+}
+
+/// A 3xx answer from the token endpoint: a failure that names where it pointed, never followed.
+/// Transient, since captive portals and proxies redirect; the hint says what to do when the
+/// endpoint really moved.
+pub fn classify_redirect(status: u16, location: Option<&str>) -> Option<Reply> {
+    if !(300..400).contains(&status) {
+        return None;
+    }
+    let to = location.map_or_else(|| "nowhere".to_string(), |l| format!("`{}`", clean(l)));
+    Some(Reply::Transient {
+        reason: format!(
+            "HTTP {status} redirect to {to}, not followed (tokenkeeper sends a refresh token only to the configured token URL; if the endpoint moved, set `token_url`)"
+        ),
+        retry_after: None,
+    })
 }
 
 /// The one HTTP client: rustls with the platform's roots (so `SSL_CERT_FILE` and corporate CAs
@@ -243,6 +262,13 @@ impl TokenEndpoint {
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let location = response
+            .headers()
+            .get("location")
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        if let Some(redirect) = classify_redirect(status, location.as_deref()) {
+            return redirect;
+        }
         let body = match response
             .body_mut()
             .with_config()
@@ -349,6 +375,27 @@ mod tests {
                 other => panic!("{status}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_redirect_is_a_failure_naming_where_it_points() {
+        let Some(Reply::Transient { reason, .. }) =
+            classify_redirect(302, Some("https://elsewhere.example/token\u{1b}[31m"))
+        else {
+            panic!()
+        };
+        assert!(reason.contains("HTTP 302"), "{reason}");
+        assert!(
+            reason.contains("https://elsewhere.example/token"),
+            "{reason}"
+        );
+        assert!(reason.contains("not followed"), "{reason}");
+        assert!(!reason.contains('\u{1b}'), "{reason}");
+        for status in [301, 303, 307, 308] {
+            assert!(classify_redirect(status, None).is_some(), "{status}");
+        }
+        assert_eq!(classify_redirect(200, Some("x")), None);
+        assert_eq!(classify_redirect(400, Some("x")), None);
     }
 
     #[test]

@@ -141,6 +141,8 @@ pub enum Fault {
     InvalidRequest,
     /// Wait this long, then answer normally (the refresh token is consumed).
     Delay(Duration),
+    /// 302 to this location (another host's token endpoint, say).
+    Redirect(std::borrow::Cow<'static, str>),
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -901,6 +903,7 @@ fn set_linger_zero(_stream: &TcpStream) {}
 fn reason_phrase(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        302 => "Found",
         400 => "Bad Request",
         401 => "Unauthorized",
         404 => "Not Found",
@@ -1018,6 +1021,13 @@ fn fault_outcome(shared: &Shared, fault: Fault) -> Option<Outcome> {
         Fault::Delay(duration) => {
             shared.sleep_unless_stopping(duration);
             return None;
+        }
+        Fault::Redirect(location) => {
+            let mut reply = Reply::with_type(302, "text/plain; charset=utf-8", "Found");
+            reply
+                .extra_headers
+                .push(("Location", location.into_owned()));
+            reply
         }
     };
     Some(Outcome::Reply(reply))

@@ -24,6 +24,7 @@
 
 use crate::util::*;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::fs;
 use std::ops::RangeInclusive;
 use std::os::unix::fs::MetadataExt;
@@ -68,7 +69,7 @@ struct Row {
 }
 
 // Keep in sync by hand with the table under "## Fault matrix" in README.md.
-const ROWS: [Row; 14] = [
+const ROWS: [Row; 15] = [
     Row {
         name: "Status(500)",
         fault: Fault::Status(500),
@@ -164,6 +165,19 @@ const ROWS: [Row; 14] = [
         daemon_requests: 2..=3,
     },
     Row {
+        name: "Redirect(\"https://elsewhere.invalid/v1/oauth/token\")",
+        fault: Fault::Redirect(Cow::Borrowed("https://elsewhere.invalid/v1/oauth/token")),
+        reaches: "HTTP 302 to another host's token endpoint",
+        class: Class::Transient,
+        words: &[
+            "HTTP 302",
+            "https://elsewhere.invalid/v1/oauth/token",
+            "not followed",
+        ],
+        cli_requests: 2..=3,
+        daemon_requests: 2..=3,
+    },
+    Row {
         name: "InvalidGrant",
         fault: Fault::InvalidGrant,
         reaches: "HTTP 400 `invalid_grant`: refresh token not found or invalid",
@@ -216,12 +230,14 @@ fn kind(fault: &Fault) -> Option<&'static str> {
         Fault::InvalidClient => "InvalidClient",
         Fault::UnauthorizedClient => "UnauthorizedClient",
         Fault::InvalidRequest => "InvalidRequest",
+        Fault::Redirect(_) => "Redirect",
         // A slow success, not a failure.
         Fault::Delay(_) => return None,
     })
 }
 
-const KINDS: [&str; 11] = [
+const KINDS: [&str; 12] = [
+    "Redirect",
     "Status",
     "RateLimited",
     "Hang",
@@ -834,4 +850,33 @@ fn daemon_row(row: &Row) -> Problems {
 #[test]
 fn faults_against_the_daemon() {
     for_each_row("daemon", daemon_row);
+}
+
+/// A token endpoint that redirects to another host (issue 11): the other host is never asked,
+/// so its answer can never be written over the login, and the failure names where it pointed.
+#[test]
+fn a_redirect_from_the_token_endpoint_is_never_followed() {
+    let s = Sandbox::new();
+    s.login(-1000);
+    s.config(CLI_CONFIG);
+    let elsewhere = tokenkeeper::standin::StandinServer::start(Default::default()).unwrap();
+    let target = elsewhere.token_url();
+    for command in [&["refresh"][..], &["exec", "--", "true"]] {
+        s.server
+            .set_default_fault(Some(Fault::Redirect(Cow::Owned(target.clone()))));
+        let before = file_state(&s.creds());
+        let run = s.run(command);
+        assert_eq!(run.code, UNAVAILABLE, "{run:?}");
+        let last = run.stderr.lines().last().unwrap_or("");
+        assert!(last.contains("HTTP 302"), "{last}");
+        assert!(last.contains(&target), "{last}");
+        assert_eq!(
+            elsewhere.stats().token_requests,
+            0,
+            "the redirect was followed: {run:?}"
+        );
+        assert_eq!(elsewhere.requests().len(), 0);
+        assert_eq!(file_state(&s.creds()), before, "the login was changed");
+        s.assert_no_leak(&run, false);
+    }
 }
