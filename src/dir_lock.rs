@@ -20,6 +20,9 @@ pub const HEARTBEAT: Duration = Duration::from_secs(2);
 /// (Claude's own rule: one and a half of its 5 s update interval).
 pub const TAKEOVER_AFTER: Duration = Duration::from_millis(7500);
 const POLL: Duration = Duration::from_millis(100);
+/// Retries without a pause in a row (each after progress: a lock removed, a race lost) before
+/// a pause all the same.
+const QUICK_RETRIES: u32 = 20;
 
 #[derive(Clone, Debug)]
 pub struct DirLockSpec {
@@ -86,7 +89,96 @@ pub enum LockError {
     Timeout {
         holder: String,
     },
+    /// Something at the lock's path that no live process holds and that we cannot remove kept
+    /// the lock from us until the deadline: `why` says what (after the path), `fix` the command
+    /// that clears it.
+    Blocked {
+        why: String,
+        fix: String,
+    },
+    /// A signal asked this process to stop while it waited.
+    Interrupted,
     Io(io::Error),
+}
+
+impl LockError {
+    /// One line for a message about the lock at `path`, `what` naming it.
+    pub fn describe(&self, what: &str, path: &Path) -> String {
+        match self {
+            LockError::Timeout { holder } => {
+                format!("{what} ({}) stayed busy{holder}", path.display())
+            }
+            LockError::Blocked { why, fix } => {
+                format!("{what} is blocked: {} {why}; {fix}", path.display())
+            }
+            LockError::Interrupted => format!("stopped by a signal while waiting for {what}"),
+            LockError::Io(e) => format!("{what} ({}): {e}", path.display()),
+        }
+    }
+}
+
+/// Why a lock's path is blocked, and the fix: (`why`, `fix`).
+type Blockage = (String, String);
+
+/// Removes an abandoned lock (a directory older than its stale time). Anything else at the path,
+/// or a lock we may not remove, is a blockage a person must clear.
+fn remove_abandoned(
+    spec: &DirLockSpec,
+    meta: &fs::Metadata,
+    age: Duration,
+) -> Result<(), Blockage> {
+    if !meta.is_dir() {
+        return Err(not_a_lock(spec, meta));
+    }
+    match fs::remove_dir(&spec.path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err((
+            format!(
+                "was abandoned {} ago but cannot be removed ({}{})",
+                crate::duration::human(age),
+                crate::error::io_reason(&e),
+                owned_by_other(meta),
+            ),
+            format!(
+                "if no process uses it, remove it with `rm -r {}`",
+                spec.path.display()
+            ),
+        )),
+    }
+}
+
+/// Something other than a lock directory at a lock's path: no process holds it, and neither we
+/// nor the CLI can take the lock until a person removes it.
+fn not_a_lock(spec: &DirLockSpec, meta: &fs::Metadata) -> Blockage {
+    let what = if meta.file_type().is_symlink() {
+        "a symbolic link"
+    } else if meta.is_file() {
+        "a regular file"
+    } else {
+        "not a directory"
+    };
+    (
+        format!("is {what}, not a lock directory{}", owned_by_other(meta)),
+        format!("remove it with `rm {}`", spec.path.display()),
+    )
+}
+
+#[cfg(unix)]
+fn owned_by_other(meta: &fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() == me {
+        String::new()
+    } else {
+        format!(", owned by uid {}", meta.uid())
+    }
+}
+
+#[cfg(not(unix))]
+fn owned_by_other(_meta: &fs::Metadata) -> String {
+    String::new()
 }
 
 /// A held directory lock. Dropping it stops the heartbeat and removes the directory (and our
@@ -114,50 +206,97 @@ impl DirLock {
         let mut announced = false;
         // (mtime we saw, when we first saw it): how long the holder has left it untouched.
         let mut still: Option<(SystemTime, Instant)> = None;
+        // Why the thing at the lock's path cannot be cleared away by us, once we know: said once
+        // in the log and again in the final error, never in a loop.
+        let mut blocked: Option<Blockage> = None;
+        // Retries without a pause are allowed only after progress (a lock removed, a race lost);
+        // a run of them ends in a pause all the same, so nothing can keep us spinning.
+        let mut quick_retries = 0u32;
         loop {
+            let mut retry_now = false;
             match make_noted(spec, on_taken) {
                 Ok(identity) => return Self::hold(spec, identity).map_err(LockError::Io),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(LockError::Io(e)),
             }
-            let mtime = match fs::symlink_metadata(&spec.path).and_then(|m| m.modified()) {
-                Ok(t) => t,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            match fs::symlink_metadata(&spec.path) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => retry_now = true,
                 Err(e) => return Err(LockError::Io(e)),
-            };
-            let age = SystemTime::now()
-                .duration_since(mtime)
-                .unwrap_or(Duration::ZERO);
-            if age > spec.stale {
-                tracing::info!(
-                    "removing {} ({}), abandoned {} ago",
-                    spec.path.display(),
-                    spec.what,
-                    crate::duration::human(age)
-                );
-                let _ = fs::remove_dir(&spec.path);
-                continue;
+                Ok(meta) => {
+                    let mtime = meta.modified().map_err(LockError::Io)?;
+                    let age = SystemTime::now()
+                        .duration_since(mtime)
+                        .unwrap_or(Duration::ZERO);
+                    if age > spec.stale {
+                        match remove_abandoned(spec, &meta, age) {
+                            Ok(()) => {
+                                tracing::info!(
+                                    "removed {} ({}), abandoned {} ago",
+                                    spec.path.display(),
+                                    spec.what,
+                                    crate::duration::human(age)
+                                );
+                                retry_now = true;
+                            }
+                            Err(blockage) => {
+                                if blocked.is_none() {
+                                    warn_blocked(spec, &blockage, deadline);
+                                }
+                                blocked = Some(blockage);
+                            }
+                        }
+                    } else if !meta.is_dir() && blocked.is_none() {
+                        let blockage = not_a_lock(spec, &meta);
+                        warn_blocked(spec, &blockage, deadline);
+                        blocked = Some(blockage);
+                    }
+                    if !retry_now {
+                        match still {
+                            Some((seen, _)) if seen == mtime => {}
+                            _ => still = Some((mtime, Instant::now())),
+                        }
+                        let untouched = still.map_or(Duration::ZERO, |(_, since)| since.elapsed());
+                        let owner = spec.owner_record.as_deref().and_then(OwnerRecord::read);
+                        if let Some(owner) = &owner
+                            && meta.is_dir()
+                            && untouched >= TAKEOVER_AFTER
+                            && take_over(spec, owner, mtime)
+                        {
+                            retry_now = true;
+                        } else if blocked.is_none() {
+                            // Held: said once, after a second of waiting, with the holder.
+                            let holder = owner
+                                .map_or_else(String::new, |o| format!(", held by pid {}", o.pid));
+                            if !announced && started.elapsed() >= Duration::from_secs(1) {
+                                on_wait(spec, &holder);
+                                announced = true;
+                            }
+                        }
+                    }
+                }
             }
-            match still {
-                Some((seen, _)) if seen == mtime => {}
-                _ => still = Some((mtime, Instant::now())),
-            }
-            let untouched = still.map_or(Duration::ZERO, |(_, since)| since.elapsed());
-            let owner = spec.owner_record.as_deref().and_then(OwnerRecord::read);
-            if let Some(owner) = &owner
-                && untouched >= TAKEOVER_AFTER
-                && take_over(spec, owner, mtime)
-            {
-                continue;
-            }
-            let holder = owner.map_or_else(String::new, |o| format!(", held by pid {}", o.pid));
             if Instant::now() >= deadline {
-                return Err(LockError::Timeout { holder });
+                return Err(match blocked {
+                    Some((why, fix)) => LockError::Blocked { why, fix },
+                    None => LockError::Timeout {
+                        holder: spec
+                            .owner_record
+                            .as_deref()
+                            .and_then(OwnerRecord::read)
+                            .map_or_else(String::new, |o| format!(", held by pid {}", o.pid)),
+                    },
+                });
             }
-            if !announced && started.elapsed() >= Duration::from_secs(1) {
-                on_wait(spec, &holder);
-                announced = true;
+            // Told to stop: a free lock is still taken (a save in flight should finish), but
+            // nothing is waited for.
+            if interrupt::stop_requested() {
+                return Err(LockError::Interrupted);
             }
+            if retry_now && quick_retries < QUICK_RETRIES {
+                quick_retries += 1;
+                continue;
+            }
+            quick_retries = 0;
             thread::sleep(POLL.min(deadline.saturating_duration_since(Instant::now())));
         }
     }
@@ -265,6 +404,16 @@ fn make_noted(
     }
 }
 
+/// Said once per wait: a person may clear the blockage while we wait.
+fn warn_blocked(spec: &DirLockSpec, (why, fix): &Blockage, deadline: Instant) {
+    tracing::warn!(
+        "{} ({}) {why}; waiting up to {} for it to go away ({fix})",
+        spec.path.display(),
+        spec.what,
+        crate::duration::human(deadline.saturating_duration_since(Instant::now()))
+    );
+}
+
 /// Only Linux has `renameat2(RENAME_NOREPLACE)`; elsewhere the caller falls back to `mkdir`.
 #[cfg(not(target_os = "linux"))]
 fn rename_noreplace(_from: &Path, _to: &Path) -> io::Result<()> {
@@ -337,13 +486,21 @@ fn take_over(spec: &DirLockSpec, owner: &OwnerRecord, watched_mtime: SystemTime)
         }
         let _ = fs::remove_dir(companion);
     }
+    if let Err(e) = fs::remove_dir(&spec.path) {
+        // Not ours to clear (another user's, or not empty): the waiting loop says so once.
+        tracing::debug!(
+            "cannot take over {} from pid {}, which is gone: {e}",
+            spec.path.display(),
+            owner.pid
+        );
+        return false;
+    }
     tracing::info!(
-        "taking over {} ({}) from pid {}, which is gone",
+        "took over {} ({}) from pid {}, which is gone",
         spec.path.display(),
         spec.what,
         owner.pid
     );
-    let _ = fs::remove_dir(&spec.path);
     if let Some(record) = &spec.owner_record
         && OwnerRecord::read(record).as_ref() == Some(owner)
     {

@@ -81,6 +81,19 @@ pub enum Error {
         holder: String,
     },
 
+    #[error("gave up after {waited} waiting for {what}: {} {why}; {fix}", lock.display())]
+    LockBlocked {
+        what: &'static str,
+        lock: PathBuf,
+        waited: String,
+        why: String,
+        fix: String,
+    },
+
+    /// A signal told this process to stop while it waited for a lock.
+    #[error("stopped by a signal while waiting for {what} ({})", lock.display())]
+    Interrupted { what: &'static str, lock: PathBuf },
+
     #[error("the server issued new tokens but {} could not be written ({source}); they are saved in {} (mode 0600). Make the folder writable and run `tokenkeeper refresh`, which restores them.", path.display(), recovery.display())]
     SaveFailed {
         path: PathBuf,
@@ -134,7 +147,9 @@ impl Error {
             | Error::Keychain { .. } => ErrorKind::Credentials,
             Error::Dead { .. } => ErrorKind::Dead,
             Error::Unavailable { .. } => ErrorKind::Unavailable,
-            Error::LockTimeout { .. } => ErrorKind::LockTimeout,
+            Error::LockTimeout { .. } | Error::LockBlocked { .. } | Error::Interrupted { .. } => {
+                ErrorKind::LockTimeout
+            }
             Error::SaveFailed { .. } | Error::TokensLost { .. } => ErrorKind::SaveFailed,
             Error::Config { .. } => ErrorKind::Config,
             Error::NothingToKeep { .. } => ErrorKind::Credentials,
@@ -142,5 +157,14 @@ impl Error {
             Error::Store { kind, .. } => *kind,
             Error::Io { .. } => ErrorKind::Io,
         }
+    }
+}
+
+/// An I/O error as a person reads it: the system's words without the "(os error N)" suffix.
+pub fn io_reason(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" (os error ") {
+        Some(i) if text.ends_with(')') => text[..i].to_string(),
+        _ => text,
     }
 }

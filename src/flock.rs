@@ -8,7 +8,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 /// Locks `file` exclusively, trying until `deadline`; `on_wait` is called once after a second of
-/// waiting. `Ok(false)` when the deadline passed first.
+/// waiting. `Ok(false)` when the deadline passed first; an `Interrupted` error when a signal told
+/// this process to stop.
 pub fn lock_until(file: &File, deadline: Instant, on_wait: &mut dyn FnMut()) -> io::Result<bool> {
     let started = Instant::now();
     let mut announced = false;
@@ -18,6 +19,12 @@ pub fn lock_until(file: &File, deadline: Instant, on_wait: &mut dyn FnMut()) -> 
             Ok(()) => return Ok(true),
             Err(fs::TryLockError::WouldBlock) => {}
             Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
+        if crate::interrupt::stop_requested() {
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "stopped by a signal while waiting for a lock",
+            ));
         }
         if Instant::now() >= deadline {
             return Ok(false);

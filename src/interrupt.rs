@@ -141,6 +141,21 @@ fn send_signal(pid: i32, sig: i32) {
 #[cfg(not(unix))]
 fn send_signal(_pid: i32, _sig: i32) {}
 
+/// Set by the signal handler when this process has been told to stop: every lock wait gives up
+/// at once instead of waiting out its deadline with the signal unanswered, and a save that cannot
+/// take its lock leaves the new tokens in the recovery file.
+static STOP: AtomicU32 = AtomicU32::new(0);
+
+/// For a signal handler: ask every wait to end (async-signal-safe: one atomic store).
+pub fn request_stop() {
+    STOP.store(1, Ordering::SeqCst);
+}
+
+/// Has this process been told to stop?
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst) != 0
+}
+
 /// Set while a refresh holds (or waits for) locks: a daemon that is told to stop then cleans up
 /// from its signal handler instead of waiting for the refresh to come back to its loop.
 static REFRESHING: AtomicU32 = AtomicU32::new(0);

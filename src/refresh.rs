@@ -493,6 +493,21 @@ fn take_locks(job: &Job<'_>, specs: &[DirLockSpec], own: &OwnLock) -> Result<Vec
             Err(LockError::Timeout { holder }) => {
                 return Err(lock_timeout(job, spec.what, spec.path.clone(), holder));
             }
+            Err(LockError::Blocked { why, fix }) => {
+                return Err(Error::LockBlocked {
+                    what: spec.what,
+                    lock: spec.path.clone(),
+                    waited: crate::duration::human(job.settings.lock_timeout),
+                    why,
+                    fix,
+                });
+            }
+            Err(LockError::Interrupted) => {
+                return Err(Error::Interrupted {
+                    what: spec.what,
+                    lock: spec.path.clone(),
+                });
+            }
             Err(LockError::Io(source)) => return Err(not_writable(job, spec.path.clone(), source)),
         }
     }
@@ -577,8 +592,12 @@ fn take_save_lock(job: &Job<'_>, own: &OwnLock, deadline: Instant) -> io::Result
             .map(SaveHeld::Dir)
             .map_err(|e| match e {
                 LockError::Io(e) => e,
-                LockError::Timeout { .. } => {
-                    io::Error::new(io::ErrorKind::TimedOut, "storage lock busy")
+                LockError::Interrupted => io::Error::new(
+                    io::ErrorKind::Interrupted,
+                    e.describe(spec.what, &spec.path),
+                ),
+                LockError::Timeout { .. } | LockError::Blocked { .. } => {
+                    io::Error::new(io::ErrorKind::TimedOut, e.describe(spec.what, &spec.path))
                 }
             }),
         SaveLock::Flocks(paths) => {
@@ -620,6 +639,9 @@ fn save(
     let mut last_error = io::Error::other("not tried");
     for pause_ms in [0u64, 100, 200, 400, 800, 1500] {
         thread::sleep(Duration::from_millis(pause_ms));
+        if interrupt::stop_requested() && pause_ms > 0 {
+            break;
+        }
         match try_save(job, own, posted, tokens, received_at, base) {
             Ok(action) => {
                 if action == Action::KeptOnDisk {
@@ -630,6 +652,17 @@ fn save(
                 }
                 job.state.remove_recovery(key);
                 return Ok(action);
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                ) =>
+            {
+                // The lock wait already used its whole deadline, or a signal asked us to stop:
+                // another round would only keep the signal waiting. The recovery file holds them.
+                last_error = e;
+                break;
             }
             Err(e) => {
                 tracing::warn!(
@@ -664,7 +697,7 @@ fn try_save(
     received_at: EpochMs,
     base: &Value,
 ) -> io::Result<Action> {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + job.settings.lock_timeout.min(Duration::from_secs(20));
     let lock = take_save_lock(job, own, deadline)?;
     let mut doc = match read_snapshot(job.provider, job.file) {
         Ok(snap) => snap.doc,

@@ -72,6 +72,7 @@ mod unix {
                     std::process::exit(code);
                 }
                 stopping = true;
+                interrupt::request_stop();
                 if interrupt::in_critical() {
                     super::super::output::error_line(
                         "finishing the token request in flight so the new tokens are not lost; signal again to abort",

@@ -82,6 +82,17 @@ pub fn project(job: &Job<'_>, shared: &Shared, own: Option<&OwnLock>) -> Result<
                     waited: crate::duration::human(job.settings.lock_timeout),
                     holder,
                 },
+                LockError::Blocked { why, fix } => Error::LockBlocked {
+                    what: spec.what,
+                    lock: spec.path.clone(),
+                    waited: crate::duration::human(job.settings.lock_timeout),
+                    why,
+                    fix,
+                },
+                LockError::Interrupted => Error::Interrupted {
+                    what: spec.what,
+                    lock: spec.path.clone(),
+                },
                 LockError::Io(source) => not_writable(spec.path.clone(), source),
             })?,
         ),

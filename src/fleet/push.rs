@@ -64,6 +64,21 @@ pub fn push(fleet: &Fleet, job: &Job<'_>, force: bool) -> Result<Pushed, Error> 
                     holder,
                 });
             }
+            Err(LockError::Blocked { why, fix }) => {
+                return Err(Error::LockBlocked {
+                    what: spec.what,
+                    lock: spec.path.clone(),
+                    waited: crate::duration::human(job.settings.lock_timeout),
+                    why,
+                    fix,
+                });
+            }
+            Err(LockError::Interrupted) => {
+                return Err(Error::Interrupted {
+                    what: spec.what,
+                    lock: spec.path.clone(),
+                });
+            }
             Err(LockError::Io(source)) => {
                 return Err(Error::Inaccessible {
                     action: "take the lock",

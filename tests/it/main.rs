@@ -3,6 +3,7 @@
 
 mod util;
 
+mod adversarial;
 mod auth_failures;
 mod bad_input;
 mod codex;

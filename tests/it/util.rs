@@ -307,3 +307,24 @@ pub fn fake_claude() -> PathBuf {
     );
     path
 }
+
+/// Runs `cmd` to completion, but kills it and fails the test when it runs past `limit`: for
+/// checks that a command ends on its own (a deadline, not a speed target).
+pub fn run_within(cmd: &mut Command, limit: std::time::Duration) -> Run {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tokenkeeper");
+    let start = std::time::Instant::now();
+    while child.try_wait().expect("try_wait").is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let run = Run::from(child.wait_with_output().expect("wait"));
+            panic!("still running after {limit:?}: {run:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Run::from(child.wait_with_output().expect("wait"))
+}

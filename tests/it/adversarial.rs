@@ -1,0 +1,162 @@
+//! What an adversarial pass broke (issue 11), one test per attack: each fails on the code before
+//! its fix.
+
+use crate::util::*;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::thread;
+use std::time::{Duration, SystemTime};
+
+const LOCK_TIMEOUT_CONFIG: &str = "[claude]\nlock_timeout = \"2s\"\nretry_total = \"3s\"\n";
+
+/// Something at a lock's path that no process holds and that tokenkeeper cannot remove.
+#[derive(Clone, Copy, Debug)]
+enum Blocker {
+    RegularFile,
+    NonEmptyFolder,
+}
+
+fn block(path: &Path, blocker: Blocker) {
+    match blocker {
+        Blocker::RegularFile => fs::write(path, "not a lock").unwrap(),
+        Blocker::NonEmptyFolder => {
+            fs::create_dir(path).unwrap();
+            fs::write(path.join("keep"), "x").unwrap();
+        }
+    }
+    // Older than any stale time: it looks abandoned, so the old loop tried to remove it at once,
+    // failed, and tried again without a pause.
+    let old = SystemTime::now() - Duration::from_secs(300);
+    fs::File::open(path).unwrap().set_modified(old).unwrap();
+}
+
+/// Claude Code's three lock paths: the refresh lock, its legacy companion, the storage lock.
+fn lock_paths(s: &Sandbox) -> [PathBuf; 3] {
+    [
+        s.home().join(".claude/.oauth_refresh.lock"),
+        s.home().join(".claude.lock"),
+        s.home().join(".claude/.storage-write.lock"),
+    ]
+}
+
+/// Every lock wait ends: at the lock timeout, with a message that names the path and the command
+/// that clears it, a log that says so once instead of flooding, and the login kept (untouched
+/// before the token request; in the recovery file after it).
+#[test]
+fn a_lock_that_cannot_be_removed_ends_the_wait_at_the_lock_timeout() {
+    let cases: Vec<(usize, Blocker)> = (0..3)
+        .flat_map(|i| [(i, Blocker::RegularFile), (i, Blocker::NonEmptyFolder)])
+        .collect();
+    thread::scope(|scope| {
+        for (which, blocker) in cases {
+            scope.spawn(move || {
+                let s = Sandbox::new();
+                let login = s.login(-1000);
+                s.config(LOCK_TIMEOUT_CONFIG);
+                let before = s.read_creds();
+                let lock = lock_paths(&s)[which].clone();
+                block(&lock, blocker);
+                let run = run_within(&mut s.cmd(&["-v", "refresh"]), Duration::from_secs(30));
+                s.assert_no_leak(&run, false);
+                let case = format!("{blocker:?} at {}", lock.display());
+                let last = run.stderr.lines().last().unwrap_or("");
+                assert!(
+                    last.contains(&lock.display().to_string()) && last.contains("rm "),
+                    "{case}: the message names neither the path nor the fix: {run:?}"
+                );
+                assert!(
+                    run.stderr.lines().count() < 15,
+                    "{case}: the log repeats itself: {} lines",
+                    run.stderr.lines().count()
+                );
+                let naming = run
+                    .stderr
+                    .lines()
+                    .filter(|l| l.contains(&lock.display().to_string()))
+                    .count();
+                assert!(
+                    naming <= 2,
+                    "{case}: the blockage is reported again and again: {run:?}"
+                );
+                assert!(lock.exists(), "{case}: the blocker is not ours to remove");
+                if which == 2 {
+                    // The storage lock is taken after the token request: the new tokens are in
+                    // the recovery file, and the next run restores them once it is cleared.
+                    assert_eq!(run.code, 74, "{case}: {run:?}");
+                    assert_eq!(s.read_creds(), before, "{case}");
+                    assert_eq!(files_under(&s.state_dir().join("recovery")).len(), 1);
+                    if lock.is_dir() {
+                        fs::remove_dir_all(&lock).unwrap();
+                    } else {
+                        fs::remove_file(&lock).unwrap();
+                    }
+                    let again = s.run(&["refresh"]);
+                    assert_eq!(again.code, 0, "{case}: {again:?}");
+                    assert!(again.stdout.starts_with("restored"), "{case}: {again:?}");
+                    assert_eq!(s.server.stats().token_requests, 1, "{case}");
+                } else {
+                    assert_eq!(run.code, 75, "{case}: {run:?}");
+                    assert_eq!(s.read_creds(), before, "{case}");
+                    assert_eq!(s.server.stats().token_requests, 0, "{case}");
+                    assert!(s.server.is_live_access(&login.access_token));
+                }
+            });
+        }
+    });
+}
+
+/// SIGTERM while the save waits for a storage lock that never frees: the process stops at once
+/// instead of ignoring the signal, and the new tokens it already received are in the recovery
+/// file, from which the next run restores them.
+#[test]
+fn a_signal_during_a_blocked_save_stops_at_once_and_keeps_the_tokens() {
+    let s = Sandbox::new();
+    s.login(-1000);
+    s.config("[claude]\nlock_timeout = \"60s\"\n");
+    let lock = s.home().join(".claude/.storage-write.lock");
+    block(&lock, Blocker::RegularFile);
+    let child = s
+        .cmd(&["refresh"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the new tokens", Duration::from_secs(10), || {
+        s.server.stats().refreshes_ok == 1
+    });
+    thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill(2) on the child we started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let pid = child.id();
+    let (done, result) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    let out = match result.recv_timeout(Duration::from_secs(10)) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            // SAFETY: as above; the test must not leave it running.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("SIGTERM was ignored while the save waited for its lock");
+        }
+    };
+    let run = Run::from(out);
+    s.assert_no_leak(&run, false);
+    assert_ne!(run.code, 0, "{run:?}");
+    assert_eq!(
+        files_under(&s.state_dir().join("recovery")).len(),
+        1,
+        "the new tokens are in the recovery file: {run:?}"
+    );
+    fs::remove_file(&lock).unwrap();
+    let again = s.run(&["refresh"]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert!(again.stdout.starts_with("restored"), "{again:?}");
+    let v = s.creds_json();
+    assert!(
+        s.server
+            .is_live_access(v["claudeAiOauth"]["accessToken"].as_str().unwrap())
+    );
+    assert_eq!(s.server.stats().token_requests, 1);
+}
