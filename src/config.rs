@@ -43,8 +43,8 @@
 //! metrics = "127.0.0.1:9464"
 //! ```
 
-use crate::backoff::RetryPolicy;
 use crate::error::Error;
+use crate::oauth::backoff::RetryPolicy;
 use crate::provider::Provider;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -82,7 +82,7 @@ impl ConfigFile {
     }
 }
 
-/// One `[[login]]` table: any OAuth login kept in a JSON file (see `generic.rs`).
+/// One `[[login]]` table: any OAuth login kept in a JSON file (see `provider/generic.rs`).
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoginTable {
@@ -235,7 +235,7 @@ pub fn load(path: &Path, named_by_user: bool) -> Result<ConfigFile, Error> {
         ),
     })?;
     // A broken [[login]] table fails every command, as an unknown key does: the file is wrong.
-    crate::generic::check_all(&cfg.login, path)?;
+    crate::provider::generic::check_all(&cfg.login, path)?;
     Ok(cfg)
 }
 
@@ -287,7 +287,7 @@ impl ProviderConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::claude::{self, Claude};
+    use crate::provider::claude::{self, Claude};
 
     #[test]
     fn reads_settings_and_names_bad_keys() {

@@ -4,41 +4,35 @@
 //!
 //! The library decides and does the work; it never prints and never exits. The binary
 //! (`src/main.rs` and `src/cli/`) turns its results into output and exit codes.
+//!
+//! Folders by concern:
+//! - [`provider`]: what differs between CLIs (Claude Code, Codex, Gemini, `[[login]]`): paths,
+//!   document layout, requests, locks, rejections.
+//! - [`storage`]: the credentials file, the Keychain, the state folder.
+//! - [`lock`]: our own lock, Claude's directory locks, `flock`s, leases, signals.
+//! - [`oauth`]: the token endpoint, answer classification, backoff, JWTs.
+//! - [`refresh`]: the numbered refresh protocol and its save.
+//! - [`daemon`]: the watchdog loop, its schedule, alerts, metrics, file watching, sd_notify.
+//! - [`exec`]: the wrapped command and its auth failures.
+//! - [`service`]: the definitions that run the daemon (systemd, launchd, Windows).
+//! - [`fleet`]: many machines sharing one login through PostgreSQL.
+//! - leaves: [`login`] (a login and when it is due), [`config`], [`duration`], [`error`],
+//!   [`secret`].
 
-pub mod alert;
-pub mod auth_failure;
-pub mod backoff;
-pub mod child;
-pub mod claude;
-pub mod codex;
 pub mod config;
-pub mod credentials_file;
 pub mod daemon;
-pub mod dir_lock;
 pub mod duration;
-pub mod endpoint;
 pub mod error;
+pub mod exec;
 pub mod fleet;
-pub mod flock;
-pub mod gemini;
-pub mod generic;
-pub mod interrupt;
-pub mod json_pointer;
-pub mod jwt;
-pub mod keychain;
-pub mod lease;
+pub mod lock;
 pub mod login;
-pub mod metrics;
-pub mod own_lock;
+pub mod oauth;
 pub mod provider;
 pub mod refresh;
-pub mod schedule;
 pub mod secret;
 pub mod service;
 pub mod standin;
-pub mod state;
-pub mod store;
-pub mod systemd;
-pub mod watch;
+pub mod storage;
 
 pub use error::{Error, ErrorKind};

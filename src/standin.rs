@@ -515,7 +515,7 @@ impl TokenBook {
             return opaque;
         }
         self.issued.pop();
-        let token = crate::jwt::unsigned(&json!({
+        let token = crate::oauth::jwt::unsigned(&json!({
             "exp": unix_secs() + config.access_ttl_secs,
             "jti": opaque,
             "https://api.openai.com/auth": {"chatgpt_account_id": "acct-standin"},
@@ -1112,7 +1112,7 @@ fn grant(shared: &Shared, request: &RecordedRequest) -> Reply {
         Flavor::Anthropic => {}
         Flavor::OpenAi => {
             let mut body = json!({
-                "id_token": crate::jwt::unsigned(&json!({"exp": unix_secs() + 3600, "email": "dev@example.test"})),
+                "id_token": crate::oauth::jwt::unsigned(&json!({"exp": unix_secs() + 3600, "email": "dev@example.test"})),
                 "access_token": access,
             });
             if let Some(refresh) = refresh {
@@ -1127,7 +1127,7 @@ fn grant(shared: &Shared, request: &RecordedRequest) -> Reply {
                 "expires_in": config.access_ttl_secs,
                 "scope": config.scope_response.as_deref().unwrap_or("openid"),
                 "token_type": "Bearer",
-                "id_token": crate::jwt::unsigned(&json!({"exp": unix_secs() + 3600, "email": "dev@example.test"})),
+                "id_token": crate::oauth::jwt::unsigned(&json!({"exp": unix_secs() + 3600, "email": "dev@example.test"})),
             });
             if let Some(refresh) = refresh {
                 body["refresh_token"] = json!(refresh);

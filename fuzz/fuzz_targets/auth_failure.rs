@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tokenkeeper::auth_failure::{Detector, LoginFacts, detect_line, explain};
+use tokenkeeper::exec::auth_failure::{Detector, LoginFacts, detect_line, explain};
 
 fuzz_target!(|data: &[u8]| {
     let [size, stream @ ..] = data else {

@@ -6,9 +6,9 @@
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use std::time::Duration;
-use tokenkeeper::claude;
-use tokenkeeper::credentials_file::CredentialsFile;
-use tokenkeeper::endpoint::TokenResponse;
+use tokenkeeper::provider::claude;
+use tokenkeeper::storage::credentials_file::CredentialsFile;
+use tokenkeeper::oauth::endpoint::TokenResponse;
 use tokenkeeper::secret::Secret;
 
 const NOW: i64 = 1_800_000_000_000;

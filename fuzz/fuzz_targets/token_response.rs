@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tokenkeeper::endpoint::{Reply, classify, parse_retry_after};
+use tokenkeeper::oauth::endpoint::{Reply, classify, parse_retry_after};
 
 const PERMANENT: [&str; 3] = ["invalid_grant", "invalid_client", "unauthorized_client"];
 

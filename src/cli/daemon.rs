@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokenkeeper::Error;
-use tokenkeeper::alert::Alerter;
+use tokenkeeper::daemon::alert::Alerter;
+use tokenkeeper::daemon::metrics::{self, Metrics};
+use tokenkeeper::daemon::sd_notify::Notifier;
 use tokenkeeper::daemon::{Control, Daemon, LoginConfig, Options};
-use tokenkeeper::metrics::{self, Metrics};
-use tokenkeeper::systemd::Notifier;
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct DaemonArgs {
@@ -34,7 +34,7 @@ pub struct DaemonArgs {
 
 /// The options after flags, then config, then defaults.
 struct Resolved {
-    state: tokenkeeper::state::StateDir,
+    state: tokenkeeper::storage::state::StateDir,
     options: Options,
     alerter: Alerter,
     metrics: Option<SocketAddr>,
@@ -129,7 +129,7 @@ fn keepable(all: Vec<Context>) -> Result<Vec<LoginConfig>, Error> {
 /// ends, to keep while the loop runs.
 #[cfg(unix)]
 fn wire_signals(
-    state: &tokenkeeper::state::StateDir,
+    state: &tokenkeeper::storage::state::StateDir,
 ) -> Result<(Control, [std::os::unix::net::UnixStream; 2]), Error> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     use std::os::fd::AsRawFd;
@@ -161,7 +161,7 @@ fn wire_signals(
 /// Ctrl+C (and SIGTERM where the C runtime raises it) ask the loop to stop; it looks at least
 /// every quarter of a second. No reload signal: restart the service to re-read the configuration.
 #[cfg(not(unix))]
-fn wire_signals(_state: &tokenkeeper::state::StateDir) -> Result<(Control, ()), Error> {
+fn wire_signals(_state: &tokenkeeper::storage::state::StateDir) -> Result<(Control, ()), Error> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let control = Control::default();
     for sig in [SIGTERM, SIGINT] {

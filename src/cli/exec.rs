@@ -9,11 +9,12 @@ use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use tokenkeeper::auth_failure::{self, AuthFailure, FailureKind, LoginFacts};
-use tokenkeeper::child::{self, ChildSpec, SpawnError};
+use tokenkeeper::Error;
+use tokenkeeper::exec::auth_failure::{self, AuthFailure, FailureKind, LoginFacts};
+use tokenkeeper::exec::child::{self, ChildSpec, SpawnError};
+use tokenkeeper::lock::lease;
 use tokenkeeper::login::{Login, now_ms};
-use tokenkeeper::state::StateDir;
-use tokenkeeper::{Error, lease};
+use tokenkeeper::storage::state::StateDir;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Inject {

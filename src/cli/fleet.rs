@@ -7,15 +7,16 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokenkeeper::alert::Alerter;
+use tokenkeeper::daemon::alert::Alerter;
+use tokenkeeper::daemon::metrics::Metrics;
+use tokenkeeper::daemon::sd_notify::Notifier;
 use tokenkeeper::daemon::{Control, LoginConfig, Options};
 use tokenkeeper::fleet::daemon::FleetDaemon;
-use tokenkeeper::fleet::{Fleet, crypto, sync};
+use tokenkeeper::fleet::refresh as fleet_refresh;
+use tokenkeeper::fleet::{Fleet, crypto};
 use tokenkeeper::login::Login;
-use tokenkeeper::metrics::Metrics;
 use tokenkeeper::refresh::Outcome;
-use tokenkeeper::state::StateDir;
-use tokenkeeper::systemd::Notifier;
+use tokenkeeper::storage::state::StateDir;
 use tokenkeeper::{Error, ErrorKind};
 
 #[derive(clap::Args, Debug)]
@@ -114,7 +115,7 @@ impl Context {
     /// local file's.
     pub fn refresh_if_due(&self, force: bool, min_ttl: Duration) -> Result<Outcome, Error> {
         match &self.fleet {
-            Some(fleet) => sync::ensure_fresh(fleet, &self.job(), force, min_ttl),
+            Some(fleet) => fleet_refresh::ensure_fresh(fleet, &self.job(), force, min_ttl),
             None => tokenkeeper::refresh::refresh_if_due(&self.job(), force, min_ttl),
         }
     }
@@ -157,14 +158,15 @@ pub fn waker(_ends: &()) -> Box<dyn Fn() + Send> {
 /// What `status` adds for a fleet login: the store's row, or why it could not be read.
 pub struct StoreReport {
     pub store: String,
-    pub shared: Result<sync::Shared, Error>,
+    pub shared: Result<fleet_refresh::Shared, Error>,
 }
 
 /// Reads the store for `status` (no lock, no write).
 pub fn inspect(ctx: &Context) -> Option<StoreReport> {
     let fleet = ctx.fleet.as_ref()?;
     let job = ctx.job();
-    let shared = sync::connect(fleet).and_then(|mut store| sync::fetch(&mut store, fleet, &job));
+    let shared = fleet_refresh::connect(fleet)
+        .and_then(|mut store| fleet_refresh::fetch(&mut store, fleet, &job));
     Some(StoreReport {
         store: fleet.shown.clone(),
         shared,
@@ -215,7 +217,7 @@ pub fn run_daemon(
     // an unreachable store is not a reason to refuse (the machine keeps its token meanwhile).
     {
         let first = &logins[0];
-        let endpoint = tokenkeeper::endpoint::TokenEndpoint::new(
+        let endpoint = tokenkeeper::oauth::endpoint::TokenEndpoint::new(
             &first.settings.token_url,
             &first.settings.user_agent,
         );
@@ -226,8 +228,8 @@ pub fn run_daemon(
             endpoint: &endpoint,
             state: &state,
         };
-        let checked =
-            sync::connect(&fleet).and_then(|mut store| sync::fetch(&mut store, &fleet, &job));
+        let checked = fleet_refresh::connect(&fleet)
+            .and_then(|mut store| fleet_refresh::fetch(&mut store, &fleet, &job));
         if let Err(e) = checked
             && !matches!(
                 e,

@@ -19,11 +19,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use tokenkeeper::config::{self, ConfigFile, Settings};
-use tokenkeeper::credentials_file::CredentialsFile;
-use tokenkeeper::endpoint::TokenEndpoint;
+use tokenkeeper::oauth::endpoint::TokenEndpoint;
 use tokenkeeper::provider::{self, Provider};
 use tokenkeeper::refresh::Job;
-use tokenkeeper::state::StateDir;
+use tokenkeeper::storage::credentials_file::CredentialsFile;
+use tokenkeeper::storage::state::StateDir;
 use tokenkeeper::{Error, ErrorKind};
 
 /// Keeps the OAuth logins of AI coding CLIs fresh: one refresh at a time across every process,
@@ -201,7 +201,7 @@ impl Loaded {
             return Ok((p, table.clone()));
         }
         if let Some(table) = self.cfg.login.iter().find(|l| l.name == name) {
-            let generic = tokenkeeper::generic::Generic::new(table, &self.config_path)?;
+            let generic = tokenkeeper::provider::generic::Generic::new(table, &self.config_path)?;
             return Ok((generic, table.request_config()));
         }
         let mut known: Vec<&str> = provider::BUILTIN.to_vec();
@@ -237,12 +237,10 @@ impl Loaded {
                 path: self.config_path.clone(),
                 problem: "no credentials path: HOME is not set; pass --credentials PATH".into(),
             })?;
-        let file =
-            tokenkeeper::store::open(provider.as_ref(), path, &table, &env).map_err(|problem| {
-                Error::Config {
-                    path: self.config_path.clone(),
-                    problem,
-                }
+        let file = tokenkeeper::storage::place::open(provider.as_ref(), path, &table, &env)
+            .map_err(|problem| Error::Config {
+                path: self.config_path.clone(),
+                problem,
             })?;
         Ok(Context {
             file,

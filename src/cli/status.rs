@@ -6,7 +6,7 @@ use super::output::{self, rfc3339, when};
 use serde_json::json;
 use tokenkeeper::Error;
 use tokenkeeper::login::{Freshness, Login, now_ms};
-use tokenkeeper::state::{Record, StateDir};
+use tokenkeeper::storage::state::{Record, StateDir};
 
 /// What status found for one login.
 struct Report {

@@ -1,6 +1,6 @@
 //! The watchdog of a fleet machine (`tokenkeeper daemon --store URL`). Every machine runs one;
 //! each plans the refresh of the shared login from the store's expiry (the margin plus its own
-//! jitter, so one machine is first), refreshes through [`sync::refresh_if_due`] under the row
+//! jitter, so one machine is first), refreshes through [`fleet_refresh::refresh_if_due`] under the row
 //! lock, and writes the store's access token into its own file whenever the store holds a newer
 //! one. A machine that loses the race finds the new generation under the lock and makes no
 //! request.
@@ -11,23 +11,23 @@
 //! access token, sends one `store_unreachable` alert, tries again with backoff, and sends
 //! `recovered` when it can reach the store again.
 
-use crate::alert::{Alerter, Event};
 use crate::config::Settings;
-use crate::credentials_file::CredentialsFile;
+use crate::daemon::alert::{Alerter, Event};
+use crate::daemon::metrics::Metrics;
+use crate::daemon::schedule;
+use crate::daemon::watch::{Watcher, sleep_until_event};
 use crate::daemon::{Control, LoginConfig, Options};
-use crate::endpoint::TokenEndpoint;
 use crate::error::{Error, ErrorKind};
 use crate::fleet::Fleet;
+use crate::fleet::database::Store;
 use crate::fleet::local;
-use crate::fleet::store::Store;
-use crate::fleet::sync::{self, Shared};
+use crate::fleet::refresh::{self as fleet_refresh, Shared};
 use crate::login::{EpochMs, duration_ms, now_ms};
-use crate::metrics::Metrics;
+use crate::oauth::endpoint::TokenEndpoint;
 use crate::provider::Provider;
 use crate::refresh::{Action, Job};
-use crate::schedule;
-use crate::state::{DaemonRecord, StateDir};
-use crate::watch::{Watcher, sleep_until_event};
+use crate::storage::credentials_file::CredentialsFile;
+use crate::storage::state::{DaemonRecord, StateDir};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -131,7 +131,7 @@ impl FleetDaemon {
             .spawn(move || {
                 let mut pause = UNREACHABLE_MIN;
                 loop {
-                    if let Ok(mut store) = sync::connect(&fleet).and_then(|mut s| {
+                    if let Ok(mut store) = fleet_refresh::connect(&fleet).and_then(|mut s| {
                         s.listen()?;
                         Ok(s)
                     }) {
@@ -213,7 +213,7 @@ impl FleetDaemon {
             };
             let t = &self.logins[i];
             let job = job_of(t, &self.state);
-            sync::fetch(store, &fleet, &job)
+            fleet_refresh::fetch(store, &fleet, &job)
         };
         let shared = match fetched {
             Ok(s) => s,
@@ -302,7 +302,7 @@ impl FleetDaemon {
             };
             let t = &self.logins[i];
             let job = job_of(t, &self.state);
-            sync::refresh_if_due(store, &fleet, &job, false, lead + Duration::from_secs(1))
+            fleet_refresh::refresh_if_due(store, &fleet, &job, false, lead + Duration::from_secs(1))
         };
         let provider = self.logins[i].file.owner().provider;
         match result {
@@ -548,7 +548,7 @@ fn connected<'a>(slot: &'a mut Option<Store>, fleet: &Fleet) -> Result<&'a mut S
     }
     match slot {
         Some(store) => Ok(store),
-        None => Ok(slot.insert(sync::connect(fleet)?)),
+        None => Ok(slot.insert(fleet_refresh::connect(fleet)?)),
     }
 }
 

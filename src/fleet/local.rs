@@ -3,15 +3,15 @@
 //! every other key kept, so the CLI uses the access token and never refreshes. A file holding a
 //! login of the machine's own is never overwritten.
 
-use crate::credentials_file::WriteGuard;
-use crate::dir_lock::{DirLock, LockError};
 use crate::error::{Error, ErrorKind};
+use crate::fleet::refresh::{Shared, name_and_shape};
 use crate::fleet::shape::Shape;
-use crate::fleet::sync::{Shared, name_and_shape};
-use crate::own_lock::{self, OwnLock, OwnLockError};
+use crate::lock::dir_lock::{DirLock, LockError};
+use crate::lock::own_lock::{self, OwnLock, OwnLockError};
 use crate::provider::SaveLock;
 use crate::refresh::Job;
 use crate::secret::fingerprint;
+use crate::storage::credentials_file::WriteGuard;
 use serde_json::Value;
 use std::time::Instant;
 
@@ -147,7 +147,7 @@ pub fn is_fleets(local_refresh: &str, shared: &Shared) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::sync::tests::shared;
+    use crate::fleet::refresh::tests::shared;
 
     #[test]
     fn a_machine_file_is_the_fleets_unless_it_holds_a_refresh_token_the_fleet_never_had() {

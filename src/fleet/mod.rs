@@ -5,9 +5,9 @@
 //! writes the current access token (never the refresh token) into its own credentials file.
 //!
 //! - [`crypto`]: the fleet key; logins are stored only as AES-256-GCM ciphertext.
-//! - [`store`]: the SQL: the table, reads, the row lock, writes, notifications.
+//! - [`database`]: the SQL: the table, reads, the row lock, writes, notifications.
 //! - [`shape`]: which part of a credentials file is the shared login; the local projection.
-//! - [`sync`]: the protocol: read, refresh under the row lock, write back what was missed.
+//! - [`refresh`]: the protocol: read, refresh under the row lock, write back what was missed.
 //! - [`local`]: this machine's copy, without the refresh token.
 //! - [`push`]: `tokenkeeper fleet push`.
 //! - [`daemon`]: the watchdog of a fleet machine, woken by the store's notifications.
@@ -16,11 +16,11 @@
 
 pub mod crypto;
 pub mod daemon;
+pub mod database;
 pub mod local;
 pub mod push;
+pub mod refresh;
 pub mod shape;
-pub mod store;
-pub mod sync;
 
 use crate::error::{Error, ErrorKind};
 use serde::Deserialize;
@@ -82,7 +82,7 @@ impl Fleet {
         let shown = redact(&url);
         let key_file = config.key_file.as_ref().map(|p| {
             if p.is_relative() {
-                crate::credentials_file::folder_of(config_path).join(p)
+                crate::storage::credentials_file::folder_of(config_path).join(p)
             } else {
                 p.clone()
             }

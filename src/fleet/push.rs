@@ -3,14 +3,14 @@
 //! generation under the row lock (creating the tables on first use), and leaves this machine's
 //! file without its refresh token, like every other machine's.
 
-use crate::dir_lock::{DirLock, LockError};
 use crate::error::{Error, ErrorKind};
 use crate::fleet::Fleet;
+use crate::fleet::database::Row;
 use crate::fleet::local::project;
-use crate::fleet::store::Row;
-use crate::fleet::sync::{Payload, Shared, connect, idle_timeout, name_and_shape, open, seal};
+use crate::fleet::refresh::{Payload, Shared, connect, idle_timeout, name_and_shape, open, seal};
+use crate::lock::dir_lock::{DirLock, LockError};
+use crate::lock::own_lock::{self, OwnLock, OwnLockError};
 use crate::login::{Login, now_ms};
-use crate::own_lock::{self, OwnLock, OwnLockError};
 use crate::refresh::Job;
 use std::time::Instant;
 
@@ -206,7 +206,7 @@ pub fn push_verdict(stored: &Shared, local: &Login, force: bool) -> PushVerdict 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::sync::tests::{login, shared};
+    use crate::fleet::refresh::tests::{login, shared};
 
     #[test]
     fn push_replaces_only_an_older_or_dead_login_unless_forced() {

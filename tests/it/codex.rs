@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime};
-use tokenkeeper::jwt::unsigned;
+use tokenkeeper::oauth::jwt::unsigned;
 use tokenkeeper::standin::{Fault, IssuedLogin, StandinConfig};
 
 const HOUR_MS: i64 = 3_600_000;
@@ -230,7 +230,7 @@ fn a_due_codex_login_is_refreshed_keeping_account_id_unknown_keys_and_codex_layo
     assert_ne!(refresh, old.refresh_token, "the refresh token rotated");
     let old_id = tokens_in(&before)[0].clone();
     assert_ne!(id, old_id, "the id token that came back is saved");
-    assert!(tokenkeeper::jwt::claims(id).is_some());
+    assert!(tokenkeeper::oauth::jwt::claims(id).is_some());
     let last_refresh = after["last_refresh"].as_str().unwrap();
     let fraction = last_refresh.split('.').nth(1).expect("fractional seconds");
     assert_eq!(fraction.len(), 10, "nine digits and Z: {last_refresh}");
@@ -259,7 +259,7 @@ fn a_due_codex_login_is_refreshed_keeping_account_id_unknown_keys_and_codex_layo
     assert_eq!(req.header("authorization"), None);
     assert_eq!(
         req.header("user-agent"),
-        Some(tokenkeeper::codex::DEFAULT_USER_AGENT)
+        Some(tokenkeeper::provider::codex::DEFAULT_USER_AGENT)
     );
     let body: Value = serde_json::from_str(&req.body).unwrap();
     assert_eq!(body["client_id"], "app_EMoamEEZ73f0CkXaXp7hrann");
@@ -350,11 +350,11 @@ fn a_reused_refresh_token_is_dead() {
     let s = sandbox();
     let (old, _) = login(&s, -1000);
     // Another copy of the login (on another machine, say) refreshed with it first.
-    let endpoint = tokenkeeper::endpoint::TokenEndpoint::new(&s.server.token_url(), "other");
+    let endpoint = tokenkeeper::oauth::endpoint::TokenEndpoint::new(&s.server.token_url(), "other");
     let request = tokenkeeper::provider::TokenRequest {
-        body: tokenkeeper::provider::Body::Json(tokenkeeper::codex::token_request(
+        body: tokenkeeper::provider::Body::Json(tokenkeeper::provider::codex::token_request(
             &tokenkeeper::secret::Secret::new(old.refresh_token.clone()),
-            tokenkeeper::codex::DEFAULT_CLIENT_ID,
+            tokenkeeper::provider::codex::DEFAULT_CLIENT_ID,
             "",
         )),
         headers: Vec::new(),
@@ -364,7 +364,10 @@ fn a_reused_refresh_token_is_dead() {
         tokenkeeper::provider::RejectionRule::OAuthOrAny401,
         Duration::from_secs(5),
     );
-    assert!(matches!(reply, tokenkeeper::endpoint::Reply::Tokens(_)));
+    assert!(matches!(
+        reply,
+        tokenkeeper::oauth::endpoint::Reply::Tokens(_)
+    ));
     assert_dead(&s, "refresh_token_reused");
     assert_eq!(s.server.stats().reused_refresh_tokens, 1);
     let again = run(&s, &["refresh", "--provider", "codex"]);
@@ -844,7 +847,7 @@ fn the_daemon_keeps_a_codex_login_fresh_over_many_short_lifetimes() {
     while start.elapsed() < Duration::from_secs(12) {
         let v = auth_json(&s);
         let access = v["tokens"]["access_token"].as_str().unwrap().to_string();
-        let exp = tokenkeeper::jwt::expiry_ms(&access).expect("a JWT with exp");
+        let exp = tokenkeeper::oauth::jwt::expiry_ms(&access).expect("a JWT with exp");
         assert!(
             exp > now_ms(),
             "the file held an expired token ({} ms)",

@@ -100,7 +100,7 @@ impl Unit {
             }
             (Unit::Jwt, None) => {
                 let token = doc.pointer(access).and_then(Value::as_str).unwrap();
-                tokenkeeper::jwt::expiry_ms(token).expect("a JWT with exp")
+                tokenkeeper::oauth::jwt::expiry_ms(token).expect("a JWT with exp")
             }
             (unit, v) => panic!("{unit:?}: unexpected expiry {v:?}"),
         }
@@ -172,7 +172,8 @@ impl Tool {
         let at = now_ms() + in_ms;
         match self.unit {
             Unit::Jwt => {
-                let token = tokenkeeper::jwt::unsigned(&json!({"exp": at / 1000, "sub": "u"}));
+                let token =
+                    tokenkeeper::oauth::jwt::unsigned(&json!({"exp": at / 1000, "sub": "u"}));
                 self.write(&token, refresh, at)
             }
             _ => self.write(access, refresh, at),

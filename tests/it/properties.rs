@@ -13,14 +13,14 @@ use proptest::prelude::*;
 use proptest::test_runner::Config;
 use serde_json::{Number, Value};
 use std::time::Duration;
-use tokenkeeper::backoff::{Next, RetryPolicy};
-use tokenkeeper::claude;
-use tokenkeeper::credentials_file::CredentialsFile;
+use tokenkeeper::daemon::schedule;
 use tokenkeeper::duration;
-use tokenkeeper::endpoint::TokenResponse;
 use tokenkeeper::login::{Freshness, Login, duration_ms};
-use tokenkeeper::schedule;
+use tokenkeeper::oauth::backoff::{Next, RetryPolicy};
+use tokenkeeper::oauth::endpoint::TokenResponse;
+use tokenkeeper::provider::claude;
 use tokenkeeper::secret::Secret;
+use tokenkeeper::storage::credentials_file::CredentialsFile;
 
 /// No `proptest-regressions/` files in the tree: a failure prints its minimal case instead.
 fn config(cases: u32) -> Config {

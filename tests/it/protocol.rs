@@ -6,7 +6,7 @@ use std::fs;
 use std::process::{Child, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
-use tokenkeeper::dir_lock::{Identity, OwnerRecord};
+use tokenkeeper::lock::dir_lock::{Identity, OwnerRecord};
 use tokenkeeper::standin::Fault;
 
 const HOUR_MS: i64 = 3_600_000;
@@ -41,7 +41,7 @@ fn refresh_rotates_tokens_and_keeps_every_other_byte() {
         login.refresh_token,
         now_ms() - 1000,
         scopes = serde_json::json!(
-            tokenkeeper::claude::DEFAULT_SCOPE
+            tokenkeeper::provider::claude::DEFAULT_SCOPE
                 .split(' ')
                 .collect::<Vec<_>>()
         ),
@@ -169,16 +169,16 @@ fn waits_for_claude_code_holding_its_refresh_lock_then_adopts_its_tokens() {
         .set_modified(std::time::SystemTime::now())
         .unwrap();
     let endpoint =
-        tokenkeeper::endpoint::TokenEndpoint::new(&s.server.token_url(), "claude-cli/2.1");
+        tokenkeeper::oauth::endpoint::TokenEndpoint::new(&s.server.token_url(), "claude-cli/2.1");
     let request = tokenkeeper::provider::TokenRequest {
-        body: tokenkeeper::provider::Body::Json(tokenkeeper::claude::token_request(
+        body: tokenkeeper::provider::Body::Json(tokenkeeper::provider::claude::token_request(
             &tokenkeeper::secret::Secret::new(login.refresh_token.clone()),
-            tokenkeeper::claude::DEFAULT_CLIENT_ID,
-            tokenkeeper::claude::DEFAULT_SCOPE,
+            tokenkeeper::provider::claude::DEFAULT_CLIENT_ID,
+            tokenkeeper::provider::claude::DEFAULT_SCOPE,
         )),
         headers: Vec::new(),
     };
-    let tokenkeeper::endpoint::Reply::Tokens(t) = endpoint.post(
+    let tokenkeeper::oauth::endpoint::Reply::Tokens(t) = endpoint.post(
         &request,
         tokenkeeper::provider::RejectionRule::OAuth,
         Duration::from_secs(5),

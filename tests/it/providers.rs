@@ -54,7 +54,7 @@ impl Three {
         self.s.write_login(&claude, LIFETIME_SECS as i64 * 1000);
 
         let codex = self.openai.issue_login();
-        let id_token = tokenkeeper::jwt::unsigned(&json!({"exp": 4_000_000_000u64}));
+        let id_token = tokenkeeper::oauth::jwt::unsigned(&json!({"exp": 4_000_000_000u64}));
         let auth = json!({
             "auth_mode": "chatgpt",
             "OPENAI_API_KEY": null,
@@ -166,7 +166,7 @@ fn one_daemon_keeps_all_three_fresh_each_at_its_own_endpoint() {
             .as_str()
             .unwrap()
             .to_string();
-        let codex = tokenkeeper::jwt::expiry_ms(&codex_access).unwrap();
+        let codex = tokenkeeper::oauth::jwt::expiry_ms(&codex_access).unwrap();
         for (name, at) in [("claude", claude), ("codex", codex), ("gemini", gemini)] {
             if at <= now {
                 expired_seen.push(name);

@@ -107,7 +107,7 @@ fn probe(base_url: &str) -> u8 {
 fn sandbox_credentials() -> Option<PathBuf> {
     let sandbox = PathBuf::from(std::env::var_os(SANDBOX_VAR)?);
     let env = |k: &str| std::env::var(k).ok();
-    let path = tokenkeeper::claude::default_credentials_path(&env)?;
+    let path = tokenkeeper::provider::claude::default_credentials_path(&env)?;
     let inside = sandbox.is_absolute()
         && path.starts_with(&sandbox)
         && !path
@@ -279,7 +279,7 @@ fn guarded(program: &Path, env: &[(OsString, OsString)]) -> Command {
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .process_group(0);
-    tokenkeeper::child::die_with_parent(&mut cmd);
+    tokenkeeper::exec::child::die_with_parent(&mut cmd);
     cmd
 }
 

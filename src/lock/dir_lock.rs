@@ -7,7 +7,7 @@
 //! holder that provably died: its owner record names a process that is gone and the lock's mtime
 //! has stood still for longer than a live holder would let it.
 
-use crate::interrupt;
+use crate::lock::interrupt;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -561,8 +561,8 @@ impl OwnerRecord {
 
     pub fn write(&self, path: &Path) -> io::Result<()> {
         let body = serde_json::to_vec(self).map_err(io::Error::other)?;
-        crate::credentials_file::remove_abandoned_temps(path);
-        crate::credentials_file::write_atomic(path, &body)
+        crate::storage::credentials_file::remove_abandoned_temps(path);
+        crate::storage::credentials_file::write_atomic(path, &body)
     }
 
     /// True only when the holder is provably gone, by Claude's rules: written in our pid

@@ -1,19 +1,19 @@
 //! Where a login is kept: its credentials file, or (Claude Code on macOS) the Keychain with the
-//! file as fallback, as Claude Code itself does. Both places are a [`Store`]; a
+//! file as fallback, as Claude Code itself does. Both places are a [`Place`]; a
 //! [`CredentialsFile`] reads through them in order and writes back to the one that held the
 //! login. The choice is made once per command, here, from the provider and its config table.
 
 use crate::config::ProviderConfig;
-use crate::credentials_file::{CredentialsFile, Snapshot, WriteGuard};
 use crate::error::Error;
-use crate::keychain::Keychain;
 use crate::provider::Provider;
+use crate::storage::credentials_file::{CredentialsFile, Snapshot, WriteGuard};
+use crate::storage::keychain::Keychain;
 use serde_json::Value;
 use std::io;
 use std::path::PathBuf;
 
 /// One place a credentials document can live.
-pub trait Store: Send + Sync + std::fmt::Debug {
+pub trait Place: Send + Sync + std::fmt::Debug {
     /// The document, or what stands in the way. An `Err` is final: no other place is tried.
     fn load(&self) -> Result<Found, Error>;
     /// Replaces the document; only under the lock the CLI writes under.
@@ -93,7 +93,7 @@ pub fn open(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::claude::Claude;
+    use crate::provider::claude::Claude;
 
     #[test]
     fn auto_means_the_keychain_only_on_macos_for_claudes_own_file() {
@@ -132,7 +132,7 @@ mod tests {
         };
         let file = open(&Claude, path.clone(), &table("keychain"), &env).unwrap();
         let keychain = file.keychain().expect("keychain");
-        assert_eq!(keychain.service(), crate::keychain::SERVICE);
+        assert_eq!(keychain.service(), crate::storage::keychain::SERVICE);
         assert_eq!(keychain.account(), "me");
         assert_eq!(file.path(), path, "locks and state stay with the file");
         assert!(

@@ -3,7 +3,7 @@
 //! and the critical section between posting a refresh token and saving its replacement (once the
 //! server has rotated the token, stopping before the save would throw the login away).
 
-use crate::dir_lock::{self, Identity};
+use crate::lock::dir_lock::{self, Identity};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard, Once, OnceLock};

@@ -29,7 +29,7 @@ impl TokenResponse {
     pub fn expires_at(&self, now: EpochMs, fallback: Duration) -> EpochMs {
         match self.expires_in {
             Some(secs) => now.saturating_add(secs_to_ms(secs)),
-            None => crate::jwt::expiry_ms(self.access_token.expose())
+            None => crate::oauth::jwt::expiry_ms(self.access_token.expose())
                 .unwrap_or_else(|| now.saturating_add(secs_to_ms(fallback.as_secs()))),
         }
     }

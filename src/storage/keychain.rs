@@ -13,9 +13,9 @@
 //! Nothing here is macOS-only at build time: the store talks to a program, which the tests
 //! replace with a fake placed first on `PATH` (`examples/fake_security.rs`).
 
-use crate::credentials_file::{Snapshot, WriteGuard};
 use crate::error::Error;
-use crate::store::{Found, Store};
+use crate::storage::credentials_file::{Snapshot, WriteGuard};
+use crate::storage::place::{Found, Place};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::io::{self, Read, Write};
@@ -205,7 +205,7 @@ impl Keychain {
     }
 }
 
-impl Store for Keychain {
+impl Place for Keychain {
     fn load(&self) -> Result<Found, Error> {
         let bytes = match self.find() {
             Ok(bytes) => bytes,

@@ -3,7 +3,7 @@
 //! holder dies, however it dies. While held, the sidecar also records which of Claude's lock
 //! directories the holder has taken, so the next holder can remove those a killed holder left.
 
-use crate::dir_lock::{self, Identity};
+use crate::lock::dir_lock::{self, Identity};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
@@ -50,7 +50,7 @@ impl OwnLock {
             .truncate(false)
             .open(path)
             .map_err(OwnLockError::Io)?;
-        if !crate::flock::lock_until(&file, deadline, on_wait).map_err(OwnLockError::Io)? {
+        if !crate::lock::flock::lock_until(&file, deadline, on_wait).map_err(OwnLockError::Io)? {
             return Err(OwnLockError::Timeout);
         }
         let mut lock = OwnLock {

@@ -12,13 +12,13 @@
 //! rewrite its file in place, a cut-off file is read again before it counts as malformed.
 
 use crate::config::{LoginTable, Settings};
-use crate::credentials_file::{CredentialsFile, Layout, Owner};
-use crate::endpoint::TokenResponse;
 use crate::error::Error;
-use crate::json_pointer::Pointer;
 use crate::login::{EpochMs, Login};
+use crate::oauth::endpoint::TokenResponse;
+use crate::provider::json_pointer::Pointer;
 use crate::provider::{Body, Defaults, Provider, TokenRequest};
 use crate::secret::Secret;
+use crate::storage::credentials_file::{CredentialsFile, Layout, Owner};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -434,7 +434,7 @@ impl Provider for Generic {
         let refresh_token = token(&self.refresh_token)?;
         let expires_at = match (&self.expires_at, self.unit) {
             (_, ExpiryUnit::Jwt) if access_token.is_empty() => 0,
-            (_, ExpiryUnit::Jwt) => crate::jwt::expiry_ms(access_token.expose()).ok_or_else(|| {
+            (_, ExpiryUnit::Jwt) => crate::oauth::jwt::expiry_ms(access_token.expose()).ok_or_else(|| {
                 malformed(format!(
                     "have an access token at {} that is not a JWT with an exp claim, which expiry_unit = \"jwt\" needs",
                     self.access_token.text()
@@ -999,7 +999,7 @@ mod tests {
             1_795_966_646_000
         );
         assert_eq!(at("ms", Value::Null).unwrap(), 0, "no expiry: expired");
-        let jwt = crate::jwt::unsigned(&json!({"exp": now_s}));
+        let jwt = crate::oauth::jwt::unsigned(&json!({"exp": now_s}));
         let g = build(&table("jwt"));
         let doc = json!({"tokens": {"access": jwt, "refresh": "r"}});
         assert_eq!(g.parse(&file(), &doc).unwrap().expires_at, now_s * 1000);

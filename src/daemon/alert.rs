@@ -249,7 +249,7 @@ fn run_notify_command(cmd: &str, alert: &Alert, limit: Duration) {
 }
 
 fn webhook_agent() -> ureq::Agent {
-    crate::endpoint::client_config()
+    crate::oauth::endpoint::client_config()
         // A redirect is a wrong URL to fix, not something to follow with a POST.
         .max_redirects(0)
         .user_agent(concat!("tokenkeeper/", env!("CARGO_PKG_VERSION")))

@@ -5,8 +5,8 @@
 //! systemctl, launchctl or schtasks: it prints the one command that does, so the person sees
 //! what changes in their session and runs it when they choose.
 
-use crate::credentials_file::write_atomic;
 use crate::error::Error;
+use crate::storage::credentials_file::write_atomic;
 use std::fmt::Write as _;
 use std::fs;
 use std::io;

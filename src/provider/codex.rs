@@ -10,12 +10,12 @@
 //! re-read-compare-write, as Codex does: held across the request they would stall every Codex run.
 
 use crate::config::Settings;
-use crate::credentials_file::{CredentialsFile, Layout, Owner};
-use crate::endpoint::TokenResponse;
 use crate::error::Error;
 use crate::login::{EpochMs, Login};
+use crate::oauth::endpoint::TokenResponse;
 use crate::provider::{Body, Defaults, Provider, RejectionRule, SaveLock, TokenRequest};
 use crate::secret::Secret;
+use crate::storage::credentials_file::{CredentialsFile, Layout, Owner};
 use serde_json::{Map, Value, json};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -189,7 +189,7 @@ pub fn parse(file: &CredentialsFile, doc: &Value) -> Result<Login, Error> {
     };
     // Codex refuses the whole file when the id token does not decode; a wiped login is dead
     // whatever its id token, so that is said first.
-    if !refresh_token.is_empty() && crate::jwt::claims(id_token.expose()).is_none() {
+    if !refresh_token.is_empty() && crate::oauth::jwt::claims(id_token.expose()).is_none() {
         return Err(file.malformed(
             "have a \"tokens.id_token\" that is not a JWT, so Codex CLI will not load them",
             RELOGIN,
@@ -206,7 +206,7 @@ pub fn parse(file: &CredentialsFile, doc: &Value) -> Result<Login, Error> {
 
 /// When the access token expires, as Codex judges it.
 fn expiry(access_token: &Secret, last_refresh: Option<EpochMs>) -> EpochMs {
-    crate::jwt::expiry_ms(access_token.expose())
+    crate::oauth::jwt::expiry_ms(access_token.expose())
         .or_else(|| last_refresh.map(|t| t.saturating_add(LAST_REFRESH_MAX_AGE_MS)))
         .unwrap_or(0)
 }
@@ -290,7 +290,7 @@ pub fn rfc3339_nanos(ms: EpochMs) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jwt::unsigned;
+    use crate::oauth::jwt::unsigned;
 
     fn file() -> CredentialsFile {
         CredentialsFile::new("/h/.codex/auth.json", OWNER).with_layout(Layout::Pretty)

@@ -1,18 +1,24 @@
 //! What differs between the CLIs whose logins tokenkeeper keeps: where the login lives, how its
 //! JSON maps to a [`Login`], what the token request looks like, which answers mean the login is
 //! dead, how new tokens are written back, which of the CLI's own locks to honour, and how a run
-//! of the CLI is handed a token. The refresh protocol (`refresh.rs`) is the same for all of them.
+//! of the CLI is handed a token. The refresh protocol (`src/refresh/`) is the same for all of them.
 //!
 //! Each provider is a module of its own (`claude`, `codex`, `gemini`, `generic`); this one holds
 //! the trait they implement and the few types they share.
 
+pub mod claude;
+pub mod codex;
+pub mod gemini;
+pub mod generic;
+pub mod json_pointer;
+
 use crate::config::Settings;
-use crate::credentials_file::{CredentialsFile, Layout, Owner};
-use crate::dir_lock::DirLockSpec;
-use crate::endpoint::TokenResponse;
 use crate::error::Error;
+use crate::lock::dir_lock::DirLockSpec;
 use crate::login::{EpochMs, Login};
+use crate::oauth::endpoint::TokenResponse;
 use crate::secret::Secret;
+use crate::storage::credentials_file::{CredentialsFile, Layout, Owner};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -196,9 +202,9 @@ pub const BUILTIN: &[&str] = &["claude", "codex", "gemini"];
 /// A built-in provider by its `--provider` name.
 pub fn builtin(name: &str) -> Option<Arc<dyn Provider>> {
     match name {
-        "claude" => Some(Arc::new(crate::claude::Claude)),
-        "codex" => Some(Arc::new(crate::codex::Codex)),
-        "gemini" => Some(Arc::new(crate::gemini::Gemini::default())),
+        "claude" => Some(Arc::new(crate::provider::claude::Claude)),
+        "codex" => Some(Arc::new(crate::provider::codex::Codex)),
+        "gemini" => Some(Arc::new(crate::provider::gemini::Gemini::default())),
         _ => None,
     }
 }

@@ -5,8 +5,8 @@
 //! and every number its exact spelling.
 
 use crate::error::Error;
-use crate::keychain::Keychain;
-use crate::store::{self, Store};
+use crate::storage::keychain::Keychain;
+use crate::storage::place::{self, Place};
 use serde_json::Value;
 use std::fs;
 use std::io::{self, Write};
@@ -25,16 +25,16 @@ pub struct Owner {
 }
 
 /// A login's credentials: the file, and for Claude Code on macOS the Keychain item read before
-/// it (see `store.rs`). Locks, state and messages go by the file's path either way.
+/// it (see `storage/place.rs`). Locks, state and messages go by the file's path either way.
 #[derive(Clone, Debug)]
 pub struct CredentialsFile {
-    file: FileStore,
+    file: FilePlace,
     keychain: Option<Keychain>,
 }
 
 /// The credentials file alone.
 #[derive(Clone, Debug)]
-pub struct FileStore {
+pub struct FilePlace {
     path: PathBuf,
     owner: Owner,
     layout: Layout,
@@ -79,7 +79,7 @@ impl<'a> WriteGuard<'a> {
 impl CredentialsFile {
     pub fn new(path: impl Into<PathBuf>, owner: Owner) -> Self {
         CredentialsFile {
-            file: FileStore::new(path, owner, Layout::Compact),
+            file: FilePlace::new(path, owner, Layout::Compact),
             keychain: None,
         }
     }
@@ -131,7 +131,7 @@ impl CredentialsFile {
             || self
                 .keychain
                 .as_ref()
-                .is_some_and(|k| !matches!(k.load(), Ok(store::Found::Nothing)))
+                .is_some_and(|k| !matches!(k.load(), Ok(place::Found::Nothing)))
     }
 
     /// The file that holds the bytes: the path itself, or where its symlink chain ends.
@@ -147,8 +147,8 @@ impl CredentialsFile {
             return self.file.read();
         };
         match keychain.load()? {
-            store::Found::Login(snap) => Ok(snap),
-            store::Found::Nothing => {
+            place::Found::Login(snap) => Ok(snap),
+            place::Found::Nothing => {
                 tracing::debug!(
                     "no login in {}; reading {} as Claude Code does",
                     keychain.describe(),
@@ -156,7 +156,7 @@ impl CredentialsFile {
                 );
                 self.file.read()
             }
-            store::Found::Unreadable(why) => match self.file.read() {
+            place::Found::Unreadable(why) => match self.file.read() {
                 Err(Error::Missing { .. }) => Err(why),
                 other => {
                     warn_locked(&why, &self.file);
@@ -174,13 +174,13 @@ impl CredentialsFile {
             return self.file.save(doc, guard);
         };
         match keychain.load() {
-            Ok(store::Found::Login(_)) => keychain.save(doc, guard),
-            Ok(store::Found::Unreadable(why)) if !self.file.exists() => {
+            Ok(place::Found::Login(_)) => keychain.save(doc, guard),
+            Ok(place::Found::Unreadable(why)) if !self.file.exists() => {
                 Err(io::Error::other(why.to_string()))
             }
-            Ok(store::Found::Unreadable(_)) => self.file.save(doc, guard),
-            Ok(store::Found::Nothing) if self.file.exists() => self.file.save(doc, guard),
-            Ok(store::Found::Nothing) => keychain.save(doc, guard),
+            Ok(place::Found::Unreadable(_)) => self.file.save(doc, guard),
+            Ok(place::Found::Nothing) if self.file.exists() => self.file.save(doc, guard),
+            Ok(place::Found::Nothing) => keychain.save(doc, guard),
             Err(e) => Err(io::Error::other(e.to_string())),
         }
     }
@@ -196,7 +196,7 @@ impl CredentialsFile {
 
 /// Reading the file because the keychain is locked is worth saying, once per process: if the
 /// login lives in the Keychain, the file may be an old copy.
-fn warn_locked(why: &Error, file: &FileStore) {
+fn warn_locked(why: &Error, file: &FilePlace) {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         tracing::warn!(
@@ -206,11 +206,11 @@ fn warn_locked(why: &Error, file: &FileStore) {
     });
 }
 
-impl Store for FileStore {
-    fn load(&self) -> Result<store::Found, Error> {
+impl Place for FilePlace {
+    fn load(&self) -> Result<place::Found, Error> {
         match self.read() {
-            Ok(snap) => Ok(store::Found::Login(snap)),
-            Err(Error::Missing { .. }) => Ok(store::Found::Nothing),
+            Ok(snap) => Ok(place::Found::Login(snap)),
+            Err(Error::Missing { .. }) => Ok(place::Found::Nothing),
             Err(e) => Err(e),
         }
     }
@@ -224,9 +224,9 @@ impl Store for FileStore {
     }
 }
 
-impl FileStore {
+impl FilePlace {
     pub fn new(path: impl Into<PathBuf>, owner: Owner, layout: Layout) -> Self {
-        FileStore {
+        FilePlace {
             path: path.into(),
             owner,
             layout,

@@ -4,10 +4,10 @@
 //! Records hold times, outcomes and fingerprints, never a token; only recovery files hold
 //! tokens, mode 0600, and only until they are restored.
 
-use crate::credentials_file::write_atomic;
-use crate::endpoint::TokenResponse;
 use crate::login::EpochMs;
+use crate::oauth::endpoint::TokenResponse;
 use crate::secret::Secret;
+use crate::storage::credentials_file::write_atomic;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::{self, Write};

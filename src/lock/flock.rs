@@ -20,7 +20,7 @@ pub fn lock_until(file: &File, deadline: Instant, on_wait: &mut dyn FnMut()) -> 
             Err(fs::TryLockError::WouldBlock) => {}
             Err(fs::TryLockError::Error(e)) => return Err(e),
         }
-        if crate::interrupt::stop_requested() {
+        if crate::lock::interrupt::stop_requested() {
             return Err(io::Error::new(
                 io::ErrorKind::Interrupted,
                 "stopped by a signal while waiting for a lock",

@@ -9,18 +9,23 @@
 //! next planned action: idle, it uses no CPU between wake-ups. A login kept in the macOS
 //! Keychain makes no file events, so it is looked at every 30 s as well.
 
-use crate::alert::{Alert, Alerter, Event};
+pub mod alert;
+pub mod metrics;
+pub mod schedule;
+pub mod sd_notify;
+pub mod watch;
+
 use crate::config::Settings;
-use crate::credentials_file::CredentialsFile;
-use crate::endpoint::TokenEndpoint;
+use crate::daemon::alert::{Alert, Alerter, Event};
+use crate::daemon::metrics::Metrics;
+use crate::daemon::watch::{Stamp, WakeFd, Watcher, sleep_until_event};
 use crate::error::{Error, ErrorKind};
 use crate::login::{EpochMs, Login, duration_ms, now_ms};
-use crate::metrics::Metrics;
+use crate::oauth::endpoint::TokenEndpoint;
 use crate::provider::Provider;
 use crate::refresh::{self, Action, Job};
-use crate::schedule;
-use crate::state::{DaemonRecord, StateDir};
-use crate::watch::{Stamp, WakeFd, Watcher, sleep_until_event};
+use crate::storage::credentials_file::CredentialsFile;
+use crate::storage::state::{DaemonRecord, StateDir};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! The fleet's refresh protocol: `refresh.rs` with the database's row lock in place of the file
+//! The fleet's refresh protocol: `src/refresh/` with the database's row lock in place of the file
 //! lock.
 //!
 //! 1. Read this machine's file; usable for the minimum lifetime: stop (no connection at all).
@@ -20,17 +20,17 @@
 //! Every machine's file gets the login without its refresh token (`local.rs`), so the CLI there
 //! can use the access token but never refresh, and cannot burn the fleet's refresh token.
 
-use crate::endpoint::{Reply, TokenResponse};
 use crate::error::{Error, ErrorKind};
 use crate::fleet::Fleet;
+use crate::fleet::database::{self, Locked, Row, Store};
 use crate::fleet::local::project;
 use crate::fleet::shape::{self, Shape};
-use crate::fleet::store::{self, Locked, Row, Store};
-use crate::interrupt;
+use crate::lock::interrupt;
 use crate::login::{EpochMs, Login, now_ms};
+use crate::oauth::endpoint::{Reply, TokenResponse};
 use crate::refresh::{Action, Job, Outcome};
 use crate::secret::{fingerprint, scrub};
-use crate::state::Recovery;
+use crate::storage::state::Recovery;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::thread;
@@ -95,7 +95,7 @@ pub fn connect(fleet: &Fleet) -> Result<Store, Error> {
         fleet.url(),
         &fleet.shown,
         &fleet.machine,
-        store::CONNECT_TIMEOUT,
+        database::CONNECT_TIMEOUT,
     )
 }
 
@@ -140,7 +140,7 @@ pub fn fetch(store: &mut Store, fleet: &Fleet, job: &Job<'_>) -> Result<Shared, 
     let (name, _) = name_and_shape(job)?;
     match store.fetch(name)? {
         Some(row) => open(fleet, job, row),
-        None => Err(store::no_login(&fleet.shown, Some(name))),
+        None => Err(database::no_login(&fleet.shown, Some(name))),
     }
 }
 
@@ -303,7 +303,7 @@ fn locked_refresh(
     let _refreshing = interrupt::refreshing();
     let mut tx = store.begin(job.settings.lock_timeout, idle_timeout(job))?;
     let Some(row) = tx.lock(name)? else {
-        return Err(store::no_login(&fleet.shown, Some(name)));
+        return Err(database::no_login(&fleet.shown, Some(name)));
     };
     let current = open(fleet, job, row)?;
 
@@ -455,7 +455,7 @@ fn locked_refresh(
                 if !crate::refresh::wait_before_retry(job, attempts, started, retry_after, &reason)
                 {
                     let failures = current.row.failures.saturating_add(1);
-                    let wait = crate::schedule::backoff(
+                    let wait = crate::daemon::schedule::backoff(
                         u32::try_from(failures).unwrap_or(1),
                         retry_after,
                         fastrand::f64(),
@@ -544,7 +544,7 @@ fn save_again(fleet: &Fleet, job: &Job<'_>, key: &str, first_error: Error) -> Re
             let (name, _) = name_and_shape(job)?;
             let mut tx = store.begin(job.settings.lock_timeout, idle_timeout(job))?;
             let Some(row) = tx.lock(name)? else {
-                return Err(store::no_login(&fleet.shown, Some(name)));
+                return Err(database::no_login(&fleet.shown, Some(name)));
             };
             let current = open(fleet, job, row)?;
             match restore_recovery(&mut tx, fleet, job, key, &current)? {
@@ -611,7 +611,7 @@ fn restore_recovery(
 /// `[store] takeover_after` after the note). None when the note is for another generation, or
 /// is this machine's own (whose recovery file, if any, has been looked at already).
 pub fn unfinished_request(
-    note: &store::InFlight,
+    note: &database::InFlight,
     generation: i64,
     machine: &str,
     patience: Duration,
@@ -675,7 +675,7 @@ pub(crate) mod tests {
 
     #[test]
     fn only_another_machines_note_on_this_generation_holds_the_others_back() {
-        let note = store::InFlight {
+        let note = database::InFlight {
             generation: 7,
             machine: "m1".into(),
             since: 1_000,
@@ -692,7 +692,7 @@ pub(crate) mod tests {
             None,
             "our own"
         );
-        let far = store::InFlight {
+        let far = database::InFlight {
             since: i64::MAX - 5,
             ..note
         };

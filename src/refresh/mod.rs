@@ -11,17 +11,17 @@
 //! 8. record what happened in the state folder.
 
 use crate::config::Settings;
-use crate::credentials_file::{CredentialsFile, Snapshot, WriteGuard};
-use crate::dir_lock::{DirLock, DirLockSpec, LockError, OwnerRecord};
-use crate::endpoint::{Reply, TokenEndpoint, TokenResponse};
 use crate::error::Error;
-use crate::interrupt;
-use crate::lease;
+use crate::lock::dir_lock::{DirLock, DirLockSpec, LockError, OwnerRecord};
+use crate::lock::interrupt;
+use crate::lock::lease;
+use crate::lock::own_lock::{self, OwnLock, OwnLockError};
 use crate::login::{EpochMs, Login, now_ms};
-use crate::own_lock::{self, OwnLock, OwnLockError};
+use crate::oauth::endpoint::{Reply, TokenEndpoint, TokenResponse};
 use crate::provider::{Provider, SaveLock};
 use crate::secret::{Secret, scrub};
-use crate::state::{Record, Recovery, StateDir};
+use crate::storage::credentials_file::{CredentialsFile, Snapshot, WriteGuard};
+use crate::storage::state::{Record, Recovery, StateDir};
 use serde_json::Value;
 use std::io;
 use std::path::PathBuf;
@@ -376,7 +376,7 @@ pub(crate) fn wait_before_retry(
         .retry
         .next(attempts, started.elapsed(), retry_after, fastrand::f64())
     {
-        crate::backoff::Next::RetryAfter(wait) => {
+        crate::oauth::backoff::Next::RetryAfter(wait) => {
             tracing::info!(
                 "token endpoint: {reason}; retrying in {} (attempt {attempts})",
                 crate::duration::human(wait)
@@ -384,7 +384,7 @@ pub(crate) fn wait_before_retry(
             thread::sleep(wait);
             true
         }
-        crate::backoff::Next::GiveUp => false,
+        crate::oauth::backoff::Next::GiveUp => false,
     }
 }
 
@@ -572,7 +572,7 @@ fn not_writable(job: &Job<'_>, path: PathBuf, source: io::Error) -> Error {
 fn remove_temps_of_killed_writer(job: &Job<'_>, own: &OwnLock) {
     let deadline = Instant::now() + Duration::from_secs(5);
     if let (Ok(_lock), Ok(target)) = (take_save_lock(job, own, deadline), job.file.target()) {
-        crate::credentials_file::remove_abandoned_temps(&target);
+        crate::storage::credentials_file::remove_abandoned_temps(&target);
     }
 }
 
@@ -608,7 +608,7 @@ fn take_save_lock(job: &Job<'_>, own: &OwnLock, deadline: Instant) -> io::Result
                 } else {
                     deadline.min(Instant::now() + Duration::from_secs(5))
                 };
-                held.push(crate::flock::open_locked(path, until)?);
+                held.push(crate::lock::flock::open_locked(path, until)?);
             }
             Ok(SaveHeld::Flocks(held))
         }

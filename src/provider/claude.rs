@@ -3,15 +3,15 @@
 //! (observed on Claude Code 2.1): `shared/facts/claude-code.md`.
 
 use crate::config::Settings;
-use crate::credentials_file::{CredentialsFile, Owner};
-use crate::dir_lock::DirLockSpec;
-use crate::endpoint::TokenResponse;
 use crate::error::Error;
+use crate::lock::dir_lock::DirLockSpec;
 use crate::login::{EpochMs, Login};
+use crate::oauth::endpoint::TokenResponse;
 use crate::provider::{
     Body, Defaults, Provider, SaveLock, TokenRequest, epoch_ms, epoch_ms_field, token_field,
 };
 use crate::secret::Secret;
+use crate::storage::credentials_file::{CredentialsFile, Owner};
 use serde_json::{Map, Value, json};
 use std::path::{Path, PathBuf};
 use std::time::Duration;

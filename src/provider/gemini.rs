@@ -10,12 +10,12 @@
 //! ([`find_client_secret`]), found once per process and never shown anywhere.
 
 use crate::config::Settings;
-use crate::credentials_file::{CredentialsFile, Layout, Owner};
-use crate::endpoint::TokenResponse;
 use crate::error::Error;
 use crate::login::{EpochMs, Login};
+use crate::oauth::endpoint::TokenResponse;
 use crate::provider::{Body, Defaults, Provider, TokenRequest, epoch_ms_field, token_field};
 use crate::secret::Secret;
+use crate::storage::credentials_file::{CredentialsFile, Layout, Owner};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

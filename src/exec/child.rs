@@ -7,8 +7,8 @@
 //! On Linux one thread does it all with `poll(2)` on the pipes and a pidfd; elsewhere a thread
 //! per pipe passes the output while the main thread waits for the exit.
 
-use crate::auth_failure::{AuthFailure, Detector};
-use crate::interrupt;
+use crate::exec::auth_failure::{AuthFailure, Detector};
+use crate::lock::interrupt;
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
 use std::process::ExitStatus;
@@ -179,7 +179,7 @@ use pump_threads as pump;
 #[cfg(target_os = "linux")]
 mod pump_poll {
     use super::{DRAIN_AFTER_EXIT, Stream, wait};
-    use crate::auth_failure::AuthFailure;
+    use crate::exec::auth_failure::AuthFailure;
     use std::fs::File;
     use std::io;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -273,7 +273,7 @@ mod pump_poll {
 #[cfg(any(not(target_os = "linux"), test))]
 mod pump_threads {
     use super::{DRAIN_AFTER_EXIT, Stream, wait};
-    use crate::auth_failure::AuthFailure;
+    use crate::exec::auth_failure::AuthFailure;
     use std::io::{self, Read};
     use std::process::{Child, ExitStatus};
     use std::sync::mpsc;
