@@ -25,13 +25,31 @@ pub struct TokenResponse {
 
 impl TokenResponse {
     /// When the new access token expires: `now + expires_in`, else the `exp` claim of the access
-    /// token when it is a JWT, else `now + fallback`.
-    pub fn expires_at(&self, now: EpochMs, fallback: Duration) -> EpochMs {
-        match self.expires_in {
+    /// token when it is a JWT, else `now + unknown`; never later than `now + longest`, the
+    /// provider's longest real lifetime with a margin. A server that claims more (`expires_in` of
+    /// 1e30, say) would otherwise have us store a time that never comes and never refresh again;
+    /// that is said once per process.
+    pub fn expires_at(&self, now: EpochMs, unknown: Duration, longest: Duration) -> EpochMs {
+        let claimed = match self.expires_in {
             Some(secs) => now.saturating_add(secs_to_ms(secs)),
             None => crate::oauth::jwt::expiry_ms(self.access_token.expose())
-                .unwrap_or_else(|| now.saturating_add(secs_to_ms(fallback.as_secs()))),
+                .unwrap_or_else(|| now.saturating_add(secs_to_ms(unknown.as_secs()))),
+        };
+        let cap = now.saturating_add(secs_to_ms(longest.as_secs()));
+        if claimed > cap {
+            static ONCE: std::sync::Once = std::sync::Once::new();
+            ONCE.call_once(|| {
+                tracing::warn!(
+                    "the token endpoint says the new access token lives {}, longer than any real one; taking {} instead",
+                    crate::duration::human(Duration::from_millis(
+                        u64::try_from(claimed.saturating_sub(now)).unwrap_or(u64::MAX)
+                    )),
+                    crate::duration::human(longest)
+                );
+            });
+            return cap;
         }
+        claimed
     }
 }
 
@@ -143,14 +161,33 @@ fn error_of(v: &Value) -> (String, String) {
     }
 }
 
-/// Printable, one line, at most 200 characters: fit for a message.
+/// Printable, one line, at most 200 characters: fit for a message. A server's text may hold
+/// terminal escapes or bidirectional overrides (U+202E turns the rest of a line around); those
+/// are shown escaped (`\u{1b}`), never passed to a terminal, a log or an alert as they are.
 fn clean(s: &str) -> String {
-    let one_line: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(200)
-        .collect();
-    one_line.trim().to_string()
+    let mut out = String::new();
+    for c in s.chars() {
+        if out.len() >= 200 {
+            break;
+        }
+        match c {
+            '\n' | '\r' | '\t' => out.push(' '),
+            c if c.is_control() || is_bidi_control(c) => {
+                out.extend(c.escape_unicode());
+            }
+            c => out.push(c),
+        }
+    }
+    let mut end = out.len().min(200);
+    while !out.is_char_boundary(end) {
+        end -= 1;
+    }
+    out[..end].trim().to_string()
+}
+
+/// The Unicode characters that reorder text on screen (Trojan Source).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 fn describe_body(body: &[u8]) -> String {
@@ -375,6 +412,51 @@ mod tests {
                 other => panic!("{status}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn terminal_escapes_and_bidi_overrides_from_a_server_are_shown_escaped() {
+        let body = r#"{"error":"invalid_grant","error_description":"\u001b[2J\u001b]0;pwned\u0007 token \u202egnp.exe"}"#;
+        let Reply::Rejected { description, .. } =
+            classify(400, None, body.as_bytes(), RejectionRule::OAuth)
+        else {
+            panic!()
+        };
+        for bad in ['\u{1b}', '\u{7}', '\u{202e}'] {
+            assert!(!description.contains(bad), "{description:?}");
+        }
+        assert!(description.contains("\\u{1b}[2J"), "{description}");
+        assert!(description.contains("\\u{202e}gnp.exe"), "{description}");
+    }
+
+    #[test]
+    fn an_absurd_lifetime_is_capped_at_the_longest_real_one() {
+        let now = 1_800_000_000_000;
+        let (unknown, longest) = (Duration::from_secs(900), Duration::from_secs(86_400));
+        for body in [
+            r#"{"access_token":"a","expires_in":1e30}"#,
+            r#"{"access_token":"a","expires_in":18446744073709551615}"#,
+            r#"{"access_token":"a","expires_in":9223372036854775807}"#,
+        ] {
+            let Reply::Tokens(t) = classify(200, None, body.as_bytes(), RejectionRule::OAuth)
+            else {
+                panic!("{body}")
+            };
+            assert_eq!(
+                t.expires_at(now, unknown, longest),
+                now + 86_400_000,
+                "{body}"
+            );
+        }
+        let Reply::Tokens(t) = classify(
+            200,
+            None,
+            br#"{"access_token":"a","expires_in":28800}"#,
+            RejectionRule::OAuth,
+        ) else {
+            panic!()
+        };
+        assert_eq!(t.expires_at(now, unknown, longest), now + 28_800_000);
     }
 
     #[test]

@@ -107,6 +107,8 @@ impl Provider for Claude {
 
 /// A token response without `expires_in` (Claude's always has one): assume this much.
 const UNKNOWN_LIFETIME: Duration = Duration::from_secs(15 * 60);
+/// No answer is believed to live longer than this (Claude's access tokens live 8 hours).
+const LONGEST_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// `$CLAUDE_SECURESTORAGE_CONFIG_DIR` (when set; set but empty means `~/.claude`, as in Claude),
 /// else `$CLAUDE_CONFIG_DIR`, else `~/.claude`, plus `.credentials.json`. `env` reads a variable
@@ -211,7 +213,7 @@ pub fn apply(doc: &mut Value, response: &TokenResponse, now: EpochMs) {
     }
     oauth.insert(
         "expiresAt".into(),
-        json!(response.expires_at(now, UNKNOWN_LIFETIME)),
+        json!(response.expires_at(now, UNKNOWN_LIFETIME, LONGEST_LIFETIME)),
     );
     if let Some(scope) = response.scope.as_deref().filter(|s| !s.trim().is_empty()) {
         let scopes: Vec<&str> = scope.split_whitespace().collect();
@@ -372,6 +374,17 @@ mod tests {
             serde_json::to_string(&doc).unwrap(),
             r#"{"before":1,"claudeAiOauth":{"accessToken":"new-access","refreshToken":"new-refresh","expiresAt":28801000,"scopes":["user:inference"],"subscriptionType":"max","rateLimitTier":null},"mcpOAuth":{"x":{"y":2.50}}}"#
         );
+    }
+
+    #[test]
+    fn an_absurd_lifetime_is_stored_as_a_day() {
+        let mut doc: Value =
+            serde_json::from_str(r#"{"claudeAiOauth":{"accessToken":"a","refreshToken":"r"}}"#)
+                .unwrap();
+        let mut resp = response();
+        resp.expires_in = Some(u64::MAX);
+        apply(&mut doc, &resp, 1000);
+        assert_eq!(doc["claudeAiOauth"]["expiresAt"], 1000 + 86_400_000);
     }
 
     #[test]

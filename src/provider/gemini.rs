@@ -45,6 +45,8 @@ pub const ENCRYPTED_FILE: &str = "gemini-credentials.json";
 /// A token response without `expires_in` (Google's always has one): assume this much, less than
 /// Google's hour, so that such a token is refreshed early rather than late.
 const UNKNOWN_LIFETIME: Duration = Duration::from_secs(30 * 60);
+/// No answer is believed to live longer than this (Google's access tokens live 1 hour).
+const LONGEST_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 const SECRET_NAME: &str = "OAUTH_CLIENT_SECRET";
 /// Bundles are large (tens of MB); anything larger than this is not Gemini CLI's.
 const MAX_SOURCE_BYTES: u64 = 64 << 20;
@@ -306,7 +308,7 @@ pub fn apply(doc: &mut Value, response: &TokenResponse, now: EpochMs) {
     }
     root.insert(
         "expiry_date".into(),
-        json!(response.expires_at(now, UNKNOWN_LIFETIME)),
+        json!(response.expires_at(now, UNKNOWN_LIFETIME, LONGEST_LIFETIME)),
     );
 }
 

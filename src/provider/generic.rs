@@ -30,6 +30,8 @@ pub const DEFAULT_MIN_TTL: Duration = Duration::from_secs(15 * 60);
 /// A token response that says nothing of the new token's lifetime (no `expires_in`, not a JWT)
 /// is taken to last this long, OAuth's most common lifetime.
 const UNKNOWN_LIFETIME: Duration = Duration::from_secs(3600);
+/// No answer is believed to live longer than this (an unknown provider's: generous, but a time that comes).
+const LONGEST_LIFETIME: Duration = Duration::from_secs(90 * 86_400);
 const USER_AGENT: &str = concat!("tokenkeeper/", env!("CARGO_PKG_VERSION"));
 /// Body fields tokenkeeper fills itself; `extra_fields` may not replace them.
 const OWN_FIELDS: &[&str] = &[
@@ -505,7 +507,7 @@ impl Provider for Generic {
                 .set(doc, Value::String(refresh.expose().to_string()));
         }
         if let Some(p) = &self.expires_at {
-            let at = response.expires_at(now, UNKNOWN_LIFETIME);
+            let at = response.expires_at(now, UNKNOWN_LIFETIME, LONGEST_LIFETIME);
             let was_fractional = matches!(p.find(doc), Ok(Some(Value::Number(n))) if n.is_f64());
             p.set(doc, write_expiry(at, self.unit, was_fractional));
         }
@@ -1182,9 +1184,11 @@ mod tests {
             kept.contains("\"expires\":1795974410328"),
             "unknown lifetime: 1 h"
         );
+        // A lifetime no token has is capped at the longest one believed (90 days), so that the
+        // time stored is one that comes.
         let huge = written("rfc3339", before, &response(Some(u64::MAX), None));
         assert!(
-            huge.contains("\"expires\":\"9999-12-30T22:00:00.999999999Z\""),
+            huge.contains("\"expires\":\"2027-02-27T16:46:50.328Z\""),
             "{huge}"
         );
     }

@@ -832,6 +832,8 @@ pub fn format_time(ms: EpochMs) -> String {
             .to_zoned(local_time_zone())
             .strftime("%Y-%m-%d %H:%M:%S %Z")
             .to_string(),
-        Err(_) => format!("{ms} ms"),
+        // Only a file or server that lies holds such a time: say so in words that fit a line.
+        Err(_) if ms > 0 => "after the year 9999".to_string(),
+        Err(_) => "before the year -9999".to_string(),
     }
 }
