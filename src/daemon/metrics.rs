@@ -1,13 +1,14 @@
 //! Metrics: what the daemon knows about each login, in Prometheus text format, served on a
 //! loopback port for a scraper. The daemon records into a shared [`Metrics`]; [`serve`] answers
-//! `GET /metrics` from one small thread with no HTTP framework, one connection at a time, each
-//! bounded by a read timeout so a slow client cannot wedge it. Nothing here holds a token.
+//! `GET /metrics` with no HTTP framework: each connection on a small thread of its own, its whole
+//! request bounded by one deadline, and at most [`MAX_CONNECTIONS`] at once, so idle or slow
+//! clients can neither delay a scrape nor pile up threads. Nothing here holds a token.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -116,13 +117,17 @@ pub struct MetricsServer {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// Per connection; shorter in tests so the slow-client test stays quick.
+/// For a connection's whole request head; shorter in tests so the slow-client tests stay quick.
 const READ_TIMEOUT: Duration = if cfg!(test) {
     Duration::from_millis(300)
 } else {
     Duration::from_secs(5)
 };
 const MAX_REQUEST: usize = 8 * 1024;
+/// Connections served at once; more are closed at once (a scraper makes one at a time).
+pub const MAX_CONNECTIONS: usize = 256;
+/// A connection's thread needs little: a request head and the rendered text.
+const CONNECTION_STACK: usize = 128 * 1024;
 
 /// Binds `addr` and answers on one thread until the returned server is dropped.
 pub fn serve(addr: SocketAddr, metrics: Metrics) -> std::io::Result<MetricsServer> {
@@ -130,6 +135,7 @@ pub fn serve(addr: SocketAddr, metrics: Metrics) -> std::io::Result<MetricsServe
     let addr = listener.local_addr()?;
     let stop = Arc::new(AtomicBool::new(false));
     let stopping = stop.clone();
+    let open = Arc::new(AtomicUsize::new(0));
     let thread = std::thread::Builder::new()
         .name("tokenkeeper-metrics".into())
         .spawn(move || {
@@ -138,7 +144,7 @@ pub fn serve(addr: SocketAddr, metrics: Metrics) -> std::io::Result<MetricsServe
                     break;
                 }
                 match conn {
-                    Ok(stream) => answer(stream, &metrics),
+                    Ok(stream) => answer_aside(stream, &metrics, &open),
                     Err(e) => {
                         // Out of descriptors, say: pause rather than spin.
                         tracing::debug!("metrics: accept failed: {e}");
@@ -181,10 +187,31 @@ impl Drop for MetricsServer {
     }
 }
 
+/// Answers on a thread of its own, unless [`MAX_CONNECTIONS`] are open already: then the
+/// connection is closed at once rather than queued behind them.
+fn answer_aside(stream: TcpStream, metrics: &Metrics, open: &Arc<AtomicUsize>) {
+    if open.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+        open.fetch_sub(1, Ordering::SeqCst);
+        tracing::debug!("metrics: {MAX_CONNECTIONS} connections open; closing a new one");
+        return;
+    }
+    let (metrics, held) = (metrics.clone(), open.clone());
+    let spawned = std::thread::Builder::new()
+        .name("tokenkeeper-metrics-conn".into())
+        .stack_size(CONNECTION_STACK)
+        .spawn(move || {
+            answer(stream, &metrics);
+            held.fetch_sub(1, Ordering::SeqCst);
+        });
+    if let Err(e) = spawned {
+        tracing::debug!("metrics: could not start a thread for a connection: {e}");
+        open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 fn answer(mut stream: TcpStream, metrics: &Metrics) {
-    let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
     let _ = stream.set_write_timeout(Some(READ_TIMEOUT));
-    let Some(head) = read_head(&mut stream) else {
+    let Some(head) = read_head(&mut stream, std::time::Instant::now() + READ_TIMEOUT) else {
         return;
     };
     let mut words = head.split(' ');
@@ -227,11 +254,14 @@ fn answer(mut stream: TcpStream, metrics: &Metrics) {
     let _ = stream.shutdown(std::net::Shutdown::Write);
 }
 
-/// The request line, once the whole head has arrived; None on timeout, EOF or an oversize head.
-fn read_head(stream: &mut TcpStream) -> Option<String> {
+/// The request line, once the whole head has arrived; None at the deadline (however the client
+/// trickles its bytes), on EOF or an oversize head.
+fn read_head(stream: &mut TcpStream, deadline: std::time::Instant) -> Option<String> {
     let mut buf = Vec::new();
     let mut chunk = [0; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let left = deadline.checked_duration_since(std::time::Instant::now())?;
+        stream.set_read_timeout(Some(left.max(Duration::from_millis(1)))).ok()?;
         let n = stream.read(&mut chunk).ok().filter(|n| *n > 0)?;
         buf.extend_from_slice(&chunk[..n]);
         if buf.len() > MAX_REQUEST {
@@ -327,6 +357,45 @@ tokenkeeper_login_dead{provider="co\"dex\\\n"} 1
         assert!(get(addr, "/metrics").starts_with("HTTP/1.1 200 "));
         drop(server);
         assert!(TcpStream::connect(addr).is_err());
+    }
+
+    #[test]
+    fn idle_connections_do_not_delay_a_scrape() {
+        let server = serve("127.0.0.1:0".parse().unwrap(), two_logins()).unwrap();
+        // Served one after another, these would hold a scrape for 60 × 300 ms.
+        let idle: Vec<TcpStream> = (0..60)
+            .map(|_| TcpStream::connect(server.local_addr()).unwrap())
+            .collect();
+        let mut s = TcpStream::connect(server.local_addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply)
+            .expect("the scrape is answered beside the idle connections");
+        assert!(reply.ends_with(EXPECTED), "{reply}");
+        drop(idle);
+    }
+
+    #[test]
+    fn a_client_that_trickles_bytes_is_cut_off_at_the_deadline() {
+        let server = serve("127.0.0.1:0".parse().unwrap(), Metrics::new()).unwrap();
+        let mut slow = TcpStream::connect(server.local_addr()).unwrap();
+        let started = std::time::Instant::now();
+        let mut closed = false;
+        // One byte every 100 ms would keep a per-read timeout of 300 ms waiting forever.
+        for _ in 0..100 {
+            if slow.write_all(b"G").is_err() {
+                closed = true;
+                break;
+            }
+            let mut probe = [0u8; 1];
+            slow.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+            if matches!(slow.read(&mut probe), Ok(0)) {
+                closed = true;
+                break;
+            }
+        }
+        assert!(closed, "still open after {:?}", started.elapsed());
     }
 
     #[test]
