@@ -213,20 +213,22 @@ pub fn default_path(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
     Some(base.join("tokenkeeper").join("config.toml"))
 }
 
+/// A config file is a few lines; a larger one is not ours.
+const MAX_CONFIG: u64 = 1 << 20;
+
 /// Reads the config file. A path the user named must exist; the default path may not.
 pub fn load(path: &Path, named_by_user: bool) -> Result<ConfigFile, Error> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !named_by_user => {
-            return Ok(ConfigFile::default());
-        }
-        Err(e) => {
-            return Err(Error::Config {
-                path: path.to_path_buf(),
-                problem: format!("cannot be read ({e}); fix the path given to --config"),
-            });
-        }
+    use crate::storage::bounded::{ReadError, read_regular};
+    let cannot = |why: String| Error::Config {
+        path: path.to_path_buf(),
+        problem: format!("cannot be read ({why}); fix the path given to --config"),
     };
+    let bytes = match read_regular(path, MAX_CONFIG) {
+        Ok(b) => b,
+        Err(ReadError::NotFound) if !named_by_user => return Ok(ConfigFile::default()),
+        Err(e) => return Err(cannot(e.to_string())),
+    };
+    let text = String::from_utf8(bytes).map_err(|_| cannot("not UTF-8 text".into()))?;
     let cfg: ConfigFile = toml::from_str(&text).map_err(|e| Error::Config {
         path: path.to_path_buf(),
         problem: format!(

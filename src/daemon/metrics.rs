@@ -261,7 +261,9 @@ fn read_head(stream: &mut TcpStream, deadline: std::time::Instant) -> Option<Str
     let mut chunk = [0; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
         let left = deadline.checked_duration_since(std::time::Instant::now())?;
-        stream.set_read_timeout(Some(left.max(Duration::from_millis(1)))).ok()?;
+        stream
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .ok()?;
         let n = stream.read(&mut chunk).ok().filter(|n| *n > 0)?;
         buf.extend_from_slice(&chunk[..n]);
         if buf.len() > MAX_REQUEST {
@@ -389,7 +391,8 @@ tokenkeeper_login_dead{provider="co\"dex\\\n"} 1
                 break;
             }
             let mut probe = [0u8; 1];
-            slow.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+            slow.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
             if matches!(slow.read(&mut probe), Ok(0)) {
                 closed = true;
                 break;

@@ -5,12 +5,17 @@
 //! and every number its exact spelling.
 
 use crate::error::Error;
+use crate::storage::bounded::{self, ReadError};
 use crate::storage::keychain::Keychain;
 use crate::storage::place::{self, Place};
 use serde_json::Value;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+
+/// No credentials file of any CLI comes near this; a larger one is not a login (or is
+/// `/dev/zero` behind a link).
+pub const MAX_CREDENTIALS: u64 = 64 << 20;
 
 /// Which CLI a file belongs to, for messages that name the fix.
 #[derive(Clone, Copy, Debug)]
@@ -262,15 +267,25 @@ impl FilePlace {
     /// Reads and parses the file; changes nothing.
     pub fn read(&self) -> Result<Snapshot, Error> {
         let target = self.target()?;
-        let bytes = match fs::read(&target) {
+        let bytes = match bounded::read_regular(&target, MAX_CREDENTIALS) {
             Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(self.missing()),
-            Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {
-                return Err(
-                    self.malformed("are a folder, not a file", "Remove it, then log in again.")
-                );
+            Err(ReadError::NotFound) => return Err(self.missing()),
+            Err(ReadError::NotRegular(what)) => {
+                return Err(self.malformed(
+                    &format!("are {what}, not a file"),
+                    "Remove it, then log in again.",
+                ));
             }
-            Err(e) => return Err(self.inaccessible("read", e)),
+            Err(ReadError::TooLarge(_)) => {
+                return Err(self.malformed(
+                    &format!(
+                        "are larger than {} MiB, more than any login",
+                        MAX_CREDENTIALS >> 20
+                    ),
+                    "Check that the path names the credentials file.",
+                ));
+            }
+            Err(ReadError::Io(e)) => return Err(self.inaccessible("read", e)),
         };
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(self.malformed(
@@ -299,7 +314,8 @@ impl FilePlace {
             Layout::Compact => serde_json::to_vec(doc),
             Layout::Pretty => serde_json::to_vec_pretty(doc),
             Layout::AsFound => {
-                let found = fs::read(&target).map_or_else(|_| Found::no_file(), |b| Found::of(&b));
+                let found = bounded::read_regular(&target, MAX_CREDENTIALS)
+                    .map_or_else(|_| Found::no_file(), |b| Found::of(&b));
                 found.encode(doc)
             }
         }

@@ -160,3 +160,50 @@ fn a_signal_during_a_blocked_save_stops_at_once_and_keeps_the_tokens() {
     );
     assert_eq!(s.server.stats().token_requests, 1);
 }
+
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
+/// A FIFO or a device where the credentials or the config should be: refused at once with
+/// exit 78 naming the file, never read forever, nothing changed.
+#[test]
+fn special_files_are_refused_at_once() {
+    let s = Sandbox::new();
+    mkfifo(&s.creds());
+    for args in [&["status"][..], &["refresh"], &["token"]] {
+        let run = run_within(&mut s.cmd(args), Duration::from_secs(20));
+        assert_eq!(run.code, 78, "{args:?}: {run:?}");
+        assert!(
+            run.stderr.contains("FIFO") || run.stdout.contains("FIFO"),
+            "{args:?}: {run:?}"
+        );
+    }
+    fs::remove_file(s.creds()).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", s.creds()).unwrap();
+    let run = run_within(&mut s.cmd(&["refresh"]), Duration::from_secs(20));
+    assert_eq!(run.code, 78, "{run:?}");
+    assert!(run.stderr.contains("device"), "{run:?}");
+    assert!(
+        fs::symlink_metadata(s.creds())
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+
+    let s = Sandbox::new();
+    s.login(8 * 3_600_000);
+    let fifo = s.dir.path().join("config.fifo");
+    mkfifo(&fifo);
+    for config in [fifo.as_path(), Path::new("/dev/zero")] {
+        let config = config.to_str().unwrap();
+        let run = run_within(
+            &mut s.cmd(&["--config", config, "status"]),
+            Duration::from_secs(20),
+        );
+        assert_eq!(run.code, 78, "{config}: {run:?}");
+        assert!(run.stderr.contains(config), "{config}: {run:?}");
+    }
+}
