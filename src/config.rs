@@ -13,6 +13,8 @@
 //! retry_total = "60s"      # all attempts of one refresh
 //! lock_timeout = "60s"     # waiting for another process's lock
 //! store = "auto"           # Claude Code only: auto (Keychain on macOS), file, or keychain
+//! allow_http = false       # a plain http:// token_url to another machine (https or loopback only
+//!                          # otherwise: the refresh token must not cross a network in clear)
 //!
 //! [codex]                  # the same keys, for Codex CLI (~/.codex/auth.json)
 //! [gemini]                 # the same keys and client_secret, for Gemini CLI
@@ -114,6 +116,8 @@ pub struct LoginTable {
     pub request_timeout: Option<String>,
     pub retry_total: Option<String>,
     pub lock_timeout: Option<String>,
+    /// Send the refresh token over plain `http://` to a host that is not this machine.
+    pub allow_http: Option<bool>,
 }
 
 impl LoginTable {
@@ -131,6 +135,7 @@ impl LoginTable {
             request_timeout: self.request_timeout.clone(),
             retry_total: self.retry_total.clone(),
             lock_timeout: self.lock_timeout.clone(),
+            allow_http: self.allow_http,
         }
     }
 }
@@ -184,6 +189,8 @@ pub struct ProviderConfig {
     pub request_timeout: Option<String>,
     pub retry_total: Option<String>,
     pub lock_timeout: Option<String>,
+    /// Send the refresh token over plain `http://` to a host that is not this machine.
+    pub allow_http: Option<bool>,
 }
 
 /// Everything a refresh needs to know besides the login itself.
@@ -211,6 +218,53 @@ pub fn default_path(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
         .or_else(|| set("APPDATA").filter(|_| cfg!(windows)))
         .or_else(|| crate::provider::home(env).map(|h| h.join(".config")))?;
     Some(base.join("tokenkeeper").join("config.toml"))
+}
+
+/// A token URL we can send a refresh token to: `https://`, or `http://` to this machine (a local
+/// proxy, the tests' stand-in), or `http://` anywhere with `allow_http = true`. Anything else is
+/// a configuration error found before any request, not a network failure to retry.
+pub fn check_token_url(url: &str, allow_http: bool) -> Result<(), String> {
+    let example = "set it like \"https://auth.example.com/oauth/token\"";
+    let shown = crate::oauth::endpoint::printable(url);
+    if url.trim().is_empty() {
+        return Err(format!("is empty; {example}"));
+    }
+    if let Some((scheme, _)) = url.split_once("://")
+        && !scheme.eq_ignore_ascii_case("http")
+        && !scheme.eq_ignore_ascii_case("https")
+    {
+        let scheme = crate::oauth::endpoint::printable(scheme);
+        return Err(format!(
+            "`{shown}` is a {scheme}: URL; tokenkeeper speaks only https (http on this machine); {example}"
+        ));
+    }
+    let uri: ureq::http::Uri = url
+        .parse()
+        .map_err(|_| format!("`{shown}` is not a URL; {example}"))?;
+    let host = uri.host().filter(|h| !h.is_empty());
+    match (uri.scheme_str(), host) {
+        (Some("https"), Some(_)) => Ok(()),
+        (Some("http"), Some(host)) if allow_http || is_loopback(host) => Ok(()),
+        (Some("http"), Some(_)) => Err(format!(
+            "`{shown}` would send the refresh token in clear text to another machine; use https, or set `allow_http = true` in the provider's table if that network is trusted"
+        )),
+        (Some(scheme @ ("http" | "https")), None) => Err(format!(
+            "`{shown}` has no host after {scheme}://; {example}"
+        )),
+        (Some(scheme), _) => Err(format!(
+            "`{shown}` is a {scheme}: URL; tokenkeeper speaks only https (http on this machine); {example}"
+        )),
+        (None, _) => Err(format!("`{shown}` is not an http(s) URL; {example}")),
+    }
+}
+
+/// `localhost`, 127.0.0.0/8 or ::1: a plain `http://` there never leaves the machine.
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A config file is a few lines; a larger one is not ours.
@@ -261,8 +315,21 @@ impl ProviderConfig {
         };
         let pick = |v: &Option<String>, d: &str| v.clone().unwrap_or_else(|| d.to_string());
         let retry_total = duration("retry_total", &self.retry_total, Duration::from_secs(60))?;
+        let from_flag = token_url.is_some();
+        let token_url = token_url.unwrap_or_else(|| pick(&self.token_url, defaults.token_url));
+        check_token_url(&token_url, self.allow_http.unwrap_or(false)).map_err(|problem| {
+            let origin = if from_flag {
+                " (from --token-url or TOKENKEEPER_TOKEN_URL)"
+            } else {
+                ""
+            };
+            Error::Config {
+                path: config_path.to_path_buf(),
+                problem: format!("the token URL{origin} {problem}"),
+            }
+        })?;
         Ok(Settings {
-            token_url: token_url.unwrap_or_else(|| pick(&self.token_url, defaults.token_url)),
+            token_url,
             client_id: pick(&self.client_id, defaults.client_id),
             client_secret: self.client_secret.clone().map(crate::secret::Secret::new),
             scope: pick(&self.scope, defaults.scope),
@@ -290,6 +357,36 @@ impl ProviderConfig {
 mod tests {
     use super::*;
     use crate::provider::claude::{self, Claude};
+
+    #[test]
+    fn token_urls_that_cannot_carry_a_refresh_token_are_refused() {
+        for ok in [
+            "https://platform.claude.com/v1/oauth/token",
+            "http://127.0.0.1:8080/token",
+            "http://localhost/token",
+            "http://[::1]:9/t",
+        ] {
+            assert_eq!(check_token_url(ok, false), Ok(()), "{ok}");
+        }
+        for (bad, words) in [
+            ("", "is empty"),
+            ("   ", "is empty"),
+            ("ftp://auth.example.com/token", "ftp: URL"),
+            ("file:///etc/passwd", "file: URL"),
+            ("auth.example.com/token", "not a URL"),
+            ("https://", "not a URL"),
+            ("http://auth.example.com/token", "clear text"),
+            ("http://10.0.0.1/token", "clear text"),
+            ("https://a b/", "not a URL"),
+        ] {
+            let why = check_token_url(bad, false).expect_err(bad);
+            assert!(why.contains(words), "{bad}: {why}");
+        }
+        assert_eq!(
+            check_token_url("http://auth.example.com/token", true),
+            Ok(())
+        );
+    }
 
     #[test]
     fn reads_settings_and_names_bad_keys() {

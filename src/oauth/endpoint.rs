@@ -161,6 +161,11 @@ fn error_of(v: &Value) -> (String, String) {
     }
 }
 
+/// A URL or other untrusted text made fit for a message (see [`clean`]).
+pub fn printable(s: &str) -> String {
+    clean(s)
+}
+
 /// Printable, one line, at most 200 characters: fit for a message. A server's text may hold
 /// terminal escapes or bidirectional overrides (U+202E turns the rest of a line around); those
 /// are shown escaped (`\u{1b}`), never passed to a terminal, a log or an alert as they are.

@@ -207,3 +207,43 @@ fn special_files_are_refused_at_once() {
         assert!(run.stderr.contains(config), "{config}: {run:?}");
     }
 }
+
+/// A token URL that cannot carry a refresh token is a configuration error found at once (exit 78,
+/// no request, nothing changed), not a network failure retried for a minute; plain http to
+/// another machine is refused unless the config allows it.
+#[test]
+fn an_unusable_token_url_is_a_config_error_at_once() {
+    let s = Sandbox::new();
+    s.login(-1000);
+    let before = s.read_creds();
+    for url in [
+        "",
+        "ftp://auth.example.com/token",
+        "file:///etc/passwd",
+        "not a url",
+        "http://auth.example.invalid/v1/oauth/token",
+    ] {
+        let run = run_within(
+            s.cmd(&["refresh"]).env("TOKENKEEPER_TOKEN_URL", url),
+            Duration::from_secs(10),
+        );
+        assert_eq!(run.code, 78, "{url:?}: {run:?}");
+        assert!(run.stderr.contains("token URL"), "{url:?}: {run:?}");
+        assert!(
+            !run.stderr.contains("retrying"),
+            "{url:?} was retried: {run:?}"
+        );
+    }
+    assert_eq!(s.read_creds(), before);
+    assert_eq!(s.server.stats().token_requests, 0);
+    // Allowed in the config: the request is made (and fails: the host does not exist).
+    s.config("[claude]\nallow_http = true\nretry_total = \"1s\"\n");
+    let run = run_within(
+        s.cmd(&["refresh"]).env(
+            "TOKENKEEPER_TOKEN_URL",
+            "http://auth.example.invalid/v1/oauth/token",
+        ),
+        Duration::from_secs(30),
+    );
+    assert_eq!(run.code, 69, "{run:?}");
+}
