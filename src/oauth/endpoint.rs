@@ -95,7 +95,11 @@ pub fn classify(status: u16, retry_after: Option<&str>, body: &[u8], rule: Rejec
     if matches!(status, 400 | 401 | 403) && PERMANENT.contains(&code.as_str()) {
         return Reply::Rejected { code, description };
     }
-    if status == 401 && rule == RejectionRule::OAuthOrAny401 {
+    // Only the endpoint's own OAuth error answer proves the login dead: a proxy's HTML page or
+    // an empty 401 says nothing about the refresh token, and refusing it for good would end a
+    // login that works again once the proxy does.
+    let oauth_error = json.as_ref().is_some_and(|v| v.get("error").is_some());
+    if status == 401 && rule == RejectionRule::OAuthOrAny401 && oauth_error {
         let code = if code.is_empty() {
             "HTTP 401".to_string()
         } else {
@@ -359,6 +363,34 @@ mod tests {
             panic!()
         };
         assert_eq!(t.refresh_token, None);
+    }
+
+    #[test]
+    fn only_an_oauth_error_body_makes_a_401_fatal_for_openai() {
+        let rule = RejectionRule::OAuthOrAny401;
+        for body in [
+            &br#"{"error":{"code":"refresh_token_expired","message":"x"}}"#[..],
+            br#"{"error":{"message":"Your refresh token has already been used"}}"#,
+            br#"{"error":"whatever"}"#,
+        ] {
+            assert!(
+                matches!(classify(401, None, body, rule), Reply::Rejected { .. }),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        for body in [
+            &b"<html><body>Proxy authentication required</body></html>"[..],
+            b"",
+            b"401 Unauthorized",
+            br#"{"message":"unauthorized"}"#,
+        ] {
+            assert!(
+                matches!(classify(401, None, body, rule), Reply::Transient { .. }),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 
     #[test]

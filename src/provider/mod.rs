@@ -180,7 +180,8 @@ fn form_escape(out: &mut String, s: &str) {
 pub enum RejectionRule {
     /// 400, 401 or 403 with `invalid_grant`, `invalid_client` or `unauthorized_client`.
     OAuth,
-    /// As [`RejectionRule::OAuth`], and also any 401 whatever its code (OpenAI's endpoint).
+    /// As [`RejectionRule::OAuth`], and also any 401 with an OAuth error body whatever its code
+    /// (OpenAI's endpoint); an HTML or empty 401 (a proxy's) stays transient.
     OAuthOrAny401,
 }
 

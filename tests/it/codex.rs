@@ -391,24 +391,32 @@ fn an_invalidated_refresh_token_is_dead() {
 }
 
 #[test]
-fn invalid_grant_and_a_bare_401_are_dead_but_another_400_is_retried() {
-    for (fault, reason) in [
-        (Fault::InvalidGrant, "invalid_grant"),
-        (Fault::Status(401), "HTTP 401"),
+fn invalid_grant_is_dead_but_another_400_or_a_401_without_an_oauth_error_is_retried() {
+    let s = sandbox();
+    login(&s, -1000);
+    s.server.push_fault(Fault::InvalidGrant);
+    assert_dead(&s, "invalid_grant");
+    assert_eq!(
+        s.server.stats().token_requests,
+        1,
+        "invalid_grant: no retry"
+    );
+    // A 401 whose body is not the endpoint's OAuth error (a proxy's page, plain text) proves
+    // nothing about the login: retried, and the login lives on.
+    for (fault, what) in [
+        (Fault::InvalidRequest, "a 400 without invalid_grant"),
+        (Fault::Status(401), "a plain-text 401"),
     ] {
         let s = sandbox();
         login(&s, -1000);
         s.server.push_fault(fault);
-        assert_dead(&s, reason);
-        assert_eq!(s.server.stats().token_requests, 1, "{reason}: no retry");
+        let r = run(&s, &["refresh", "--provider", "codex"]);
+        assert_eq!(r.code, 0, "{what} is transient: {r:?}");
+        assert!(r.stderr.contains("retrying in"), "{r:?}");
+        assert_eq!(s.server.stats().token_requests, 2);
+        let again = run(&s, &["refresh", "--provider", "codex", "--force"]);
+        assert_eq!(again.code, 0, "{what}: the login still works: {again:?}");
     }
-    let s = sandbox();
-    login(&s, -1000);
-    s.server.push_fault(Fault::InvalidRequest);
-    let r = run(&s, &["refresh", "--provider", "codex"]);
-    assert_eq!(r.code, 0, "a 400 without invalid_grant is transient: {r:?}");
-    assert!(r.stderr.contains("retrying in"), "{r:?}");
-    assert_eq!(s.server.stats().token_requests, 2);
 }
 
 #[test]
