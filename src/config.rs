@@ -267,6 +267,35 @@ fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// The config file can name a command the daemon runs and where refresh tokens are sent: a file
+/// other users can write lets them choose both. Said, not refused (a shared config may be meant).
+fn warn_if_others_can_write(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let Ok(meta) = std::fs::metadata(path) else {
+            return;
+        };
+        let mode = meta.permissions().mode();
+        if mode & 0o002 != 0 {
+            tracing::warn!(
+                "config file {} can be written by every user (mode {:o}), and it names commands to run and where tokens go; fix it with `chmod go-w {}`",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            );
+        } else if meta.uid() != crate::lock::lock_file::current_uid() && meta.uid() != 0 {
+            tracing::warn!(
+                "config file {} belongs to another user (uid {}), who can change the commands it runs and where tokens go",
+                path.display(),
+                meta.uid()
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
 /// A config file is a few lines; a larger one is not ours.
 const MAX_CONFIG: u64 = 1 << 20;
 
@@ -283,6 +312,7 @@ pub fn load(path: &Path, named_by_user: bool) -> Result<ConfigFile, Error> {
         Err(e) => return Err(cannot(e.to_string())),
     };
     let text = String::from_utf8(bytes).map_err(|_| cannot("not UTF-8 text".into()))?;
+    warn_if_others_can_write(path);
     let cfg: ConfigFile = toml::from_str(&text).map_err(|e| Error::Config {
         path: path.to_path_buf(),
         problem: format!(

@@ -90,6 +90,10 @@ pub enum Error {
         fix: String,
     },
 
+    /// `tokenkeeper daemon` while another daemon of this user runs.
+    #[error("a tokenkeeper daemon is already running{} and keeps the logins fresh; see them with `tokenkeeper status`, or stop it first ({}; its lock is {})", pid.map_or_else(String::new, |p| format!(" (pid {p})")), pid.map_or_else(|| "`systemctl --user stop tokenkeeper` if it runs as a service".to_string(), |p| format!("`systemctl --user stop tokenkeeper` if it runs as a service, else `kill {p}`")), lock.display())]
+    DaemonRunning { pid: Option<u32>, lock: PathBuf },
+
     /// A signal told this process to stop while it waited for a lock.
     #[error("stopped by a signal while waiting for {what} ({})", lock.display())]
     Interrupted { what: &'static str, lock: PathBuf },
@@ -147,9 +151,10 @@ impl Error {
             | Error::Keychain { .. } => ErrorKind::Credentials,
             Error::Dead { .. } => ErrorKind::Dead,
             Error::Unavailable { .. } => ErrorKind::Unavailable,
-            Error::LockTimeout { .. } | Error::LockBlocked { .. } | Error::Interrupted { .. } => {
-                ErrorKind::LockTimeout
-            }
+            Error::LockTimeout { .. }
+            | Error::LockBlocked { .. }
+            | Error::Interrupted { .. }
+            | Error::DaemonRunning { .. } => ErrorKind::LockTimeout,
             Error::SaveFailed { .. } | Error::TokensLost { .. } => ErrorKind::SaveFailed,
             Error::Config { .. } => ErrorKind::Config,
             Error::NothingToKeep { .. } => ErrorKind::Credentials,

@@ -191,13 +191,17 @@ pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<u8, Error> {
     let state = resolved.state;
     let _instance = match state.lock_daemon() {
         Ok(file) => file,
-        Err(pid) => {
-            let who = pid.map_or_else(|| "another process".to_string(), |p| format!("pid {p}"));
-            return Err(Error::LockTimeout {
-                what: "the daemon's single-instance lock: a tokenkeeper daemon is already running",
+        Err(Ok(pid)) => {
+            return Err(Error::DaemonRunning {
+                pid,
                 lock: state.daemon_lock_path(),
-                waited: format!("no time ({who} holds it; stop it first)"),
-                holder: String::new(),
+            });
+        }
+        Err(Err(source)) => {
+            return Err(Error::Io {
+                what: "cannot use the daemon's lock file",
+                path: state.daemon_lock_path(),
+                source,
             });
         }
     };

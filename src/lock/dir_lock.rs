@@ -212,6 +212,7 @@ impl DirLock {
         // Retries without a pause are allowed only after progress (a lock removed, a race lost);
         // a run of them ends in a pause all the same, so nothing can keep us spinning.
         let mut quick_retries = 0u32;
+        remove_private_leftovers(&spec.path);
         loop {
             let mut retry_now = false;
             match make_noted(spec, on_taken) {
@@ -412,6 +413,32 @@ fn warn_blocked(spec: &DirLockSpec, (why, fix): &Blockage, deadline: Instant) {
         spec.what,
         crate::duration::human(deadline.saturating_duration_since(Instant::now()))
     );
+}
+
+/// A process killed between making its private directory and renaming it into place (see
+/// [`make_noted`]) leaves it behind, empty, under `.<lock>.tk<pid>.<hex>`: remove those whose
+/// process is gone. Nothing else matches the name, and a non-empty folder is never touched.
+fn remove_private_leftovers(lock: &Path) {
+    let (Some(dir), Some(name)) = (lock.parent(), lock.file_name()) else {
+        return;
+    };
+    let prefix = format!(".{}.tk", name.to_string_lossy());
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let file_name = entry.file_name();
+        let Some(rest) = file_name
+            .to_string_lossy()
+            .strip_prefix(&prefix)
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        let pid = rest.split('.').next().and_then(|p| p.parse::<u32>().ok());
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir && pid.is_some_and(|pid| pid != std::process::id() && !pid_exists(pid)) {
+            // remove_dir fails on a non-empty folder: only empty leftovers go.
+            let _ = fs::remove_dir(entry.path());
+        }
+    }
 }
 
 /// Only Linux has `renameat2(RENAME_NOREPLACE)`; elsewhere the caller falls back to `mkdir`.
@@ -756,6 +783,33 @@ mod tests {
         );
         drop(lock);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn private_folders_left_by_killed_takers_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spec(dir.path(), Duration::from_secs(60));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap();
+        let left = dir
+            .path()
+            .join(format!("..oauth_refresh.lock.tk{gone}.0badf00d"));
+        let alive = dir.path().join(format!(
+            "..oauth_refresh.lock.tk{}.00000001",
+            std::os::unix::process::parent_id()
+        ));
+        let full = dir
+            .path()
+            .join(format!("..oauth_refresh.lock.tk{gone}.00000002"));
+        for d in [&left, &alive, &full] {
+            fs::create_dir(d).unwrap();
+        }
+        fs::write(full.join("x"), "").unwrap();
+        drop(take(&s, 100).unwrap());
+        assert!(!left.exists(), "an empty leftover of a dead process goes");
+        assert!(alive.exists(), "a live process's is kept");
+        assert!(full.exists(), "a non-empty folder is never removed");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Waiting for an exclusive file lock (`flock` on Unix, `LockFileEx` on Windows, through std)
 //! with a deadline: std offers only "wait forever" and "try once".
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
 use std::path::Path;
 use std::thread;
@@ -41,11 +41,7 @@ pub fn lock_until(file: &File, deadline: Instant, on_wait: &mut dyn FnMut()) -> 
 /// Opens (creating it, mode 0600, when missing) and locks the file at `path`; a `TimedOut`
 /// error when another process holds it past `deadline`.
 pub fn open_locked(path: &Path, deadline: Instant) -> io::Result<File> {
-    let mut options = OpenOptions::new();
-    options.read(true).write(true).create(true).truncate(false);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let file = options.open(path)?;
+    let file = crate::lock::lock_file::open_private(path)?;
     if lock_until(&file, deadline, &mut || {
         tracing::info!("waiting for the lock {}", path.display());
     })? {

@@ -5,7 +5,7 @@
 //! with a token that is about to be replaced, and no refresh happens under a running lease
 //! unless the token would expire anyway.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::thread;
@@ -20,12 +20,7 @@ pub fn lease_path(folder: &Path) -> PathBuf {
 }
 
 fn open(folder: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(lease_path(folder))
+    crate::lock::lock_file::open_private(&lease_path(folder))
 }
 
 /// A shared lease, held by a run for its lifetime. Dropped (or the process gone), it is released.

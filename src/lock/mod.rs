@@ -7,4 +7,5 @@ pub mod dir_lock;
 pub mod flock;
 pub mod interrupt;
 pub mod lease;
+pub mod lock_file;
 pub mod own_lock;

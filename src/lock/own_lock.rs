@@ -5,7 +5,7 @@
 
 use crate::lock::dir_lock::{self, Identity};
 use serde::{Deserialize, Serialize};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -43,13 +43,7 @@ impl OwnLock {
         deadline: Instant,
         on_wait: &mut dyn FnMut(),
     ) -> Result<OwnLock, OwnLockError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(OwnLockError::Io)?;
+        let file = crate::lock::lock_file::open_private(path).map_err(OwnLockError::Io)?;
         if !crate::lock::flock::lock_until(&file, deadline, on_wait).map_err(OwnLockError::Io)? {
             return Err(OwnLockError::Timeout);
         }

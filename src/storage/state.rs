@@ -10,7 +10,7 @@ use crate::secret::Secret;
 use crate::storage::credentials_file::write_atomic;
 use serde::{Deserialize, Serialize};
 use std::fs;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug)]
@@ -130,18 +130,23 @@ impl StateDir {
         )
     }
 
+    /// Makes (or checks) the state folder and one of its subfolders, private to us. A folder
+    /// made beforehand by another user, or a link in its place, is refused rather than used:
+    /// whoever owns it could read the recovery files or swap what we write for links.
     fn ensure(&self, sub: &str) -> io::Result<PathBuf> {
         private_dir(&self.root)?;
+        check_own_folder(&self.root)?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let meta = fs::metadata(&self.root)?;
+            let meta = fs::symlink_metadata(&self.root)?;
             if meta.permissions().mode() & 0o077 != 0 {
                 fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))?;
             }
         }
         let dir = self.root.join(sub);
         private_dir(&dir)?;
+        check_own_folder(&dir)?;
         Ok(dir)
     }
 
@@ -171,7 +176,7 @@ impl StateDir {
     /// The pid of the daemon that holds the single-instance lock right now, if one does. Reads
     /// only: creates nothing.
     pub fn running_daemon(&self) -> Option<u32> {
-        let file = fs::File::open(self.daemon_lock_path()).ok()?;
+        let file = crate::lock::lock_file::open_existing(&self.daemon_lock_path()).ok()?;
         match file.try_lock_shared() {
             Ok(()) => None,
             Err(fs::TryLockError::WouldBlock) => fs::read_to_string(self.daemon_lock_path())
@@ -181,26 +186,24 @@ impl StateDir {
         }
     }
 
-    /// Takes the daemon's single-instance lock, or names the pid that holds it.
-    pub fn lock_daemon(&self) -> Result<fs::File, Option<u32>> {
-        self.ensure("daemon").map_err(|_| None)?;
+    /// Takes the daemon's single-instance lock: `Err(Ok(pid))` when another daemon holds it
+    /// (its pid, if it wrote one), `Err(Err(e))` when the lock file cannot be used at all.
+    pub fn lock_daemon(&self) -> Result<fs::File, Result<Option<u32>, io::Error>> {
+        self.ensure("daemon").map_err(Err)?;
         let path = self.daemon_lock_path();
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|_| None)?;
+        let file = crate::lock::lock_file::open_private(&path).map_err(Err)?;
         match file.try_lock() {
             Ok(()) => {
                 let _ = file.set_len(0);
                 let _ = (&file).write_all(std::process::id().to_string().as_bytes());
                 Ok(file)
             }
-            Err(_) => Err(fs::read_to_string(&path)
-                .ok()
-                .and_then(|t| t.trim().parse().ok())),
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = (&file).take(32).read_to_string(&mut pid);
+                Err(Ok(pid.trim().parse().ok()))
+            }
+            Err(fs::TryLockError::Error(e)) => Err(Err(e)),
         }
     }
 
@@ -213,6 +216,7 @@ impl StateDir {
     }
 
     pub fn write_record(&self, key: &str, record: &Record) -> io::Result<()> {
+        self.remove_unusable_leftovers(key);
         self.ensure("logins")?;
         let bytes = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
         write_atomic(&self.record_path(key), &bytes)
@@ -232,20 +236,111 @@ impl StateDir {
         self.recovery_file(key).is_some()
     }
 
-    /// Where the recovery file waiting for this login is, if one is (without reading it).
+    /// Where the recovery file waiting for this login is, if one is.
     pub fn recovery_file(&self, key: &str) -> Option<PathBuf> {
-        Some(self.recovery_path(key)).filter(|p| p.exists())
+        self.read_recovery(key).map(|(path, _)| path)
     }
 
+    /// The recovery file of this login, else the newest complete one that a writer killed
+    /// between writing and renaming left under its temp name: the new tokens are in it all the
+    /// same, and without it the login would be lost. Reads only.
     pub fn read_recovery(&self, key: &str) -> Option<(PathBuf, Recovery)> {
-        let path = self.recovery_path(key);
-        let recovery = serde_json::from_slice(&fs::read(&path).ok()?).ok()?;
-        Some((path, recovery))
+        self.recovery_candidates(key)
+            .into_iter()
+            .find_map(|path| Some((path.clone(), parse_recovery(&path)?)))
     }
 
-    pub fn remove_recovery(&self, key: &str) {
-        let _ = fs::remove_file(self.recovery_path(key));
+    /// A temp file cut short by a kill holds nothing usable; once it is a minute old (no
+    /// writer is still at it) it goes. Done whenever a refresh records its outcome.
+    fn remove_unusable_leftovers(&self, key: &str) {
+        let own = self.recovery_path(key);
+        for path in self.recovery_candidates(key) {
+            if path != own && is_abandoned(&path) && parse_recovery(&path).is_none() {
+                let _ = fs::remove_file(&path);
+            }
+        }
     }
+
+    /// Removes the login's recovery file and every temp file a killed writer left for it.
+    pub fn remove_recovery(&self, key: &str) {
+        // Only temps that a killed writer left: a live writer holds the login's lock, as we do.
+        for path in self.recovery_candidates(key) {
+            let _ = fs::remove_file(path);
+        }
+    }
+
+    /// The recovery file itself first, then its temp files, newest first. Reads the folder only
+    /// when it exists, so a login that never needed one pays a single `stat`.
+    fn recovery_candidates(&self, key: &str) -> Vec<PathBuf> {
+        let path = self.recovery_path(key);
+        let mut found = Vec::new();
+        if fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+            found.push(path.clone());
+        }
+        let Some(dir) = path.parent() else {
+            return found;
+        };
+        let prefix = format!("{key}.json.tmp.");
+        let mut temps: Vec<(std::time::SystemTime, PathBuf)> = fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .filter_map(|e| {
+                let meta = e.metadata().ok().filter(fs::Metadata::is_file)?;
+                Some((meta.modified().ok()?, e.path()))
+            })
+            .collect();
+        temps.sort_by(|a, b| b.0.cmp(&a.0));
+        found.extend(temps.into_iter().map(|(_, p)| p));
+        found
+    }
+}
+
+fn parse_recovery(path: &Path) -> Option<Recovery> {
+    let bytes = crate::storage::bounded::read_regular(path, MAX_RECOVERY).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// A temp file untouched for a minute: its writer is gone.
+fn is_abandoned(path: &Path) -> bool {
+    fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > std::time::Duration::from_secs(60))
+}
+
+/// A recovery file holds a handful of tokens.
+const MAX_RECOVERY: u64 = 1 << 20;
+
+/// A real folder (not a link) owned by us.
+fn check_own_folder(dir: &Path) -> io::Result<()> {
+    let meta = fs::symlink_metadata(dir)?;
+    let refuse = |why: String| {
+        let message = format!(
+            "the state folder {} {why}; tokenkeeper does not use it. Remove it (tokenkeeper makes it anew, private to you) or set XDG_STATE_HOME",
+            dir.display()
+        );
+        // Most callers carry on without their record; say it once, whatever they do.
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| tracing::warn!("{message}"));
+        Err(io::Error::new(io::ErrorKind::PermissionDenied, message))
+    };
+    if meta.file_type().is_symlink() {
+        return refuse("is a symbolic link".into());
+    }
+    if !meta.is_dir() {
+        return refuse("is not a folder".into());
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if meta.uid() != crate::lock::lock_file::current_uid() {
+            return refuse(format!("belongs to another user (uid {})", meta.uid()));
+        }
+    }
+    Ok(())
 }
 
 /// Creates the folder (and its parents) readable by its owner alone (mode 0700 on Unix; on
@@ -299,5 +394,49 @@ mod tests {
         assert_eq!(back.tokens(), tokens);
         state.remove_recovery(&key);
         assert!(!state.has_recovery(&key));
+    }
+
+    #[test]
+    fn a_recovery_left_under_its_temp_name_by_a_killed_writer_is_read_then_cleaned_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::at(dir.path().join("tokenkeeper"));
+        let key = StateDir::key("claude", Path::new("/c"));
+        let tokens = TokenResponse {
+            access_token: Secret::new("a"),
+            refresh_token: Some(Secret::new("r")),
+            expires_in: Some(60),
+            id_token: None,
+            scope: None,
+            refresh_token_expires_in: None,
+        };
+        let rec = Recovery::new(Path::new("/c"), &Secret::new("old"), &tokens, 7);
+        let path = state.save_recovery(&key, &rec).unwrap();
+        // Killed after writing its temp file, before the rename: the tokens are only there.
+        let temp = path.with_file_name(format!("{key}.json.tmp.Ab12Cd"));
+        fs::rename(&path, &temp).unwrap();
+        // And a temp file another kill cut short, a while ago.
+        let cut = path.with_file_name(format!("{key}.json.tmp.Zz99Yy"));
+        fs::write(&cut, "{\"credentials\":\"/c\",\"posted_re").unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+        fs::File::open(&cut).unwrap().set_modified(old).unwrap();
+
+        assert!(state.has_recovery(&key));
+        let (found, back) = state.read_recovery(&key).unwrap();
+        assert_eq!(found, temp);
+        assert_eq!(back.tokens(), tokens);
+        state.remove_recovery(&key);
+        assert!(!state.has_recovery(&key));
+        assert_eq!(fs::read_dir(path.parent().unwrap()).unwrap().count(), 0);
+        // Alone, the cut one counts for nothing and is removed once its writer is surely gone.
+        fs::write(&cut, "{").unwrap();
+        assert!(!state.has_recovery(&key));
+        let record = Record::default();
+        state.write_record(&key, &record).unwrap();
+        assert!(cut.exists(), "a fresh one may still be being written");
+        fs::File::open(&cut).unwrap().set_modified(old).unwrap();
+        assert!(!state.has_recovery(&key));
+        assert!(cut.exists(), "reading removes nothing");
+        state.write_record(&key, &record).unwrap();
+        assert!(!cut.exists(), "the unusable leftover is removed");
     }
 }

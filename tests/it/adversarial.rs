@@ -247,3 +247,64 @@ fn an_unusable_token_url_is_a_config_error_at_once() {
     );
     assert_eq!(run.code, 69, "{run:?}");
 }
+
+/// Fixed-name files are traps another user can set in a folder they can write: our lock files
+/// are never followed through a link (the target is neither truncated nor created), a state
+/// folder made by another user is refused, and a config file anyone can write is warned about.
+#[test]
+fn fixed_name_files_are_never_followed_and_foreign_folders_are_refused() {
+    let s = Sandbox::new();
+    s.login(-1000);
+    let before = s.read_creds();
+    let victim = s.dir.path().join("victim");
+    fs::write(&victim, "precious").unwrap();
+    let own = s.home().join(".claude/.tokenkeeper.lock");
+    std::os::unix::fs::symlink(&victim, &own).unwrap();
+    let run = run_within(&mut s.cmd(&["refresh"]), Duration::from_secs(20));
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("symbolic link"), "{run:?}");
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+    assert_eq!(s.read_creds(), before);
+    fs::remove_file(&own).unwrap();
+
+    let made_for_them = s.dir.path().join("made-for-them");
+    let lease = s.home().join(".claude/.tokenkeeper-lease.lock");
+    std::os::unix::fs::symlink(&made_for_them, &lease).unwrap();
+    let run = run_within(&mut s.cmd(&["refresh"]), Duration::from_secs(20));
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(
+        !made_for_them.exists(),
+        "a dangling link's target was created"
+    );
+    assert_eq!(s.read_creds(), before);
+    fs::remove_file(&lease).unwrap();
+    assert_eq!(s.server.stats().token_requests, 0);
+
+    let config = s.config("[claude]\nmin_ttl = \"1h\"\n");
+    set_mode(&config, 0o666);
+    let run = s.run(&["status"]);
+    assert!(
+        run.stderr.contains("can be written by every user") && run.stderr.contains("chmod"),
+        "{run:?}"
+    );
+    set_mode(&config, 0o600);
+
+    if is_root() {
+        // A state folder another user made beforehand: refused, never written through.
+        let state = s.state_dir();
+        let _ = fs::remove_dir_all(&state);
+        fs::create_dir_all(state.join("logins")).unwrap();
+        std::process::Command::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(&state)
+            .status()
+            .unwrap();
+        let run = run_within(&mut s.cmd(&["refresh"]), Duration::from_secs(20));
+        assert!(
+            run.stderr.contains("belongs to another user"),
+            "the foreign state folder was used: {run:?}"
+        );
+        let written = files_under(&state);
+        assert!(written.is_empty(), "written into: {written:?} {run:?}");
+    }
+}

@@ -285,9 +285,11 @@ fn expected_login(
     if let Some(refresh) = &r.refresh_token {
         set("refreshToken", compact(&refresh.expose()));
     }
+    // A lifetime is believed up to a day, Claude's longest with a margin (issue 11: a server
+    // claiming 1e30 s must not leave a time that never comes).
     set(
         "expiresAt",
-        now.saturating_add(secs_to_ms(r.expires_in.unwrap_or(0)))
+        now.saturating_add(secs_to_ms(r.expires_in.unwrap_or(0).min(86_400)))
             .to_string(),
     );
     if let Some(scope) = r.scope.as_deref().filter(|s| !s.trim().is_empty()) {
