@@ -291,7 +291,7 @@ impl StateDir {
                 Some((meta.modified().ok()?, e.path()))
             })
             .collect();
-        temps.sort_by(|a, b| b.0.cmp(&a.0));
+        temps.sort_by_key(|t| std::cmp::Reverse(t.0));
         found.extend(temps.into_iter().map(|(_, p)| p));
         found
     }
