@@ -70,17 +70,18 @@ fn resolve(cli: &Cli, args: &DaemonArgs) -> Result<Resolved, Error> {
             Duration::from_secs(3 * 86_400),
         )?,
     };
-    let metrics = args
-        .metrics
-        .clone()
-        .or_else(|| d.metrics.clone())
-        .map(|text| {
-            parse_metrics_addr(&text).map_err(|problem| Error::Config {
-                path: path.clone(),
-                problem,
-            })
-        })
-        .transpose()?;
+    // Blame what gave the address: the flag (a usage error) or the config file.
+    let metrics = match (&args.metrics, &d.metrics) {
+        (Some(text), _) => Some(
+            parse_metrics_addr(text)
+                .map_err(|problem| Error::Usage(format!("--metrics: {problem}")))?,
+        ),
+        (None, Some(text)) => Some(parse_metrics_addr(text).map_err(|problem| Error::Config {
+            path: path.clone(),
+            problem: format!("[daemon] metrics: {problem}"),
+        })?),
+        (None, None) => None,
+    };
     let alerter = Alerter::new(
         args.notify_command
             .clone()
@@ -181,9 +182,19 @@ fn parse_metrics_addr(text: &str) -> Result<SocketAddr, String> {
     } else {
         t.to_string()
     };
-    full.parse().map_err(|_| {
-        format!("metrics address '{t}' is not HOST:PORT; write it like 127.0.0.1:9464")
-    })
+    if let Ok(addr) = full.parse() {
+        return Ok(addr);
+    }
+    // A host name (`localhost:9464`): resolved once, loopback first.
+    use std::net::ToSocketAddrs;
+    let bad = || format!("metrics address '{t}' is not HOST:PORT; write it like 127.0.0.1:9464");
+    let found: Vec<SocketAddr> = full.to_socket_addrs().map_err(|_| bad())?.collect();
+    found
+        .iter()
+        .find(|a| a.ip().is_loopback())
+        .or_else(|| found.first())
+        .copied()
+        .ok_or_else(bad)
 }
 
 pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<u8, Error> {
@@ -281,4 +292,26 @@ pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<u8, Error> {
     tracing::info!("daemon stopping");
     daemon.alerter().flush(Duration::from_secs(10));
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_metrics_addr;
+
+    #[test]
+    fn metrics_addresses_read_like_people_write_them() {
+        for (text, want) in [
+            ("9464", "127.0.0.1:9464"),
+            (":9464", "127.0.0.1:9464"),
+            ("127.0.0.1:9464", "127.0.0.1:9464"),
+            ("[::1]:9464", "[::1]:9464"),
+        ] {
+            assert_eq!(parse_metrics_addr(text).unwrap().to_string(), want);
+        }
+        let local = parse_metrics_addr("localhost:0").unwrap();
+        assert!(local.ip().is_loopback() && local.port() == 0, "{local}");
+        for bad in ["", "nine", "localhost", "999999"] {
+            assert!(parse_metrics_addr(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -97,6 +97,7 @@ pub fn refresh_if_due(job: &Job<'_>, force: bool, min_ttl: Duration) -> Result<O
             path: job.settings.config_path.clone(),
             problem,
         })?;
+    job.file.check_owner()?;
     let result = locked_refresh(job, &key, &first, force, min_ttl);
     record(job, &key, &result);
     result

@@ -144,6 +144,35 @@ impl CredentialsFile {
         self.file.target()
     }
 
+    /// Before a refresh token is spent: could we save its replacement and keep the file its
+    /// owner's? Not when another user owns it and we are not root (see [`keep_owner`]); better
+    /// to say so now than to spend the token and leave the new one in a recovery file.
+    pub fn check_owner(&self) -> Result<(), Error> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let Ok(target) = self.target() else {
+                return Ok(());
+            };
+            let Ok(meta) = fs::metadata(&target) else {
+                return Ok(());
+            };
+            let me = crate::lock::lock_file::current_uid();
+            if meta.uid() != me && me != 0 {
+                return Err(Error::Inaccessible {
+                    action: "keep the owner of",
+                    path: target,
+                    source: io::Error::from(io::ErrorKind::PermissionDenied),
+                    hint: format!(
+                        "it belongs to another user (uid {}); run tokenkeeper as that user, so the file stays theirs",
+                        meta.uid()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Reads and parses the login; changes nothing. With a Keychain, as Claude Code does: the
     /// item when there is one, else the file; when the keychain is locked, the file if there is
     /// one.
@@ -291,6 +320,15 @@ impl FilePlace {
             return Err(self.malformed(
                 "are empty",
                 &format!("Log in again with {}.", self.owner.relogin),
+            ));
+        }
+        if bytes.starts_with(b"\xEF\xBB\xBF") {
+            return Err(self.malformed(
+                "start with a byte-order mark (BOM), which JSON does not allow",
+                &format!(
+                    "Save the file as UTF-8 without a BOM, or log in again with {}.",
+                    self.owner.relogin
+                ),
             ));
         }
         let doc: Value = serde_json::from_slice(&bytes).map_err(|e| {
@@ -482,11 +520,43 @@ pub fn write_atomic(target: &Path, bytes: &[u8]) -> io::Result<()> {
     #[cfg(unix)]
     builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600));
     let mut tmp = builder.tempfile_in(dir)?;
+    keep_owner(target, tmp.as_file())?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
     persist(tmp, target)?;
     #[cfg(unix)]
     fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// The new file keeps the old one's owner: root keeping another user's login writes it as that
+/// user's; anyone else cannot give a file away, and replacing another user's file with one of
+/// their own would take the login from its owner, so that is refused.
+#[cfg(unix)]
+fn keep_owner(target: &Path, tmp: &fs::File) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(old) = fs::metadata(target) else {
+        return Ok(());
+    };
+    let me = crate::lock::lock_file::current_uid();
+    if old.uid() == me {
+        return Ok(());
+    }
+    if me == 0 {
+        return std::os::unix::fs::fchown(tmp, Some(old.uid()), Some(old.gid()));
+    }
+    Err(io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!(
+            "{} belongs to another user (uid {}); run tokenkeeper as that user, so the file stays theirs",
+            target.display(),
+            old.uid()
+        ),
+    ))
+}
+
+#[cfg(not(unix))]
+fn keep_owner(_target: &Path, _tmp: &fs::File) -> io::Result<()> {
     Ok(())
 }
 

@@ -308,3 +308,68 @@ fn fixed_name_files_are_never_followed_and_foreign_folders_are_refused() {
         assert!(written.is_empty(), "written into: {written:?} {run:?}");
     }
 }
+
+/// A bad `--metrics` is the command line's fault (exit 2), not a config file's that may not
+/// exist; `localhost:PORT` is an address.
+#[test]
+fn a_bad_metrics_flag_is_a_usage_error() {
+    let s = Sandbox::new();
+    s.login(8 * 3_600_000);
+    let run = run_within(
+        &mut s.cmd(&["daemon", "--metrics", "nine"]),
+        Duration::from_secs(20),
+    );
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("--metrics"), "{run:?}");
+    assert!(!run.stderr.contains("config file"), "{run:?}");
+}
+
+/// Root keeping another user's login writes the new tokens in a file that is still that user's
+/// (mode 0600), never one that root owns and the user can no longer read.
+#[test]
+fn a_rewritten_credentials_file_keeps_its_owner() {
+    if !is_root() {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let s = Sandbox::new();
+    s.login(-1000);
+    std::process::Command::new("chown")
+        .arg("65534:65534")
+        .arg(s.creds())
+        .status()
+        .unwrap();
+    let run = s.run(&["refresh"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let meta = fs::metadata(s.creds()).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (NOBODY, NOBODY), "{run:?}");
+    assert_eq!(meta.mode() & 0o777, 0o600);
+    assert_eq!(s.server.stats().refreshes_ok, 1);
+}
+
+/// A user who may write another user's credentials folder but not own their file: refused
+/// before the refresh token is spent, the file left as it was.
+#[test]
+fn another_users_credentials_are_refused_before_any_request() {
+    if !is_root() {
+        return;
+    }
+    let s = Sandbox::new();
+    s.login(-1000);
+    let before = s.read_creds();
+    give_to_nobody(s.dir.path());
+    // The file stays root's; everything else is nobody's.
+    std::process::Command::new("chown")
+        .arg("0:0")
+        .arg(s.creds())
+        .status()
+        .unwrap();
+    set_mode(&s.creds(), 0o666);
+    let mut cmd = s.cmd(&["refresh"]);
+    as_nobody(&mut cmd);
+    let run = run_within(&mut cmd, Duration::from_secs(20));
+    assert_eq!(run.code, 78, "{run:?}");
+    assert!(run.stderr.contains("another user"), "{run:?}");
+    assert_eq!(s.server.stats().token_requests, 0);
+    assert_eq!(s.read_creds(), before);
+}

@@ -220,6 +220,18 @@ fn invalid_json_is_malformed_naming_line_and_column() {
 }
 
 #[test]
+fn a_byte_order_mark_is_named_as_the_cause() {
+    let sandbox = Sandbox::new();
+    write_edited_login(&sandbox, |text| format!("\u{feff}{text}"));
+    assert_every_command_refuses(
+        &sandbox,
+        MISSING_OR_MALFORMED,
+        "malformed",
+        &["byte-order mark", "claude /login"],
+    );
+}
+
+#[test]
 fn top_level_array_is_the_wrong_shape() {
     let sandbox = Sandbox::new();
     write_edited_login(&sandbox, |text| format!("[{text}]"));
