@@ -204,7 +204,7 @@ impl Loaded {
             let generic = tokenkeeper::provider::generic::Generic::new(table, &self.config_path)?;
             return Ok((generic, table.request_config()));
         }
-        let mut known: Vec<&str> = provider::BUILTIN.to_vec();
+        let mut known: Vec<&str> = provider::names().collect();
         known.extend(self.cfg.login.iter().map(|l| l.name.as_str()));
         Err(Error::Config {
             path: self.config_path.clone(),
@@ -266,10 +266,7 @@ impl Loaded {
     /// `[[login]]`. When none is found, Claude Code's (so that its absence is reported).
     fn all(&self, cli: &Cli) -> Result<Vec<Context>, Error> {
         let mut found = Vec::new();
-        for name in provider::BUILTIN {
-            if provider::builtin(name).is_none() {
-                continue;
-            }
+        for name in provider::names() {
             let ctx = self.context(cli, name, None, None)?;
             if ctx.file.exists() {
                 found.push(ctx);
@@ -303,12 +300,11 @@ impl Context {
                     .file_stem()
                     .map(|n| n.to_string_lossy().to_lowercase())
                     .unwrap_or_default();
-                provider::BUILTIN
-                    .iter()
-                    .copied()
-                    .chain(loaded.cfg.login.iter().map(|l| l.name.as_str()))
+                let mut logins = loaded.cfg.login.iter().map(|l| l.name.as_str());
+                provider::names()
                     .find(|p| *p == base)
-                    .map_or("claude", |p| p)
+                    .or_else(|| logins.find(|p| *p == base))
+                    .unwrap_or("claude")
                     .to_string()
             }
         };

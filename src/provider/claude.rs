@@ -7,11 +7,14 @@ use crate::error::Error;
 use crate::lock::dir_lock::DirLockSpec;
 use crate::login::{EpochMs, Login};
 use crate::oauth::endpoint::TokenResponse;
+use crate::provider::shape::Shape;
 use crate::provider::{
-    Body, Defaults, Provider, SaveLock, TokenRequest, epoch_ms, epoch_ms_field, token_field,
+    Body, Defaults, KeychainItem, Provider, SaveLock, TokenRequest, epoch_ms, epoch_ms_field,
+    token_field,
 };
 use crate::secret::Secret;
 use crate::storage::credentials_file::{CredentialsFile, Owner};
+use crate::storage::keychain::Keychain;
 use serde_json::{Map, Value, json};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,6 +35,10 @@ const KEY: &str = "claudeAiOauth";
 /// Where the holder of `.oauth_refresh.lock` says who it is.
 pub const OWNER_RECORD: &str = ".oauth_refresh.lock.owner";
 
+/// `claudeAiOauth` holds the whole login (tokens, expiry, scopes, subscription); the rest of the
+/// file (`mcpOAuth`, …) is the machine's own.
+pub const FLEET_SHAPE: Shape = Shape::new(&[KEY], "refreshToken");
+
 /// Claude Code's rules, for the refresh protocol.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Claude;
@@ -47,6 +54,18 @@ impl Provider for Claude {
 
     fn default_path(&self, env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
         default_credentials_path(env)
+    }
+
+    fn home_env(&self) -> &'static [&'static str] {
+        &["CLAUDE_CONFIG_DIR", "CLAUDE_SECURESTORAGE_CONFIG_DIR"]
+    }
+
+    fn keychain(&self) -> Option<KeychainItem> {
+        Some(Keychain::for_claude)
+    }
+
+    fn fleet_shape(&self) -> Option<Shape> {
+        Some(FLEET_SHAPE)
     }
 
     fn defaults(&self) -> Defaults {

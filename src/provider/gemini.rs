@@ -74,6 +74,10 @@ impl Provider for Gemini {
         default_credentials_path(env)
     }
 
+    fn home_env(&self) -> &'static [&'static str] {
+        &["GEMINI_CLI_HOME"]
+    }
+
     fn defaults(&self) -> Defaults {
         Defaults {
             token_url: DEFAULT_TOKEN_URL,

@@ -164,7 +164,7 @@ fn check(t: &LoginTable, config_path: &Path) -> Result<Generic, String> {
             "name = \"{name}\" may hold only letters, digits, '-', '_' and '.'; rename it"
         ));
     }
-    if crate::provider::BUILTIN.contains(&name) {
+    if crate::provider::names().any(|n| n == name) {
         return Err(format!(
             "name = \"{name}\" is a built-in provider; configure it in [{name}] or pick another name"
         ));
