@@ -45,8 +45,15 @@ pub struct Cli {
     token_url: Option<String>,
     /// Fleet mode: the PostgreSQL store that holds the login shared by many machines
     /// (postgres://user:password@host/db) [default: [store] url in the config file]
-    #[arg(long, global = true, value_name = "URL", env = "TOKENKEEPER_STORE")]
-    pub store: Option<String>,
+    // hide_env_values: the value may hold a password, so help never shows it.
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "TOKENKEEPER_STORE",
+        hide_env_values = true
+    )]
+    pub store: Option<tokenkeeper::fleet::DatabaseUrl>,
     /// Configuration file (TOML) [default: $XDG_CONFIG_HOME/tokenkeeper/config.toml]
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,

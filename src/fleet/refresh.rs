@@ -39,8 +39,8 @@ use std::time::{Duration, Instant};
 /// How many spent refresh tokens a login remembers (by fingerprint).
 const SPENT_KEPT: usize = 32;
 
-/// What is sealed in a row.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// What is sealed in a row. Its `Debug` leaves out the login, which holds the tokens.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Payload {
     /// The login part of the provider's credentials document, refresh token included.
     pub login: Value,
@@ -51,6 +51,16 @@ pub struct Payload {
     /// Fingerprint of a refresh token the server rejected: the login is dead until a push.
     #[serde(default)]
     pub rejected: Option<String>,
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Payload")
+            .field("login", &crate::secret::REDACTED)
+            .field("spent", &self.spent)
+            .field("rejected", &self.rejected)
+            .finish()
+    }
 }
 
 /// A row, opened.

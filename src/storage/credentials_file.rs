@@ -54,12 +54,22 @@ pub enum Layout {
     AsFound,
 }
 
-/// A parsed document, with what we noticed about the file it came from.
-#[derive(Clone, Debug)]
+/// A parsed document, with what we noticed about the file it came from. The document holds the
+/// tokens, so a debug print leaves it out.
+#[derive(Clone)]
 pub struct Snapshot {
     pub doc: Value,
     /// Permission bits when the file is readable by group or others (worth a warning).
     pub loose_mode: Option<u32>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("doc", &crate::secret::REDACTED)
+            .field("loose_mode", &self.loose_mode)
+            .finish()
+    }
 }
 
 /// Proof that the caller holds the lock under which writes to this file happen. Only the

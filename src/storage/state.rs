@@ -59,20 +59,23 @@ pub struct DaemonRecord {
     pub alerted: std::collections::BTreeMap<String, EpochMs>,
 }
 
-/// New tokens that could not reach their credentials file.
+/// New tokens that could not reach their credentials file. The tokens are [`Secret`]s, so a
+/// debug print shows none of them; the file holds them as plain strings.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Recovery {
     pub credentials: PathBuf,
     /// Fingerprint of the refresh token that was spent to get these.
     pub posted_refresh: String,
     pub received_at: EpochMs,
-    pub access_token: String,
-    pub refresh_token: Option<String>,
+    #[serde(with = "crate::secret::exposed")]
+    pub access_token: Secret,
+    #[serde(default, with = "crate::secret::exposed::option")]
+    pub refresh_token: Option<Secret>,
     pub expires_in: Option<u64>,
     pub scope: Option<String>,
     pub refresh_token_expires_in: Option<u64>,
-    #[serde(default)]
-    pub id_token: Option<String>,
+    #[serde(default, with = "crate::secret::exposed::option")]
+    pub id_token: Option<Secret>,
 }
 
 impl Recovery {
@@ -81,23 +84,23 @@ impl Recovery {
             credentials: credentials.to_path_buf(),
             posted_refresh: posted.fingerprint(),
             received_at: at,
-            access_token: t.access_token.expose().to_string(),
-            refresh_token: t.refresh_token.as_ref().map(|r| r.expose().to_string()),
+            access_token: t.access_token.clone(),
+            refresh_token: t.refresh_token.clone(),
             expires_in: t.expires_in,
             scope: t.scope.clone(),
             refresh_token_expires_in: t.refresh_token_expires_in,
-            id_token: t.id_token.as_ref().map(|r| r.expose().to_string()),
+            id_token: t.id_token.clone(),
         }
     }
 
     pub fn tokens(&self) -> TokenResponse {
         TokenResponse {
-            access_token: Secret::new(self.access_token.clone()),
-            refresh_token: self.refresh_token.clone().map(Secret::new),
+            access_token: self.access_token.clone(),
+            refresh_token: self.refresh_token.clone(),
             expires_in: self.expires_in,
             scope: self.scope.clone(),
             refresh_token_expires_in: self.refresh_token_expires_in,
-            id_token: self.id_token.clone().map(Secret::new),
+            id_token: self.id_token.clone(),
         }
     }
 }
@@ -299,5 +302,51 @@ mod tests {
         assert_eq!(back.tokens(), tokens);
         state.remove_recovery(&key);
         assert!(!state.has_recovery(&key));
+    }
+
+    fn recovery() -> Recovery {
+        let tokens = TokenResponse {
+            access_token: Secret::new("sk-ant-oat01-access"),
+            refresh_token: Some(Secret::new("sk-ant-ort01-refresh")),
+            expires_in: Some(60),
+            id_token: Some(Secret::new("eyJ.id.token")),
+            scope: Some("user:inference".into()),
+            refresh_token_expires_in: None,
+        };
+        Recovery::new(Path::new("/c"), &Secret::new("old"), &tokens, 7)
+    }
+
+    #[test]
+    fn a_recovery_debug_print_holds_no_token() {
+        let shown = format!("{:?}", recovery());
+        for token in [
+            "sk-ant-oat01-access",
+            "sk-ant-ort01-refresh",
+            "eyJ.id.token",
+        ] {
+            assert!(!shown.contains(token), "{shown}");
+        }
+        assert!(shown.contains("REDACTED"), "{shown}");
+    }
+
+    #[test]
+    fn recovery_files_keep_their_format() {
+        // As the previous version wrote it (tokens as plain strings), and without `id_token`
+        // (older still): both read, and a new file is written the same way.
+        let old = r#"{"credentials":"/c","posted_refresh":"0a1b2c3d","received_at":7,"access_token":"sk-ant-oat01-access","refresh_token":"sk-ant-ort01-refresh","expires_in":60,"scope":"user:inference","refresh_token_expires_in":null,"id_token":"eyJ.id.token"}"#;
+        let read: Recovery = serde_json::from_str(old).unwrap();
+        assert_eq!(read.tokens(), recovery().tokens());
+        assert_eq!(read.posted_refresh, "0a1b2c3d");
+        let mut written = serde_json::to_value(recovery()).unwrap();
+        written["posted_refresh"] = "0a1b2c3d".into();
+        assert_eq!(
+            written,
+            serde_json::from_str::<serde_json::Value>(old).unwrap()
+        );
+
+        let oldest = r#"{"credentials":"/c","posted_refresh":"x","received_at":7,"access_token":"a","refresh_token":null,"expires_in":null,"scope":null,"refresh_token_expires_in":null}"#;
+        let read: Recovery = serde_json::from_str(oldest).unwrap();
+        assert_eq!(read.access_token.expose(), "a");
+        assert!(read.refresh_token.is_none() && read.id_token.is_none());
     }
 }
