@@ -356,7 +356,7 @@ impl FleetDaemon {
                 }
                 Some(now.saturating_add(duration_ms(LOCK_BUSY_RETRY)))
             }
-            Err(e @ Error::Store { .. }) if e.kind() != ErrorKind::Dead => self.trouble(i, e, now),
+            Err(e @ Error::Fleet(_)) if e.kind() != ErrorKind::Dead => self.trouble(i, e, now),
             Err(e) if e.kind() == ErrorKind::Dead => {
                 self.metrics.update(provider, |m| {
                     *m.refresh_total.entry("dead").or_default() += 1
@@ -398,13 +398,7 @@ impl FleetDaemon {
     /// A problem with the store: unreachable (keep the local token, alert once, back off), or
     /// one a person must fix (log it once, look again later).
     fn trouble(&mut self, i: usize, e: Error, now: EpochMs) -> Option<EpochMs> {
-        let unreachable = matches!(
-            e,
-            Error::Store {
-                unreachable: true,
-                ..
-            }
-        );
+        let unreachable = matches!(&e, Error::Fleet(f) if f.is_unreachable());
         if !unreachable {
             self.problem(i, &e);
             self.save(i);

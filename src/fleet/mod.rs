@@ -22,7 +22,7 @@ pub mod push;
 pub mod refresh;
 pub mod shape;
 
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, FleetError};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -88,12 +88,8 @@ impl Fleet {
             }
         });
         let env_key = env(crypto::KEY_ENV);
-        let (key, key_source) =
-            crypto::load(env_key.as_deref(), key_file.as_deref()).map_err(|why| Error::Store {
-                kind: ErrorKind::Config,
-                message: format!("store {shown}: {why}"),
-                unreachable: false,
-            })?;
+        let (key, key_source) = crypto::load(env_key.as_deref(), key_file.as_deref())
+            .map_err(|why| Error::Fleet(FleetError::Config(format!("store {shown}: {why}"))))?;
         let takeover_after = match &config.takeover_after {
             None => TAKEOVER_AFTER,
             Some(text) => crate::duration::parse(text).map_err(|e| Error::Config {
