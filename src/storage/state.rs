@@ -24,14 +24,89 @@ pub struct Record {
     pub credentials: PathBuf,
     /// Epoch ms.
     pub last_refresh_at: EpochMs,
-    /// `refreshed`, `adopted`, `restored`, `kept_on_disk`, `unavailable`, `dead`, `save_failed`.
-    pub outcome: String,
+    pub outcome: RefreshOutcome,
     /// One line, no token: why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Fingerprint of a refresh token the server rejected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejected_refresh: Option<String>,
+}
+
+/// What a refresh came to, as a [`Record`] keeps it. The spelling in the file is the one the
+/// state files have always had (`kept_on_disk`, `save_failed`, …).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefreshOutcome {
+    /// New tokens, saved.
+    #[default]
+    Refreshed,
+    /// Another process had refreshed; its tokens were taken.
+    Adopted,
+    /// Tokens from an earlier failed save were written back from the recovery file.
+    Restored,
+    /// Refreshed, but the file meanwhile held another login, which was kept.
+    KeptOnDisk,
+    /// The token endpoint did not answer usefully.
+    Unavailable,
+    /// The server rejected the refresh token.
+    Dead,
+    /// New tokens could not be written to the credentials file.
+    SaveFailed,
+    /// Another process held a lock for too long.
+    LockTimeout,
+    /// Anything else.
+    Failed,
+}
+
+impl RefreshOutcome {
+    /// What a refresh that did `action` came to; None for a refresh that was not needed or
+    /// not done now (nothing to record).
+    pub fn of(action: crate::refresh::Action) -> Option<RefreshOutcome> {
+        use crate::refresh::Action;
+        match action {
+            Action::NotDue | Action::Deferred => None,
+            Action::Refreshed => Some(RefreshOutcome::Refreshed),
+            Action::Adopted => Some(RefreshOutcome::Adopted),
+            Action::Restored => Some(RefreshOutcome::Restored),
+            Action::KeptOnDisk => Some(RefreshOutcome::KeptOnDisk),
+        }
+    }
+
+    /// What a failed refresh came to.
+    pub fn of_error(error: &crate::error::Error) -> RefreshOutcome {
+        use crate::error::Error;
+        match error {
+            Error::Dead { .. } => RefreshOutcome::Dead,
+            Error::Unavailable { .. } => RefreshOutcome::Unavailable,
+            Error::SaveFailed { .. } | Error::TokensLost { .. } => RefreshOutcome::SaveFailed,
+            Error::LockTimeout { .. } => RefreshOutcome::LockTimeout,
+            _ => RefreshOutcome::Failed,
+        }
+    }
+
+    /// As the file spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefreshOutcome::Refreshed => "refreshed",
+            RefreshOutcome::Adopted => "adopted",
+            RefreshOutcome::Restored => "restored",
+            RefreshOutcome::KeptOnDisk => "kept_on_disk",
+            RefreshOutcome::Unavailable => "unavailable",
+            RefreshOutcome::Dead => "dead",
+            RefreshOutcome::SaveFailed => "save_failed",
+            RefreshOutcome::LockTimeout => "lock_timeout",
+            RefreshOutcome::Failed => "failed",
+        }
+    }
+
+    /// A new login on disk came of it (not a failure).
+    pub fn is_success(self) -> bool {
+        matches!(
+            self,
+            RefreshOutcome::Refreshed | RefreshOutcome::Adopted | RefreshOutcome::Restored
+        )
+    }
 }
 
 /// What the daemon knows and plans for one login; kept so that a restarted daemon keeps its
@@ -275,7 +350,7 @@ mod tests {
         let record = Record {
             credentials: "/nowhere/.credentials.json".into(),
             last_refresh_at: 5,
-            outcome: "refreshed".into(),
+            outcome: RefreshOutcome::Refreshed,
             ..Record::default()
         };
         state.write_record(&key, &record).unwrap();
@@ -348,5 +423,45 @@ mod tests {
         let read: Recovery = serde_json::from_str(oldest).unwrap();
         assert_eq!(read.access_token.expose(), "a");
         assert!(read.refresh_token.is_none() && read.id_token.is_none());
+    }
+
+    #[test]
+    fn records_written_by_the_previous_version_still_read() {
+        let old = r#"{
+  "credentials": "/home/me/.claude/.credentials.json",
+  "last_refresh_at": 1700000000000,
+  "outcome": "kept_on_disk"
+}"#;
+        let record: Record = serde_json::from_str(old).unwrap();
+        assert_eq!(record.outcome, RefreshOutcome::KeptOnDisk);
+        assert_eq!(serde_json::to_string_pretty(&record).unwrap(), old);
+
+        let failed = r#"{"credentials":"/c","last_refresh_at":5,"outcome":"dead","error":"invalid_grant","rejected_refresh":"0a1b2c3d"}"#;
+        let record: Record = serde_json::from_str(failed).unwrap();
+        assert_eq!(record.outcome, RefreshOutcome::Dead);
+        assert_eq!(serde_json::to_string(&record).unwrap(), failed);
+    }
+
+    #[test]
+    fn every_outcome_is_spelled_as_before() {
+        use RefreshOutcome::*;
+        for (outcome, text) in [
+            (Refreshed, "refreshed"),
+            (Adopted, "adopted"),
+            (Restored, "restored"),
+            (KeptOnDisk, "kept_on_disk"),
+            (Unavailable, "unavailable"),
+            (Dead, "dead"),
+            (SaveFailed, "save_failed"),
+            (LockTimeout, "lock_timeout"),
+            (Failed, "failed"),
+        ] {
+            assert_eq!(outcome.as_str(), text);
+            assert_eq!(serde_json::to_value(outcome).unwrap(), text);
+            assert_eq!(
+                serde_json::from_value::<RefreshOutcome>(text.into()).unwrap(),
+                outcome
+            );
+        }
     }
 }
