@@ -344,7 +344,12 @@ pub fn run() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+            // `--help` and `--version` are not errors; anything else clap refuses is misuse.
+            return ExitCode::from(if e.use_stderr() {
+                exit_code(ErrorKind::Usage)
+            } else {
+                0
+            });
         }
     };
     let is_daemon = matches!(cli.command, Command::Daemon(_));
