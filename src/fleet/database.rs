@@ -115,13 +115,13 @@ impl Row {
 /// How long a connection attempt may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A connection to the store.
-pub struct Store {
+/// A connection to the fleet's PostgreSQL database (what `--store` and `[store] url` name).
+pub struct Database {
     client: Client,
     shown: String,
 }
 
-impl Store {
+impl Database {
     /// Connects; `shown` is the URL without its password, for messages; `machine` names this
     /// machine in `pg_stat_activity`. Keepalives and a TCP
     /// user timeout make a vanished database an error within about 30 s instead of a hang.
@@ -130,7 +130,7 @@ impl Store {
         shown: &str,
         machine: &str,
         timeout: Duration,
-    ) -> Result<Store, Error> {
+    ) -> Result<Database, Error> {
         let mut config = Config::from_str(url).map_err(|e| Error::Fleet(FleetError::Config(format!(
                 "the store {shown} is not a PostgreSQL connection string ({e}); write it like postgres://user:password@host:5432/database"
             ))))?;
@@ -154,7 +154,7 @@ impl Store {
             }
         }
         .map_err(|e| classify(e, shown, "connect to"))?;
-        Ok(Store {
+        Ok(Database {
             client,
             shown: shown.to_string(),
         })
@@ -220,7 +220,7 @@ impl Store {
         lock_timeout: Duration,
         idle_timeout: Duration,
     ) -> Result<Locked<'_>, Error> {
-        let Store { client, shown } = self;
+        let Database { client, shown } = self;
         let ms = |d: Duration| d.as_millis().clamp(1, i32::MAX as u128);
         let mut tx = client
             .transaction()

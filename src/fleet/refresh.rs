@@ -22,7 +22,7 @@
 
 use crate::error::{Error, FleetError};
 use crate::fleet::Fleet;
-use crate::fleet::database::{self, Locked, Row, Store};
+use crate::fleet::database::{self, Database, Locked, Row};
 use crate::fleet::local::project;
 use crate::fleet::shape::{self, Shape};
 use crate::lock::interrupt;
@@ -96,8 +96,8 @@ pub fn state_key(fleet: &Fleet, name: &str) -> String {
     format!("fleet-{name}-{}", fingerprint(&fleet.shown))
 }
 
-pub fn connect(fleet: &Fleet) -> Result<Store, Error> {
-    Store::connect(
+pub fn connect(fleet: &Fleet) -> Result<Database, Error> {
+    Database::connect(
         fleet.url(),
         &fleet.shown,
         &fleet.machine,
@@ -138,7 +138,7 @@ pub fn open(fleet: &Fleet, job: &Job<'_>, row: Row) -> Result<Shared, Error> {
 }
 
 /// Reads and opens the login's row (no lock). No table or no row: an error that says to push.
-pub fn fetch(store: &mut Store, fleet: &Fleet, job: &Job<'_>) -> Result<Shared, Error> {
+pub fn fetch(store: &mut Database, fleet: &Fleet, job: &Job<'_>) -> Result<Shared, Error> {
     let (name, _) = name_and_shape(job)?;
     match store.fetch(name)? {
         Some(row) => open(fleet, job, row),
@@ -172,7 +172,7 @@ pub fn ensure_fresh(
             attempts: 0,
         });
     }
-    let stale_copy = |store: &mut Store| -> Result<Option<Outcome>, Error> {
+    let stale_copy = |store: &mut Database| -> Result<Option<Outcome>, Error> {
         // Forced because the token this machine had failed: if the fleet has moved on since,
         // this machine's copy was merely stale; take the fleet's token, refresh nothing.
         let Some(ours) = local.as_ref().map(|l| &l.access_token) else {
@@ -247,7 +247,7 @@ impl Synced {
 /// The fleet's refresh: reads the row; when less than `min_ttl` is left (or `force`), refreshes
 /// under the row lock.
 pub fn refresh_if_due(
-    store: &mut Store,
+    store: &mut Database,
     fleet: &Fleet,
     job: &Job<'_>,
     force: bool,
@@ -285,7 +285,7 @@ pub(crate) fn idle_timeout(job: &Job<'_>) -> Duration {
 }
 
 fn locked_refresh(
-    store: &mut Store,
+    store: &mut Database,
     fleet: &Fleet,
     job: &Job<'_>,
     force: bool,

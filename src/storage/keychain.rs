@@ -15,7 +15,7 @@
 
 use crate::error::Error;
 use crate::storage::credentials_file::{Snapshot, WriteGuard};
-use crate::storage::place::{Found, Place};
+use crate::storage::place::{Held, Place};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::io::{self, Read, Write};
@@ -206,12 +206,12 @@ impl Keychain {
 }
 
 impl Place for Keychain {
-    fn load(&self) -> Result<Found, Error> {
+    fn load(&self) -> Result<Held, Error> {
         let bytes = match self.find() {
             Ok(bytes) => bytes,
-            Err(KeychainError::NotFound) => return Ok(Found::Nothing),
+            Err(KeychainError::NotFound) => return Ok(Held::Nothing),
             Err(KeychainError::Locked) => {
-                return Ok(Found::Unreadable(Error::Keychain {
+                return Ok(Held::Unreadable(Error::Keychain {
                     problem: format!(
                         "cannot read the Claude Code login in {}: the keychain is locked",
                         self.describe()
@@ -252,7 +252,7 @@ impl Place for Keychain {
                 e.column()
             ))
         })?;
-        Ok(Found::Login(Snapshot {
+        Ok(Held::Login(Snapshot {
             doc,
             loose_mode: None,
         }))

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 /// One place a credentials document can live.
 pub trait Place: Send + Sync + std::fmt::Debug {
     /// The document, or what stands in the way. An `Err` is final: no other place is tried.
-    fn load(&self) -> Result<Found, Error>;
+    fn load(&self) -> Result<Held, Error>;
     /// Replaces the document; only under the lock the CLI writes under.
     fn save(&self, doc: &Value, guard: &WriteGuard<'_>) -> io::Result<()>;
     /// For messages: the path, or which Keychain item.
@@ -24,7 +24,7 @@ pub trait Place: Send + Sync + std::fmt::Debug {
 
 /// What a place held when asked.
 #[derive(Debug)]
-pub enum Found {
+pub enum Held {
     Login(Snapshot),
     /// No login here: look in the next place.
     Nothing,
