@@ -139,7 +139,10 @@ mod tests {
         };
         let file = open(&Claude, path.clone(), &table("keychain"), &env).unwrap();
         let keychain = file.keychain().expect("keychain");
-        assert_eq!(keychain.service(), crate::storage::keychain::SERVICE);
+        assert_eq!(
+            keychain.service(),
+            crate::provider::claude::KEYCHAIN_SERVICE
+        );
         assert_eq!(keychain.account(), "me");
         assert_eq!(file.path(), path, "locks and state stay with the file");
         assert!(
