@@ -283,7 +283,7 @@ impl Loaded {
             found.push(self.context(cli, &table.name, None, None)?);
         }
         if found.is_empty() {
-            found.push(self.context(cli, "claude", None, None)?);
+            found.push(self.context(cli, provider::DEFAULT, None, None)?);
         }
         Ok(found)
     }
@@ -292,7 +292,7 @@ impl Loaded {
 impl Context {
     /// The login the flags name (`--provider`, default Claude Code).
     fn resolve(cli: &Cli, min_ttl: Option<Duration>) -> Result<Context, Error> {
-        let name = cli.provider.as_deref().unwrap_or("claude");
+        let name = cli.provider.as_deref().unwrap_or(provider::DEFAULT);
         Loaded::read(cli)?.context(cli, name, cli.credentials.as_deref(), min_ttl)
     }
 
@@ -311,7 +311,7 @@ impl Context {
                 provider::names()
                     .find(|p| *p == base)
                     .or_else(|| logins.find(|p| *p == base))
-                    .unwrap_or("claude")
+                    .unwrap_or(provider::DEFAULT)
                     .to_string()
             }
         };

@@ -232,6 +232,10 @@ const REGISTRY: &[(&str, MakeProvider)] = &[
 
 type MakeProvider = fn() -> Arc<dyn Provider>;
 
+/// The provider a command works on when neither `--provider` nor the program `exec` runs names
+/// one, and whose absence `status` reports when no login is found at all.
+pub const DEFAULT: &str = "claude";
+
 /// The built-in providers' names, in the order `status` lists them.
 pub fn names() -> impl Iterator<Item = &'static str> {
     REGISTRY.iter().map(|(name, _)| *name)
@@ -327,6 +331,7 @@ mod tests {
             assert_eq!(builtin(name).map(|p| p.owner().provider), Some(name));
         }
         assert!(builtin("mytool").is_none());
+        assert!(builtin(DEFAULT).is_some());
         assert_eq!(
             home_env(),
             [
