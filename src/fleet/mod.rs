@@ -6,7 +6,7 @@
 //!
 //! - [`crypto`]: the fleet key; logins are stored only as AES-256-GCM ciphertext.
 //! - [`database`]: the SQL: the table, reads, the row lock, writes, notifications.
-//! - [`shape`]: which part of a credentials file is the shared login; the local projection.
+//! - [`shape`]: which providers' logins the fleet shares (each provider names its own shape).
 //! - [`refresh`]: the protocol: read, refresh under the row lock, write back what was missed.
 //! - [`local`]: this machine's copy, without the refresh token.
 //! - [`push`]: `tokenkeeper fleet push`.

@@ -4,7 +4,9 @@
 //! of the CLI is handed a token. The refresh protocol (`src/refresh/`) is the same for all of them.
 //!
 //! Each provider is a module of its own (`claude`, `codex`, `gemini`, `generic`); this one holds
-//! the trait they implement and the few types they share.
+//! the trait they implement, the few types they share, and the registry: the one list of the
+//! built-in providers by name, from which `--provider`, the config file's tables and the service
+//! definition's variables are drawn. `shape` is the fleet's view of a credentials document.
 
 pub mod claude;
 pub mod codex;
