@@ -193,7 +193,9 @@ pub struct LoginTable {
     pub env: Option<String>,
     pub token_url: String,
     pub client_id: String,
-    pub client_secret: Option<String>,
+    /// A [`Secret`](crate::secret::Secret), so that no debug print of the config shows it.
+    #[serde(default, with = "crate::secret::exposed::option")]
+    pub client_secret: Option<crate::secret::Secret>,
     pub scope: Option<String>,
     pub user_agent: Option<String>,
     pub min_ttl: Option<String>,
@@ -261,7 +263,9 @@ pub struct ProviderConfig {
     pub credentials: Option<PathBuf>,
     pub token_url: Option<String>,
     pub client_id: Option<String>,
-    pub client_secret: Option<String>,
+    /// A [`Secret`](crate::secret::Secret), so that no debug print of the config shows it.
+    #[serde(default, with = "crate::secret::exposed::option")]
+    pub client_secret: Option<crate::secret::Secret>,
     pub scope: Option<String>,
     /// Claude Code only: `auto`, `file` or `keychain`.
     pub store: Option<String>,
@@ -348,7 +352,7 @@ impl ProviderConfig {
         Ok(Settings {
             token_url: token_url.unwrap_or_else(|| pick(&self.token_url, defaults.token_url)),
             client_id: pick(&self.client_id, defaults.client_id),
-            client_secret: self.client_secret.clone().map(crate::secret::Secret::new),
+            client_secret: self.client_secret.clone(),
             scope: pick(&self.scope, defaults.scope),
             user_agent: pick(&self.user_agent, defaults.user_agent),
             min_ttl: match min_ttl {
@@ -462,6 +466,22 @@ mod tests {
         assert_eq!(
             err.message(),
             "invalid type: integer `5`, expected a string"
+        );
+    }
+
+    #[test]
+    fn a_debug_print_of_the_config_holds_no_client_secret() {
+        let cfg: ConfigFile = toml::from_str(
+            "[gemini]\nclient_secret = \"shh-gemini\"\n[[login]]\nname = \"t\"\ncredentials = \"/c\"\naccess_token = \"/a\"\nrefresh_token = \"/r\"\nexpiry_unit = \"jwt\"\ntoken_url = \"https://a.example/t\"\nclient_id = \"c\"\nclient_secret = \"shh-login\"\n",
+        )
+        .unwrap();
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("shh-"), "{shown}");
+        let secret = cfg.provider("gemini").unwrap().client_secret.as_ref();
+        assert_eq!(secret.map(|s| s.expose()), Some("shh-gemini"));
+        assert_eq!(
+            cfg.login[0].client_secret.as_ref().map(|s| s.expose()),
+            Some("shh-login")
         );
     }
 }

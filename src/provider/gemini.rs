@@ -554,7 +554,7 @@ mod tests {
 
     fn settings(secret: Option<&str>) -> Settings {
         crate::config::ProviderConfig {
-            client_secret: secret.map(str::to_string),
+            client_secret: secret.map(Secret::new),
             ..Default::default()
         }
         .settings(&Gemini::default(), Path::new("/c/config.toml"), None, None)
