@@ -184,9 +184,9 @@ pub struct LoginTable {
     /// `json` (default) or `form`.
     pub body: Option<String>,
     #[serde(default)]
-    pub extra_fields: BTreeMap<String, String>,
+    pub extra_fields: RequestFields,
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: RequestFields,
     /// The command that logs in again, for messages.
     pub login_command: Option<String>,
     /// The variable that hands the tool only the access token (`exec --inject env`), if any.
@@ -202,6 +202,43 @@ pub struct LoginTable {
     pub request_timeout: Option<String>,
     pub retry_total: Option<String>,
     pub lock_timeout: Option<String>,
+}
+
+/// Names and values a token request carries (`extra_fields`, `headers`). A value may be a
+/// secret (an API key header, an assertion), so a debug print shows the names alone.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct RequestFields(pub BTreeMap<String, String>);
+
+impl std::ops::Deref for RequestFields {
+    type Target = BTreeMap<String, String>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for RequestFields {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a RequestFields {
+    type Item = (&'a String, &'a String);
+    type IntoIter = std::collections::btree_map::Iter<'a, String, String>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl std::fmt::Debug for RequestFields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|k| (k, crate::secret::REDACTED)))
+            .finish()
+    }
 }
 
 impl LoginTable {
@@ -470,13 +507,17 @@ mod tests {
     }
 
     #[test]
-    fn a_debug_print_of_the_config_holds_no_client_secret() {
+    fn a_debug_print_of_the_config_holds_no_secret_of_it() {
         let cfg: ConfigFile = toml::from_str(
-            "[gemini]\nclient_secret = \"shh-gemini\"\n[[login]]\nname = \"t\"\ncredentials = \"/c\"\naccess_token = \"/a\"\nrefresh_token = \"/r\"\nexpiry_unit = \"jwt\"\ntoken_url = \"https://a.example/t\"\nclient_id = \"c\"\nclient_secret = \"shh-login\"\n",
+            "[gemini]\nclient_secret = \"shh-gemini\"\n[[login]]\nname = \"t\"\ncredentials = \"/c\"\naccess_token = \"/a\"\nrefresh_token = \"/r\"\nexpiry_unit = \"jwt\"\ntoken_url = \"https://a.example/t\"\nclient_id = \"c\"\nclient_secret = \"shh-login\"\nheaders = { \"X-Api-Key\" = \"shh-header\" }\nextra_fields = { assertion = \"shh-field\" }\n",
         )
         .unwrap();
         let shown = format!("{cfg:?}");
         assert!(!shown.contains("shh-"), "{shown}");
+        assert!(
+            shown.contains("X-Api-Key") && shown.contains("assertion"),
+            "{shown}"
+        );
         let secret = cfg.provider("gemini").unwrap().client_secret.as_ref();
         assert_eq!(secret.map(|s| s.expose()), Some("shh-gemini"));
         assert_eq!(
