@@ -53,34 +53,121 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The whole file. Its tables: one per built-in provider (which ones is the provider registry's,
+/// [`crate::provider::names`]), `[[login]]`, `[daemon]` and `[store]`; any other key is an error.
+#[derive(Debug, Default)]
 pub struct ConfigFile {
-    #[serde(default)]
-    pub claude: ProviderConfig,
-    #[serde(default)]
-    pub codex: ProviderConfig,
-    #[serde(default)]
-    pub gemini: ProviderConfig,
+    /// `[claude]`, `[codex]`, `[gemini]`: each built-in provider's table by its name, an empty
+    /// one when the file has none.
+    providers: BTreeMap<String, ProviderConfig>,
     /// `[[login]]` tables: other tools' OAuth logins in JSON files.
-    #[serde(default)]
     pub login: Vec<LoginTable>,
-    #[serde(default)]
     pub daemon: DaemonConfig,
     /// `[store]`: the fleet's shared store (see `fleet/`).
-    #[serde(default)]
     pub store: crate::fleet::StoreConfig,
 }
 
 impl ConfigFile {
-    /// The `[claude]`, `[codex]` or `[gemini]` table.
+    /// A built-in provider's table (`[claude]`, `[codex]`, `[gemini]`); None for a name the
+    /// registry does not know.
     pub fn provider(&self, name: &str) -> Option<&ProviderConfig> {
-        match name {
-            "claude" => Some(&self.claude),
-            "codex" => Some(&self.codex),
-            "gemini" => Some(&self.gemini),
-            _ => None,
+        crate::provider::names()
+            .find(|n| *n == name)
+            .map(|n| self.providers.get(n).unwrap_or(&NO_TABLE))
+    }
+}
+
+/// A provider's table when the file has none.
+static NO_TABLE: ProviderConfig = ProviderConfig {
+    credentials: None,
+    token_url: None,
+    client_id: None,
+    client_secret: None,
+    scope: None,
+    store: None,
+    user_agent: None,
+    min_ttl: None,
+    request_timeout: None,
+    retry_total: None,
+    lock_timeout: None,
+    allow_http: None,
+};
+
+/// A top-level key of the file.
+enum TopKey {
+    Provider(&'static str),
+    Login,
+    Daemon,
+    Store,
+}
+
+impl<'de> Deserialize<'de> for TopKey {
+    fn deserialize<D: serde::Deserializer<'de>>(input: D) -> Result<TopKey, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = TopKey;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("field identifier")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<TopKey, E> {
+                match key {
+                    "login" => Ok(TopKey::Login),
+                    "daemon" => Ok(TopKey::Daemon),
+                    "store" => Ok(TopKey::Store),
+                    _ => crate::provider::names()
+                        .find(|n| *n == key)
+                        .map(TopKey::Provider)
+                        .ok_or_else(|| E::custom(unknown_key(key))),
+                }
+            }
         }
+        input.deserialize_identifier(Visit)
+    }
+}
+
+/// Serde's own words for an unknown field, with the registry's provider names first.
+fn unknown_key(key: &str) -> String {
+    let known: Vec<String> = crate::provider::names()
+        .chain(["login", "daemon", "store"])
+        .map(|k| format!("`{k}`"))
+        .collect();
+    format!(
+        "unknown field `{key}`, expected one of {}",
+        known.join(", ")
+    )
+}
+
+impl<'de> Deserialize<'de> for ConfigFile {
+    fn deserialize<D: serde::Deserializer<'de>>(input: D) -> Result<ConfigFile, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = ConfigFile;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("struct ConfigFile")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<ConfigFile, A::Error> {
+                let mut cfg = ConfigFile::default();
+                while let Some(key) = map.next_key::<TopKey>()? {
+                    match key {
+                        TopKey::Provider(name) => {
+                            cfg.providers.insert(name.to_string(), map.next_value()?);
+                        }
+                        TopKey::Login => cfg.login = map.next_value()?,
+                        TopKey::Daemon => cfg.daemon = map.next_value()?,
+                        TopKey::Store => cfg.store = map.next_value()?,
+                    }
+                }
+                Ok(cfg)
+            }
+        }
+        input.deserialize_map(Visit)
     }
 }
 
@@ -100,16 +187,18 @@ pub struct LoginTable {
     /// `json` (default) or `form`.
     pub body: Option<String>,
     #[serde(default)]
-    pub extra_fields: BTreeMap<String, String>,
+    pub extra_fields: RequestFields,
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: RequestFields,
     /// The command that logs in again, for messages.
     pub login_command: Option<String>,
     /// The variable that hands the tool only the access token (`exec --inject env`), if any.
     pub env: Option<String>,
     pub token_url: String,
     pub client_id: String,
-    pub client_secret: Option<String>,
+    /// A [`Secret`](crate::secret::Secret), so that no debug print of the config shows it.
+    #[serde(default, with = "crate::secret::exposed::option")]
+    pub client_secret: Option<crate::secret::Secret>,
     pub scope: Option<String>,
     pub user_agent: Option<String>,
     pub min_ttl: Option<String>,
@@ -118,6 +207,43 @@ pub struct LoginTable {
     pub lock_timeout: Option<String>,
     /// Send the refresh token over plain `http://` to a host that is not this machine.
     pub allow_http: Option<bool>,
+}
+
+/// Names and values a token request carries (`extra_fields`, `headers`). A value may be a
+/// secret (an API key header, an assertion), so a debug print shows the names alone.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct RequestFields(pub BTreeMap<String, String>);
+
+impl std::ops::Deref for RequestFields {
+    type Target = BTreeMap<String, String>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for RequestFields {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a RequestFields {
+    type Item = (&'a String, &'a String);
+    type IntoIter = std::collections::btree_map::Iter<'a, String, String>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl std::fmt::Debug for RequestFields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|k| (k, crate::secret::REDACTED)))
+            .finish()
+    }
 }
 
 impl LoginTable {
@@ -180,7 +306,9 @@ pub struct ProviderConfig {
     pub credentials: Option<PathBuf>,
     pub token_url: Option<String>,
     pub client_id: Option<String>,
-    pub client_secret: Option<String>,
+    /// A [`Secret`](crate::secret::Secret), so that no debug print of the config shows it.
+    #[serde(default, with = "crate::secret::exposed::option")]
+    pub client_secret: Option<crate::secret::Secret>,
     pub scope: Option<String>,
     /// Claude Code only: `auto`, `file` or `keychain`.
     pub store: Option<String>,
@@ -361,7 +489,7 @@ impl ProviderConfig {
         Ok(Settings {
             token_url,
             client_id: pick(&self.client_id, defaults.client_id),
-            client_secret: self.client_secret.clone().map(crate::secret::Secret::new),
+            client_secret: self.client_secret.clone(),
             scope: pick(&self.scope, defaults.scope),
             user_agent: pick(&self.user_agent, defaults.user_agent),
             min_ttl: match min_ttl {
@@ -424,7 +552,11 @@ mod tests {
         let path = dir.path().join("config.toml");
         std::fs::write(&path, "[claude]\nmin_ttl = \"2h\"\nuser_agent = \"x/1\"\n").unwrap();
         let cfg = load(&path, true).unwrap();
-        let s = cfg.claude.settings(&Claude, &path, None, None).unwrap();
+        let s = cfg
+            .provider("claude")
+            .unwrap()
+            .settings(&Claude, &path, None, None)
+            .unwrap();
         assert_eq!(s.min_ttl, Duration::from_secs(7200));
         assert_eq!(s.user_agent, "x/1");
         assert_eq!(s.token_url, claude::DEFAULT_TOKEN_URL);
@@ -439,7 +571,8 @@ mod tests {
         std::fs::write(&path, "[claude]\nmin_ttl = \"soon\"\n").unwrap();
         let cfg = load(&path, true).unwrap();
         let err = cfg
-            .claude
+            .provider("claude")
+            .unwrap()
             .settings(&Claude, &path, None, None)
             .unwrap_err()
             .to_string();
@@ -447,5 +580,79 @@ mod tests {
 
         assert!(load(&dir.path().join("none.toml"), false).is_ok());
         assert!(load(&dir.path().join("none.toml"), true).is_err());
+    }
+
+    #[test]
+    fn every_table_of_the_documented_file_reads_as_before() {
+        let doc = include_str!("config.rs")
+            .lines()
+            .take_while(|l| l.starts_with("//!"))
+            .skip_while(|l| *l != "//! ```toml")
+            .skip(1)
+            .take_while(|l| *l != "//! ```")
+            .map(|l| l.strip_prefix("//! ").unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let cfg: ConfigFile = toml::from_str(&doc).unwrap();
+        let claude = cfg.provider("claude").unwrap();
+        assert_eq!(claude.store.as_deref(), Some("auto"));
+        assert_eq!(claude.min_ttl.as_deref(), Some("1h"));
+        assert_eq!(
+            claude.credentials.as_deref(),
+            Some(Path::new("/home/me/.claude/.credentials.json"))
+        );
+        assert!(cfg.provider("codex").unwrap().token_url.is_none());
+        assert!(cfg.provider("gemini").unwrap().client_secret.is_none());
+        assert!(
+            cfg.provider("mytool").is_none(),
+            "a [[login]] is not a table"
+        );
+        assert_eq!(cfg.login.len(), 1);
+        assert_eq!(cfg.login[0].name, "mytool");
+        assert_eq!(cfg.daemon.metrics.as_deref(), Some("127.0.0.1:9464"));
+
+        let empty: ConfigFile = toml::from_str("").unwrap();
+        for name in crate::provider::names() {
+            assert!(empty.provider(name).unwrap().token_url.is_none(), "{name}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_table_is_named_with_every_table_there_is() {
+        let err = toml::from_str::<ConfigFile>("[claud]\nmin_ttl = \"1h\"\n").unwrap_err();
+        assert_eq!(
+            err.message(),
+            "unknown field `claud`, expected one of `claude`, `codex`, `gemini`, `login`, `daemon`, `store`"
+        );
+        let err = toml::from_str::<ConfigFile>("claude = 3\n").unwrap_err();
+        assert_eq!(
+            err.message(),
+            "invalid type: integer `3`, expected struct ProviderConfig"
+        );
+        let err = toml::from_str::<ConfigFile>("[codex]\nmin_ttl = 5\n").unwrap_err();
+        assert_eq!(
+            err.message(),
+            "invalid type: integer `5`, expected a string"
+        );
+    }
+
+    #[test]
+    fn a_debug_print_of_the_config_holds_no_secret_of_it() {
+        let cfg: ConfigFile = toml::from_str(
+            "[gemini]\nclient_secret = \"shh-gemini\"\n[[login]]\nname = \"t\"\ncredentials = \"/c\"\naccess_token = \"/a\"\nrefresh_token = \"/r\"\nexpiry_unit = \"jwt\"\ntoken_url = \"https://a.example/t\"\nclient_id = \"c\"\nclient_secret = \"shh-login\"\nheaders = { \"X-Api-Key\" = \"shh-header\" }\nextra_fields = { assertion = \"shh-field\" }\n",
+        )
+        .unwrap();
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("shh-"), "{shown}");
+        assert!(
+            shown.contains("X-Api-Key") && shown.contains("assertion"),
+            "{shown}"
+        );
+        let secret = cfg.provider("gemini").unwrap().client_secret.as_ref();
+        assert_eq!(secret.map(|s| s.expose()), Some("shh-gemini"));
+        assert_eq!(
+            cfg.login[0].client_secret.as_ref().map(|s| s.expose()),
+            Some("shh-login")
+        );
     }
 }

@@ -125,14 +125,9 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
-    /// A problem with the fleet's shared store (`[store]`): the message names the store (never
-    /// its password) and the fix; `unreachable` when the database could not be reached at all.
-    #[error("{message}")]
-    Store {
-        kind: ErrorKind,
-        message: String,
-        unreachable: bool,
-    },
+    /// A problem with the fleet's database (`[store]`); see [`FleetError`].
+    #[error(transparent)]
+    Fleet(#[from] FleetError),
 
     #[error("{what} {}: {source}", path.display())]
     Io {
@@ -159,9 +154,62 @@ impl Error {
             Error::Config { .. } => ErrorKind::Config,
             Error::NothingToKeep { .. } => ErrorKind::Credentials,
             Error::Usage(_) => ErrorKind::Usage,
-            Error::Store { kind, .. } => *kind,
+            Error::Fleet(e) => e.kind(),
             Error::Io { .. } => ErrorKind::Io,
         }
+    }
+}
+
+/// What went wrong in fleet mode. Each message names the database (never its password) and the
+/// fix; the variant alone decides the kind, and whether the machine carries on with the access
+/// token it has ([`FleetError::is_unreachable`]).
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    /// The database could not be reached at all: keep the local access token, try again later.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The server issued new tokens but the database could not be written; they wait in the
+    /// recovery file. The database is the trouble, so callers treat it as unreachable.
+    #[error("{0}")]
+    NotWritten(String),
+    /// `[store]`, the fleet key, the database's permissions, or a login missing from it.
+    #[error("{0}")]
+    Config(String),
+    /// The fleet's login is dead: a person logs in again and pushes.
+    #[error("{0}")]
+    Dead(String),
+    /// Another machine holds the row (or its refresh) for now: try again later.
+    #[error("{0}")]
+    RowLocked(String),
+    /// This machine's credentials file stands in the way (it holds a login of its own).
+    #[error("{0}")]
+    LocalFile(String),
+    /// `fleet push` refuses what it was asked to do.
+    #[error("{0}")]
+    Refused(String),
+    /// Any other answer of the database.
+    #[error("{0}")]
+    Database(String),
+}
+
+impl FleetError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            FleetError::Unreachable(_) => ErrorKind::Unavailable,
+            FleetError::NotWritten(_) => ErrorKind::SaveFailed,
+            FleetError::Config(_) => ErrorKind::Config,
+            FleetError::Dead(_) => ErrorKind::Dead,
+            FleetError::RowLocked(_) => ErrorKind::LockTimeout,
+            FleetError::LocalFile(_) => ErrorKind::Credentials,
+            FleetError::Refused(_) => ErrorKind::Usage,
+            FleetError::Database(_) => ErrorKind::Io,
+        }
+    }
+
+    /// The database is out of reach (or could not take a write): the machine keeps using the
+    /// access token it has, and tries again soon.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, FleetError::Unreachable(_) | FleetError::NotWritten(_))
     }
 }
 
@@ -171,5 +219,33 @@ pub fn io_reason(e: &std::io::Error) -> String {
     match text.rfind(" (os error ") {
         Some(i) if text.ends_with(')') => text[..i].to_string(),
         _ => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fleet_error_s_variant_decides_its_kind_and_whether_to_carry_on() {
+        let e = |f: fn(String) -> FleetError| Error::Fleet(f("why".into()));
+        for (error, kind, unreachable) in [
+            (e(FleetError::Unreachable), ErrorKind::Unavailable, true),
+            (e(FleetError::NotWritten), ErrorKind::SaveFailed, true),
+            (e(FleetError::Config), ErrorKind::Config, false),
+            (e(FleetError::Dead), ErrorKind::Dead, false),
+            (e(FleetError::RowLocked), ErrorKind::LockTimeout, false),
+            (e(FleetError::LocalFile), ErrorKind::Credentials, false),
+            (e(FleetError::Refused), ErrorKind::Usage, false),
+            (e(FleetError::Database), ErrorKind::Io, false),
+        ] {
+            assert_eq!(error.kind(), kind, "{error:?}");
+            assert_eq!(
+                matches!(&error, Error::Fleet(f) if f.is_unreachable()),
+                unreachable,
+                "{error:?}"
+            );
+            assert_eq!(error.to_string(), "why");
+        }
     }
 }

@@ -35,4 +35,4 @@ pub mod service;
 pub mod standin;
 pub mod storage;
 
-pub use error::{Error, ErrorKind};
+pub use error::{Error, ErrorKind, FleetError};

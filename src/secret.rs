@@ -34,9 +34,61 @@ pub fn fingerprint(token: &str) -> String {
     digest[..4].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-impl std::fmt::Debug for Secret {
+/// What a debug print shows in place of a token, or of a document that holds tokens.
+pub const REDACTED: Redacted = Redacted;
+
+/// Prints `REDACTED` (without quotes) in a `Debug` field.
+#[derive(Clone, Copy)]
+pub struct Redacted;
+
+impl std::fmt::Debug for Redacted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("REDACTED")
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        REDACTED.fmt(f)
+    }
+}
+
+/// Serde for the few files that must hold a token itself (recovery files). A field opts in with
+/// `#[serde(with = "crate::secret::exposed")]` (or `exposed::option`); [`Secret`] itself is
+/// neither `Serialize` nor `Deserialize`, so no record can take a token by accident. On disk a
+/// token is its plain string, as before.
+pub mod exposed {
+    use super::Secret;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(secret: &Secret, out: S) -> Result<S::Ok, S::Error> {
+        out.serialize_str(secret.expose())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<Secret, D::Error> {
+        String::deserialize(input).map(Secret::new)
+    }
+
+    /// The same for an optional token (`null` when absent).
+    pub mod option {
+        use super::Secret;
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(
+            secret: &Option<Secret>,
+            out: S,
+        ) -> Result<S::Ok, S::Error> {
+            match secret {
+                Some(s) => out.serialize_some(s.expose()),
+                None => out.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            input: D,
+        ) -> Result<Option<Secret>, D::Error> {
+            Option::<String>::deserialize(input).map(|o| o.map(Secret::new))
+        }
     }
 }
 

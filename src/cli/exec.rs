@@ -9,12 +9,12 @@ use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use tokenkeeper::Error;
 use tokenkeeper::exec::auth_failure::{self, AuthFailure, FailureKind, LoginFacts};
 use tokenkeeper::exec::child::{self, ChildSpec, SpawnError};
 use tokenkeeper::lock::lease;
 use tokenkeeper::login::{Login, now_ms};
 use tokenkeeper::storage::state::StateDir;
+use tokenkeeper::{Error, ErrorKind};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Inject {
@@ -27,6 +27,10 @@ pub enum Inject {
 
 pub const DEFAULT_MIN_TTL: Duration = Duration::from_secs(30 * 60);
 
+/// The shell's codes for a command that cannot be run: not found, found but not executable.
+const COMMAND_NOT_FOUND: u8 = 127;
+const COMMAND_NOT_EXECUTABLE: u8 = 126;
+
 pub fn run(
     ctx: &Context,
     min_ttl: Duration,
@@ -35,7 +39,7 @@ pub fn run(
     command: &[OsString],
 ) -> Result<u8, Error> {
     let Some((program, args)) = command.split_first() else {
-        return Ok(2);
+        return Ok(super::exit_code(ErrorKind::Usage));
     };
     let name = Path::new(program)
         .file_name()
@@ -90,14 +94,14 @@ pub fn run(
             Ok(f) => f,
             Err(SpawnError::NotFound(_)) => {
                 output::error_line(&format!("command not found: {}", program.to_string_lossy()));
-                return Ok(127);
+                return Ok(COMMAND_NOT_FOUND);
             }
             Err(SpawnError::NotExecutable(e)) => {
                 output::error_line(&format!(
                     "cannot execute {}: {e}",
                     program.to_string_lossy()
                 ));
-                return Ok(126);
+                return Ok(COMMAND_NOT_EXECUTABLE);
             }
         };
         drop(lease);
@@ -145,7 +149,8 @@ pub fn run(
             "tokenkeeper: {}",
             explain(ctx, &name, &failure, current.as_ref())
         ));
-        return Ok(77);
+        // Still refused after every retry: the login is as good as dead to this command.
+        return Ok(super::exit_code(ErrorKind::Dead));
     }
 }
 
@@ -191,7 +196,7 @@ fn explain(ctx: &Context, name: &str, failure: &AuthFailure, login: Option<&Logi
     let refreshed_at = ctx
         .state
         .read_record(&key)
-        .filter(|r| matches!(r.outcome.as_str(), "refreshed" | "adopted" | "restored"))
+        .filter(|r| r.outcome.is_success())
         .map(|r| output::clock(r.last_refresh_at, now));
     let path = ctx.file.path().display().to_string();
     let facts = LoginFacts {

@@ -17,7 +17,7 @@ use tokenkeeper::fleet::{Fleet, crypto};
 use tokenkeeper::login::Login;
 use tokenkeeper::refresh::Outcome;
 use tokenkeeper::storage::state::StateDir;
-use tokenkeeper::{Error, ErrorKind};
+use tokenkeeper::{Error, ErrorKind, FleetError};
 
 #[derive(clap::Args, Debug)]
 pub struct FleetArgs {
@@ -204,14 +204,10 @@ pub fn run_daemon(
     };
     let logins = keep(logins);
     if logins.is_empty() {
-        return Err(Error::Store {
-            kind: ErrorKind::Config,
-            message: format!(
-                "the daemon has no Claude Code login to keep in the store {}; pass --provider claude",
-                fleet.shown
-            ),
-            unreachable: false,
-        });
+        return Err(Error::Fleet(FleetError::Config(format!(
+            "the daemon has no Claude Code login to keep in the store {}; pass --provider claude",
+            fleet.shown
+        ))));
     }
     // Refuse to start with a key that cannot open the store's login, or with no login there;
     // an unreachable store is not a reason to refuse (the machine keeps its token meanwhile).
@@ -231,13 +227,7 @@ pub fn run_daemon(
         let checked = fleet_refresh::connect(&fleet)
             .and_then(|mut store| fleet_refresh::fetch(&mut store, &fleet, &job));
         if let Err(e) = checked
-            && !matches!(
-                e,
-                Error::Store {
-                    unreachable: true,
-                    ..
-                }
-            )
+            && !matches!(&e, Error::Fleet(f) if f.is_unreachable())
         {
             return Err(e);
         }

@@ -45,8 +45,15 @@ pub struct Cli {
     token_url: Option<String>,
     /// Fleet mode: the PostgreSQL store that holds the login shared by many machines
     /// (postgres://user:password@host/db) [default: [store] url in the config file]
-    #[arg(long, global = true, value_name = "URL", env = "TOKENKEEPER_STORE")]
-    pub store: Option<String>,
+    // hide_env_values: the value may hold a password, so help never shows it.
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "TOKENKEEPER_STORE",
+        hide_env_values = true
+    )]
+    pub store: Option<tokenkeeper::fleet::DatabaseUrl>,
     /// Configuration file (TOML) [default: $XDG_CONFIG_HOME/tokenkeeper/config.toml]
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
@@ -204,7 +211,7 @@ impl Loaded {
             let generic = tokenkeeper::provider::generic::Generic::new(table, &self.config_path)?;
             return Ok((generic, table.request_config()));
         }
-        let mut known: Vec<&str> = provider::BUILTIN.to_vec();
+        let mut known: Vec<&str> = provider::names().collect();
         known.extend(self.cfg.login.iter().map(|l| l.name.as_str()));
         Err(Error::Config {
             path: self.config_path.clone(),
@@ -266,10 +273,7 @@ impl Loaded {
     /// `[[login]]`. When none is found, Claude Code's (so that its absence is reported).
     fn all(&self, cli: &Cli) -> Result<Vec<Context>, Error> {
         let mut found = Vec::new();
-        for name in provider::BUILTIN {
-            if provider::builtin(name).is_none() {
-                continue;
-            }
+        for name in provider::names() {
             let ctx = self.context(cli, name, None, None)?;
             if ctx.file.exists() {
                 found.push(ctx);
@@ -279,7 +283,7 @@ impl Loaded {
             found.push(self.context(cli, &table.name, None, None)?);
         }
         if found.is_empty() {
-            found.push(self.context(cli, "claude", None, None)?);
+            found.push(self.context(cli, provider::DEFAULT, None, None)?);
         }
         Ok(found)
     }
@@ -288,7 +292,7 @@ impl Loaded {
 impl Context {
     /// The login the flags name (`--provider`, default Claude Code).
     fn resolve(cli: &Cli, min_ttl: Option<Duration>) -> Result<Context, Error> {
-        let name = cli.provider.as_deref().unwrap_or("claude");
+        let name = cli.provider.as_deref().unwrap_or(provider::DEFAULT);
         Loaded::read(cli)?.context(cli, name, cli.credentials.as_deref(), min_ttl)
     }
 
@@ -303,12 +307,11 @@ impl Context {
                     .file_stem()
                     .map(|n| n.to_string_lossy().to_lowercase())
                     .unwrap_or_default();
-                provider::BUILTIN
-                    .iter()
-                    .copied()
-                    .chain(loaded.cfg.login.iter().map(|l| l.name.as_str()))
+                let mut logins = loaded.cfg.login.iter().map(|l| l.name.as_str());
+                provider::names()
                     .find(|p| *p == base)
-                    .map_or("claude", |p| p)
+                    .or_else(|| logins.find(|p| *p == base))
+                    .unwrap_or(provider::DEFAULT)
                     .to_string()
             }
         };
@@ -341,7 +344,12 @@ pub fn run() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+            // `--help` and `--version` are not errors; anything else clap refuses is misuse.
+            return ExitCode::from(if e.use_stderr() {
+                exit_code(ErrorKind::Usage)
+            } else {
+                0
+            });
         }
     };
     let is_daemon = matches!(cli.command, Command::Daemon(_));

@@ -120,7 +120,7 @@ fn to_json(ctx: &Context, r: &Report, now: i64) -> serde_json::Value {
             "access_expires_in_s": login.map(|l| l.remaining_ms(now) / 1000),
             "login_expires_at": login.and_then(|l| l.login_expires_at).and_then(rfc3339),
             "last_refresh_at": r.record.as_ref().and_then(|rec| rfc3339(rec.last_refresh_at)),
-            "last_outcome": r.record.as_ref().map(|rec| rec.outcome.clone()),
+            "last_outcome": r.record.as_ref().map(|rec| rec.outcome.as_str()),
             "last_error": last_error,
             "recovery_file": r.recovery,
             "daemon_pid": r.daemon.map(|(pid, _)| pid),
@@ -165,7 +165,7 @@ fn human(ctx: &Context, r: &Report, now: i64) -> String {
             out += &format!(
                 "  last refresh  {}, {}\n",
                 when(rec.last_refresh_at, now),
-                rec.outcome.replace('_', " ")
+                rec.outcome.as_str().replace('_', " ")
             );
             if let Some(e) = &rec.error {
                 out += &format!("  last error    {e}\n");
@@ -217,7 +217,7 @@ fn table(all: &[Context], reports: &[Report], now: i64) -> String {
             format!(
                 "{}, {}",
                 output::clock(rec.last_refresh_at, now),
-                rec.outcome.replace('_', " ")
+                rec.outcome.as_str().replace('_', " ")
             )
         });
         let next = match r.daemon {

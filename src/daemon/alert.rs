@@ -6,12 +6,16 @@
 //! webhook URL is logged only as scheme and host, since Discord and Slack keep the secret in
 //! its path.
 
+use serde::{Deserialize, Serialize};
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// What an alert is about. The spelling (`TOKENKEEPER_EVENT`, the webhook's `event`, the keys
+/// of the daemon's `alerted` record) is [`Event::as_str`], and serde's is the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Event {
     RefreshFailed,
     LoginDead,
@@ -260,7 +264,7 @@ fn webhook_agent() -> ureq::Agent {
 fn webhook_body(alert: &Alert) -> String {
     let line = alert.line();
     serde_json::json!({
-        "event": alert.event.as_str(),
+        "event": alert.event,
         "provider": alert.provider,
         "message": alert.message,
         "at": alert.at.to_string(),
@@ -361,6 +365,21 @@ mod tests {
         max_retry_after: Duration::from_secs(1),
     };
     const MESSAGE: &str = "log in again with `claude /login`";
+
+    #[test]
+    fn each_event_is_spelled_the_same_everywhere() {
+        for (event, text) in [
+            (Event::RefreshFailed, "refresh_failed"),
+            (Event::LoginDead, "login_dead"),
+            (Event::Recovered, "recovered"),
+            (Event::LoginEnding, "login_ending"),
+            (Event::StoreUnreachable, "store_unreachable"),
+        ] {
+            assert_eq!(event.as_str(), text);
+            assert_eq!(serde_json::to_value(event).unwrap(), text);
+            assert_eq!(serde_json::from_value::<Event>(text.into()).unwrap(), event);
+        }
+    }
 
     fn alert(event: Event) -> Alert {
         let at = "2025-01-02T03:04:05Z".parse().unwrap();

@@ -19,7 +19,7 @@ use crate::daemon::watch::{Watcher, sleep_until_event};
 use crate::daemon::{Control, LoginConfig, Options};
 use crate::error::{Error, ErrorKind};
 use crate::fleet::Fleet;
-use crate::fleet::database::Store;
+use crate::fleet::database::Database;
 use crate::fleet::local;
 use crate::fleet::refresh::{self as fleet_refresh, Shared};
 use crate::login::{EpochMs, duration_ms, now_ms};
@@ -67,7 +67,7 @@ pub struct FleetDaemon {
     alerter: Alerter,
     metrics: Metrics,
     options: Options,
-    store: Option<Store>,
+    store: Option<Database>,
     reach: Reach,
 }
 
@@ -356,7 +356,7 @@ impl FleetDaemon {
                 }
                 Some(now.saturating_add(duration_ms(LOCK_BUSY_RETRY)))
             }
-            Err(e @ Error::Store { .. }) if e.kind() != ErrorKind::Dead => self.trouble(i, e, now),
+            Err(e @ Error::Fleet(_)) if e.kind() != ErrorKind::Dead => self.trouble(i, e, now),
             Err(e) if e.kind() == ErrorKind::Dead => {
                 self.metrics.update(provider, |m| {
                     *m.refresh_total.entry("dead").or_default() += 1
@@ -398,13 +398,7 @@ impl FleetDaemon {
     /// A problem with the store: unreachable (keep the local token, alert once, back off), or
     /// one a person must fix (log it once, look again later).
     fn trouble(&mut self, i: usize, e: Error, now: EpochMs) -> Option<EpochMs> {
-        let unreachable = matches!(
-            e,
-            Error::Store {
-                unreachable: true,
-                ..
-            }
-        );
+        let unreachable = matches!(&e, Error::Fleet(f) if f.is_unreachable());
         if !unreachable {
             self.problem(i, &e);
             self.save(i);
@@ -542,8 +536,8 @@ impl FleetDaemon {
 }
 
 /// The daemon's connection, made again when it has broken.
-fn connected<'a>(slot: &'a mut Option<Store>, fleet: &Fleet) -> Result<&'a mut Store, Error> {
-    if !slot.as_ref().is_some_and(Store::is_usable) {
+fn connected<'a>(slot: &'a mut Option<Database>, fleet: &Fleet) -> Result<&'a mut Database, Error> {
+    if !slot.as_ref().is_some_and(Database::is_usable) {
         *slot = None;
     }
     match slot {

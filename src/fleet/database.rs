@@ -10,7 +10,7 @@
 //! whether the database was unreachable, which callers treat as "keep the local access token,
 //! try again later" and never as a reason to refresh without the row lock.
 
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, FleetError};
 use crate::fleet::crypto::Sealed;
 use postgres::config::{Host, SslMode};
 use postgres::error::SqlState;
@@ -115,13 +115,13 @@ impl Row {
 /// How long a connection attempt may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A connection to the store.
-pub struct Store {
+/// A connection to the fleet's PostgreSQL database (what `--store` and `[store] url` name).
+pub struct Database {
     client: Client,
     shown: String,
 }
 
-impl Store {
+impl Database {
     /// Connects; `shown` is the URL without its password, for messages; `machine` names this
     /// machine in `pg_stat_activity`. Keepalives and a TCP
     /// user timeout make a vanished database an error within about 30 s instead of a hang.
@@ -130,14 +130,10 @@ impl Store {
         shown: &str,
         machine: &str,
         timeout: Duration,
-    ) -> Result<Store, Error> {
-        let mut config = Config::from_str(url).map_err(|e| Error::Store {
-            kind: ErrorKind::Config,
-            message: format!(
+    ) -> Result<Database, Error> {
+        let mut config = Config::from_str(url).map_err(|e| Error::Fleet(FleetError::Config(format!(
                 "the store {shown} is not a PostgreSQL connection string ({e}); write it like postgres://user:password@host:5432/database"
-            ),
-            unreachable: false,
-        })?;
+            ))))?;
         config
             .connect_timeout(timeout)
             .keepalives(true)
@@ -152,17 +148,13 @@ impl Store {
                 if tls == Tls::Required {
                     config.ssl_mode(SslMode::Require);
                 }
-                config.connect(tls_connector().map_err(|e| Error::Store {
-                    kind: ErrorKind::Config,
-                    message: format!(
+                config.connect(tls_connector().map_err(|e| Error::Fleet(FleetError::Config(format!(
                         "cannot set up TLS for the store {shown}: {e}; add sslmode=disable to the URL only if the network to it is trusted"
-                    ),
-                    unreachable: false,
-                })?)
+                    ))))?)
             }
         }
         .map_err(|e| classify(e, shown, "connect to"))?;
-        Ok(Store {
+        Ok(Database {
             client,
             shown: shown.to_string(),
         })
@@ -228,7 +220,7 @@ impl Store {
         lock_timeout: Duration,
         idle_timeout: Duration,
     ) -> Result<Locked<'_>, Error> {
-        let Store { client, shown } = self;
+        let Database { client, shown } = self;
         let ms = |d: Duration| d.as_millis().clamp(1, i32::MAX as u128);
         let mut tx = client
             .transaction()
@@ -358,14 +350,10 @@ impl Locked<'_> {
         }
         .map_err(|e| classify(e, shown, "write the login to"))?;
         if changed != 1 {
-            return Err(Error::Store {
-                kind: ErrorKind::Io,
-                message: format!(
-                    "the login '{}' in the store {shown} changed under the row lock; nothing was written. Run the command again",
-                    row.name
-                ),
-                unreachable: false,
-            });
+            return Err(Error::Fleet(FleetError::Database(format!(
+                "the login '{}' in the store {shown} changed under the row lock; nothing was written. Run the command again",
+                row.name
+            ))));
         }
         self.tx
             .execute(
@@ -457,11 +445,7 @@ fn tls_connector() -> Result<tokio_postgres_rustls::MakeRustlsConnect, rustls::E
 
 /// One line for a database error: what we were doing, the store, and the fix.
 pub fn classify(e: postgres::Error, shown: &str, doing: &str) -> Error {
-    let store = |kind, message: String| Error::Store {
-        kind,
-        message,
-        unreachable: false,
-    };
+    let store = |problem: fn(String) -> FleetError, message: String| Error::Fleet(problem(message));
     let Some(db) = e.as_db_error() else {
         // The causes say what happened ("connection refused", "invalid peer certificate").
         let mut reason = e.to_string();
@@ -496,36 +480,32 @@ pub fn classify(e: postgres::Error, shown: &str, doing: &str) -> Error {
             unreachable(shown, doing, said)
         }
         "28" => store(
-            ErrorKind::Config,
+            FleetError::Config,
             format!(
                 "the store {shown} refused the login: {said}; fix the user or password in [store] url"
             ),
         ),
         "3D" => store(
-            ErrorKind::Config,
+            FleetError::Config,
             format!("the store {shown} has no such database: {said}; fix [store] url"),
         ),
         "42" if *code == SqlState::INSUFFICIENT_PRIVILEGE => store(
-            ErrorKind::Config,
+            FleetError::Config,
             format!(
                 "the store {shown} refused: {said}; grant the user SELECT, INSERT and UPDATE on {TABLE} (and CREATE for the first push)"
             ),
         ),
         _ => store(
-            ErrorKind::Io,
+            FleetError::Database,
             format!("could not {doing} the store {shown}: {said}"),
         ),
     }
 }
 
 fn unreachable(shown: &str, doing: &str, reason: &str) -> Error {
-    Error::Store {
-        kind: ErrorKind::Unavailable,
-        message: format!(
-            "cannot {doing} the fleet's store {shown}: {reason}; this machine keeps its access token and tries again later"
-        ),
-        unreachable: true,
-    }
+    Error::Fleet(FleetError::Unreachable(format!(
+        "cannot {doing} the fleet's store {shown}: {reason}; this machine keeps its access token and tries again later"
+    )))
 }
 
 /// The store has no table yet, or no row for this login: someone has to push one.
@@ -534,13 +514,9 @@ pub fn no_login(shown: &str, name: Option<&str>) -> Error {
         Some(name) => format!("holds no login named '{name}'"),
         None => format!("has no {TABLE} table yet"),
     };
-    Error::Store {
-        kind: ErrorKind::Config,
-        message: format!(
-            "the store {shown} {what}: on the machine that is logged in, run `tokenkeeper fleet push` (it creates the table)"
-        ),
-        unreachable: false,
-    }
+    Error::Fleet(FleetError::Config(format!(
+        "the store {shown} {what}: on the machine that is logged in, run `tokenkeeper fleet push` (it creates the table)"
+    )))
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! every other key kept, so the CLI uses the access token and never refreshes. A file holding a
 //! login of the machine's own is never overwritten.
 
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, FleetError};
 use crate::fleet::refresh::{Shared, name_and_shape};
 use crate::fleet::shape::Shape;
 use crate::lock::dir_lock::{DirLock, LockError};
@@ -120,15 +120,11 @@ fn projection_of(job: &Job<'_>, shape: Shape, shared: &Shared) -> Result<Option<
         && !is_fleets(shape.local_refresh_token(doc), shared)
     {
         let owner = job.file.owner();
-        return Err(Error::Store {
-            kind: ErrorKind::Credentials,
-            message: format!(
-                "{} holds a {} login of its own (a refresh token the fleet never had); tokenkeeper leaves it alone. Make it the fleet's login with `tokenkeeper fleet push`, or remove the file to use the fleet's",
-                job.file.path().display(),
-                owner.name
-            ),
-            unreachable: false,
-        });
+        return Err(Error::Fleet(FleetError::LocalFile(format!(
+            "{} holds a {} login of its own (a refresh token the fleet never had); tokenkeeper leaves it alone. Make it the fleet's login with `tokenkeeper fleet push`, or remove the file to use the fleet's",
+            job.file.path().display(),
+            owner.name
+        ))));
     }
     let projected = shape.project(local.as_ref(), &shared.payload.login);
     Ok((local.as_ref() != Some(&projected)).then_some(projected))

@@ -6,7 +6,7 @@
 //!
 //! - [`crypto`]: the fleet key; logins are stored only as AES-256-GCM ciphertext.
 //! - [`database`]: the SQL: the table, reads, the row lock, writes, notifications.
-//! - [`shape`]: which part of a credentials file is the shared login; the local projection.
+//! - [`shape`]: which providers' logins the fleet shares (each provider names its own shape).
 //! - [`refresh`]: the protocol: read, refresh under the row lock, write back what was missed.
 //! - [`local`]: this machine's copy, without the refresh token.
 //! - [`push`]: `tokenkeeper fleet push`.
@@ -22,7 +22,7 @@ pub mod push;
 pub mod refresh;
 pub mod shape;
 
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, FleetError};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -34,7 +34,7 @@ pub const STORE_ENV: &str = "TOKENKEEPER_STORE";
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     /// `postgres://user:password@host/db` (or libpq's `key=value` form).
-    pub url: Option<String>,
+    pub url: Option<DatabaseUrl>,
     /// A file holding the fleet key (64 hex digits), readable by its owner alone.
     pub key_file: Option<PathBuf>,
     /// How this machine is named in the store [default: its host name].
@@ -48,8 +48,8 @@ pub struct StoreConfig {
 /// The resolved store of a fleet machine.
 #[derive(Debug)]
 pub struct Fleet {
-    /// The URL as given: it may hold a password, so it is never shown; see `shown`.
-    url: String,
+    /// The URL as given: it may hold a password, so it is only used to connect; see `shown`.
+    url: DatabaseUrl,
     /// The URL without its password, for messages.
     pub shown: String,
     pub key: crypto::Key,
@@ -68,18 +68,18 @@ impl Fleet {
     /// configuration error: tokenkeeper refuses to start rather than fall back to refreshing
     /// on its own.
     pub fn resolve(
-        url: Option<String>,
+        url: Option<DatabaseUrl>,
         config: &StoreConfig,
         config_path: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Option<Fleet>, Error> {
         let Some(url) = url
-            .filter(|u| !u.trim().is_empty())
-            .or_else(|| config.url.clone().filter(|u| !u.trim().is_empty()))
+            .filter(|u| !u.is_blank())
+            .or_else(|| config.url.clone().filter(|u| !u.is_blank()))
         else {
             return Ok(None);
         };
-        let shown = redact(&url);
+        let shown = url.without_password();
         let key_file = config.key_file.as_ref().map(|p| {
             if p.is_relative() {
                 crate::storage::credentials_file::folder_of(config_path).join(p)
@@ -88,12 +88,8 @@ impl Fleet {
             }
         });
         let env_key = env(crypto::KEY_ENV);
-        let (key, key_source) =
-            crypto::load(env_key.as_deref(), key_file.as_deref()).map_err(|why| Error::Store {
-                kind: ErrorKind::Config,
-                message: format!("store {shown}: {why}"),
-                unreachable: false,
-            })?;
+        let (key, key_source) = crypto::load(env_key.as_deref(), key_file.as_deref())
+            .map_err(|why| Error::Fleet(FleetError::Config(format!("store {shown}: {why}"))))?;
         let takeover_after = match &config.takeover_after {
             None => TAKEOVER_AFTER,
             Some(text) => crate::duration::parse(text).map_err(|e| Error::Config {
@@ -118,8 +114,96 @@ impl Fleet {
 
     /// The connection string, password included: only for connecting.
     pub fn url(&self) -> &str {
-        &self.url
+        self.url.expose()
     }
+}
+
+/// The fleet database's connection string as given (`--store`, `TOKENKEEPER_STORE`,
+/// `[store] url`). It may hold a password, so `Display` and `Debug` show it as `****`; messages
+/// use [`DatabaseUrl::without_password`], and only connecting sees the whole string.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "String")]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn new(url: impl Into<String>) -> DatabaseUrl {
+        DatabaseUrl(url.into())
+    }
+
+    /// The whole string, password included: only for connecting.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Empty or white space only: names no database.
+    pub fn is_blank(&self) -> bool {
+        self.0.trim().is_empty()
+    }
+
+    /// The string for messages: without the password at all ([`redact`]).
+    pub fn without_password(&self) -> String {
+        redact(&self.0)
+    }
+}
+
+impl From<String> for DatabaseUrl {
+    fn from(url: String) -> DatabaseUrl {
+        DatabaseUrl(url)
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&mask(&self.0))
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DatabaseUrl({:?})", mask(&self.0))
+    }
+}
+
+/// A connection string with its password as `****`: `postgres://bot:secret@db/x` becomes
+/// `postgres://bot:****@db/x`; `password=secret` (libpq's form, or a query parameter)
+/// `password=****`.
+fn mask(url: &str) -> String {
+    let mask_pairs = |text: &str, sep: char| -> String {
+        text.split(sep)
+            .map(|part| {
+                if part.len() >= 9 && part[..9].eq_ignore_ascii_case("password=") {
+                    format!("{}****", &part[..9])
+                } else {
+                    part.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(&sep.to_string())
+    };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return mask_pairs(url, ' ');
+    };
+    let (authority_and_path, query) = match rest.split_once('?') {
+        Some((a, q)) => (a, Some(q)),
+        None => (rest, None),
+    };
+    let (authority, path) = match authority_and_path.find('/') {
+        Some(i) => authority_and_path.split_at(i),
+        None => (authority_and_path, ""),
+    };
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:****@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_string(),
+    };
+    let mut out = format!("{scheme}://{authority}{path}");
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(&mask_pairs(q, '&'));
+    }
+    out
 }
 
 /// This machine's host name, or "unknown".
@@ -217,14 +301,77 @@ mod tests {
     }
 
     #[test]
+    fn a_database_url_shows_its_password_as_stars() {
+        for (url, masked) in [
+            (
+                "postgres://bot:s3cret@db.example:5432/fleet",
+                "postgres://bot:****@db.example:5432/fleet",
+            ),
+            ("postgresql://:s3cret@db/x", "postgresql://:****@db/x"),
+            ("postgres://db/x", "postgres://db/x"),
+            ("postgres://bot@db/x", "postgres://bot@db/x"),
+            (
+                "postgres://u@db/x?sslmode=require&Password=s3cret",
+                "postgres://u@db/x?sslmode=require&Password=****",
+            ),
+            (
+                "host=db user=bot password=s3cret dbname=x",
+                "host=db user=bot password=**** dbname=x",
+            ),
+        ] {
+            let url = DatabaseUrl::new(url);
+            assert_eq!(url.to_string(), masked);
+            assert_eq!(format!("{url:?}"), format!("DatabaseUrl({masked:?})"));
+        }
+        let url = DatabaseUrl::new("postgres://bot:s3cret@db/x");
+        assert_eq!(url.without_password(), "postgres://bot@db/x");
+        assert_eq!(url.expose(), "postgres://bot:s3cret@db/x");
+        let config: StoreConfig = toml::from_str("url = \"postgres://bot:s3cret@db/x\"").unwrap();
+        assert_eq!(config.url.as_ref(), Some(&url));
+        assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn a_fleet_and_its_payload_debug_print_no_secret() {
+        let key = crypto::generate();
+        let env = |k: &str| (k == crypto::KEY_ENV).then(|| key.clone());
+        let fleet = Fleet::resolve(
+            Some(DatabaseUrl::new("postgres://bot:s3cret@db/x")),
+            &StoreConfig::default(),
+            Path::new("/c/config.toml"),
+            &env,
+        )
+        .unwrap()
+        .unwrap();
+        let shown = format!("{fleet:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("****"),
+            "{shown}"
+        );
+        let payload = refresh::Payload {
+            login: serde_json::json!({"claudeAiOauth": {"accessToken": "sk-ant-oat01-a", "refreshToken": "sk-ant-ort01-r"}}),
+            spent: vec!["0a1b2c3d".into()],
+            rejected: None,
+        };
+        let shown = format!("{payload:?}");
+        assert!(!shown.contains("sk-ant-"), "{shown}");
+        assert!(shown.contains("0a1b2c3d"), "{shown}");
+    }
+
+    #[test]
     fn no_store_means_the_local_file_and_a_store_needs_its_key() {
         let cfg = StoreConfig::default();
         let none = |_: &str| None;
         let path = Path::new("/c/config.toml");
         assert!(Fleet::resolve(None, &cfg, path, &none).unwrap().is_none());
-        let err = Fleet::resolve(Some("postgres://u:pw@db/x".into()), &cfg, path, &none)
-            .unwrap_err()
-            .to_string();
+        let err = Fleet::resolve(
+            Some(DatabaseUrl::new("postgres://u:pw@db/x")),
+            &cfg,
+            path,
+            &none,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             err.contains("postgres://u@db/x") && !err.contains("pw") && err.contains("keygen"),
             "{err}"
@@ -232,16 +379,21 @@ mod tests {
         let key = crypto::generate();
         let env = |k: &str| (k == crypto::KEY_ENV).then(|| key.clone());
         let cfg = StoreConfig {
-            url: Some("postgres://db/x".into()),
+            url: Some(DatabaseUrl::new("postgres://db/x")),
             machine: Some("build-3".into()),
             ..StoreConfig::default()
         };
         let fleet = Fleet::resolve(None, &cfg, path, &env).unwrap().unwrap();
         assert_eq!(fleet.machine, "build-3");
         assert_eq!(fleet.url(), "postgres://db/x");
-        let flag = Fleet::resolve(Some("postgres://other/y".into()), &cfg, path, &env)
-            .unwrap()
-            .unwrap();
+        let flag = Fleet::resolve(
+            Some(DatabaseUrl::new("postgres://other/y")),
+            &cfg,
+            path,
+            &env,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(flag.shown, "postgres://other/y", "the flag wins");
     }
 }

@@ -3,7 +3,7 @@
 //! generation under the row lock (creating the tables on first use), and leaves this machine's
 //! file without its refresh token, like every other machine's.
 
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, FleetError};
 use crate::fleet::Fleet;
 use crate::fleet::database::Row;
 use crate::fleet::local::project;
@@ -92,15 +92,11 @@ pub fn push(fleet: &Fleet, job: &Job<'_>, force: bool) -> Result<Pushed, Error> 
     let snap = crate::refresh::read_snapshot(job.provider, job.file)?;
     let login = job.provider.parse(job.file, &snap.doc)?;
     if login.refresh_token.is_empty() {
-        return Err(Error::Store {
-            kind: ErrorKind::Credentials,
-            message: format!(
-                "{} holds no refresh token (it is a fleet machine's copy, or the login was ended), so there is nothing to push; log in with {} first",
-                job.file.path().display(),
-                job.file.owner().relogin
-            ),
-            unreachable: false,
-        });
+        return Err(Error::Fleet(FleetError::LocalFile(format!(
+            "{} holds no refresh token (it is a fleet machine's copy, or the login was ended), so there is nothing to push; log in with {} first",
+            job.file.path().display(),
+            job.file.owner().relogin
+        ))));
     }
     let mut store = connect(fleet)?;
     store.create_table()?;
@@ -122,18 +118,14 @@ pub fn push(fleet: &Fleet, job: &Job<'_>, force: bool) -> Result<Pushed, Error> 
                     });
                 }
                 if verdict == PushVerdict::Refuse {
-                    return Err(Error::Store {
-                        kind: ErrorKind::Usage,
-                        message: format!(
-                            "the store {} holds generation {} of '{name}' (written by {} at {}), newer than the login in {} (its access token expires later); nothing was changed. Pass --force to replace it",
-                            fleet.shown,
-                            row.generation,
-                            row.updated_by,
-                            crate::refresh::format_time(row.updated_at),
-                            job.file.path().display()
-                        ),
-                        unreachable: false,
-                    });
+                    return Err(Error::Fleet(FleetError::Refused(format!(
+                        "the store {} holds generation {} of '{name}' (written by {} at {}), newer than the login in {} (its access token expires later); nothing was changed. Pass --force to replace it",
+                        fleet.shown,
+                        row.generation,
+                        row.updated_by,
+                        crate::refresh::format_time(row.updated_at),
+                        job.file.path().display()
+                    ))));
                 }
             }
             Err(e) if !force => return Err(e),

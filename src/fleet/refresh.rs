@@ -20,9 +20,9 @@
 //! Every machine's file gets the login without its refresh token (`local.rs`), so the CLI there
 //! can use the access token but never refresh, and cannot burn the fleet's refresh token.
 
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, FleetError};
 use crate::fleet::Fleet;
-use crate::fleet::database::{self, Locked, Row, Store};
+use crate::fleet::database::{self, Database, Locked, Row};
 use crate::fleet::local::project;
 use crate::fleet::shape::{self, Shape};
 use crate::lock::interrupt;
@@ -39,8 +39,8 @@ use std::time::{Duration, Instant};
 /// How many spent refresh tokens a login remembers (by fingerprint).
 const SPENT_KEPT: usize = 32;
 
-/// What is sealed in a row.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// What is sealed in a row. Its `Debug` leaves out the login, which holds the tokens.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Payload {
     /// The login part of the provider's credentials document, refresh token included.
     pub login: Value,
@@ -51,6 +51,16 @@ pub struct Payload {
     /// Fingerprint of a refresh token the server rejected: the login is dead until a push.
     #[serde(default)]
     pub rejected: Option<String>,
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Payload")
+            .field("login", &crate::secret::REDACTED)
+            .field("spent", &self.spent)
+            .field("rejected", &self.rejected)
+            .finish()
+    }
 }
 
 /// A row, opened.
@@ -75,14 +85,10 @@ pub fn name_and_shape(job: &Job<'_>) -> Result<(&'static str, Shape), Error> {
     let owner = job.file.owner();
     shape::of(owner.provider)
         .map(|s| (owner.provider, s))
-        .ok_or_else(|| Error::Store {
-            kind: ErrorKind::Config,
-            message: format!(
+        .ok_or_else(|| Error::Fleet(FleetError::Config(format!(
                 "fleet mode keeps Claude Code logins only for now, not {}; use --provider claude, or remove [store] for this login",
                 owner.name
-            ),
-            unreachable: false,
-        })
+            ))))
 }
 
 /// The state-folder key of a fleet login (its recovery file).
@@ -90,8 +96,8 @@ pub fn state_key(fleet: &Fleet, name: &str) -> String {
     format!("fleet-{name}-{}", fingerprint(&fleet.shown))
 }
 
-pub fn connect(fleet: &Fleet) -> Result<Store, Error> {
-    Store::connect(
+pub fn connect(fleet: &Fleet) -> Result<Database, Error> {
+    Database::connect(
         fleet.url(),
         &fleet.shown,
         &fleet.machine,
@@ -101,11 +107,7 @@ pub fn connect(fleet: &Fleet) -> Result<Store, Error> {
 
 /// Opens a row with this machine's key, or says plainly why it cannot.
 pub fn open(fleet: &Fleet, job: &Job<'_>, row: Row) -> Result<Shared, Error> {
-    let config_error = |message: String| Error::Store {
-        kind: ErrorKind::Config,
-        message,
-        unreachable: false,
-    };
+    let config_error = |message: String| Error::Fleet(FleetError::Config(message));
     if row.key_id != fleet.key.id() {
         return Err(config_error(format!(
             "the login '{}' in the store {} was sealed with the fleet key {}, but this machine's key ({}) is {}: give this machine the fleet's key, or push a login sealed with this one with `tokenkeeper fleet push --force`",
@@ -136,7 +138,7 @@ pub fn open(fleet: &Fleet, job: &Job<'_>, row: Row) -> Result<Shared, Error> {
 }
 
 /// Reads and opens the login's row (no lock). No table or no row: an error that says to push.
-pub fn fetch(store: &mut Store, fleet: &Fleet, job: &Job<'_>) -> Result<Shared, Error> {
+pub fn fetch(store: &mut Database, fleet: &Fleet, job: &Job<'_>) -> Result<Shared, Error> {
     let (name, _) = name_and_shape(job)?;
     match store.fetch(name)? {
         Some(row) => open(fleet, job, row),
@@ -170,7 +172,7 @@ pub fn ensure_fresh(
             attempts: 0,
         });
     }
-    let stale_copy = |store: &mut Store| -> Result<Option<Outcome>, Error> {
+    let stale_copy = |store: &mut Database| -> Result<Option<Outcome>, Error> {
         // Forced because the token this machine had failed: if the fleet has moved on since,
         // this machine's copy was merely stale; take the fleet's token, refresh nothing.
         let Some(ours) = local.as_ref().map(|l| &l.access_token) else {
@@ -203,14 +205,11 @@ pub fn ensure_fresh(
         })
     });
     match (result, local) {
-        (
-            Err(Error::Store {
-                unreachable: true,
-                message,
-                ..
-            }),
-            Some(login),
-        ) if !login.access_token.is_empty() && login.remaining_ms(now_ms()) > 0 => {
+        (Err(Error::Fleet(message)), Some(login))
+            if message.is_unreachable()
+                && !login.access_token.is_empty()
+                && login.remaining_ms(now_ms()) > 0 =>
+        {
             tracing::warn!(
                 "{message}; using the access token in {}, which expires {}",
                 job.file.path().display(),
@@ -248,7 +247,7 @@ impl Synced {
 /// The fleet's refresh: reads the row; when less than `min_ttl` is left (or `force`), refreshes
 /// under the row lock.
 pub fn refresh_if_due(
-    store: &mut Store,
+    store: &mut Database,
     fleet: &Fleet,
     job: &Job<'_>,
     force: bool,
@@ -272,14 +271,10 @@ fn dead(fleet: &Fleet, job: &Job<'_>, shared: &Shared, reason: Option<&str>) -> 
         .or_else(|| shared.row.last_error.clone())
         .unwrap_or_else(|| "the server rejected its refresh token".into());
     let owner = job.file.owner();
-    Error::Store {
-        kind: ErrorKind::Dead,
-        message: format!(
-            "the fleet's {} login '{}' in {} is dead: {reason}. Log in again with {} on one machine, then run `tokenkeeper fleet push` there",
-            owner.name, shared.row.name, fleet.shown, owner.relogin
-        ),
-        unreachable: false,
-    }
+    Error::Fleet(FleetError::Dead(format!(
+        "the fleet's {} login '{}' in {} is dead: {reason}. Log in again with {} on one machine, then run `tokenkeeper fleet push` there",
+        owner.name, shared.row.name, fleet.shown, owner.relogin
+    )))
 }
 
 /// How long the database lets our transaction sit idle while a token request is out: longer
@@ -290,7 +285,7 @@ pub(crate) fn idle_timeout(job: &Job<'_>) -> Duration {
 }
 
 fn locked_refresh(
-    store: &mut Store,
+    store: &mut Database,
     fleet: &Fleet,
     job: &Job<'_>,
     force: bool,
@@ -344,17 +339,13 @@ fn locked_refresh(
             unfinished_request(&note, current.row.generation, &fleet.machine, patience)
     {
         if now < until {
-            return Err(Error::Store {
-                kind: ErrorKind::LockTimeout,
-                message: format!(
-                    "{} posted the fleet's refresh token (generation {}) at {} and has not written the new tokens; they may be in its recovery file, so no other machine posts that token before {} ([store] takeover_after); try again then",
-                    note.machine,
-                    note.generation,
-                    crate::refresh::format_time(note.since),
-                    crate::refresh::format_time(until)
-                ),
-                unreachable: false,
-            });
+            return Err(Error::Fleet(FleetError::RowLocked(format!(
+                "{} posted the fleet's refresh token (generation {}) at {} and has not written the new tokens; they may be in its recovery file, so no other machine posts that token before {} ([store] takeover_after); try again then",
+                note.machine,
+                note.generation,
+                crate::refresh::format_time(note.since),
+                crate::refresh::format_time(until)
+            ))));
         }
         tracing::warn!(
             "{} posted the fleet's refresh token at {} and never wrote the result; taking over",
@@ -561,15 +552,10 @@ fn save_again(fleet: &Fleet, job: &Job<'_>, key: &str, first_error: Error) -> Re
         .state
         .recovery_file(key)
         .map_or_else(|| "nowhere".to_string(), |p| p.display().to_string());
-    Err(Error::Store {
-        kind: ErrorKind::SaveFailed,
-        message: format!(
-            "the server issued new tokens but the store {} could not be written ({last}); they are kept in {recovery} (mode 0600), and the next tokenkeeper on this machine writes them into the store as soon as it can reach it",
-            fleet.shown
-        ),
-        // The store is the trouble: callers keep the local token and try again soon.
-        unreachable: true,
-    })
+    Err(Error::Fleet(FleetError::NotWritten(format!(
+        "the server issued new tokens but the store {} could not be written ({last}); they are kept in {recovery} (mode 0600), and the next tokenkeeper on this machine writes them into the store as soon as it can reach it",
+        fleet.shown
+    ))))
 }
 
 /// If this machine holds tokens that never reached the store and the store still holds the

@@ -1,141 +1,23 @@
-//! Which part of a provider's credentials document is the login the fleet shares, and how a
-//! machine's own file is made from the shared copy: the login's keys are copied in with the
-//! refresh token left empty (so the CLI on that machine never refreshes, and can never burn the
-//! fleet's refresh token), and every other key of the file stays as it was, in order.
-//!
-//! Only Claude Code's shape is known so far; another provider joins the fleet by adding its
-//! shape here (the refresh itself already goes through the provider's own rules).
+//! Which providers' logins the fleet shares, and how: the shape itself is the provider's own fact
+//! ([`Provider::fleet_shape`](crate::provider::Provider::fleet_shape), the JSON work in
+//! `provider/shape.rs`); a provider joins the fleet by answering it.
 
-use serde_json::{Map, Value};
+pub use crate::provider::shape::Shape;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Shape {
-    /// Top-level keys of the credentials document that make up the login.
-    keys: &'static [&'static str],
-    /// Where the refresh token is, inside the first of `keys`.
-    refresh_key: &'static str,
-}
-
-/// Claude Code: `claudeAiOauth` holds the whole login (tokens, expiry, scopes, subscription);
-/// the rest of the file (`mcpOAuth`, …) is the machine's own.
-pub const CLAUDE: Shape = Shape {
-    keys: &["claudeAiOauth"],
-    refresh_key: "refreshToken",
-};
-
-/// The shape of a provider's login, if fleet mode knows it.
+/// The shape of a built-in provider's login, if fleet mode can share it.
 pub fn of(provider: &str) -> Option<Shape> {
-    match provider {
-        "claude" => Some(CLAUDE),
-        _ => None,
-    }
-}
-
-impl Shape {
-    /// The shared part of a local document: its login keys, nothing else.
-    pub fn extract(&self, doc: &Value) -> Value {
-        let mut out = Map::new();
-        for key in self.keys {
-            if let Some(v) = doc.get(*key) {
-                out.insert((*key).to_string(), v.clone());
-            }
-        }
-        Value::Object(out)
-    }
-
-    /// This machine's file made from the shared login: `local` (or an empty document) with each
-    /// login key's fields overwritten by the shared ones (fields only the local copy has are
-    /// kept, in place) and the refresh token emptied. Every other key keeps its value and place.
-    pub fn project(&self, local: Option<&Value>, shared: &Value) -> Value {
-        let mut doc = match local {
-            Some(Value::Object(m)) => Value::Object(m.clone()),
-            _ => Value::Object(Map::new()),
-        };
-        let Some(root) = doc.as_object_mut() else {
-            return doc;
-        };
-        for key in self.keys {
-            let Some(Value::Object(from)) = shared.get(*key) else {
-                continue;
-            };
-            let slot = root
-                .entry((*key).to_string())
-                .or_insert_with(|| Value::Object(Map::new()));
-            if !slot.is_object() {
-                *slot = Value::Object(Map::new());
-            }
-            if let Value::Object(into) = slot {
-                for (k, v) in from {
-                    into.insert(k.clone(), v.clone());
-                }
-            }
-        }
-        if let Some(Value::Object(login)) = root.get_mut(self.keys[0]) {
-            login.insert(self.refresh_key.to_string(), Value::String(String::new()));
-        }
-        doc
-    }
-
-    /// The refresh token a local document holds ("" when none).
-    pub fn local_refresh_token<'a>(&self, doc: &'a Value) -> &'a str {
-        doc.get(self.keys[0])
-            .and_then(|l| l.get(self.refresh_key))
-            .and_then(Value::as_str)
-            .unwrap_or("")
-    }
+    crate::provider::builtin(provider).and_then(|p| p.fleet_shape())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn doc(text: &str) -> Value {
-        serde_json::from_str(text).unwrap()
-    }
-
     #[test]
-    fn extract_takes_the_login_alone() {
-        let local = doc(
-            r#"{"mcpOAuth":{"x":1},"claudeAiOauth":{"accessToken":"a","refreshToken":"r","expiresAt":5}}"#,
-        );
-        assert_eq!(
-            serde_json::to_string(&CLAUDE.extract(&local)).unwrap(),
-            r#"{"claudeAiOauth":{"accessToken":"a","refreshToken":"r","expiresAt":5}}"#
-        );
-        assert_eq!(CLAUDE.local_refresh_token(&local), "r");
-        assert_eq!(CLAUDE.local_refresh_token(&doc("{}")), "");
-    }
-
-    #[test]
-    fn project_keeps_every_other_key_in_place_and_empties_the_refresh_token() {
-        let local = doc(
-            r#"{"before":1,"claudeAiOauth":{"accessToken":"old","refreshToken":"","expiresAt":1,"mine":true},"mcpOAuth":{"y":2.50}}"#,
-        );
-        let shared = doc(
-            r#"{"claudeAiOauth":{"accessToken":"new","refreshToken":"R","expiresAt":9,"scopes":["user:inference"]}}"#,
-        );
-        assert_eq!(
-            serde_json::to_string(&CLAUDE.project(Some(&local), &shared)).unwrap(),
-            r#"{"before":1,"claudeAiOauth":{"accessToken":"new","refreshToken":"","expiresAt":9,"mine":true,"scopes":["user:inference"]},"mcpOAuth":{"y":2.50}}"#
-        );
-    }
-
-    #[test]
-    fn project_makes_a_claude_shaped_file_where_there_is_none() {
-        let shared = doc(
-            r#"{"claudeAiOauth":{"accessToken":"new","refreshToken":"R","expiresAt":9,"scopes":["user:inference"],"subscriptionType":"max"}}"#,
-        );
-        for local in [None, Some(doc("[]")), Some(doc(r#"{"claudeAiOauth":3}"#))] {
-            assert_eq!(
-                serde_json::to_string(&CLAUDE.project(local.as_ref(), &shared)).unwrap(),
-                r#"{"claudeAiOauth":{"accessToken":"new","refreshToken":"","expiresAt":9,"scopes":["user:inference"],"subscriptionType":"max"}}"#
-            );
-        }
-    }
-
-    #[test]
-    fn only_known_providers_have_a_shape() {
-        assert_eq!(of("claude"), Some(CLAUDE));
+    fn only_providers_that_name_a_shape_have_one() {
+        assert_eq!(of("claude"), Some(crate::provider::claude::FLEET_SHAPE));
         assert_eq!(of("codex"), None);
+        assert_eq!(of("gemini"), None);
+        assert_eq!(of("mytool"), None);
     }
 }

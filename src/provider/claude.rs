@@ -7,11 +7,14 @@ use crate::error::Error;
 use crate::lock::dir_lock::DirLockSpec;
 use crate::login::{EpochMs, Login};
 use crate::oauth::endpoint::TokenResponse;
+use crate::provider::shape::Shape;
 use crate::provider::{
-    Body, Defaults, Provider, SaveLock, TokenRequest, epoch_ms, epoch_ms_field, token_field,
+    Body, Defaults, KeychainItem, Provider, SaveLock, TokenRequest, epoch_ms, epoch_ms_field,
+    token_field,
 };
 use crate::secret::Secret;
 use crate::storage::credentials_file::{CredentialsFile, Owner};
+use crate::storage::keychain::{self, Keychain};
 use serde_json::{Map, Value, json};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,6 +35,37 @@ const KEY: &str = "claudeAiOauth";
 /// Where the holder of `.oauth_refresh.lock` says who it is.
 pub const OWNER_RECORD: &str = ".oauth_refresh.lock.owner";
 
+/// `claudeAiOauth` holds the whole login (tokens, expiry, scopes, subscription); the rest of the
+/// file (`mcpOAuth`, …) is the machine's own.
+pub const FLEET_SHAPE: Shape = Shape::new(&[KEY], "refreshToken");
+
+/// The Keychain service Claude Code files its login under when `CLAUDE_CONFIG_DIR` is not set.
+pub const KEYCHAIN_SERVICE: &str = "Claude Code-credentials";
+
+/// The Keychain service of Claude Code's login: [`KEYCHAIN_SERVICE`], plus `-` and 8 hex digits
+/// of the SHA-256 of `$CLAUDE_CONFIG_DIR` (the string as given) when that is set.
+pub fn keychain_service(config_dir: Option<&str>) -> String {
+    match config_dir.filter(|d| !d.is_empty()) {
+        None => KEYCHAIN_SERVICE.to_string(),
+        Some(dir) => format!("{KEYCHAIN_SERVICE}-{}", crate::secret::fingerprint(dir)),
+    }
+}
+
+/// Claude Code's Keychain item for this environment: the service from `CLAUDE_CONFIG_DIR`, the
+/// account from `USER` (else the user database), `security` from `PATH`.
+pub fn keychain_item(env: &dyn Fn(&str) -> Option<String>) -> Result<Keychain, String> {
+    let account = keychain::user_name(env).ok_or_else(|| {
+        "store = \"keychain\": USER is not set and the user database names no one for this \
+         process; set USER to the account Claude Code uses"
+            .to_string()
+    })?;
+    Ok(Keychain::new(
+        keychain::find_program(env("PATH").as_deref()),
+        keychain_service(env("CLAUDE_CONFIG_DIR").as_deref()),
+        account,
+    ))
+}
+
 /// Claude Code's rules, for the refresh protocol.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Claude;
@@ -47,6 +81,18 @@ impl Provider for Claude {
 
     fn default_path(&self, env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
         default_credentials_path(env)
+    }
+
+    fn home_env(&self) -> &'static [&'static str] {
+        &["CLAUDE_CONFIG_DIR", "CLAUDE_SECURESTORAGE_CONFIG_DIR"]
+    }
+
+    fn keychain(&self) -> Option<KeychainItem> {
+        Some(keychain_item)
+    }
+
+    fn fleet_shape(&self) -> Option<Shape> {
+        Some(FLEET_SHAPE)
     }
 
     fn defaults(&self) -> Defaults {
@@ -275,6 +321,42 @@ pub fn storage_write_lock(folder: &Path) -> DirLockSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_keychain_service_gets_a_suffix_only_for_a_claude_config_dir() {
+        assert_eq!(keychain_service(None), "Claude Code-credentials");
+        assert_eq!(keychain_service(Some("")), "Claude Code-credentials");
+        // printf '%s' /tmp/claude-config | sha256sum: 19aa18c8…
+        assert_eq!(
+            keychain_service(Some("/tmp/claude-config")),
+            "Claude Code-credentials-19aa18c8"
+        );
+        // The string as given: a trailing slash is another folder name, another item.
+        assert_ne!(
+            keychain_service(Some("/tmp/claude-config/")),
+            keychain_service(Some("/tmp/claude-config"))
+        );
+    }
+
+    #[test]
+    fn the_keychain_account_comes_from_user_else_the_user_database() {
+        let with_user = |k: &str| match k {
+            "USER" => Some("alice".to_string()),
+            "CLAUDE_CONFIG_DIR" => Some("/tmp/claude-config".to_string()),
+            _ => None,
+        };
+        let k = keychain_item(&with_user).unwrap();
+        assert_eq!(
+            (k.account(), k.service()),
+            ("alice", "Claude Code-credentials-19aa18c8")
+        );
+        assert_eq!(
+            k.program(),
+            Path::new(crate::storage::keychain::DEFAULT_PROGRAM)
+        );
+        let k = keychain_item(&|_| None).unwrap();
+        assert!(!k.account().is_empty());
+    }
 
     fn file() -> CredentialsFile {
         CredentialsFile::new("/x/.credentials.json", OWNER)

@@ -54,6 +54,10 @@ impl Provider for Codex {
         default_credentials_path(env)
     }
 
+    fn home_env(&self) -> &'static [&'static str] {
+        &["CODEX_HOME"]
+    }
+
     fn defaults(&self) -> Defaults {
         Defaults {
             token_url: DEFAULT_TOKEN_URL,

@@ -76,6 +76,10 @@ impl Provider for Gemini {
         default_credentials_path(env)
     }
 
+    fn home_env(&self) -> &'static [&'static str] {
+        &["GEMINI_CLI_HOME"]
+    }
+
     fn defaults(&self) -> Defaults {
         Defaults {
             token_url: DEFAULT_TOKEN_URL,
@@ -552,7 +556,7 @@ mod tests {
 
     fn settings(secret: Option<&str>) -> Settings {
         crate::config::ProviderConfig {
-            client_secret: secret.map(str::to_string),
+            client_secret: secret.map(Secret::new),
             ..Default::default()
         }
         .settings(&Gemini::default(), Path::new("/c/config.toml"), None, None)

@@ -166,7 +166,7 @@ fn check(t: &LoginTable, config_path: &Path) -> Result<Generic, String> {
             "name = \"{name}\" may hold only letters, digits, '-', '_' and '.'; rename it"
         ));
     }
-    if crate::provider::BUILTIN.contains(&name) {
+    if crate::provider::names().any(|n| n == name) {
         return Err(format!(
             "name = \"{name}\" is a built-in provider; configure it in [{name}] or pick another name"
         ));
@@ -245,7 +245,7 @@ fn check(t: &LoginTable, config_path: &Path) -> Result<Generic, String> {
     if t.client_id.is_empty() {
         return Err("client_id is empty; set the OAuth client id the tool uses".into());
     }
-    if t.client_secret.as_deref() == Some("") {
+    if t.client_secret.as_ref().is_some_and(Secret::is_empty) {
         return Err("client_secret is empty; remove it or set the secret".into());
     }
     for key in t.extra_fields.keys() {
@@ -831,7 +831,7 @@ mod tests {
             ),
             (|t| t.client_id = String::new(), "client_id is empty"),
             (
-                |t| t.client_secret = Some(String::new()),
+                |t| t.client_secret = Some(Secret::default()),
                 "client_secret is empty; remove it or set the secret",
             ),
             (
@@ -928,7 +928,7 @@ mod tests {
         let text = problem(&t);
         assert!(!text.contains("c2VjcmV0"), "{text}");
         let mut t = table("ms");
-        t.client_secret = Some("shh-secret".into());
+        t.client_secret = Some(Secret::new("shh-secret"));
         t.extra_fields
             .insert("assertion".into(), "shh-assert".into());
         t.headers.insert("X-Api-Key".into(), "shh-header".into());

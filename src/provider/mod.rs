@@ -4,13 +4,16 @@
 //! of the CLI is handed a token. The refresh protocol (`src/refresh/`) is the same for all of them.
 //!
 //! Each provider is a module of its own (`claude`, `codex`, `gemini`, `generic`); this one holds
-//! the trait they implement and the few types they share.
+//! the trait they implement, the few types they share, and the registry: the one list of the
+//! built-in providers by name, from which `--provider`, the config file's tables and the service
+//! definition's variables are drawn. `shape` is the fleet's view of a credentials document.
 
 pub mod claude;
 pub mod codex;
 pub mod gemini;
 pub mod generic;
 pub mod json_pointer;
+pub mod shape;
 
 use crate::config::Settings;
 use crate::error::Error;
@@ -19,6 +22,7 @@ use crate::login::{EpochMs, Login};
 use crate::oauth::endpoint::TokenResponse;
 use crate::secret::Secret;
 use crate::storage::credentials_file::{CredentialsFile, Layout, Owner};
+use crate::storage::keychain::Keychain;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -112,7 +116,30 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     fn auth_failure_exit_code(&self) -> Option<i32> {
         None
     }
+
+    /// Variables that decide where the CLI keeps its login. A service manager starts the daemon
+    /// without the installing shell's environment, so a service definition carries those that
+    /// are set; otherwise the daemon would quietly watch the default folder instead.
+    fn home_env(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Where the CLI keeps its login in the macOS Keychain, if it ever does: the item for an
+    /// environment, or why it cannot be named. Only such a provider has a `store` setting.
+    fn keychain(&self) -> Option<KeychainItem> {
+        None
+    }
+
+    /// Which part of the credentials document is the login a fleet shares, and so whether fleet
+    /// mode can keep this provider's login at all.
+    fn fleet_shape(&self) -> Option<shape::Shape> {
+        None
+    }
 }
+
+/// The Keychain item a provider keeps its login in, for an environment (`USER`, `PATH`, the
+/// CLI's own folder variables).
+pub type KeychainItem = fn(&dyn Fn(&str) -> Option<String>) -> Result<Keychain, String>;
 
 /// A provider's built-in request settings, each overridable in the config file.
 #[derive(Clone, Copy, Debug)]
@@ -197,17 +224,51 @@ pub enum SaveLock {
     Flocks(Vec<PathBuf>),
 }
 
-/// The providers tokenkeeper knows by name, in the order `status` lists them.
-pub const BUILTIN: &[&str] = &["claude", "codex", "gemini"];
+/// The registry: every built-in provider by its `--provider` name (which is also its config
+/// table and its [`Owner::provider`]), in the order `status` lists them. A new provider is one
+/// more line here.
+const REGISTRY: &[(&str, MakeProvider)] = &[
+    ("claude", || Arc::new(claude::Claude)),
+    ("codex", || Arc::new(codex::Codex)),
+    ("gemini", || Arc::new(gemini::Gemini::default())),
+];
+
+type MakeProvider = fn() -> Arc<dyn Provider>;
+
+/// The provider a command works on when neither `--provider` nor the program `exec` runs names
+/// one, and whose absence `status` reports when no login is found at all.
+pub const DEFAULT: &str = "claude";
+
+/// The built-in providers' names, in the order `status` lists them.
+pub fn names() -> impl Iterator<Item = &'static str> {
+    REGISTRY.iter().map(|(name, _)| *name)
+}
+
+/// Every built-in provider, in the order `status` lists them.
+pub fn all() -> impl Iterator<Item = Arc<dyn Provider>> {
+    REGISTRY.iter().map(|(_, make)| make())
+}
 
 /// A built-in provider by its `--provider` name.
 pub fn builtin(name: &str) -> Option<Arc<dyn Provider>> {
-    match name {
-        "claude" => Some(Arc::new(crate::provider::claude::Claude)),
-        "codex" => Some(Arc::new(crate::provider::codex::Codex)),
-        "gemini" => Some(Arc::new(crate::provider::gemini::Gemini::default())),
-        _ => None,
+    REGISTRY
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, make)| make())
+}
+
+/// The variables every built-in provider's login depends on ([`Provider::home_env`]), each once,
+/// in registry order.
+pub fn home_env() -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for provider in all() {
+        for name in provider.home_env() {
+            if !out.contains(name) {
+                out.push(name);
+            }
+        }
     }
+    out
 }
 
 /// A token under `key` of a JSON object: a string, or empty when absent or null (a wiped login).
@@ -265,6 +326,25 @@ pub fn home(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_registry_names_each_provider_as_it_names_itself() {
+        assert_eq!(names().collect::<Vec<_>>(), ["claude", "codex", "gemini"]);
+        for name in names() {
+            assert_eq!(builtin(name).map(|p| p.owner().provider), Some(name));
+        }
+        assert!(builtin("mytool").is_none());
+        assert!(builtin(DEFAULT).is_some());
+        assert_eq!(
+            home_env(),
+            [
+                "CLAUDE_CONFIG_DIR",
+                "CLAUDE_SECURESTORAGE_CONFIG_DIR",
+                "CODEX_HOME",
+                "GEMINI_CLI_HOME"
+            ]
+        );
+    }
 
     #[test]
     fn form_bodies_are_escaped() {

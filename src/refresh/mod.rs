@@ -21,7 +21,7 @@ use crate::oauth::endpoint::{Reply, TokenEndpoint, TokenResponse};
 use crate::provider::{Provider, SaveLock};
 use crate::secret::{Secret, scrub};
 use crate::storage::credentials_file::{CredentialsFile, Snapshot, WriteGuard};
-use crate::storage::state::{Record, Recovery, StateDir};
+use crate::storage::state::{Record, Recovery, RefreshOutcome, StateDir};
 use serde_json::Value;
 use std::io;
 use std::path::PathBuf;
@@ -762,16 +762,12 @@ fn restore_recovery(
 
 fn record(job: &Job<'_>, key: &str, result: &Result<Outcome, Error>) {
     let (outcome, error, rejected_refresh) = match result {
-        Ok(o) if matches!(o.action, Action::NotDue | Action::Deferred) => return,
-        Ok(o) => (o.action.as_str().to_string(), None, None),
+        Ok(o) => match RefreshOutcome::of(o.action) {
+            Some(outcome) => (outcome, None, None),
+            None => return,
+        },
         Err(e) => {
-            let outcome = match e {
-                Error::Dead { .. } => "dead",
-                Error::Unavailable { .. } => "unavailable",
-                Error::SaveFailed { .. } | Error::TokensLost { .. } => "save_failed",
-                Error::LockTimeout { .. } => "lock_timeout",
-                _ => "failed",
-            };
+            let outcome = RefreshOutcome::of_error(e);
             let rejected = match e {
                 Error::Dead { .. } => job
                     .file
@@ -787,7 +783,7 @@ fn record(job: &Job<'_>, key: &str, result: &Result<Outcome, Error>) {
                 Error::Dead { reason, .. } => reason.clone(),
                 _ => e.to_string(),
             };
-            (outcome.to_string(), Some(error), rejected)
+            (outcome, Some(error), rejected)
         }
     };
     let record = Record {

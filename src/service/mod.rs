@@ -16,16 +16,21 @@ pub const SYSTEMD_UNIT: &str = "tokenkeeper.service";
 pub const LAUNCHD_LABEL: &str = "dev.tokenkeeper.daemon";
 pub const WINDOWS_TASK: &str = "tokenkeeper";
 
-/// Variables of the installing shell that decide which login the daemon watches and where it
-/// keeps its state. A service manager starts the daemon without the shell's environment, so
-/// the definition carries those that are set; otherwise the daemon would quietly watch
-/// `~/.claude` while the person's Claude Code uses `$CLAUDE_CONFIG_DIR`.
-pub const PASSED_ENVIRONMENT: &[&str] = &[
-    "CLAUDE_CONFIG_DIR",
-    "CLAUDE_SECURESTORAGE_CONFIG_DIR",
-    "XDG_CONFIG_HOME",
-    "XDG_STATE_HOME",
-];
+/// Variables of the installing shell that decide where tokenkeeper finds its config and keeps
+/// its state. With each provider's own ([`passed_environment`]), the definition carries those
+/// that are set.
+const OWN_ENVIRONMENT: &[&str] = &["XDG_CONFIG_HOME", "XDG_STATE_HOME"];
+
+/// Variables of the installing shell that decide which logins the daemon watches and where it
+/// keeps its state: every provider's [`Provider::home_env`](crate::provider::Provider::home_env)
+/// and tokenkeeper's own. A service manager starts the daemon without the shell's environment,
+/// so the definition carries those that are set; otherwise the daemon would quietly watch
+/// `~/.codex` while the person's Codex CLI uses `$CODEX_HOME`.
+pub fn passed_environment() -> Vec<&'static str> {
+    let mut names = crate::provider::home_env();
+    names.extend(OWN_ENVIRONMENT);
+    names
+}
 
 const DESCRIPTION: &str = "tokenkeeper daemon: keeps the OAuth logins of AI coding CLIs fresh";
 
@@ -43,7 +48,7 @@ pub struct ServiceSpec {
     pub program: String,
     /// Everything after the program: `daemon` and its options.
     pub args: Vec<String>,
-    /// Name and value of each [`PASSED_ENVIRONMENT`] variable that is set (systemd, launchd).
+    /// Name and value of each [`passed_environment`] variable that is set (systemd, launchd).
     pub environment: Vec<(String, String)>,
     /// Where launchd sends the daemon's stderr: `~/Library/Logs/tokenkeeper.log`, absolute,
     /// since launchd does not expand `~`. `None` without a home folder.
@@ -66,8 +71,8 @@ impl ServiceSpec {
         ServiceSpec {
             program,
             args,
-            environment: PASSED_ENVIRONMENT
-                .iter()
+            environment: passed_environment()
+                .into_iter()
                 .filter_map(|k| env(k).map(|v| (k.to_string(), v)))
                 .collect(),
             log_file: set("HOME").map(|h| {

@@ -59,12 +59,22 @@ pub enum Layout {
     AsFound,
 }
 
-/// A parsed document, with what we noticed about the file it came from.
-#[derive(Clone, Debug)]
+/// A parsed document, with what we noticed about the file it came from. The document holds the
+/// tokens, so a debug print leaves it out.
+#[derive(Clone)]
 pub struct Snapshot {
     pub doc: Value,
     /// Permission bits when the file is readable by group or others (worth a warning).
     pub loose_mode: Option<u32>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("doc", &crate::secret::REDACTED)
+            .field("loose_mode", &self.loose_mode)
+            .finish()
+    }
 }
 
 /// Proof that the caller holds the lock under which writes to this file happen. Only the
@@ -136,7 +146,7 @@ impl CredentialsFile {
             || self
                 .keychain
                 .as_ref()
-                .is_some_and(|k| !matches!(k.load(), Ok(place::Found::Nothing)))
+                .is_some_and(|k| !matches!(k.load(), Ok(place::Held::Nothing)))
     }
 
     /// The file that holds the bytes: the path itself, or where its symlink chain ends.
@@ -181,8 +191,8 @@ impl CredentialsFile {
             return self.file.read();
         };
         match keychain.load()? {
-            place::Found::Login(snap) => Ok(snap),
-            place::Found::Nothing => {
+            place::Held::Login(snap) => Ok(snap),
+            place::Held::Nothing => {
                 tracing::debug!(
                     "no login in {}; reading {} as Claude Code does",
                     keychain.describe(),
@@ -190,7 +200,7 @@ impl CredentialsFile {
                 );
                 self.file.read()
             }
-            place::Found::Unreadable(why) => match self.file.read() {
+            place::Held::Unreadable(why) => match self.file.read() {
                 Err(Error::Missing { .. }) => Err(why),
                 other => {
                     warn_locked(&why, &self.file);
@@ -208,13 +218,13 @@ impl CredentialsFile {
             return self.file.save(doc, guard);
         };
         match keychain.load() {
-            Ok(place::Found::Login(_)) => keychain.save(doc, guard),
-            Ok(place::Found::Unreadable(why)) if !self.file.exists() => {
+            Ok(place::Held::Login(_)) => keychain.save(doc, guard),
+            Ok(place::Held::Unreadable(why)) if !self.file.exists() => {
                 Err(io::Error::other(why.to_string()))
             }
-            Ok(place::Found::Unreadable(_)) => self.file.save(doc, guard),
-            Ok(place::Found::Nothing) if self.file.exists() => self.file.save(doc, guard),
-            Ok(place::Found::Nothing) => keychain.save(doc, guard),
+            Ok(place::Held::Unreadable(_)) => self.file.save(doc, guard),
+            Ok(place::Held::Nothing) if self.file.exists() => self.file.save(doc, guard),
+            Ok(place::Held::Nothing) => keychain.save(doc, guard),
             Err(e) => Err(io::Error::other(e.to_string())),
         }
     }
@@ -241,10 +251,10 @@ fn warn_locked(why: &Error, file: &FilePlace) {
 }
 
 impl Place for FilePlace {
-    fn load(&self) -> Result<place::Found, Error> {
+    fn load(&self) -> Result<place::Held, Error> {
         match self.read() {
-            Ok(snap) => Ok(place::Found::Login(snap)),
-            Err(Error::Missing { .. }) => Ok(place::Found::Nothing),
+            Ok(snap) => Ok(place::Held::Login(snap)),
+            Err(Error::Missing { .. }) => Ok(place::Held::Nothing),
             Err(e) => Err(e),
         }
     }
@@ -353,7 +363,7 @@ impl FilePlace {
             Layout::Pretty => serde_json::to_vec_pretty(doc),
             Layout::AsFound => {
                 let found = bounded::read_regular(&target, MAX_CREDENTIALS)
-                    .map_or_else(|_| Found::no_file(), |b| Found::of(&b));
+                    .map_or_else(|_| FileLayout::no_file(), |b| FileLayout::of(&b));
                 found.encode(doc)
             }
         }
@@ -393,16 +403,16 @@ impl FilePlace {
 
 /// How an existing file is laid out, as far as [`Layout::AsFound`] copies it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Found {
+struct FileLayout {
     /// The indent of one level, or None for a file on one line.
     indent: Option<Vec<u8>>,
     trailing_newline: bool,
 }
 
-impl Found {
+impl FileLayout {
     /// No file yet: indented by two spaces, no trailing newline.
-    fn no_file() -> Found {
-        Found {
+    fn no_file() -> FileLayout {
+        FileLayout {
             indent: Some(b"  ".to_vec()),
             trailing_newline: false,
         }
@@ -412,11 +422,11 @@ impl Found {
     /// indented line (two spaces if none is). Only the layout is copied, not every byte: spacing
     /// after `:` or `,` on one line, CRLF line ends and mixed indents come back as serde_json
     /// writes them.
-    fn of(bytes: &[u8]) -> Found {
+    fn of(bytes: &[u8]) -> FileLayout {
         let body = bytes.trim_ascii_end();
         let trailing_newline = bytes[body.len()..].contains(&b'\n');
         if !body.contains(&b'\n') {
-            return Found {
+            return FileLayout {
                 indent: None,
                 trailing_newline,
             };
@@ -433,7 +443,7 @@ impl Found {
             })
             .find(|blanks| !blanks.is_empty())
             .unwrap_or(b"  ");
-        Found {
+        FileLayout {
             indent: Some(indent.to_vec()),
             trailing_newline,
         }

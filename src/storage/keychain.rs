@@ -1,6 +1,5 @@
-//! Claude Code's login in the macOS Keychain: a generic password with service
-//! `Claude Code-credentials` (plus `-` and 8 hex digits of the SHA-256 of `$CLAUDE_CONFIG_DIR`
-//! when that is set) and account `$USER`. We read and write it the way Claude Code does, through
+//! A login in the macOS Keychain: a generic password with a service and an account (Claude
+//! Code's: `provider/claude.rs` names them). We read and write it the way Claude Code does, through
 //! the `security` program, so that the item keeps the access rules Claude's own writes give it
 //! (a native write would tie the item to tokenkeeper and make macOS ask Claude for a password):
 //!
@@ -15,17 +14,14 @@
 
 use crate::error::Error;
 use crate::storage::credentials_file::{Snapshot, WriteGuard};
-use crate::storage::place::{Found, Place};
+use crate::storage::place::{Held, Place};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// The service Claude Code files its login under when `CLAUDE_CONFIG_DIR` is not set.
-pub const SERVICE: &str = "Claude Code-credentials";
 /// Where macOS keeps the program, used when `PATH` has none.
 pub const DEFAULT_PROGRAM: &str = "/usr/bin/security";
 /// `security -i` reads each command line into a 4096-byte buffer and runs whatever spills over
@@ -126,24 +122,6 @@ impl Keychain {
         }
     }
 
-    /// Claude Code's item for this environment: the service from `CLAUDE_CONFIG_DIR`, the
-    /// account from `USER` (else the user database), `security` from `PATH`.
-    pub fn for_claude(env: &dyn Fn(&str) -> Option<String>) -> Result<Keychain, String> {
-        let account = env("USER")
-            .filter(|u| !u.is_empty())
-            .or_else(login_name)
-            .ok_or_else(|| {
-                "store = \"keychain\": USER is not set and the user database names no one for \
-                 this process; set USER to the account Claude Code uses"
-                    .to_string()
-            })?;
-        Ok(Keychain::new(
-            find_program(env("PATH").as_deref()),
-            service_name(env("CLAUDE_CONFIG_DIR").as_deref()),
-            account,
-        ))
-    }
-
     pub fn service(&self) -> &str {
         &self.service
     }
@@ -206,12 +184,12 @@ impl Keychain {
 }
 
 impl Place for Keychain {
-    fn load(&self) -> Result<Found, Error> {
+    fn load(&self) -> Result<Held, Error> {
         let bytes = match self.find() {
             Ok(bytes) => bytes,
-            Err(KeychainError::NotFound) => return Ok(Found::Nothing),
+            Err(KeychainError::NotFound) => return Ok(Held::Nothing),
             Err(KeychainError::Locked) => {
-                return Ok(Found::Unreadable(Error::Keychain {
+                return Ok(Held::Unreadable(Error::Keychain {
                     problem: format!(
                         "cannot read the Claude Code login in {}: the keychain is locked",
                         self.describe()
@@ -252,7 +230,7 @@ impl Place for Keychain {
                 e.column()
             ))
         })?;
-        Ok(Found::Login(Snapshot {
+        Ok(Held::Login(Snapshot {
             doc,
             loose_mode: None,
         }))
@@ -273,16 +251,10 @@ impl Place for Keychain {
     }
 }
 
-/// `Claude Code-credentials`, or with `CLAUDE_CONFIG_DIR` set (and not empty) the same plus `-`
-/// and the first 8 hex digits of the SHA-256 of that string, as Claude Code names it.
-pub fn service_name(config_dir: Option<&str>) -> String {
-    match config_dir.filter(|d| !d.is_empty()) {
-        None => SERVICE.to_string(),
-        Some(dir) => {
-            let digest = hex(&Sha256::digest(dir.as_bytes()));
-            format!("{SERVICE}-{}", &digest[..8])
-        }
-    }
+/// The account a Keychain item of this user is filed under: `$USER`, else the name the user
+/// database gives this process's user.
+pub fn user_name(env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    env("USER").filter(|u| !u.is_empty()).or_else(login_name)
 }
 
 /// The first `security` among `PATH`'s absolute folders, else [`DEFAULT_PROGRAM`].
@@ -497,21 +469,7 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    #[test]
-    fn the_service_gets_a_suffix_only_for_a_claude_config_dir() {
-        assert_eq!(service_name(None), "Claude Code-credentials");
-        assert_eq!(service_name(Some("")), "Claude Code-credentials");
-        // printf '%s' /tmp/claude-config | sha256sum: 19aa18c8…
-        assert_eq!(
-            service_name(Some("/tmp/claude-config")),
-            "Claude Code-credentials-19aa18c8"
-        );
-        // The string as given: a trailing slash is another folder name, another item.
-        assert_ne!(
-            service_name(Some("/tmp/claude-config/")),
-            service_name(Some("/tmp/claude-config"))
-        );
-    }
+    const SERVICE: &str = "Claude Code-credentials";
 
     #[test]
     fn hex_round_trips_and_refuses_what_is_not_hex() {
@@ -603,18 +561,10 @@ mod tests {
 
     #[test]
     fn the_account_comes_from_user_else_the_user_database() {
-        let with_user = |k: &str| match k {
-            "USER" => Some("alice".to_string()),
-            "CLAUDE_CONFIG_DIR" => Some("/tmp/claude-config".to_string()),
-            _ => None,
-        };
-        let k = Keychain::for_claude(&with_user).unwrap();
-        assert_eq!(
-            (k.account(), k.service()),
-            ("alice", "Claude Code-credentials-19aa18c8")
-        );
-        assert_eq!(k.program(), Path::new(DEFAULT_PROGRAM));
-        let k = Keychain::for_claude(&|_| None).unwrap();
-        assert!(!k.account().is_empty());
+        let with_user = |k: &str| (k == "USER").then(|| "alice".to_string());
+        assert_eq!(user_name(&with_user).as_deref(), Some("alice"));
+        let empty = |k: &str| (k == "USER").then(String::new);
+        assert!(!user_name(&empty).unwrap().is_empty());
+        assert!(!user_name(&|_| None).unwrap().is_empty());
     }
 }

@@ -1,13 +1,13 @@
 //! Where a login is kept: its credentials file, or (Claude Code on macOS) the Keychain with the
 //! file as fallback, as Claude Code itself does. Both places are a [`Place`]; a
 //! [`CredentialsFile`] reads through them in order and writes back to the one that held the
-//! login. The choice is made once per command, here, from the provider and its config table.
+//! login. The choice is made once per command, here, from the provider (whether its CLI uses the
+//! Keychain at all, [`Provider::keychain`]) and its config table.
 
 use crate::config::ProviderConfig;
 use crate::error::Error;
 use crate::provider::Provider;
 use crate::storage::credentials_file::{CredentialsFile, Snapshot, WriteGuard};
-use crate::storage::keychain::Keychain;
 use serde_json::Value;
 use std::io;
 use std::path::PathBuf;
@@ -15,7 +15,7 @@ use std::path::PathBuf;
 /// One place a credentials document can live.
 pub trait Place: Send + Sync + std::fmt::Debug {
     /// The document, or what stands in the way. An `Err` is final: no other place is tried.
-    fn load(&self) -> Result<Found, Error>;
+    fn load(&self) -> Result<Held, Error>;
     /// Replaces the document; only under the lock the CLI writes under.
     fn save(&self, doc: &Value, guard: &WriteGuard<'_>) -> io::Result<()>;
     /// For messages: the path, or which Keychain item.
@@ -24,7 +24,7 @@ pub trait Place: Send + Sync + std::fmt::Debug {
 
 /// What a place held when asked.
 #[derive(Debug)]
-pub enum Found {
+pub enum Held {
     Login(Snapshot),
     /// No login here: look in the next place.
     Nothing,
@@ -73,19 +73,26 @@ pub fn open(
     table: &ProviderConfig,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<CredentialsFile, String> {
-    let is_claude = provider.owner().provider == "claude";
+    let keychain = provider.keychain();
     if let Some(store) = &table.store
-        && !is_claude
+        && keychain.is_none()
     {
+        let with_store: Vec<String> = crate::provider::all()
+            .filter(|p| p.keychain().is_some())
+            .map(|p| format!("[{}]", p.owner().provider))
+            .collect();
         return Err(format!(
-            "store = \"{store}\": only [claude] has a store setting; remove it"
+            "store = \"{store}\": only {} has a store setting; remove it",
+            with_store.join(", ")
         ));
     }
     let choice = Choice::parse(table.store.as_deref())?;
     let default_path = provider.default_path(env).as_deref() == Some(path.as_path());
     let file = CredentialsFile::new(path, provider.owner()).with_layout(provider.layout());
-    if is_claude && wants_keychain(choice, cfg!(target_os = "macos"), default_path) {
-        return Ok(file.with_keychain(Keychain::for_claude(env)?));
+    if let Some(item) = keychain
+        && wants_keychain(choice, cfg!(target_os = "macos"), default_path)
+    {
+        return Ok(file.with_keychain(item(env)?));
     }
     Ok(file)
 }
@@ -132,7 +139,10 @@ mod tests {
         };
         let file = open(&Claude, path.clone(), &table("keychain"), &env).unwrap();
         let keychain = file.keychain().expect("keychain");
-        assert_eq!(keychain.service(), crate::storage::keychain::SERVICE);
+        assert_eq!(
+            keychain.service(),
+            crate::provider::claude::KEYCHAIN_SERVICE
+        );
         assert_eq!(keychain.account(), "me");
         assert_eq!(file.path(), path, "locks and state stay with the file");
         assert!(

@@ -24,14 +24,89 @@ pub struct Record {
     pub credentials: PathBuf,
     /// Epoch ms.
     pub last_refresh_at: EpochMs,
-    /// `refreshed`, `adopted`, `restored`, `kept_on_disk`, `unavailable`, `dead`, `save_failed`.
-    pub outcome: String,
+    pub outcome: RefreshOutcome,
     /// One line, no token: why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Fingerprint of a refresh token the server rejected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejected_refresh: Option<String>,
+}
+
+/// What a refresh came to, as a [`Record`] keeps it. The spelling in the file is the one the
+/// state files have always had (`kept_on_disk`, `save_failed`, …).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefreshOutcome {
+    /// New tokens, saved.
+    #[default]
+    Refreshed,
+    /// Another process had refreshed; its tokens were taken.
+    Adopted,
+    /// Tokens from an earlier failed save were written back from the recovery file.
+    Restored,
+    /// Refreshed, but the file meanwhile held another login, which was kept.
+    KeptOnDisk,
+    /// The token endpoint did not answer usefully.
+    Unavailable,
+    /// The server rejected the refresh token.
+    Dead,
+    /// New tokens could not be written to the credentials file.
+    SaveFailed,
+    /// Another process held a lock for too long.
+    LockTimeout,
+    /// Anything else.
+    Failed,
+}
+
+impl RefreshOutcome {
+    /// What a refresh that did `action` came to; None for a refresh that was not needed or
+    /// not done now (nothing to record).
+    pub fn of(action: crate::refresh::Action) -> Option<RefreshOutcome> {
+        use crate::refresh::Action;
+        match action {
+            Action::NotDue | Action::Deferred => None,
+            Action::Refreshed => Some(RefreshOutcome::Refreshed),
+            Action::Adopted => Some(RefreshOutcome::Adopted),
+            Action::Restored => Some(RefreshOutcome::Restored),
+            Action::KeptOnDisk => Some(RefreshOutcome::KeptOnDisk),
+        }
+    }
+
+    /// What a failed refresh came to.
+    pub fn of_error(error: &crate::error::Error) -> RefreshOutcome {
+        use crate::error::Error;
+        match error {
+            Error::Dead { .. } => RefreshOutcome::Dead,
+            Error::Unavailable { .. } => RefreshOutcome::Unavailable,
+            Error::SaveFailed { .. } | Error::TokensLost { .. } => RefreshOutcome::SaveFailed,
+            Error::LockTimeout { .. } => RefreshOutcome::LockTimeout,
+            _ => RefreshOutcome::Failed,
+        }
+    }
+
+    /// As the file spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefreshOutcome::Refreshed => "refreshed",
+            RefreshOutcome::Adopted => "adopted",
+            RefreshOutcome::Restored => "restored",
+            RefreshOutcome::KeptOnDisk => "kept_on_disk",
+            RefreshOutcome::Unavailable => "unavailable",
+            RefreshOutcome::Dead => "dead",
+            RefreshOutcome::SaveFailed => "save_failed",
+            RefreshOutcome::LockTimeout => "lock_timeout",
+            RefreshOutcome::Failed => "failed",
+        }
+    }
+
+    /// A new login on disk came of it (not a failure).
+    pub fn is_success(self) -> bool {
+        matches!(
+            self,
+            RefreshOutcome::Refreshed | RefreshOutcome::Adopted | RefreshOutcome::Restored
+        )
+    }
 }
 
 /// What the daemon knows and plans for one login; kept so that a restarted daemon keeps its
@@ -59,20 +134,23 @@ pub struct DaemonRecord {
     pub alerted: std::collections::BTreeMap<String, EpochMs>,
 }
 
-/// New tokens that could not reach their credentials file.
+/// New tokens that could not reach their credentials file. The tokens are [`Secret`]s, so a
+/// debug print shows none of them; the file holds them as plain strings.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Recovery {
     pub credentials: PathBuf,
     /// Fingerprint of the refresh token that was spent to get these.
     pub posted_refresh: String,
     pub received_at: EpochMs,
-    pub access_token: String,
-    pub refresh_token: Option<String>,
+    #[serde(with = "crate::secret::exposed")]
+    pub access_token: Secret,
+    #[serde(default, with = "crate::secret::exposed::option")]
+    pub refresh_token: Option<Secret>,
     pub expires_in: Option<u64>,
     pub scope: Option<String>,
     pub refresh_token_expires_in: Option<u64>,
-    #[serde(default)]
-    pub id_token: Option<String>,
+    #[serde(default, with = "crate::secret::exposed::option")]
+    pub id_token: Option<Secret>,
 }
 
 impl Recovery {
@@ -81,23 +159,23 @@ impl Recovery {
             credentials: credentials.to_path_buf(),
             posted_refresh: posted.fingerprint(),
             received_at: at,
-            access_token: t.access_token.expose().to_string(),
-            refresh_token: t.refresh_token.as_ref().map(|r| r.expose().to_string()),
+            access_token: t.access_token.clone(),
+            refresh_token: t.refresh_token.clone(),
             expires_in: t.expires_in,
             scope: t.scope.clone(),
             refresh_token_expires_in: t.refresh_token_expires_in,
-            id_token: t.id_token.as_ref().map(|r| r.expose().to_string()),
+            id_token: t.id_token.clone(),
         }
     }
 
     pub fn tokens(&self) -> TokenResponse {
         TokenResponse {
-            access_token: Secret::new(self.access_token.clone()),
-            refresh_token: self.refresh_token.clone().map(Secret::new),
+            access_token: self.access_token.clone(),
+            refresh_token: self.refresh_token.clone(),
             expires_in: self.expires_in,
             scope: self.scope.clone(),
             refresh_token_expires_in: self.refresh_token_expires_in,
-            id_token: self.id_token.clone().map(Secret::new),
+            id_token: self.id_token.clone(),
         }
     }
 }
@@ -367,7 +445,7 @@ mod tests {
         let record = Record {
             credentials: "/nowhere/.credentials.json".into(),
             last_refresh_at: 5,
-            outcome: "refreshed".into(),
+            outcome: RefreshOutcome::Refreshed,
             ..Record::default()
         };
         state.write_record(&key, &record).unwrap();
@@ -438,5 +516,91 @@ mod tests {
         assert!(cut.exists(), "reading removes nothing");
         state.write_record(&key, &record).unwrap();
         assert!(!cut.exists(), "the unusable leftover is removed");
+    }
+
+    fn recovery() -> Recovery {
+        let tokens = TokenResponse {
+            access_token: Secret::new("sk-ant-oat01-access"),
+            refresh_token: Some(Secret::new("sk-ant-ort01-refresh")),
+            expires_in: Some(60),
+            id_token: Some(Secret::new("eyJ.id.token")),
+            scope: Some("user:inference".into()),
+            refresh_token_expires_in: None,
+        };
+        Recovery::new(Path::new("/c"), &Secret::new("old"), &tokens, 7)
+    }
+
+    #[test]
+    fn a_recovery_debug_print_holds_no_token() {
+        let shown = format!("{:?}", recovery());
+        for token in [
+            "sk-ant-oat01-access",
+            "sk-ant-ort01-refresh",
+            "eyJ.id.token",
+        ] {
+            assert!(!shown.contains(token), "{shown}");
+        }
+        assert!(shown.contains("REDACTED"), "{shown}");
+    }
+
+    #[test]
+    fn recovery_files_keep_their_format() {
+        // As the previous version wrote it (tokens as plain strings), and without `id_token`
+        // (older still): both read, and a new file is written the same way.
+        let old = r#"{"credentials":"/c","posted_refresh":"0a1b2c3d","received_at":7,"access_token":"sk-ant-oat01-access","refresh_token":"sk-ant-ort01-refresh","expires_in":60,"scope":"user:inference","refresh_token_expires_in":null,"id_token":"eyJ.id.token"}"#;
+        let read: Recovery = serde_json::from_str(old).unwrap();
+        assert_eq!(read.tokens(), recovery().tokens());
+        assert_eq!(read.posted_refresh, "0a1b2c3d");
+        let mut written = serde_json::to_value(recovery()).unwrap();
+        written["posted_refresh"] = "0a1b2c3d".into();
+        assert_eq!(
+            written,
+            serde_json::from_str::<serde_json::Value>(old).unwrap()
+        );
+
+        let oldest = r#"{"credentials":"/c","posted_refresh":"x","received_at":7,"access_token":"a","refresh_token":null,"expires_in":null,"scope":null,"refresh_token_expires_in":null}"#;
+        let read: Recovery = serde_json::from_str(oldest).unwrap();
+        assert_eq!(read.access_token.expose(), "a");
+        assert!(read.refresh_token.is_none() && read.id_token.is_none());
+    }
+
+    #[test]
+    fn records_written_by_the_previous_version_still_read() {
+        let old = r#"{
+  "credentials": "/home/me/.claude/.credentials.json",
+  "last_refresh_at": 1700000000000,
+  "outcome": "kept_on_disk"
+}"#;
+        let record: Record = serde_json::from_str(old).unwrap();
+        assert_eq!(record.outcome, RefreshOutcome::KeptOnDisk);
+        assert_eq!(serde_json::to_string_pretty(&record).unwrap(), old);
+
+        let failed = r#"{"credentials":"/c","last_refresh_at":5,"outcome":"dead","error":"invalid_grant","rejected_refresh":"0a1b2c3d"}"#;
+        let record: Record = serde_json::from_str(failed).unwrap();
+        assert_eq!(record.outcome, RefreshOutcome::Dead);
+        assert_eq!(serde_json::to_string(&record).unwrap(), failed);
+    }
+
+    #[test]
+    fn every_outcome_is_spelled_as_before() {
+        use RefreshOutcome::*;
+        for (outcome, text) in [
+            (Refreshed, "refreshed"),
+            (Adopted, "adopted"),
+            (Restored, "restored"),
+            (KeptOnDisk, "kept_on_disk"),
+            (Unavailable, "unavailable"),
+            (Dead, "dead"),
+            (SaveFailed, "save_failed"),
+            (LockTimeout, "lock_timeout"),
+            (Failed, "failed"),
+        ] {
+            assert_eq!(outcome.as_str(), text);
+            assert_eq!(serde_json::to_value(outcome).unwrap(), text);
+            assert_eq!(
+                serde_json::from_value::<RefreshOutcome>(text.into()).unwrap(),
+                outcome
+            );
+        }
     }
 }

@@ -452,3 +452,20 @@ fn unknown_config_key_is_refused_naming_the_file_and_the_key() {
         &[&named_text, "retry_totl"],
     );
 }
+
+#[test]
+fn help_never_shows_the_store_password_from_the_environment() {
+    let s = Sandbox::new();
+    let run = Run::from(
+        s.cmd(&["--help"])
+            .env(
+                "TOKENKEEPER_STORE",
+                "postgres://bot:hunter2@db.example/fleet",
+            )
+            .output()
+            .expect("run tokenkeeper"),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("TOKENKEEPER_STORE"), "{}", run.stdout);
+    assert!(!run.stdout.contains("hunter2"), "{}", run.stdout);
+}

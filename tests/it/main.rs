@@ -18,4 +18,5 @@ mod keychain;
 mod properties;
 mod protocol;
 mod providers;
+mod service;
 mod status;
