@@ -1,6 +1,6 @@
 //! The soak test: one login kept alive under stress, measured.
 //!
-//! Against the loopback OAuth stand-in (`tokenkeeper::standin`) with tokens that live a few
+//! Against the loopback OAuth stand-in (`crates/standin`) with tokens that live a few
 //! seconds and a random share of token requests failing (500/502/503, 429 with `Retry-After: 1`,
 //! hangs past the request timeout, connection resets, HTML pages), all on one Claude-style login
 //! in a throw-away HOME, for `--seconds N`:
@@ -63,7 +63,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokenkeeper::secret::fingerprint;
-use tokenkeeper::standin::{Fault, StandinConfig, StandinServer, TOKEN_PATH};
+use tokenkeeper_standin::{Fault, StandinConfig, StandinServer, TOKEN_PATH};
 
 const USAGE: &str = "\
 usage: soak [--seconds N] [--clients N] [--claude-likes N] [--lifetime SECS]
@@ -1776,8 +1776,8 @@ struct Report<'a> {
     chaos_end: Duration,
     load_end: Duration,
     /// At the end of the load (for request rates) and after the final refresh (for losses).
-    stats: tokenkeeper::standin::StandinStats,
-    end_stats: tokenkeeper::standin::StandinStats,
+    stats: tokenkeeper_standin::StandinStats,
+    end_stats: tokenkeeper_standin::StandinStats,
     leftovers: Leftovers,
     final_run: io::Result<(Option<i32>, Option<i32>)>,
     final_took: Duration,

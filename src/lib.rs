@@ -32,7 +32,6 @@ pub mod provider;
 pub mod refresh;
 pub mod secret;
 pub mod service;
-pub mod standin;
 pub mod storage;
 
 pub use error::{Error, ErrorKind};

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-use tokenkeeper::standin::StandinConfig;
+use tokenkeeper_standin::StandinConfig;
 
 const SERVICE: &str = "Claude Code-credentials";
 const ACCOUNT: &str = "tester";
@@ -99,7 +99,7 @@ impl Keychain {
     }
 
     /// Writes an expired (or fresh) login from the stand-in into the default item.
-    fn login(&self, expires_in_ms: i64) -> tokenkeeper::standin::IssuedLogin {
+    fn login(&self, expires_in_ms: i64) -> tokenkeeper_standin::IssuedLogin {
         let login = self.s.server.issue_login();
         self.put(
             SERVICE,

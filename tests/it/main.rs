@@ -8,6 +8,8 @@ mod auth_failures;
 mod bad_input;
 mod codex;
 mod daemon;
+// `tokenkeeper demo` exists only with the `demo` feature (on by default).
+#[cfg(feature = "demo")]
 mod demo;
 mod exec;
 mod faults;

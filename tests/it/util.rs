@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use tokenkeeper::standin::{IssuedLogin, StandinConfig, StandinServer};
+use tokenkeeper_standin::{IssuedLogin, StandinConfig, StandinServer};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tokenkeeper");
 
