@@ -1,6 +1,6 @@
 //! Claude Code's login in the macOS Keychain, reached through `security` as Claude reaches it.
-//! A fake `security` (`examples/fake_security.rs`) placed first on PATH keeps items as files and
-//! logs every argv, so each test also proves that no token was ever passed in argv. Found,
+//! A fake `security` (`tests/support/fake_security.rs`) placed first on PATH keeps items as files
+//! and logs every argv, so each test also proves that no token was ever passed in argv. Found,
 //! not found (44), locked (36), failed and silently dropped writes, a login too large for
 //! `security -i`, `CLAUDE_CONFIG_DIR`'s service name, concurrency and the daemon.
 

@@ -7,7 +7,7 @@
 //! one request per connection on its own thread, and speaks HTTP/1.1 with std sockets alone: no
 //! HTTP crate, no async runtime.
 //!
-//! For the soak's chaos loop (`examples/soak.rs`) it also has a gate,
+//! For the soak's chaos loop (`tests/soak/soak.rs`) it also has a gate,
 //! [`StandinServer::hold_token_requests`]: while it is held no token request is being served, so a
 //! process killed then cannot lose a rotation whose reply was on its way. Nothing else uses it.
 

@@ -9,7 +9,7 @@
 //! - `--clients` loops running `tokenkeeper exec --min-ttl 1s --retry-auth 1 -- fake_claude`
 //!   (one call to the API stand-in with the stored token), 50–200 ms apart;
 //! - `--claude-likes` `claude_like` processes: interactive-Claude stand-ins that call the API and
-//!   refresh on their own by Claude Code's lock rules (`examples/claude_like.rs`);
+//!   refresh on their own by Claude Code's lock rules (`tests/support/claude_like.rs`);
 //! - a `tokenkeeper refresh --force` every 4–8 s, so that there are more refreshes to kill;
 //! - a chaos loop that SIGKILLs a random live tokenkeeper process every 0.5–2 s (exec wrappers,
 //!   refreshes, the daemon); with `--target-refresh F`, a share F of the kills waits for a
@@ -47,7 +47,8 @@
 //! request, file change, kill and failed run, by token fingerprint.
 //!
 //! Run: `cargo run --release --example soak -- --seconds 60` (or `scripts/soak 60`, which CI
-//! runs). Under `cargo run` it first builds the binary and the two helper examples it drives.
+//! runs). Under `cargo run` it first builds the binary and the two fixtures it drives
+//! (`tests/support/fake_claude.rs` and `claude_like.rs`, built as examples).
 
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -602,7 +603,8 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// The binary and the two examples beside this one; under `cargo run`, built first.
+/// The binary and the two fixtures (built as examples) beside this one; under `cargo run`, built
+/// first.
 fn find_binaries(build: bool) -> Result<Bins, String> {
     let exe = std::env::current_exe().map_err(|e| format!("where am I? {e}"))?;
     let examples = exe.parent().ok_or("no examples folder")?.to_path_buf();
