@@ -4,6 +4,7 @@
 mod daemon;
 mod demo;
 mod exec;
+#[cfg_attr(not(feature = "fleet"), path = "no_fleet.rs")]
 mod fleet;
 mod logging;
 mod output;
@@ -45,7 +46,13 @@ pub struct Cli {
     token_url: Option<String>,
     /// Fleet mode: the PostgreSQL store that holds the login shared by many machines
     /// (postgres://user:password@host/db) [default: [store] url in the config file]
-    #[arg(long, global = true, value_name = "URL", env = "TOKENKEEPER_STORE")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "TOKENKEEPER_STORE",
+        hide = !cfg!(feature = "fleet")
+    )]
     pub store: Option<String>,
     /// Configuration file (TOML) [default: $XDG_CONFIG_HOME/tokenkeeper/config.toml]
     #[arg(long, global = true, value_name = "PATH")]
@@ -112,6 +119,7 @@ enum Command {
     /// touches the real home folder or configuration.
     Demo(demo::DemoArgs),
     /// Fleet mode: make a fleet key, or push this machine's login into the shared store.
+    #[command(hide = !cfg!(feature = "fleet"))]
     Fleet(fleet::FleetArgs),
     /// Print a valid access token on stdout (refreshing first when due), nothing else.
     Token {
@@ -155,7 +163,7 @@ pub struct Context {
     pub config_path: PathBuf,
     pub daemon_config: config::DaemonConfig,
     /// The fleet's store, when one is configured and keeps this provider's login.
-    pub fleet: Option<Arc<tokenkeeper::fleet::Fleet>>,
+    pub fleet: Option<Arc<fleet::Fleet>>,
 }
 
 /// The config file, read once, and what the environment says.
@@ -163,7 +171,7 @@ struct Loaded {
     cfg: ConfigFile,
     config_path: PathBuf,
     state: StateDir,
-    fleet: Option<Arc<tokenkeeper::fleet::Fleet>>,
+    fleet: Option<Arc<fleet::Fleet>>,
 }
 
 fn env(k: &str) -> Option<String> {
@@ -184,9 +192,7 @@ impl Loaded {
             path: config_path.clone(),
             problem: "no state folder: neither XDG_STATE_HOME nor HOME is set".into(),
         })?;
-        let fleet =
-            tokenkeeper::fleet::Fleet::resolve(cli.store.clone(), &cfg.store, &config_path, &env)?
-                .map(Arc::new);
+        let fleet = fleet::resolve(cli.store.clone(), &cfg, &config_path)?;
         Ok(Loaded {
             cfg,
             config_path,
@@ -257,7 +263,7 @@ impl Loaded {
             fleet: self
                 .fleet
                 .clone()
-                .filter(|_| tokenkeeper::fleet::shape::of(provider.owner().provider).is_some()),
+                .filter(|_| fleet::keeps(provider.as_ref())),
             provider,
         })
     }

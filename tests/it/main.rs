@@ -13,6 +13,8 @@ mod daemon;
 mod demo;
 mod exec;
 mod faults;
+// Fleet mode exists only with the `fleet` feature (on by default).
+#[cfg(feature = "fleet")]
 mod fleet;
 mod gemini;
 mod generic;
