@@ -23,3 +23,6 @@ mod properties;
 mod protocol;
 mod providers;
 mod status;
+// What a build without a default feature says instead (`cargo test --no-default-features`).
+#[cfg(not(all(feature = "fleet", feature = "demo")))]
+mod without_features;
