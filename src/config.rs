@@ -64,7 +64,11 @@ pub struct ConfigFile {
     pub login: Vec<LoginTable>,
     pub daemon: DaemonConfig,
     /// `[store]`: the fleet's shared store (see `fleet/`).
+    #[cfg(feature = "fleet")]
     pub store: crate::fleet::StoreConfig,
+    /// `[store]` in a build without fleet mode: read only so that `load` can refuse it.
+    #[cfg(not(feature = "fleet"))]
+    store: Option<serde::de::IgnoredAny>,
 }
 
 impl ConfigFile {
@@ -161,7 +165,12 @@ impl<'de> Deserialize<'de> for ConfigFile {
                         }
                         TopKey::Login => cfg.login = map.next_value()?,
                         TopKey::Daemon => cfg.daemon = map.next_value()?,
+                        #[cfg(feature = "fleet")]
                         TopKey::Store => cfg.store = map.next_value()?,
+                        #[cfg(not(feature = "fleet"))]
+                        TopKey::Store => {
+                            cfg.store = Some(map.next_value::<serde::de::IgnoredAny>()?)
+                        }
                     }
                 }
                 Ok(cfg)
@@ -450,6 +459,17 @@ pub fn load(path: &Path, named_by_user: bool) -> Result<ConfigFile, Error> {
     })?;
     // A broken [[login]] table fails every command, as an unknown key does: the file is wrong.
     crate::provider::generic::check_all(&cfg.login, path)?;
+    // A fleet machine's config in a build without fleet mode: refreshing on our own would burn
+    // the fleet's tokens, so refuse rather than ignore the table.
+    #[cfg(not(feature = "fleet"))]
+    if cfg.store.is_some() {
+        return Err(Error::Config {
+            path: path.to_path_buf(),
+            problem: "[store] is fleet mode, which this build of tokenkeeper does not have \
+                (built without the `fleet` feature); remove [store] or use a build with fleet mode"
+                .into(),
+        });
+    }
     Ok(cfg)
 }
 
@@ -654,5 +674,31 @@ mod tests {
             cfg.login[0].client_secret.as_ref().map(|s| s.expose()),
             Some("shh-login")
         );
+    }
+
+    #[test]
+    fn a_store_table_is_fleet_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "[store]\nurl = \"postgres://db/x\"\n").unwrap();
+        let loaded = load(&path, true);
+        #[cfg(feature = "fleet")]
+        assert_eq!(
+            loaded.unwrap().store.url.as_ref().map(|u| u.expose()),
+            Some("postgres://db/x")
+        );
+        #[cfg(not(feature = "fleet"))]
+        {
+            let err = loaded.unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::Config);
+            let text = err.to_string();
+            assert!(
+                text.contains("[store]")
+                    && text.contains("fleet")
+                    && text.contains("config.toml")
+                    && !text.contains('\n'),
+                "{text}"
+            );
+        }
     }
 }

@@ -15,7 +15,8 @@
 //! - [`daemon`]: the watchdog loop, its schedule, alerts, metrics, file watching, sd_notify.
 //! - [`exec`]: the wrapped command and its auth failures.
 //! - [`service`]: the definitions that run the daemon (systemd, launchd, Windows).
-//! - [`fleet`]: many machines sharing one login through PostgreSQL.
+//! - [`fleet`]: many machines sharing one login through PostgreSQL (feature `fleet`, on by
+//!   default).
 //! - leaves: [`login`] (a login and when it is due), [`config`], [`duration`], [`error`],
 //!   [`secret`].
 
@@ -24,6 +25,7 @@ pub mod daemon;
 pub mod duration;
 pub mod error;
 pub mod exec;
+#[cfg(feature = "fleet")]
 pub mod fleet;
 pub mod lock;
 pub mod login;
@@ -32,7 +34,6 @@ pub mod provider;
 pub mod refresh;
 pub mod secret;
 pub mod service;
-pub mod standin;
 pub mod storage;
 
 pub use error::{Error, ErrorKind, FleetError};

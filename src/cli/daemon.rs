@@ -39,7 +39,7 @@ struct Resolved {
     alerter: Alerter,
     metrics: Option<SocketAddr>,
     logins: Vec<LoginConfig>,
-    fleet: Option<Arc<tokenkeeper::fleet::Fleet>>,
+    fleet: Option<Arc<super::fleet::Fleet>>,
 }
 
 fn resolve(cli: &Cli, args: &DaemonArgs) -> Result<Resolved, Error> {

@@ -1,23 +1,47 @@
 //! `tokenkeeper fleet keygen|push`, and the hooks that send a fleet machine's `exec`, `token`,
 //! `refresh`, `status` and `daemon` through the shared store (`--store`, `TOKENKEEPER_STORE` or
 //! `[store] url`) instead of the local file.
+//!
+//! A build without the `fleet` feature uses `no_fleet.rs` in its place: the same names, which
+//! there say that this build has no fleet mode.
 
 use super::{Cli, Context, output};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokenkeeper::daemon::alert::Alerter;
 use tokenkeeper::daemon::metrics::Metrics;
 use tokenkeeper::daemon::sd_notify::Notifier;
 use tokenkeeper::daemon::{Control, LoginConfig, Options};
+use tokenkeeper::fleet::crypto;
 use tokenkeeper::fleet::daemon::FleetDaemon;
 use tokenkeeper::fleet::refresh as fleet_refresh;
-use tokenkeeper::fleet::{Fleet, crypto};
 use tokenkeeper::login::Login;
+use tokenkeeper::provider::Provider;
 use tokenkeeper::refresh::Outcome;
 use tokenkeeper::storage::state::StateDir;
 use tokenkeeper::{Error, ErrorKind, FleetError};
+
+pub use tokenkeeper::fleet::Fleet;
+
+/// What `--store` holds: a URL whose password never prints.
+pub type StoreUrl = tokenkeeper::fleet::DatabaseUrl;
+
+/// The store named by `--store` or `TOKENKEEPER_STORE` (`url`), else by `[store] url`; None when
+/// neither names one (then the local file is the store).
+pub fn resolve(
+    url: Option<StoreUrl>,
+    cfg: &tokenkeeper::config::ConfigFile,
+    config_path: &Path,
+) -> Result<Option<Arc<Fleet>>, Error> {
+    Ok(Fleet::resolve(url, &cfg.store, config_path, &super::env)?.map(Arc::new))
+}
+
+/// Whether fleet mode keeps this provider's login (Claude Code's, for now).
+pub fn keeps(provider: &dyn Provider) -> bool {
+    tokenkeeper::fleet::shape::of(provider.owner().provider).is_some()
+}
 
 #[derive(clap::Args, Debug)]
 pub struct FleetArgs {
@@ -49,7 +73,7 @@ pub fn run(cli: &Cli, args: &FleetArgs) -> Result<u8, Error> {
     }
 }
 
-fn keygen(out: Option<&std::path::Path>) -> Result<u8, Error> {
+fn keygen(out: Option<&Path>) -> Result<u8, Error> {
     let key = crypto::generate();
     let Some(path) = out else {
         output::stdout(&format!("{key}\n"));

@@ -4,6 +4,7 @@
 mod daemon;
 mod demo;
 mod exec;
+#[cfg_attr(not(feature = "fleet"), path = "no_fleet.rs")]
 mod fleet;
 mod logging;
 mod output;
@@ -14,6 +15,7 @@ mod status;
 mod token;
 
 use clap::{Parser, Subcommand};
+use fleet::StoreUrl;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -51,9 +53,10 @@ pub struct Cli {
         global = true,
         value_name = "URL",
         env = "TOKENKEEPER_STORE",
-        hide_env_values = true
+        hide_env_values = true,
+        hide = !cfg!(feature = "fleet")
     )]
-    pub store: Option<tokenkeeper::fleet::DatabaseUrl>,
+    pub store: Option<StoreUrl>,
     /// Configuration file (TOML) [default: $XDG_CONFIG_HOME/tokenkeeper/config.toml]
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
@@ -119,6 +122,7 @@ enum Command {
     /// touches the real home folder or configuration.
     Demo(demo::DemoArgs),
     /// Fleet mode: make a fleet key, or push this machine's login into the shared store.
+    #[command(hide = !cfg!(feature = "fleet"))]
     Fleet(fleet::FleetArgs),
     /// Print a valid access token on stdout (refreshing first when due), nothing else.
     Token {
@@ -162,7 +166,7 @@ pub struct Context {
     pub config_path: PathBuf,
     pub daemon_config: config::DaemonConfig,
     /// The fleet's store, when one is configured and keeps this provider's login.
-    pub fleet: Option<Arc<tokenkeeper::fleet::Fleet>>,
+    pub fleet: Option<Arc<fleet::Fleet>>,
 }
 
 /// The config file, read once, and what the environment says.
@@ -170,7 +174,7 @@ struct Loaded {
     cfg: ConfigFile,
     config_path: PathBuf,
     state: StateDir,
-    fleet: Option<Arc<tokenkeeper::fleet::Fleet>>,
+    fleet: Option<Arc<fleet::Fleet>>,
 }
 
 fn env(k: &str) -> Option<String> {
@@ -191,9 +195,7 @@ impl Loaded {
             path: config_path.clone(),
             problem: "no state folder: neither XDG_STATE_HOME nor HOME is set".into(),
         })?;
-        let fleet =
-            tokenkeeper::fleet::Fleet::resolve(cli.store.clone(), &cfg.store, &config_path, &env)?
-                .map(Arc::new);
+        let fleet = fleet::resolve(cli.store.clone(), &cfg, &config_path)?;
         Ok(Loaded {
             cfg,
             config_path,
@@ -264,7 +266,7 @@ impl Loaded {
             fleet: self
                 .fleet
                 .clone()
-                .filter(|_| tokenkeeper::fleet::shape::of(provider.owner().provider).is_some()),
+                .filter(|_| fleet::keeps(provider.as_ref())),
             provider,
         })
     }

@@ -28,7 +28,7 @@ pub fn expiry_ms(token: &str) -> Option<EpochMs> {
     Some(secs.saturating_mul(1000))
 }
 
-/// A JWT with the given claims and a dummy signature, for tests and the loopback stand-in.
+/// A JWT with the given claims and a dummy signature, for tests.
 pub fn unsigned(claims: &Value) -> String {
     let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     format!(

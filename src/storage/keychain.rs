@@ -10,7 +10,7 @@
 //!   read back and compared, since `security -i` does not reliably report a failed command.
 //!
 //! Nothing here is macOS-only at build time: the store talks to a program, which the tests
-//! replace with a fake placed first on `PATH` (`examples/fake_security.rs`).
+//! replace with a fake placed first on `PATH` (`tests/support/fake_security.rs`).
 
 use crate::error::Error;
 use crate::storage::credentials_file::{Snapshot, WriteGuard};

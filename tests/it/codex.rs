@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime};
 use tokenkeeper::oauth::jwt::unsigned;
-use tokenkeeper::standin::{Fault, IssuedLogin, StandinConfig};
+use tokenkeeper_standin::{Fault, IssuedLogin, StandinConfig};
 
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;

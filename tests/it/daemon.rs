@@ -7,7 +7,7 @@ use std::fs;
 use std::process::{Child, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
-use tokenkeeper::standin::{Fault, StandinConfig};
+use tokenkeeper_standin::{Fault, StandinConfig};
 
 fn short_lived(secs: u64) -> Sandbox {
     Sandbox::with(StandinConfig {

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
-use tokenkeeper::standin::Fault;
+use tokenkeeper_standin::Fault;
 
 const HOUR_MS: i64 = 3_600_000;
 const DEAD: i32 = 77;

@@ -32,7 +32,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::thread::{self, sleep};
 use std::time::{Duration, Instant};
-use tokenkeeper::standin::Fault;
+use tokenkeeper_standin::Fault;
 
 const UNAVAILABLE: i32 = 69;
 const DEAD: i32 = 77;
@@ -540,7 +540,7 @@ fn check_gaps(row: &Row, s: &Sandbox, p: &mut Problems) {
         .server
         .requests()
         .iter()
-        .filter(|r| r.method == "POST" && r.path == tokenkeeper::standin::TOKEN_PATH)
+        .filter(|r| r.method == "POST" && r.path == tokenkeeper_standin::TOKEN_PATH)
         .map(|r| r.received)
         .collect();
     for (n, pair) in (1u32..).zip(arrivals.windows(2)) {
@@ -859,7 +859,7 @@ fn a_redirect_from_the_token_endpoint_is_never_followed() {
     let s = Sandbox::new();
     s.login(-1000);
     s.config(CLI_CONFIG);
-    let elsewhere = tokenkeeper::standin::StandinServer::start(Default::default()).unwrap();
+    let elsewhere = tokenkeeper_standin::StandinServer::start(Default::default()).unwrap();
     let target = elsewhere.token_url();
     for command in [&["refresh"][..], &["exec", "--", "true"]] {
         s.server

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, sleep};
 use std::time::{Duration, Instant};
-use tokenkeeper::standin::{Fault, IssuedLogin, StandinConfig, StandinServer};
+use tokenkeeper_standin::{Fault, IssuedLogin, StandinConfig, StandinServer};
 
 const HOW_TO_RUN: &str = "the fleet tests need a PostgreSQL server they can create databases on: \
 run them with `.ci/with-postgres cargo test` (it starts a throw-away cluster on a loopback port), \

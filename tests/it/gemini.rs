@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::Duration;
-use tokenkeeper::standin::{Fault, IssuedLogin, StandinConfig};
+use tokenkeeper_standin::{Fault, IssuedLogin, StandinConfig};
 
 pub const SECRET: &str = "standin-gemini-client-secret-7f3a";
 const MIN_MS: i64 = 60_000;

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
-use tokenkeeper::standin::{Fault, StandinConfig};
+use tokenkeeper_standin::{Fault, StandinConfig};
 
 const HOUR_MS: i64 = 3_600_000;
 

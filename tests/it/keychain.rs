@@ -1,6 +1,6 @@
 //! Claude Code's login in the macOS Keychain, reached through `security` as Claude reaches it.
-//! A fake `security` (`examples/fake_security.rs`) placed first on PATH keeps items as files and
-//! logs every argv, so each test also proves that no token was ever passed in argv. Found,
+//! A fake `security` (`tests/support/fake_security.rs`) placed first on PATH keeps items as files
+//! and logs every argv, so each test also proves that no token was ever passed in argv. Found,
 //! not found (44), locked (36), failed and silently dropped writes, a login too large for
 //! `security -i`, `CLAUDE_CONFIG_DIR`'s service name, concurrency and the daemon.
 
@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-use tokenkeeper::standin::StandinConfig;
+use tokenkeeper_standin::StandinConfig;
 
 const SERVICE: &str = "Claude Code-credentials";
 const ACCOUNT: &str = "tester";
@@ -99,7 +99,7 @@ impl Keychain {
     }
 
     /// Writes an expired (or fresh) login from the stand-in into the default item.
-    fn login(&self, expires_in_ms: i64) -> tokenkeeper::standin::IssuedLogin {
+    fn login(&self, expires_in_ms: i64) -> tokenkeeper_standin::IssuedLogin {
         let login = self.s.server.issue_login();
         self.put(
             SERVICE,

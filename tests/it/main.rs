@@ -8,9 +8,13 @@ mod auth_failures;
 mod bad_input;
 mod codex;
 mod daemon;
+// `tokenkeeper demo` exists only with the `demo` feature (on by default).
+#[cfg(feature = "demo")]
 mod demo;
 mod exec;
 mod faults;
+// Fleet mode exists only with the `fleet` feature (on by default).
+#[cfg(feature = "fleet")]
 mod fleet;
 mod gemini;
 mod generic;
@@ -20,3 +24,6 @@ mod protocol;
 mod providers;
 mod service;
 mod status;
+// What a build without a default feature says instead (`cargo test --no-default-features`).
+#[cfg(not(all(feature = "fleet", feature = "demo")))]
+mod without_features;

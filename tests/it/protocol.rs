@@ -7,7 +7,7 @@ use std::process::{Child, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 use tokenkeeper::lock::dir_lock::{Identity, OwnerRecord};
-use tokenkeeper::standin::Fault;
+use tokenkeeper_standin::Fault;
 
 const HOUR_MS: i64 = 3_600_000;
 

@@ -7,7 +7,7 @@ use std::fs;
 use std::process::{Child, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
-use tokenkeeper::standin::{StandinConfig, StandinServer};
+use tokenkeeper_standin::{StandinConfig, StandinServer};
 
 const GOOGLE_SECRET: &str = "standin-gemini-client-secret";
 const LIFETIME_SECS: u64 = 4;

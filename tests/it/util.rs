@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use tokenkeeper::standin::{IssuedLogin, StandinConfig, StandinServer};
+use tokenkeeper_standin::{IssuedLogin, StandinConfig, StandinServer};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tokenkeeper");
 
@@ -293,7 +293,7 @@ pub fn as_nobody(cmd: &mut Command) {
     }
 }
 
-/// The test program that plays Claude Code (`examples/fake_claude.rs`), which `cargo test`
+/// The test program that plays Claude Code (`tests/support/fake_claude.rs`), which `cargo test`
 /// builds next to the binary.
 pub fn fake_claude() -> PathBuf {
     let path = Path::new(BIN)

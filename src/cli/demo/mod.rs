@@ -13,8 +13,11 @@
 //!
 //! The children run in their own process groups and get SIGTERM when the demo dies
 //! (`PR_SET_PDEATHSIG`); Ctrl-C stops them in order and removes the sandbox.
+//!
+//! The stand-in comes from the `tokenkeeper-standin` crate, linked only with the `demo` feature
+//! (on by default); a build without it keeps the command, which then says how to get the demo.
 
-#[cfg(unix)]
+#[cfg(all(unix, feature = "demo"))]
 mod sandbox;
 
 use tokenkeeper::Error;
@@ -38,12 +41,19 @@ pub struct DemoArgs {
 /// Below this the events do not fit: each needs a few token lifetimes.
 const MIN_SECONDS: u64 = 24;
 
-#[cfg(unix)]
+#[cfg(all(unix, feature = "demo"))]
 pub fn run(args: &DemoArgs, quiet: bool) -> Result<u8, Error> {
     sandbox::run(args, quiet)
 }
 
-#[cfg(not(unix))]
+#[cfg(not(feature = "demo"))]
+pub fn run(_args: &DemoArgs, _quiet: bool) -> Result<u8, Error> {
+    Err(Error::Usage(
+        "this build of tokenkeeper has no demo; build it with the `demo` feature: cargo run --release --features demo -- demo".into(),
+    ))
+}
+
+#[cfg(all(not(unix), feature = "demo"))]
 pub fn run(_args: &DemoArgs, _quiet: bool) -> Result<u8, Error> {
     Err(Error::Usage(
         "the demo runs on Linux and macOS only; on Windows, try `tokenkeeper status`".into(),

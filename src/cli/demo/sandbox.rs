@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tokenkeeper::Error;
 use tokenkeeper::login::now_ms;
 use tokenkeeper::secret::fingerprint;
-use tokenkeeper::standin::{API_PATH, Fault, IssuedLogin, StandinConfig, StandinServer};
+use tokenkeeper_standin::{API_PATH, Fault, IssuedLogin, StandinConfig, StandinServer};
 
 const TOKEN_TTL_SECS: u64 = 6;
 const REFRESH_BEFORE: &str = "3s";

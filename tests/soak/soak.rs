@@ -1,6 +1,6 @@
 //! The soak test: one login kept alive under stress, measured.
 //!
-//! Against the loopback OAuth stand-in (`tokenkeeper::standin`) with tokens that live a few
+//! Against the loopback OAuth stand-in (`crates/standin`) with tokens that live a few
 //! seconds and a random share of token requests failing (500/502/503, 429 with `Retry-After: 1`,
 //! hangs past the request timeout, connection resets, HTML pages), all on one Claude-style login
 //! in a throw-away HOME, for `--seconds N`:
@@ -9,7 +9,7 @@
 //! - `--clients` loops running `tokenkeeper exec --min-ttl 1s --retry-auth 1 -- fake_claude`
 //!   (one call to the API stand-in with the stored token), 50–200 ms apart;
 //! - `--claude-likes` `claude_like` processes: interactive-Claude stand-ins that call the API and
-//!   refresh on their own by Claude Code's lock rules (`examples/claude_like.rs`);
+//!   refresh on their own by Claude Code's lock rules (`tests/support/claude_like.rs`);
 //! - a `tokenkeeper refresh --force` every 4–8 s, so that there are more refreshes to kill;
 //! - a chaos loop that SIGKILLs a random live tokenkeeper process every 0.5–2 s (exec wrappers,
 //!   refreshes, the daemon); with `--target-refresh F`, a share F of the kills waits for a
@@ -47,7 +47,8 @@
 //! request, file change, kill and failed run, by token fingerprint.
 //!
 //! Run: `cargo run --release --example soak -- --seconds 60` (or `scripts/soak 60`, which CI
-//! runs). Under `cargo run` it first builds the binary and the two helper examples it drives.
+//! runs). Under `cargo run` it first builds the binary and the two fixtures it drives
+//! (`tests/support/fake_claude.rs` and `claude_like.rs`, built as examples).
 
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -63,7 +64,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokenkeeper::secret::fingerprint;
-use tokenkeeper::standin::{Fault, StandinConfig, StandinServer, TOKEN_PATH};
+use tokenkeeper_standin::{Fault, StandinConfig, StandinServer, TOKEN_PATH};
 
 const USAGE: &str = "\
 usage: soak [--seconds N] [--clients N] [--claude-likes N] [--lifetime SECS]
@@ -602,7 +603,8 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// The binary and the two examples beside this one; under `cargo run`, built first.
+/// The binary and the two fixtures (built as examples) beside this one; under `cargo run`, built
+/// first.
 fn find_binaries(build: bool) -> Result<Bins, String> {
     let exe = std::env::current_exe().map_err(|e| format!("where am I? {e}"))?;
     let examples = exe.parent().ok_or("no examples folder")?.to_path_buf();
@@ -1776,8 +1778,8 @@ struct Report<'a> {
     chaos_end: Duration,
     load_end: Duration,
     /// At the end of the load (for request rates) and after the final refresh (for losses).
-    stats: tokenkeeper::standin::StandinStats,
-    end_stats: tokenkeeper::standin::StandinStats,
+    stats: tokenkeeper_standin::StandinStats,
+    end_stats: tokenkeeper_standin::StandinStats,
     leftovers: Leftovers,
     final_run: io::Result<(Option<i32>, Option<i32>)>,
     final_took: Duration,

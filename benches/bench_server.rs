@@ -4,7 +4,7 @@
 //! as one JSON line; `quit` (or end of input) stops it.
 
 use std::io::{BufRead, Write};
-use tokenkeeper::standin::{StandinConfig, StandinServer};
+use tokenkeeper_standin::{StandinConfig, StandinServer};
 
 fn main() {
     let server = match StandinServer::start(StandinConfig::default()) {

@@ -7,7 +7,7 @@
 //! one request per connection on its own thread, and speaks HTTP/1.1 with std sockets alone: no
 //! HTTP crate, no async runtime.
 //!
-//! For the soak's chaos loop (`examples/soak.rs`) it also has a gate,
+//! For the soak's chaos loop (`tests/soak/soak.rs`) it also has a gate,
 //! [`StandinServer::hold_token_requests`]: while it is held no token request is being served, so a
 //! process killed then cannot lose a rotation whose reply was on its way. Nothing else uses it.
 
@@ -515,7 +515,7 @@ impl TokenBook {
             return opaque;
         }
         self.issued.pop();
-        let token = crate::oauth::jwt::unsigned(&json!({
+        let token = unsigned_jwt(&json!({
             "exp": unix_secs() + config.access_ttl_secs,
             "jti": opaque,
             "https://api.openai.com/auth": {"chatgpt_account_id": "acct-standin"},
@@ -1112,7 +1112,7 @@ fn grant(shared: &Shared, request: &RecordedRequest) -> Reply {
         Flavor::Anthropic => {}
         Flavor::OpenAi => {
             let mut body = json!({
-                "id_token": crate::oauth::jwt::unsigned(&json!({"exp": unix_secs() + 3600, "email": "dev@example.test"})),
+                "id_token": unsigned_jwt(&json!({"exp": unix_secs() + 3600, "email": "dev@example.test"})),
                 "access_token": access,
             });
             if let Some(refresh) = refresh {
@@ -1127,7 +1127,7 @@ fn grant(shared: &Shared, request: &RecordedRequest) -> Reply {
                 "expires_in": config.access_ttl_secs,
                 "scope": config.scope_response.as_deref().unwrap_or("openid"),
                 "token_type": "Bearer",
-                "id_token": crate::oauth::jwt::unsigned(&json!({"exp": unix_secs() + 3600, "email": "dev@example.test"})),
+                "id_token": unsigned_jwt(&json!({"exp": unix_secs() + 3600, "email": "dev@example.test"})),
             });
             if let Some(refresh) = refresh {
                 body["refresh_token"] = json!(refresh);
@@ -1197,6 +1197,17 @@ fn percent_decode(text: &str) -> Option<String> {
         });
     }
     String::from_utf8(bytes).ok()
+}
+
+/// A JWT with the given claims and a dummy signature (what tokenkeeper's own `oauth::jwt` reads).
+fn unsigned_jwt(claims: &Value) -> String {
+    use base64::Engine;
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    format!(
+        "{}.{}.c2lnbmF0dXJl",
+        engine.encode(br#"{"alg":"RS256","typ":"JWT"}"#),
+        engine.encode(claims.to_string())
+    )
 }
 
 #[cfg(test)]

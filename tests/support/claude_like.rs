@@ -1,4 +1,4 @@
-//! Plays an interactive Claude Code session for the soak test (`examples/soak.rs`): it keeps
+//! Plays an interactive Claude Code session for the soak test (`tests/soak/soak.rs`): it keeps
 //! calling the API stand-in with the stored login and, when the access token is about to expire
 //! (or the API answers 401 while the file still holds the same token), refreshes the login on its
 //! own, the way Claude Code does and by Claude's lock rules (`shared/facts/claude-code.md`):
