@@ -12,13 +12,13 @@
 
 use crate::config::Settings;
 use crate::error::Error;
-use crate::lock::dir_lock::{DirLock, DirLockSpec, LockError, OwnerRecord};
 use crate::lock::interrupt;
 use crate::lock::lease;
-use crate::lock::own_lock::{self, OwnLock, OwnLockError};
+use crate::lock::own_lock::{self, OwnLock};
+use crate::lock::take::{self, LockFailure, Waits};
 use crate::login::{EpochMs, Login, now_ms};
 use crate::oauth::endpoint::{Reply, TokenEndpoint, TokenResponse};
-use crate::provider::{Provider, SaveLock};
+use crate::provider::Provider;
 use crate::secret::{Secret, scrub};
 use crate::storage::credentials_file::{CredentialsFile, Snapshot, WriteGuard};
 use crate::storage::state::{Record, Recovery, StateDir};
@@ -200,17 +200,13 @@ fn locked_refresh(
     let folder = job.file.folder();
     let sidecar = own_lock::sidecar_path(&folder);
     let lock_deadline = Instant::now() + job.settings.lock_timeout;
-    let own = OwnLock::acquire(&sidecar, lock_deadline, &mut || {
+    let not_writable = |path, source| not_writable(job, path, source);
+    let waits = waits(job, &not_writable);
+    let own = waits.own(&sidecar, lock_deadline, &mut || {
         tracing::info!(
             "waiting for another tokenkeeper that is refreshing {}",
             job.file.path().display()
         );
-    })
-    .map_err(|e| match e {
-        OwnLockError::Timeout => {
-            lock_timeout(job, "tokenkeeper's lock", sidecar.clone(), String::new())
-        }
-        OwnLockError::Io(source) => not_writable(job, sidecar.clone(), source),
     })?;
 
     if own.predecessor_killed {
@@ -230,11 +226,11 @@ fn locked_refresh(
                 });
             }
         };
-        let cli_locks = Held(take_locks(
-            job,
+        let cli_locks = waits.refresh_locks(
             &job.provider.refresh_locks(job.file),
+            Instant::now() + job.settings.lock_timeout,
             &own,
-        )?);
+        )?;
         let snap = read_snapshot(job.provider, job.file)?;
         let current = job.provider.parse(job.file, &snap.doc)?;
 
@@ -453,103 +449,20 @@ fn hold_off_leases(
     }
 }
 
-/// Takes one of Claude's lock directories, saying so when it is busy, and notes it in our own
-/// lock at once so that a successor can remove it should we be killed while holding it.
-fn acquire_noted(
-    spec: &DirLockSpec,
-    deadline: Instant,
-    own: &OwnLock,
-) -> Result<DirLock, LockError> {
-    DirLock::acquire(
-        spec,
-        deadline,
-        &mut |spec, holder| {
-            tracing::info!(
-                "waiting for {} ({}){holder}",
-                spec.what,
-                spec.path.display()
-            );
-        },
-        &mut |spec, identity| own.note_taken(&spec.path, identity, spec.owner_record.as_deref()),
-    )
-}
-
-/// Takes the given directory locks in order, noting each in our own lock for cleanup, then
-/// writes Claude's owner record for them (so Claude can take over if we are killed).
-fn take_locks(job: &Job<'_>, specs: &[DirLockSpec], own: &OwnLock) -> Result<Vec<DirLock>, Error> {
-    let deadline = Instant::now() + job.settings.lock_timeout;
-    let mut held: Vec<DirLock> = Vec::new();
-    for spec in specs {
-        let taken = acquire_noted(spec, deadline, own);
-        match taken {
-            Ok(lock) => held.push(lock),
-            Err(LockError::Io(e)) if spec.best_effort => {
-                tracing::debug!(
-                    "going on without {} ({}): {e}",
-                    spec.what,
-                    spec.path.display()
-                );
-            }
-            Err(LockError::Timeout { holder }) => {
-                return Err(lock_timeout(job, spec.what, spec.path.clone(), holder));
-            }
-            Err(LockError::Blocked { why, fix }) => {
-                return Err(Error::LockBlocked {
-                    what: spec.what,
-                    lock: spec.path.clone(),
-                    waited: crate::duration::human(job.settings.lock_timeout),
-                    why,
-                    fix,
-                });
-            }
-            Err(LockError::Interrupted) => {
-                return Err(Error::Interrupted {
-                    what: spec.what,
-                    lock: spec.path.clone(),
-                });
-            }
-            Err(LockError::Io(source)) => return Err(not_writable(job, spec.path.clone(), source)),
-        }
-    }
-    write_owner_record(specs, &held);
-    Ok(held)
-}
-
-fn write_owner_record(specs: &[DirLockSpec], held: &[DirLock]) {
-    let Some((spec, lock)) = specs.first().zip(held.first()) else {
-        return;
-    };
-    let (Some(record), Some(birth)) = (&spec.owner_record, lock.identity().birth_ms()) else {
-        return;
-    };
-    let companion = spec.takeover_with.as_deref().and_then(|c| {
-        held.iter()
-            .find(|l| l.path() == c)
-            .and_then(|l| l.identity().birth_ms())
-    });
-    let owner = OwnerRecord::for_pid(std::process::id(), birth, companion);
-    if let Err(e) = owner.write(record) {
-        tracing::debug!("could not write owner record {}: {e}", record.display());
-    }
-}
-
-/// Dropping the locks of one round releases them in the reverse of the order they were taken.
-struct Held(Vec<DirLock>);
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        while let Some(lock) = self.0.pop() {
-            drop(lock);
-        }
-    }
-}
-
 fn lock_timeout(job: &Job<'_>, what: &'static str, lock: PathBuf, holder: String) -> Error {
     Error::LockTimeout {
         what,
         lock,
         waited: crate::duration::human(job.settings.lock_timeout),
         holder,
+    }
+}
+
+/// How this refresh's lock failures read.
+fn waits<'a>(job: &Job<'_>, not_writable: &'a dyn Fn(PathBuf, io::Error) -> Error) -> Waits<'a> {
+    Waits {
+        timeout: job.settings.lock_timeout,
+        not_writable,
     }
 }
 
@@ -571,47 +484,9 @@ fn not_writable(job: &Job<'_>, path: PathBuf, source: io::Error) -> Error {
 /// using one.
 fn remove_temps_of_killed_writer(job: &Job<'_>, own: &OwnLock) {
     let deadline = Instant::now() + Duration::from_secs(5);
-    if let (Ok(_lock), Ok(target)) = (take_save_lock(job, own, deadline), job.file.target()) {
+    let lock = take::save_lock(job.provider.save_lock(job.file), deadline, own);
+    if let (Ok(_lock), Ok(target)) = (lock, job.file.target()) {
         crate::storage::credentials_file::remove_abandoned_temps(&target);
-    }
-}
-
-/// The CLI's write lock, held while we write.
-enum SaveHeld {
-    Nothing,
-    Dir(#[allow(dead_code)] DirLock),
-    Flocks(#[allow(dead_code)] Vec<std::fs::File>),
-}
-
-/// Takes the lock the CLI writes its credentials under. For `flock`s (Codex), the first is
-/// waited for until `deadline`; the later ones are polled for at most 5 s, as Codex does.
-fn take_save_lock(job: &Job<'_>, own: &OwnLock, deadline: Instant) -> io::Result<SaveHeld> {
-    match job.provider.save_lock(job.file) {
-        SaveLock::None => Ok(SaveHeld::Nothing),
-        SaveLock::Dir(spec) => acquire_noted(&spec, deadline, own)
-            .map(SaveHeld::Dir)
-            .map_err(|e| match e {
-                LockError::Io(e) => e,
-                LockError::Interrupted => io::Error::new(
-                    io::ErrorKind::Interrupted,
-                    e.describe(spec.what, &spec.path),
-                ),
-                LockError::Timeout { .. } | LockError::Blocked { .. } => {
-                    io::Error::new(io::ErrorKind::TimedOut, e.describe(spec.what, &spec.path))
-                }
-            }),
-        SaveLock::Flocks(paths) => {
-            let mut held = Vec::with_capacity(paths.len());
-            for (i, path) in paths.iter().enumerate() {
-                let until = if i == 0 {
-                    deadline
-                } else {
-                    deadline.min(Instant::now() + Duration::from_secs(5))
-                };
-                held.push(crate::lock::flock::open_locked(path, until)?);
-            }
-            Ok(SaveHeld::Flocks(held))
-        }
     }
 }
 
@@ -698,7 +573,8 @@ fn try_save(
     base: &Value,
 ) -> io::Result<Action> {
     let deadline = Instant::now() + job.settings.lock_timeout.min(Duration::from_secs(20));
-    let lock = take_save_lock(job, own, deadline)?;
+    let lock = take::save_lock(job.provider.save_lock(job.file), deadline, own)
+        .map_err(LockFailure::into_io)?;
     let mut doc = match read_snapshot(job.provider, job.file) {
         Ok(snap) => snap.doc,
         Err(Error::Missing { .. }) => base.clone(),
