@@ -23,6 +23,7 @@ use crate::fleet::database::Store;
 use crate::fleet::local;
 use crate::fleet::refresh::{self as fleet_refresh, Shared};
 use crate::login::{EpochMs, duration_ms, now_ms};
+use crate::oauth::backoff::Backoff;
 use crate::oauth::endpoint::TokenEndpoint;
 use crate::provider::Provider;
 use crate::refresh::{Action, Job};
@@ -36,9 +37,19 @@ use std::time::Duration;
 const FALLBACK_POLL: Duration = Duration::from_secs(5);
 /// After a problem a person must fix (no login in the store, a wrong key), look again this often.
 const PROBLEM_RETRY: Duration = Duration::from_secs(60);
-/// Waits while the store is unreachable: from this, doubling up to `UNREACHABLE_MAX`.
+/// Waits while the store is unreachable: from this, doubling up to 5 min.
 const UNREACHABLE_MIN: Duration = Duration::from_secs(2);
-const UNREACHABLE_MAX: Duration = Duration::from_secs(5 * 60);
+const UNREACHABLE: Backoff = Backoff {
+    base: UNREACHABLE_MIN,
+    cap: Duration::from_secs(5 * 60),
+    floor: 0.75,
+};
+/// The listener's pauses between connections: no jitter, it is one connection per machine.
+const LISTENER: Backoff = Backoff {
+    base: UNREACHABLE_MIN,
+    cap: Duration::from_secs(30),
+    floor: 1.0,
+};
 /// Another machine holds the row lock for longer than we waited: look again soon.
 const LOCK_BUSY_RETRY: Duration = Duration::from_secs(5);
 
@@ -129,21 +140,21 @@ impl FleetDaemon {
         let spawned = std::thread::Builder::new()
             .name("fleet-listener".into())
             .spawn(move || {
-                let mut pause = UNREACHABLE_MIN;
+                let mut failures = 0u32;
                 loop {
                     if let Ok(mut store) = fleet_refresh::connect(&fleet).and_then(|mut s| {
                         s.listen()?;
                         Ok(s)
                     }) {
-                        pause = UNREACHABLE_MIN;
+                        failures = 0;
                         wake();
                         while store.wait_for_notification() {
                             wake();
                         }
                         wake();
                     }
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_secs(30));
+                    failures = failures.saturating_add(1);
+                    std::thread::sleep(LISTENER.wait(failures, 0.0));
                 }
             });
         if let Err(e) = spawned {
@@ -412,11 +423,7 @@ impl FleetDaemon {
         }
         self.store = None;
         self.reach.failures = self.reach.failures.saturating_add(1);
-        let doubling = 2u32.saturating_pow(self.reach.failures.saturating_sub(1).min(16));
-        let wait = UNREACHABLE_MIN
-            .saturating_mul(doubling)
-            .min(UNREACHABLE_MAX)
-            .mul_f64(0.75 + 0.25 * fastrand::f64());
+        let wait = UNREACHABLE.wait(self.reach.failures, fastrand::f64());
         let local =
             crate::refresh::parse_current(self.logins[i].provider.as_ref(), &self.logins[i].file)
                 .ok();

@@ -10,18 +10,21 @@
 //! 7. on a rejection, adopt a rotation made meanwhile, else report the login dead, file untouched;
 //! 8. record what happened in the state folder.
 
+pub mod attempts;
+
 use crate::config::Settings;
 use crate::error::Error;
 use crate::lock::interrupt;
 use crate::lock::lease;
 use crate::lock::own_lock::{self, OwnLock};
-use crate::lock::take::{self, LockFailure, Waits};
+use crate::lock::take::{self, LockFailure, RefreshLocks, Waits};
 use crate::login::{EpochMs, Login, now_ms};
-use crate::oauth::endpoint::{Reply, TokenEndpoint, TokenResponse};
+use crate::oauth::endpoint::{TokenEndpoint, TokenResponse};
 use crate::provider::Provider;
-use crate::secret::{Secret, scrub};
+use crate::secret::Secret;
 use crate::storage::credentials_file::{CredentialsFile, Snapshot, WriteGuard};
 use crate::storage::state::{Record, Recovery, StateDir};
+use attempts::{Attempts, Ready, Rejection};
 use serde_json::Value;
 use std::io;
 use std::path::PathBuf;
@@ -212,175 +215,167 @@ fn locked_refresh(
     if own.predecessor_killed {
         remove_temps_of_killed_writer(job, &own);
     }
-    let started = Instant::now();
-    let mut attempts = 0u32;
-    loop {
-        let lease_guard = match hold_off_leases(job, first, force, min_ttl)? {
+    let mut round = Round {
+        job,
+        own: &own,
+        waits: &waits,
+        key,
+        first,
+        force,
+        min_ttl,
+        held: None,
+    };
+    attempts::run(job, &mut round)
+}
+
+/// One local refresh's side of the attempt loop: before each attempt, the leases, Claude's
+/// refresh locks and a fresh look at the file; new tokens are saved into the file.
+struct Round<'r, 'j> {
+    job: &'r Job<'j>,
+    own: &'r OwnLock,
+    waits: &'r Waits<'r>,
+    key: &'r str,
+    first: &'r Login,
+    force: bool,
+    min_ttl: Duration,
+    /// What the attempt in flight holds, and the login it posts from.
+    held: Option<Attempt>,
+}
+
+struct Attempt {
+    current: Login,
+    base: Value,
+    // Dropped in this order: the CLI's locks, then the lease guard.
+    _cli_locks: RefreshLocks,
+    _lease_guard: Option<lease::Exclusive>,
+}
+
+impl Attempts for Round<'_, '_> {
+    type Done = Outcome;
+
+    fn ready(&mut self, attempts: u32) -> Result<Ready<Outcome>, Error> {
+        let job = self.job;
+        let lease_guard = match hold_off_leases(job, self.first, self.force, self.min_ttl)? {
             LeaseGate::Clear(guard) => Some(guard),
             LeaseGate::Override => None,
             LeaseGate::Settled(action, login) => {
-                return Ok(Outcome {
+                return Ok(Ready::Done(Outcome {
                     action,
                     login,
                     attempts,
-                });
+                }));
             }
         };
-        let cli_locks = waits.refresh_locks(
+        let cli_locks = self.waits.refresh_locks(
             &job.provider.refresh_locks(job.file),
             Instant::now() + job.settings.lock_timeout,
-            &own,
+            self.own,
         )?;
         let snap = read_snapshot(job.provider, job.file)?;
         let current = job.provider.parse(job.file, &snap.doc)?;
 
-        if let Some(done) = restore_recovery(job, &own, key, &current, &snap.doc)? {
-            return Ok(done);
+        if let Some(done) = restore_recovery(job, self.own, self.key, &current, &snap.doc)? {
+            return Ok(Ready::Done(done));
         }
         let now = now_ms();
-        if current.access_token != first.access_token && !current.is_due(now, min_ttl) {
+        if current.access_token != self.first.access_token && !current.is_due(now, self.min_ttl) {
             tracing::info!(
                 "another process refreshed {}; using its tokens",
                 job.file.path().display()
             );
-            return Ok(Outcome {
+            return Ok(Ready::Done(Outcome {
                 action: Action::Adopted,
                 login: current,
                 attempts,
-            });
+            }));
         }
         if current.refresh_token.is_empty() {
             return Err(dead(job, "its tokens were wiped while we waited".into()));
         }
-        if !force && !current.is_due(now, min_ttl) {
-            return Ok(Outcome {
+        if !self.force && !current.is_due(now, self.min_ttl) {
+            return Ok(Ready::Done(Outcome {
                 action: Action::NotDue,
                 login: current,
                 attempts,
+            }));
+        }
+        let post = Ready::Post {
+            refresh: current.refresh_token.clone(),
+            access: current.access_token.clone(),
+        };
+        self.held = Some(Attempt {
+            current,
+            base: snap.doc,
+            _cli_locks: cli_locks,
+            _lease_guard: lease_guard,
+        });
+        Ok(post)
+    }
+
+    fn tokens(
+        &mut self,
+        posted: &Secret,
+        tokens: TokenResponse,
+        attempts: u32,
+    ) -> Result<Outcome, Error> {
+        let job = self.job;
+        let base = self
+            .held
+            .as_ref()
+            .map(|h| h.base.clone())
+            .unwrap_or_default();
+        let received_at = now_ms();
+        let action = save(job, self.own, self.key, posted, &tokens, received_at, &base)?;
+        let login = read_login(job)?;
+        Ok(Outcome {
+            action,
+            login,
+            attempts,
+        })
+    }
+
+    fn rejected(&mut self, rejection: Rejection, attempts: u32) -> Result<Outcome, Error> {
+        let job = self.job;
+        let after = parse_current(job.provider, job.file)?;
+        let posted = self.held.as_ref().map(|h| &h.current.refresh_token);
+        if !after.refresh_token.is_empty() && Some(&after.refresh_token) != posted {
+            tracing::info!(
+                "the server refused our refresh token, but another process has rotated it; using its tokens"
+            );
+            return Ok(Outcome {
+                action: Action::Adopted,
+                login: after,
+                attempts,
             });
         }
-
-        attempts += 1;
-        let remaining = job.settings.retry.total.saturating_sub(started.elapsed());
-        let timeout = job
-            .settings
-            .request_timeout
-            .min(remaining)
-            .max(Duration::from_secs(1));
-        let critical = interrupt::enter_critical();
-        let request = job
-            .provider
-            .token_request(&current.refresh_token, job.settings);
-        tracing::debug!(
-            "posting refresh token {} to {} (attempt {attempts})",
-            current.refresh_token.fingerprint(),
-            job.endpoint.url()
-        );
-        match job
-            .endpoint
-            .post(&request, job.provider.rejection_rule(), timeout)
+        if rejection.code == "invalid_client" && job.provider.invalid_client_is_config(job.settings)
         {
-            Reply::Tokens(tokens) => {
-                let received_at = now_ms();
-                let action = save(
-                    job,
-                    &own,
-                    key,
-                    &current.refresh_token,
-                    &tokens,
-                    received_at,
-                    &snap.doc,
-                )?;
-                drop(critical);
-                let login = read_login(job)?;
-                return Ok(Outcome {
-                    action,
-                    login,
-                    attempts,
-                });
-            }
-            Reply::Rejected { code, description } => {
-                drop(critical);
-                let secrets = [&current.refresh_token, &current.access_token];
-                let description = scrub(&description, &secrets);
-                let after = parse_current(job.provider, job.file)?;
-                if !after.refresh_token.is_empty() && after.refresh_token != current.refresh_token {
-                    tracing::info!(
-                        "the server refused our refresh token, but another process has rotated it; using its tokens"
-                    );
-                    return Ok(Outcome {
-                        action: Action::Adopted,
-                        login: after,
-                        attempts,
-                    });
-                }
-                let error = if description.is_empty() {
-                    code.clone()
-                } else {
-                    format!("{code}: {description}")
-                };
-                if code == "invalid_client" && job.provider.invalid_client_is_config(job.settings) {
-                    return Err(Error::Config {
-                        path: job.settings.config_path.clone(),
-                        problem: format!(
-                            "the token endpoint refused the OAuth client ({error}); the login at {} was left as it was. Check client_id and client_secret for {}",
-                            job.file.path().display(),
-                            job.file.owner().name
-                        ),
-                    });
-                }
-                return Err(Error::Dead {
-                    path: job.file.path().to_path_buf(),
-                    reason: format!("the server rejected its refresh token ({error})"),
-                    relogin: job.file.owner().relogin,
-                });
-            }
-            Reply::Transient {
-                reason,
-                retry_after,
-            } => {
-                drop(critical);
-                drop(cli_locks);
-                drop(lease_guard);
-                own.clear_held();
-                let reason = scrub(&reason, &[&current.refresh_token, &current.access_token]);
-                if !wait_before_retry(job, attempts, started, retry_after, &reason) {
-                    return Err(Error::Unavailable {
-                        url: job.endpoint.url().to_string(),
-                        reason,
-                        attempts,
-                        path: job.file.path().to_path_buf(),
-                        retry_after,
-                    });
-                }
-            }
+            return Err(Error::Config {
+                path: job.settings.config_path.clone(),
+                problem: format!(
+                    "the token endpoint refused the OAuth client ({}); the login at {} was left as it was. Check client_id and client_secret for {}",
+                    rejection.error,
+                    job.file.path().display(),
+                    job.file.owner().name
+                ),
+            });
         }
+        Err(dead(job, rejection.reason()))
     }
-}
 
-/// After a transient failure: sleeps until the next attempt (backoff, or the server's
-/// Retry-After) and returns true, or returns false when the refresh's time for retries is spent.
-pub(crate) fn wait_before_retry(
-    job: &Job<'_>,
-    attempts: u32,
-    started: Instant,
-    retry_after: Option<Duration>,
-    reason: &str,
-) -> bool {
-    match job
-        .settings
-        .retry
-        .next(attempts, started.elapsed(), retry_after, fastrand::f64())
-    {
-        crate::oauth::backoff::Next::RetryAfter(wait) => {
-            tracing::info!(
-                "token endpoint: {reason}; retrying in {} (attempt {attempts})",
-                crate::duration::human(wait)
-            );
-            thread::sleep(wait);
-            true
+    fn release(&mut self) {
+        self.held = None;
+        self.own.clear_held();
+    }
+
+    fn gave_up(&mut self, reason: String, retry_after: Option<Duration>, attempts: u32) -> Error {
+        Error::Unavailable {
+            url: self.job.endpoint.url().to_string(),
+            reason,
+            attempts,
+            path: self.job.file.path().to_path_buf(),
+            retry_after,
         }
-        crate::oauth::backoff::Next::GiveUp => false,
     }
 }
 
