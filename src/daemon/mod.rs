@@ -11,6 +11,7 @@
 
 pub mod alert;
 pub mod metrics;
+pub mod plan;
 pub mod schedule;
 pub mod sd_notify;
 pub mod watch;
@@ -205,74 +206,98 @@ impl Daemon {
                 return None;
             }
         };
-        self.plan_token(i, &login, now);
         self.update_metrics(i, &login);
-
-        // A dead login stays dead until the file holds another refresh token.
-        let refresh_fp = login.refresh_token.fingerprint();
-        let dead = login.refresh_token.is_empty()
-            || self.logins[i].record.dead_refresh.as_deref() == Some(refresh_fp.as_str());
-        if dead {
-            if login.refresh_token.is_empty() {
-                self.mark_dead(i, "its tokens are empty (the login was ended or wiped)", "");
-            }
-            self.save(i);
-            return None;
+        let empty = login.refresh_token.is_empty();
+        let view = plan::View {
+            access: login.access_token.fingerprint(),
+            refresh: if empty {
+                String::new()
+            } else {
+                login.refresh_token.fingerprint()
+            },
+            expires_at: login.expires_at,
+            login_expires_at: login.login_expires_at,
+            dead: empty,
+            not_before: None,
+        };
+        let rules = self.rules(i);
+        let step = plan::step(
+            &mut self.logins[i].record,
+            &view,
+            &rules,
+            now,
+            fastrand::f64(),
+        );
+        if empty {
+            self.logins[i].record.last_error = Some(EMPTY.to_string());
         }
-        if self.logins[i].record.dead_refresh.take().is_some() {
-            self.alert(
-                i,
-                Event::Recovered,
+        for event in step.alerts {
+            self.announce(i, event, &login, now);
+        }
+        match step.next {
+            plan::Next::Stop => {
+                self.metrics.update(provider, |m| m.dead = true);
+                self.save(i);
+                None
+            }
+            plan::Next::At(at) => {
+                self.save(i);
+                Some(at)
+            }
+            plan::Next::RefreshNow(lead) => self.refresh(i, lead, now),
+        }
+    }
+
+    /// The plan's rules for login `i`.
+    fn rules(&self, i: usize) -> plan::Rules {
+        plan::Rules {
+            refresh_before: self
+                .options
+                .refresh_before
+                .unwrap_or(self.logins[i].settings.min_ttl),
+            login_ending_within: self.options.login_ending_within,
+        }
+    }
+
+    /// Words and sends an alert the plan asked for.
+    fn announce(&mut self, i: usize, event: Event, login: &Login, now: EpochMs) {
+        let file = &self.logins[i].file;
+        let owner = file.owner();
+        let message = match event {
+            Event::LoginDead => {
+                let message = dead_message(file, EMPTY);
+                tracing::error!("{message}");
+                message
+            }
+            Event::Recovered => {
+                self.metrics.update(owner.provider, |m| m.dead = false);
                 format!(
                     "a new {} login appeared in {}; tokenkeeper keeps it fresh again",
-                    self.logins[i].file.owner().name,
-                    self.logins[i].file.path().display()
-                ),
-                now,
-            );
-            self.metrics.update(provider, |m| m.dead = false);
-        }
-        self.remind_login_ending(i, &login, now);
-
-        let t = &self.logins[i];
-        if let Some(until) = t.record.cooldown_until.filter(|u| *u > now) {
-            self.logins[i].record.next_refresh_at = Some(until);
-            self.save(i);
-            return Some(until);
-        }
-        let lead = Duration::from_millis(u64::try_from(t.record.lead_ms.unwrap_or(0)).unwrap_or(0));
-        let at = schedule::refresh_at(login.expires_at, lead);
-        if now < at {
-            self.logins[i].record.next_refresh_at = Some(at);
-            self.save(i);
-            return Some(at);
-        }
-        self.refresh(i, lead, now)
+                    owner.name,
+                    file.path().display()
+                )
+            }
+            Event::LoginEnding => {
+                let end = login.login_expires_at.unwrap_or(now);
+                let message = format!(
+                    "the {} login at {} ends {} ({}); log in again before then with `{}`",
+                    owner.name,
+                    file.path().display(),
+                    refresh::format_time(end),
+                    crate::duration::relative(end.saturating_sub(now)),
+                    owner.relogin
+                );
+                tracing::warn!("{message}");
+                message
+            }
+            _ => return,
+        };
+        self.alert(i, event, message, now);
     }
 
     fn read(&self, i: usize) -> Result<Login, Error> {
         let t = &self.logins[i];
         refresh::parse_current(t.provider.as_ref(), &t.file)
-    }
-
-    /// A token seen for the first time gets its plan: lifetime from when we first saw it, the
-    /// margin cut to half of that, jitter drawn once.
-    fn plan_token(&mut self, i: usize, login: &Login, now: EpochMs) {
-        let fp = login.access_token.fingerprint();
-        let t = &mut self.logins[i];
-        if t.record.token.as_deref() == Some(fp.as_str()) && t.record.lead_ms.is_some() {
-            return;
-        }
-        let lifetime = u64::try_from(login.expires_at.saturating_sub(now))
-            .ok()
-            .filter(|ms| *ms > 0)
-            .map(Duration::from_millis);
-        let before = self.options.refresh_before.unwrap_or(t.settings.min_ttl);
-        let margin = schedule::margin(before, lifetime);
-        let lead = schedule::lead(margin, fastrand::f64());
-        t.record.token = Some(fp);
-        t.record.seen_at = Some(now);
-        t.record.lead_ms = Some(duration_ms(lead));
     }
 
     fn refresh(&mut self, i: usize, lead: Duration, now: EpochMs) -> Option<EpochMs> {
@@ -313,23 +338,12 @@ impl Daemon {
                     m.access_expiry = Some(login.expires_at / 1000);
                     m.login_expiry = login.login_expires_at.map(|e| e / 1000);
                 });
-                let t = &mut self.logins[i];
-                let was_failing = t.record.failures > 0;
-                t.record.failures = 0;
-                t.record.cooldown_until = None;
-                t.record.last_outcome = Some(what.to_string());
-                t.record.last_error = None;
-                if was_failing && t.record.alerted.contains_key(Event::RefreshFailed.as_str()) {
-                    t.record.alerted.remove(Event::RefreshFailed.as_str());
-                    self.alert(
-                        i,
-                        Event::Recovered,
-                        format!(
-                            "refreshing {} works again",
-                            self.logins[i].file.path().display()
-                        ),
-                        now,
+                if plan::refreshed(&mut self.logins[i].record, what) {
+                    let message = format!(
+                        "refreshing {} works again",
+                        self.logins[i].file.path().display()
                     );
+                    self.alert(i, Event::Recovered, message, now);
                 }
                 self.save(i);
                 // Plan the new token at once.
@@ -343,7 +357,14 @@ impl Daemon {
                     .read(i)
                     .map(|l| l.refresh_token.fingerprint())
                     .unwrap_or_default();
-                self.mark_dead(i, &e.to_string(), &fp);
+                let why = e.to_string();
+                self.logins[i].record.last_error = Some(why.clone());
+                self.metrics.update(provider, |m| m.dead = true);
+                if plan::mark_dead(&mut self.logins[i].record, &fp) {
+                    let message = dead_message(&self.logins[i].file, &why);
+                    tracing::error!("{message}");
+                    self.alert(i, Event::LoginDead, message, now);
+                }
                 self.save(i);
                 None
             }
@@ -361,77 +382,25 @@ impl Daemon {
                     Error::Unavailable { retry_after, .. } => *retry_after,
                     _ => None,
                 };
-                let t = &mut self.logins[i];
-                t.record.failures = t.record.failures.saturating_add(1);
-                let wait = schedule::backoff(t.record.failures, retry_after, fastrand::f64());
-                let until = later(wait);
-                t.record.cooldown_until = Some(until);
-                t.record.next_refresh_at = Some(until);
-                t.record.last_outcome = Some("failed".into());
-                t.record.last_error = Some(e.to_string());
+                let cooldown = plan::failed(
+                    &mut self.logins[i].record,
+                    e.to_string(),
+                    retry_after,
+                    now,
+                    fastrand::f64(),
+                );
                 tracing::warn!(
                     "{provider}: {e} (failure {}; next try in {})",
-                    t.record.failures,
-                    crate::duration::human(wait)
+                    self.logins[i].record.failures,
+                    crate::duration::human(cooldown.wait)
                 );
-                if !t.record.alerted.contains_key(Event::RefreshFailed.as_str()) {
+                if cooldown.alert {
                     self.alert(i, Event::RefreshFailed, e.to_string(), now);
                 }
                 self.save(i);
-                Some(until)
+                Some(cooldown.until)
             }
         }
-    }
-
-    fn mark_dead(&mut self, i: usize, why: &str, refresh_fp: &str) {
-        let provider = self.logins[i].file.owner().provider;
-        let t = &mut self.logins[i];
-        let already = t.record.dead_refresh.as_deref() == Some(refresh_fp);
-        t.record.dead_refresh = Some(refresh_fp.to_string());
-        t.record.next_refresh_at = None;
-        t.record.cooldown_until = None;
-        t.record.failures = 0;
-        t.record.last_outcome = Some("dead".into());
-        t.record.last_error = Some(why.to_string());
-        t.record.alerted.remove(Event::RefreshFailed.as_str());
-        self.metrics.update(provider, |m| m.dead = true);
-        if !already {
-            let message = format!(
-                "the {} login at {} is dead ({why}); log in again with {}; tokenkeeper resumes when the new login appears",
-                self.logins[i].file.owner().name,
-                self.logins[i].file.path().display(),
-                self.logins[i].file.owner().relogin
-            );
-            tracing::error!("{message}");
-            self.alert(i, Event::LoginDead, message, now_ms());
-        }
-    }
-
-    fn remind_login_ending(&mut self, i: usize, login: &Login, now: EpochMs) {
-        let last = self.logins[i]
-            .record
-            .alerted
-            .get(Event::LoginEnding.as_str())
-            .copied();
-        if !schedule::login_ending_reminder_due(
-            login.login_expires_at,
-            now,
-            self.options.login_ending_within,
-            last,
-        ) {
-            return;
-        }
-        let end = login.login_expires_at.unwrap_or(now);
-        let message = format!(
-            "the {} login at {} ends {} ({}); log in again before then with `{}`",
-            self.logins[i].file.owner().name,
-            self.logins[i].file.path().display(),
-            refresh::format_time(end),
-            crate::duration::relative(end.saturating_sub(now)),
-            self.logins[i].file.owner().relogin
-        );
-        tracing::warn!("{message}");
-        self.alert(i, Event::LoginEnding, message, now);
     }
 
     fn alert(&mut self, i: usize, event: Event, message: String, now: EpochMs) {
@@ -448,6 +417,19 @@ impl Daemon {
         let t = &mut self.logins[i];
         save_record(&self.state, &t.key, &mut t.record);
     }
+}
+
+/// Why a login without tokens is dead.
+const EMPTY: &str = "its tokens are empty (the login was ended or wiped)";
+
+/// The alert for a dead login.
+fn dead_message(file: &CredentialsFile, why: &str) -> String {
+    format!(
+        "the {} login at {} is dead ({why}); log in again with {}; tokenkeeper resumes when the new login appears",
+        file.owner().name,
+        file.path().display(),
+        file.owner().relogin
+    )
 }
 
 /// What both daemons (this one and the fleet's) know of a login from the start: its endpoint,

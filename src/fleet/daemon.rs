@@ -14,7 +14,7 @@
 use crate::config::Settings;
 use crate::daemon::alert::{Alerter, Event};
 use crate::daemon::metrics::Metrics;
-use crate::daemon::schedule;
+use crate::daemon::plan;
 use crate::daemon::watch::{Watcher, sleep_until_event};
 use crate::daemon::{Control, LoginConfig, Options};
 use crate::error::{Error, ErrorKind};
@@ -245,63 +245,89 @@ impl FleetDaemon {
             }
         }
         self.update_metrics(i, &shared);
-        if shared.is_dead() {
-            self.dead(i, &shared, now);
-            self.save(i);
-            return None;
+        let view = plan::View {
+            access: shared.login.access_token.fingerprint(),
+            refresh: shared.login.refresh_token.fingerprint(),
+            expires_at: shared.login.expires_at,
+            login_expires_at: shared.login.login_expires_at,
+            dead: shared.is_dead(),
+            // A failure anywhere in the fleet cools everyone down.
+            not_before: shared.row.retry_at.filter(|_| shared.row.failures > 0),
+        };
+        let rules = plan::Rules {
+            refresh_before: self
+                .options
+                .refresh_before
+                .unwrap_or(self.logins[i].settings.min_ttl),
+            login_ending_within: self.options.login_ending_within,
+        };
+        let step = plan::step(
+            &mut self.logins[i].record,
+            &view,
+            &rules,
+            now,
+            fastrand::f64(),
+        );
+        for event in step.alerts {
+            self.announce(i, event, &shared, now);
         }
-        if self.logins[i].record.dead_refresh.take().is_some() {
-            let message = format!(
-                "a new {} login was pushed to {} (generation {}); the fleet keeps it fresh again",
-                self.logins[i].file.owner().name,
-                self.fleet.shown,
-                shared.row.generation
-            );
-            self.alert(i, Event::Recovered, message, now);
-            let provider = self.logins[i].file.owner().provider;
-            self.metrics.update(provider, |m| m.dead = false);
+        match step.next {
+            plan::Next::Stop => {
+                let provider = self.logins[i].file.owner().provider;
+                self.metrics.update(provider, |m| m.dead = true);
+                self.save(i);
+                None
+            }
+            plan::Next::At(at) => {
+                self.save(i);
+                Some(at)
+            }
+            plan::Next::RefreshNow(lead) => self.refresh(i, lead, now),
         }
-        self.remind_login_ending(i, &shared, now);
-        self.plan_token(i, &shared, now);
-
-        let t = &self.logins[i];
-        let lead = Duration::from_millis(u64::try_from(t.record.lead_ms.unwrap_or(0)).unwrap_or(0));
-        let mut at = schedule::refresh_at(shared.login.expires_at, lead);
-        // A failure anywhere in the fleet cools everyone down, and ours does too.
-        if shared.row.failures > 0
-            && let Some(r) = shared.row.retry_at
-        {
-            at = at.max(r);
-        }
-        if let Some(until) = t.record.cooldown_until.filter(|u| *u > now) {
-            at = at.max(until);
-        }
-        if now < at {
-            self.logins[i].record.next_refresh_at = Some(at);
-            self.save(i);
-            return Some(at);
-        }
-        self.refresh(i, lead, now)
     }
 
-    /// A token seen for the first time gets its plan, as in the local daemon: the margin cut to
-    /// half its lifetime, plus this machine's own jitter.
-    fn plan_token(&mut self, i: usize, shared: &Shared, now: EpochMs) {
-        let fp = shared.login.access_token.fingerprint();
-        let t = &mut self.logins[i];
-        if t.record.token.as_deref() == Some(fp.as_str()) && t.record.lead_ms.is_some() {
-            return;
-        }
-        let lifetime = u64::try_from(shared.login.expires_at.saturating_sub(now))
-            .ok()
-            .filter(|ms| *ms > 0)
-            .map(Duration::from_millis);
-        let before = self.options.refresh_before.unwrap_or(t.settings.min_ttl);
-        let margin = schedule::margin(before, lifetime);
-        let lead = schedule::lead(margin, fastrand::f64());
-        t.record.token = Some(fp);
-        t.record.seen_at = Some(now);
-        t.record.lead_ms = Some(duration_ms(lead));
+    /// Words and sends an alert the plan asked for.
+    fn announce(&mut self, i: usize, event: Event, shared: &Shared, now: EpochMs) {
+        let owner = self.logins[i].file.owner();
+        let message = match event {
+            Event::LoginDead => {
+                let message = format!(
+                    "the fleet's {} login in {} is dead ({}); log in again with {} on one machine and run `tokenkeeper fleet push` there; every machine resumes when the new login appears",
+                    owner.name,
+                    self.fleet.shown,
+                    shared
+                        .row
+                        .last_error
+                        .as_deref()
+                        .unwrap_or("the server rejected its refresh token"),
+                    owner.relogin
+                );
+                tracing::error!("{message}");
+                self.logins[i].record.last_error = Some(message.clone());
+                message
+            }
+            Event::Recovered => {
+                self.metrics.update(owner.provider, |m| m.dead = false);
+                format!(
+                    "a new {} login was pushed to {} (generation {}); the fleet keeps it fresh again",
+                    owner.name, self.fleet.shown, shared.row.generation
+                )
+            }
+            Event::LoginEnding => {
+                let end = shared.login.login_expires_at.unwrap_or(now);
+                let message = format!(
+                    "the fleet's {} login ends {} ({}); log in again before then with {} on one machine and run `tokenkeeper fleet push` there",
+                    owner.name,
+                    crate::refresh::format_time(end),
+                    crate::duration::relative(end.saturating_sub(now)),
+                    owner.relogin
+                );
+                tracing::warn!("{message}");
+                message
+            }
+            _ => return,
+        };
+        self.alert(i, event, message, now);
     }
 
     fn refresh(&mut self, i: usize, lead: Duration, now: EpochMs) -> Option<EpochMs> {
@@ -341,17 +367,10 @@ impl FleetDaemon {
                 self.metrics.update(provider, |m| {
                     *m.refresh_total.entry(label).or_default() += 1
                 });
-                let t = &mut self.logins[i];
-                let was_failing = t.record.failures > 0;
-                t.record.failures = 0;
-                t.record.cooldown_until = None;
-                t.record.last_outcome = Some(what.to_string());
-                t.record.last_error = None;
-                if was_failing && t.record.alerted.contains_key(Event::RefreshFailed.as_str()) {
-                    t.record.alerted.remove(Event::RefreshFailed.as_str());
+                if plan::refreshed(&mut self.logins[i].record, what) {
                     let message = format!(
                         "refreshing the fleet's {} login works again",
-                        t.file.owner().name
+                        self.logins[i].file.owner().name
                     );
                     self.alert(i, Event::Recovered, message, now);
                 }
@@ -384,24 +403,23 @@ impl FleetDaemon {
                     Error::Unavailable { retry_after, .. } => *retry_after,
                     _ => None,
                 };
-                let t = &mut self.logins[i];
-                t.record.failures = t.record.failures.saturating_add(1);
-                let wait = schedule::backoff(t.record.failures, retry_after, fastrand::f64());
-                let until = now.saturating_add(duration_ms(wait));
-                t.record.cooldown_until = Some(until);
-                t.record.next_refresh_at = Some(until);
-                t.record.last_outcome = Some("failed".into());
-                t.record.last_error = Some(e.to_string());
+                let cooldown = plan::failed(
+                    &mut self.logins[i].record,
+                    e.to_string(),
+                    retry_after,
+                    now,
+                    fastrand::f64(),
+                );
                 tracing::warn!(
                     "{provider}: {e} (failure {}; next try in {})",
-                    t.record.failures,
-                    crate::duration::human(wait)
+                    self.logins[i].record.failures,
+                    crate::duration::human(cooldown.wait)
                 );
-                if !t.record.alerted.contains_key(Event::RefreshFailed.as_str()) {
+                if cooldown.alert {
                     self.alert(i, Event::RefreshFailed, e.to_string(), now);
                 }
                 self.save(i);
-                Some(until)
+                Some(cooldown.until)
             }
         }
     }
@@ -472,63 +490,6 @@ impl FleetDaemon {
         }
         t.record.last_error = Some(text);
         t.record.next_refresh_at = None;
-    }
-
-    fn dead(&mut self, i: usize, shared: &Shared, now: EpochMs) {
-        let fp = shared.login.refresh_token.fingerprint();
-        let provider = self.logins[i].file.owner().provider;
-        let t = &mut self.logins[i];
-        let already = t.record.dead_refresh.as_deref() == Some(fp.as_str());
-        t.record.dead_refresh = Some(fp);
-        t.record.next_refresh_at = None;
-        t.record.cooldown_until = None;
-        t.record.failures = 0;
-        t.record.last_outcome = Some("dead".into());
-        self.metrics.update(provider, |m| m.dead = true);
-        if !already {
-            let owner = self.logins[i].file.owner();
-            let message = format!(
-                "the fleet's {} login in {} is dead ({}); log in again with {} on one machine and run `tokenkeeper fleet push` there; every machine resumes when the new login appears",
-                owner.name,
-                self.fleet.shown,
-                shared
-                    .row
-                    .last_error
-                    .as_deref()
-                    .unwrap_or("the server rejected its refresh token"),
-                owner.relogin
-            );
-            tracing::error!("{message}");
-            self.logins[i].record.last_error = Some(message.clone());
-            self.alert(i, Event::LoginDead, message, now);
-        }
-    }
-
-    fn remind_login_ending(&mut self, i: usize, shared: &Shared, now: EpochMs) {
-        let last = self.logins[i]
-            .record
-            .alerted
-            .get(Event::LoginEnding.as_str())
-            .copied();
-        if !schedule::login_ending_reminder_due(
-            shared.login.login_expires_at,
-            now,
-            self.options.login_ending_within,
-            last,
-        ) {
-            return;
-        }
-        let end = shared.login.login_expires_at.unwrap_or(now);
-        let owner = self.logins[i].file.owner();
-        let message = format!(
-            "the fleet's {} login ends {} ({}); log in again before then with {} on one machine and run `tokenkeeper fleet push` there",
-            owner.name,
-            crate::refresh::format_time(end),
-            crate::duration::relative(end.saturating_sub(now)),
-            owner.relogin
-        );
-        tracing::warn!("{message}");
-        self.alert(i, Event::LoginEnding, message, now);
     }
 
     fn alert(&mut self, i: usize, event: Event, message: String, now: EpochMs) {
