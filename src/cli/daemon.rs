@@ -10,7 +10,7 @@ use tokenkeeper::Error;
 use tokenkeeper::daemon::alert::Alerter;
 use tokenkeeper::daemon::metrics::{self, Metrics};
 use tokenkeeper::daemon::sd_notify::Notifier;
-use tokenkeeper::daemon::{Control, Daemon, LoginConfig, Options};
+use tokenkeeper::daemon::{Control, Daemon, LoginConfig, Options, Source};
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct DaemonArgs {
@@ -222,21 +222,25 @@ pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<u8, Error> {
     };
 
     let notifier = Notifier::from_env();
-    let ping_every = notifier.ping_every();
-    if let Some(fleet) = resolved.fleet {
-        let mut reload = || resolve(cli, args).map(|r| (r.options, r.alerter, r.logins));
-        return super::fleet::run_daemon(
+    let mut reload = || {
+        resolve(cli, args).map(|r| {
+            if r.metrics != resolved.metrics {
+                tracing::warn!("a new metrics address takes effect at the next start");
+            }
+            (r.options, r.alerter, r.logins)
+        })
+    };
+    if let Some(fleet) = resolved.fleet.clone() {
+        let mut daemon = super::fleet::fleet_daemon(
             fleet,
             resolved.logins,
             state,
             resolved.alerter,
             metrics,
             resolved.options,
-            &control,
             super::fleet::waker(&_wake),
-            &notifier,
-            &mut reload,
-        );
+        )?;
+        return serve(&mut daemon, &control, &notifier, &mut reload);
     }
     let paths: Vec<String> = resolved
         .logins
@@ -255,24 +259,37 @@ pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<u8, Error> {
         metrics,
         resolved.options,
     );
+    serve(&mut daemon, &control, &notifier, &mut reload)
+}
+
+/// Runs either daemon's loop until a signal stops it, telling systemd (when it asked) that the
+/// daemon is ready, alive, reloading and stopping; SIGHUP re-reads the configuration.
+fn serve(
+    daemon: &mut dyn Source,
+    control: &Control,
+    notifier: &Notifier,
+    reload: &mut dyn FnMut() -> Result<(Options, Alerter, Vec<LoginConfig>), Error>,
+) -> Result<u8, Error> {
     notifier.ready();
     let mut on_wake = || notifier.ping();
-    let mut on_reload = |d: &mut Daemon| {
+    let mut on_reload = |d: &mut dyn Source| {
         notifier.reloading();
-        match resolve(cli, args) {
-            Ok(r) => {
+        match reload() {
+            Ok((options, alerter, logins)) => {
                 tracing::info!("configuration re-read");
-                d.set_options(r.options, r.alerter);
-                d.set_logins(r.logins);
-                if r.metrics != resolved.metrics {
-                    tracing::warn!("a new metrics address takes effect at the next start");
-                }
+                d.reconfigure(options, alerter, logins);
             }
             Err(e) => tracing::error!("configuration not re-read, keeping the old one: {e}"),
         }
         notifier.ready();
     };
-    daemon.run(&control, ping_every, &mut on_wake, &mut on_reload);
+    tokenkeeper::daemon::run(
+        daemon,
+        control,
+        notifier.ping_every(),
+        &mut on_wake,
+        &mut on_reload,
+    );
     notifier.stopping();
     tracing::info!("daemon stopping");
     daemon.alerter().flush(Duration::from_secs(10));

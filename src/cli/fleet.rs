@@ -9,9 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokenkeeper::daemon::alert::Alerter;
 use tokenkeeper::daemon::metrics::Metrics;
-use tokenkeeper::daemon::sd_notify::Notifier;
-use tokenkeeper::daemon::{Control, LoginConfig, Options};
-use tokenkeeper::fleet::daemon::FleetDaemon;
+use tokenkeeper::daemon::{LoginConfig, Options};
+use tokenkeeper::fleet::daemon::{FleetDaemon, shared_only};
 use tokenkeeper::fleet::refresh as fleet_refresh;
 use tokenkeeper::fleet::{Fleet, crypto};
 use tokenkeeper::login::Login;
@@ -173,36 +172,18 @@ pub fn inspect(ctx: &Context) -> Option<StoreReport> {
     })
 }
 
-/// The daemon of a fleet machine: the local daemon's set-up, the fleet's loop.
-#[allow(clippy::too_many_arguments)]
-pub fn run_daemon(
+/// The daemon of a fleet machine, checked and listening: the loop and its set-up are the local
+/// daemon's.
+pub fn fleet_daemon(
     fleet: Arc<Fleet>,
     logins: Vec<LoginConfig>,
     state: StateDir,
     alerter: Alerter,
     metrics: Metrics,
     options: Options,
-    control: &Control,
     wake: Box<dyn Fn() + Send>,
-    notifier: &Notifier,
-    reload: &mut dyn FnMut() -> Result<(Options, Alerter, Vec<LoginConfig>), Error>,
-) -> Result<u8, Error> {
-    let keep = |logins: Vec<LoginConfig>| -> Vec<LoginConfig> {
-        logins
-            .into_iter()
-            .filter(|l| {
-                let shared = tokenkeeper::fleet::shape::of(l.file.owner().provider).is_some();
-                if !shared {
-                    tracing::warn!(
-                        "{} is not kept by this fleet daemon: fleet mode keeps Claude Code logins only for now",
-                        l.file.path().display()
-                    );
-                }
-                shared
-            })
-            .collect()
-    };
-    let logins = keep(logins);
+) -> Result<FleetDaemon, Error> {
+    let logins = shared_only(logins);
     if logins.is_empty() {
         return Err(Error::Store {
             kind: ErrorKind::Config,
@@ -254,26 +235,9 @@ pub fn run_daemon(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let mut daemon = FleetDaemon::new(fleet, logins, state, alerter, metrics, options);
-    notifier.ready();
-    let mut on_wake = || notifier.ping();
-    let mut on_reload = |d: &mut FleetDaemon| {
-        notifier.reloading();
-        match reload() {
-            Ok((options, alerter, logins)) => {
-                tracing::info!("configuration re-read");
-                d.set_options(options, alerter);
-                d.set_logins(keep(logins));
-            }
-            Err(e) => tracing::error!("configuration not re-read, keeping the old one: {e}"),
-        }
-        notifier.ready();
-    };
-    daemon.run(control, notifier.ping_every(), &mut on_wake, &mut on_reload);
-    notifier.stopping();
-    tracing::info!("daemon stopping");
-    daemon.alerter().flush(Duration::from_secs(10));
-    Ok(0)
+    Ok(FleetDaemon::new(
+        fleet, logins, state, alerter, metrics, options,
+    ))
 }
 
 /// `status`'s verdict on a fleet login: the store's login decides (this machine's file holds no

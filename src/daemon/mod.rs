@@ -8,6 +8,10 @@
 //! The loop sleeps in `poll(2)` on inotify and a wake-up pipe (signals), with a timeout to the
 //! next planned action: idle, it uses no CPU between wake-ups. A login kept in the macOS
 //! Keychain makes no file events, so it is looked at every 30 s as well.
+//!
+//! One loop ([`run`]) serves both modes through [`Source`]: [`Daemon`] keeps this machine's
+//! files, `fleet::daemon::FleetDaemon` the fleet's store. What a look at a login means, and what
+//! a refresh's result means, is decided once for both in [`plan`].
 
 pub mod alert;
 pub mod metrics;
@@ -27,6 +31,7 @@ use crate::provider::Provider;
 use crate::refresh::{self, Action, Job};
 use crate::storage::credentials_file::CredentialsFile;
 use crate::storage::state::{DaemonRecord, StateDir};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -119,74 +124,110 @@ impl Daemon {
             })
             .collect();
     }
+}
 
-    pub fn set_options(&mut self, options: Options, alerter: Alerter) {
-        self.options = options;
-        self.alerter = alerter;
-    }
-
-    pub fn alerter(&self) -> &Alerter {
-        &self.alerter
-    }
-
-    /// Runs until `control.stop` is set. `on_wake` runs at every wake-up (watchdog pings);
-    /// `reload` is called when `control.reload` is set.
-    pub fn run(
-        &mut self,
-        control: &Control,
-        ping_every: Option<Duration>,
-        on_wake: &mut dyn FnMut(),
-        reload: &mut dyn FnMut(&mut Daemon),
-    ) {
-        let mut watcher = Watcher::new()
-            .map_err(|e| tracing::info!("{e}; looking at the files every 5 s instead"))
-            .ok();
-        loop {
-            if control.stop.load(Ordering::SeqCst) {
-                return;
-            }
-            if control.reload.swap(false, Ordering::SeqCst) {
-                reload(self);
-            }
-            let mut all_watched = watcher.is_some();
-            if let Some(w) = watcher.as_mut() {
-                for t in &self.logins {
-                    all_watched &= w.watch_file(t.file.path());
-                }
-            }
-            let now = now_ms();
-            let next = self.tick(now);
-            on_wake();
-            if control.stop.load(Ordering::SeqCst) {
-                return;
-            }
-            let mut wait = next.map(|at| {
-                Duration::from_millis(u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0))
-            });
-            if !all_watched {
-                wait = Some(wait.map_or(FALLBACK_POLL, |w| w.min(FALLBACK_POLL)));
-            }
-            if self.logins.iter().any(|t| t.file.keychain().is_some()) {
-                wait = Some(wait.map_or(KEYCHAIN_POLL, |w| w.min(KEYCHAIN_POLL)));
-            }
-            if let Some(p) = ping_every {
-                wait = Some(wait.map_or(p, |w| w.min(p)));
-            }
-            sleep_until_event(watcher.as_mut(), control.wake_fd, wait);
-        }
-    }
+/// What the one loop ([`run`]) keeps fresh: this machine's files ([`Daemon`]) or the fleet's
+/// store (`fleet::daemon::FleetDaemon`). Each looks at its logins and acts; the loop decides
+/// when to look again.
+pub trait Source {
+    /// How many logins it keeps.
+    fn count(&self) -> usize;
+    /// Looks at login `i` and acts on it; returns when it plans to act next, if ever.
+    fn tick_login(&mut self, i: usize, now: EpochMs) -> Option<EpochMs>;
+    /// The files whose changes wake the loop.
+    fn files(&self) -> Vec<&Path>;
+    /// The longest the loop sleeps even with every file watched (a login that makes no file
+    /// events, a store without notifications).
+    fn look_every(&self, control: &Control) -> Option<Duration>;
+    /// New options and logins (on SIGHUP), keeping what is known about each login.
+    fn reconfigure(&mut self, options: Options, alerter: Alerter, logins: Vec<LoginConfig>);
+    fn alerter(&self) -> &Alerter;
 
     /// One pass over every login; returns the earliest time something is planned.
-    pub fn tick(&mut self, now: EpochMs) -> Option<EpochMs> {
-        let mut next: Option<EpochMs> = None;
-        for i in 0..self.logins.len() {
-            if let Some(at) = self.tick_login(i, now) {
-                next = Some(next.map_or(at, |n| n.min(at)));
+    fn tick(&mut self, now: EpochMs) -> Option<EpochMs> {
+        (0..self.count())
+            .filter_map(|i| self.tick_login(i, now))
+            .min()
+    }
+}
+
+/// Runs until `control.stop` is set. `on_wake` runs at every wake-up (watchdog pings);
+/// `reload` is called when `control.reload` is set.
+pub fn run(
+    source: &mut dyn Source,
+    control: &Control,
+    ping_every: Option<Duration>,
+    on_wake: &mut dyn FnMut(),
+    reload: &mut dyn FnMut(&mut dyn Source),
+) {
+    let mut watcher = Watcher::new()
+        .map_err(|e| tracing::info!("{e}; looking at the files every 5 s instead"))
+        .ok();
+    loop {
+        if control.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        if control.reload.swap(false, Ordering::SeqCst) {
+            reload(source);
+        }
+        let mut all_watched = watcher.is_some();
+        if let Some(w) = watcher.as_mut() {
+            for path in source.files() {
+                all_watched &= w.watch_file(path);
             }
         }
-        next
+        let next = source.tick(now_ms());
+        on_wake();
+        if control.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut wait = next.map(|at| {
+            Duration::from_millis(u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0))
+        });
+        let at_least = [
+            (!all_watched).then_some(FALLBACK_POLL),
+            source.look_every(control),
+            ping_every,
+        ];
+        for every in at_least.into_iter().flatten() {
+            wait = Some(wait.map_or(every, |w| w.min(every)));
+        }
+        sleep_until_event(watcher.as_mut(), control.wake_fd, wait);
+    }
+}
+
+impl Source for Daemon {
+    fn count(&self) -> usize {
+        self.logins.len()
     }
 
+    fn tick_login(&mut self, i: usize, now: EpochMs) -> Option<EpochMs> {
+        Daemon::tick_login(self, i, now)
+    }
+
+    fn files(&self) -> Vec<&Path> {
+        self.logins.iter().map(|t| t.file.path()).collect()
+    }
+
+    fn look_every(&self, _control: &Control) -> Option<Duration> {
+        self.logins
+            .iter()
+            .any(|t| t.file.keychain().is_some())
+            .then_some(KEYCHAIN_POLL)
+    }
+
+    fn reconfigure(&mut self, options: Options, alerter: Alerter, logins: Vec<LoginConfig>) {
+        self.options = options;
+        self.alerter = alerter;
+        self.set_logins(logins);
+    }
+
+    fn alerter(&self) -> &Alerter {
+        &self.alerter
+    }
+}
+
+impl Daemon {
     fn tick_login(&mut self, i: usize, now: EpochMs) -> Option<EpochMs> {
         let stamp = Stamp::of(self.logins[i].file.path());
         let changed = self.logins[i].stamp != Some(stamp);

@@ -10,27 +10,30 @@
 //! refresh that revoked the old one. While the store cannot be reached, the machine keeps its
 //! access token, sends one `store_unreachable` alert, tries again with backoff, and sends
 //! `recovered` when it can reach the store again.
+//!
+//! It is a [`Source`] of the daemon's one loop (`daemon::run`), and its decisions are the
+//! daemon's (`daemon::plan`); what is its own is reading the store, the row-lock refresh, the
+//! listener, and the store's troubles.
 
 use crate::config::Settings;
 use crate::daemon::alert::{Alerter, Event};
 use crate::daemon::metrics::Metrics;
 use crate::daemon::plan;
-use crate::daemon::watch::{Watcher, sleep_until_event};
-use crate::daemon::{Control, LoginConfig, Options};
+use crate::daemon::{Control, LoginConfig, Options, Source};
 use crate::error::{Error, ErrorKind};
 use crate::fleet::Fleet;
 use crate::fleet::database::Store;
 use crate::fleet::local;
 use crate::fleet::refresh::{self as fleet_refresh, Shared};
-use crate::login::{EpochMs, duration_ms, now_ms};
+use crate::login::{EpochMs, duration_ms};
 use crate::oauth::backoff::Backoff;
 use crate::oauth::endpoint::TokenEndpoint;
 use crate::provider::Provider;
 use crate::refresh::{Action, Job};
 use crate::storage::credentials_file::CredentialsFile;
 use crate::storage::state::{DaemonRecord, StateDir};
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// Without a listener (or inotify), look at the store this often.
@@ -124,15 +127,6 @@ impl FleetDaemon {
             .collect();
     }
 
-    pub fn set_options(&mut self, options: Options, alerter: Alerter) {
-        self.options = options;
-        self.alerter = alerter;
-    }
-
-    pub fn alerter(&self) -> &Alerter {
-        &self.alerter
-    }
-
     /// Starts the listener thread: it calls `wake` (which wakes the loop: a byte down its
     /// self-pipe) at every notification on the store's channel, and after every (re)connection,
     /// so the loop looks at the store again.
@@ -161,60 +155,56 @@ impl FleetDaemon {
             tracing::warn!("could not start the store's listener ({e}); looking every 5 s");
         }
     }
+}
 
-    /// Runs until `control.stop` is set, like the local daemon's loop.
-    pub fn run(
-        &mut self,
-        control: &Control,
-        ping_every: Option<Duration>,
-        on_wake: &mut dyn FnMut(),
-        reload: &mut dyn FnMut(&mut FleetDaemon),
-    ) {
-        let mut watcher = Watcher::new()
-            .map_err(|e| tracing::warn!("no inotify ({e}); looking at the files every 5 s"))
-            .ok();
-        loop {
-            if control.stop.load(Ordering::SeqCst) {
-                return;
-            }
-            if control.reload.swap(false, Ordering::SeqCst) {
-                reload(self);
-            }
-            let mut all_watched = watcher.is_some();
-            if let Some(w) = watcher.as_mut() {
-                for t in &self.logins {
-                    all_watched &= w.watch_file(t.file.path());
-                }
-            }
-            let next = self.tick(now_ms());
-            on_wake();
-            if control.stop.load(Ordering::SeqCst) {
-                return;
-            }
-            let mut wait = next.map(|at| {
-                Duration::from_millis(u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0))
-            });
-            if !all_watched || control.wake_fd.is_none() {
-                wait = Some(wait.map_or(FALLBACK_POLL, |w| w.min(FALLBACK_POLL)));
-            }
-            if let Some(p) = ping_every {
-                wait = Some(wait.map_or(p, |w| w.min(p)));
-            }
-            sleep_until_event(watcher.as_mut(), control.wake_fd, wait);
-        }
+impl Source for FleetDaemon {
+    fn count(&self) -> usize {
+        self.logins.len()
     }
 
-    /// One pass over every login; returns the earliest time something is planned.
-    pub fn tick(&mut self, now: EpochMs) -> Option<EpochMs> {
-        let mut next: Option<EpochMs> = None;
-        for i in 0..self.logins.len() {
-            if let Some(at) = self.tick_login(i, now) {
-                next = Some(next.map_or(at, |n| n.min(at)));
-            }
-        }
-        next
+    fn tick_login(&mut self, i: usize, now: EpochMs) -> Option<EpochMs> {
+        FleetDaemon::tick_login(self, i, now)
     }
 
+    fn files(&self) -> Vec<&Path> {
+        self.logins.iter().map(|t| t.file.path()).collect()
+    }
+
+    /// Without the listener's wake-ups, look at the store every few seconds.
+    fn look_every(&self, control: &Control) -> Option<Duration> {
+        control.wake_fd.is_none().then_some(FALLBACK_POLL)
+    }
+
+    fn reconfigure(&mut self, options: Options, alerter: Alerter, logins: Vec<LoginConfig>) {
+        self.options = options;
+        self.alerter = alerter;
+        self.set_logins(shared_only(logins));
+    }
+
+    fn alerter(&self) -> &Alerter {
+        &self.alerter
+    }
+}
+
+/// The logins the fleet can share (Claude Code's, for now); each other one is left out with a
+/// warning.
+pub fn shared_only(logins: Vec<LoginConfig>) -> Vec<LoginConfig> {
+    logins
+        .into_iter()
+        .filter(|l| {
+            let shared = crate::fleet::shape::of(l.file.owner().provider).is_some();
+            if !shared {
+                tracing::warn!(
+                    "{} is not kept by this fleet daemon: fleet mode keeps Claude Code logins only for now",
+                    l.file.path().display()
+                );
+            }
+            shared
+        })
+        .collect()
+}
+
+impl FleetDaemon {
     fn tick_login(&mut self, i: usize, now: EpochMs) -> Option<EpochMs> {
         let fetched = {
             let fleet = Arc::clone(&self.fleet);
