@@ -16,6 +16,8 @@
 //! - [`exec`]: the wrapped command and its auth failures.
 //! - [`service`]: the definitions that run the daemon (systemd, launchd, Windows).
 //! - [`fleet`]: many machines sharing one login through PostgreSQL.
+//! - [`keeper`]: one login and how it is kept (its file or the fleet's store), the entry point
+//!   for every command and both daemon modes.
 //! - leaves: [`login`] (a login and when it is due), [`config`], [`duration`], [`error`],
 //!   [`secret`].
 
@@ -25,6 +27,7 @@ pub mod duration;
 pub mod error;
 pub mod exec;
 pub mod fleet;
+pub mod keeper;
 pub mod lock;
 pub mod login;
 pub mod oauth;

@@ -112,9 +112,9 @@ fn keepable(all: Vec<Context>) -> Result<Vec<LoginConfig>, Error> {
                 nothing = Some(e);
             }
             _ => logins.push(LoginConfig {
-                provider: c.provider,
-                file: c.file,
-                settings: c.settings,
+                provider: c.keeper.provider,
+                file: c.keeper.file,
+                settings: c.keeper.settings,
             }),
         }
     }

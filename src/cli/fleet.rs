@@ -1,20 +1,17 @@
-//! `tokenkeeper fleet keygen|push`, and the hooks that send a fleet machine's `exec`, `token`,
-//! `refresh`, `status` and `daemon` through the shared store (`--store`, `TOKENKEEPER_STORE` or
-//! `[store] url`) instead of the local file.
+//! `tokenkeeper fleet keygen|push`, the fleet daemon's start-up checks, and what `status` says
+//! of a fleet login. Whether a command goes through the shared store (`--store`,
+//! `TOKENKEEPER_STORE` or `[store] url`) or the local file is the library's `Keeper`'s choice.
 
 use super::{Cli, Context, output};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 use tokenkeeper::daemon::alert::Alerter;
 use tokenkeeper::daemon::metrics::Metrics;
 use tokenkeeper::daemon::{LoginConfig, Options};
 use tokenkeeper::fleet::daemon::{FleetDaemon, shared_only};
-use tokenkeeper::fleet::refresh as fleet_refresh;
 use tokenkeeper::fleet::{Fleet, crypto};
 use tokenkeeper::login::Login;
-use tokenkeeper::refresh::Outcome;
 use tokenkeeper::storage::state::StateDir;
 use tokenkeeper::{Error, ErrorKind};
 
@@ -109,34 +106,6 @@ fn push(cli: &Cli, force: bool) -> Result<u8, Error> {
     Ok(0)
 }
 
-impl Context {
-    /// The refresh protocol for this login: the fleet's when a store is configured, else the
-    /// local file's.
-    pub fn refresh_if_due(&self, force: bool, min_ttl: Duration) -> Result<Outcome, Error> {
-        match &self.fleet {
-            Some(fleet) => fleet_refresh::ensure_fresh(fleet, &self.job(), force, min_ttl),
-            None => tokenkeeper::refresh::refresh_if_due(&self.job(), force, min_ttl),
-        }
-    }
-
-    /// The login as this machine's file holds it now. A fleet machine's file has no refresh
-    /// token by design; it counts as ended only when its access token is gone.
-    pub fn read_login(&self) -> Result<Login, Error> {
-        if self.fleet.is_none() {
-            return tokenkeeper::refresh::read_login(&self.job());
-        }
-        let login = tokenkeeper::refresh::parse_current(self.provider.as_ref(), &self.file)?;
-        if login.access_token.is_empty() {
-            return Err(Error::Dead {
-                path: self.file.path().to_path_buf(),
-                reason: "it holds no access token".into(),
-                relogin: self.file.owner().relogin,
-            });
-        }
-        Ok(login)
-    }
-}
-
 /// What wakes the daemon's loop from the store's listener: a byte down the loop's self-pipe.
 #[cfg(unix)]
 pub fn waker(ends: &[std::os::unix::net::UnixStream; 2]) -> Box<dyn Fn() + Send> {
@@ -154,23 +123,8 @@ pub fn waker(_ends: &()) -> Box<dyn Fn() + Send> {
     Box::new(|| {})
 }
 
-/// What `status` adds for a fleet login: the store's row, or why it could not be read.
-pub struct StoreReport {
-    pub store: String,
-    pub shared: Result<fleet_refresh::Shared, Error>,
-}
-
-/// Reads the store for `status` (no lock, no write).
-pub fn inspect(ctx: &Context) -> Option<StoreReport> {
-    let fleet = ctx.fleet.as_ref()?;
-    let job = ctx.job();
-    let shared = fleet_refresh::connect(fleet)
-        .and_then(|mut store| fleet_refresh::fetch(&mut store, fleet, &job));
-    Some(StoreReport {
-        store: fleet.shown.clone(),
-        shared,
-    })
-}
+use tokenkeeper::keeper::Keeper;
+pub use tokenkeeper::keeper::StoreReport;
 
 /// The daemon of a fleet machine, checked and listening: the loop and its set-up are the local
 /// daemon's.
@@ -196,32 +150,24 @@ pub fn fleet_daemon(
     }
     // Refuse to start with a key that cannot open the store's login, or with no login there;
     // an unreachable store is not a reason to refuse (the machine keeps its token meanwhile).
+    let first = &logins[0];
+    let keeper = Keeper::new(
+        Arc::clone(&first.provider),
+        first.file.clone(),
+        first.settings.clone(),
+        state.clone(),
+        Some(Arc::clone(&fleet)),
+    );
+    if let Some(StoreReport { shared: Err(e), .. }) = keeper.inspect_store()
+        && !matches!(
+            e,
+            Error::Store {
+                unreachable: true,
+                ..
+            }
+        )
     {
-        let first = &logins[0];
-        let endpoint = tokenkeeper::oauth::endpoint::TokenEndpoint::new(
-            &first.settings.token_url,
-            &first.settings.user_agent,
-        );
-        let job = tokenkeeper::refresh::Job {
-            provider: first.provider.as_ref(),
-            file: &first.file,
-            settings: &first.settings,
-            endpoint: &endpoint,
-            state: &state,
-        };
-        let checked = fleet_refresh::connect(&fleet)
-            .and_then(|mut store| fleet_refresh::fetch(&mut store, &fleet, &job));
-        if let Err(e) = checked
-            && !matches!(
-                e,
-                Error::Store {
-                    unreachable: true,
-                    ..
-                }
-            )
-        {
-            return Err(e);
-        }
+        return Err(e);
     }
     FleetDaemon::listen(Arc::clone(&fleet), wake);
     tracing::info!(

@@ -25,10 +25,10 @@ use crate::daemon::alert::{Alert, Alerter, Event};
 use crate::daemon::metrics::Metrics;
 use crate::daemon::watch::{Stamp, WakeFd, Watcher, sleep_until_event};
 use crate::error::{Error, ErrorKind};
+use crate::keeper::Keeper;
 use crate::login::{EpochMs, Login, duration_ms, now_ms};
-use crate::oauth::endpoint::TokenEndpoint;
 use crate::provider::Provider;
-use crate::refresh::{self, Action, Job};
+use crate::refresh::{self, Action};
 use crate::storage::credentials_file::CredentialsFile;
 use crate::storage::state::{DaemonRecord, StateDir};
 use std::path::Path;
@@ -53,10 +53,7 @@ pub struct LoginConfig {
 }
 
 struct Tracked {
-    provider: Arc<dyn Provider>,
-    file: CredentialsFile,
-    settings: Settings,
-    endpoint: TokenEndpoint,
+    keeper: Keeper,
     key: String,
     record: DaemonRecord,
     stamp: Option<Option<Stamp>>,
@@ -111,12 +108,9 @@ impl Daemon {
         self.logins = logins
             .into_iter()
             .map(|l| {
-                let (endpoint, key, record) = track(&l, &self.state);
+                let (keeper, key, record) = track(l, &self.state);
                 Tracked {
-                    endpoint,
-                    provider: l.provider,
-                    file: l.file,
-                    settings: l.settings,
+                    keeper,
                     key,
                     record,
                     stamp: None,
@@ -206,13 +200,13 @@ impl Source for Daemon {
     }
 
     fn files(&self) -> Vec<&Path> {
-        self.logins.iter().map(|t| t.file.path()).collect()
+        self.logins.iter().map(|t| t.keeper.file.path()).collect()
     }
 
     fn look_every(&self, _control: &Control) -> Option<Duration> {
         self.logins
             .iter()
-            .any(|t| t.file.keychain().is_some())
+            .any(|t| t.keeper.file.keychain().is_some())
             .then_some(KEYCHAIN_POLL)
     }
 
@@ -229,10 +223,10 @@ impl Source for Daemon {
 
 impl Daemon {
     fn tick_login(&mut self, i: usize, now: EpochMs) -> Option<EpochMs> {
-        let stamp = Stamp::of(self.logins[i].file.path());
+        let stamp = Stamp::of(self.logins[i].keeper.file.path());
         let changed = self.logins[i].stamp != Some(stamp);
         self.logins[i].stamp = Some(stamp);
-        let provider = self.logins[i].file.owner().provider;
+        let provider = self.logins[i].keeper.file.owner().provider;
 
         let login = match self.read(i) {
             Ok(login) => login,
@@ -295,14 +289,14 @@ impl Daemon {
             refresh_before: self
                 .options
                 .refresh_before
-                .unwrap_or(self.logins[i].settings.min_ttl),
+                .unwrap_or(self.logins[i].keeper.settings.min_ttl),
             login_ending_within: self.options.login_ending_within,
         }
     }
 
     /// Words and sends an alert the plan asked for.
     fn announce(&mut self, i: usize, event: Event, login: &Login, now: EpochMs) {
-        let file = &self.logins[i].file;
+        let file = &self.logins[i].keeper.file;
         let owner = file.owner();
         let message = match event {
             Event::LoginDead => {
@@ -338,21 +332,15 @@ impl Daemon {
 
     fn read(&self, i: usize) -> Result<Login, Error> {
         let t = &self.logins[i];
-        refresh::parse_current(t.provider.as_ref(), &t.file)
+        refresh::parse_current(t.keeper.provider.as_ref(), &t.keeper.file)
     }
 
     fn refresh(&mut self, i: usize, lead: Duration, now: EpochMs) -> Option<EpochMs> {
-        let provider = self.logins[i].file.owner().provider;
+        let provider = self.logins[i].keeper.file.owner().provider;
         let result = {
             let t = &self.logins[i];
-            let job = Job {
-                provider: t.provider.as_ref(),
-                file: &t.file,
-                settings: &t.settings,
-                endpoint: &t.endpoint,
-                state: &self.state,
-            };
-            refresh::refresh_if_due(&job, false, lead + Duration::from_secs(1))
+            t.keeper
+                .refresh_if_due(false, lead + Duration::from_secs(1))
         };
         let later = |d: Duration| now.saturating_add(duration_ms(d));
         match result {
@@ -382,7 +370,7 @@ impl Daemon {
                 if plan::refreshed(&mut self.logins[i].record, what) {
                     let message = format!(
                         "refreshing {} works again",
-                        self.logins[i].file.path().display()
+                        self.logins[i].keeper.file.path().display()
                     );
                     self.alert(i, Event::Recovered, message, now);
                 }
@@ -402,7 +390,7 @@ impl Daemon {
                 self.logins[i].record.last_error = Some(why.clone());
                 self.metrics.update(provider, |m| m.dead = true);
                 if plan::mark_dead(&mut self.logins[i].record, &fp) {
-                    let message = dead_message(&self.logins[i].file, &why);
+                    let message = dead_message(&self.logins[i].keeper.file, &why);
                     tracing::error!("{message}");
                     self.alert(i, Event::LoginDead, message, now);
                 }
@@ -446,12 +434,16 @@ impl Daemon {
 
     fn alert(&mut self, i: usize, event: Event, message: String, now: EpochMs) {
         let t = &mut self.logins[i];
-        let provider = t.file.owner().provider;
+        let provider = t.keeper.file.owner().provider;
         send_alert(&self.alerter, &mut t.record, provider, event, message, now);
     }
 
     fn update_metrics(&self, i: usize, login: &Login) {
-        show_expiry(&self.metrics, self.logins[i].file.owner().provider, login);
+        show_expiry(
+            &self.metrics,
+            self.logins[i].keeper.file.owner().provider,
+            login,
+        );
     }
 
     fn save(&mut self, i: usize) {
@@ -475,14 +467,12 @@ fn dead_message(file: &CredentialsFile, why: &str) -> String {
 
 /// What both daemons (this one and the fleet's) know of a login from the start: its endpoint,
 /// its key in the state folder, and the record kept there (failures, alerts sent, the plan).
-pub(crate) fn track(l: &LoginConfig, state: &StateDir) -> (TokenEndpoint, String, DaemonRecord) {
+/// (The fleet's daemon holds the store itself: its logins' keepers are the files'.)
+pub(crate) fn track(l: LoginConfig, state: &StateDir) -> (Keeper, String, DaemonRecord) {
     let key = StateDir::key(l.file.owner().provider, l.file.path());
     let record = state.read_daemon(&key).unwrap_or_default();
-    (
-        TokenEndpoint::new(&l.settings.token_url, &l.settings.user_agent),
-        key,
-        record,
-    )
+    let keeper = Keeper::new(l.provider, l.file, l.settings, state.clone(), None);
+    (keeper, key, record)
 }
 
 /// Notes the alert in the login's record (so it is sent once) and sends it.

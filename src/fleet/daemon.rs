@@ -15,7 +15,6 @@
 //! daemon's (`daemon::plan`); what is its own is reading the store, the row-lock refresh, the
 //! listener, and the store's troubles.
 
-use crate::config::Settings;
 use crate::daemon::alert::{Alerter, Event};
 use crate::daemon::metrics::Metrics;
 use crate::daemon::plan;
@@ -25,12 +24,10 @@ use crate::fleet::Fleet;
 use crate::fleet::database::Store;
 use crate::fleet::local;
 use crate::fleet::refresh::{self as fleet_refresh, Shared};
+use crate::keeper::Keeper;
 use crate::login::{EpochMs, duration_ms};
 use crate::oauth::backoff::Backoff;
-use crate::oauth::endpoint::TokenEndpoint;
-use crate::provider::Provider;
-use crate::refresh::{Action, Job};
-use crate::storage::credentials_file::CredentialsFile;
+use crate::refresh::Action;
 use crate::storage::state::{DaemonRecord, StateDir};
 use std::path::Path;
 use std::sync::Arc;
@@ -57,10 +54,7 @@ const LISTENER: Backoff = Backoff {
 const LOCK_BUSY_RETRY: Duration = Duration::from_secs(5);
 
 struct Tracked {
-    provider: Arc<dyn Provider>,
-    file: CredentialsFile,
-    settings: Settings,
-    endpoint: TokenEndpoint,
+    keeper: Keeper,
     key: String,
     record: DaemonRecord,
     /// The last problem logged, so each is logged once.
@@ -113,12 +107,9 @@ impl FleetDaemon {
         self.logins = logins
             .into_iter()
             .map(|l| {
-                let (endpoint, key, record) = crate::daemon::track(&l, &self.state);
+                let (keeper, key, record) = crate::daemon::track(l, &self.state);
                 Tracked {
-                    endpoint,
-                    provider: l.provider,
-                    file: l.file,
-                    settings: l.settings,
+                    keeper,
                     key,
                     record,
                     problem: None,
@@ -167,7 +158,7 @@ impl Source for FleetDaemon {
     }
 
     fn files(&self) -> Vec<&Path> {
-        self.logins.iter().map(|t| t.file.path()).collect()
+        self.logins.iter().map(|t| t.keeper.file.path()).collect()
     }
 
     /// Without the listener's wake-ups, look at the store every few seconds.
@@ -213,7 +204,7 @@ impl FleetDaemon {
                 Err(e) => return self.trouble(i, e, now),
             };
             let t = &self.logins[i];
-            let job = job_of(t, &self.state);
+            let job = t.keeper.job();
             fleet_refresh::fetch(store, &fleet, &job)
         };
         let shared = match fetched {
@@ -223,12 +214,12 @@ impl FleetDaemon {
         self.reachable(now);
         {
             let t = &self.logins[i];
-            match local::project(&job_of(t, &self.state), &shared, None) {
+            match local::project(&t.keeper.job(), &shared, None) {
                 Ok(true) => tracing::info!(
                     "{}: wrote generation {}'s access token into {}",
-                    t.file.owner().provider,
+                    t.keeper.file.owner().provider,
                     shared.row.generation,
-                    t.file.path().display()
+                    t.keeper.file.path().display()
                 ),
                 Ok(false) => {}
                 Err(e) => self.problem(i, &e),
@@ -248,7 +239,7 @@ impl FleetDaemon {
             refresh_before: self
                 .options
                 .refresh_before
-                .unwrap_or(self.logins[i].settings.min_ttl),
+                .unwrap_or(self.logins[i].keeper.settings.min_ttl),
             login_ending_within: self.options.login_ending_within,
         };
         let step = plan::step(
@@ -263,7 +254,7 @@ impl FleetDaemon {
         }
         match step.next {
             plan::Next::Stop => {
-                let provider = self.logins[i].file.owner().provider;
+                let provider = self.logins[i].keeper.file.owner().provider;
                 self.metrics.update(provider, |m| m.dead = true);
                 self.save(i);
                 None
@@ -278,7 +269,7 @@ impl FleetDaemon {
 
     /// Words and sends an alert the plan asked for.
     fn announce(&mut self, i: usize, event: Event, shared: &Shared, now: EpochMs) {
-        let owner = self.logins[i].file.owner();
+        let owner = self.logins[i].keeper.file.owner();
         let message = match event {
             Event::LoginDead => {
                 let message = format!(
@@ -328,14 +319,14 @@ impl FleetDaemon {
                 Err(e) => return self.trouble(i, e, now),
             };
             let t = &self.logins[i];
-            let job = job_of(t, &self.state);
+            let job = t.keeper.job();
             fleet_refresh::refresh_if_due(store, &fleet, &job, false, lead + Duration::from_secs(1))
         };
-        let provider = self.logins[i].file.owner().provider;
+        let provider = self.logins[i].keeper.file.owner().provider;
         match result {
             Ok(synced) => {
                 let t = &self.logins[i];
-                match local::project(&job_of(t, &self.state), &synced.shared, None) {
+                match local::project(&t.keeper.job(), &synced.shared, None) {
                     Ok(_) => {}
                     Err(e) => self.problem(i, &e),
                 }
@@ -360,7 +351,7 @@ impl FleetDaemon {
                 if plan::refreshed(&mut self.logins[i].record, what) {
                     let message = format!(
                         "refreshing the fleet's {} login works again",
-                        self.logins[i].file.owner().name
+                        self.logins[i].keeper.file.owner().name
                     );
                     self.alert(i, Event::Recovered, message, now);
                 }
@@ -432,9 +423,11 @@ impl FleetDaemon {
         self.store = None;
         self.reach.failures = self.reach.failures.saturating_add(1);
         let wait = UNREACHABLE.wait(self.reach.failures, fastrand::f64());
-        let local =
-            crate::refresh::parse_current(self.logins[i].provider.as_ref(), &self.logins[i].file)
-                .ok();
+        let local = crate::refresh::parse_current(
+            self.logins[i].keeper.provider.as_ref(),
+            &self.logins[i].keeper.file,
+        )
+        .ok();
         let left = match local.filter(|l| !l.access_token.is_empty()) {
             Some(l) if l.expires_at > now => format!(
                 "this machine keeps using its access token, which expires {}",
@@ -484,12 +477,12 @@ impl FleetDaemon {
 
     fn alert(&mut self, i: usize, event: Event, message: String, now: EpochMs) {
         let t = &mut self.logins[i];
-        let provider = t.file.owner().provider;
+        let provider = t.keeper.file.owner().provider;
         crate::daemon::send_alert(&self.alerter, &mut t.record, provider, event, message, now);
     }
 
     fn update_metrics(&self, i: usize, shared: &Shared) {
-        let provider = self.logins[i].file.owner().provider;
+        let provider = self.logins[i].keeper.file.owner().provider;
         crate::daemon::show_expiry(&self.metrics, provider, &shared.login);
     }
 
@@ -507,15 +500,5 @@ fn connected<'a>(slot: &'a mut Option<Store>, fleet: &Fleet) -> Result<&'a mut S
     match slot {
         Some(store) => Ok(store),
         None => Ok(slot.insert(fleet_refresh::connect(fleet)?)),
-    }
-}
-
-fn job_of<'a>(t: &'a Tracked, state: &'a StateDir) -> Job<'a> {
-    Job {
-        provider: t.provider.as_ref(),
-        file: &t.file,
-        settings: &t.settings,
-        endpoint: &t.endpoint,
-        state,
     }
 }
