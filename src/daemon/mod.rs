@@ -14,6 +14,7 @@
 //! a refresh's result means, is decided once for both in [`plan`].
 
 pub mod alert;
+pub(crate) mod kept;
 pub mod metrics;
 pub mod plan;
 pub mod schedule;
@@ -21,16 +22,16 @@ pub mod sd_notify;
 pub mod watch;
 
 use crate::config::Settings;
-use crate::daemon::alert::{Alert, Alerter, Event};
+use crate::daemon::alert::{Alerter, Event};
+use crate::daemon::kept::Kept;
 use crate::daemon::metrics::Metrics;
 use crate::daemon::watch::{Stamp, WakeFd, Watcher, sleep_until_event};
 use crate::error::{Error, ErrorKind};
-use crate::keeper::Keeper;
 use crate::login::{EpochMs, Login, duration_ms, now_ms};
 use crate::provider::Provider;
 use crate::refresh::{self, Action};
 use crate::storage::credentials_file::CredentialsFile;
-use crate::storage::state::{DaemonRecord, StateDir};
+use crate::storage::state::StateDir;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,13 +53,6 @@ pub struct LoginConfig {
     pub settings: Settings,
 }
 
-struct Tracked {
-    keeper: Keeper,
-    key: String,
-    record: DaemonRecord,
-    stamp: Option<Option<Stamp>>,
-}
-
 /// What the signal handlers ask of the loop (they set the flags and write to the pipe).
 #[derive(Default)]
 pub struct Control {
@@ -68,12 +62,9 @@ pub struct Control {
     pub wake_fd: Option<WakeFd>,
 }
 
+/// The daemon of this machine's files.
 pub struct Daemon {
-    logins: Vec<Tracked>,
-    state: StateDir,
-    alerter: Alerter,
-    metrics: Metrics,
-    options: Options,
+    kept: Kept,
 }
 
 /// Without inotify (or while a folder is missing), look at the files this often.
@@ -92,31 +83,9 @@ impl Daemon {
         metrics: Metrics,
         options: Options,
     ) -> Daemon {
-        let mut d = Daemon {
-            logins: Vec::new(),
-            state,
-            alerter,
-            metrics,
-            options,
-        };
-        d.set_logins(logins);
-        d
-    }
-
-    /// Replaces the logins (on start and on SIGHUP), keeping what is known about each.
-    pub fn set_logins(&mut self, logins: Vec<LoginConfig>) {
-        self.logins = logins
-            .into_iter()
-            .map(|l| {
-                let (keeper, key, record) = track(l, &self.state);
-                Tracked {
-                    keeper,
-                    key,
-                    record,
-                    stamp: None,
-                }
-            })
-            .collect();
+        Daemon {
+            kept: Kept::new(logins, state, alerter, metrics, options),
+        }
     }
 }
 
@@ -192,7 +161,7 @@ pub fn run(
 
 impl Source for Daemon {
     fn count(&self) -> usize {
-        self.logins.len()
+        self.kept.logins.len()
     }
 
     fn tick_login(&mut self, i: usize, now: EpochMs) -> Option<EpochMs> {
@@ -200,33 +169,35 @@ impl Source for Daemon {
     }
 
     fn files(&self) -> Vec<&Path> {
-        self.logins.iter().map(|t| t.keeper.file.path()).collect()
+        self.kept
+            .logins
+            .iter()
+            .map(|t| t.keeper.file.path())
+            .collect()
     }
 
     fn look_every(&self, _control: &Control) -> Option<Duration> {
-        self.logins
+        self.kept
+            .logins
             .iter()
             .any(|t| t.keeper.file.keychain().is_some())
             .then_some(KEYCHAIN_POLL)
     }
 
     fn reconfigure(&mut self, options: Options, alerter: Alerter, logins: Vec<LoginConfig>) {
-        self.options = options;
-        self.alerter = alerter;
-        self.set_logins(logins);
+        self.kept.reconfigure(options, alerter, logins);
     }
 
     fn alerter(&self) -> &Alerter {
-        &self.alerter
+        &self.kept.alerter
     }
 }
 
 impl Daemon {
     fn tick_login(&mut self, i: usize, now: EpochMs) -> Option<EpochMs> {
-        let stamp = Stamp::of(self.logins[i].keeper.file.path());
-        let changed = self.logins[i].stamp != Some(stamp);
-        self.logins[i].stamp = Some(stamp);
-        let provider = self.logins[i].keeper.file.owner().provider;
+        let stamp = Stamp::of(self.kept.logins[i].keeper.file.path());
+        let changed = self.kept.logins[i].stamp != Some(stamp);
+        self.kept.logins[i].stamp = Some(stamp);
 
         let login = match self.read(i) {
             Ok(login) => login,
@@ -234,14 +205,14 @@ impl Daemon {
                 if changed {
                     tracing::warn!("{e}");
                 }
-                let t = &mut self.logins[i];
+                let t = &mut self.kept.logins[i];
                 t.record.last_error = Some(e.to_string());
                 t.record.next_refresh_at = None;
-                self.save(i);
+                self.kept.save(i);
                 return None;
             }
         };
-        self.update_metrics(i, &login);
+        self.kept.show_expiry(i, &login);
         let empty = login.refresh_token.is_empty();
         let view = plan::View {
             access: login.access_token.fingerprint(),
@@ -255,48 +226,30 @@ impl Daemon {
             dead: empty,
             not_before: None,
         };
-        let rules = self.rules(i);
-        let step = plan::step(
-            &mut self.logins[i].record,
-            &view,
-            &rules,
-            now,
-            fastrand::f64(),
-        );
+        let step = self.kept.step(i, &view, now);
         if empty {
-            self.logins[i].record.last_error = Some(EMPTY.to_string());
+            self.kept.logins[i].record.last_error = Some(EMPTY.to_string());
         }
         for event in step.alerts {
             self.announce(i, event, &login, now);
         }
         match step.next {
             plan::Next::Stop => {
-                self.metrics.update(provider, |m| m.dead = true);
-                self.save(i);
+                self.kept.set_dead(i, true);
+                self.kept.save(i);
                 None
             }
             plan::Next::At(at) => {
-                self.save(i);
+                self.kept.save(i);
                 Some(at)
             }
             plan::Next::RefreshNow(lead) => self.refresh(i, lead, now),
         }
     }
 
-    /// The plan's rules for login `i`.
-    fn rules(&self, i: usize) -> plan::Rules {
-        plan::Rules {
-            refresh_before: self
-                .options
-                .refresh_before
-                .unwrap_or(self.logins[i].keeper.settings.min_ttl),
-            login_ending_within: self.options.login_ending_within,
-        }
-    }
-
     /// Words and sends an alert the plan asked for.
     fn announce(&mut self, i: usize, event: Event, login: &Login, now: EpochMs) {
-        let file = &self.logins[i].keeper.file;
+        let file = &self.kept.logins[i].keeper.file;
         let owner = file.owner();
         let message = match event {
             Event::LoginDead => {
@@ -305,12 +258,13 @@ impl Daemon {
                 message
             }
             Event::Recovered => {
-                self.metrics.update(owner.provider, |m| m.dead = false);
-                format!(
+                let message = format!(
                     "a new {} login appeared in {}; tokenkeeper keeps it fresh again",
                     owner.name,
                     file.path().display()
-                )
+                );
+                self.kept.set_dead(i, false);
+                message
             }
             Event::LoginEnding => {
                 let end = login.login_expires_at.unwrap_or(now);
@@ -327,128 +281,66 @@ impl Daemon {
             }
             _ => return,
         };
-        self.alert(i, event, message, now);
+        self.kept.alert(i, event, message, now);
     }
 
     fn read(&self, i: usize) -> Result<Login, Error> {
-        let t = &self.logins[i];
+        let t = &self.kept.logins[i];
         refresh::parse_current(t.keeper.provider.as_ref(), &t.keeper.file)
     }
 
     fn refresh(&mut self, i: usize, lead: Duration, now: EpochMs) -> Option<EpochMs> {
-        let provider = self.logins[i].keeper.file.owner().provider;
-        let result = {
-            let t = &self.logins[i];
-            t.keeper
-                .refresh_if_due(false, lead + Duration::from_secs(1))
-        };
-        let later = |d: Duration| now.saturating_add(duration_ms(d));
+        let result = self.kept.logins[i]
+            .keeper
+            .refresh_if_due(false, lead + Duration::from_secs(1));
         match result {
-            Ok(outcome) => {
-                let what = outcome.action.as_str();
+            Ok(outcome) if outcome.action == Action::Deferred => {
                 tracing::info!(
-                    "{provider}: {}; access token expires {}",
-                    what.replace('_', " "),
+                    "{}: deferred; access token expires {}",
+                    self.kept.provider(i),
                     refresh::format_time(outcome.login.expires_at)
                 );
-                if outcome.action == Action::Deferred {
-                    return Some(later(DEFERRED_RETRY));
-                }
+                Some(now.saturating_add(duration_ms(DEFERRED_RETRY)))
+            }
+            Ok(outcome) => {
                 let label = if outcome.action == Action::Adopted {
                     "adopted"
                 } else {
                     "refreshed"
                 };
-                // The count and the new expiry together, so a scrape never sees one without the
-                // other.
-                let login = &outcome.login;
-                self.metrics.update(provider, |m| {
-                    *m.refresh_total.entry(label).or_default() += 1;
-                    m.access_expiry = Some(login.expires_at / 1000);
-                    m.login_expiry = login.login_expires_at.map(|e| e / 1000);
-                });
-                if plan::refreshed(&mut self.logins[i].record, what) {
-                    let message = format!(
-                        "refreshing {} works again",
-                        self.logins[i].keeper.file.path().display()
-                    );
-                    self.alert(i, Event::Recovered, message, now);
-                }
-                self.save(i);
+                let works_again = format!(
+                    "refreshing {} works again",
+                    self.kept.logins[i].keeper.file.path().display()
+                );
+                self.kept.refreshed(i, &outcome, label, works_again, now);
                 // Plan the new token at once.
                 Some(now)
             }
             Err(e) if e.kind() == ErrorKind::Dead => {
-                self.metrics.update(provider, |m| {
-                    *m.refresh_total.entry("dead").or_default() += 1
-                });
+                self.kept.count(i, "dead");
                 let fp = self
                     .read(i)
                     .map(|l| l.refresh_token.fingerprint())
                     .unwrap_or_default();
                 let why = e.to_string();
-                self.logins[i].record.last_error = Some(why.clone());
-                self.metrics.update(provider, |m| m.dead = true);
-                if plan::mark_dead(&mut self.logins[i].record, &fp) {
-                    let message = dead_message(&self.logins[i].keeper.file, &why);
+                self.kept.logins[i].record.last_error = Some(why.clone());
+                self.kept.set_dead(i, true);
+                if plan::mark_dead(&mut self.kept.logins[i].record, &fp) {
+                    let message = dead_message(&self.kept.logins[i].keeper.file, &why);
                     tracing::error!("{message}");
-                    self.alert(i, Event::LoginDead, message, now);
+                    self.kept.alert(i, Event::LoginDead, message, now);
                 }
-                self.save(i);
+                self.kept.save(i);
                 None
             }
             Err(e) if matches!(e.kind(), ErrorKind::Credentials | ErrorKind::Config) => {
                 tracing::warn!("{e}");
-                self.logins[i].record.last_error = Some(e.to_string());
-                self.save(i);
+                self.kept.logins[i].record.last_error = Some(e.to_string());
+                self.kept.save(i);
                 None
             }
-            Err(e) => {
-                self.metrics.update(provider, |m| {
-                    *m.refresh_total.entry("failed").or_default() += 1
-                });
-                let retry_after = match &e {
-                    Error::Unavailable { retry_after, .. } => *retry_after,
-                    _ => None,
-                };
-                let cooldown = plan::failed(
-                    &mut self.logins[i].record,
-                    e.to_string(),
-                    retry_after,
-                    now,
-                    fastrand::f64(),
-                );
-                tracing::warn!(
-                    "{provider}: {e} (failure {}; next try in {})",
-                    self.logins[i].record.failures,
-                    crate::duration::human(cooldown.wait)
-                );
-                if cooldown.alert {
-                    self.alert(i, Event::RefreshFailed, e.to_string(), now);
-                }
-                self.save(i);
-                Some(cooldown.until)
-            }
+            Err(e) => Some(self.kept.failed(i, &e, now)),
         }
-    }
-
-    fn alert(&mut self, i: usize, event: Event, message: String, now: EpochMs) {
-        let t = &mut self.logins[i];
-        let provider = t.keeper.file.owner().provider;
-        send_alert(&self.alerter, &mut t.record, provider, event, message, now);
-    }
-
-    fn update_metrics(&self, i: usize, login: &Login) {
-        show_expiry(
-            &self.metrics,
-            self.logins[i].keeper.file.owner().provider,
-            login,
-        );
-    }
-
-    fn save(&mut self, i: usize) {
-        let t = &mut self.logins[i];
-        save_record(&self.state, &t.key, &mut t.record);
     }
 }
 
@@ -463,49 +355,4 @@ fn dead_message(file: &CredentialsFile, why: &str) -> String {
         file.path().display(),
         file.owner().relogin
     )
-}
-
-/// What both daemons (this one and the fleet's) know of a login from the start: its endpoint,
-/// its key in the state folder, and the record kept there (failures, alerts sent, the plan).
-/// (The fleet's daemon holds the store itself: its logins' keepers are the files'.)
-pub(crate) fn track(l: LoginConfig, state: &StateDir) -> (Keeper, String, DaemonRecord) {
-    let key = StateDir::key(l.file.owner().provider, l.file.path());
-    let record = state.read_daemon(&key).unwrap_or_default();
-    let keeper = Keeper::new(l.provider, l.file, l.settings, state.clone(), None);
-    (keeper, key, record)
-}
-
-/// Notes the alert in the login's record (so it is sent once) and sends it.
-pub(crate) fn send_alert(
-    alerter: &Alerter,
-    record: &mut DaemonRecord,
-    provider: &str,
-    event: Event,
-    message: String,
-    now: EpochMs,
-) {
-    record.alerted.insert(event.as_str().to_string(), now);
-    alerter.send(Alert {
-        event,
-        provider: provider.to_string(),
-        message,
-        at: jiff::Timestamp::from_millisecond(now).unwrap_or_else(|_| jiff::Timestamp::now()),
-    });
-}
-
-/// The login's expiry and end, for the metrics.
-pub(crate) fn show_expiry(metrics: &Metrics, provider: &str, login: &Login) {
-    metrics.update(provider, |m| {
-        m.access_expiry = Some(login.expires_at / 1000);
-        m.login_expiry = login.login_expires_at.map(|e| e / 1000);
-    });
-}
-
-/// Writes the login's record to the state folder, stamped with this process and the time.
-pub(crate) fn save_record(state: &StateDir, key: &str, record: &mut DaemonRecord) {
-    record.pid = std::process::id();
-    record.updated_at = now_ms();
-    if let Err(e) = state.write_daemon(key, record) {
-        tracing::debug!("could not write daemon state: {e}");
-    }
 }

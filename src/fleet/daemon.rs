@@ -16,6 +16,7 @@
 //! listener, and the store's troubles.
 
 use crate::daemon::alert::{Alerter, Event};
+use crate::daemon::kept::Kept;
 use crate::daemon::metrics::Metrics;
 use crate::daemon::plan;
 use crate::daemon::{Control, LoginConfig, Options, Source};
@@ -24,11 +25,10 @@ use crate::fleet::Fleet;
 use crate::fleet::database::Store;
 use crate::fleet::local;
 use crate::fleet::refresh::{self as fleet_refresh, Shared};
-use crate::keeper::Keeper;
 use crate::login::{EpochMs, duration_ms};
 use crate::oauth::backoff::Backoff;
 use crate::refresh::Action;
-use crate::storage::state::{DaemonRecord, StateDir};
+use crate::storage::state::StateDir;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,14 +53,6 @@ const LISTENER: Backoff = Backoff {
 /// Another machine holds the row lock for longer than we waited: look again soon.
 const LOCK_BUSY_RETRY: Duration = Duration::from_secs(5);
 
-struct Tracked {
-    keeper: Keeper,
-    key: String,
-    record: DaemonRecord,
-    /// The last problem logged, so each is logged once.
-    problem: Option<String>,
-}
-
 /// The store's reachability, for the alert and the backoff.
 #[derive(Default)]
 struct Reach {
@@ -70,11 +62,7 @@ struct Reach {
 
 pub struct FleetDaemon {
     fleet: Arc<Fleet>,
-    logins: Vec<Tracked>,
-    state: StateDir,
-    alerter: Alerter,
-    metrics: Metrics,
-    options: Options,
+    kept: Kept,
     store: Option<Store>,
     reach: Reach,
 }
@@ -88,34 +76,12 @@ impl FleetDaemon {
         metrics: Metrics,
         options: Options,
     ) -> FleetDaemon {
-        let mut d = FleetDaemon {
+        FleetDaemon {
             fleet,
-            logins: Vec::new(),
-            state,
-            alerter,
-            metrics,
-            options,
+            kept: Kept::new(logins, state, alerter, metrics, options),
             store: None,
             reach: Reach::default(),
-        };
-        d.set_logins(logins);
-        d
-    }
-
-    /// Replaces the logins (on start and on SIGHUP), keeping what is known about each.
-    pub fn set_logins(&mut self, logins: Vec<LoginConfig>) {
-        self.logins = logins
-            .into_iter()
-            .map(|l| {
-                let (keeper, key, record) = crate::daemon::track(l, &self.state);
-                Tracked {
-                    keeper,
-                    key,
-                    record,
-                    problem: None,
-                }
-            })
-            .collect();
+        }
     }
 
     /// Starts the listener thread: it calls `wake` (which wakes the loop: a byte down its
@@ -150,7 +116,7 @@ impl FleetDaemon {
 
 impl Source for FleetDaemon {
     fn count(&self) -> usize {
-        self.logins.len()
+        self.kept.logins.len()
     }
 
     fn tick_login(&mut self, i: usize, now: EpochMs) -> Option<EpochMs> {
@@ -158,7 +124,11 @@ impl Source for FleetDaemon {
     }
 
     fn files(&self) -> Vec<&Path> {
-        self.logins.iter().map(|t| t.keeper.file.path()).collect()
+        self.kept
+            .logins
+            .iter()
+            .map(|t| t.keeper.file.path())
+            .collect()
     }
 
     /// Without the listener's wake-ups, look at the store every few seconds.
@@ -167,13 +137,11 @@ impl Source for FleetDaemon {
     }
 
     fn reconfigure(&mut self, options: Options, alerter: Alerter, logins: Vec<LoginConfig>) {
-        self.options = options;
-        self.alerter = alerter;
-        self.set_logins(shared_only(logins));
+        self.kept.reconfigure(options, alerter, shared_only(logins));
     }
 
     fn alerter(&self) -> &Alerter {
-        &self.alerter
+        &self.kept.alerter
     }
 }
 
@@ -203,7 +171,7 @@ impl FleetDaemon {
                 Ok(s) => s,
                 Err(e) => return self.trouble(i, e, now),
             };
-            let t = &self.logins[i];
+            let t = &self.kept.logins[i];
             let job = t.keeper.job();
             fleet_refresh::fetch(store, &fleet, &job)
         };
@@ -213,7 +181,7 @@ impl FleetDaemon {
         };
         self.reachable(now);
         {
-            let t = &self.logins[i];
+            let t = &self.kept.logins[i];
             match local::project(&t.keeper.job(), &shared, None) {
                 Ok(true) => tracing::info!(
                     "{}: wrote generation {}'s access token into {}",
@@ -225,7 +193,7 @@ impl FleetDaemon {
                 Err(e) => self.problem(i, &e),
             }
         }
-        self.update_metrics(i, &shared);
+        self.kept.show_expiry(i, &shared.login);
         let view = plan::View {
             access: shared.login.access_token.fingerprint(),
             refresh: shared.login.refresh_token.fingerprint(),
@@ -235,32 +203,18 @@ impl FleetDaemon {
             // A failure anywhere in the fleet cools everyone down.
             not_before: shared.row.retry_at.filter(|_| shared.row.failures > 0),
         };
-        let rules = plan::Rules {
-            refresh_before: self
-                .options
-                .refresh_before
-                .unwrap_or(self.logins[i].keeper.settings.min_ttl),
-            login_ending_within: self.options.login_ending_within,
-        };
-        let step = plan::step(
-            &mut self.logins[i].record,
-            &view,
-            &rules,
-            now,
-            fastrand::f64(),
-        );
+        let step = self.kept.step(i, &view, now);
         for event in step.alerts {
             self.announce(i, event, &shared, now);
         }
         match step.next {
             plan::Next::Stop => {
-                let provider = self.logins[i].keeper.file.owner().provider;
-                self.metrics.update(provider, |m| m.dead = true);
-                self.save(i);
+                self.kept.set_dead(i, true);
+                self.kept.save(i);
                 None
             }
             plan::Next::At(at) => {
-                self.save(i);
+                self.kept.save(i);
                 Some(at)
             }
             plan::Next::RefreshNow(lead) => self.refresh(i, lead, now),
@@ -269,7 +223,7 @@ impl FleetDaemon {
 
     /// Words and sends an alert the plan asked for.
     fn announce(&mut self, i: usize, event: Event, shared: &Shared, now: EpochMs) {
-        let owner = self.logins[i].keeper.file.owner();
+        let owner = self.kept.logins[i].keeper.file.owner();
         let message = match event {
             Event::LoginDead => {
                 let message = format!(
@@ -284,15 +238,16 @@ impl FleetDaemon {
                     owner.relogin
                 );
                 tracing::error!("{message}");
-                self.logins[i].record.last_error = Some(message.clone());
+                self.kept.logins[i].record.last_error = Some(message.clone());
                 message
             }
             Event::Recovered => {
-                self.metrics.update(owner.provider, |m| m.dead = false);
-                format!(
+                let message = format!(
                     "a new {} login was pushed to {} (generation {}); the fleet keeps it fresh again",
                     owner.name, self.fleet.shown, shared.row.generation
-                )
+                );
+                self.kept.set_dead(i, false);
+                message
             }
             Event::LoginEnding => {
                 let end = shared.login.login_expires_at.unwrap_or(now);
@@ -308,7 +263,7 @@ impl FleetDaemon {
             }
             _ => return,
         };
-        self.alert(i, event, message, now);
+        self.kept.alert(i, event, message, now);
     }
 
     fn refresh(&mut self, i: usize, lead: Duration, now: EpochMs) -> Option<EpochMs> {
@@ -318,14 +273,14 @@ impl FleetDaemon {
                 Ok(s) => s,
                 Err(e) => return self.trouble(i, e, now),
             };
-            let t = &self.logins[i];
+            let t = &self.kept.logins[i];
             let job = t.keeper.job();
             fleet_refresh::refresh_if_due(store, &fleet, &job, false, lead + Duration::from_secs(1))
         };
-        let provider = self.logins[i].keeper.file.owner().provider;
+        let provider = self.kept.logins[i].keeper.file.owner().provider;
         match result {
             Ok(synced) => {
-                let t = &self.logins[i];
+                let t = &self.kept.logins[i];
                 match local::project(&t.keeper.job(), &synced.shared, None) {
                     Ok(_) => {}
                     Err(e) => self.problem(i, &e),
@@ -335,32 +290,20 @@ impl FleetDaemon {
                     login: synced.shared.login,
                     attempts: synced.attempts,
                 };
-                let what = outcome.action.as_str();
-                tracing::info!(
-                    "{provider}: {}; access token expires {}",
-                    what.replace('_', " "),
-                    crate::refresh::format_time(outcome.login.expires_at)
-                );
                 let label = match outcome.action {
                     Action::Refreshed | Action::Restored => "refreshed",
                     _ => "adopted",
                 };
-                self.metrics.update(provider, |m| {
-                    *m.refresh_total.entry(label).or_default() += 1
-                });
-                if plan::refreshed(&mut self.logins[i].record, what) {
-                    let message = format!(
-                        "refreshing the fleet's {} login works again",
-                        self.logins[i].keeper.file.owner().name
-                    );
-                    self.alert(i, Event::Recovered, message, now);
-                }
-                self.save(i);
+                let works_again = format!(
+                    "refreshing the fleet's {} login works again",
+                    self.kept.logins[i].keeper.file.owner().name
+                );
+                self.kept.refreshed(i, &outcome, label, works_again, now);
                 Some(now)
             }
             Err(e) if e.kind() == ErrorKind::LockTimeout => {
                 let text = e.to_string();
-                let t = &mut self.logins[i];
+                let t = &mut self.kept.logins[i];
                 if t.problem.as_deref() != Some(text.as_str()) {
                     tracing::info!("{provider}: {text}; looking again every few seconds");
                     t.problem = Some(text);
@@ -369,39 +312,12 @@ impl FleetDaemon {
             }
             Err(e @ Error::Store { .. }) if e.kind() != ErrorKind::Dead => self.trouble(i, e, now),
             Err(e) if e.kind() == ErrorKind::Dead => {
-                self.metrics.update(provider, |m| {
-                    *m.refresh_total.entry("dead").or_default() += 1
-                });
+                self.kept.count(i, "dead");
                 tracing::error!("{e}");
                 // The next pass reads the dead mark from the store and alerts once.
                 Some(now)
             }
-            Err(e) => {
-                self.metrics.update(provider, |m| {
-                    *m.refresh_total.entry("failed").or_default() += 1
-                });
-                let retry_after = match &e {
-                    Error::Unavailable { retry_after, .. } => *retry_after,
-                    _ => None,
-                };
-                let cooldown = plan::failed(
-                    &mut self.logins[i].record,
-                    e.to_string(),
-                    retry_after,
-                    now,
-                    fastrand::f64(),
-                );
-                tracing::warn!(
-                    "{provider}: {e} (failure {}; next try in {})",
-                    self.logins[i].record.failures,
-                    crate::duration::human(cooldown.wait)
-                );
-                if cooldown.alert {
-                    self.alert(i, Event::RefreshFailed, e.to_string(), now);
-                }
-                self.save(i);
-                Some(cooldown.until)
-            }
+            Err(e) => Some(self.kept.failed(i, &e, now)),
         }
     }
 
@@ -417,15 +333,15 @@ impl FleetDaemon {
         );
         if !unreachable {
             self.problem(i, &e);
-            self.save(i);
+            self.kept.save(i);
             return Some(now.saturating_add(duration_ms(PROBLEM_RETRY)));
         }
         self.store = None;
         self.reach.failures = self.reach.failures.saturating_add(1);
         let wait = UNREACHABLE.wait(self.reach.failures, fastrand::f64());
         let local = crate::refresh::parse_current(
-            self.logins[i].keeper.provider.as_ref(),
-            &self.logins[i].keeper.file,
+            self.kept.logins[i].keeper.provider.as_ref(),
+            &self.kept.logins[i].keeper.file,
         )
         .ok();
         let left = match local.filter(|l| !l.access_token.is_empty()) {
@@ -440,16 +356,16 @@ impl FleetDaemon {
         } else {
             tracing::debug!("{e}");
         }
-        self.logins[i].record.last_error = Some(e.to_string());
+        self.kept.logins[i].record.last_error = Some(e.to_string());
         if !self.reach.alerted {
             self.reach.alerted = true;
             let message = format!(
                 "cannot reach the fleet's store {}; {left}; tokenkeeper keeps trying",
                 self.fleet.shown
             );
-            self.alert(i, Event::StoreUnreachable, message, now);
+            self.kept.alert(i, Event::StoreUnreachable, message, now);
         }
-        self.save(i);
+        self.kept.save(i);
         Some(now.saturating_add(duration_ms(wait)))
     }
 
@@ -458,37 +374,21 @@ impl FleetDaemon {
         if was.failures > 0 {
             tracing::info!("the fleet's store {} is reachable again", self.fleet.shown);
         }
-        if was.alerted && !self.logins.is_empty() {
+        if was.alerted && !self.kept.logins.is_empty() {
             let message = format!("the fleet's store {} is reachable again", self.fleet.shown);
-            self.alert(0, Event::Recovered, message, now);
+            self.kept.alert(0, Event::Recovered, message, now);
         }
     }
 
     fn problem(&mut self, i: usize, e: &Error) {
         let text = e.to_string();
-        let t = &mut self.logins[i];
+        let t = &mut self.kept.logins[i];
         if t.problem.as_deref() != Some(text.as_str()) {
             tracing::error!("{text}");
             t.problem = Some(text.clone());
         }
         t.record.last_error = Some(text);
         t.record.next_refresh_at = None;
-    }
-
-    fn alert(&mut self, i: usize, event: Event, message: String, now: EpochMs) {
-        let t = &mut self.logins[i];
-        let provider = t.keeper.file.owner().provider;
-        crate::daemon::send_alert(&self.alerter, &mut t.record, provider, event, message, now);
-    }
-
-    fn update_metrics(&self, i: usize, shared: &Shared) {
-        let provider = self.logins[i].keeper.file.owner().provider;
-        crate::daemon::show_expiry(&self.metrics, provider, &shared.login);
-    }
-
-    fn save(&mut self, i: usize) {
-        let t = &mut self.logins[i];
-        crate::daemon::save_record(&self.state, &t.key, &mut t.record);
     }
 }
 
