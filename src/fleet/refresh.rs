@@ -150,7 +150,7 @@ pub fn fetch(store: &mut Store, fleet: &Fleet, job: &Job<'_>) -> Result<Shared, 
 /// fleet's login, unless this machine's copy was merely stale (the fleet holds another token
 /// already), in which case the fleet's token is taken instead. With the store unreachable, a
 /// local access token that has not expired is used, with a warning; one that has is an error.
-pub fn ensure_fresh(
+pub(crate) fn ensure_fresh(
     fleet: &Fleet,
     job: &Job<'_>,
     force: bool,

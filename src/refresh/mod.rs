@@ -9,22 +9,28 @@
 //! 6. if the save fails, keep trying briefly, then put the new tokens in a recovery file;
 //! 7. on a rejection, adopt a rotation made meanwhile, else report the login dead, file untouched;
 //! 8. record what happened in the state folder.
+//!
+//! Rooms: this file is the protocol; [`attempts`] the attempt loop of step 4, shared with the
+//! fleet's refresh (which brings the row lock where this brings the file's locks); `save.rs`
+//! steps 5 and 6.
 
 pub mod attempts;
+mod save;
 
 use crate::config::Settings;
 use crate::error::Error;
 use crate::lock::interrupt;
 use crate::lock::lease;
 use crate::lock::own_lock::{self, OwnLock};
-use crate::lock::take::{self, LockFailure, RefreshLocks, Waits};
+use crate::lock::take::{RefreshLocks, Waits};
 use crate::login::{EpochMs, Login, now_ms};
 use crate::oauth::endpoint::{TokenEndpoint, TokenResponse};
 use crate::provider::Provider;
 use crate::secret::Secret;
-use crate::storage::credentials_file::{CredentialsFile, Snapshot, WriteGuard};
-use crate::storage::state::{Record, Recovery, StateDir};
+use crate::storage::credentials_file::{CredentialsFile, Snapshot};
+use crate::storage::state::{Record, StateDir};
 use attempts::{Attempts, Ready, Rejection};
+use save::{remove_temps_of_killed_writer, restore_recovery, save};
 use serde_json::Value;
 use std::io;
 use std::path::PathBuf;
@@ -79,8 +85,13 @@ pub struct Outcome {
     pub attempts: u32,
 }
 
-/// Refreshes the login when less than `min_ttl` is left, or always when `force`.
-pub fn refresh_if_due(job: &Job<'_>, force: bool, min_ttl: Duration) -> Result<Outcome, Error> {
+/// Refreshes the login in its file when less than `min_ttl` is left, or always when `force`.
+/// Callers go through [`crate::keeper::Keeper`], which sends a fleet's login to its store.
+pub(crate) fn refresh_if_due(
+    job: &Job<'_>,
+    force: bool,
+    min_ttl: Duration,
+) -> Result<Outcome, Error> {
     let key = StateDir::key(job.file.owner().provider, job.file.path());
     let first = read_login(job)?;
     let pending_recovery = job.state.has_recovery(&key);
@@ -472,162 +483,6 @@ fn not_writable(job: &Job<'_>, path: PathBuf, source: io::Error) -> Error {
             job.file.path().display()
         ),
     }
-}
-
-/// A tokenkeeper killed while saving leaves its temp file; remove it under the lock every
-/// writer of the file takes (the CLI's, else our own, which we hold), where no writer can be
-/// using one.
-fn remove_temps_of_killed_writer(job: &Job<'_>, own: &OwnLock) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let lock = take::save_lock(job.provider.save_lock(job.file), deadline, own);
-    if let (Ok(_lock), Ok(target)) = (lock, job.file.target()) {
-        crate::storage::credentials_file::remove_abandoned_temps(&target);
-    }
-}
-
-/// Writes `tokens` under Claude's storage lock if the file still holds `posted` (or was wiped);
-/// keeps trying briefly, then falls back to a recovery file.
-///
-/// The recovery file is written first, before any lock is taken: until the credentials file
-/// holds them, the new tokens exist only in this process, and a process killed in that moment
-/// would lose the login (the next refresh would present the spent token and the server would
-/// revoke everything). With the recovery file on disk, the next tokenkeeper restores them.
-fn save(
-    job: &Job<'_>,
-    own: &OwnLock,
-    key: &str,
-    posted: &Secret,
-    tokens: &TokenResponse,
-    received_at: EpochMs,
-    base: &Value,
-) -> Result<Action, Error> {
-    let recovery = Recovery::new(job.file.path(), posted, tokens, received_at);
-    let early = job.state.save_recovery(key, &recovery);
-    if let Err(e) = &early {
-        tracing::debug!("could not write the recovery file first: {e}");
-    }
-    let mut last_error = io::Error::other("not tried");
-    for pause_ms in [0u64, 100, 200, 400, 800, 1500] {
-        thread::sleep(Duration::from_millis(pause_ms));
-        if interrupt::stop_requested() && pause_ms > 0 {
-            break;
-        }
-        match try_save(job, own, posted, tokens, received_at, base) {
-            Ok(action) => {
-                if action == Action::KeptOnDisk {
-                    tracing::warn!(
-                        "{} now holds a different login than the one we refreshed; kept what is on disk",
-                        job.file.path().display()
-                    );
-                }
-                job.state.remove_recovery(key);
-                return Ok(action);
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
-                ) =>
-            {
-                // The lock wait already used its whole deadline, or a signal asked us to stop:
-                // another round would only keep the signal waiting. The recovery file holds them.
-                last_error = e;
-                break;
-            }
-            Err(e) => {
-                tracing::warn!(
-                    "could not save the new tokens to {}: {e}; retrying",
-                    job.file.path().display()
-                );
-                last_error = e;
-            }
-        }
-    }
-    match early.or_else(|_| job.state.save_recovery(key, &recovery)) {
-        Ok(path) => Err(Error::SaveFailed {
-            path: job.file.path().to_path_buf(),
-            recovery: path,
-            source: last_error,
-        }),
-        Err(recovery_error) => Err(Error::TokensLost {
-            path: job.file.path().to_path_buf(),
-            source: last_error,
-            recovery_dir: job.state.root().join("recovery"),
-            recovery_error,
-            relogin: job.file.owner().relogin,
-        }),
-    }
-}
-
-fn try_save(
-    job: &Job<'_>,
-    own: &OwnLock,
-    posted: &Secret,
-    tokens: &TokenResponse,
-    received_at: EpochMs,
-    base: &Value,
-) -> io::Result<Action> {
-    let deadline = Instant::now() + job.settings.lock_timeout.min(Duration::from_secs(20));
-    let lock = take::save_lock(job.provider.save_lock(job.file), deadline, own)
-        .map_err(LockFailure::into_io)?;
-    let mut doc = match read_snapshot(job.provider, job.file) {
-        Ok(snap) => snap.doc,
-        Err(Error::Missing { .. }) => base.clone(),
-        Err(e) => return Err(io::Error::other(e.to_string())),
-    };
-    let stored = job.provider.stored_refresh_token(&doc);
-    if !(stored.is_empty() || stored == posted.expose()) {
-        return Ok(Action::KeptOnDisk);
-    }
-    job.provider.apply(&mut doc, tokens, received_at);
-    job.file.write(&doc, &WriteGuard::new(&lock))?;
-    Ok(Action::Refreshed)
-}
-
-/// If an earlier save failed and the file still holds the refresh token that was spent, write
-/// the tokens from the recovery file. A recovery made stale by a newer login is discarded.
-fn restore_recovery(
-    job: &Job<'_>,
-    own: &OwnLock,
-    key: &str,
-    current: &Login,
-    base: &Value,
-) -> Result<Option<Outcome>, Error> {
-    let Some((path, recovery)) = job.state.read_recovery(key) else {
-        return Ok(None);
-    };
-    if recovery.posted_refresh != current.refresh_token.fingerprint() {
-        tracing::info!(
-            "discarding recovery file {}: {} holds a newer login",
-            path.display(),
-            job.file.path().display()
-        );
-        job.state.remove_recovery(key);
-        return Ok(None);
-    }
-    let critical = interrupt::enter_critical();
-    let action = save(
-        job,
-        own,
-        key,
-        &current.refresh_token,
-        &recovery.tokens(),
-        recovery.received_at,
-        base,
-    )?;
-    drop(critical);
-    job.state.remove_recovery(key);
-    tracing::info!("restored the tokens saved in {}", path.display());
-    let action = if action == Action::Refreshed {
-        Action::Restored
-    } else {
-        action
-    };
-    Ok(Some(Outcome {
-        action,
-        login: read_login(job)?,
-        attempts: 0,
-    }))
 }
 
 fn record(job: &Job<'_>, key: &str, result: &Result<Outcome, Error>) {
