@@ -356,3 +356,114 @@ fn dead_message(file: &CredentialsFile, why: &str) -> String {
         file.owner().relogin
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// A source whose one login is always due again in 20 ms.
+    struct Fake {
+        alerter: Alerter,
+        ticks: Vec<EpochMs>,
+        reconfigured: u32,
+    }
+
+    impl Source for Fake {
+        fn count(&self) -> usize {
+            1
+        }
+
+        fn tick_login(&mut self, _i: usize, now: EpochMs) -> Option<EpochMs> {
+            self.ticks.push(now);
+            Some(now + 20)
+        }
+
+        fn files(&self) -> Vec<&Path> {
+            Vec::new()
+        }
+
+        fn look_every(&self, _control: &Control) -> Option<Duration> {
+            None
+        }
+
+        fn reconfigure(&mut self, _: Options, _: Alerter, _: Vec<LoginConfig>) {
+            self.reconfigured += 1;
+        }
+
+        fn alerter(&self) -> &Alerter {
+            &self.alerter
+        }
+    }
+
+    #[test]
+    fn the_loop_reloads_first_wakes_at_the_planned_time_and_stops_when_told() {
+        let mut fake = Fake {
+            alerter: Alerter::new(None, None),
+            ticks: Vec::new(),
+            reconfigured: 0,
+        };
+        let control = Control::default();
+        control.reload.store(true, Ordering::SeqCst);
+        let stop = Arc::clone(&control.stop);
+        let mut wakes = 0;
+        let mut on_wake = || {
+            wakes += 1;
+            if wakes == 3 {
+                stop.store(true, Ordering::SeqCst);
+            }
+        };
+        let mut reloads = 0;
+        let mut reload = |s: &mut dyn Source| {
+            reloads += 1;
+            s.reconfigure(
+                Options {
+                    refresh_before: None,
+                    login_ending_within: Duration::ZERO,
+                },
+                Alerter::new(None, None),
+                Vec::new(),
+            );
+        };
+        let started = Instant::now();
+        run(&mut fake, &control, None, &mut on_wake, &mut reload);
+        assert_eq!(reloads, 1);
+        assert_eq!(fake.reconfigured, 1);
+        assert_eq!(fake.ticks.len(), 3, "one tick per wake, none after the stop");
+        assert!(
+            fake.ticks.windows(2).all(|w| w[1] >= w[0] + 20),
+            "woke before the planned time: {:?}",
+            fake.ticks
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "slept past the planned time: {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_source_ticks_every_login_and_plans_for_the_earliest() {
+        struct Two(Vec<Option<EpochMs>>);
+        impl Source for Two {
+            fn count(&self) -> usize {
+                self.0.len()
+            }
+            fn tick_login(&mut self, i: usize, _now: EpochMs) -> Option<EpochMs> {
+                self.0[i]
+            }
+            fn files(&self) -> Vec<&Path> {
+                Vec::new()
+            }
+            fn look_every(&self, _control: &Control) -> Option<Duration> {
+                None
+            }
+            fn reconfigure(&mut self, _: Options, _: Alerter, _: Vec<LoginConfig>) {}
+            fn alerter(&self) -> &Alerter {
+                unreachable!()
+            }
+        }
+        assert_eq!(Two(vec![Some(50), None, Some(30)]).tick(0), Some(30));
+        assert_eq!(Two(vec![None, None]).tick(0), None);
+    }
+}
