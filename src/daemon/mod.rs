@@ -429,7 +429,11 @@ mod tests {
         run(&mut fake, &control, None, &mut on_wake, &mut reload);
         assert_eq!(reloads, 1);
         assert_eq!(fake.reconfigured, 1);
-        assert_eq!(fake.ticks.len(), 3, "one tick per wake, none after the stop");
+        assert_eq!(
+            fake.ticks.len(),
+            3,
+            "one tick per wake, none after the stop"
+        );
         assert!(
             fake.ticks.windows(2).all(|w| w[1] >= w[0] + 20),
             "woke before the planned time: {:?}",

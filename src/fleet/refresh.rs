@@ -29,9 +29,9 @@ use crate::lock::interrupt;
 use crate::login::{EpochMs, Login, now_ms};
 use crate::oauth::endpoint::TokenResponse;
 use crate::refresh::attempts::{self, Attempts, Ready, Rejection};
+use crate::refresh::save::{keep_first, pending_recovery};
 use crate::refresh::{Action, Job, Outcome};
 use crate::secret::{Secret, fingerprint};
-use crate::storage::state::Recovery;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::thread;
@@ -433,8 +433,7 @@ impl Attempts for Round<'_, '_, '_> {
     ) -> Result<Synced, Error> {
         let (fleet, job, key) = (self.fleet, self.job, self.key);
         let received_at = now_ms();
-        let recovery = Recovery::new(job.file.path(), posted, &tokens, received_at);
-        if let Err(e) = job.state.save_recovery(key, &recovery) {
+        if let (_, Err(e)) = keep_first(job, key, posted, &tokens, received_at) {
             tracing::warn!("could not write the recovery file first: {e}");
         }
         let next = next_generation(fleet, job, self.current, &tokens, received_at, "refreshed")?;
@@ -603,17 +602,10 @@ fn restore_recovery(
     key: &str,
     current: &Shared,
 ) -> Result<Option<Shared>, Error> {
-    let Some((path, recovery)) = job.state.read_recovery(key) else {
+    let Some((_, recovery)) = pending_recovery(job, key, &current.login.refresh_token, "the store")
+    else {
         return Ok(None);
     };
-    if recovery.posted_refresh != current.login.refresh_token.fingerprint() {
-        tracing::info!(
-            "discarding recovery file {}: the store holds a newer login",
-            path.display()
-        );
-        job.state.remove_recovery(key);
-        return Ok(None);
-    }
     let next = next_generation(
         fleet,
         job,

@@ -15,7 +15,7 @@
 //! steps 5 and 6.
 
 pub mod attempts;
-mod save;
+pub(crate) mod save;
 
 use crate::config::Settings;
 use crate::error::Error;

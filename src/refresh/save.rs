@@ -15,6 +15,7 @@ use crate::storage::credentials_file::WriteGuard;
 use crate::storage::state::Recovery;
 use serde_json::Value;
 use std::io;
+use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -45,8 +46,7 @@ pub(super) fn save(
     received_at: EpochMs,
     base: &Value,
 ) -> Result<Action, Error> {
-    let recovery = Recovery::new(job.file.path(), posted, tokens, received_at);
-    let early = job.state.save_recovery(key, &recovery);
+    let (recovery, early) = keep_first(job, key, posted, tokens, received_at);
     if let Err(e) = &early {
         tracing::debug!("could not write the recovery file first: {e}");
     }
@@ -137,18 +137,10 @@ pub(super) fn restore_recovery(
     current: &Login,
     base: &Value,
 ) -> Result<Option<Outcome>, Error> {
-    let Some((path, recovery)) = job.state.read_recovery(key) else {
+    let holder = job.file.path().display().to_string();
+    let Some((path, recovery)) = pending_recovery(job, key, &current.refresh_token, &holder) else {
         return Ok(None);
     };
-    if recovery.posted_refresh != current.refresh_token.fingerprint() {
-        tracing::info!(
-            "discarding recovery file {}: {} holds a newer login",
-            path.display(),
-            job.file.path().display()
-        );
-        job.state.remove_recovery(key);
-        return Ok(None);
-    }
     let critical = interrupt::enter_critical();
     let action = save(
         job,
@@ -172,4 +164,41 @@ pub(super) fn restore_recovery(
         login: read_login(job)?,
         attempts: 0,
     }))
+}
+
+/// Puts new tokens in the recovery file before anything else, for the file and the fleet's
+/// store alike: until they are saved where they belong they exist only in this process, and a
+/// process killed in that moment would lose the login. Returns the recovery (to write again
+/// later) and where it went.
+pub(crate) fn keep_first(
+    job: &Job<'_>,
+    key: &str,
+    posted: &Secret,
+    tokens: &TokenResponse,
+    received_at: EpochMs,
+) -> (Recovery, io::Result<PathBuf>) {
+    let recovery = Recovery::new(job.file.path(), posted, tokens, received_at);
+    let early = job.state.save_recovery(key, &recovery);
+    (recovery, early)
+}
+
+/// Tokens an earlier refresh could not save, when the refresh token spent for them is still
+/// `current` (so they are the login's next ones). A recovery made stale by a newer login (in
+/// `holder`, named in the log) is discarded.
+pub(crate) fn pending_recovery(
+    job: &Job<'_>,
+    key: &str,
+    current: &Secret,
+    holder: &str,
+) -> Option<(PathBuf, Recovery)> {
+    let (path, recovery) = job.state.read_recovery(key)?;
+    if recovery.posted_refresh != current.fingerprint() {
+        tracing::info!(
+            "discarding recovery file {}: {holder} holds a newer login",
+            path.display()
+        );
+        job.state.remove_recovery(key);
+        return None;
+    }
+    Some((path, recovery))
 }
