@@ -10,7 +10,8 @@ use tokenkeeper::Error;
 use tokenkeeper::daemon::alert::Alerter;
 use tokenkeeper::daemon::metrics::{self, Metrics};
 use tokenkeeper::daemon::sd_notify::Notifier;
-use tokenkeeper::daemon::{Control, Daemon, LoginConfig, Options, Source};
+use tokenkeeper::daemon::{Control, Daemon, Options, Source};
+use tokenkeeper::keeper::Keeper;
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct DaemonArgs {
@@ -38,7 +39,7 @@ struct Resolved {
     options: Options,
     alerter: Alerter,
     metrics: Option<SocketAddr>,
-    logins: Vec<LoginConfig>,
+    logins: Vec<Keeper>,
     fleet: Option<Arc<tokenkeeper::fleet::Fleet>>,
 }
 
@@ -102,7 +103,7 @@ fn resolve(cli: &Cli, args: &DaemonArgs) -> Result<Resolved, Error> {
 
 /// The logins to keep, without those that hold nothing to keep (a Codex API key), each left
 /// out with a line in the log; when that leaves none, the reason is the error.
-fn keepable(all: Vec<Context>) -> Result<Vec<LoginConfig>, Error> {
+fn keepable(all: Vec<Context>) -> Result<Vec<Keeper>, Error> {
     let mut logins = Vec::new();
     let mut nothing = None;
     for c in all {
@@ -111,11 +112,7 @@ fn keepable(all: Vec<Context>) -> Result<Vec<LoginConfig>, Error> {
                 tracing::info!("not keeping {}: {e}", c.file.path().display());
                 nothing = Some(e);
             }
-            _ => logins.push(LoginConfig {
-                provider: c.keeper.provider,
-                file: c.keeper.file,
-                settings: c.keeper.settings,
-            }),
+            _ => logins.push(c.keeper),
         }
     }
     match nothing {
@@ -268,7 +265,7 @@ fn serve(
     daemon: &mut dyn Source,
     control: &Control,
     notifier: &Notifier,
-    reload: &mut dyn FnMut() -> Result<(Options, Alerter, Vec<LoginConfig>), Error>,
+    reload: &mut dyn FnMut() -> Result<(Options, Alerter, Vec<Keeper>), Error>,
 ) -> Result<u8, Error> {
     notifier.ready();
     let mut on_wake = || notifier.ping();

@@ -6,9 +6,9 @@ use super::{Cli, Context, output};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
+use tokenkeeper::daemon::Options;
 use tokenkeeper::daemon::alert::Alerter;
 use tokenkeeper::daemon::metrics::Metrics;
-use tokenkeeper::daemon::{LoginConfig, Options};
 use tokenkeeper::fleet::daemon::{FleetDaemon, shared_only};
 use tokenkeeper::fleet::{Fleet, crypto};
 use tokenkeeper::login::Login;
@@ -130,7 +130,7 @@ pub use tokenkeeper::keeper::StoreReport;
 /// daemon's.
 pub fn fleet_daemon(
     fleet: Arc<Fleet>,
-    logins: Vec<LoginConfig>,
+    logins: Vec<Keeper>,
     state: StateDir,
     alerter: Alerter,
     metrics: Metrics,
@@ -150,15 +150,7 @@ pub fn fleet_daemon(
     }
     // Refuse to start with a key that cannot open the store's login, or with no login there;
     // an unreachable store is not a reason to refuse (the machine keeps its token meanwhile).
-    let first = &logins[0];
-    let keeper = Keeper::new(
-        Arc::clone(&first.provider),
-        first.file.clone(),
-        first.settings.clone(),
-        state.clone(),
-        Some(Arc::clone(&fleet)),
-    );
-    if let Some(StoreReport { shared: Err(e), .. }) = keeper.inspect_store()
+    if let Some(StoreReport { shared: Err(e), .. }) = logins[0].inspect_store()
         && !matches!(
             e,
             Error::Store {

@@ -3,11 +3,11 @@
 //! success or transient failure means for the record, the metrics, the log and the alerts. Each
 //! mode keeps only what is its own (reading the file or the store, its words in alerts).
 
+use crate::daemon::Options;
 use crate::daemon::alert::{Alert, Alerter, Event};
 use crate::daemon::metrics::Metrics;
 use crate::daemon::plan;
 use crate::daemon::watch::Stamp;
-use crate::daemon::{LoginConfig, Options};
 use crate::error::Error;
 use crate::keeper::Keeper;
 use crate::login::{EpochMs, Login, now_ms};
@@ -36,7 +36,7 @@ pub(crate) struct Kept {
 
 impl Kept {
     pub fn new(
-        logins: Vec<LoginConfig>,
+        logins: Vec<Keeper>,
         state: StateDir,
         alerter: Alerter,
         metrics: Metrics,
@@ -55,14 +55,12 @@ impl Kept {
 
     /// Replaces the logins (on start and on SIGHUP), keeping what is known about each (its
     /// record is read again from the state folder).
-    pub fn set_logins(&mut self, logins: Vec<LoginConfig>) {
+    pub fn set_logins(&mut self, logins: Vec<Keeper>) {
         self.logins = logins
             .into_iter()
-            .map(|l| {
-                let key = StateDir::key(l.file.owner().provider, l.file.path());
+            .map(|keeper| {
+                let key = StateDir::key(keeper.file.owner().provider, keeper.file.path());
                 let record = self.state.read_daemon(&key).unwrap_or_default();
-                // A fleet daemon holds the store itself: its logins' keepers are the files'.
-                let keeper = Keeper::new(l.provider, l.file, l.settings, self.state.clone(), None);
                 Tracked {
                     keeper,
                     key,
@@ -74,7 +72,7 @@ impl Kept {
             .collect();
     }
 
-    pub fn reconfigure(&mut self, options: Options, alerter: Alerter, logins: Vec<LoginConfig>) {
+    pub fn reconfigure(&mut self, options: Options, alerter: Alerter, logins: Vec<Keeper>) {
         self.options = options;
         self.alerter = alerter;
         self.set_logins(logins);

@@ -21,14 +21,13 @@ pub mod schedule;
 pub mod sd_notify;
 pub mod watch;
 
-use crate::config::Settings;
 use crate::daemon::alert::{Alerter, Event};
 use crate::daemon::kept::Kept;
 use crate::daemon::metrics::Metrics;
 use crate::daemon::watch::{Stamp, WakeFd, Watcher, sleep_until_event};
 use crate::error::{Error, ErrorKind};
+use crate::keeper::Keeper;
 use crate::login::{EpochMs, Login, duration_ms, now_ms};
-use crate::provider::Provider;
 use crate::refresh::{self, Action};
 use crate::storage::credentials_file::CredentialsFile;
 use crate::storage::state::StateDir;
@@ -44,13 +43,6 @@ pub struct Options {
     pub refresh_before: Option<Duration>,
     /// Remind the person to log in again when the login ends within this.
     pub login_ending_within: Duration,
-}
-
-/// One login the daemon keeps.
-pub struct LoginConfig {
-    pub provider: Arc<dyn Provider>,
-    pub file: CredentialsFile,
-    pub settings: Settings,
 }
 
 /// What the signal handlers ask of the loop (they set the flags and write to the pipe).
@@ -77,7 +69,7 @@ const DEFERRED_RETRY: Duration = Duration::from_secs(30);
 
 impl Daemon {
     pub fn new(
-        logins: Vec<LoginConfig>,
+        logins: Vec<Keeper>,
         state: StateDir,
         alerter: Alerter,
         metrics: Metrics,
@@ -103,7 +95,7 @@ pub trait Source {
     /// events, a store without notifications).
     fn look_every(&self, control: &Control) -> Option<Duration>;
     /// New options and logins (on SIGHUP), keeping what is known about each login.
-    fn reconfigure(&mut self, options: Options, alerter: Alerter, logins: Vec<LoginConfig>);
+    fn reconfigure(&mut self, options: Options, alerter: Alerter, logins: Vec<Keeper>);
     fn alerter(&self) -> &Alerter;
 
     /// One pass over every login; returns the earliest time something is planned.
@@ -184,7 +176,7 @@ impl Source for Daemon {
             .then_some(KEYCHAIN_POLL)
     }
 
-    fn reconfigure(&mut self, options: Options, alerter: Alerter, logins: Vec<LoginConfig>) {
+    fn reconfigure(&mut self, options: Options, alerter: Alerter, logins: Vec<Keeper>) {
         self.kept.reconfigure(options, alerter, logins);
     }
 
@@ -387,7 +379,7 @@ mod tests {
             None
         }
 
-        fn reconfigure(&mut self, _: Options, _: Alerter, _: Vec<LoginConfig>) {
+        fn reconfigure(&mut self, _: Options, _: Alerter, _: Vec<Keeper>) {
             self.reconfigured += 1;
         }
 
@@ -462,7 +454,7 @@ mod tests {
             fn look_every(&self, _control: &Control) -> Option<Duration> {
                 None
             }
-            fn reconfigure(&mut self, _: Options, _: Alerter, _: Vec<LoginConfig>) {}
+            fn reconfigure(&mut self, _: Options, _: Alerter, _: Vec<Keeper>) {}
             fn alerter(&self) -> &Alerter {
                 unreachable!()
             }

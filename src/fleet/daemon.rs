@@ -19,12 +19,13 @@ use crate::daemon::alert::{Alerter, Event};
 use crate::daemon::kept::Kept;
 use crate::daemon::metrics::Metrics;
 use crate::daemon::plan;
-use crate::daemon::{Control, LoginConfig, Options, Source};
+use crate::daemon::{Control, Options, Source};
 use crate::error::{Error, ErrorKind};
 use crate::fleet::Fleet;
 use crate::fleet::database::Store;
 use crate::fleet::local;
 use crate::fleet::refresh::{self as fleet_refresh, Shared};
+use crate::keeper::Keeper;
 use crate::login::{EpochMs, duration_ms};
 use crate::oauth::backoff::Backoff;
 use crate::refresh::Action;
@@ -70,7 +71,7 @@ pub struct FleetDaemon {
 impl FleetDaemon {
     pub fn new(
         fleet: Arc<Fleet>,
-        logins: Vec<LoginConfig>,
+        logins: Vec<Keeper>,
         state: StateDir,
         alerter: Alerter,
         metrics: Metrics,
@@ -136,7 +137,7 @@ impl Source for FleetDaemon {
         control.wake_fd.is_none().then_some(FALLBACK_POLL)
     }
 
-    fn reconfigure(&mut self, options: Options, alerter: Alerter, logins: Vec<LoginConfig>) {
+    fn reconfigure(&mut self, options: Options, alerter: Alerter, logins: Vec<Keeper>) {
         self.kept.reconfigure(options, alerter, shared_only(logins));
     }
 
@@ -147,7 +148,7 @@ impl Source for FleetDaemon {
 
 /// The logins the fleet can share (Claude Code's, for now); each other one is left out with a
 /// warning.
-pub fn shared_only(logins: Vec<LoginConfig>) -> Vec<LoginConfig> {
+pub fn shared_only(logins: Vec<Keeper>) -> Vec<Keeper> {
     logins
         .into_iter()
         .filter(|l| {
