@@ -19,6 +19,7 @@ pub(crate) mod save;
 
 use crate::config::Settings;
 use crate::error::Error;
+use crate::lock::dir_lock::LockError;
 use crate::lock::interrupt;
 use crate::lock::lease;
 use crate::lock::own_lock::{self, OwnLock};
@@ -266,17 +267,18 @@ impl Attempts for Round<'_, '_> {
 
     fn ready(&mut self, attempts: u32) -> Result<Ready<Outcome>, Error> {
         let job = self.job;
-        let lease_guard = match hold_off_leases(job, self.first, self.force, self.min_ttl)? {
-            LeaseGate::Clear(guard) => Some(guard),
-            LeaseGate::Override => None,
-            LeaseGate::Settled(action, login) => {
-                return Ok(Ready::Done(Outcome {
-                    action,
-                    login,
-                    attempts,
-                }));
-            }
-        };
+        let lease_guard =
+            match hold_off_leases(job, self.waits, self.first, self.force, self.min_ttl)? {
+                LeaseGate::Clear(guard) => Some(guard),
+                LeaseGate::Override => None,
+                LeaseGate::Settled(action, login) => {
+                    return Ok(Ready::Done(Outcome {
+                        action,
+                        login,
+                        attempts,
+                    }));
+                }
+            };
         let cli_locks = self.waits.refresh_locks(
             &job.provider.refresh_locks(job.file),
             Instant::now() + job.settings.lock_timeout,
@@ -330,13 +332,12 @@ impl Attempts for Round<'_, '_> {
         attempts: u32,
     ) -> Result<Outcome, Error> {
         let job = self.job;
-        let base = self
-            .held
-            .as_ref()
-            .map(|h| h.base.clone())
-            .unwrap_or_default();
+        // `ready` always holds the attempt it posted for; the file's document as it was then is
+        // what a missing file is written from.
+        let none = Value::Null;
+        let base = self.held.as_ref().map_or(&none, |h| &h.base);
         let received_at = now_ms();
-        let action = save(job, self.own, self.key, posted, &tokens, received_at, &base)?;
+        let action = save(job, self.own, self.key, posted, &tokens, received_at, base)?;
         let login = read_login(job)?;
         Ok(Outcome {
             action,
@@ -404,6 +405,7 @@ enum LeaseGate {
 /// expire is refreshed regardless, and the log says so.
 fn hold_off_leases(
     job: &Job<'_>,
+    waits: &Waits<'_>,
     first: &Login,
     force: bool,
     min_ttl: Duration,
@@ -415,7 +417,7 @@ fn hold_off_leases(
         match lease::try_exclusive(&folder) {
             Ok(Some(guard)) => return Ok(LeaseGate::Clear(guard)),
             Ok(None) => {}
-            Err(e) => return Err(not_writable(job, lease::lease_path(&folder), e)),
+            Err(e) => return Err((waits.not_writable)(lease::lease_path(&folder), e)),
         }
         let current = read_login(job)?;
         let now = now_ms();
@@ -438,11 +440,12 @@ fn hold_off_leases(
             return Ok(LeaseGate::Settled(Action::Deferred, current));
         }
         if Instant::now() >= deadline {
-            return Err(lock_timeout(
-                job,
+            return Err(waits.error(
                 "runs holding the current access token (tokenkeeper exec --inject env)",
                 lease::lease_path(&folder),
-                String::new(),
+                LockError::Timeout {
+                    holder: String::new(),
+                },
             ));
         }
         if !announced {
@@ -452,15 +455,6 @@ fn hold_off_leases(
             announced = true;
         }
         thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn lock_timeout(job: &Job<'_>, what: &'static str, lock: PathBuf, holder: String) -> Error {
-    Error::LockTimeout {
-        what,
-        lock,
-        waited: crate::duration::human(job.settings.lock_timeout),
-        holder,
     }
 }
 
