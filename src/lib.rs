@@ -9,10 +9,13 @@
 //! - [`provider`]: what differs between CLIs (Claude Code, Codex, Gemini, `[[login]]`): paths,
 //!   document layout, requests, locks, rejections.
 //! - [`storage`]: the credentials file, the Keychain, the state folder.
-//! - [`lock`]: our own lock, Claude's directory locks, `flock`s, leases, signals.
-//! - [`oauth`]: the token endpoint, answer classification, backoff, JWTs.
-//! - [`refresh`]: the numbered refresh protocol and its save.
-//! - [`daemon`]: the watchdog loop, its schedule, alerts, metrics, file watching, sd_notify.
+//! - [`lock`]: our own lock, Claude's directory locks, `flock`s, leases, signals, and one way
+//!   to take them.
+//! - [`oauth`]: the token endpoint, answer classification, the one backoff policy, JWTs.
+//! - [`refresh`]: the numbered refresh protocol, its attempt loop (shared with the fleet's)
+//!   and its save.
+//! - [`daemon`]: the watchdog: one loop for both modes, its decisions as a pure plan, its
+//!   schedule, alerts, metrics, file watching, sd_notify.
 //! - [`exec`]: the wrapped command and its auth failures.
 //! - [`service`]: the definitions that run the daemon (systemd, launchd, Windows).
 //! - [`fleet`]: many machines sharing one login through PostgreSQL.
