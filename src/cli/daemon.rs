@@ -228,7 +228,7 @@ pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<u8, Error> {
         })
     };
     if let Some(fleet) = resolved.fleet.clone() {
-        let mut daemon = super::fleet::fleet_daemon(
+        let mut daemon = tokenkeeper::fleet::daemon::FleetDaemon::start(
             fleet,
             resolved.logins,
             state,

@@ -1,18 +1,12 @@
-//! `tokenkeeper fleet keygen|push`, the fleet daemon's start-up checks, and what `status` says
+//! `tokenkeeper fleet keygen|push`, the daemon's wake-up from the store's listener, and what `status` says
 //! of a fleet login. Whether a command goes through the shared store (`--store`,
 //! `TOKENKEEPER_STORE` or `[store] url`) or the local file is the library's `Keeper`'s choice.
 
 use super::{Cli, Context, output};
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
-use tokenkeeper::daemon::Options;
-use tokenkeeper::daemon::alert::Alerter;
-use tokenkeeper::daemon::metrics::Metrics;
-use tokenkeeper::fleet::daemon::{FleetDaemon, shared_only};
-use tokenkeeper::fleet::{Fleet, crypto};
+use tokenkeeper::fleet::crypto;
 use tokenkeeper::login::Login;
-use tokenkeeper::storage::state::StateDir;
 use tokenkeeper::{Error, ErrorKind};
 
 #[derive(clap::Args, Debug)]
@@ -123,60 +117,7 @@ pub fn waker(_ends: &()) -> Box<dyn Fn() + Send> {
     Box::new(|| {})
 }
 
-use tokenkeeper::keeper::Keeper;
 pub use tokenkeeper::keeper::StoreReport;
-
-/// The daemon of a fleet machine, checked and listening: the loop and its set-up are the local
-/// daemon's.
-pub fn fleet_daemon(
-    fleet: Arc<Fleet>,
-    logins: Vec<Keeper>,
-    state: StateDir,
-    alerter: Alerter,
-    metrics: Metrics,
-    options: Options,
-    wake: Box<dyn Fn() + Send>,
-) -> Result<FleetDaemon, Error> {
-    let logins = shared_only(logins);
-    if logins.is_empty() {
-        return Err(Error::Store {
-            kind: ErrorKind::Config,
-            message: format!(
-                "the daemon has no Claude Code login to keep in the store {}; pass --provider claude",
-                fleet.shown
-            ),
-            unreachable: false,
-        });
-    }
-    // Refuse to start with a key that cannot open the store's login, or with no login there;
-    // an unreachable store is not a reason to refuse (the machine keeps its token meanwhile).
-    if let Some(StoreReport { shared: Err(e), .. }) = logins[0].inspect_store()
-        && !matches!(
-            e,
-            Error::Store {
-                unreachable: true,
-                ..
-            }
-        )
-    {
-        return Err(e);
-    }
-    FleetDaemon::listen(Arc::clone(&fleet), wake);
-    tracing::info!(
-        "fleet daemon started (pid {}) as '{}', store {}, keeping {}",
-        std::process::id(),
-        fleet.machine,
-        fleet.shown,
-        logins
-            .iter()
-            .map(|l| l.file.path().display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    Ok(FleetDaemon::new(
-        fleet, logins, state, alerter, metrics, options,
-    ))
-}
 
 /// `status`'s verdict on a fleet login: the store's login decides (this machine's file holds no
 /// refresh token by design); with the store unreachable, this machine's access token does.

@@ -85,6 +85,58 @@ impl FleetDaemon {
         }
     }
 
+    /// The daemon of a fleet machine, checked and listening: with no login the fleet can share,
+    /// or a store that answers but cannot give this machine its login (no login there, a
+    /// wrong key), it refuses to start; an unreachable store is not a reason to refuse (the
+    /// machine keeps its token meanwhile).
+    pub fn start(
+        fleet: Arc<Fleet>,
+        logins: Vec<Keeper>,
+        state: StateDir,
+        alerter: Alerter,
+        metrics: Metrics,
+        options: Options,
+        wake: Box<dyn Fn() + Send>,
+    ) -> Result<FleetDaemon, Error> {
+        let logins = shared_only(logins);
+        if logins.is_empty() {
+            return Err(Error::Store {
+                kind: ErrorKind::Config,
+                message: format!(
+                    "the daemon has no Claude Code login to keep in the store {}; pass --provider claude",
+                    fleet.shown
+                ),
+                unreachable: false,
+            });
+        }
+        if let Some(crate::keeper::StoreReport { shared: Err(e), .. }) = logins[0].inspect_store()
+            && !matches!(
+                e,
+                Error::Store {
+                    unreachable: true,
+                    ..
+                }
+            )
+        {
+            return Err(e);
+        }
+        FleetDaemon::listen(Arc::clone(&fleet), wake);
+        tracing::info!(
+            "fleet daemon started (pid {}) as '{}', store {}, keeping {}",
+            std::process::id(),
+            fleet.machine,
+            fleet.shown,
+            logins
+                .iter()
+                .map(|l| l.file.path().display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        Ok(FleetDaemon::new(
+            fleet, logins, state, alerter, metrics, options,
+        ))
+    }
+
     /// Starts the listener thread: it calls `wake` (which wakes the loop: a byte down its
     /// self-pipe) at every notification on the store's channel, and after every (re)connection,
     /// so the loop looks at the store again.
