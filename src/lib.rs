@@ -9,14 +9,19 @@
 //! - [`provider`]: what differs between CLIs (Claude Code, Codex, Gemini, `[[login]]`): paths,
 //!   document layout, requests, locks, rejections.
 //! - [`storage`]: the credentials file, the Keychain, the state folder.
-//! - [`lock`]: our own lock, Claude's directory locks, `flock`s, leases, signals.
-//! - [`oauth`]: the token endpoint, answer classification, backoff, JWTs.
-//! - [`refresh`]: the numbered refresh protocol and its save.
-//! - [`daemon`]: the watchdog loop, its schedule, alerts, metrics, file watching, sd_notify.
+//! - [`lock`]: our own lock, Claude's directory locks, `flock`s, leases, signals, and one way
+//!   to take them.
+//! - [`oauth`]: the token endpoint, answer classification, the one backoff policy, JWTs.
+//! - [`refresh`]: the numbered refresh protocol, its attempt loop (shared with the fleet's)
+//!   and its save.
+//! - [`daemon`]: the watchdog: one loop for both modes, its decisions as a pure plan, its
+//!   schedule, alerts, metrics, file watching, sd_notify.
 //! - [`exec`]: the wrapped command and its auth failures.
 //! - [`service`]: the definitions that run the daemon (systemd, launchd, Windows).
 //! - [`fleet`]: many machines sharing one login through PostgreSQL (feature `fleet`, on by
 //!   default).
+//! - [`keeper`]: one login and how it is kept (its file or the fleet's store), the entry point
+//!   for every command and both daemon modes.
 //! - leaves: [`login`] (a login and when it is due), [`config`], [`duration`], [`error`],
 //!   [`secret`].
 
@@ -27,6 +32,7 @@ pub mod error;
 pub mod exec;
 #[cfg(feature = "fleet")]
 pub mod fleet;
+pub mod keeper;
 pub mod lock;
 pub mod login;
 pub mod oauth;

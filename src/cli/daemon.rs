@@ -10,7 +10,8 @@ use tokenkeeper::Error;
 use tokenkeeper::daemon::alert::Alerter;
 use tokenkeeper::daemon::metrics::{self, Metrics};
 use tokenkeeper::daemon::sd_notify::Notifier;
-use tokenkeeper::daemon::{Control, Daemon, LoginConfig, Options};
+use tokenkeeper::daemon::{Control, Daemon, Options, Source};
+use tokenkeeper::keeper::Keeper;
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct DaemonArgs {
@@ -38,8 +39,9 @@ struct Resolved {
     options: Options,
     alerter: Alerter,
     metrics: Option<SocketAddr>,
-    logins: Vec<LoginConfig>,
-    fleet: Option<Arc<super::fleet::Fleet>>,
+    logins: Vec<Keeper>,
+    #[cfg_attr(not(feature = "fleet"), allow(dead_code))]
+    fleet: Option<Arc<tokenkeeper::keeper::Fleet>>,
 }
 
 fn resolve(cli: &Cli, args: &DaemonArgs) -> Result<Resolved, Error> {
@@ -103,7 +105,7 @@ fn resolve(cli: &Cli, args: &DaemonArgs) -> Result<Resolved, Error> {
 
 /// The logins to keep, without those that hold nothing to keep (a Codex API key), each left
 /// out with a line in the log; when that leaves none, the reason is the error.
-fn keepable(all: Vec<Context>) -> Result<Vec<LoginConfig>, Error> {
+fn keepable(all: Vec<Context>) -> Result<Vec<Keeper>, Error> {
     let mut logins = Vec::new();
     let mut nothing = None;
     for c in all {
@@ -112,11 +114,7 @@ fn keepable(all: Vec<Context>) -> Result<Vec<LoginConfig>, Error> {
                 tracing::info!("not keeping {}: {e}", c.file.path().display());
                 nothing = Some(e);
             }
-            _ => logins.push(LoginConfig {
-                provider: c.provider,
-                file: c.file,
-                settings: c.settings,
-            }),
+            _ => logins.push(c.keeper),
         }
     }
     match nothing {
@@ -237,21 +235,26 @@ pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<u8, Error> {
     };
 
     let notifier = Notifier::from_env();
-    let ping_every = notifier.ping_every();
-    if let Some(fleet) = resolved.fleet {
-        let mut reload = || resolve(cli, args).map(|r| (r.options, r.alerter, r.logins));
-        return super::fleet::run_daemon(
+    let mut reload = || {
+        resolve(cli, args).map(|r| {
+            if r.metrics != resolved.metrics {
+                tracing::warn!("a new metrics address takes effect at the next start");
+            }
+            (r.options, r.alerter, r.logins)
+        })
+    };
+    #[cfg(feature = "fleet")]
+    if let Some(fleet) = resolved.fleet.clone() {
+        let mut daemon = tokenkeeper::fleet::daemon::FleetDaemon::start(
             fleet,
             resolved.logins,
             state,
             resolved.alerter,
             metrics,
             resolved.options,
-            &control,
             super::fleet::waker(&_wake),
-            &notifier,
-            &mut reload,
-        );
+        )?;
+        return serve(&mut daemon, &control, &notifier, &mut reload);
     }
     let paths: Vec<String> = resolved
         .logins
@@ -270,24 +273,37 @@ pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<u8, Error> {
         metrics,
         resolved.options,
     );
+    serve(&mut daemon, &control, &notifier, &mut reload)
+}
+
+/// Runs either daemon's loop until a signal stops it, telling systemd (when it asked) that the
+/// daemon is ready, alive, reloading and stopping; SIGHUP re-reads the configuration.
+fn serve(
+    daemon: &mut dyn Source,
+    control: &Control,
+    notifier: &Notifier,
+    reload: &mut dyn FnMut() -> Result<(Options, Alerter, Vec<Keeper>), Error>,
+) -> Result<u8, Error> {
     notifier.ready();
     let mut on_wake = || notifier.ping();
-    let mut on_reload = |d: &mut Daemon| {
+    let mut on_reload = |d: &mut dyn Source| {
         notifier.reloading();
-        match resolve(cli, args) {
-            Ok(r) => {
+        match reload() {
+            Ok((options, alerter, logins)) => {
                 tracing::info!("configuration re-read");
-                d.set_options(r.options, r.alerter);
-                d.set_logins(r.logins);
-                if r.metrics != resolved.metrics {
-                    tracing::warn!("a new metrics address takes effect at the next start");
-                }
+                d.reconfigure(options, alerter, logins);
             }
             Err(e) => tracing::error!("configuration not re-read, keeping the old one: {e}"),
         }
         notifier.ready();
     };
-    daemon.run(&control, ping_every, &mut on_wake, &mut on_reload);
+    tokenkeeper::daemon::run(
+        daemon,
+        control,
+        notifier.ping_every(),
+        &mut on_wake,
+        &mut on_reload,
+    );
     notifier.stopping();
     tracing::info!("daemon stopping");
     daemon.alerter().flush(Duration::from_secs(10));

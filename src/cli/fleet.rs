@@ -1,6 +1,6 @@
-//! `tokenkeeper fleet keygen|push`, and the hooks that send a fleet machine's `exec`, `token`,
-//! `refresh`, `status` and `daemon` through the shared store (`--store`, `TOKENKEEPER_STORE` or
-//! `[store] url`) instead of the local file.
+//! `tokenkeeper fleet keygen|push`, the daemon's wake-up from the store's listener, and what
+//! `status` says of a fleet login. Whether a command goes through the shared store (`--store`,
+//! `TOKENKEEPER_STORE` or `[store] url`) or the local file is the library's `Keeper`'s choice.
 //!
 //! A build without the `fleet` feature uses `no_fleet.rs` in its place: the same names, which
 //! there say that this build has no fleet mode.
@@ -9,19 +9,9 @@ use super::{Cli, Context, output};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
-use tokenkeeper::daemon::alert::Alerter;
-use tokenkeeper::daemon::metrics::Metrics;
-use tokenkeeper::daemon::sd_notify::Notifier;
-use tokenkeeper::daemon::{Control, LoginConfig, Options};
 use tokenkeeper::fleet::crypto;
-use tokenkeeper::fleet::daemon::FleetDaemon;
-use tokenkeeper::fleet::refresh as fleet_refresh;
 use tokenkeeper::login::Login;
-use tokenkeeper::provider::Provider;
-use tokenkeeper::refresh::Outcome;
-use tokenkeeper::storage::state::StateDir;
-use tokenkeeper::{Error, ErrorKind, FleetError};
+use tokenkeeper::{Error, ErrorKind};
 
 pub use tokenkeeper::fleet::Fleet;
 
@@ -36,11 +26,6 @@ pub fn resolve(
     config_path: &Path,
 ) -> Result<Option<Arc<Fleet>>, Error> {
     Ok(Fleet::resolve(url, &cfg.store, config_path, &super::env)?.map(Arc::new))
-}
-
-/// Whether fleet mode keeps this provider's login (Claude Code's, for now).
-pub fn keeps(provider: &dyn Provider) -> bool {
-    tokenkeeper::fleet::shape::of(provider.owner().provider).is_some()
 }
 
 #[derive(clap::Args, Debug)]
@@ -134,34 +119,6 @@ fn push(cli: &Cli, force: bool) -> Result<u8, Error> {
     Ok(0)
 }
 
-impl Context {
-    /// The refresh protocol for this login: the fleet's when a store is configured, else the
-    /// local file's.
-    pub fn refresh_if_due(&self, force: bool, min_ttl: Duration) -> Result<Outcome, Error> {
-        match &self.fleet {
-            Some(fleet) => fleet_refresh::ensure_fresh(fleet, &self.job(), force, min_ttl),
-            None => tokenkeeper::refresh::refresh_if_due(&self.job(), force, min_ttl),
-        }
-    }
-
-    /// The login as this machine's file holds it now. A fleet machine's file has no refresh
-    /// token by design; it counts as ended only when its access token is gone.
-    pub fn read_login(&self) -> Result<Login, Error> {
-        if self.fleet.is_none() {
-            return tokenkeeper::refresh::read_login(&self.job());
-        }
-        let login = tokenkeeper::refresh::parse_current(self.provider.as_ref(), &self.file)?;
-        if login.access_token.is_empty() {
-            return Err(Error::Dead {
-                path: self.file.path().to_path_buf(),
-                reason: "it holds no access token".into(),
-                relogin: self.file.owner().relogin,
-            });
-        }
-        Ok(login)
-    }
-}
-
 /// What wakes the daemon's loop from the store's listener: a byte down the loop's self-pipe.
 #[cfg(unix)]
 pub fn waker(ends: &[std::os::unix::net::UnixStream; 2]) -> Box<dyn Fn() + Send> {
@@ -179,116 +136,7 @@ pub fn waker(_ends: &()) -> Box<dyn Fn() + Send> {
     Box::new(|| {})
 }
 
-/// What `status` adds for a fleet login: the store's row, or why it could not be read.
-pub struct StoreReport {
-    pub store: String,
-    pub shared: Result<fleet_refresh::Shared, Error>,
-}
-
-/// Reads the store for `status` (no lock, no write).
-pub fn inspect(ctx: &Context) -> Option<StoreReport> {
-    let fleet = ctx.fleet.as_ref()?;
-    let job = ctx.job();
-    let shared = fleet_refresh::connect(fleet)
-        .and_then(|mut store| fleet_refresh::fetch(&mut store, fleet, &job));
-    Some(StoreReport {
-        store: fleet.shown.clone(),
-        shared,
-    })
-}
-
-/// The daemon of a fleet machine: the local daemon's set-up, the fleet's loop.
-#[allow(clippy::too_many_arguments)]
-pub fn run_daemon(
-    fleet: Arc<Fleet>,
-    logins: Vec<LoginConfig>,
-    state: StateDir,
-    alerter: Alerter,
-    metrics: Metrics,
-    options: Options,
-    control: &Control,
-    wake: Box<dyn Fn() + Send>,
-    notifier: &Notifier,
-    reload: &mut dyn FnMut() -> Result<(Options, Alerter, Vec<LoginConfig>), Error>,
-) -> Result<u8, Error> {
-    let keep = |logins: Vec<LoginConfig>| -> Vec<LoginConfig> {
-        logins
-            .into_iter()
-            .filter(|l| {
-                let shared = tokenkeeper::fleet::shape::of(l.file.owner().provider).is_some();
-                if !shared {
-                    tracing::warn!(
-                        "{} is not kept by this fleet daemon: fleet mode keeps Claude Code logins only for now",
-                        l.file.path().display()
-                    );
-                }
-                shared
-            })
-            .collect()
-    };
-    let logins = keep(logins);
-    if logins.is_empty() {
-        return Err(Error::Fleet(FleetError::Config(format!(
-            "the daemon has no Claude Code login to keep in the store {}; pass --provider claude",
-            fleet.shown
-        ))));
-    }
-    // Refuse to start with a key that cannot open the store's login, or with no login there;
-    // an unreachable store is not a reason to refuse (the machine keeps its token meanwhile).
-    {
-        let first = &logins[0];
-        let endpoint = tokenkeeper::oauth::endpoint::TokenEndpoint::new(
-            &first.settings.token_url,
-            &first.settings.user_agent,
-        );
-        let job = tokenkeeper::refresh::Job {
-            provider: first.provider.as_ref(),
-            file: &first.file,
-            settings: &first.settings,
-            endpoint: &endpoint,
-            state: &state,
-        };
-        let checked = fleet_refresh::connect(&fleet)
-            .and_then(|mut store| fleet_refresh::fetch(&mut store, &fleet, &job));
-        if let Err(e) = checked
-            && !matches!(&e, Error::Fleet(f) if f.is_unreachable())
-        {
-            return Err(e);
-        }
-    }
-    FleetDaemon::listen(Arc::clone(&fleet), wake);
-    tracing::info!(
-        "fleet daemon started (pid {}) as '{}', store {}, keeping {}",
-        std::process::id(),
-        fleet.machine,
-        fleet.shown,
-        logins
-            .iter()
-            .map(|l| l.file.path().display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let mut daemon = FleetDaemon::new(fleet, logins, state, alerter, metrics, options);
-    notifier.ready();
-    let mut on_wake = || notifier.ping();
-    let mut on_reload = |d: &mut FleetDaemon| {
-        notifier.reloading();
-        match reload() {
-            Ok((options, alerter, logins)) => {
-                tracing::info!("configuration re-read");
-                d.set_options(options, alerter);
-                d.set_logins(keep(logins));
-            }
-            Err(e) => tracing::error!("configuration not re-read, keeping the old one: {e}"),
-        }
-        notifier.ready();
-    };
-    daemon.run(control, notifier.ping_every(), &mut on_wake, &mut on_reload);
-    notifier.stopping();
-    tracing::info!("daemon stopping");
-    daemon.alerter().flush(Duration::from_secs(10));
-    Ok(0)
-}
+pub use tokenkeeper::keeper::StoreReport;
 
 /// `status`'s verdict on a fleet login: the store's login decides (this machine's file holds no
 /// refresh token by design); with the store unreachable, this machine's access token does.

@@ -20,11 +20,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use tokenkeeper::config::{self, ConfigFile, Settings};
-use tokenkeeper::oauth::endpoint::TokenEndpoint;
+use tokenkeeper::config::{self, ConfigFile};
+use tokenkeeper::keeper::Keeper;
 use tokenkeeper::provider::{self, Provider};
-use tokenkeeper::refresh::Job;
-use tokenkeeper::storage::credentials_file::CredentialsFile;
 use tokenkeeper::storage::state::StateDir;
 use tokenkeeper::{Error, ErrorKind};
 
@@ -153,20 +151,24 @@ pub fn exit_code(kind: ErrorKind) -> u8 {
 }
 
 /// What every command works with, for one login, resolved from flags, environment and config.
+/// The login itself, and how it is kept, is the library's [`Keeper`] (reached through `Deref`);
+/// the rest is what only the command line needs.
 pub struct Context {
-    pub provider: Arc<dyn Provider>,
-    pub file: CredentialsFile,
-    pub settings: Settings,
-    pub state: StateDir,
-    pub endpoint: TokenEndpoint,
+    pub keeper: Keeper,
     pub quiet: bool,
     /// `min_ttl` as the config file sets it, if it does (`exec` has its own default).
     pub configured_min_ttl: Option<Duration>,
     /// The config file's path (for messages) and its `[daemon]` table.
     pub config_path: PathBuf,
     pub daemon_config: config::DaemonConfig,
-    /// The fleet's store, when one is configured and keeps this provider's login.
-    pub fleet: Option<Arc<fleet::Fleet>>,
+}
+
+impl std::ops::Deref for Context {
+    type Target = Keeper;
+
+    fn deref(&self) -> &Keeper {
+        &self.keeper
+    }
 }
 
 /// The config file, read once, and what the environment says.
@@ -252,10 +254,13 @@ impl Loaded {
                 problem,
             })?;
         Ok(Context {
-            file,
-            endpoint: TokenEndpoint::new(&settings.token_url, &settings.user_agent),
-            settings,
-            state: self.state.clone(),
+            keeper: Keeper::new(
+                provider,
+                file,
+                settings,
+                self.state.clone(),
+                self.fleet.clone(),
+            ),
             quiet: cli.quiet,
             configured_min_ttl: table
                 .min_ttl
@@ -263,11 +268,6 @@ impl Loaded {
                 .and_then(|t| tokenkeeper::duration::parse(t).ok()),
             config_path: self.config_path.clone(),
             daemon_config: self.cfg.daemon.clone(),
-            fleet: self
-                .fleet
-                .clone()
-                .filter(|_| fleet::keeps(provider.as_ref())),
-            provider,
         })
     }
 
@@ -327,17 +327,6 @@ impl Context {
             return Ok(vec![Context::resolve(cli, None)?]);
         }
         Loaded::read(cli)?.all(cli)
-    }
-
-    /// What the refresh protocol needs, borrowed from this context.
-    pub fn job(&self) -> Job<'_> {
-        Job {
-            provider: self.provider.as_ref(),
-            file: &self.file,
-            settings: &self.settings,
-            endpoint: &self.endpoint,
-            state: &self.state,
-        }
     }
 }
 

@@ -8,24 +8,15 @@ use super::{Cli, Context};
 use std::path::Path;
 use std::sync::Arc;
 use tokenkeeper::Error;
-use tokenkeeper::daemon::alert::Alerter;
-use tokenkeeper::daemon::metrics::Metrics;
-use tokenkeeper::daemon::sd_notify::Notifier;
-use tokenkeeper::daemon::{Control, LoginConfig, Options};
 use tokenkeeper::login::Login;
-use tokenkeeper::provider::Provider;
-use tokenkeeper::refresh::Outcome;
-use tokenkeeper::storage::state::StateDir;
+
+pub use tokenkeeper::keeper::{Fleet, StoreReport};
 
 const NO_FLEET: &str = "this build of tokenkeeper has no fleet mode (`tokenkeeper fleet`, \
 --store, TOKENKEEPER_STORE, [store]); build it with the `fleet` feature, which is on by default";
 
 /// What `--store` holds: only ever refused in this build.
 pub type StoreUrl = String;
-
-/// A fleet's store: none can exist in this build.
-#[derive(Debug)]
-pub enum Fleet {}
 
 /// `tokenkeeper fleet …`: whatever follows, the one line.
 #[derive(clap::Args, Debug)]
@@ -49,53 +40,6 @@ pub fn resolve(
         Some(url) if !url.trim().is_empty() => Err(Error::Usage(NO_FLEET.into())),
         _ => Ok(None),
     }
-}
-
-pub fn keeps(_provider: &dyn Provider) -> bool {
-    false
-}
-
-impl Context {
-    /// The refresh protocol for this login: the local file's.
-    pub fn refresh_if_due(
-        &self,
-        force: bool,
-        min_ttl: std::time::Duration,
-    ) -> Result<Outcome, Error> {
-        tokenkeeper::refresh::refresh_if_due(&self.job(), force, min_ttl)
-    }
-
-    /// The login as this machine's file holds it now.
-    pub fn read_login(&self) -> Result<Login, Error> {
-        tokenkeeper::refresh::read_login(&self.job())
-    }
-}
-
-pub fn waker<T>(_ends: &T) -> Box<dyn Fn() + Send> {
-    Box::new(|| {})
-}
-
-#[allow(clippy::too_many_arguments)]
-pub fn run_daemon(
-    fleet: Arc<Fleet>,
-    _logins: Vec<LoginConfig>,
-    _state: StateDir,
-    _alerter: Alerter,
-    _metrics: Metrics,
-    _options: Options,
-    _control: &Control,
-    _wake: Box<dyn Fn() + Send>,
-    _notifier: &Notifier,
-    _reload: &mut dyn FnMut() -> Result<(Options, Alerter, Vec<LoginConfig>), Error>,
-) -> Result<u8, Error> {
-    match *fleet {}
-}
-
-/// What `status` adds for a fleet login: never anything in this build.
-pub enum StoreReport {}
-
-pub fn inspect(_ctx: &Context) -> Option<StoreReport> {
-    None
 }
 
 pub fn state(

@@ -68,7 +68,7 @@ fn inspect(ctx: &Context, now: i64) -> Report {
             }
             Ok(login)
         });
-    let store = super::fleet::inspect(ctx);
+    let store = ctx.inspect_store();
     let (state, login, problem) = match (&store, parsed) {
         (Some(store), parsed) => super::fleet::state(ctx, store, parsed, now),
         (None, Ok(login)) => {

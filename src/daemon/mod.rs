@@ -8,24 +8,30 @@
 //! The loop sleeps in `poll(2)` on inotify and a wake-up pipe (signals), with a timeout to the
 //! next planned action: idle, it uses no CPU between wake-ups. A login kept in the macOS
 //! Keychain makes no file events, so it is looked at every 30 s as well.
+//!
+//! One loop ([`run`]) serves both modes through [`Source`]: [`Daemon`] keeps this machine's
+//! files, `fleet::daemon::FleetDaemon` the fleet's store. What a look at a login means, and what
+//! a refresh's result means, is decided once for both in [`plan`].
 
 pub mod alert;
+pub(crate) mod kept;
 pub mod metrics;
+pub mod plan;
 pub mod schedule;
 pub mod sd_notify;
 pub mod watch;
 
-use crate::config::Settings;
-use crate::daemon::alert::{Alert, Alerter, Event};
+use crate::daemon::alert::{Alerter, Event};
+use crate::daemon::kept::Kept;
 use crate::daemon::metrics::Metrics;
 use crate::daemon::watch::{Stamp, WakeFd, Watcher, sleep_until_event};
 use crate::error::{Error, ErrorKind};
+use crate::keeper::Keeper;
 use crate::login::{EpochMs, Login, duration_ms, now_ms};
-use crate::oauth::endpoint::TokenEndpoint;
-use crate::provider::Provider;
-use crate::refresh::{self, Action, Job};
+use crate::refresh::{self, Action};
 use crate::storage::credentials_file::CredentialsFile;
-use crate::storage::state::{DaemonRecord, StateDir};
+use crate::storage::state::StateDir;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -39,23 +45,6 @@ pub struct Options {
     pub login_ending_within: Duration,
 }
 
-/// One login the daemon keeps.
-pub struct LoginConfig {
-    pub provider: Arc<dyn Provider>,
-    pub file: CredentialsFile,
-    pub settings: Settings,
-}
-
-struct Tracked {
-    provider: Arc<dyn Provider>,
-    file: CredentialsFile,
-    settings: Settings,
-    endpoint: TokenEndpoint,
-    key: String,
-    record: DaemonRecord,
-    stamp: Option<Option<Stamp>>,
-}
-
 /// What the signal handlers ask of the loop (they set the flags and write to the pipe).
 #[derive(Default)]
 pub struct Control {
@@ -65,12 +54,9 @@ pub struct Control {
     pub wake_fd: Option<WakeFd>,
 }
 
+/// The daemon of this machine's files.
 pub struct Daemon {
-    logins: Vec<Tracked>,
-    state: StateDir,
-    alerter: Alerter,
-    metrics: Metrics,
-    options: Options,
+    kept: Kept,
 }
 
 /// Without inotify (or while a folder is missing), look at the files this often.
@@ -83,114 +69,127 @@ const DEFERRED_RETRY: Duration = Duration::from_secs(30);
 
 impl Daemon {
     pub fn new(
-        logins: Vec<LoginConfig>,
+        logins: Vec<Keeper>,
         state: StateDir,
         alerter: Alerter,
         metrics: Metrics,
         options: Options,
     ) -> Daemon {
-        let mut d = Daemon {
-            logins: Vec::new(),
-            state,
-            alerter,
-            metrics,
-            options,
-        };
-        d.set_logins(logins);
-        d
-    }
-
-    /// Replaces the logins (on start and on SIGHUP), keeping what is known about each.
-    pub fn set_logins(&mut self, logins: Vec<LoginConfig>) {
-        self.logins = logins
-            .into_iter()
-            .map(|l| {
-                let (endpoint, key, record) = track(&l, &self.state);
-                Tracked {
-                    endpoint,
-                    provider: l.provider,
-                    file: l.file,
-                    settings: l.settings,
-                    key,
-                    record,
-                    stamp: None,
-                }
-            })
-            .collect();
-    }
-
-    pub fn set_options(&mut self, options: Options, alerter: Alerter) {
-        self.options = options;
-        self.alerter = alerter;
-    }
-
-    pub fn alerter(&self) -> &Alerter {
-        &self.alerter
-    }
-
-    /// Runs until `control.stop` is set. `on_wake` runs at every wake-up (watchdog pings);
-    /// `reload` is called when `control.reload` is set.
-    pub fn run(
-        &mut self,
-        control: &Control,
-        ping_every: Option<Duration>,
-        on_wake: &mut dyn FnMut(),
-        reload: &mut dyn FnMut(&mut Daemon),
-    ) {
-        let mut watcher = Watcher::new()
-            .map_err(|e| tracing::info!("{e}; looking at the files every 5 s instead"))
-            .ok();
-        loop {
-            if control.stop.load(Ordering::SeqCst) {
-                return;
-            }
-            if control.reload.swap(false, Ordering::SeqCst) {
-                reload(self);
-            }
-            let mut all_watched = watcher.is_some();
-            if let Some(w) = watcher.as_mut() {
-                for t in &self.logins {
-                    all_watched &= w.watch_file(t.file.path());
-                }
-            }
-            let now = now_ms();
-            let next = self.tick(now);
-            on_wake();
-            if control.stop.load(Ordering::SeqCst) {
-                return;
-            }
-            let mut wait = next.map(|at| {
-                Duration::from_millis(u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0))
-            });
-            if !all_watched {
-                wait = Some(wait.map_or(FALLBACK_POLL, |w| w.min(FALLBACK_POLL)));
-            }
-            if self.logins.iter().any(|t| t.file.keychain().is_some()) {
-                wait = Some(wait.map_or(KEYCHAIN_POLL, |w| w.min(KEYCHAIN_POLL)));
-            }
-            if let Some(p) = ping_every {
-                wait = Some(wait.map_or(p, |w| w.min(p)));
-            }
-            sleep_until_event(watcher.as_mut(), control.wake_fd, wait);
+        Daemon {
+            kept: Kept::new(logins, state, alerter, metrics, options),
         }
     }
+}
+
+/// What the one loop ([`run`]) keeps fresh: this machine's files ([`Daemon`]) or the fleet's
+/// store (`fleet::daemon::FleetDaemon`). Each looks at its logins and acts; the loop decides
+/// when to look again.
+pub trait Source {
+    /// How many logins it keeps.
+    fn count(&self) -> usize;
+    /// Looks at login `i` and acts on it; returns when it plans to act next, if ever.
+    fn tick_login(&mut self, i: usize, now: EpochMs) -> Option<EpochMs>;
+    /// The files whose changes wake the loop.
+    fn files(&self) -> Vec<&Path>;
+    /// The longest the loop sleeps even with every file watched (a login that makes no file
+    /// events, a store without notifications).
+    fn look_every(&self, control: &Control) -> Option<Duration>;
+    /// New options and logins (on SIGHUP), keeping what is known about each login.
+    fn reconfigure(&mut self, options: Options, alerter: Alerter, logins: Vec<Keeper>);
+    fn alerter(&self) -> &Alerter;
 
     /// One pass over every login; returns the earliest time something is planned.
-    pub fn tick(&mut self, now: EpochMs) -> Option<EpochMs> {
-        let mut next: Option<EpochMs> = None;
-        for i in 0..self.logins.len() {
-            if let Some(at) = self.tick_login(i, now) {
-                next = Some(next.map_or(at, |n| n.min(at)));
+    fn tick(&mut self, now: EpochMs) -> Option<EpochMs> {
+        (0..self.count())
+            .filter_map(|i| self.tick_login(i, now))
+            .min()
+    }
+}
+
+/// Runs until `control.stop` is set. `on_wake` runs at every wake-up (watchdog pings);
+/// `reload` is called when `control.reload` is set.
+pub fn run(
+    source: &mut dyn Source,
+    control: &Control,
+    ping_every: Option<Duration>,
+    on_wake: &mut dyn FnMut(),
+    reload: &mut dyn FnMut(&mut dyn Source),
+) {
+    let mut watcher = Watcher::new()
+        .map_err(|e| tracing::info!("{e}; looking at the files every 5 s instead"))
+        .ok();
+    loop {
+        if control.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        if control.reload.swap(false, Ordering::SeqCst) {
+            reload(source);
+        }
+        let mut all_watched = watcher.is_some();
+        if let Some(w) = watcher.as_mut() {
+            for path in source.files() {
+                all_watched &= w.watch_file(path);
             }
         }
-        next
+        let next = source.tick(now_ms());
+        on_wake();
+        if control.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut wait = next.map(|at| {
+            Duration::from_millis(u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0))
+        });
+        let at_least = [
+            (!all_watched).then_some(FALLBACK_POLL),
+            source.look_every(control),
+            ping_every,
+        ];
+        for every in at_least.into_iter().flatten() {
+            wait = Some(wait.map_or(every, |w| w.min(every)));
+        }
+        sleep_until_event(watcher.as_mut(), control.wake_fd, wait);
+    }
+}
+
+impl Source for Daemon {
+    fn count(&self) -> usize {
+        self.kept.logins.len()
     }
 
     fn tick_login(&mut self, i: usize, now: EpochMs) -> Option<EpochMs> {
-        let stamp = Stamp::of(self.logins[i].file.path());
-        let changed = self.logins[i].stamp != Some(stamp);
-        self.logins[i].stamp = Some(stamp);
-        let provider = self.logins[i].file.owner().provider;
+        Daemon::tick_login(self, i, now)
+    }
+
+    fn files(&self) -> Vec<&Path> {
+        self.kept
+            .logins
+            .iter()
+            .map(|t| t.keeper.file.path())
+            .collect()
+    }
+
+    fn look_every(&self, _control: &Control) -> Option<Duration> {
+        self.kept
+            .logins
+            .iter()
+            .any(|t| t.keeper.file.keychain().is_some())
+            .then_some(KEYCHAIN_POLL)
+    }
+
+    fn reconfigure(&mut self, options: Options, alerter: Alerter, logins: Vec<Keeper>) {
+        self.kept.reconfigure(options, alerter, logins);
+    }
+
+    fn alerter(&self) -> &Alerter {
+        &self.kept.alerter
+    }
+}
+
+impl Daemon {
+    fn tick_login(&mut self, i: usize, now: EpochMs) -> Option<EpochMs> {
+        let stamp = Stamp::of(self.kept.logins[i].keeper.file.path());
+        let changed = self.kept.logins[i].stamp != Some(stamp);
+        self.kept.logins[i].stamp = Some(stamp);
 
         let login = match self.read(i) {
             Ok(login) => login,
@@ -198,301 +197,269 @@ impl Daemon {
                 if changed {
                     tracing::warn!("{e}");
                 }
-                let t = &mut self.logins[i];
+                let t = &mut self.kept.logins[i];
                 t.record.last_error = Some(e.to_string());
                 t.record.next_refresh_at = None;
-                self.save(i);
+                self.kept.save(i);
                 return None;
             }
         };
-        self.plan_token(i, &login, now);
-        self.update_metrics(i, &login);
-
-        // A dead login stays dead until the file holds another refresh token.
-        let refresh_fp = login.refresh_token.fingerprint();
-        let dead = login.refresh_token.is_empty()
-            || self.logins[i].record.dead_refresh.as_deref() == Some(refresh_fp.as_str());
-        if dead {
-            if login.refresh_token.is_empty() {
-                self.mark_dead(i, "its tokens are empty (the login was ended or wiped)", "");
+        self.kept.show_expiry(i, &login);
+        let empty = login.refresh_token.is_empty();
+        let view = plan::View {
+            access: login.access_token.fingerprint(),
+            refresh: if empty {
+                String::new()
+            } else {
+                login.refresh_token.fingerprint()
+            },
+            expires_at: login.expires_at,
+            login_expires_at: login.login_expires_at,
+            dead: empty,
+            not_before: None,
+        };
+        let step = self.kept.step(i, &view, now);
+        if empty {
+            self.kept.logins[i].record.last_error = Some(EMPTY.to_string());
+        }
+        for event in step.alerts {
+            self.announce(i, event, &login, now);
+        }
+        match step.next {
+            plan::Next::Stop => {
+                self.kept.set_dead(i, true);
+                self.kept.save(i);
+                None
             }
-            self.save(i);
-            return None;
+            plan::Next::At(at) => {
+                self.kept.save(i);
+                Some(at)
+            }
+            plan::Next::RefreshNow(lead) => self.refresh(i, lead, now),
         }
-        if self.logins[i].record.dead_refresh.take().is_some() {
-            self.alert(
-                i,
-                Event::Recovered,
-                format!(
-                    "a new {} login appeared in {}; tokenkeeper keeps it fresh again",
-                    self.logins[i].file.owner().name,
-                    self.logins[i].file.path().display()
-                ),
-                now,
-            );
-            self.metrics.update(provider, |m| m.dead = false);
-        }
-        self.remind_login_ending(i, &login, now);
+    }
 
-        let t = &self.logins[i];
-        if let Some(until) = t.record.cooldown_until.filter(|u| *u > now) {
-            self.logins[i].record.next_refresh_at = Some(until);
-            self.save(i);
-            return Some(until);
-        }
-        let lead = Duration::from_millis(u64::try_from(t.record.lead_ms.unwrap_or(0)).unwrap_or(0));
-        let at = schedule::refresh_at(login.expires_at, lead);
-        if now < at {
-            self.logins[i].record.next_refresh_at = Some(at);
-            self.save(i);
-            return Some(at);
-        }
-        self.refresh(i, lead, now)
+    /// Words and sends an alert the plan asked for.
+    fn announce(&mut self, i: usize, event: Event, login: &Login, now: EpochMs) {
+        let file = &self.kept.logins[i].keeper.file;
+        let owner = file.owner();
+        let message = match event {
+            Event::LoginDead => {
+                let message = dead_message(file, EMPTY);
+                tracing::error!("{message}");
+                message
+            }
+            Event::Recovered => {
+                let message = format!(
+                    "a new {} login appeared in {}; tokenkeeper keeps it fresh again",
+                    owner.name,
+                    file.path().display()
+                );
+                self.kept.set_dead(i, false);
+                message
+            }
+            Event::LoginEnding => {
+                let end = login.login_expires_at.unwrap_or(now);
+                let message = format!(
+                    "the {} login at {} ends {} ({}); log in again before then with `{}`",
+                    owner.name,
+                    file.path().display(),
+                    refresh::format_time(end),
+                    crate::duration::relative(end.saturating_sub(now)),
+                    owner.relogin
+                );
+                tracing::warn!("{message}");
+                message
+            }
+            _ => return,
+        };
+        self.kept.alert(i, event, message, now);
     }
 
     fn read(&self, i: usize) -> Result<Login, Error> {
-        let t = &self.logins[i];
-        refresh::parse_current(t.provider.as_ref(), &t.file)
-    }
-
-    /// A token seen for the first time gets its plan: lifetime from when we first saw it, the
-    /// margin cut to half of that, jitter drawn once.
-    fn plan_token(&mut self, i: usize, login: &Login, now: EpochMs) {
-        let fp = login.access_token.fingerprint();
-        let t = &mut self.logins[i];
-        if t.record.token.as_deref() == Some(fp.as_str()) && t.record.lead_ms.is_some() {
-            return;
-        }
-        let lifetime = u64::try_from(login.expires_at.saturating_sub(now))
-            .ok()
-            .filter(|ms| *ms > 0)
-            .map(Duration::from_millis);
-        let before = self.options.refresh_before.unwrap_or(t.settings.min_ttl);
-        let margin = schedule::margin(before, lifetime);
-        let lead = schedule::lead(margin, fastrand::f64());
-        t.record.token = Some(fp);
-        t.record.seen_at = Some(now);
-        t.record.lead_ms = Some(duration_ms(lead));
+        let t = &self.kept.logins[i];
+        refresh::parse_current(t.keeper.provider.as_ref(), &t.keeper.file)
     }
 
     fn refresh(&mut self, i: usize, lead: Duration, now: EpochMs) -> Option<EpochMs> {
-        let provider = self.logins[i].file.owner().provider;
-        let result = {
-            let t = &self.logins[i];
-            let job = Job {
-                provider: t.provider.as_ref(),
-                file: &t.file,
-                settings: &t.settings,
-                endpoint: &t.endpoint,
-                state: &self.state,
-            };
-            refresh::refresh_if_due(&job, false, lead + Duration::from_secs(1))
-        };
-        let later = |d: Duration| now.saturating_add(duration_ms(d));
+        let result = self.kept.logins[i]
+            .keeper
+            .refresh_if_due(false, lead + Duration::from_secs(1));
         match result {
-            Ok(outcome) => {
-                let what = outcome.action.as_str();
+            Ok(outcome) if outcome.action == Action::Deferred => {
                 tracing::info!(
-                    "{provider}: {}; access token expires {}",
-                    what.replace('_', " "),
+                    "{}: deferred; access token expires {}",
+                    self.kept.provider(i),
                     refresh::format_time(outcome.login.expires_at)
                 );
-                if outcome.action == Action::Deferred {
-                    return Some(later(DEFERRED_RETRY));
-                }
+                Some(now.saturating_add(duration_ms(DEFERRED_RETRY)))
+            }
+            Ok(outcome) => {
                 let label = if outcome.action == Action::Adopted {
                     "adopted"
                 } else {
                     "refreshed"
                 };
-                // The count and the new expiry together, so a scrape never sees one without the
-                // other.
-                let login = &outcome.login;
-                self.metrics.update(provider, |m| {
-                    *m.refresh_total.entry(label).or_default() += 1;
-                    m.access_expiry = Some(login.expires_at / 1000);
-                    m.login_expiry = login.login_expires_at.map(|e| e / 1000);
-                });
-                let t = &mut self.logins[i];
-                let was_failing = t.record.failures > 0;
-                t.record.failures = 0;
-                t.record.cooldown_until = None;
-                t.record.last_outcome = Some(what.to_string());
-                t.record.last_error = None;
-                if was_failing && t.record.alerted.contains_key(Event::RefreshFailed.as_str()) {
-                    t.record.alerted.remove(Event::RefreshFailed.as_str());
-                    self.alert(
-                        i,
-                        Event::Recovered,
-                        format!(
-                            "refreshing {} works again",
-                            self.logins[i].file.path().display()
-                        ),
-                        now,
-                    );
-                }
-                self.save(i);
+                let works_again = format!(
+                    "refreshing {} works again",
+                    self.kept.logins[i].keeper.file.path().display()
+                );
+                self.kept.refreshed(i, &outcome, label, works_again, now);
                 // Plan the new token at once.
                 Some(now)
             }
             Err(e) if e.kind() == ErrorKind::Dead => {
-                self.metrics.update(provider, |m| {
-                    *m.refresh_total.entry("dead").or_default() += 1
-                });
+                self.kept.count(i, "dead");
                 let fp = self
                     .read(i)
                     .map(|l| l.refresh_token.fingerprint())
                     .unwrap_or_default();
-                self.mark_dead(i, &e.to_string(), &fp);
-                self.save(i);
+                let why = e.to_string();
+                self.kept.logins[i].record.last_error = Some(why.clone());
+                self.kept.set_dead(i, true);
+                if plan::mark_dead(&mut self.kept.logins[i].record, &fp) {
+                    let message = dead_message(&self.kept.logins[i].keeper.file, &why);
+                    tracing::error!("{message}");
+                    self.kept.alert(i, Event::LoginDead, message, now);
+                }
+                self.kept.save(i);
                 None
             }
             Err(e) if matches!(e.kind(), ErrorKind::Credentials | ErrorKind::Config) => {
                 tracing::warn!("{e}");
-                self.logins[i].record.last_error = Some(e.to_string());
-                self.save(i);
+                self.kept.logins[i].record.last_error = Some(e.to_string());
+                self.kept.save(i);
                 None
             }
-            Err(e) => {
-                self.metrics.update(provider, |m| {
-                    *m.refresh_total.entry("failed").or_default() += 1
-                });
-                let retry_after = match &e {
-                    Error::Unavailable { retry_after, .. } => *retry_after,
-                    _ => None,
-                };
-                let t = &mut self.logins[i];
-                t.record.failures = t.record.failures.saturating_add(1);
-                let wait = schedule::backoff(t.record.failures, retry_after, fastrand::f64());
-                let until = later(wait);
-                t.record.cooldown_until = Some(until);
-                t.record.next_refresh_at = Some(until);
-                t.record.last_outcome = Some("failed".into());
-                t.record.last_error = Some(e.to_string());
-                tracing::warn!(
-                    "{provider}: {e} (failure {}; next try in {})",
-                    t.record.failures,
-                    crate::duration::human(wait)
-                );
-                if !t.record.alerted.contains_key(Event::RefreshFailed.as_str()) {
-                    self.alert(i, Event::RefreshFailed, e.to_string(), now);
-                }
-                self.save(i);
-                Some(until)
-            }
+            Err(e) => Some(self.kept.failed(i, &e, now)),
         }
-    }
-
-    fn mark_dead(&mut self, i: usize, why: &str, refresh_fp: &str) {
-        let provider = self.logins[i].file.owner().provider;
-        let t = &mut self.logins[i];
-        let already = t.record.dead_refresh.as_deref() == Some(refresh_fp);
-        t.record.dead_refresh = Some(refresh_fp.to_string());
-        t.record.next_refresh_at = None;
-        t.record.cooldown_until = None;
-        t.record.failures = 0;
-        t.record.last_outcome = Some("dead".into());
-        t.record.last_error = Some(why.to_string());
-        t.record.alerted.remove(Event::RefreshFailed.as_str());
-        self.metrics.update(provider, |m| m.dead = true);
-        if !already {
-            let message = format!(
-                "the {} login at {} is dead ({why}); log in again with {}; tokenkeeper resumes when the new login appears",
-                self.logins[i].file.owner().name,
-                self.logins[i].file.path().display(),
-                self.logins[i].file.owner().relogin
-            );
-            tracing::error!("{message}");
-            self.alert(i, Event::LoginDead, message, now_ms());
-        }
-    }
-
-    fn remind_login_ending(&mut self, i: usize, login: &Login, now: EpochMs) {
-        let last = self.logins[i]
-            .record
-            .alerted
-            .get(Event::LoginEnding.as_str())
-            .copied();
-        if !schedule::login_ending_reminder_due(
-            login.login_expires_at,
-            now,
-            self.options.login_ending_within,
-            last,
-        ) {
-            return;
-        }
-        let end = login.login_expires_at.unwrap_or(now);
-        let message = format!(
-            "the {} login at {} ends {} ({}); log in again before then with `{}`",
-            self.logins[i].file.owner().name,
-            self.logins[i].file.path().display(),
-            refresh::format_time(end),
-            crate::duration::relative(end.saturating_sub(now)),
-            self.logins[i].file.owner().relogin
-        );
-        tracing::warn!("{message}");
-        self.alert(i, Event::LoginEnding, message, now);
-    }
-
-    fn alert(&mut self, i: usize, event: Event, message: String, now: EpochMs) {
-        let t = &mut self.logins[i];
-        let provider = t.file.owner().provider;
-        send_alert(&self.alerter, &mut t.record, provider, event, message, now);
-    }
-
-    fn update_metrics(&self, i: usize, login: &Login) {
-        show_expiry(&self.metrics, self.logins[i].file.owner().provider, login);
-    }
-
-    fn save(&mut self, i: usize) {
-        let t = &mut self.logins[i];
-        save_record(&self.state, &t.key, &mut t.record);
     }
 }
 
-/// What both daemons (this one and the fleet's) know of a login from the start: its endpoint,
-/// its key in the state folder, and the record kept there (failures, alerts sent, the plan).
-pub(crate) fn track(l: &LoginConfig, state: &StateDir) -> (TokenEndpoint, String, DaemonRecord) {
-    let key = StateDir::key(l.file.owner().provider, l.file.path());
-    let record = state.read_daemon(&key).unwrap_or_default();
-    (
-        TokenEndpoint::new(&l.settings.token_url, &l.settings.user_agent),
-        key,
-        record,
+/// Why a login without tokens is dead.
+const EMPTY: &str = "its tokens are empty (the login was ended or wiped)";
+
+/// The alert for a dead login.
+fn dead_message(file: &CredentialsFile, why: &str) -> String {
+    format!(
+        "the {} login at {} is dead ({why}); log in again with {}; tokenkeeper resumes when the new login appears",
+        file.owner().name,
+        file.path().display(),
+        file.owner().relogin
     )
 }
 
-/// Notes the alert in the login's record (so it is sent once) and sends it.
-pub(crate) fn send_alert(
-    alerter: &Alerter,
-    record: &mut DaemonRecord,
-    provider: &str,
-    event: Event,
-    message: String,
-    now: EpochMs,
-) {
-    record.alerted.insert(event.as_str().to_string(), now);
-    alerter.send(Alert {
-        event,
-        provider: provider.to_string(),
-        message,
-        at: jiff::Timestamp::from_millisecond(now).unwrap_or_else(|_| jiff::Timestamp::now()),
-    });
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
 
-/// The login's expiry and end, for the metrics.
-pub(crate) fn show_expiry(metrics: &Metrics, provider: &str, login: &Login) {
-    metrics.update(provider, |m| {
-        m.access_expiry = Some(login.expires_at / 1000);
-        m.login_expiry = login.login_expires_at.map(|e| e / 1000);
-    });
-}
+    /// A source whose one login is always due again in 20 ms.
+    struct Fake {
+        alerter: Alerter,
+        ticks: Vec<EpochMs>,
+        reconfigured: u32,
+    }
 
-/// Writes the login's record to the state folder, stamped with this process and the time.
-pub(crate) fn save_record(state: &StateDir, key: &str, record: &mut DaemonRecord) {
-    record.pid = std::process::id();
-    record.updated_at = now_ms();
-    if let Err(e) = state.write_daemon(key, record) {
-        tracing::debug!("could not write daemon state: {e}");
+    impl Source for Fake {
+        fn count(&self) -> usize {
+            1
+        }
+
+        fn tick_login(&mut self, _i: usize, now: EpochMs) -> Option<EpochMs> {
+            self.ticks.push(now);
+            Some(now + 20)
+        }
+
+        fn files(&self) -> Vec<&Path> {
+            Vec::new()
+        }
+
+        fn look_every(&self, _control: &Control) -> Option<Duration> {
+            None
+        }
+
+        fn reconfigure(&mut self, _: Options, _: Alerter, _: Vec<Keeper>) {
+            self.reconfigured += 1;
+        }
+
+        fn alerter(&self) -> &Alerter {
+            &self.alerter
+        }
+    }
+
+    #[test]
+    fn the_loop_reloads_first_wakes_at_the_planned_time_and_stops_when_told() {
+        let mut fake = Fake {
+            alerter: Alerter::new(None, None),
+            ticks: Vec::new(),
+            reconfigured: 0,
+        };
+        let control = Control::default();
+        control.reload.store(true, Ordering::SeqCst);
+        let stop = Arc::clone(&control.stop);
+        let mut wakes = 0;
+        let mut on_wake = || {
+            wakes += 1;
+            if wakes == 3 {
+                stop.store(true, Ordering::SeqCst);
+            }
+        };
+        let mut reloads = 0;
+        let mut reload = |s: &mut dyn Source| {
+            reloads += 1;
+            s.reconfigure(
+                Options {
+                    refresh_before: None,
+                    login_ending_within: Duration::ZERO,
+                },
+                Alerter::new(None, None),
+                Vec::new(),
+            );
+        };
+        let started = Instant::now();
+        run(&mut fake, &control, None, &mut on_wake, &mut reload);
+        assert_eq!(reloads, 1);
+        assert_eq!(fake.reconfigured, 1);
+        assert_eq!(
+            fake.ticks.len(),
+            3,
+            "one tick per wake, none after the stop"
+        );
+        assert!(
+            fake.ticks.windows(2).all(|w| w[1] >= w[0] + 20),
+            "woke before the planned time: {:?}",
+            fake.ticks
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "slept past the planned time: {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_source_ticks_every_login_and_plans_for_the_earliest() {
+        struct Two(Vec<Option<EpochMs>>);
+        impl Source for Two {
+            fn count(&self) -> usize {
+                self.0.len()
+            }
+            fn tick_login(&mut self, i: usize, _now: EpochMs) -> Option<EpochMs> {
+                self.0[i]
+            }
+            fn files(&self) -> Vec<&Path> {
+                Vec::new()
+            }
+            fn look_every(&self, _control: &Control) -> Option<Duration> {
+                None
+            }
+            fn reconfigure(&mut self, _: Options, _: Alerter, _: Vec<Keeper>) {}
+            fn alerter(&self) -> &Alerter {
+                unreachable!()
+            }
+        }
+        assert_eq!(Two(vec![Some(50), None, Some(30)]).tick(0), Some(30));
+        assert_eq!(Two(vec![None, None]).tick(0), None);
     }
 }

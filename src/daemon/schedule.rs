@@ -3,11 +3,17 @@
 //! every rule is testable without a clock.
 
 use crate::login::{EpochMs, duration_ms};
+use crate::oauth::backoff::Backoff;
 use std::time::Duration;
 
 /// First wait after a transient failure; it doubles up to [`BACKOFF_MAX`].
 pub const BACKOFF_MIN: Duration = Duration::from_secs(30);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30 * 60);
+const COOLDOWN: Backoff = Backoff {
+    base: BACKOFF_MIN,
+    cap: BACKOFF_MAX,
+    floor: 0.5,
+};
 /// At most this much earlier than the margin, at random, so that many daemons sharing an endpoint
 /// do not all ask in the same second.
 pub const JITTER_MAX: Duration = Duration::from_secs(5 * 60);
@@ -40,11 +46,7 @@ pub fn refresh_at(expires_at: EpochMs, lead: Duration) -> EpochMs {
 /// The wait after `failures` consecutive transient failures (1-based): 30 s doubling to 30 min,
 /// between half and all of that at random, never shorter than the server's `Retry-After`.
 pub fn backoff(failures: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
-    let doubling = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
-    let full = BACKOFF_MIN.saturating_mul(doubling).min(BACKOFF_MAX);
-    let wait = full
-        .mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
-        .max(BACKOFF_MIN);
+    let wait = COOLDOWN.wait(failures, jitter).max(BACKOFF_MIN);
     retry_after.map_or(wait, |r| wait.max(r.min(RETRY_AFTER_MAX)))
 }
 

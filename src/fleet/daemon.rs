@@ -10,48 +10,49 @@
 //! refresh that revoked the old one. While the store cannot be reached, the machine keeps its
 //! access token, sends one `store_unreachable` alert, tries again with backoff, and sends
 //! `recovered` when it can reach the store again.
+//!
+//! It is a [`Source`] of the daemon's one loop (`daemon::run`), and its decisions are the
+//! daemon's (`daemon::plan`); what is its own is reading the store, the row-lock refresh, the
+//! listener, and the store's troubles.
 
-use crate::config::Settings;
 use crate::daemon::alert::{Alerter, Event};
+use crate::daemon::kept::Kept;
 use crate::daemon::metrics::Metrics;
-use crate::daemon::schedule;
-use crate::daemon::watch::{Watcher, sleep_until_event};
-use crate::daemon::{Control, LoginConfig, Options};
-use crate::error::{Error, ErrorKind};
+use crate::daemon::plan;
+use crate::daemon::{Control, Options, Source};
+use crate::error::{Error, ErrorKind, FleetError};
 use crate::fleet::Fleet;
 use crate::fleet::database::Database;
 use crate::fleet::local;
 use crate::fleet::refresh::{self as fleet_refresh, Shared};
-use crate::login::{EpochMs, duration_ms, now_ms};
-use crate::oauth::endpoint::TokenEndpoint;
-use crate::provider::Provider;
-use crate::refresh::{Action, Job};
-use crate::storage::credentials_file::CredentialsFile;
-use crate::storage::state::{DaemonRecord, StateDir};
+use crate::keeper::Keeper;
+use crate::login::{EpochMs, duration_ms};
+use crate::oauth::backoff::Backoff;
+use crate::refresh::Action;
+use crate::storage::state::StateDir;
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// Without a listener (or inotify), look at the store this often.
 const FALLBACK_POLL: Duration = Duration::from_secs(5);
 /// After a problem a person must fix (no login in the store, a wrong key), look again this often.
 const PROBLEM_RETRY: Duration = Duration::from_secs(60);
-/// Waits while the store is unreachable: from this, doubling up to `UNREACHABLE_MAX`.
+/// Waits while the store is unreachable: from this, doubling up to 5 min.
 const UNREACHABLE_MIN: Duration = Duration::from_secs(2);
-const UNREACHABLE_MAX: Duration = Duration::from_secs(5 * 60);
+const UNREACHABLE: Backoff = Backoff {
+    base: UNREACHABLE_MIN,
+    cap: Duration::from_secs(5 * 60),
+    floor: 0.75,
+};
+/// The listener's pauses between connections: no jitter, it is one connection per machine.
+const LISTENER: Backoff = Backoff {
+    base: UNREACHABLE_MIN,
+    cap: Duration::from_secs(30),
+    floor: 1.0,
+};
 /// Another machine holds the row lock for longer than we waited: look again soon.
 const LOCK_BUSY_RETRY: Duration = Duration::from_secs(5);
-
-struct Tracked {
-    provider: Arc<dyn Provider>,
-    file: CredentialsFile,
-    settings: Settings,
-    endpoint: TokenEndpoint,
-    key: String,
-    record: DaemonRecord,
-    /// The last problem logged, so each is logged once.
-    problem: Option<String>,
-}
 
 /// The store's reachability, for the alert and the backoff.
 #[derive(Default)]
@@ -62,11 +63,7 @@ struct Reach {
 
 pub struct FleetDaemon {
     fleet: Arc<Fleet>,
-    logins: Vec<Tracked>,
-    state: StateDir,
-    alerter: Alerter,
-    metrics: Metrics,
-    options: Options,
+    kept: Kept,
     store: Option<Database>,
     reach: Reach,
 }
@@ -74,52 +71,60 @@ pub struct FleetDaemon {
 impl FleetDaemon {
     pub fn new(
         fleet: Arc<Fleet>,
-        logins: Vec<LoginConfig>,
+        logins: Vec<Keeper>,
         state: StateDir,
         alerter: Alerter,
         metrics: Metrics,
         options: Options,
     ) -> FleetDaemon {
-        let mut d = FleetDaemon {
+        FleetDaemon {
             fleet,
-            logins: Vec::new(),
-            state,
-            alerter,
-            metrics,
-            options,
+            kept: Kept::new(logins, state, alerter, metrics, options),
             store: None,
             reach: Reach::default(),
-        };
-        d.set_logins(logins);
-        d
+        }
     }
 
-    /// Replaces the logins (on start and on SIGHUP), keeping what is known about each.
-    pub fn set_logins(&mut self, logins: Vec<LoginConfig>) {
-        self.logins = logins
-            .into_iter()
-            .map(|l| {
-                let (endpoint, key, record) = crate::daemon::track(&l, &self.state);
-                Tracked {
-                    endpoint,
-                    provider: l.provider,
-                    file: l.file,
-                    settings: l.settings,
-                    key,
-                    record,
-                    problem: None,
-                }
-            })
-            .collect();
-    }
-
-    pub fn set_options(&mut self, options: Options, alerter: Alerter) {
-        self.options = options;
-        self.alerter = alerter;
-    }
-
-    pub fn alerter(&self) -> &Alerter {
-        &self.alerter
+    /// The daemon of a fleet machine, checked and listening: with no login the fleet can share,
+    /// or a store that answers but cannot give this machine its login (no login there, a
+    /// wrong key), it refuses to start; an unreachable store is not a reason to refuse (the
+    /// machine keeps its token meanwhile).
+    pub fn start(
+        fleet: Arc<Fleet>,
+        logins: Vec<Keeper>,
+        state: StateDir,
+        alerter: Alerter,
+        metrics: Metrics,
+        options: Options,
+        wake: Box<dyn Fn() + Send>,
+    ) -> Result<FleetDaemon, Error> {
+        let logins = shared_only(logins);
+        if logins.is_empty() {
+            return Err(Error::Fleet(FleetError::Config(format!(
+                "the daemon has no Claude Code login to keep in the store {}; pass --provider claude",
+                fleet.shown
+            ))));
+        }
+        if let Some(crate::keeper::StoreReport { shared: Err(e), .. }) = logins[0].inspect_store()
+            && !matches!(&e, Error::Fleet(f) if f.is_unreachable())
+        {
+            return Err(e);
+        }
+        FleetDaemon::listen(Arc::clone(&fleet), wake);
+        tracing::info!(
+            "fleet daemon started (pid {}) as '{}', store {}, keeping {}",
+            std::process::id(),
+            fleet.machine,
+            fleet.shown,
+            logins
+                .iter()
+                .map(|l| l.file.path().display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        Ok(FleetDaemon::new(
+            fleet, logins, state, alerter, metrics, options,
+        ))
     }
 
     /// Starts the listener thread: it calls `wake` (which wakes the loop: a byte down its
@@ -129,81 +134,79 @@ impl FleetDaemon {
         let spawned = std::thread::Builder::new()
             .name("fleet-listener".into())
             .spawn(move || {
-                let mut pause = UNREACHABLE_MIN;
+                let mut failures = 0u32;
                 loop {
                     if let Ok(mut store) = fleet_refresh::connect(&fleet).and_then(|mut s| {
                         s.listen()?;
                         Ok(s)
                     }) {
-                        pause = UNREACHABLE_MIN;
+                        failures = 0;
                         wake();
                         while store.wait_for_notification() {
                             wake();
                         }
                         wake();
                     }
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_secs(30));
+                    failures = failures.saturating_add(1);
+                    std::thread::sleep(LISTENER.wait(failures, 0.0));
                 }
             });
         if let Err(e) = spawned {
             tracing::warn!("could not start the store's listener ({e}); looking every 5 s");
         }
     }
+}
 
-    /// Runs until `control.stop` is set, like the local daemon's loop.
-    pub fn run(
-        &mut self,
-        control: &Control,
-        ping_every: Option<Duration>,
-        on_wake: &mut dyn FnMut(),
-        reload: &mut dyn FnMut(&mut FleetDaemon),
-    ) {
-        let mut watcher = Watcher::new()
-            .map_err(|e| tracing::warn!("no inotify ({e}); looking at the files every 5 s"))
-            .ok();
-        loop {
-            if control.stop.load(Ordering::SeqCst) {
-                return;
-            }
-            if control.reload.swap(false, Ordering::SeqCst) {
-                reload(self);
-            }
-            let mut all_watched = watcher.is_some();
-            if let Some(w) = watcher.as_mut() {
-                for t in &self.logins {
-                    all_watched &= w.watch_file(t.file.path());
-                }
-            }
-            let next = self.tick(now_ms());
-            on_wake();
-            if control.stop.load(Ordering::SeqCst) {
-                return;
-            }
-            let mut wait = next.map(|at| {
-                Duration::from_millis(u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0))
-            });
-            if !all_watched || control.wake_fd.is_none() {
-                wait = Some(wait.map_or(FALLBACK_POLL, |w| w.min(FALLBACK_POLL)));
-            }
-            if let Some(p) = ping_every {
-                wait = Some(wait.map_or(p, |w| w.min(p)));
-            }
-            sleep_until_event(watcher.as_mut(), control.wake_fd, wait);
-        }
+impl Source for FleetDaemon {
+    fn count(&self) -> usize {
+        self.kept.logins.len()
     }
 
-    /// One pass over every login; returns the earliest time something is planned.
-    pub fn tick(&mut self, now: EpochMs) -> Option<EpochMs> {
-        let mut next: Option<EpochMs> = None;
-        for i in 0..self.logins.len() {
-            if let Some(at) = self.tick_login(i, now) {
-                next = Some(next.map_or(at, |n| n.min(at)));
-            }
-        }
-        next
+    fn tick_login(&mut self, i: usize, now: EpochMs) -> Option<EpochMs> {
+        FleetDaemon::tick_login(self, i, now)
     }
 
+    fn files(&self) -> Vec<&Path> {
+        self.kept
+            .logins
+            .iter()
+            .map(|t| t.keeper.file.path())
+            .collect()
+    }
+
+    /// Without the listener's wake-ups, look at the store every few seconds.
+    fn look_every(&self, control: &Control) -> Option<Duration> {
+        control.wake_fd.is_none().then_some(FALLBACK_POLL)
+    }
+
+    fn reconfigure(&mut self, options: Options, alerter: Alerter, logins: Vec<Keeper>) {
+        self.kept.reconfigure(options, alerter, shared_only(logins));
+    }
+
+    fn alerter(&self) -> &Alerter {
+        &self.kept.alerter
+    }
+}
+
+/// The logins the fleet can share (Claude Code's, for now); each other one is left out with a
+/// warning.
+pub fn shared_only(logins: Vec<Keeper>) -> Vec<Keeper> {
+    logins
+        .into_iter()
+        .filter(|l| {
+            let shared = crate::fleet::shape::of(l.file.owner().provider).is_some();
+            if !shared {
+                tracing::warn!(
+                    "{} is not kept by this fleet daemon: fleet mode keeps Claude Code logins only for now",
+                    l.file.path().display()
+                );
+            }
+            shared
+        })
+        .collect()
+}
+
+impl FleetDaemon {
     fn tick_login(&mut self, i: usize, now: EpochMs) -> Option<EpochMs> {
         let fetched = {
             let fleet = Arc::clone(&self.fleet);
@@ -211,8 +214,8 @@ impl FleetDaemon {
                 Ok(s) => s,
                 Err(e) => return self.trouble(i, e, now),
             };
-            let t = &self.logins[i];
-            let job = job_of(t, &self.state);
+            let t = &self.kept.logins[i];
+            let job = t.keeper.job();
             fleet_refresh::fetch(store, &fleet, &job)
         };
         let shared = match fetched {
@@ -221,76 +224,89 @@ impl FleetDaemon {
         };
         self.reachable(now);
         {
-            let t = &self.logins[i];
-            match local::project(&job_of(t, &self.state), &shared, None) {
+            let t = &self.kept.logins[i];
+            match local::project(&t.keeper.job(), &shared, None) {
                 Ok(true) => tracing::info!(
                     "{}: wrote generation {}'s access token into {}",
-                    t.file.owner().provider,
+                    t.keeper.file.owner().provider,
                     shared.row.generation,
-                    t.file.path().display()
+                    t.keeper.file.path().display()
                 ),
                 Ok(false) => {}
                 Err(e) => self.problem(i, &e),
             }
         }
-        self.update_metrics(i, &shared);
-        if shared.is_dead() {
-            self.dead(i, &shared, now);
-            self.save(i);
-            return None;
+        self.kept.show_expiry(i, &shared.login);
+        let view = plan::View {
+            access: shared.login.access_token.fingerprint(),
+            refresh: shared.login.refresh_token.fingerprint(),
+            expires_at: shared.login.expires_at,
+            login_expires_at: shared.login.login_expires_at,
+            dead: shared.is_dead(),
+            // A failure anywhere in the fleet cools everyone down.
+            not_before: shared.row.retry_at.filter(|_| shared.row.failures > 0),
+        };
+        let step = self.kept.step(i, &view, now);
+        for event in step.alerts {
+            self.announce(i, event, &shared, now);
         }
-        if self.logins[i].record.dead_refresh.take().is_some() {
-            let message = format!(
-                "a new {} login was pushed to {} (generation {}); the fleet keeps it fresh again",
-                self.logins[i].file.owner().name,
-                self.fleet.shown,
-                shared.row.generation
-            );
-            self.alert(i, Event::Recovered, message, now);
-            let provider = self.logins[i].file.owner().provider;
-            self.metrics.update(provider, |m| m.dead = false);
+        match step.next {
+            plan::Next::Stop => {
+                self.kept.set_dead(i, true);
+                self.kept.save(i);
+                None
+            }
+            plan::Next::At(at) => {
+                self.kept.save(i);
+                Some(at)
+            }
+            plan::Next::RefreshNow(lead) => self.refresh(i, lead, now),
         }
-        self.remind_login_ending(i, &shared, now);
-        self.plan_token(i, &shared, now);
-
-        let t = &self.logins[i];
-        let lead = Duration::from_millis(u64::try_from(t.record.lead_ms.unwrap_or(0)).unwrap_or(0));
-        let mut at = schedule::refresh_at(shared.login.expires_at, lead);
-        // A failure anywhere in the fleet cools everyone down, and ours does too.
-        if shared.row.failures > 0
-            && let Some(r) = shared.row.retry_at
-        {
-            at = at.max(r);
-        }
-        if let Some(until) = t.record.cooldown_until.filter(|u| *u > now) {
-            at = at.max(until);
-        }
-        if now < at {
-            self.logins[i].record.next_refresh_at = Some(at);
-            self.save(i);
-            return Some(at);
-        }
-        self.refresh(i, lead, now)
     }
 
-    /// A token seen for the first time gets its plan, as in the local daemon: the margin cut to
-    /// half its lifetime, plus this machine's own jitter.
-    fn plan_token(&mut self, i: usize, shared: &Shared, now: EpochMs) {
-        let fp = shared.login.access_token.fingerprint();
-        let t = &mut self.logins[i];
-        if t.record.token.as_deref() == Some(fp.as_str()) && t.record.lead_ms.is_some() {
-            return;
-        }
-        let lifetime = u64::try_from(shared.login.expires_at.saturating_sub(now))
-            .ok()
-            .filter(|ms| *ms > 0)
-            .map(Duration::from_millis);
-        let before = self.options.refresh_before.unwrap_or(t.settings.min_ttl);
-        let margin = schedule::margin(before, lifetime);
-        let lead = schedule::lead(margin, fastrand::f64());
-        t.record.token = Some(fp);
-        t.record.seen_at = Some(now);
-        t.record.lead_ms = Some(duration_ms(lead));
+    /// Words and sends an alert the plan asked for.
+    fn announce(&mut self, i: usize, event: Event, shared: &Shared, now: EpochMs) {
+        let owner = self.kept.logins[i].keeper.file.owner();
+        let message = match event {
+            Event::LoginDead => {
+                let message = format!(
+                    "the fleet's {} login in {} is dead ({}); log in again with {} on one machine and run `tokenkeeper fleet push` there; every machine resumes when the new login appears",
+                    owner.name,
+                    self.fleet.shown,
+                    shared
+                        .row
+                        .last_error
+                        .as_deref()
+                        .unwrap_or("the server rejected its refresh token"),
+                    owner.relogin
+                );
+                tracing::error!("{message}");
+                self.kept.logins[i].record.last_error = Some(message.clone());
+                message
+            }
+            Event::Recovered => {
+                let message = format!(
+                    "a new {} login was pushed to {} (generation {}); the fleet keeps it fresh again",
+                    owner.name, self.fleet.shown, shared.row.generation
+                );
+                self.kept.set_dead(i, false);
+                message
+            }
+            Event::LoginEnding => {
+                let end = shared.login.login_expires_at.unwrap_or(now);
+                let message = format!(
+                    "the fleet's {} login ends {} ({}); log in again before then with {} on one machine and run `tokenkeeper fleet push` there",
+                    owner.name,
+                    crate::refresh::format_time(end),
+                    crate::duration::relative(end.saturating_sub(now)),
+                    owner.relogin
+                );
+                tracing::warn!("{message}");
+                message
+            }
+            _ => return,
+        };
+        self.kept.alert(i, event, message, now);
     }
 
     fn refresh(&mut self, i: usize, lead: Duration, now: EpochMs) -> Option<EpochMs> {
@@ -300,15 +316,15 @@ impl FleetDaemon {
                 Ok(s) => s,
                 Err(e) => return self.trouble(i, e, now),
             };
-            let t = &self.logins[i];
-            let job = job_of(t, &self.state);
+            let t = &self.kept.logins[i];
+            let job = t.keeper.job();
             fleet_refresh::refresh_if_due(store, &fleet, &job, false, lead + Duration::from_secs(1))
         };
-        let provider = self.logins[i].file.owner().provider;
+        let provider = self.kept.logins[i].keeper.file.owner().provider;
         match result {
             Ok(synced) => {
-                let t = &self.logins[i];
-                match local::project(&job_of(t, &self.state), &synced.shared, None) {
+                let t = &self.kept.logins[i];
+                match local::project(&t.keeper.job(), &synced.shared, None) {
                     Ok(_) => {}
                     Err(e) => self.problem(i, &e),
                 }
@@ -317,39 +333,20 @@ impl FleetDaemon {
                     login: synced.shared.login,
                     attempts: synced.attempts,
                 };
-                let what = outcome.action.as_str();
-                tracing::info!(
-                    "{provider}: {}; access token expires {}",
-                    what.replace('_', " "),
-                    crate::refresh::format_time(outcome.login.expires_at)
-                );
                 let label = match outcome.action {
                     Action::Refreshed | Action::Restored => "refreshed",
                     _ => "adopted",
                 };
-                self.metrics.update(provider, |m| {
-                    *m.refresh_total.entry(label).or_default() += 1
-                });
-                let t = &mut self.logins[i];
-                let was_failing = t.record.failures > 0;
-                t.record.failures = 0;
-                t.record.cooldown_until = None;
-                t.record.last_outcome = Some(what.to_string());
-                t.record.last_error = None;
-                if was_failing && t.record.alerted.contains_key(Event::RefreshFailed.as_str()) {
-                    t.record.alerted.remove(Event::RefreshFailed.as_str());
-                    let message = format!(
-                        "refreshing the fleet's {} login works again",
-                        t.file.owner().name
-                    );
-                    self.alert(i, Event::Recovered, message, now);
-                }
-                self.save(i);
+                let works_again = format!(
+                    "refreshing the fleet's {} login works again",
+                    self.kept.logins[i].keeper.file.owner().name
+                );
+                self.kept.refreshed(i, &outcome, label, works_again, now);
                 Some(now)
             }
             Err(e) if e.kind() == ErrorKind::LockTimeout => {
                 let text = e.to_string();
-                let t = &mut self.logins[i];
+                let t = &mut self.kept.logins[i];
                 if t.problem.as_deref() != Some(text.as_str()) {
                     tracing::info!("{provider}: {text}; looking again every few seconds");
                     t.problem = Some(text);
@@ -358,40 +355,12 @@ impl FleetDaemon {
             }
             Err(e @ Error::Fleet(_)) if e.kind() != ErrorKind::Dead => self.trouble(i, e, now),
             Err(e) if e.kind() == ErrorKind::Dead => {
-                self.metrics.update(provider, |m| {
-                    *m.refresh_total.entry("dead").or_default() += 1
-                });
+                self.kept.count(i, "dead");
                 tracing::error!("{e}");
                 // The next pass reads the dead mark from the store and alerts once.
                 Some(now)
             }
-            Err(e) => {
-                self.metrics.update(provider, |m| {
-                    *m.refresh_total.entry("failed").or_default() += 1
-                });
-                let retry_after = match &e {
-                    Error::Unavailable { retry_after, .. } => *retry_after,
-                    _ => None,
-                };
-                let t = &mut self.logins[i];
-                t.record.failures = t.record.failures.saturating_add(1);
-                let wait = schedule::backoff(t.record.failures, retry_after, fastrand::f64());
-                let until = now.saturating_add(duration_ms(wait));
-                t.record.cooldown_until = Some(until);
-                t.record.next_refresh_at = Some(until);
-                t.record.last_outcome = Some("failed".into());
-                t.record.last_error = Some(e.to_string());
-                tracing::warn!(
-                    "{provider}: {e} (failure {}; next try in {})",
-                    t.record.failures,
-                    crate::duration::human(wait)
-                );
-                if !t.record.alerted.contains_key(Event::RefreshFailed.as_str()) {
-                    self.alert(i, Event::RefreshFailed, e.to_string(), now);
-                }
-                self.save(i);
-                Some(until)
-            }
+            Err(e) => Some(self.kept.failed(i, &e, now)),
         }
     }
 
@@ -401,19 +370,17 @@ impl FleetDaemon {
         let unreachable = matches!(&e, Error::Fleet(f) if f.is_unreachable());
         if !unreachable {
             self.problem(i, &e);
-            self.save(i);
+            self.kept.save(i);
             return Some(now.saturating_add(duration_ms(PROBLEM_RETRY)));
         }
         self.store = None;
         self.reach.failures = self.reach.failures.saturating_add(1);
-        let doubling = 2u32.saturating_pow(self.reach.failures.saturating_sub(1).min(16));
-        let wait = UNREACHABLE_MIN
-            .saturating_mul(doubling)
-            .min(UNREACHABLE_MAX)
-            .mul_f64(0.75 + 0.25 * fastrand::f64());
-        let local =
-            crate::refresh::parse_current(self.logins[i].provider.as_ref(), &self.logins[i].file)
-                .ok();
+        let wait = UNREACHABLE.wait(self.reach.failures, fastrand::f64());
+        let local = crate::refresh::parse_current(
+            self.kept.logins[i].keeper.provider.as_ref(),
+            &self.kept.logins[i].keeper.file,
+        )
+        .ok();
         let left = match local.filter(|l| !l.access_token.is_empty()) {
             Some(l) if l.expires_at > now => format!(
                 "this machine keeps using its access token, which expires {}",
@@ -426,16 +393,16 @@ impl FleetDaemon {
         } else {
             tracing::debug!("{e}");
         }
-        self.logins[i].record.last_error = Some(e.to_string());
+        self.kept.logins[i].record.last_error = Some(e.to_string());
         if !self.reach.alerted {
             self.reach.alerted = true;
             let message = format!(
                 "cannot reach the fleet's store {}; {left}; tokenkeeper keeps trying",
                 self.fleet.shown
             );
-            self.alert(i, Event::StoreUnreachable, message, now);
+            self.kept.alert(i, Event::StoreUnreachable, message, now);
         }
-        self.save(i);
+        self.kept.save(i);
         Some(now.saturating_add(duration_ms(wait)))
     }
 
@@ -444,94 +411,21 @@ impl FleetDaemon {
         if was.failures > 0 {
             tracing::info!("the fleet's store {} is reachable again", self.fleet.shown);
         }
-        if was.alerted && !self.logins.is_empty() {
+        if was.alerted && !self.kept.logins.is_empty() {
             let message = format!("the fleet's store {} is reachable again", self.fleet.shown);
-            self.alert(0, Event::Recovered, message, now);
+            self.kept.alert(0, Event::Recovered, message, now);
         }
     }
 
     fn problem(&mut self, i: usize, e: &Error) {
         let text = e.to_string();
-        let t = &mut self.logins[i];
+        let t = &mut self.kept.logins[i];
         if t.problem.as_deref() != Some(text.as_str()) {
             tracing::error!("{text}");
             t.problem = Some(text.clone());
         }
         t.record.last_error = Some(text);
         t.record.next_refresh_at = None;
-    }
-
-    fn dead(&mut self, i: usize, shared: &Shared, now: EpochMs) {
-        let fp = shared.login.refresh_token.fingerprint();
-        let provider = self.logins[i].file.owner().provider;
-        let t = &mut self.logins[i];
-        let already = t.record.dead_refresh.as_deref() == Some(fp.as_str());
-        t.record.dead_refresh = Some(fp);
-        t.record.next_refresh_at = None;
-        t.record.cooldown_until = None;
-        t.record.failures = 0;
-        t.record.last_outcome = Some("dead".into());
-        self.metrics.update(provider, |m| m.dead = true);
-        if !already {
-            let owner = self.logins[i].file.owner();
-            let message = format!(
-                "the fleet's {} login in {} is dead ({}); log in again with {} on one machine and run `tokenkeeper fleet push` there; every machine resumes when the new login appears",
-                owner.name,
-                self.fleet.shown,
-                shared
-                    .row
-                    .last_error
-                    .as_deref()
-                    .unwrap_or("the server rejected its refresh token"),
-                owner.relogin
-            );
-            tracing::error!("{message}");
-            self.logins[i].record.last_error = Some(message.clone());
-            self.alert(i, Event::LoginDead, message, now);
-        }
-    }
-
-    fn remind_login_ending(&mut self, i: usize, shared: &Shared, now: EpochMs) {
-        let last = self.logins[i]
-            .record
-            .alerted
-            .get(Event::LoginEnding.as_str())
-            .copied();
-        if !schedule::login_ending_reminder_due(
-            shared.login.login_expires_at,
-            now,
-            self.options.login_ending_within,
-            last,
-        ) {
-            return;
-        }
-        let end = shared.login.login_expires_at.unwrap_or(now);
-        let owner = self.logins[i].file.owner();
-        let message = format!(
-            "the fleet's {} login ends {} ({}); log in again before then with {} on one machine and run `tokenkeeper fleet push` there",
-            owner.name,
-            crate::refresh::format_time(end),
-            crate::duration::relative(end.saturating_sub(now)),
-            owner.relogin
-        );
-        tracing::warn!("{message}");
-        self.alert(i, Event::LoginEnding, message, now);
-    }
-
-    fn alert(&mut self, i: usize, event: Event, message: String, now: EpochMs) {
-        let t = &mut self.logins[i];
-        let provider = t.file.owner().provider;
-        crate::daemon::send_alert(&self.alerter, &mut t.record, provider, event, message, now);
-    }
-
-    fn update_metrics(&self, i: usize, shared: &Shared) {
-        let provider = self.logins[i].file.owner().provider;
-        crate::daemon::show_expiry(&self.metrics, provider, &shared.login);
-    }
-
-    fn save(&mut self, i: usize) {
-        let t = &mut self.logins[i];
-        crate::daemon::save_record(&self.state, &t.key, &mut t.record);
     }
 }
 
@@ -543,15 +437,5 @@ fn connected<'a>(slot: &'a mut Option<Database>, fleet: &Fleet) -> Result<&'a mu
     match slot {
         Some(store) => Ok(store),
         None => Ok(slot.insert(fleet_refresh::connect(fleet)?)),
-    }
-}
-
-fn job_of<'a>(t: &'a Tracked, state: &'a StateDir) -> Job<'a> {
-    Job {
-        provider: t.provider.as_ref(),
-        file: &t.file,
-        settings: &t.settings,
-        endpoint: &t.endpoint,
-        state,
     }
 }

@@ -6,9 +6,8 @@
 use crate::error::{Error, FleetError};
 use crate::fleet::refresh::{Shared, name_and_shape};
 use crate::fleet::shape::Shape;
-use crate::lock::dir_lock::{DirLock, LockError};
-use crate::lock::own_lock::{self, OwnLock, OwnLockError};
-use crate::provider::SaveLock;
+use crate::lock::own_lock::{self, OwnLock};
+use crate::lock::take::Waits;
 use crate::refresh::Job;
 use crate::secret::fingerprint;
 use crate::storage::credentials_file::WriteGuard;
@@ -47,61 +46,29 @@ pub fn project(job: &Job<'_>, shared: &Shared, own: Option<&OwnLock>) -> Result<
             .map_err(|e| not_writable(folder.clone(), e))?;
     }
     let deadline = Instant::now() + job.settings.lock_timeout;
+    let waits = Waits {
+        timeout: job.settings.lock_timeout,
+        not_writable: &not_writable,
+    };
     let taken;
     let own = match own {
         Some(o) => o,
         None => {
             let sidecar = own_lock::sidecar_path(&folder);
-            taken = OwnLock::acquire(&sidecar, deadline, &mut || {
+            taken = waits.own(&sidecar, deadline, &mut || {
                 tracing::info!(
                     "waiting for another tokenkeeper writing {}",
                     job.file.path().display()
                 );
-            })
-            .map_err(|e| match e {
-                OwnLockError::Timeout => Error::LockTimeout {
-                    what: "tokenkeeper's lock",
-                    lock: sidecar.clone(),
-                    waited: crate::duration::human(job.settings.lock_timeout),
-                    holder: String::new(),
-                },
-                OwnLockError::Io(source) => not_writable(sidecar.clone(), source),
             })?;
             &taken
         }
     };
-    let _save_lock = match job.provider.save_lock(job.file) {
-        SaveLock::Dir(spec) => Some(
-            DirLock::acquire(&spec, deadline, &mut |_, _| {}, &mut |spec, identity| {
-                own.note_taken(&spec.path, identity, spec.owner_record.as_deref())
-            })
-            .map_err(|e| match e {
-                LockError::Timeout { holder } => Error::LockTimeout {
-                    what: spec.what,
-                    lock: spec.path.clone(),
-                    waited: crate::duration::human(job.settings.lock_timeout),
-                    holder,
-                },
-                LockError::Blocked { why, fix } => Error::LockBlocked {
-                    what: spec.what,
-                    lock: spec.path.clone(),
-                    waited: crate::duration::human(job.settings.lock_timeout),
-                    why,
-                    fix,
-                },
-                LockError::Interrupted => Error::Interrupted {
-                    what: spec.what,
-                    lock: spec.path.clone(),
-                },
-                LockError::Io(source) => not_writable(spec.path.clone(), source),
-            })?,
-        ),
-        _ => None,
-    };
+    let save_lock = waits.save_lock(job.provider.save_lock(job.file), deadline, own)?;
     let Some(projected) = projection_of(job, shape, shared)? else {
         return Ok(false);
     };
-    let guard = WriteGuard::new(&_save_lock);
+    let guard = WriteGuard::new(&save_lock);
     job.file
         .write(&projected, &guard)
         .map_err(|e| not_writable(job.file.path().to_path_buf(), e))?;

@@ -8,8 +8,8 @@ use crate::fleet::Fleet;
 use crate::fleet::database::Row;
 use crate::fleet::local::project;
 use crate::fleet::refresh::{Payload, Shared, connect, idle_timeout, name_and_shape, open, seal};
-use crate::lock::dir_lock::{DirLock, LockError};
-use crate::lock::own_lock::{self, OwnLock, OwnLockError};
+use crate::lock::own_lock;
+use crate::lock::take::Waits;
 use crate::login::{Login, now_ms};
 use crate::refresh::Job;
 use std::time::Instant;
@@ -35,60 +35,22 @@ pub fn push(fleet: &Fleet, job: &Job<'_>, force: bool) -> Result<Pushed, Error> 
     let deadline = Instant::now() + job.settings.lock_timeout;
     // Hold our lock and Claude's refresh locks, so that nothing refreshes the login between our
     // reading it and emptying its refresh token here.
-    let own = OwnLock::acquire(&sidecar, deadline, &mut || {}).map_err(|e| match e {
-        OwnLockError::Timeout => Error::LockTimeout {
-            what: "tokenkeeper's lock",
-            lock: sidecar.clone(),
-            waited: crate::duration::human(job.settings.lock_timeout),
-            holder: String::new(),
+    let not_writable = |path: std::path::PathBuf, source| Error::Inaccessible {
+        action: if path == sidecar {
+            "create a lock in the credentials folder at"
+        } else {
+            "take the lock"
         },
-        OwnLockError::Io(source) => Error::Inaccessible {
-            action: "create a lock in the credentials folder at",
-            path: sidecar.clone(),
-            source,
-            hint: "make the folder writable by you".into(),
-        },
-    })?;
-    let mut held = Vec::new();
-    for spec in job.provider.refresh_locks(job.file) {
-        match DirLock::acquire(&spec, deadline, &mut |_, _| {}, &mut |spec, identity| {
-            own.note_taken(&spec.path, identity, spec.owner_record.as_deref())
-        }) {
-            Ok(lock) => held.push(lock),
-            Err(LockError::Io(_)) if spec.best_effort => {}
-            Err(LockError::Timeout { holder }) => {
-                return Err(Error::LockTimeout {
-                    what: spec.what,
-                    lock: spec.path.clone(),
-                    waited: crate::duration::human(job.settings.lock_timeout),
-                    holder,
-                });
-            }
-            Err(LockError::Blocked { why, fix }) => {
-                return Err(Error::LockBlocked {
-                    what: spec.what,
-                    lock: spec.path.clone(),
-                    waited: crate::duration::human(job.settings.lock_timeout),
-                    why,
-                    fix,
-                });
-            }
-            Err(LockError::Interrupted) => {
-                return Err(Error::Interrupted {
-                    what: spec.what,
-                    lock: spec.path.clone(),
-                });
-            }
-            Err(LockError::Io(source)) => {
-                return Err(Error::Inaccessible {
-                    action: "take the lock",
-                    path: spec.path.clone(),
-                    source,
-                    hint: "make the folder writable by you".into(),
-                });
-            }
-        }
-    }
+        path,
+        source,
+        hint: "make the folder writable by you".into(),
+    };
+    let waits = Waits {
+        timeout: job.settings.lock_timeout,
+        not_writable: &not_writable,
+    };
+    let own = waits.own(&sidecar, deadline, &mut || {})?;
+    let held = waits.refresh_locks(&job.provider.refresh_locks(job.file), deadline, &own)?;
     let snap = crate::refresh::read_snapshot(job.provider, job.file)?;
     let login = job.provider.parse(job.file, &snap.doc)?;
     if login.refresh_token.is_empty() {

@@ -27,14 +27,15 @@ use crate::fleet::local::project;
 use crate::fleet::shape::{self, Shape};
 use crate::lock::interrupt;
 use crate::login::{EpochMs, Login, now_ms};
-use crate::oauth::endpoint::{Reply, TokenResponse};
+use crate::oauth::endpoint::TokenResponse;
+use crate::refresh::attempts::{self, Attempts, Ready, Rejection};
+use crate::refresh::save::{keep_first, pending_recovery};
 use crate::refresh::{Action, Job, Outcome};
-use crate::secret::{fingerprint, scrub};
-use crate::storage::state::Recovery;
+use crate::secret::{Secret, fingerprint};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How many spent refresh tokens a login remembers (by fingerprint).
 const SPENT_KEPT: usize = 32;
@@ -151,7 +152,7 @@ pub fn fetch(store: &mut Database, fleet: &Fleet, job: &Job<'_>) -> Result<Share
 /// fleet's login, unless this machine's copy was merely stale (the fleet holds another token
 /// already), in which case the fleet's token is taken instead. With the store unreachable, a
 /// local access token that has not expired is used, with a warning; one that has is an error.
-pub fn ensure_fresh(
+pub(crate) fn ensure_fresh(
     fleet: &Fleet,
     job: &Job<'_>,
     force: bool,
@@ -354,123 +355,140 @@ fn locked_refresh(
         );
     }
     // The note of our request goes on a second connection, committed before the request.
-    let mut noter = connect(fleet)?;
+    let noter = connect(fleet)?;
+    let mut round = Round {
+        fleet,
+        job,
+        key: &key,
+        name,
+        current: &current,
+        tx: Some(tx),
+        noter,
+    };
+    attempts::run(job, &mut round)
+}
 
-    let started = Instant::now();
-    let mut attempts = 0u32;
-    let posted = current.login.refresh_token.clone();
-    loop {
-        attempts += 1;
+/// The fleet's side of the attempt loop: every attempt proves the row lock is still held and
+/// notes the request in flight; new tokens become the next generation.
+struct Round<'r, 'j, 's> {
+    fleet: &'r Fleet,
+    job: &'r Job<'j>,
+    key: &'r str,
+    name: &'static str,
+    current: &'r Shared,
+    /// The row lock; None once committed.
+    tx: Option<Locked<'s>>,
+    noter: Database,
+}
+
+impl Round<'_, '_, '_> {
+    /// Clears the note of our request, writes `row` over the generation we hold, commits.
+    fn write_and_commit(&mut self, row: &Row) -> Result<(), Error> {
+        let (name, generation) = (self.name, self.current.row.generation);
+        let mut tx = self.tx.take().ok_or_else(let_go)?;
+        tx.clear_in_flight(name)
+            .and_then(|()| tx.write(row, Some(generation)))
+            .and_then(|()| tx.commit())
+    }
+}
+
+/// The row lock was committed already (never happens: each attempt that commits ends the loop).
+fn let_go() -> Error {
+    Error::Fleet(FleetError::RowLocked(
+        "the store's row lock was already let go".into(),
+    ))
+}
+
+impl Attempts for Round<'_, '_, '_> {
+    type Done = Synced;
+
+    fn ready(&mut self, _attempts: u32) -> Result<Ready<Synced>, Error> {
         // Never post without the lock: the database may have ended an idle transaction.
-        tx.still_held()?;
-        noter.note_in_flight(name, current.row.generation, &fleet.machine, now_ms())?;
-        let remaining = job.settings.retry.total.saturating_sub(started.elapsed());
-        let timeout = job
-            .settings
-            .request_timeout
-            .min(remaining)
-            .max(Duration::from_secs(1));
-        let critical = interrupt::enter_critical();
-        let request = job.provider.token_request(&posted, job.settings);
-        tracing::debug!(
-            "posting refresh token {} to {} under the store's row lock (attempt {attempts})",
-            posted.fingerprint(),
-            job.endpoint.url()
-        );
-        match job
-            .endpoint
-            .post(&request, job.provider.rejection_rule(), timeout)
-        {
-            Reply::Tokens(tokens) => {
-                let received_at = now_ms();
-                let recovery = Recovery::new(job.file.path(), &posted, &tokens, received_at);
-                if let Err(e) = job.state.save_recovery(&key, &recovery) {
-                    tracing::warn!("could not write the recovery file first: {e}");
-                }
-                let next =
-                    next_generation(fleet, job, &current, &tokens, received_at, "refreshed")?;
-                let saved = tx
-                    .clear_in_flight(name)
-                    .and_then(|()| tx.write(&next.row, Some(current.row.generation)))
-                    .and_then(|()| tx.commit());
-                let result = match saved {
-                    Ok(()) => Ok(()),
-                    Err(e) => save_again(fleet, job, &key, e),
-                };
-                drop(critical);
-                result?;
-                job.state.remove_recovery(&key);
-                tracing::info!(
-                    "refreshed the fleet's login: generation {}, access token expires {}",
-                    next.row.generation,
-                    crate::refresh::format_time(next.login.expires_at)
-                );
-                return Ok(Synced::new(Action::Refreshed, next, attempts));
-            }
-            Reply::Rejected { code, description } => {
-                drop(critical);
-                let description = scrub(&description, &[&posted, &current.login.access_token]);
-                let error = if description.is_empty() {
-                    code
-                } else {
-                    format!("{code}: {description}")
-                };
-                let reason = format!("the server rejected its refresh token ({error})");
-                let mut marked = current.clone();
-                marked.payload.rejected = Some(posted.fingerprint());
-                let mut row = seal(
-                    fleet,
-                    &marked.row,
-                    &marked.payload,
-                    current.row.generation + 1,
-                );
-                row.updated_at = now_ms();
-                row.updated_by = fleet.machine.clone();
-                row.last_outcome = Some("dead".into());
-                row.last_error = Some(reason.clone());
-                if let Err(e) = tx
-                    .clear_in_flight(name)
-                    .and_then(|()| tx.write(&row, Some(current.row.generation)))
-                    .and_then(|()| tx.commit())
-                {
-                    tracing::warn!("could not mark the login dead in the store: {e}");
-                }
-                return Err(dead(fleet, job, &current, Some(&reason)));
-            }
-            Reply::Transient {
-                reason,
-                retry_after,
-            } => {
-                drop(critical);
-                let reason = scrub(&reason, &[&posted, &current.login.access_token]);
-                if !crate::refresh::wait_before_retry(job, attempts, started, retry_after, &reason)
-                {
-                    let failures = current.row.failures.saturating_add(1);
-                    let wait = crate::daemon::schedule::backoff(
-                        u32::try_from(failures).unwrap_or(1),
-                        retry_after,
-                        fastrand::f64(),
-                    );
-                    let retry_at = now_ms().saturating_add(crate::login::duration_ms(wait));
-                    if let Err(e) = tx
-                        .clear_in_flight(name)
-                        .and_then(|()| {
-                            tx.note_failure(name, "unavailable", &reason, failures, Some(retry_at))
-                        })
-                        .and_then(|()| tx.commit())
-                    {
-                        tracing::debug!("could not record the failure in the store: {e}");
-                    }
-                    return Err(Error::Unavailable {
-                        url: job.endpoint.url().to_string(),
-                        reason,
-                        attempts,
-                        path: job.file.path().to_path_buf(),
-                        retry_after,
-                    });
-                }
-            }
+        self.tx.as_mut().ok_or_else(let_go)?.still_held()?;
+        let (name, generation) = (self.name, self.current.row.generation);
+        self.noter
+            .note_in_flight(name, generation, &self.fleet.machine, now_ms())?;
+        Ok(Ready::Post {
+            refresh: self.current.login.refresh_token.clone(),
+            access: self.current.login.access_token.clone(),
+        })
+    }
+
+    fn tokens(
+        &mut self,
+        posted: &Secret,
+        tokens: TokenResponse,
+        attempts: u32,
+    ) -> Result<Synced, Error> {
+        let (fleet, job, key) = (self.fleet, self.job, self.key);
+        let received_at = now_ms();
+        if let (_, Err(e)) = keep_first(job, key, posted, &tokens, received_at) {
+            tracing::warn!("could not write the recovery file first: {e}");
         }
+        let next = next_generation(fleet, job, self.current, &tokens, received_at, "refreshed")?;
+        if let Err(e) = self.write_and_commit(&next.row) {
+            save_again(fleet, job, key, e)?;
+        }
+        job.state.remove_recovery(key);
+        tracing::info!(
+            "refreshed the fleet's login: generation {}, access token expires {}",
+            next.row.generation,
+            crate::refresh::format_time(next.login.expires_at)
+        );
+        Ok(Synced::new(Action::Refreshed, next, attempts))
+    }
+
+    fn rejected(&mut self, rejection: Rejection, _attempts: u32) -> Result<Synced, Error> {
+        let (fleet, current) = (self.fleet, self.current);
+        let reason = rejection.reason();
+        let mut marked = current.clone();
+        marked.payload.rejected = Some(current.login.refresh_token.fingerprint());
+        let mut row = seal(
+            fleet,
+            &marked.row,
+            &marked.payload,
+            current.row.generation + 1,
+        );
+        row.updated_at = now_ms();
+        row.updated_by = fleet.machine.clone();
+        row.last_outcome = Some("dead".into());
+        row.last_error = Some(reason.clone());
+        if let Err(e) = self.write_and_commit(&row) {
+            tracing::warn!("could not mark the login dead in the store: {e}");
+        }
+        Err(dead(fleet, self.job, current, Some(&reason)))
+    }
+
+    fn gave_up(&mut self, reason: String, retry_after: Option<Duration>, attempts: u32) -> Error {
+        let name = self.name;
+        let failures = self.current.row.failures.saturating_add(1);
+        let wait = crate::daemon::schedule::backoff(
+            u32::try_from(failures).unwrap_or(1),
+            retry_after,
+            fastrand::f64(),
+        );
+        let retry_at = now_ms().saturating_add(crate::login::duration_ms(wait));
+        if let Some(mut tx) = self.tx.take()
+            && let Err(e) = tx
+                .clear_in_flight(name)
+                .and_then(|()| {
+                    tx.note_failure(name, "unavailable", &reason, failures, Some(retry_at))
+                })
+                .and_then(|()| tx.commit())
+        {
+            tracing::debug!("could not record the failure in the store: {e}");
+        }
+        Error::Unavailable {
+            url: self.job.endpoint.url().to_string(),
+            reason,
+            attempts,
+            path: self.job.file.path().to_path_buf(),
+            retry_after,
+        }
+    }
+
+    fn holding(&self) -> &'static str {
+        " under the store's row lock"
     }
 }
 
@@ -568,17 +586,10 @@ fn restore_recovery(
     key: &str,
     current: &Shared,
 ) -> Result<Option<Shared>, Error> {
-    let Some((path, recovery)) = job.state.read_recovery(key) else {
+    let Some((_, recovery)) = pending_recovery(job, key, &current.login.refresh_token, "the store")
+    else {
         return Ok(None);
     };
-    if recovery.posted_refresh != current.login.refresh_token.fingerprint() {
-        tracing::info!(
-            "discarding recovery file {}: the store holds a newer login",
-            path.display()
-        );
-        job.state.remove_recovery(key);
-        return Ok(None);
-    }
     let next = next_generation(
         fleet,
         job,

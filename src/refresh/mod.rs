@@ -9,19 +9,29 @@
 //! 6. if the save fails, keep trying briefly, then put the new tokens in a recovery file;
 //! 7. on a rejection, adopt a rotation made meanwhile, else report the login dead, file untouched;
 //! 8. record what happened in the state folder.
+//!
+//! Rooms: this file is the protocol; [`attempts`] the attempt loop of step 4, shared with the
+//! fleet's refresh (which brings the row lock where this brings the file's locks); `save.rs`
+//! steps 5 and 6.
+
+pub mod attempts;
+pub(crate) mod save;
 
 use crate::config::Settings;
 use crate::error::Error;
-use crate::lock::dir_lock::{DirLock, DirLockSpec, LockError, OwnerRecord};
+use crate::lock::dir_lock::LockError;
 use crate::lock::interrupt;
 use crate::lock::lease;
-use crate::lock::own_lock::{self, OwnLock, OwnLockError};
+use crate::lock::own_lock::{self, OwnLock};
+use crate::lock::take::{RefreshLocks, Waits};
 use crate::login::{EpochMs, Login, now_ms};
-use crate::oauth::endpoint::{Reply, TokenEndpoint, TokenResponse};
-use crate::provider::{Provider, SaveLock};
-use crate::secret::{Secret, scrub};
-use crate::storage::credentials_file::{CredentialsFile, Snapshot, WriteGuard};
-use crate::storage::state::{Record, Recovery, RefreshOutcome, StateDir};
+use crate::oauth::endpoint::{TokenEndpoint, TokenResponse};
+use crate::provider::Provider;
+use crate::secret::Secret;
+use crate::storage::credentials_file::{CredentialsFile, Snapshot};
+use crate::storage::state::{Record, RefreshOutcome, StateDir};
+use attempts::{Attempts, Ready, Rejection};
+use save::{remove_temps_of_killed_writer, restore_recovery, save};
 use serde_json::Value;
 use std::io;
 use std::path::PathBuf;
@@ -76,8 +86,13 @@ pub struct Outcome {
     pub attempts: u32,
 }
 
-/// Refreshes the login when less than `min_ttl` is left, or always when `force`.
-pub fn refresh_if_due(job: &Job<'_>, force: bool, min_ttl: Duration) -> Result<Outcome, Error> {
+/// Refreshes the login in its file when less than `min_ttl` is left, or always when `force`.
+/// Callers go through [`crate::keeper::Keeper`], which sends a fleet's login to its store.
+pub(crate) fn refresh_if_due(
+    job: &Job<'_>,
+    force: bool,
+    min_ttl: Duration,
+) -> Result<Outcome, Error> {
     let key = StateDir::key(job.file.owner().provider, job.file.path());
     let first = read_login(job)?;
     let pending_recovery = job.state.has_recovery(&key);
@@ -201,191 +216,179 @@ fn locked_refresh(
     let folder = job.file.folder();
     let sidecar = own_lock::sidecar_path(&folder);
     let lock_deadline = Instant::now() + job.settings.lock_timeout;
-    let own = OwnLock::acquire(&sidecar, lock_deadline, &mut || {
+    let not_writable = |path, source| not_writable(job, path, source);
+    let waits = waits(job, &not_writable);
+    let own = waits.own(&sidecar, lock_deadline, &mut || {
         tracing::info!(
             "waiting for another tokenkeeper that is refreshing {}",
             job.file.path().display()
         );
-    })
-    .map_err(|e| match e {
-        OwnLockError::Timeout => {
-            lock_timeout(job, "tokenkeeper's lock", sidecar.clone(), String::new())
-        }
-        OwnLockError::Io(source) => not_writable(job, sidecar.clone(), source),
     })?;
 
     if own.predecessor_killed {
         remove_temps_of_killed_writer(job, &own);
     }
-    let started = Instant::now();
-    let mut attempts = 0u32;
-    loop {
-        let lease_guard = match hold_off_leases(job, first, force, min_ttl)? {
-            LeaseGate::Clear(guard) => Some(guard),
-            LeaseGate::Override => None,
-            LeaseGate::Settled(action, login) => {
-                return Ok(Outcome {
-                    action,
-                    login,
-                    attempts,
-                });
-            }
-        };
-        let cli_locks = Held(take_locks(
-            job,
+    let mut round = Round {
+        job,
+        own: &own,
+        waits: &waits,
+        key,
+        first,
+        force,
+        min_ttl,
+        held: None,
+    };
+    attempts::run(job, &mut round)
+}
+
+/// One local refresh's side of the attempt loop: before each attempt, the leases, Claude's
+/// refresh locks and a fresh look at the file; new tokens are saved into the file.
+struct Round<'r, 'j> {
+    job: &'r Job<'j>,
+    own: &'r OwnLock,
+    waits: &'r Waits<'r>,
+    key: &'r str,
+    first: &'r Login,
+    force: bool,
+    min_ttl: Duration,
+    /// What the attempt in flight holds, and the login it posts from.
+    held: Option<Attempt>,
+}
+
+struct Attempt {
+    current: Login,
+    base: Value,
+    // Dropped in this order: the CLI's locks, then the lease guard.
+    _cli_locks: RefreshLocks,
+    _lease_guard: Option<lease::Exclusive>,
+}
+
+impl Attempts for Round<'_, '_> {
+    type Done = Outcome;
+
+    fn ready(&mut self, attempts: u32) -> Result<Ready<Outcome>, Error> {
+        let job = self.job;
+        let lease_guard =
+            match hold_off_leases(job, self.waits, self.first, self.force, self.min_ttl)? {
+                LeaseGate::Clear(guard) => Some(guard),
+                LeaseGate::Override => None,
+                LeaseGate::Settled(action, login) => {
+                    return Ok(Ready::Done(Outcome {
+                        action,
+                        login,
+                        attempts,
+                    }));
+                }
+            };
+        let cli_locks = self.waits.refresh_locks(
             &job.provider.refresh_locks(job.file),
-            &own,
-        )?);
+            Instant::now() + job.settings.lock_timeout,
+            self.own,
+        )?;
         let snap = read_snapshot(job.provider, job.file)?;
         let current = job.provider.parse(job.file, &snap.doc)?;
 
-        if let Some(done) = restore_recovery(job, &own, key, &current, &snap.doc)? {
-            return Ok(done);
+        if let Some(done) = restore_recovery(job, self.own, self.key, &current, &snap.doc)? {
+            return Ok(Ready::Done(done));
         }
         let now = now_ms();
-        if current.access_token != first.access_token && !current.is_due(now, min_ttl) {
+        if current.access_token != self.first.access_token && !current.is_due(now, self.min_ttl) {
             tracing::info!(
                 "another process refreshed {}; using its tokens",
                 job.file.path().display()
             );
-            return Ok(Outcome {
+            return Ok(Ready::Done(Outcome {
                 action: Action::Adopted,
                 login: current,
                 attempts,
-            });
+            }));
         }
         if current.refresh_token.is_empty() {
             return Err(dead(job, "its tokens were wiped while we waited".into()));
         }
-        if !force && !current.is_due(now, min_ttl) {
-            return Ok(Outcome {
+        if !self.force && !current.is_due(now, self.min_ttl) {
+            return Ok(Ready::Done(Outcome {
                 action: Action::NotDue,
                 login: current,
                 attempts,
+            }));
+        }
+        let post = Ready::Post {
+            refresh: current.refresh_token.clone(),
+            access: current.access_token.clone(),
+        };
+        self.held = Some(Attempt {
+            current,
+            base: snap.doc,
+            _cli_locks: cli_locks,
+            _lease_guard: lease_guard,
+        });
+        Ok(post)
+    }
+
+    fn tokens(
+        &mut self,
+        posted: &Secret,
+        tokens: TokenResponse,
+        attempts: u32,
+    ) -> Result<Outcome, Error> {
+        let job = self.job;
+        // `ready` always holds the attempt it posted for; the file's document as it was then is
+        // what a missing file is written from.
+        let none = Value::Null;
+        let base = self.held.as_ref().map_or(&none, |h| &h.base);
+        let received_at = now_ms();
+        let action = save(job, self.own, self.key, posted, &tokens, received_at, base)?;
+        let login = read_login(job)?;
+        Ok(Outcome {
+            action,
+            login,
+            attempts,
+        })
+    }
+
+    fn rejected(&mut self, rejection: Rejection, attempts: u32) -> Result<Outcome, Error> {
+        let job = self.job;
+        let after = parse_current(job.provider, job.file)?;
+        let posted = self.held.as_ref().map(|h| &h.current.refresh_token);
+        if !after.refresh_token.is_empty() && Some(&after.refresh_token) != posted {
+            tracing::info!(
+                "the server refused our refresh token, but another process has rotated it; using its tokens"
+            );
+            return Ok(Outcome {
+                action: Action::Adopted,
+                login: after,
+                attempts,
             });
         }
-
-        attempts += 1;
-        let remaining = job.settings.retry.total.saturating_sub(started.elapsed());
-        let timeout = job
-            .settings
-            .request_timeout
-            .min(remaining)
-            .max(Duration::from_secs(1));
-        let critical = interrupt::enter_critical();
-        let request = job
-            .provider
-            .token_request(&current.refresh_token, job.settings);
-        tracing::debug!(
-            "posting refresh token {} to {} (attempt {attempts})",
-            current.refresh_token.fingerprint(),
-            job.endpoint.url()
-        );
-        match job
-            .endpoint
-            .post(&request, job.provider.rejection_rule(), timeout)
+        if rejection.code == "invalid_client" && job.provider.invalid_client_is_config(job.settings)
         {
-            Reply::Tokens(tokens) => {
-                let received_at = now_ms();
-                let action = save(
-                    job,
-                    &own,
-                    key,
-                    &current.refresh_token,
-                    &tokens,
-                    received_at,
-                    &snap.doc,
-                )?;
-                drop(critical);
-                let login = read_login(job)?;
-                return Ok(Outcome {
-                    action,
-                    login,
-                    attempts,
-                });
-            }
-            Reply::Rejected { code, description } => {
-                drop(critical);
-                let secrets = [&current.refresh_token, &current.access_token];
-                let description = scrub(&description, &secrets);
-                let after = parse_current(job.provider, job.file)?;
-                if !after.refresh_token.is_empty() && after.refresh_token != current.refresh_token {
-                    tracing::info!(
-                        "the server refused our refresh token, but another process has rotated it; using its tokens"
-                    );
-                    return Ok(Outcome {
-                        action: Action::Adopted,
-                        login: after,
-                        attempts,
-                    });
-                }
-                let error = if description.is_empty() {
-                    code.clone()
-                } else {
-                    format!("{code}: {description}")
-                };
-                if code == "invalid_client" && job.provider.invalid_client_is_config(job.settings) {
-                    return Err(Error::Config {
-                        path: job.settings.config_path.clone(),
-                        problem: format!(
-                            "the token endpoint refused the OAuth client ({error}); the login at {} was left as it was. Check client_id and client_secret for {}",
-                            job.file.path().display(),
-                            job.file.owner().name
-                        ),
-                    });
-                }
-                return Err(Error::Dead {
-                    path: job.file.path().to_path_buf(),
-                    reason: format!("the server rejected its refresh token ({error})"),
-                    relogin: job.file.owner().relogin,
-                });
-            }
-            Reply::Transient {
-                reason,
-                retry_after,
-            } => {
-                drop(critical);
-                drop(cli_locks);
-                drop(lease_guard);
-                own.clear_held();
-                let reason = scrub(&reason, &[&current.refresh_token, &current.access_token]);
-                if !wait_before_retry(job, attempts, started, retry_after, &reason) {
-                    return Err(Error::Unavailable {
-                        url: job.endpoint.url().to_string(),
-                        reason,
-                        attempts,
-                        path: job.file.path().to_path_buf(),
-                        retry_after,
-                    });
-                }
-            }
+            return Err(Error::Config {
+                path: job.settings.config_path.clone(),
+                problem: format!(
+                    "the token endpoint refused the OAuth client ({}); the login at {} was left as it was. Check client_id and client_secret for {}",
+                    rejection.error,
+                    job.file.path().display(),
+                    job.file.owner().name
+                ),
+            });
         }
+        Err(dead(job, rejection.reason()))
     }
-}
 
-/// After a transient failure: sleeps until the next attempt (backoff, or the server's
-/// Retry-After) and returns true, or returns false when the refresh's time for retries is spent.
-pub(crate) fn wait_before_retry(
-    job: &Job<'_>,
-    attempts: u32,
-    started: Instant,
-    retry_after: Option<Duration>,
-    reason: &str,
-) -> bool {
-    match job
-        .settings
-        .retry
-        .next(attempts, started.elapsed(), retry_after, fastrand::f64())
-    {
-        crate::oauth::backoff::Next::RetryAfter(wait) => {
-            tracing::info!(
-                "token endpoint: {reason}; retrying in {} (attempt {attempts})",
-                crate::duration::human(wait)
-            );
-            thread::sleep(wait);
-            true
+    fn release(&mut self) {
+        self.held = None;
+        self.own.clear_held();
+    }
+
+    fn gave_up(&mut self, reason: String, retry_after: Option<Duration>, attempts: u32) -> Error {
+        Error::Unavailable {
+            url: self.job.endpoint.url().to_string(),
+            reason,
+            attempts,
+            path: self.job.file.path().to_path_buf(),
+            retry_after,
         }
-        crate::oauth::backoff::Next::GiveUp => false,
     }
 }
 
@@ -403,6 +406,7 @@ enum LeaseGate {
 /// expire is refreshed regardless, and the log says so.
 fn hold_off_leases(
     job: &Job<'_>,
+    waits: &Waits<'_>,
     first: &Login,
     force: bool,
     min_ttl: Duration,
@@ -414,7 +418,7 @@ fn hold_off_leases(
         match lease::try_exclusive(&folder) {
             Ok(Some(guard)) => return Ok(LeaseGate::Clear(guard)),
             Ok(None) => {}
-            Err(e) => return Err(not_writable(job, lease::lease_path(&folder), e)),
+            Err(e) => return Err((waits.not_writable)(lease::lease_path(&folder), e)),
         }
         let current = read_login(job)?;
         let now = now_ms();
@@ -437,11 +441,12 @@ fn hold_off_leases(
             return Ok(LeaseGate::Settled(Action::Deferred, current));
         }
         if Instant::now() >= deadline {
-            return Err(lock_timeout(
-                job,
+            return Err(waits.error(
                 "runs holding the current access token (tokenkeeper exec --inject env)",
                 lease::lease_path(&folder),
-                String::new(),
+                LockError::Timeout {
+                    holder: String::new(),
+                },
             ));
         }
         if !announced {
@@ -454,103 +459,11 @@ fn hold_off_leases(
     }
 }
 
-/// Takes one of Claude's lock directories, saying so when it is busy, and notes it in our own
-/// lock at once so that a successor can remove it should we be killed while holding it.
-fn acquire_noted(
-    spec: &DirLockSpec,
-    deadline: Instant,
-    own: &OwnLock,
-) -> Result<DirLock, LockError> {
-    DirLock::acquire(
-        spec,
-        deadline,
-        &mut |spec, holder| {
-            tracing::info!(
-                "waiting for {} ({}){holder}",
-                spec.what,
-                spec.path.display()
-            );
-        },
-        &mut |spec, identity| own.note_taken(&spec.path, identity, spec.owner_record.as_deref()),
-    )
-}
-
-/// Takes the given directory locks in order, noting each in our own lock for cleanup, then
-/// writes Claude's owner record for them (so Claude can take over if we are killed).
-fn take_locks(job: &Job<'_>, specs: &[DirLockSpec], own: &OwnLock) -> Result<Vec<DirLock>, Error> {
-    let deadline = Instant::now() + job.settings.lock_timeout;
-    let mut held: Vec<DirLock> = Vec::new();
-    for spec in specs {
-        let taken = acquire_noted(spec, deadline, own);
-        match taken {
-            Ok(lock) => held.push(lock),
-            Err(LockError::Io(e)) if spec.best_effort => {
-                tracing::debug!(
-                    "going on without {} ({}): {e}",
-                    spec.what,
-                    spec.path.display()
-                );
-            }
-            Err(LockError::Timeout { holder }) => {
-                return Err(lock_timeout(job, spec.what, spec.path.clone(), holder));
-            }
-            Err(LockError::Blocked { why, fix }) => {
-                return Err(Error::LockBlocked {
-                    what: spec.what,
-                    lock: spec.path.clone(),
-                    waited: crate::duration::human(job.settings.lock_timeout),
-                    why,
-                    fix,
-                });
-            }
-            Err(LockError::Interrupted) => {
-                return Err(Error::Interrupted {
-                    what: spec.what,
-                    lock: spec.path.clone(),
-                });
-            }
-            Err(LockError::Io(source)) => return Err(not_writable(job, spec.path.clone(), source)),
-        }
-    }
-    write_owner_record(specs, &held);
-    Ok(held)
-}
-
-fn write_owner_record(specs: &[DirLockSpec], held: &[DirLock]) {
-    let Some((spec, lock)) = specs.first().zip(held.first()) else {
-        return;
-    };
-    let (Some(record), Some(birth)) = (&spec.owner_record, lock.identity().birth_ms()) else {
-        return;
-    };
-    let companion = spec.takeover_with.as_deref().and_then(|c| {
-        held.iter()
-            .find(|l| l.path() == c)
-            .and_then(|l| l.identity().birth_ms())
-    });
-    let owner = OwnerRecord::for_pid(std::process::id(), birth, companion);
-    if let Err(e) = owner.write(record) {
-        tracing::debug!("could not write owner record {}: {e}", record.display());
-    }
-}
-
-/// Dropping the locks of one round releases them in the reverse of the order they were taken.
-struct Held(Vec<DirLock>);
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        while let Some(lock) = self.0.pop() {
-            drop(lock);
-        }
-    }
-}
-
-fn lock_timeout(job: &Job<'_>, what: &'static str, lock: PathBuf, holder: String) -> Error {
-    Error::LockTimeout {
-        what,
-        lock,
-        waited: crate::duration::human(job.settings.lock_timeout),
-        holder,
+/// How this refresh's lock failures read.
+fn waits<'a>(job: &Job<'_>, not_writable: &'a dyn Fn(PathBuf, io::Error) -> Error) -> Waits<'a> {
+    Waits {
+        timeout: job.settings.lock_timeout,
+        not_writable,
     }
 }
 
@@ -565,199 +478,6 @@ fn not_writable(job: &Job<'_>, path: PathBuf, source: io::Error) -> Error {
             job.file.path().display()
         ),
     }
-}
-
-/// A tokenkeeper killed while saving leaves its temp file; remove it under the lock every
-/// writer of the file takes (the CLI's, else our own, which we hold), where no writer can be
-/// using one.
-fn remove_temps_of_killed_writer(job: &Job<'_>, own: &OwnLock) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    if let (Ok(_lock), Ok(target)) = (take_save_lock(job, own, deadline), job.file.target()) {
-        crate::storage::credentials_file::remove_abandoned_temps(&target);
-    }
-}
-
-/// The CLI's write lock, held while we write.
-enum SaveHeld {
-    Nothing,
-    Dir(#[allow(dead_code)] DirLock),
-    Flocks(#[allow(dead_code)] Vec<std::fs::File>),
-}
-
-/// Takes the lock the CLI writes its credentials under. For `flock`s (Codex), the first is
-/// waited for until `deadline`; the later ones are polled for at most 5 s, as Codex does.
-fn take_save_lock(job: &Job<'_>, own: &OwnLock, deadline: Instant) -> io::Result<SaveHeld> {
-    match job.provider.save_lock(job.file) {
-        SaveLock::None => Ok(SaveHeld::Nothing),
-        SaveLock::Dir(spec) => acquire_noted(&spec, deadline, own)
-            .map(SaveHeld::Dir)
-            .map_err(|e| match e {
-                LockError::Io(e) => e,
-                LockError::Interrupted => io::Error::new(
-                    io::ErrorKind::Interrupted,
-                    e.describe(spec.what, &spec.path),
-                ),
-                LockError::Timeout { .. } | LockError::Blocked { .. } => {
-                    io::Error::new(io::ErrorKind::TimedOut, e.describe(spec.what, &spec.path))
-                }
-            }),
-        SaveLock::Flocks(paths) => {
-            let mut held = Vec::with_capacity(paths.len());
-            for (i, path) in paths.iter().enumerate() {
-                let until = if i == 0 {
-                    deadline
-                } else {
-                    deadline.min(Instant::now() + Duration::from_secs(5))
-                };
-                held.push(crate::lock::flock::open_locked(path, until)?);
-            }
-            Ok(SaveHeld::Flocks(held))
-        }
-    }
-}
-
-/// Writes `tokens` under Claude's storage lock if the file still holds `posted` (or was wiped);
-/// keeps trying briefly, then falls back to a recovery file.
-///
-/// The recovery file is written first, before any lock is taken: until the credentials file
-/// holds them, the new tokens exist only in this process, and a process killed in that moment
-/// would lose the login (the next refresh would present the spent token and the server would
-/// revoke everything). With the recovery file on disk, the next tokenkeeper restores them.
-fn save(
-    job: &Job<'_>,
-    own: &OwnLock,
-    key: &str,
-    posted: &Secret,
-    tokens: &TokenResponse,
-    received_at: EpochMs,
-    base: &Value,
-) -> Result<Action, Error> {
-    let recovery = Recovery::new(job.file.path(), posted, tokens, received_at);
-    let early = job.state.save_recovery(key, &recovery);
-    if let Err(e) = &early {
-        tracing::debug!("could not write the recovery file first: {e}");
-    }
-    let mut last_error = io::Error::other("not tried");
-    for pause_ms in [0u64, 100, 200, 400, 800, 1500] {
-        thread::sleep(Duration::from_millis(pause_ms));
-        if interrupt::stop_requested() && pause_ms > 0 {
-            break;
-        }
-        match try_save(job, own, posted, tokens, received_at, base) {
-            Ok(action) => {
-                if action == Action::KeptOnDisk {
-                    tracing::warn!(
-                        "{} now holds a different login than the one we refreshed; kept what is on disk",
-                        job.file.path().display()
-                    );
-                }
-                job.state.remove_recovery(key);
-                return Ok(action);
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
-                ) =>
-            {
-                // The lock wait already used its whole deadline, or a signal asked us to stop:
-                // another round would only keep the signal waiting. The recovery file holds them.
-                last_error = e;
-                break;
-            }
-            Err(e) => {
-                tracing::warn!(
-                    "could not save the new tokens to {}: {e}; retrying",
-                    job.file.path().display()
-                );
-                last_error = e;
-            }
-        }
-    }
-    match early.or_else(|_| job.state.save_recovery(key, &recovery)) {
-        Ok(path) => Err(Error::SaveFailed {
-            path: job.file.path().to_path_buf(),
-            recovery: path,
-            source: last_error,
-        }),
-        Err(recovery_error) => Err(Error::TokensLost {
-            path: job.file.path().to_path_buf(),
-            source: last_error,
-            recovery_dir: job.state.root().join("recovery"),
-            recovery_error,
-            relogin: job.file.owner().relogin,
-        }),
-    }
-}
-
-fn try_save(
-    job: &Job<'_>,
-    own: &OwnLock,
-    posted: &Secret,
-    tokens: &TokenResponse,
-    received_at: EpochMs,
-    base: &Value,
-) -> io::Result<Action> {
-    let deadline = Instant::now() + job.settings.lock_timeout.min(Duration::from_secs(20));
-    let lock = take_save_lock(job, own, deadline)?;
-    let mut doc = match read_snapshot(job.provider, job.file) {
-        Ok(snap) => snap.doc,
-        Err(Error::Missing { .. }) => base.clone(),
-        Err(e) => return Err(io::Error::other(e.to_string())),
-    };
-    let stored = job.provider.stored_refresh_token(&doc);
-    if !(stored.is_empty() || stored == posted.expose()) {
-        return Ok(Action::KeptOnDisk);
-    }
-    job.provider.apply(&mut doc, tokens, received_at);
-    job.file.write(&doc, &WriteGuard::new(&lock))?;
-    Ok(Action::Refreshed)
-}
-
-/// If an earlier save failed and the file still holds the refresh token that was spent, write
-/// the tokens from the recovery file. A recovery made stale by a newer login is discarded.
-fn restore_recovery(
-    job: &Job<'_>,
-    own: &OwnLock,
-    key: &str,
-    current: &Login,
-    base: &Value,
-) -> Result<Option<Outcome>, Error> {
-    let Some((path, recovery)) = job.state.read_recovery(key) else {
-        return Ok(None);
-    };
-    if recovery.posted_refresh != current.refresh_token.fingerprint() {
-        tracing::info!(
-            "discarding recovery file {}: {} holds a newer login",
-            path.display(),
-            job.file.path().display()
-        );
-        job.state.remove_recovery(key);
-        return Ok(None);
-    }
-    let critical = interrupt::enter_critical();
-    let action = save(
-        job,
-        own,
-        key,
-        &current.refresh_token,
-        &recovery.tokens(),
-        recovery.received_at,
-        base,
-    )?;
-    drop(critical);
-    job.state.remove_recovery(key);
-    tracing::info!("restored the tokens saved in {}", path.display());
-    let action = if action == Action::Refreshed {
-        Action::Restored
-    } else {
-        action
-    };
-    Ok(Some(Outcome {
-        action,
-        login: read_login(job)?,
-        attempts: 0,
-    }))
 }
 
 fn record(job: &Job<'_>, key: &str, result: &Result<Outcome, Error>) {

@@ -1,0 +1,202 @@
+//! What both daemon modes hold and do alike: the logins kept and the record of each (in the
+//! state folder), the alerts, the metrics and the options; a look's plan, and what a refresh's
+//! success or transient failure means for the record, the metrics, the log and the alerts. Each
+//! mode keeps only what is its own (reading the file or the store, its words in alerts).
+
+use crate::daemon::Options;
+use crate::daemon::alert::{Alert, Alerter, Event};
+use crate::daemon::metrics::Metrics;
+use crate::daemon::plan;
+use crate::daemon::watch::Stamp;
+use crate::error::Error;
+use crate::keeper::Keeper;
+use crate::login::{EpochMs, Login, now_ms};
+use crate::refresh::Outcome;
+use crate::storage::state::{DaemonRecord, StateDir};
+
+/// One login a daemon keeps, and what it knows of it.
+pub(crate) struct Tracked {
+    pub keeper: Keeper,
+    /// Its key in the state folder, and the record kept there (the plan, failures, alerts sent).
+    pub key: String,
+    pub record: DaemonRecord,
+    /// The file's stamp at the last look (the local daemon logs a read error once per change).
+    pub stamp: Option<Option<Stamp>>,
+    /// The last problem logged, so each is logged once (the fleet daemon).
+    #[cfg_attr(not(feature = "fleet"), allow(dead_code))]
+    pub problem: Option<String>,
+}
+
+pub(crate) struct Kept {
+    pub logins: Vec<Tracked>,
+    pub state: StateDir,
+    pub alerter: Alerter,
+    pub metrics: Metrics,
+    pub options: Options,
+}
+
+impl Kept {
+    pub fn new(
+        logins: Vec<Keeper>,
+        state: StateDir,
+        alerter: Alerter,
+        metrics: Metrics,
+        options: Options,
+    ) -> Kept {
+        let mut kept = Kept {
+            logins: Vec::new(),
+            state,
+            alerter,
+            metrics,
+            options,
+        };
+        kept.set_logins(logins);
+        kept
+    }
+
+    /// Replaces the logins (on start and on SIGHUP), keeping what is known about each (its
+    /// record is read again from the state folder).
+    pub fn set_logins(&mut self, logins: Vec<Keeper>) {
+        self.logins = logins
+            .into_iter()
+            .map(|keeper| {
+                let key = StateDir::key(keeper.file.owner().provider, keeper.file.path());
+                let record = self.state.read_daemon(&key).unwrap_or_default();
+                Tracked {
+                    keeper,
+                    key,
+                    record,
+                    stamp: None,
+                    problem: None,
+                }
+            })
+            .collect();
+    }
+
+    pub fn reconfigure(&mut self, options: Options, alerter: Alerter, logins: Vec<Keeper>) {
+        self.options = options;
+        self.alerter = alerter;
+        self.set_logins(logins);
+    }
+
+    pub fn provider(&self, i: usize) -> &'static str {
+        self.logins[i].keeper.file.owner().provider
+    }
+
+    /// One look at login `i` (see [`plan::step`]), under the daemon's options.
+    pub fn step(&mut self, i: usize, view: &plan::View, now: EpochMs) -> plan::Step {
+        let rules = plan::Rules {
+            refresh_before: self
+                .options
+                .refresh_before
+                .unwrap_or(self.logins[i].keeper.settings.min_ttl),
+            login_ending_within: self.options.login_ending_within,
+        };
+        plan::step(
+            &mut self.logins[i].record,
+            view,
+            &rules,
+            now,
+            fastrand::f64(),
+        )
+    }
+
+    /// A refresh came to `outcome`: log it, count it under `label` (with the new expiry, so a
+    /// scrape never sees one without the other), and end a run of failures, saying
+    /// `works_again` if one was alerted.
+    pub fn refreshed(
+        &mut self,
+        i: usize,
+        outcome: &Outcome,
+        label: &'static str,
+        works_again: String,
+        now: EpochMs,
+    ) {
+        let provider = self.provider(i);
+        let what = outcome.action.as_str();
+        tracing::info!(
+            "{provider}: {}; access token expires {}",
+            what.replace('_', " "),
+            crate::refresh::format_time(outcome.login.expires_at)
+        );
+        let login = &outcome.login;
+        self.metrics.update(provider, |m| {
+            *m.refresh_total.entry(label).or_default() += 1;
+            m.access_expiry = Some(login.expires_at / 1000);
+            m.login_expiry = login.login_expires_at.map(|e| e / 1000);
+        });
+        if plan::refreshed(&mut self.logins[i].record, what) {
+            self.alert(i, Event::Recovered, works_again, now);
+        }
+        self.save(i);
+    }
+
+    /// A refresh failed for now: count it, cool down with backoff, log it, alert once. Returns
+    /// when to try again.
+    pub fn failed(&mut self, i: usize, e: &Error, now: EpochMs) -> EpochMs {
+        let provider = self.provider(i);
+        self.count(i, "failed");
+        let retry_after = match e {
+            Error::Unavailable { retry_after, .. } => *retry_after,
+            _ => None,
+        };
+        let cooldown = plan::failed(
+            &mut self.logins[i].record,
+            e.to_string(),
+            retry_after,
+            now,
+            fastrand::f64(),
+        );
+        tracing::warn!(
+            "{provider}: {e} (failure {}; next try in {})",
+            self.logins[i].record.failures,
+            crate::duration::human(cooldown.wait)
+        );
+        if cooldown.alert {
+            self.alert(i, Event::RefreshFailed, e.to_string(), now);
+        }
+        self.save(i);
+        cooldown.until
+    }
+
+    /// Counts a refresh that came to `label` (`dead`, `failed`).
+    pub fn count(&self, i: usize, label: &'static str) {
+        self.metrics.update(self.provider(i), |m| {
+            *m.refresh_total.entry(label).or_default() += 1
+        });
+    }
+
+    pub fn set_dead(&self, i: usize, dead: bool) {
+        self.metrics.update(self.provider(i), |m| m.dead = dead);
+    }
+
+    /// Notes the alert in the login's record (so it is sent once) and sends it.
+    pub fn alert(&mut self, i: usize, event: Event, message: String, now: EpochMs) {
+        let t = &mut self.logins[i];
+        t.record.alerted.insert(event.as_str().to_string(), now);
+        self.alerter.send(Alert {
+            event,
+            provider: t.keeper.file.owner().provider.to_string(),
+            message,
+            at: jiff::Timestamp::from_millisecond(now).unwrap_or_else(|_| jiff::Timestamp::now()),
+        });
+    }
+
+    /// The login's expiry and end, for the metrics.
+    pub fn show_expiry(&self, i: usize, login: &Login) {
+        self.metrics.update(self.provider(i), |m| {
+            m.access_expiry = Some(login.expires_at / 1000);
+            m.login_expiry = login.login_expires_at.map(|e| e / 1000);
+        });
+    }
+
+    /// Writes the login's record to the state folder, stamped with this process and the time.
+    pub fn save(&mut self, i: usize) {
+        let t = &mut self.logins[i];
+        t.record.pid = std::process::id();
+        t.record.updated_at = now_ms();
+        if let Err(e) = self.state.write_daemon(&t.key, &t.record) {
+            tracing::debug!("could not write daemon state: {e}");
+        }
+    }
+}

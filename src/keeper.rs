@@ -1,0 +1,127 @@
+//! One login and how it is kept: the entry point for every caller (each CLI command, both
+//! daemon modes). It owns the choice "this machine's file or the fleet's store?", so a caller of
+//! the library cannot bypass fleet mode by reaching for the local refresh, and it is the one
+//! place a [`Job`] is assembled.
+
+use crate::config::Settings;
+use crate::error::Error;
+#[cfg(feature = "fleet")]
+pub use crate::fleet::Fleet;
+#[cfg(feature = "fleet")]
+use crate::fleet::refresh::{self as fleet_refresh, Shared};
+use crate::login::Login;
+use crate::oauth::endpoint::TokenEndpoint;
+use crate::provider::Provider;
+use crate::refresh::{self, Job, Outcome};
+use crate::storage::credentials_file::CredentialsFile;
+use crate::storage::state::StateDir;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A fleet's store: none can exist in a build without the `fleet` feature, so every branch
+/// that would use one is statically unreachable.
+#[cfg(not(feature = "fleet"))]
+#[derive(Debug)]
+pub enum Fleet {}
+
+pub struct Keeper {
+    pub provider: Arc<dyn Provider>,
+    pub file: CredentialsFile,
+    pub settings: Settings,
+    pub state: StateDir,
+    pub endpoint: TokenEndpoint,
+    /// The fleet's store, when one is configured and keeps this provider's login.
+    pub fleet: Option<Arc<Fleet>>,
+}
+
+/// What `status` shows of a fleet login: never anything in a build without fleet mode.
+#[cfg(not(feature = "fleet"))]
+pub enum StoreReport {}
+
+/// What `status` shows of a fleet login: the store's row, or why it could not be read.
+#[cfg(feature = "fleet")]
+pub struct StoreReport {
+    pub store: String,
+    pub shared: Result<Shared, Error>,
+}
+
+impl Keeper {
+    /// A login kept in its file, or in `fleet`'s store when the fleet can share this provider's
+    /// logins.
+    pub fn new(
+        provider: Arc<dyn Provider>,
+        file: CredentialsFile,
+        settings: Settings,
+        state: StateDir,
+        fleet: Option<Arc<Fleet>>,
+    ) -> Keeper {
+        let fleet = fleet.filter(|_| provider.fleet_shape().is_some());
+        Keeper {
+            endpoint: TokenEndpoint::new(&settings.token_url, &settings.user_agent),
+            provider,
+            file,
+            settings,
+            state,
+            fleet,
+        }
+    }
+
+    /// What the refresh protocol needs, borrowed from this login.
+    pub fn job(&self) -> Job<'_> {
+        Job {
+            provider: self.provider.as_ref(),
+            file: &self.file,
+            settings: &self.settings,
+            endpoint: &self.endpoint,
+            state: &self.state,
+        }
+    }
+
+    /// Refreshes when less than `min_ttl` is left (or always when `force`): through the fleet's
+    /// store when there is one, else in this machine's file.
+    pub fn refresh_if_due(&self, force: bool, min_ttl: Duration) -> Result<Outcome, Error> {
+        match &self.fleet {
+            #[cfg(feature = "fleet")]
+            Some(fleet) => fleet_refresh::ensure_fresh(fleet, &self.job(), force, min_ttl),
+            #[cfg(not(feature = "fleet"))]
+            Some(fleet) => match **fleet {},
+            None => refresh::refresh_if_due(&self.job(), force, min_ttl),
+        }
+    }
+
+    /// The login as this machine's file holds it now. A fleet machine's file has no refresh
+    /// token by design; it counts as ended only when its access token is gone.
+    pub fn read_login(&self) -> Result<Login, Error> {
+        if self.fleet.is_none() {
+            return refresh::read_login(&self.job());
+        }
+        let login = refresh::parse_current(self.provider.as_ref(), &self.file)?;
+        if login.access_token.is_empty() {
+            return Err(Error::Dead {
+                path: self.file.path().to_path_buf(),
+                reason: "it holds no access token".into(),
+                relogin: self.file.owner().relogin,
+            });
+        }
+        Ok(login)
+    }
+
+    /// The store's row for `status` (no lock, no write); None when the login is not a fleet's.
+    #[cfg(not(feature = "fleet"))]
+    pub fn inspect_store(&self) -> Option<StoreReport> {
+        None
+    }
+
+    /// The store's row for `status` (no lock, no write); None when the login is not a fleet's.
+    #[cfg(feature = "fleet")]
+    pub fn inspect_store(&self) -> Option<StoreReport> {
+        let fleet = self.fleet.as_ref()?;
+        let job = self.job();
+        let shared = fleet_refresh::connect(fleet)
+            .and_then(|mut store| fleet_refresh::fetch(&mut store, fleet, &job));
+        Some(StoreReport {
+            store: fleet.shown.clone(),
+            shared,
+        })
+    }
+}
