@@ -453,7 +453,7 @@ pub fn load(path: &Path, named_by_user: bool) -> Result<ConfigFile, Error> {
     let cfg: ConfigFile = toml::from_str(&text).map_err(|e| Error::Config {
         path: path.to_path_buf(),
         problem: format!(
-            "{}; fix the file (see README, \"Configuration\")",
+            "{}; fix the file (see docs/configuration.md)",
             e.message().trim()
         ),
     })?;

@@ -400,7 +400,8 @@ pub enum Tls {
     /// As the URL's `sslmode` says (`prefer` or `require`), with certificates verified.
     AsAsked,
     /// Another host, no `sslmode`: TLS required and its certificate verified against the
-    /// system's roots (`SSL_CERT_FILE` adds one), never a silent fall-back to plain text.
+    /// system's roots (on Linux `SSL_CERT_FILE` replaces them), never a silent fall-back to plain
+    /// text.
     Required,
 }
 

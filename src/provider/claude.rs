@@ -1,6 +1,6 @@
 //! Claude Code: where its login lives, how its JSON maps to a [`Login`], what its token request
 //! looks like, how a token response is written back, and which of its locks we honour. Facts
-//! (observed on Claude Code 2.1): `shared/facts/claude-code.md`.
+//! (observed on Claude Code 2.1): `docs/providers.md`, "Claude Code".
 
 use crate::config::Settings;
 use crate::error::Error;

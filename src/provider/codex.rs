@@ -1,7 +1,7 @@
 //! Codex CLI: where its login lives (`$CODEX_HOME/auth.json`), how its JSON maps to a [`Login`]
 //! (the expiry is the access token's JWT `exp`), what its token request looks like, how a token
 //! response is written back (only the `tokens.*` that came back, and `last_refresh`), and which
-//! of its locks we honour. Facts (observed on Codex CLI 0.171): `shared/facts/codex-and-gemini.md`.
+//! of its locks we honour. Facts (observed on Codex CLI 0.171): `docs/providers.md`, "Codex CLI".
 //!
 //! Codex refreshes on its own when 5 minutes or less are left, posting *before* it takes its
 //! locks; two refreshers presenting the same single-use refresh token get the login revoked. So

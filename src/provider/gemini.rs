@@ -1,7 +1,7 @@
 //! Gemini CLI: where its login lives (`<home>/.gemini/oauth_creds.json`), how google-auth-library's
 //! credentials map to a [`Login`], the form-encoded refresh with the installed application's client
 //! id and secret, and how a token response is written back. Facts (observed on Gemini CLI 0.61):
-//! `shared/facts/codex-and-gemini.md`.
+//! `docs/providers.md`, "Gemini CLI".
 //!
 //! Two things set Gemini apart. It rewrites its file in place (truncate, then write, no lock), so an
 //! empty or cut-off file is a write in progress, never a logout ([`Provider::rewritten_in_place`]).

@@ -6,7 +6,7 @@
 //! token requests a short retry budget allows. Every row runs in its own sandbox, all rows at
 //! once; each test collects every mismatch and fails once with the full report.
 //!
-//! The README's "Fault matrix" section holds the same table (as printed by
+//! `docs/faults.md` ("Fault matrix") holds the same table (as printed by
 //! `fault_matrix_covers_every_fault_kind`, run with `--nocapture`): keep the two in sync by hand
 //! whenever a row changes.
 //!
@@ -54,7 +54,7 @@ enum Class {
 }
 
 struct Row {
-    /// The fault as written in the test and the README.
+    /// The fault as written in the test and in `docs/faults.md`.
     name: &'static str,
     fault: Fault,
     /// What tokenkeeper sees on the wire.
@@ -68,7 +68,7 @@ struct Row {
     daemon_requests: RangeInclusive<u64>,
 }
 
-// Keep in sync by hand with the table under "## Fault matrix" in README.md.
+// Keep in sync by hand with the table in docs/faults.md ("# Fault matrix").
 const ROWS: [Row; 15] = [
     Row {
         name: "Status(500)",
@@ -261,7 +261,7 @@ fn span(r: &RangeInclusive<u64>) -> String {
     format!("{n} request{s}")
 }
 
-/// The table as it stands in the README.
+/// The table as it stands in `docs/faults.md`.
 fn markdown_table() -> String {
     let mut out = String::from(
         "| fault | how it reaches tokenkeeper | classified as | refresh/exec exit | daemon |\n\

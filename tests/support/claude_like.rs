@@ -1,7 +1,7 @@
 //! Plays an interactive Claude Code session for the soak test (`tests/soak/soak.rs`): it keeps
 //! calling the API stand-in with the stored login and, when the access token is about to expire
 //! (or the API answers 401 while the file still holds the same token), refreshes the login on its
-//! own, the way Claude Code does and by Claude's lock rules (`shared/facts/claude-code.md`):
+//! own, the way Claude Code does and by Claude's lock rules (`docs/providers.md`, "Claude Code"):
 //!
 //! 1. `mkdir <folder>/.oauth_refresh.lock`; busy: retry 5 times 1–2 s apart, re-reading the file
 //!    each time and skipping the refresh if the token changed; give up after that. A lock older
