@@ -1,10 +1,11 @@
 //! The loopback OAuth stand-in as a process, for `scripts/bench`: prints its token URL, then
 //! answers commands on stdin, one per line: `login PATH SECONDS` writes a Claude-style login
-//! expiring in SECONDS (negative: already expired) to PATH; `stats` prints the server's counters
-//! as one JSON line; `quit` (or end of input) stops it.
+//! expiring in SECONDS (negative: already expired) to PATH; `delay MS` makes every token request
+//! take MS milliseconds (the real endpoint's round trip; 0: none); `stats` prints the server's
+//! counters as one JSON line; `quit` (or end of input) stops it.
 
 use std::io::{BufRead, Write};
-use tokenkeeper_standin::{StandinConfig, StandinServer};
+use tokenkeeper_standin::{Fault, StandinConfig, StandinServer};
 
 fn main() {
     let server = match StandinServer::start(StandinConfig::default()) {
@@ -31,6 +32,13 @@ fn main() {
                 );
                 let ok = std::fs::write(path, text).is_ok();
                 let _ = writeln!(out, "{}", if ok { "ok" } else { "error" });
+            }
+            ["delay", ms] => {
+                let ok = ms.parse::<u64>().map(|ms| {
+                    let delay = std::time::Duration::from_millis(ms);
+                    server.set_default_fault((ms > 0).then_some(Fault::Delay(delay)));
+                });
+                let _ = writeln!(out, "{}", if ok.is_ok() { "ok" } else { "error" });
             }
             ["stats"] => {
                 let s = server.stats();

@@ -11,12 +11,42 @@ use std::time::{Duration, Instant};
 /// waiting. `Ok(false)` when the deadline passed first; an `Interrupted` error when a signal told
 /// this process to stop.
 pub fn lock_until(file: &File, deadline: Instant, on_wait: &mut dyn FnMut()) -> io::Result<bool> {
+    Ok(matches!(
+        lock_unless(file, deadline, on_wait, &mut || false)?,
+        Waited::Locked
+    ))
+}
+
+/// How a wait for a lock ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Waited {
+    Locked,
+    /// `settled` said there is nothing left to wait for.
+    Settled,
+    TimedOut,
+}
+
+/// First and longest pause between two looks at a busy lock. A holder typically keeps it for
+/// one token request (a few hundred ms); a waiter that slept 100 ms at a time would add a good
+/// part of that to every wait, so the pause stays short. A look costs one system call (and
+/// `settled`'s check).
+const FIRST_PAUSE: Duration = Duration::from_millis(2);
+const LONGEST_PAUSE: Duration = Duration::from_millis(20);
+
+/// As [`lock_until`], but between looks at the lock asks `settled` whether the wait is still
+/// needed (another process has done the work the lock is for): then it stops without the lock.
+pub fn lock_unless(
+    file: &File,
+    deadline: Instant,
+    on_wait: &mut dyn FnMut(),
+    settled: &mut dyn FnMut() -> bool,
+) -> io::Result<Waited> {
     let started = Instant::now();
     let mut announced = false;
-    let mut pause = Duration::from_millis(5);
+    let mut pause = FIRST_PAUSE;
     loop {
         match file.try_lock() {
-            Ok(()) => return Ok(true),
+            Ok(()) => return Ok(Waited::Locked),
             Err(fs::TryLockError::WouldBlock) => {}
             Err(fs::TryLockError::Error(e)) => return Err(e),
         }
@@ -26,15 +56,18 @@ pub fn lock_until(file: &File, deadline: Instant, on_wait: &mut dyn FnMut()) -> 
                 "stopped by a signal while waiting for a lock",
             ));
         }
+        if settled() {
+            return Ok(Waited::Settled);
+        }
         if Instant::now() >= deadline {
-            return Ok(false);
+            return Ok(Waited::TimedOut);
         }
         if !announced && started.elapsed() >= Duration::from_secs(1) {
             on_wait();
             announced = true;
         }
         thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
-        pause = (pause * 2).min(Duration::from_millis(100));
+        pause = (pause * 2).min(LONGEST_PAUSE);
     }
 }
 
@@ -57,6 +90,27 @@ pub fn open_locked(path: &Path, deadline: Instant) -> io::Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wait_ends_without_the_lock_once_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l");
+        let _held = open_locked(&path, Instant::now()).unwrap();
+        let other = crate::lock::lock_file::open_private(&path).unwrap();
+        let mut looks = 0;
+        let waited = lock_unless(
+            &other,
+            Instant::now() + Duration::from_secs(10),
+            &mut || {},
+            &mut || {
+                looks += 1;
+                looks == 3
+            },
+        )
+        .unwrap();
+        assert_eq!(waited, Waited::Settled);
+        assert_eq!(looks, 3);
+    }
 
     #[test]
     fn waits_then_gives_up() {

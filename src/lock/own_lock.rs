@@ -43,9 +43,24 @@ impl OwnLock {
         deadline: Instant,
         on_wait: &mut dyn FnMut(),
     ) -> Result<OwnLock, OwnLockError> {
+        Self::acquire_unless(path, deadline, on_wait, &mut || false)?.ok_or(OwnLockError::Timeout)
+    }
+
+    /// As [`OwnLock::acquire`], but while another process holds the lock, `settled` is asked
+    /// between looks whether that process has already done what we wanted the lock for (a
+    /// refresh): then `Ok(None)`, and we never queue behind the others for nothing.
+    pub fn acquire_unless(
+        path: &Path,
+        deadline: Instant,
+        on_wait: &mut dyn FnMut(),
+        settled: &mut dyn FnMut() -> bool,
+    ) -> Result<Option<OwnLock>, OwnLockError> {
+        use crate::lock::flock::{Waited, lock_unless};
         let file = crate::lock::lock_file::open_private(path).map_err(OwnLockError::Io)?;
-        if !crate::lock::flock::lock_until(&file, deadline, on_wait).map_err(OwnLockError::Io)? {
-            return Err(OwnLockError::Timeout);
+        match lock_unless(&file, deadline, on_wait, settled).map_err(OwnLockError::Io)? {
+            Waited::Locked => {}
+            Waited::Settled => return Ok(None),
+            Waited::TimedOut => return Err(OwnLockError::Timeout),
         }
         let mut lock = OwnLock {
             file,
@@ -54,7 +69,7 @@ impl OwnLock {
             predecessor_killed: false,
         };
         lock.predecessor_killed = lock.reap_left_behind();
-        Ok(lock)
+        Ok(Some(lock))
     }
 
     pub fn path(&self) -> &Path {

@@ -62,16 +62,33 @@ impl Waits<'_> {
         deadline: Instant,
         on_wait: &mut dyn FnMut(),
     ) -> Result<OwnLock, Error> {
-        OwnLock::acquire(sidecar, deadline, on_wait).map_err(|e| match e {
-            OwnLockError::Timeout => self.error(
-                "tokenkeeper's lock",
-                sidecar.to_path_buf(),
-                LockError::Timeout {
-                    holder: String::new(),
-                },
-            ),
+        self.own_unless(sidecar, deadline, on_wait, &mut || false)?
+            .ok_or_else(|| self.own_timeout(sidecar))
+    }
+
+    /// Our own lock, unless `settled` says (between looks at the busy lock) that its holder has
+    /// already done what we wanted it for: then `Ok(None)`.
+    pub fn own_unless(
+        &self,
+        sidecar: &Path,
+        deadline: Instant,
+        on_wait: &mut dyn FnMut(),
+        settled: &mut dyn FnMut() -> bool,
+    ) -> Result<Option<OwnLock>, Error> {
+        OwnLock::acquire_unless(sidecar, deadline, on_wait, settled).map_err(|e| match e {
+            OwnLockError::Timeout => self.own_timeout(sidecar),
             OwnLockError::Io(source) => (self.not_writable)(sidecar.to_path_buf(), source),
         })
+    }
+
+    fn own_timeout(&self, sidecar: &Path) -> Error {
+        self.error(
+            "tokenkeeper's lock",
+            sidecar.to_path_buf(),
+            LockError::Timeout {
+                holder: String::new(),
+            },
+        )
     }
 
     /// Takes the provider's refresh locks in order, noting each in `own`, then writes the

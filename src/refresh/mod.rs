@@ -218,12 +218,47 @@ fn locked_refresh(
     let lock_deadline = Instant::now() + job.settings.lock_timeout;
     let not_writable = |path, source| not_writable(job, path, source);
     let waits = waits(job, &not_writable);
-    let own = waits.own(&sidecar, lock_deadline, &mut || {
-        tracing::info!(
-            "waiting for another tokenkeeper that is refreshing {}",
-            job.file.path().display()
-        );
-    })?;
+    // While another tokenkeeper holds the lock, look at the file between looks at the lock: once
+    // it holds a login that process refreshed, use it, without queueing for the lock (and then
+    // for Claude's locks) only to find the same thing under them.
+    let mut refreshed_meanwhile = None;
+    let own = waits.own_unless(
+        &sidecar,
+        lock_deadline,
+        &mut || {
+            tracing::info!(
+                "waiting for another tokenkeeper that is refreshing {}",
+                job.file.path().display()
+            );
+        },
+        &mut || {
+            refreshed_meanwhile = refreshed_elsewhere(job, key, first, min_ttl);
+            refreshed_meanwhile.is_some()
+        },
+    )?;
+    let own = match (own, refreshed_meanwhile) {
+        (Some(own), _) => own,
+        (None, Some(login)) => {
+            tracing::info!(
+                "another process refreshed {}; using its tokens",
+                job.file.path().display()
+            );
+            return Ok(Outcome {
+                action: Action::Adopted,
+                login,
+                attempts: 0,
+            });
+        }
+        // The wait ends without the lock only once the login was found refreshed.
+        (None, None) => {
+            return Err(Error::LockTimeout {
+                what: "tokenkeeper's lock",
+                lock: sidecar,
+                waited: crate::duration::human(job.settings.lock_timeout),
+                holder: String::new(),
+            });
+        }
+    };
 
     if own.predecessor_killed {
         remove_temps_of_killed_writer(job, &own);
@@ -239,6 +274,20 @@ fn locked_refresh(
         held: None,
     };
     attempts::run(job, &mut round)
+}
+
+/// Read without any lock: the file now holds another login than the one we set out to refresh,
+/// with enough life left, and no recovery file waits to be written over it. Writes are atomic
+/// renames, so what is read is whole; taking the locks to read it again would change nothing.
+fn refreshed_elsewhere(
+    job: &Job<'_>,
+    key: &str,
+    first: &Login,
+    min_ttl: Duration,
+) -> Option<Login> {
+    let current = read_login(job).ok()?;
+    let fresh = current.access_token != first.access_token && !current.is_due(now_ms(), min_ttl);
+    (fresh && !job.state.has_recovery(key)).then_some(current)
 }
 
 /// One local refresh's side of the attempt loop: before each attempt, the leases, Claude's

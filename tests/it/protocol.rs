@@ -155,6 +155,51 @@ fn fifty_concurrent_refreshes_make_exactly_one_token_request() {
     assert!(lock_dirs(&s).is_empty(), "{:?}", lock_dirs(&s));
 }
 
+/// A storm at expiry with Claude Code itself in it: tokenkeeper's refreshes and Claude-like
+/// sessions that refresh by Claude's own lock rules, all at once, against an endpoint that
+/// answers in 200 ms. Whoever goes first refreshes; everyone else adopts: one token request, no
+/// refresh token presented twice, and every process ends with the login in hand.
+#[test]
+fn a_storm_with_claude_code_in_it_makes_exactly_one_token_request() {
+    let s = Sandbox::new();
+    s.login(-1000);
+    s.server
+        .set_default_fault(Some(Fault::Delay(Duration::from_millis(200))));
+    let mut claudes: Vec<Child> = (0..3)
+        .map(|_| {
+            std::process::Command::new(claude_like())
+                .args(["--credentials", s.creds().to_str().unwrap()])
+                .args(["--token-url", &s.server.token_url()])
+                .args(["--api-url", &s.server.api_url()])
+                .arg("--once")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("claude_like")
+        })
+        .collect();
+    let children: Vec<Child> = (0..30).map(|_| spawn(&s, &["refresh"])).collect();
+    let runs: Vec<Run> = children.into_iter().map(|c| finish(&s, c)).collect();
+    for run in &runs {
+        assert_eq!(run.code, 0, "{run:?}");
+    }
+    for claude in claudes.drain(..) {
+        let out = Run::from(claude.wait_with_output().unwrap());
+        assert_eq!(out.code, 0, "a Claude-like session failed: {out:?}");
+    }
+    let stats = s.server.stats();
+    assert_eq!(stats.token_requests, 1, "{stats:?}");
+    assert_eq!(stats.reused_refresh_tokens, 0, "{stats:?}");
+    assert_eq!(stats.revoked_families, 0, "{stats:?}");
+    let access = s.creds_json()["claudeAiOauth"]["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(s.server.is_live_access(&access));
+    assert!(lock_dirs(&s).is_empty(), "{:?}", lock_dirs(&s));
+}
+
 #[test]
 fn waits_for_claude_code_holding_its_refresh_lock_then_adopts_its_tokens() {
     let s = Sandbox::new();

@@ -308,6 +308,21 @@ pub fn fake_claude() -> PathBuf {
     path
 }
 
+/// The test program that plays an interactive Claude Code by Claude's lock rules
+/// (`tests/support/claude_like.rs`), built next to the binary as `fake_claude` is.
+pub fn claude_like() -> PathBuf {
+    let path = Path::new(BIN)
+        .parent()
+        .expect("target folder")
+        .join("examples/claude_like");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build --examples` (a plain `cargo test` does)",
+        path.display()
+    );
+    path
+}
+
 /// Runs `cmd` to completion, but kills it and fails the test when it runs past `limit`: for
 /// checks that a command ends on its own (a deadline, not a speed target).
 pub fn run_within(cmd: &mut Command, limit: std::time::Duration) -> Run {
