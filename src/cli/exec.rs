@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokenkeeper::exec::auth_failure::{self, AuthFailure, FailureKind, LoginFacts};
 use tokenkeeper::exec::child::{self, ChildSpec, SpawnError};
 use tokenkeeper::lock::lease;
-use tokenkeeper::login::{Login, now_ms};
+use tokenkeeper::login::Login;
 use tokenkeeper::storage::state::StateDir;
 use tokenkeeper::{Error, ErrorKind};
 
@@ -30,6 +30,17 @@ pub const DEFAULT_MIN_TTL: Duration = Duration::from_secs(30 * 60);
 /// The shell's codes for a command that cannot be run: not found, found but not executable.
 const COMMAND_NOT_FOUND: u8 = 127;
 const COMMAND_NOT_EXECUTABLE: u8 = 126;
+
+/// A command that starts with `-` is an option of ours mistyped or placed after the first
+/// argument (`exec --min-tll 1h -- claude`): a usage error, not a program to look for on PATH.
+pub fn check_command(command: &[OsString]) -> Result<(), Error> {
+    match command.first().map(|c| c.to_string_lossy()) {
+        Some(first) if first.starts_with('-') => Err(Error::Usage(format!(
+            "exec has no option '{first}'; its options (--min-ttl, --inject, --retry-auth) go before `--`, the command after it: tokenkeeper exec --min-ttl 1h -- claude -p hi"
+        ))),
+        _ => Ok(()),
+    }
+}
 
 pub fn run(
     ctx: &Context,
@@ -191,17 +202,16 @@ fn prepare(
 }
 
 fn explain(ctx: &Context, name: &str, failure: &AuthFailure, login: Option<&Login>) -> String {
-    let now = now_ms();
     let key = StateDir::key(ctx.file.owner().provider, ctx.file.path());
     let refreshed_at = ctx
         .state
         .read_record(&key)
         .filter(|r| r.outcome.is_success())
-        .map(|r| output::clock(r.last_refresh_at, now));
+        .map(|r| tokenkeeper::refresh::format_time(r.last_refresh_at));
     let path = ctx.file.path().display().to_string();
     let facts = LoginFacts {
         path: &path,
-        expires_at: login.map(|l| output::clock(l.expires_at, now)),
+        expires_at: login.map(|l| tokenkeeper::refresh::format_time(l.expires_at)),
         refreshed_at,
         relogin: ctx.file.owner().relogin,
     };

@@ -217,13 +217,19 @@ impl Loaded {
         }
         let mut known: Vec<&str> = provider::names().collect();
         known.extend(self.cfg.login.iter().map(|l| l.name.as_str()));
-        Err(Error::Config {
-            path: self.config_path.clone(),
-            problem: format!(
-                "names no login called '{name}'; --provider takes one of: {}",
-                known.join(", ")
-            ),
-        })
+        // The name came from the command line (or TOKENKEEPER_PROVIDER): a usage error, with the
+        // nearest name when one is close (as clap does for subcommands).
+        let nearest = known
+            .iter()
+            .map(|k| (strsim::jaro_winkler(name, k), *k))
+            .filter(|(score, _)| *score > 0.8)
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, k)| format!("did you mean '{k}'? "))
+            .unwrap_or_default();
+        Err(Error::Usage(format!(
+            "there is no login called '{name}'; {nearest}--provider takes one of: {}",
+            known.join(", ")
+        )))
     }
 
     fn context(
@@ -371,17 +377,19 @@ pub fn run() -> ExitCode {
             inject,
             retry_auth,
             command,
-        } => Context::resolve_for_program(&cli, &command[0]).and_then(|ctx| {
-            // Before any refresh: the forwarder must come first among the signal actions, so a
-            // signal it hands to the command is marked as such before the refresh-time handler
-            // (registered later, run after it) can see it.
-            signals::forward_to_command();
-            // Flag, then the config's own `min_ttl` when it sets one, then exec's default.
-            let min_ttl = min_ttl
-                .or(ctx.configured_min_ttl)
-                .unwrap_or(exec::DEFAULT_MIN_TTL);
-            exec::run(&ctx, min_ttl, *inject, *retry_auth, command)
-        }),
+        } => exec::check_command(command)
+            .and_then(|()| Context::resolve_for_program(&cli, &command[0]))
+            .and_then(|ctx| {
+                // Before any refresh: the forwarder must come first among the signal actions, so a
+                // signal it hands to the command is marked as such before the refresh-time handler
+                // (registered later, run after it) can see it.
+                signals::forward_to_command();
+                // Flag, then the config's own `min_ttl` when it sets one, then exec's default.
+                let min_ttl = min_ttl
+                    .or(ctx.configured_min_ttl)
+                    .unwrap_or(exec::DEFAULT_MIN_TTL);
+                exec::run(&ctx, min_ttl, *inject, *retry_auth, command)
+            }),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -18,23 +18,6 @@ pub fn stderr_line(line: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
-/// `14:02` today, `Nov 30 14:02` on another day, in local time.
-pub fn clock(ms: EpochMs, now: EpochMs) -> String {
-    let tz = tokenkeeper::refresh::local_time_zone();
-    let (Ok(at), Ok(today)) = (
-        jiff::Timestamp::from_millisecond(ms),
-        jiff::Timestamp::from_millisecond(now),
-    ) else {
-        return format!("{ms} ms");
-    };
-    let (at, today) = (at.to_zoned(tz.clone()), today.to_zoned(tz));
-    if at.date() == today.date() {
-        at.strftime("%H:%M").to_string()
-    } else {
-        at.strftime("%b %d %H:%M").to_string()
-    }
-}
-
 /// `2026-11-29T22:02:05Z` for JSON.
 pub fn rfc3339(ms: EpochMs) -> Option<String> {
     jiff::Timestamp::from_millisecond(ms)

@@ -216,7 +216,7 @@ fn table(all: &[Context], reports: &[Report], now: i64) -> String {
         let last = r.record.as_ref().map_or("none".to_string(), |rec| {
             format!(
                 "{}, {}",
-                output::clock(rec.last_refresh_at, now),
+                tokenkeeper::refresh::format_time(rec.last_refresh_at),
                 rec.outcome.as_str().replace('_', " ")
             )
         });

@@ -65,6 +65,26 @@ fn gemini_exit_41_with_its_line_gives_one_clear_line_and_exit_77() {
     assert_eq!(s.server.stats().token_requests, 0);
 }
 
+/// The failure line names the expiry as an unambiguous time (year, seconds, zone), the same
+/// spelling `refresh` and `status` use.
+#[test]
+fn the_failure_line_names_the_expiry_with_its_year() {
+    let s = gemini::sandbox();
+    gemini::login(&s, 50 * 60_000);
+    let program = script(&s, "gemini", &format!("echo '{MANUAL}' >&2\nexit 41"));
+    let r = exec_gemini(&s, &program, &[]);
+    let own = own_lines(&r.stderr);
+    let at = own[0]
+        .split(" expires at ")
+        .nth(1)
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default();
+    let parsed = jiff::civil::DateTime::strptime("%Y-%m-%d %H:%M:%S UTC", at);
+    assert!(parsed.is_ok(), "not a full time: {at:?} in {r:?}");
+}
+
 #[test]
 fn gemini_exit_41_without_a_line_is_an_auth_failure_too() {
     let s = gemini::sandbox();

@@ -469,3 +469,21 @@ fn help_never_shows_the_store_password_from_the_environment() {
     assert!(run.stdout.contains("TOKENKEEPER_STORE"), "{}", run.stdout);
     assert!(!run.stdout.contains("hunter2"), "{}", run.stdout);
 }
+
+/// A mistyped provider is the command line's mistake (exit 2), with the nearest name; an option
+/// of exec's mistyped before `--` is not a program to run.
+#[test]
+fn typos_on_the_command_line_are_usage_errors_with_a_suggestion() {
+    let sandbox = Sandbox::new();
+    sandbox.login(8 * 3_600_000);
+    let run = sandbox.run(&["--provider", "claud", "status"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("did you mean 'claude'?"), "{run:?}");
+    assert!(!run.stderr.contains("config file"), "{run:?}");
+    let run = sandbox.run(&["exec", "--min-tll", "1h", "--", "true"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("'--min-tll'") && run.stderr.contains("before `--`"),
+        "{run:?}"
+    );
+}
