@@ -139,7 +139,12 @@ enum Command {
         shell: clap_complete::Shell,
     },
     /// Print the man page (roff; e.g. `tokenkeeper man | man -l -`).
-    Man,
+    Man {
+        /// Write every page instead: tokenkeeper.1 and one per command (tokenkeeper-status.1,
+        /// tokenkeeper-service-print.1, ...) into DIR.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// `--version`: the version and the commit it was built from (build.rs), e.g.
@@ -394,7 +399,7 @@ pub fn run() -> ExitCode {
         Command::Demo(args) => demo::run(args, cli.quiet),
         Command::Fleet(args) => fleet::run(&cli, args),
         Command::Completions { shell } => generate::completions(*shell),
-        Command::Man => generate::man(),
+        Command::Man { dir } => generate::man(dir.as_deref()),
         Command::Service(args) => {
             service::run(args, cli.config.as_deref(), cli.credentials.as_deref())
         }

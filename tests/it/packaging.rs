@@ -125,20 +125,11 @@ fn man_page_is_roff_that_names_every_subcommand() {
         );
     }
 
-    if have_program("groff") {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("tokenkeeper.1");
-        std::fs::write(&file, &page).unwrap();
-        // -ww: every warning; -z: no output, only the parse. roff warns on stderr.
-        let check = Run::from(
-            Command::new("groff")
-                .args(["-man", "-Tutf8", "-ww", "-z"])
-                .arg(&file)
-                .output()
-                .expect("run groff"),
-        );
-        assert_eq!(check.code, 0, "{check:?}");
-        assert_eq!(check.stderr, "", "groff warns: {check:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokenkeeper.1");
+    std::fs::write(&file, &page).unwrap();
+    if let Some(warnings) = groff_warnings(&file) {
+        assert_eq!(warnings, "", "groff warns");
         let text = Run::from(
             Command::new("groff")
                 .args(["-man", "-Tutf8", "-P-c", "-P-b", "-P-u"])
@@ -160,6 +151,51 @@ fn man_page_is_roff_that_names_every_subcommand() {
     } else {
         eprintln!("groff is not installed: the man page was not rendered");
     }
+}
+
+/// groff's warnings about `page` (every warning on, no output): none for valid roff. `None`
+/// when groff is not installed.
+fn groff_warnings(page: &std::path::Path) -> Option<String> {
+    if !have_program("groff") {
+        return None;
+    }
+    let check = Run::from(
+        Command::new("groff")
+            .args(["-man", "-Tutf8", "-ww", "-z"])
+            .arg(page)
+            .output()
+            .expect("run groff"),
+    );
+    assert_eq!(check.code, 0, "{check:?}");
+    Some(check.stderr)
+}
+
+#[test]
+fn man_dir_writes_a_page_for_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let pages = dir.path().join("man1");
+    let run = run_bin(&["man", "--dir", pages.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    // The main page is the one `tokenkeeper man` prints.
+    let main = std::fs::read_to_string(pages.join("tokenkeeper.1")).unwrap();
+    assert_eq!(main, run_bin(&["man"]).stdout);
+    let mut expected = vec!["tokenkeeper.1".to_string()];
+    expected.extend(subcommands().iter().map(|c| format!("tokenkeeper-{c}.1")));
+    expected.push("tokenkeeper-service-print.1".into());
+    for name in &expected {
+        let path = pages.join(name);
+        let page = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let title = name.trim_end_matches(".1");
+        assert!(
+            page.contains(&format!(".TH {title} 1 ")),
+            "{name} has no title:\n{page}"
+        );
+        if let Some(warnings) = groff_warnings(&path) {
+            assert_eq!(warnings, "", "{name}");
+        }
+    }
+    let refresh = std::fs::read_to_string(pages.join("tokenkeeper-refresh.1")).unwrap();
+    assert!(refresh.contains("\\-\\-force"), "{refresh}");
 }
 
 #[test]
