@@ -6,6 +6,7 @@ mod demo;
 mod exec;
 #[cfg_attr(not(feature = "fleet"), path = "no_fleet.rs")]
 mod fleet;
+mod generate;
 mod logging;
 mod output;
 mod refresh;
@@ -29,7 +30,7 @@ use tokenkeeper::{Error, ErrorKind};
 /// Keeps the OAuth logins of AI coding CLIs fresh: one refresh at a time across every process,
 /// rotated tokens never lost.
 #[derive(Parser, Debug)]
-#[command(name = "tokenkeeper", version, about, after_help = EXIT_CODES)]
+#[command(name = "tokenkeeper", version = VERSION, about, after_help = EXIT_CODES)]
 pub struct Cli {
     /// Which login: claude, codex, gemini, or the name of a [[login]] in the config file
     /// [default: claude; exec: the one of the command it runs; status and daemon: every login
@@ -128,7 +129,30 @@ enum Command {
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         min_ttl: Option<Duration>,
     },
+    /// Print the completion script for a shell (e.g. to
+    /// /usr/share/bash-completion/completions/tokenkeeper).
+    Completions {
+        /// The shell the script is for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff; e.g. `tokenkeeper man | man -l -`).
+    Man {
+        /// Write every page instead: tokenkeeper.1 and one per command (tokenkeeper-status.1,
+        /// tokenkeeper-service-print.1, ...) into DIR.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
+
+/// `--version`: the version and the commit it was built from (build.rs), e.g.
+/// `0.1.0 (2613c18 2026-12-07)`.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("TOKENKEEPER_BUILD_COMMIT"),
+    ")"
+);
 
 const EXIT_CODES: &str = "Exit codes: 0 ok, 2 usage, 69 token endpoint unavailable, 74 new tokens \
 could not be saved (kept in a recovery file), 75 lock not obtained in time, 77 login dead, \
@@ -369,6 +393,8 @@ pub fn run() -> ExitCode {
         Command::Daemon(args) => daemon::run(&cli, args),
         Command::Demo(args) => demo::run(args, cli.quiet),
         Command::Fleet(args) => fleet::run(&cli, args),
+        Command::Completions { shell } => generate::completions(*shell),
+        Command::Man { dir } => generate::man(dir.as_deref()),
         Command::Service(args) => {
             service::run(args, cli.config.as_deref(), cli.credentials.as_deref())
         }

@@ -343,3 +343,22 @@ pub fn run_within(cmd: &mut Command, limit: std::time::Duration) -> Run {
     }
     Run::from(child.wait_with_output().expect("wait"))
 }
+
+/// Runs the binary with `args` alone: no sandbox, for commands that read no login.
+pub fn run_bin(args: &[&str]) -> Run {
+    Run::from(
+        Command::new(BIN)
+            .args(args)
+            .output()
+            .expect("run tokenkeeper"),
+    )
+}
+
+/// True when `program` runs (`program --version` starts), for tests that use a tool the
+/// machine may lack.
+pub fn have_program(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
