@@ -230,16 +230,16 @@ impl FleetDaemon {
             let t = &self.kept.logins[i];
             let job = t.keeper.job();
             fleet_refresh::fetch_unchecked(store, &fleet, &job).map(|shared| {
-                let witnessed = rollback::witness(&fleet, &job, &shared);
-                (shared, witnessed)
+                let checked = rollback::check(&fleet, &job, &shared);
+                (shared, checked)
             })
         };
-        let shared = match fetched {
+        let (shared, newer) = match fetched {
             Ok((_, Err(e))) => {
                 self.reachable(now);
                 return self.rolled_back(i, &e, now);
             }
-            Ok((s, Ok(()))) => s,
+            Ok((s, Ok(newer))) => (s, newer),
             Err(e) => return self.trouble(i, e, now),
         };
         self.reachable(now);
@@ -255,6 +255,12 @@ impl FleetDaemon {
                 ),
                 Ok(false) => {}
                 Err(e) => self.problem(i, &e),
+            }
+            // Recorded after the file is written: the new access token first.
+            if newer {
+                let key = fleet_refresh::state_key(&self.fleet, &shared.row.name);
+                let job = self.kept.logins[i].keeper.job();
+                rollback::record(&job, &key, &rollback::version(&shared));
             }
         }
         self.kept.show_expiry(i, &shared.login);

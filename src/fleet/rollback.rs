@@ -58,16 +58,23 @@ pub fn push_epoch(now: EpochMs, stored: Option<i64>, seen: Option<FleetSeen>) ->
 /// Checks the opened row against what this machine has seen, and records it when it is newer.
 /// A rollback is an error that says what happened and how to recover; nothing is recorded.
 pub fn witness(fleet: &Fleet, job: &Job<'_>, shared: &Shared) -> Result<(), Error> {
-    let key = state_key(fleet, &shared.row.name);
-    let seen = job.state.read_fleet_seen(&key);
+    if check(fleet, job, shared)? {
+        record(job, &state_key(fleet, &shared.row.name), &version(shared));
+    }
+    Ok(())
+}
+
+/// [`witness`] without recording: whether the row is newer than what this machine has seen (the
+/// caller records it with [`record`]), or the rollback error. Reads only.
+pub fn check(fleet: &Fleet, job: &Job<'_>, shared: &Shared) -> Result<bool, Error> {
+    let seen = job
+        .state
+        .read_fleet_seen(&state_key(fleet, &shared.row.name));
     let now = version(shared);
     if is_rollback(seen, now) {
         return Err(rolled_back(fleet, shared, seen.unwrap_or_default()));
     }
-    if seen != Some(now) {
-        record(job, &key, &now);
-    }
-    Ok(())
+    Ok(seen != Some(now))
 }
 
 /// Records a version this machine wrote itself (after a push: even one older than what it had
