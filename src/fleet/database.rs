@@ -185,8 +185,9 @@ impl Database {
     pub fn create_table(&mut self) -> Result<(), Error> {
         let shown = self.shown.clone();
         self.client
-            .batch_execute(&format!("{CREATE}; {CREATE_IN_FLIGHT}; {ADD_IN_FLIGHT_ID}"))
-            .map_err(|e| classify(e, &shown, "create the table in"))
+            .batch_execute(&format!("{CREATE}; {CREATE_IN_FLIGHT}"))
+            .map_err(|e| classify(e, &shown, "create the table in"))?;
+        self.ensure_in_flight_id()
     }
 
     /// Gives a `tokenkeeper_in_flight` made by an earlier version its `machine_id` column. Looks

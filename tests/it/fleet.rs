@@ -1357,3 +1357,47 @@ fn a_note_left_by_a_killed_request_is_not_taken_for_its_own_by_a_machine_of_the_
     assert_eq!(db.generation(), 2);
     b.assert_projection();
 }
+
+#[test]
+fn a_note_of_the_previous_version_is_nobodys_own_and_its_table_gains_the_machine_id() {
+    let server = short_lived(3600);
+    let db = TestDb::new();
+    let (machines, _) = fleet(1, &server, &db, 60_000);
+    let m1 = &machines[0];
+    m1.config("takeover_after = \"1s\"\n[claude]\nrequest_timeout = \"2s\"\n");
+    // The table as the previous version made it, with its note: m1 posted generation 1's token.
+    db.client()
+        .batch_execute(&format!(
+            "DROP TABLE tokenkeeper_in_flight; \
+             CREATE TABLE tokenkeeper_in_flight (name text PRIMARY KEY, generation bigint NOT NULL, \
+             machine text NOT NULL, since bigint NOT NULL); \
+             INSERT INTO tokenkeeper_in_flight VALUES ('claude', 1, 'm1', {})",
+            now_ms()
+        ))
+        .expect("the previous version's table");
+    let noted = Instant::now();
+    let run = m1.run(&server, &["token", "--min-ttl", "10m"]);
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr.contains("m1 posted the fleet's refresh token"),
+        "{run:?}"
+    );
+    assert_eq!(server.stats().token_requests, 0);
+    let ids: i64 = db
+        .client()
+        .query_one(
+            "SELECT count(*) FROM information_schema.columns \
+             WHERE table_name = 'tokenkeeper_in_flight' AND column_name = 'machine_id'",
+            &[],
+        )
+        .expect("columns")
+        .get(0);
+    assert_eq!(ids, 1, "the column was added");
+    if let Some(left) = Duration::from_millis(3500).checked_sub(noted.elapsed()) {
+        sleep(left);
+    }
+    let run = m1.run(&server, &["token", "--min-ttl", "10m"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(server.stats().token_requests, 1);
+    assert_eq!(db.generation(), 2);
+}
