@@ -173,4 +173,31 @@ mod tests {
             assert!(!is_rollback(seen, pushed));
         }
     }
+
+    #[test]
+    fn the_rollback_error_names_the_fix_and_holds_no_token() {
+        let key = crate::fleet::crypto::generate();
+        let env = |k: &str| (k == crate::fleet::crypto::KEY_ENV).then(|| key.clone());
+        let fleet = Fleet::resolve(
+            Some(crate::fleet::DatabaseUrl::new("postgres://bot:s3cret@db/x")),
+            &crate::fleet::StoreConfig::default(),
+            std::path::Path::new("/c/config.toml"),
+            &env,
+        )
+        .unwrap()
+        .unwrap();
+        let shared = crate::fleet::refresh::tests::shared("sk-ant-ort01-r", 10, &[], None);
+        let e = rolled_back(&fleet, &shared, v(0, 9));
+        let text = e.to_string();
+        assert!(is_rolled_back(&e), "{text}");
+        assert!(
+            text.contains("generation 4, older than generation 9")
+                && text.contains("`tokenkeeper fleet push --force`")
+                && !text.contains("sk-ant-")
+                && !text.contains("s3cret"),
+            "{text}"
+        );
+        let other = Error::Fleet(FleetError::Config("the store has no table".into()));
+        assert!(!is_rolled_back(&other));
+    }
 }
