@@ -24,8 +24,9 @@
 //! that names the fix, and its daemon sends one `store_rolled_back` alert. The fix is a fresh
 //! login on one machine and `tokenkeeper fleet push --force` there.
 //!
-//! A machine that has never seen the login (a new machine, a wiped state folder) cannot tell:
-//! it accepts what the store holds.
+//! Only a machine that has seen the newer version can tell: one that has not (a new machine, a
+//! wiped state folder, one without a daemon that was off meanwhile) accepts what the store
+//! holds. Daemons see every generation as it is written (they are woken by each write).
 
 use crate::error::{Error, FleetError};
 use crate::fleet::Fleet;
