@@ -22,6 +22,9 @@ pub enum Event {
     Recovered,
     LoginEnding,
     StoreUnreachable,
+    /// The fleet's store holds an older generation than this machine has seen (a restore from
+    /// a backup): its refresh token is spent, so nothing is posted until a new push.
+    StoreRolledBack,
 }
 
 impl Event {
@@ -32,6 +35,7 @@ impl Event {
             Event::Recovered => "recovered",
             Event::LoginEnding => "login_ending",
             Event::StoreUnreachable => "store_unreachable",
+            Event::StoreRolledBack => "store_rolled_back",
         }
     }
 }
@@ -374,6 +378,7 @@ mod tests {
             (Event::Recovered, "recovered"),
             (Event::LoginEnding, "login_ending"),
             (Event::StoreUnreachable, "store_unreachable"),
+            (Event::StoreRolledBack, "store_rolled_back"),
         ] {
             assert_eq!(event.as_str(), text);
             assert_eq!(serde_json::to_value(event).unwrap(), text);

@@ -9,7 +9,10 @@
 //! loop at every commit, so each machine's file gets a new access token within moments of the
 //! refresh that revoked the old one. While the store cannot be reached, the machine keeps its
 //! access token, sends one `store_unreachable` alert, tries again with backoff, and sends
-//! `recovered` when it can reach the store again.
+//! `recovered` when it can reach the store again. A store put back to an older version of the
+//! login than this machine has seen ([`rollback`](crate::fleet::rollback)) is neither refreshed
+//! nor copied into the machine's file: one `store_rolled_back` alert, then `recovered` once a
+//! new push appears.
 //!
 //! It is a [`Source`] of the daemon's one loop (`daemon::run`), and its decisions are the
 //! daemon's (`daemon::plan`); what is its own is reading the store, the row-lock refresh, the
@@ -25,6 +28,7 @@ use crate::fleet::Fleet;
 use crate::fleet::database::Database;
 use crate::fleet::local;
 use crate::fleet::refresh::{self as fleet_refresh, Shared};
+use crate::fleet::rollback;
 use crate::keeper::Keeper;
 use crate::login::{EpochMs, duration_ms};
 use crate::oauth::backoff::Backoff;
@@ -66,6 +70,8 @@ pub struct FleetDaemon {
     kept: Kept,
     store: Option<Database>,
     reach: Reach,
+    /// The providers whose store was found rolled back (and alerted once).
+    rolled_back: std::collections::BTreeSet<&'static str>,
 }
 
 impl FleetDaemon {
@@ -82,6 +88,7 @@ impl FleetDaemon {
             kept: Kept::new(logins, state, alerter, metrics, options),
             store: None,
             reach: Reach::default(),
+            rolled_back: std::collections::BTreeSet::new(),
         }
     }
 
@@ -105,16 +112,22 @@ impl FleetDaemon {
                 fleet.shown
             ))));
         }
+        // A rolled-back store is no reason to refuse either: the daemon alerts and waits for a
+        // new push.
         if let Some(crate::keeper::StoreReport { shared: Err(e), .. }) = logins[0].inspect_store()
             && !matches!(&e, Error::Fleet(f) if f.is_unreachable())
+            && !rollback::is_rolled_back(&e)
         {
             return Err(e);
         }
         FleetDaemon::listen(Arc::clone(&fleet), wake);
         tracing::info!(
-            "fleet daemon started (pid {}) as '{}', store {}, keeping {}",
+            "fleet daemon started (pid {}) as {}, store {}, keeping {}",
             std::process::id(),
-            fleet.machine,
+            crate::fleet::shown_machine(
+                &format!("'{}'", fleet.machine),
+                &crate::fleet::machine_id(&state)
+            ),
             fleet.shown,
             logins
                 .iter()
@@ -216,13 +229,21 @@ impl FleetDaemon {
             };
             let t = &self.kept.logins[i];
             let job = t.keeper.job();
-            fleet_refresh::fetch(store, &fleet, &job)
+            fleet_refresh::fetch_unchecked(store, &fleet, &job).map(|shared| {
+                let checked = rollback::check(&fleet, &job, &shared);
+                (shared, checked)
+            })
         };
-        let shared = match fetched {
-            Ok(s) => s,
+        let (shared, newer) = match fetched {
+            Ok((_, Err(e))) => {
+                self.reachable(now);
+                return self.rolled_back(i, &e, now);
+            }
+            Ok((s, Ok(newer))) => (s, newer),
             Err(e) => return self.trouble(i, e, now),
         };
         self.reachable(now);
+        self.rollback_over(i, &shared, now);
         {
             let t = &self.kept.logins[i];
             match local::project(&t.keeper.job(), &shared, None) {
@@ -234,6 +255,12 @@ impl FleetDaemon {
                 ),
                 Ok(false) => {}
                 Err(e) => self.problem(i, &e),
+            }
+            // Recorded after the file is written: the new access token first.
+            if newer {
+                let key = fleet_refresh::state_key(&self.fleet, &shared.row.name);
+                let job = self.kept.logins[i].keeper.job();
+                rollback::record(&job, &key, &rollback::version(&shared));
             }
         }
         self.kept.show_expiry(i, &shared.login);
@@ -361,6 +388,35 @@ impl FleetDaemon {
                 Some(now)
             }
             Err(e) => Some(self.kept.failed(i, &e, now)),
+        }
+    }
+
+    /// The store holds an older version of the login than this machine has seen: no refresh,
+    /// this machine's file left as it is, one alert; look again later (or at the next write).
+    fn rolled_back(&mut self, i: usize, e: &Error, now: EpochMs) -> Option<EpochMs> {
+        self.problem(i, e);
+        let provider = self.kept.logins[i].keeper.file.owner().provider;
+        if self.rolled_back.insert(provider) {
+            self.kept
+                .alert(i, Event::StoreRolledBack, e.to_string(), now);
+        }
+        self.kept.save(i);
+        Some(now.saturating_add(duration_ms(PROBLEM_RETRY)))
+    }
+
+    /// The store holds a login this machine accepts again after a rollback (a new push).
+    fn rollback_over(&mut self, i: usize, shared: &Shared, now: EpochMs) {
+        let owner = self.kept.logins[i].keeper.file.owner();
+        if self.rolled_back.remove(owner.provider) {
+            let message = format!(
+                "a new {} login was pushed to {} (generation {}) after the store was rolled back; the fleet keeps it fresh again",
+                owner.name, self.fleet.shown, shared.row.generation
+            );
+            tracing::info!("{message}");
+            let t = &mut self.kept.logins[i];
+            t.problem = None;
+            t.record.last_error = None;
+            self.kept.alert(i, Event::Recovered, message, now);
         }
     }
 

@@ -45,18 +45,30 @@ const CREATE: &str = "CREATE TABLE IF NOT EXISTS tokenkeeper_logins (
 /// transaction that writes generation N+1. A note left behind means that machine lost its
 /// connection or died with the request out: it may hold the new tokens in its recovery file,
 /// so no other machine posts that refresh token again until the note is old.
+///
+/// `machine_id` is the noting installation's identity (its state folder's `machine-id`): host
+/// names repeat (cloned VMs, containers), so a note is never taken for one's own by its name.
+/// Tables made by earlier versions gain the column ([`Database::ensure_in_flight_id`]); their
+/// notes read with an empty id, which is nobody's.
 const CREATE_IN_FLIGHT: &str = "CREATE TABLE IF NOT EXISTS tokenkeeper_in_flight (
     name       text PRIMARY KEY,
     generation bigint NOT NULL,
     machine    text NOT NULL,
-    since      bigint NOT NULL
+    since      bigint NOT NULL,
+    machine_id text NOT NULL DEFAULT ''
 )";
+
+/// The column earlier versions' `tokenkeeper_in_flight` lacks.
+const ADD_IN_FLIGHT_ID: &str = "ALTER TABLE tokenkeeper_in_flight ADD COLUMN IF NOT EXISTS machine_id text NOT NULL DEFAULT ''";
 
 /// A note that a machine posted a generation's refresh token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InFlight {
     pub generation: i64,
+    /// The noting machine's name (`[store] machine`, else its host name): for people only.
     pub machine: String,
+    /// The noting installation's id; empty in a note written by an earlier version.
+    pub machine_id: String,
     /// Epoch ms of the latest attempt.
     pub since: i64,
 }
@@ -174,24 +186,52 @@ impl Database {
         let shown = self.shown.clone();
         self.client
             .batch_execute(&format!("{CREATE}; {CREATE_IN_FLIGHT}"))
-            .map_err(|e| classify(e, &shown, "create the table in"))
+            .map_err(|e| classify(e, &shown, "create the table in"))?;
+        self.ensure_in_flight_id()
     }
 
-    /// Notes (committed at once) that `machine` is posting `generation`'s refresh token.
+    /// Gives a `tokenkeeper_in_flight` made by an earlier version its `machine_id` column. Looks
+    /// first, so that a store whose table has it already needs no right to alter it.
+    pub fn ensure_in_flight_id(&mut self) -> Result<(), Error> {
+        let shown = self.shown.clone();
+        let has = self
+            .client
+            .query(
+                "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('tokenkeeper_in_flight') \
+                 AND attname = 'machine_id' AND NOT attisdropped",
+                &[],
+            )
+            .map_err(|e| classify(e, &shown, "read"))?;
+        if has.is_empty() {
+            self.client.batch_execute(ADD_IN_FLIGHT_ID).map_err(|e| {
+                classify(
+                    e,
+                    &shown,
+                    "add the column machine_id to the table tokenkeeper_in_flight in",
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Notes (committed at once) that `machine` (installation `machine_id`) is posting
+    /// `generation`'s refresh token.
     pub fn note_in_flight(
         &mut self,
         name: &str,
         generation: i64,
         machine: &str,
+        machine_id: &str,
         now: i64,
     ) -> Result<(), Error> {
         let shown = self.shown.clone();
         self.client
             .execute(
-                "INSERT INTO tokenkeeper_in_flight (name, generation, machine, since) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE \
-                 SET generation = EXCLUDED.generation, machine = EXCLUDED.machine, since = EXCLUDED.since",
-                &[&name, &generation, &machine, &now],
+                "INSERT INTO tokenkeeper_in_flight (name, generation, machine, since, machine_id) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO UPDATE \
+                 SET generation = EXCLUDED.generation, machine = EXCLUDED.machine, \
+                 since = EXCLUDED.since, machine_id = EXCLUDED.machine_id",
+                &[&name, &generation, &machine, &now, &machine_id],
             )
             .map_err(|e| classify(e, &shown, "note the token request in"))?;
         Ok(())
@@ -277,7 +317,7 @@ impl Locked<'_> {
         let rows = self
             .tx
             .query(
-                "SELECT generation, machine, since FROM tokenkeeper_in_flight WHERE name = $1",
+                "SELECT generation, machine, since, machine_id FROM tokenkeeper_in_flight WHERE name = $1",
                 &[&name],
             )
             .map_err(|e| classify(e, self.shown, "read"))?;
@@ -285,6 +325,7 @@ impl Locked<'_> {
             generation: r.get(0),
             machine: r.get(1),
             since: r.get(2),
+            machine_id: r.get(3),
         }))
     }
 

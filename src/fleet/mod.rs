@@ -11,6 +11,13 @@
 //! - [`local`]: this machine's copy, without the refresh token.
 //! - [`push`]: `tokenkeeper fleet push`.
 //! - [`daemon`]: the watchdog of a fleet machine, woken by the store's notifications.
+//! - [`rollback`]: each machine remembers the newest version of the login it has seen and
+//!   refuses a store put back to an older one.
+//!
+//! Every installation has an identity of its own, [`machine_id`] (a random 128-bit id made once
+//! in its state folder), beside its name: names repeat (cloned VMs and containers share host
+//! names), so whatever must tell machines apart (the note of a token request under way) uses
+//! the id, and messages show both, `host (id 1a2b3c4d)`.
 //!
 //! Nothing changes for a single machine: without a `[store]`, the local file is the store.
 
@@ -20,6 +27,7 @@ pub mod database;
 pub mod local;
 pub mod push;
 pub mod refresh;
+pub mod rollback;
 pub mod shape;
 
 use crate::error::{Error, FleetError};
@@ -206,6 +214,29 @@ fn mask(url: &str) -> String {
     out
 }
 
+/// This installation's identity: 32 hex digits, made once in the state folder (`machine-id`,
+/// 0600) and kept. Where it cannot be written, a new one for this process alone, with a
+/// warning: such a process never takes a note of a token request for its own.
+pub fn machine_id(state: &crate::storage::state::StateDir) -> String {
+    let fresh = || crypto::generate()[..32].to_string();
+    state.machine_id(&fresh).unwrap_or_else(|e| {
+        tracing::warn!(
+            "could not keep this machine's id in {}: {e}; using one for this process only",
+            state.root().display()
+        );
+        fresh()
+    })
+}
+
+/// A machine as messages show it: `host (id 1a2b3c4d)`, or the name alone for a note written by
+/// an earlier version (no id).
+pub fn shown_machine(name: &str, id: &str) -> String {
+    match id.get(..8) {
+        Some(short) => format!("{name} (id {short})"),
+        None => name.to_string(),
+    }
+}
+
 /// This machine's host name, or "unknown".
 #[cfg(unix)]
 pub fn host_name() -> String {
@@ -352,6 +383,7 @@ mod tests {
             login: serde_json::json!({"claudeAiOauth": {"accessToken": "sk-ant-oat01-a", "refreshToken": "sk-ant-ort01-r"}}),
             spent: vec!["0a1b2c3d".into()],
             rejected: None,
+            epoch: 0,
         };
         let shown = format!("{payload:?}");
         assert!(!shown.contains("sk-ant-"), "{shown}");

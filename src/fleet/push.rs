@@ -2,16 +2,23 @@
 //! the CLI's own refresh locks (so nothing refreshes it meanwhile), writes it as the next
 //! generation under the row lock (creating the tables on first use), and leaves this machine's
 //! file without its refresh token, like every other machine's.
+//!
+//! Every push writes a new push marker (the epoch, see [`rollback`](crate::fleet::rollback)), so
+//! that machines accept it even when it lowers or restarts the generation.
 
 use crate::error::{Error, FleetError};
 use crate::fleet::Fleet;
 use crate::fleet::database::Row;
 use crate::fleet::local::project;
-use crate::fleet::refresh::{Payload, Shared, connect, idle_timeout, name_and_shape, open, seal};
+use crate::fleet::refresh::{
+    Payload, Shared, connect, idle_timeout, name_and_shape, open, seal, state_key,
+};
+use crate::fleet::rollback;
 use crate::lock::own_lock;
 use crate::lock::take::Waits;
 use crate::login::{Login, now_ms};
 use crate::refresh::Job;
+use crate::storage::state::FleetSeen;
 use std::time::Instant;
 
 /// What `fleet push` did.
@@ -66,9 +73,11 @@ pub fn push(fleet: &Fleet, job: &Job<'_>, force: bool) -> Result<Pushed, Error> 
     let existing = tx.lock(name)?;
     let now = now_ms();
     let replaced = existing.as_ref().map(|r| r.generation);
+    let mut stored_epoch = None;
     if let Some(row) = &existing {
         match open(fleet, job, row.clone()) {
             Ok(current) => {
+                stored_epoch = Some(current.payload.epoch);
                 let verdict = push_verdict(&current, &login, force);
                 if verdict == PushVerdict::AlreadyThere {
                     drop(tx);
@@ -94,10 +103,15 @@ pub fn push(fleet: &Fleet, job: &Job<'_>, force: bool) -> Result<Pushed, Error> 
             Err(_) => {}
         }
     }
+    // A new push marker: this push is newer than anything the store or this machine has seen,
+    // even where it lowers or restarts the generation (see `rollback`).
+    let key = state_key(fleet, name);
+    let epoch = rollback::push_epoch(now, stored_epoch, job.state.read_fleet_seen(&key));
     let payload = Payload {
         login: shape.extract(&snap.doc),
         spent: Vec::new(),
         rejected: None,
+        epoch,
     };
     let generation = replaced.map_or(1, |g| g + 1);
     let base = Row {
@@ -122,6 +136,7 @@ pub fn push(fleet: &Fleet, job: &Job<'_>, force: bool) -> Result<Pushed, Error> 
     let row = seal(fleet, &base, &payload, generation);
     tx.write(&row, replaced)?;
     tx.commit()?;
+    rollback::record(job, &key, &FleetSeen { epoch, generation });
     let shared = Shared {
         row,
         payload,

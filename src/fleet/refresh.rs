@@ -24,6 +24,7 @@ use crate::error::{Error, FleetError};
 use crate::fleet::Fleet;
 use crate::fleet::database::{self, Database, Locked, Row};
 use crate::fleet::local::project;
+use crate::fleet::rollback;
 use crate::fleet::shape::{self, Shape};
 use crate::lock::interrupt;
 use crate::login::{EpochMs, Login, now_ms};
@@ -52,6 +53,10 @@ pub struct Payload {
     /// Fingerprint of a refresh token the server rejected: the login is dead until a push.
     #[serde(default)]
     pub rejected: Option<String>,
+    /// The push marker ([`rollback`](crate::fleet::rollback)): set by every push, kept by every
+    /// other write; 0 in a login pushed by an earlier version.
+    #[serde(default)]
+    pub epoch: i64,
 }
 
 impl std::fmt::Debug for Payload {
@@ -60,6 +65,7 @@ impl std::fmt::Debug for Payload {
             .field("login", &crate::secret::REDACTED)
             .field("spent", &self.spent)
             .field("rejected", &self.rejected)
+            .field("epoch", &self.epoch)
             .finish()
     }
 }
@@ -138,8 +144,20 @@ pub fn open(fleet: &Fleet, job: &Job<'_>, row: Row) -> Result<Shared, Error> {
     })
 }
 
-/// Reads and opens the login's row (no lock). No table or no row: an error that says to push.
+/// Reads and opens the login's row (no lock), and refuses a row older than this machine has
+/// seen ([`rollback::witness`]). No table or no row: an error that says to push.
 pub fn fetch(store: &mut Database, fleet: &Fleet, job: &Job<'_>) -> Result<Shared, Error> {
+    let shared = fetch_unchecked(store, fleet, job)?;
+    rollback::witness(fleet, job, &shared)?;
+    Ok(shared)
+}
+
+/// [`fetch`] without the rollback check: the caller makes it ([`rollback::witness`]).
+pub fn fetch_unchecked(
+    store: &mut Database,
+    fleet: &Fleet,
+    job: &Job<'_>,
+) -> Result<Shared, Error> {
     let (name, _) = name_and_shape(job)?;
     match store.fetch(name)? {
         Some(row) => open(fleet, job, row),
@@ -297,14 +315,18 @@ fn locked_refresh(
     let key = state_key(fleet, name);
     interrupt::protect();
     let _refreshing = interrupt::refreshing();
+    store.ensure_in_flight_id()?;
     let mut tx = store.begin(job.settings.lock_timeout, idle_timeout(job))?;
     let Some(row) = tx.lock(name)? else {
         return Err(database::no_login(&fleet.shown, Some(name)));
     };
     let current = open(fleet, job, row)?;
+    // A row put back from a backup: its refresh token is spent. Nothing is posted or written.
+    rollback::witness(fleet, job, &current)?;
 
     if let Some(restored) = restore_recovery(&mut tx, fleet, job, &key, &current)? {
         tx.commit()?;
+        rollback::record(job, &key, &rollback::version(&restored));
         job.state.remove_recovery(&key);
         tracing::info!("wrote the tokens kept in this machine's recovery file into the store");
         return Ok(Synced::new(Action::Restored, restored, 0));
@@ -335,22 +357,31 @@ fn locked_refresh(
         return Err(dead(fleet, job, &current, None));
     }
     let patience = job.settings.request_timeout + fleet.takeover_after;
+    let machine_id = crate::fleet::machine_id(job.state);
+    // Our own note is one we can account for: our id on it, and the answer in our recovery
+    // file (which restore_recovery would have written, so in practice we wait like the others).
+    let holds_answer = job
+        .state
+        .read_recovery(&key)
+        .is_some_and(|(_, r)| r.posted_refresh == current.login.refresh_token.fingerprint());
+    let ours = Ours {
+        machine_id: &machine_id,
+        holds_answer,
+    };
     if let Some(note) = tx.in_flight(name)?
-        && let Some(until) =
-            unfinished_request(&note, current.row.generation, &fleet.machine, patience)
+        && let Some(until) = unfinished_request(&note, current.row.generation, &ours, patience)
     {
+        let who = crate::fleet::shown_machine(&note.machine, &note.machine_id);
         if now < until {
             return Err(Error::Fleet(FleetError::RowLocked(format!(
-                "{} posted the fleet's refresh token (generation {}) at {} and has not written the new tokens; they may be in its recovery file, so no other machine posts that token before {} ([store] takeover_after); try again then",
-                note.machine,
+                "{who} posted the fleet's refresh token (generation {}) at {} and has not written the new tokens; they may be in its recovery file, so no other machine posts that token before {} ([store] takeover_after); try again then",
                 note.generation,
                 crate::refresh::format_time(note.since),
                 crate::refresh::format_time(until)
             ))));
         }
         tracing::warn!(
-            "{} posted the fleet's refresh token at {} and never wrote the result; taking over",
-            note.machine,
+            "{who} posted the fleet's refresh token at {} and never wrote the result; taking over",
             crate::refresh::format_time(note.since)
         );
     }
@@ -364,6 +395,7 @@ fn locked_refresh(
         current: &current,
         tx: Some(tx),
         noter,
+        machine_id,
     };
     attempts::run(job, &mut round)
 }
@@ -379,6 +411,8 @@ struct Round<'r, 'j, 's> {
     /// The row lock; None once committed.
     tx: Option<Locked<'s>>,
     noter: Database,
+    /// This installation's id, for the note of our request.
+    machine_id: String,
 }
 
 impl Round<'_, '_, '_> {
@@ -406,8 +440,13 @@ impl Attempts for Round<'_, '_, '_> {
         // Never post without the lock: the database may have ended an idle transaction.
         self.tx.as_mut().ok_or_else(let_go)?.still_held()?;
         let (name, generation) = (self.name, self.current.row.generation);
-        self.noter
-            .note_in_flight(name, generation, &self.fleet.machine, now_ms())?;
+        self.noter.note_in_flight(
+            name,
+            generation,
+            &self.fleet.machine,
+            &self.machine_id,
+            now_ms(),
+        )?;
         Ok(Ready::Post {
             refresh: self.current.login.refresh_token.clone(),
             access: self.current.login.access_token.clone(),
@@ -429,6 +468,7 @@ impl Attempts for Round<'_, '_, '_> {
         if let Err(e) = self.write_and_commit(&next.row) {
             save_again(fleet, job, key, e)?;
         }
+        rollback::record(job, key, &rollback::version(&next));
         job.state.remove_recovery(key);
         tracing::info!(
             "refreshed the fleet's login: generation {}, access token expires {}",
@@ -453,8 +493,16 @@ impl Attempts for Round<'_, '_, '_> {
         row.updated_by = fleet.machine.clone();
         row.last_outcome = Some("dead".into());
         row.last_error = Some(reason.clone());
-        if let Err(e) = self.write_and_commit(&row) {
-            tracing::warn!("could not mark the login dead in the store: {e}");
+        match self.write_and_commit(&row) {
+            Ok(()) => rollback::record(
+                self.job,
+                self.key,
+                &crate::storage::state::FleetSeen {
+                    epoch: marked.payload.epoch,
+                    generation: row.generation,
+                },
+            ),
+            Err(e) => tracing::warn!("could not mark the login dead in the store: {e}"),
         }
         Err(dead(fleet, self.job, current, Some(&reason)))
     }
@@ -556,8 +604,13 @@ fn save_again(fleet: &Fleet, job: &Job<'_>, key: &str, first_error: Error) -> Re
                 return Err(database::no_login(&fleet.shown, Some(name)));
             };
             let current = open(fleet, job, row)?;
+            rollback::witness(fleet, job, &current)?;
             match restore_recovery(&mut tx, fleet, job, key, &current)? {
-                Some(_) => tx.commit(),
+                Some(restored) => {
+                    tx.commit()?;
+                    rollback::record(job, key, &rollback::version(&restored));
+                    Ok(())
+                }
                 None => Ok(()),
             }
         });
@@ -603,17 +656,30 @@ fn restore_recovery(
     Ok(Some(next))
 }
 
-/// When another machine's note says it posted `generation`'s refresh token and never wrote the
-/// result: the time until which no other machine may post that token (the request's timeout and
+/// What makes a note of a token request this machine's own.
+pub struct Ours<'a> {
+    /// This installation's id ([`crate::fleet::machine_id`]).
+    pub machine_id: &'a str,
+    /// This machine holds the answer to the request in its recovery file (the tokens it got for
+    /// the refresh token the store holds).
+    pub holds_answer: bool,
+}
+
+/// When a note says a machine posted `generation`'s refresh token and never wrote the result:
+/// the time until which no machine may post that token (the request's timeout and
 /// `[store] takeover_after` after the note). None when the note is for another generation, or
-/// is this machine's own (whose recovery file, if any, has been looked at already).
+/// is provably this machine's own: our id on it (never the name alone: names repeat across
+/// cloned machines; a note of an earlier version has no id and is nobody's) and the answer in
+/// our recovery file.
 pub fn unfinished_request(
     note: &database::InFlight,
     generation: i64,
-    machine: &str,
+    ours: &Ours<'_>,
     patience: Duration,
 ) -> Option<EpochMs> {
-    (note.generation == generation && note.machine != machine).then(|| {
+    let own =
+        !note.machine_id.is_empty() && note.machine_id == ours.machine_id && ours.holds_answer;
+    (note.generation == generation && !own).then(|| {
         note.since
             .saturating_add(crate::login::duration_ms(patience))
     })
@@ -665,6 +731,7 @@ pub(crate) mod tests {
                 login: Value::Null,
                 spent: spent.iter().map(|t| fingerprint(t)).collect(),
                 rejected: rejected.map(fingerprint),
+                epoch: 0,
             },
             login: login(refresh, expires_at),
         }
@@ -672,27 +739,87 @@ pub(crate) mod tests {
 
     #[test]
     fn only_another_machines_note_on_this_generation_holds_the_others_back() {
+        let id1 = "1a2b3c4d".repeat(4);
         let note = database::InFlight {
             generation: 7,
             machine: "m1".into(),
+            machine_id: id1.clone(),
             since: 1_000,
         };
         let patience = Duration::from_secs(150);
-        assert_eq!(unfinished_request(&note, 7, "m2", patience), Some(151_000));
+        let other = Ours {
+            machine_id: "9f8e7d6c5b4a39281706f5e4d3c2b1a0",
+            holds_answer: false,
+        };
+        let me = Ours {
+            machine_id: &id1,
+            holds_answer: true,
+        };
         assert_eq!(
-            unfinished_request(&note, 8, "m2", patience),
+            unfinished_request(&note, 7, &other, patience),
+            Some(151_000)
+        );
+        assert_eq!(
+            unfinished_request(&note, 8, &other, patience),
             None,
             "old note"
         );
-        assert_eq!(
-            unfinished_request(&note, 7, "m1", patience),
-            None,
-            "our own"
-        );
+        assert_eq!(unfinished_request(&note, 7, &me, patience), None, "our own");
         let far = database::InFlight {
             since: i64::MAX - 5,
-            ..note
+            ..note.clone()
         };
-        assert_eq!(unfinished_request(&far, 7, "m2", patience), Some(i64::MAX));
+        assert_eq!(
+            unfinished_request(&far, 7, &other, patience),
+            Some(i64::MAX)
+        );
+    }
+
+    #[test]
+    fn a_note_is_ours_only_with_our_id_and_the_answer_in_our_recovery_file() {
+        let id = "1a2b3c4d".repeat(4);
+        let patience = Duration::from_secs(150);
+        let note = |machine_id: &str| database::InFlight {
+            generation: 7,
+            machine: "twin".into(),
+            machine_id: machine_id.into(),
+            since: 1_000,
+        };
+        let holds = |holds_answer| Ours {
+            machine_id: &id,
+            holds_answer,
+        };
+        // The same name on a clone of this machine: another id.
+        let clone = note("0".repeat(32).as_str());
+        assert_eq!(
+            unfinished_request(&clone, 7, &holds(true), patience),
+            Some(151_000)
+        );
+        // Our id, but no answer here: the request may have been answered (and the token spent).
+        assert_eq!(
+            unfinished_request(&note(&id), 7, &holds(false), patience),
+            Some(151_000)
+        );
+        // A note of an earlier version (no id) is nobody's.
+        assert_eq!(
+            unfinished_request(&note(""), 7, &holds(true), patience),
+            Some(151_000)
+        );
+        assert_eq!(
+            unfinished_request(
+                &note(""),
+                7,
+                &Ours {
+                    machine_id: "",
+                    holds_answer: true
+                },
+                patience
+            ),
+            Some(151_000)
+        );
+        assert_eq!(
+            unfinished_request(&note(&id), 7, &holds(true), patience),
+            None
+        );
     }
 }

@@ -180,6 +180,17 @@ impl Recovery {
     }
 }
 
+/// The newest version of a fleet login this machine has seen in its store: the push epoch and,
+/// within it, the generation. Fleet mode refuses a store that goes back below it (a restore
+/// from a backup). No token, nothing derived from one.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FleetSeen {
+    /// The push marker: set by each `fleet push`, kept by every refresh.
+    #[serde(default)]
+    pub epoch: i64,
+    pub generation: i64,
+}
+
 impl StateDir {
     /// `$XDG_STATE_HOME/tokenkeeper`, else (Windows) `%LOCALAPPDATA%\tokenkeeper`, else
     /// `$HOME/.local/state/tokenkeeper`.
@@ -282,6 +293,60 @@ impl StateDir {
                 Err(Ok(pid.trim().parse().ok()))
             }
             Err(fs::TryLockError::Error(e)) => Err(Err(e)),
+        }
+    }
+
+    fn fleet_seen_path(&self, key: &str) -> PathBuf {
+        self.root.join("fleet").join(format!("{key}.json"))
+    }
+
+    /// What this machine has seen of a fleet login ([`FleetSeen`]), if anything.
+    pub fn read_fleet_seen(&self, key: &str) -> Option<FleetSeen> {
+        serde_json::from_slice(&fs::read(self.fleet_seen_path(key)).ok()?).ok()
+    }
+
+    pub fn write_fleet_seen(&self, key: &str, seen: &FleetSeen) -> io::Result<()> {
+        self.ensure("fleet")?;
+        let bytes = serde_json::to_vec_pretty(seen).map_err(io::Error::other)?;
+        write_atomic(&self.fleet_seen_path(key), &bytes)
+    }
+
+    /// This installation's identity (`machine-id`, 0600): made once with `fresh` (32 hex
+    /// digits), then read. Two processes making it at once agree: the file appears whole or
+    /// not at all (a link from a temp file), and the loser reads the winner's.
+    pub fn machine_id(&self, fresh: &dyn Fn() -> String) -> io::Result<String> {
+        let path = self.root.join("machine-id");
+        let valid = |t: &str| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit());
+        let read = || -> Option<String> {
+            let text = fs::read_to_string(&path).ok()?;
+            let text = text.trim().to_ascii_lowercase();
+            valid(&text).then_some(text)
+        };
+        if let Some(id) = read() {
+            return Ok(id);
+        }
+        self.ensure("fleet")?;
+        let id = fresh().trim().to_ascii_lowercase();
+        if !valid(&id) {
+            return Err(io::Error::other("a machine id is 32 hex digits"));
+        }
+        let temp = self
+            .root
+            .join(format!("machine-id.tmp.{}", std::process::id()));
+        write_atomic(&temp, format!("{id}\n").as_bytes())?;
+        let linked = fs::hard_link(&temp, &path);
+        let _ = fs::remove_file(&temp);
+        match linked {
+            Ok(()) => Ok(id),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match read() {
+                Some(id) => Ok(id),
+                None => {
+                    // Unreadable or damaged: replace it (nothing else refers to it).
+                    write_atomic(&path, format!("{id}\n").as_bytes())?;
+                    Ok(id)
+                }
+            },
+            Err(e) => Err(e),
         }
     }
 
@@ -562,6 +627,54 @@ mod tests {
         let read: Recovery = serde_json::from_str(oldest).unwrap();
         assert_eq!(read.access_token.expose(), "a");
         assert!(read.refresh_token.is_none() && read.id_token.is_none());
+    }
+
+    #[test]
+    fn the_machine_id_is_made_once_private_and_then_kept() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::at(dir.path().join("tk"));
+        let id = state
+            .machine_id(&|| "0123456789abcdef0123456789ABCDEF".into())
+            .unwrap();
+        assert_eq!(id, "0123456789abcdef0123456789abcdef");
+        let path = dir.path().join("tk/machine-id");
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let again = state.machine_id(&|| "f".repeat(32)).unwrap();
+        assert_eq!(again, id, "made once, then read");
+        fs::write(&path, "garbage").unwrap();
+        assert_eq!(
+            state.machine_id(&|| "e".repeat(32)).unwrap(),
+            "e".repeat(32)
+        );
+        assert!(
+            state.machine_id(&|| "short".into()).is_ok(),
+            "a good one is there"
+        );
+    }
+
+    #[test]
+    fn what_a_fleet_machine_has_seen_round_trips_and_reads_without_an_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::at(dir.path().join("tk"));
+        assert_eq!(state.read_fleet_seen("fleet-claude-x"), None);
+        let seen = FleetSeen {
+            epoch: 5,
+            generation: 9,
+        };
+        state.write_fleet_seen("fleet-claude-x", &seen).unwrap();
+        assert_eq!(state.read_fleet_seen("fleet-claude-x"), Some(seen));
+        let old: FleetSeen = serde_json::from_str(r#"{"generation": 3}"#).unwrap();
+        assert_eq!(
+            old,
+            FleetSeen {
+                epoch: 0,
+                generation: 3
+            }
+        );
     }
 
     #[test]

@@ -1187,3 +1187,217 @@ fn a_rejected_refresh_token_is_posted_once_for_the_whole_fleet_and_a_new_push_re
     }
     assert_eq!(server.stats().token_requests, 1);
 }
+
+#[test]
+fn a_store_put_back_from_a_backup_is_refused_without_a_token_request_until_a_new_push() {
+    let server = short_lived(3600);
+    let db = TestDb::new();
+    let (machines, _) = fleet(2, &server, &db, 7_200_000);
+    let (a, b) = (&machines[0], &machines[1]);
+    // A backup of the store as it is now: generation 1.
+    db.client()
+        .batch_execute("CREATE TABLE backup AS SELECT * FROM tokenkeeper_logins")
+        .expect("back the table up");
+    // b refreshes: generation 2, and generation 1's refresh token is spent.
+    let run = b.run(&server, &["refresh", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(db.generation(), 2);
+    assert_eq!(server.stats().token_requests, 1);
+    let b_token = b.access_token();
+    let alerts = b.dir.path().join("alerts.log");
+    let notify = format!(
+        "printf '%s %s\\n' \"$TOKENKEEPER_EVENT\" \"$TOKENKEEPER_PROVIDER\" >> {}",
+        alerts.display()
+    );
+    let daemon = b.daemon(&["--refresh-before", "10m", "--notify-command", &notify]);
+    wait_for("the daemon to start", Duration::from_secs(10), || {
+        fs::read_to_string(b.daemon_log())
+            .unwrap_or_default()
+            .contains("fleet daemon started")
+    });
+    // The store is restored from the backup (and someone's write wakes the daemons).
+    db.client()
+        .batch_execute(
+            "DELETE FROM tokenkeeper_logins; \
+             INSERT INTO tokenkeeper_logins SELECT * FROM backup; \
+             SELECT pg_notify('tokenkeeper_logins', 'claude 1')",
+        )
+        .expect("restore the table");
+    assert_eq!(db.generation(), 1);
+    for args in [
+        &["exec", "--min-ttl", "9h", "--", "true"][..],
+        &["refresh", "--force"][..],
+    ] {
+        let run = b.run(&server, args);
+        assert_ne!(run.code, 0, "{args:?}: {run:?}");
+        assert!(
+            run.stderr.contains("rolled back") && run.stderr.contains("fleet push --force"),
+            "{args:?}: {run:?}"
+        );
+        assert_eq!(
+            server.stats().token_requests,
+            1,
+            "{args:?}: the spent refresh token is never posted"
+        );
+    }
+    wait_for(
+        "the store_rolled_back alert",
+        Duration::from_secs(10),
+        || {
+            fs::read_to_string(&alerts)
+                .unwrap_or_default()
+                .contains("store_rolled_back")
+        },
+    );
+    // Woken again, the daemon does not alert again, nor take the old row's token.
+    db.client()
+        .batch_execute("SELECT pg_notify('tokenkeeper_logins', 'claude 1')")
+        .expect("notify");
+    sleep(Duration::from_secs(1));
+    assert_eq!(b.access_token(), b_token, "b keeps its own access token");
+    assert!(server.is_live_access(&b_token));
+    assert_eq!(server.stats().token_requests, 1);
+    // A fresh login pushed from one machine: generation 2 again, under a new push marker.
+    let fresh = server.issue_login();
+    a.write_login(&fresh, 7_200_000);
+    let run = a.run(&server, &["fleet", "push", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(db.generation(), 2);
+    let run = b.run(&server, &["exec", "--min-ttl", "9h", "--", "true"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(server.stats().token_requests, 2);
+    // a's copy is merely stale now: it takes the fleet's token, no request.
+    let run = a.run(&server, &["refresh", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(a.access_token(), b.access_token());
+    assert_eq!(server.stats().token_requests, 2);
+    let run = b.run(&server, &["refresh", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(server.stats().token_requests, 3);
+    wait_for("the recovered alert", Duration::from_secs(10), || {
+        fs::read_to_string(&alerts)
+            .unwrap_or_default()
+            .contains("recovered")
+    });
+    let run = stop(&server, b, daemon);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        fs::read_to_string(&alerts).unwrap(),
+        "store_rolled_back claude\nrecovered claude\n",
+        "{run:?}"
+    );
+    let stats = server.stats();
+    assert_eq!(stats.refreshes_ok, 3, "{stats:?}");
+    assert_eq!(
+        (stats.reused_refresh_tokens, stats.revoked_families),
+        (0, 0),
+        "{stats:?}"
+    );
+    for m in &machines {
+        m.assert_projection();
+    }
+}
+
+#[test]
+fn a_note_left_by_a_killed_request_is_not_taken_for_its_own_by_a_machine_of_the_same_name() {
+    let server = short_lived(3600);
+    let db = TestDb::new();
+    let key = key();
+    // Two clones: the same host name, the same `[store] machine`.
+    let a = Machine::new("twin", &db.url, &key, &server);
+    let b = Machine::new("twin", &db.url, &key, &server);
+    let login = server.issue_login();
+    a.write_login(&login, 60_000);
+    let run = a.run(&server, &["fleet", "push"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    for m in [&a, &b] {
+        m.config("takeover_after = \"1s\"\n[claude]\nrequest_timeout = \"3s\"\n");
+    }
+    // a posts the refresh token and is killed before the answer reaches the store.
+    server.push_fault(Fault::Hang(Duration::from_secs(30)));
+    let mut child = a
+        .cmd(&["token", "--min-ttl", "10m"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn a");
+    wait_for("a's token request", Duration::from_secs(10), || {
+        server.stats().token_requests == 1
+    });
+    let noted = Instant::now();
+    let _ = child.kill();
+    let _ = child.wait();
+    // b, of the same name, finds a's note: not its own, so it does not post that token.
+    let run = b.run(&server, &["token", "--min-ttl", "10m"]);
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr.contains("twin (id ") && run.stderr.contains("posted the fleet's refresh token"),
+        "{run:?}"
+    );
+    assert_eq!(server.stats().token_requests, 1, "b posted a's token");
+    assert_eq!(db.generation(), 1);
+    // Once request_timeout and takeover_after have passed, b takes over.
+    if let Some(left) = Duration::from_millis(4500).checked_sub(noted.elapsed()) {
+        sleep(left);
+    }
+    let run = b.run(&server, &["token", "--min-ttl", "10m"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("taking over"), "{run:?}");
+    let stats = server.stats();
+    assert_eq!(
+        (stats.token_requests, stats.refreshes_ok),
+        (2, 1),
+        "{stats:?}"
+    );
+    assert_eq!(
+        (stats.reused_refresh_tokens, stats.revoked_families),
+        (0, 0),
+        "{stats:?}"
+    );
+    assert_eq!(db.generation(), 2);
+    b.assert_projection();
+}
+
+#[test]
+fn a_note_of_the_previous_version_is_nobodys_own_and_its_table_gains_the_machine_id() {
+    let server = short_lived(3600);
+    let db = TestDb::new();
+    let (machines, _) = fleet(1, &server, &db, 60_000);
+    let m1 = &machines[0];
+    m1.config("takeover_after = \"1s\"\n[claude]\nrequest_timeout = \"2s\"\n");
+    // The table as the previous version made it, with its note: m1 posted generation 1's token.
+    db.client()
+        .batch_execute(&format!(
+            "DROP TABLE tokenkeeper_in_flight; \
+             CREATE TABLE tokenkeeper_in_flight (name text PRIMARY KEY, generation bigint NOT NULL, \
+             machine text NOT NULL, since bigint NOT NULL); \
+             INSERT INTO tokenkeeper_in_flight VALUES ('claude', 1, 'm1', {})",
+            now_ms()
+        ))
+        .expect("the previous version's table");
+    let noted = Instant::now();
+    let run = m1.run(&server, &["token", "--min-ttl", "10m"]);
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr.contains("m1 posted the fleet's refresh token"),
+        "{run:?}"
+    );
+    assert_eq!(server.stats().token_requests, 0);
+    let ids: i64 = db
+        .client()
+        .query_one(
+            "SELECT count(*) FROM information_schema.columns \
+             WHERE table_name = 'tokenkeeper_in_flight' AND column_name = 'machine_id'",
+            &[],
+        )
+        .expect("columns")
+        .get(0);
+    assert_eq!(ids, 1, "the column was added");
+    if let Some(left) = Duration::from_millis(3500).checked_sub(noted.elapsed()) {
+        sleep(left);
+    }
+    let run = m1.run(&server, &["token", "--min-ttl", "10m"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(server.stats().token_requests, 1);
+    assert_eq!(db.generation(), 2);
+}
