@@ -178,6 +178,10 @@ pub enum FleetError {
     /// The fleet's login is dead: a person logs in again and pushes.
     #[error("{0}")]
     Dead(String),
+    /// The store holds an older login than this machine has seen (restored from a backup):
+    /// its refresh token is spent; a person logs in again and pushes with `--force`.
+    #[error("{0}")]
+    RolledBack(String),
     /// Another machine holds the row (or its refresh) for now: try again later.
     #[error("{0}")]
     RowLocked(String),
@@ -197,7 +201,7 @@ impl FleetError {
         match self {
             FleetError::Unreachable(_) => ErrorKind::Unavailable,
             FleetError::NotWritten(_) => ErrorKind::SaveFailed,
-            FleetError::Config(_) => ErrorKind::Config,
+            FleetError::Config(_) | FleetError::RolledBack(_) => ErrorKind::Config,
             FleetError::Dead(_) => ErrorKind::Dead,
             FleetError::RowLocked(_) => ErrorKind::LockTimeout,
             FleetError::LocalFile(_) => ErrorKind::Credentials,
@@ -233,6 +237,7 @@ mod tests {
             (e(FleetError::Unreachable), ErrorKind::Unavailable, true),
             (e(FleetError::NotWritten), ErrorKind::SaveFailed, true),
             (e(FleetError::Config), ErrorKind::Config, false),
+            (e(FleetError::RolledBack), ErrorKind::Config, false),
             (e(FleetError::Dead), ErrorKind::Dead, false),
             (e(FleetError::RowLocked), ErrorKind::LockTimeout, false),
             (e(FleetError::LocalFile), ErrorKind::Credentials, false),

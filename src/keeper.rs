@@ -42,6 +42,9 @@ pub enum StoreReport {}
 #[cfg(feature = "fleet")]
 pub struct StoreReport {
     pub store: String,
+    /// This machine as the fleet knows it: `host (id 1a2b3c4d)`, or the bare name before the
+    /// installation has an id.
+    pub machine: String,
     pub shared: Result<Shared, Error>,
 }
 
@@ -119,8 +122,10 @@ impl Keeper {
         let job = self.job();
         let shared = fleet_refresh::connect(fleet)
             .and_then(|mut store| fleet_refresh::fetch(&mut store, fleet, &job));
+        let id = self.state.existing_machine_id().unwrap_or_default();
         Some(StoreReport {
             store: fleet.shown.clone(),
+            machine: crate::fleet::shown_machine(&fleet.machine, &id),
             shared,
         })
     }

@@ -187,7 +187,8 @@ pub fn state(
 
 /// `status`'s lines about the store.
 pub fn store_lines(store: &StoreReport, now: i64) -> String {
-    let mut out = format!("  store         {}", store.store);
+    let mut out = format!("  machine       {}\n", store.machine);
+    out += &format!("  store         {}", store.store);
     if let Ok(shared) = &store.shared {
         let row = &shared.row;
         out += &format!(", generation {}", row.generation);
@@ -217,6 +218,7 @@ pub fn store_json(store: &StoreReport) -> serde_json::Value {
             let row = &shared.row;
             serde_json::json!({
                 "url": store.store,
+                "machine": store.machine,
                 "generation": row.generation,
                 "updated_by": row.updated_by,
                 "updated_at": output::rfc3339(row.updated_at),
@@ -226,6 +228,10 @@ pub fn store_json(store: &StoreReport) -> serde_json::Value {
                 "error": serde_json::Value::Null,
             })
         }
-        Err(e) => serde_json::json!({ "url": store.store, "error": e.to_string() }),
+        Err(e) => serde_json::json!({
+            "url": store.store,
+            "machine": store.machine,
+            "error": e.to_string(),
+        }),
     }
 }

@@ -100,18 +100,15 @@ pub fn rolled_back(fleet: &Fleet, shared: &Shared, seen: FleetSeen) -> Error {
             now.generation, seen.generation
         )
     };
-    Error::Fleet(FleetError::Config(format!(
-        "the store {}{MARK}the login '{}' there is {what} (restored from a backup?). Its refresh token was spent already and posting it would get the login revoked, so tokenkeeper makes no token request; this machine keeps its own access token while it lasts. To recover, log in again on one machine and run `tokenkeeper fleet push --force` there",
+    Error::Fleet(FleetError::RolledBack(format!(
+        "the store {} was rolled back: the login '{}' there is {what} (restored from a backup?). Its refresh token was spent already and posting it would get the login revoked, so tokenkeeper makes no token request; this machine keeps its own access token while it lasts. To recover, log in again on one machine and run `tokenkeeper fleet push --force` there",
         fleet.shown, shared.row.name
     )))
 }
 
-/// What names [`rolled_back`]'s error among the configuration errors.
-const MARK: &str = " was rolled back: ";
-
 /// Whether an error is [`rolled_back`]'s.
 pub fn is_rolled_back(e: &Error) -> bool {
-    matches!(e, Error::Fleet(FleetError::Config(m)) if m.contains(MARK))
+    matches!(e, Error::Fleet(FleetError::RolledBack(_)))
 }
 
 #[cfg(test)]

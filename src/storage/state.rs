@@ -314,6 +314,14 @@ impl StateDir {
     /// This installation's identity (`machine-id`, 0600): made once with `fresh` (32 hex
     /// digits), then read. Two processes making it at once agree: the file appears whole or
     /// not at all (a link from a temp file), and the loser reads the winner's.
+    /// This installation's id if it has one already; creates nothing (for `status`).
+    pub fn existing_machine_id(&self) -> Option<String> {
+        let bytes =
+            crate::storage::bounded::read_regular(&self.root.join("machine-id"), 64).ok()?;
+        let text = String::from_utf8(bytes).ok()?.trim().to_ascii_lowercase();
+        (text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit())).then_some(text)
+    }
+
     pub fn machine_id(&self, fresh: &dyn Fn() -> String) -> io::Result<String> {
         let path = self.root.join("machine-id");
         let valid = |t: &str| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit());

@@ -387,9 +387,13 @@ fn push_puts_the_login_in_the_store_and_each_machine_gets_it_without_the_refresh
     assert!(run.stdout.contains("claude: fresh"), "{run:?}");
     assert!(run.stdout.contains("generation 1"), "{run:?}");
     assert!(run.stdout.contains("pushed by     m1"), "{run:?}");
+    // This machine as the fleet knows it: its name (with its installation's id once a request
+    // has made one; status itself creates nothing).
+    assert!(run.stdout.contains("  machine       m2\n"), "{run:?}");
     let run = b.run(&server, &["status", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("json");
     assert_eq!(v["logins"][0]["store"]["generation"], 1, "{run:?}");
+    assert_eq!(v["logins"][0]["store"]["machine"], "m2", "{run:?}");
     assert_eq!(v["logins"][0]["state"], "fresh");
 }
 
