@@ -300,7 +300,7 @@ impl TokenEndpoint {
         let result = builder.send(&bytes[..]);
         let mut response = match result {
             Ok(r) => r,
-            Err(e) => return transport_failure(&e),
+            Err(e) => return transport_failure(&e, &self.url),
         };
         let status = response.status().as_u16();
         let retry_after = response
@@ -322,29 +322,133 @@ impl TokenEndpoint {
             .read_to_vec()
         {
             Ok(b) => b,
-            Err(e) => return transport_failure(&e),
+            Err(e) => return transport_failure(&e, &self.url),
         };
         classify(status, retry_after.as_deref(), &body, rule)
     }
 }
 
-fn transport_failure(e: &ureq::Error) -> Reply {
-    let reason = match e {
-        ureq::Error::Timeout(_) => "no answer before the timeout".to_string(),
-        ureq::Error::HostNotFound => "host not found".to_string(),
-        ureq::Error::ConnectionFailed => "connection failed".to_string(),
-        ureq::Error::Io(io) => format!("network error: {}", io.kind()),
-        other => format!("request failed: {other}"),
-    };
+fn transport_failure(e: &ureq::Error, url: &str) -> Reply {
+    let host = host_of(url);
+    // `-v` shows every cause; the one line says which step failed and what fixes it.
+    tracing::debug!("the request to {host} failed: {}", cause_chain(e));
     Reply::Transient {
-        reason,
+        reason: describe_transport(e, &host),
         retry_after: None,
     }
+}
+
+/// `host[:port]` of a URL, for messages (never its path or query).
+fn host_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    // Credentials in a URL are never shown.
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    clean(host)
+}
+
+/// An error and each of its causes, `: `-separated.
+fn cause_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    clean(&text)
+}
+
+/// Which step of reaching the endpoint failed (name lookup, connection, TLS handshake, proxy,
+/// the answer) and the fix a person can make. Pure, so each case is tested without a network.
+fn describe_transport(e: &ureq::Error, host: &str) -> String {
+    const PROXY: &str =
+        "if this network needs a proxy, set HTTPS_PROXY (see docs/troubleshooting.md)";
+    let dns =
+        || format!("cannot resolve {host} (DNS lookup failed); check the network, or {PROXY}");
+    match e {
+        ureq::Error::Timeout(_) => format!("no answer before the timeout from {host}"),
+        ureq::Error::HostNotFound => dns(),
+        ureq::Error::ConnectionFailed => format!(
+            "cannot connect to {host} (refused or unreachable); check the network and firewall, or {PROXY}"
+        ),
+        ureq::Error::InvalidProxyUrl => {
+            "the proxy named in HTTPS_PROXY, HTTP_PROXY or ALL_PROXY is not a usable URL; fix or unset it".into()
+        }
+        ureq::Error::Tls(what) => tls_failure(host, what),
+        ureq::Error::Io(io) => match io.get_ref() {
+            Some(inner) if io.kind() == std::io::ErrorKind::InvalidData => {
+                tls_failure(host, &cause_chain(inner))
+            }
+            _ if io.to_string().contains("failed to lookup address") => dns(),
+            _ if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::HostUnreachable
+                    | std::io::ErrorKind::NetworkUnreachable
+            ) =>
+            {
+                format!(
+                    "cannot connect to {host} ({}); check the network and firewall, or {PROXY}",
+                    io.kind()
+                )
+            }
+            _ => format!("network error: {} talking to {host}", io.kind()),
+        },
+        other => {
+            let text = cause_chain(other);
+            if text.to_ascii_lowercase().contains("certificate") || text.contains("TLS") {
+                tls_failure(host, &text)
+            } else {
+                format!("the request to {host} failed: {text}")
+            }
+        }
+    }
+}
+
+fn tls_failure(host: &str, why: &str) -> String {
+    format!(
+        "the TLS handshake with {host} failed ({}); if a proxy or firewall inspects TLS, this machine must trust its certificate authority (see docs/troubleshooting.md)",
+        clean(why)
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_transport_failure_names_the_host_the_step_and_the_fix() {
+        let host = host_of("https://user:pw@platform.claude.com:443/v1/oauth/token?x=1");
+        assert_eq!(host, "platform.claude.com:443");
+        let dns = describe_transport(&ureq::Error::HostNotFound, &host);
+        assert!(dns.contains("cannot resolve platform.claude.com") && dns.contains("HTTPS_PROXY"));
+        let lookup = std::io::Error::other(
+            "failed to lookup address information: Temporary failure in name resolution",
+        );
+        let dns = describe_transport(&ureq::Error::Io(lookup), &host);
+        assert!(dns.contains("DNS lookup failed"), "{dns}");
+        let refused = describe_transport(&ureq::Error::ConnectionFailed, &host);
+        assert!(
+            refused.contains("cannot connect to platform.claude.com"),
+            "{refused}"
+        );
+        let cert = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "invalid peer certificate: UnknownIssuer",
+        );
+        let tls = describe_transport(&ureq::Error::Io(cert), &host);
+        assert!(
+            tls.contains("TLS handshake with platform.claude.com")
+                && tls.contains("UnknownIssuer")
+                && tls.contains("certificate authority"),
+            "{tls}"
+        );
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let reset = describe_transport(&ureq::Error::Io(reset), &host);
+        assert!(reset.contains("network error: connection reset"), "{reset}");
+        assert!(!describe_transport(&ureq::Error::HostNotFound, &host).contains("pw"));
+    }
 
     #[test]
     fn tokens_are_read_from_a_2xx() {
