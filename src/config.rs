@@ -12,6 +12,7 @@
 //! request_timeout = "30s"  # one request to the token endpoint
 //! retry_total = "60s"      # all attempts of one refresh
 //! lock_timeout = "60s"     # waiting for another process's lock
+//! usable_floor = "5m"      # exec/token run with the token in hand when a refresh fails
 //! store = "auto"           # Claude Code only: auto (Keychain on macOS), file, or keychain
 //! allow_http = false       # a plain http:// token_url to another machine (https or loopback only
 //!                          # otherwise: the refresh token must not cross a network in clear)
@@ -95,6 +96,7 @@ static NO_TABLE: ProviderConfig = ProviderConfig {
     retry_total: None,
     lock_timeout: None,
     allow_http: None,
+    usable_floor: None,
 };
 
 /// A top-level key of the file.
@@ -216,6 +218,9 @@ pub struct LoginTable {
     pub lock_timeout: Option<String>,
     /// Send the refresh token over plain `http://` to a host that is not this machine.
     pub allow_http: Option<bool>,
+    /// `exec` and `token` go on with the access token in hand, when a refresh cannot be done,
+    /// as long as it has at least this much left.
+    pub usable_floor: Option<String>,
 }
 
 /// Names and values a token request carries (`extra_fields`, `headers`). A value may be a
@@ -271,6 +276,7 @@ impl LoginTable {
             retry_total: self.retry_total.clone(),
             lock_timeout: self.lock_timeout.clone(),
             allow_http: self.allow_http,
+            usable_floor: self.usable_floor.clone(),
         }
     }
 }
@@ -328,6 +334,9 @@ pub struct ProviderConfig {
     pub lock_timeout: Option<String>,
     /// Send the refresh token over plain `http://` to a host that is not this machine.
     pub allow_http: Option<bool>,
+    /// `exec` and `token` go on with the access token in hand, when a refresh cannot be done,
+    /// as long as it has at least this much left.
+    pub usable_floor: Option<String>,
 }
 
 /// Everything a refresh needs to know besides the login itself.
@@ -343,9 +352,16 @@ pub struct Settings {
     pub request_timeout: Duration,
     pub retry: RetryPolicy,
     pub lock_timeout: Duration,
+    /// `exec` and `token` run with the token in hand when a refresh cannot be done and it has at
+    /// least this much left (default 5 minutes).
+    pub usable_floor: Duration,
     /// The config file, for messages that say where to set something.
     pub config_path: PathBuf,
 }
+
+/// Below this much life left a token is not worth starting a run with (Claude Code refreshes at
+/// 5 minutes on its own).
+pub const DEFAULT_USABLE_FLOOR: Duration = Duration::from_secs(300);
 
 /// `$XDG_CONFIG_HOME/tokenkeeper/config.toml`, else (Windows)
 /// `%APPDATA%\tokenkeeper\config.toml`, else `~/.config/tokenkeeper/config.toml`.
@@ -526,6 +542,7 @@ impl ProviderConfig {
                 ..RetryPolicy::default()
             },
             lock_timeout: duration("lock_timeout", &self.lock_timeout, Duration::from_secs(60))?,
+            usable_floor: duration("usable_floor", &self.usable_floor, DEFAULT_USABLE_FLOOR)?,
             config_path: config_path.to_path_buf(),
         })
     }

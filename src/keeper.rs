@@ -4,7 +4,7 @@
 //! place a [`Job`] is assembled.
 
 use crate::config::Settings;
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 #[cfg(feature = "fleet")]
 pub use crate::fleet::Fleet;
 #[cfg(feature = "fleet")]
@@ -12,7 +12,7 @@ use crate::fleet::refresh::{self as fleet_refresh, Shared};
 use crate::login::Login;
 use crate::oauth::endpoint::TokenEndpoint;
 use crate::provider::Provider;
-use crate::refresh::{self, Job, Outcome};
+use crate::refresh::{self, Action, Job, Outcome};
 use crate::storage::credentials_file::CredentialsFile;
 use crate::storage::state::StateDir;
 use std::sync::Arc;
@@ -23,6 +23,10 @@ use std::time::Duration;
 #[cfg(not(feature = "fleet"))]
 #[derive(Debug)]
 pub enum Fleet {}
+
+/// The retry budget of a refresh made with a usable token in hand (see
+/// [`Keeper::login_for_use`]).
+const USE_RETRY_TOTAL: Duration = Duration::from_secs(10);
 
 pub struct Keeper {
     pub provider: Arc<dyn Provider>,
@@ -83,12 +87,70 @@ impl Keeper {
     /// Refreshes when less than `min_ttl` is left (or always when `force`): through the fleet's
     /// store when there is one, else in this machine's file.
     pub fn refresh_if_due(&self, force: bool, min_ttl: Duration) -> Result<Outcome, Error> {
+        self.refresh_with(&self.settings, force, min_ttl)
+    }
+
+    /// For a caller about to use the access token right away (`exec`, `token`): refreshes when
+    /// less than `min_ttl` is left, as [`Keeper::refresh_if_due`]; but when the refresh cannot be
+    /// done now (the endpoint unavailable, a lock busy) and the token in hand still has at least
+    /// `usable_floor` left, goes on with it and returns the failure beside it, as a warning to
+    /// show. With a usable token in hand the refresh gets a short retry budget: a run should not
+    /// wait a minute for a refresh it can do without.
+    pub fn login_for_use(
+        &self,
+        force: bool,
+        min_ttl: Duration,
+    ) -> Result<(Outcome, Option<Error>), Error> {
+        let floor = self.settings.usable_floor;
+        let usable = |login: &Login| {
+            !login.access_token.is_empty()
+                && login.remaining_ms(crate::login::now_ms()) >= crate::login::duration_ms(floor)
+        };
+        let in_hand = self.read_login().ok().filter(usable);
+        let result = match &in_hand {
+            Some(_) => {
+                let mut settings = self.settings.clone();
+                settings.retry.total = settings.retry.total.min(USE_RETRY_TOTAL);
+                self.refresh_with(&settings, force, min_ttl)
+            }
+            None => self.refresh_if_due(force, min_ttl),
+        };
+        match result {
+            Ok(outcome) => Ok((outcome, None)),
+            Err(e) if matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::LockTimeout) => {
+                match self.read_login().ok().filter(usable) {
+                    Some(login) => Ok((
+                        Outcome {
+                            action: Action::Deferred,
+                            login,
+                            attempts: 0,
+                        },
+                        Some(e),
+                    )),
+                    None => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// [`Keeper::refresh_if_due`] with other settings (a shorter retry budget).
+    fn refresh_with(
+        &self,
+        settings: &Settings,
+        force: bool,
+        min_ttl: Duration,
+    ) -> Result<Outcome, Error> {
+        let job = Job {
+            settings,
+            ..self.job()
+        };
         match &self.fleet {
             #[cfg(feature = "fleet")]
-            Some(fleet) => fleet_refresh::ensure_fresh(fleet, &self.job(), force, min_ttl),
+            Some(fleet) => fleet_refresh::ensure_fresh(fleet, &job, force, min_ttl),
             #[cfg(not(feature = "fleet"))]
             Some(fleet) => match **fleet {},
-            None => refresh::refresh_if_due(&self.job(), force, min_ttl),
+            None => refresh::refresh_if_due(&job, force, min_ttl),
         }
     }
 

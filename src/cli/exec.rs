@@ -174,7 +174,12 @@ fn prepare(
     inject: Inject,
 ) -> Result<(Login, Option<lease::Lease>), Error> {
     loop {
-        let outcome = ctx.refresh_if_due(force, min_ttl)?;
+        // A forced refresh follows an auth failure of the token in hand: no going on with it.
+        let outcome = if force {
+            ctx.refresh_if_due(true, min_ttl)?
+        } else {
+            output::usable(ctx.login_for_use(false, min_ttl)?)
+        };
         force = false;
         if inject == Inject::File {
             return Ok((outcome.login, None));

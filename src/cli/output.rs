@@ -33,3 +33,18 @@ pub fn when(ms: EpochMs, now: EpochMs) -> String {
         duration::relative(ms.saturating_sub(now))
     )
 }
+
+/// A login to use now, and why it could not be refreshed if it was not: said once on stderr
+/// (the run goes on with the token in hand, which still has a usable lifetime).
+pub fn usable(
+    (outcome, failure): (tokenkeeper::refresh::Outcome, Option<tokenkeeper::Error>),
+) -> tokenkeeper::refresh::Outcome {
+    if let Some(e) = failure {
+        let now = tokenkeeper::login::now_ms();
+        tracing::warn!(
+            "{e}; going on with the current access token, which expires {}",
+            when(outcome.login.expires_at, now)
+        );
+    }
+    outcome
+}

@@ -711,6 +711,7 @@ mod tests {
             request_timeout: Duration::from_secs(30),
             retry: Default::default(),
             lock_timeout: Duration::from_secs(60),
+            usable_floor: Duration::from_secs(300),
             config_path: CONFIG.into(),
         }
     }

@@ -904,3 +904,33 @@ echo 'Failed to authenticate. API Error: 401 Invalid authentication credentials'
         "only the other process's refresh: no forced refresh on top"
     );
 }
+
+/// With 20 minutes left and the endpoint down, the run goes on with the token in hand (a warning
+/// says why, once) instead of failing a run that could succeed; below the usable floor it fails
+/// as before.
+#[test]
+fn a_usable_token_in_hand_runs_the_command_when_the_refresh_cannot_be_done() {
+    let s = Sandbox::new();
+    s.login(20 * 60_000);
+    s.config("[claude]\nretry_total = \"3s\"\nrequest_timeout = \"1s\"\n");
+    s.server
+        .set_default_fault(Some(tokenkeeper_standin::Fault::Status(503)));
+    for args in [&["exec", "--", "true"][..], &["token"]] {
+        let run = s.run(args);
+        assert_eq!(run.code, 0, "{args:?}: {run:?}");
+        let warnings: Vec<&str> = run
+            .stderr
+            .lines()
+            .filter(|l| l.contains("going on with the current access token"))
+            .collect();
+        assert_eq!(warnings.len(), 1, "{args:?}: {run:?}");
+        assert!(warnings[0].contains("HTTP 503"), "{run:?}");
+    }
+    assert!(s.server.stats().token_requests >= 2);
+    s.login(2 * 60_000);
+    let run = s.run(&["exec", "--", "true"]);
+    assert_eq!(
+        run.code, 69,
+        "below the floor the refresh is needed: {run:?}"
+    );
+}
