@@ -51,7 +51,9 @@ pub struct FilePlace {
     keys: Option<Arc<[String]>>,
 }
 
-/// How the CLI itself writes the file, which our writes copy.
+/// How the CLI itself writes the file, which our writes copy when they write a file anew (no
+/// file yet, or one that is not JSON). Over a JSON file, a write edits its bytes and new values
+/// follow that file's own layout.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Layout {
     /// One line, no trailing newline (Claude Code).
