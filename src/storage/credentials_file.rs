@@ -380,17 +380,26 @@ impl FilePlace {
             ));
         }
         json_doc::validate(&bytes).map_err(|e| {
-            let what = if e.too_deep {
-                format!("nest deeper than {} levels", json_doc::MAX_DEPTH)
-            } else {
-                "are not valid JSON".to_string()
+            let what = match e.too_deep {
+                Some(limit) => format!("nest deeper than {limit} levels"),
+                None => "are not valid JSON".to_string(),
             };
             self.malformed(
                 &format!("{what} (line {}, column {})", e.line, e.column),
                 &format!("Fix the file or log in again with {}.", self.owner.relogin),
             )
         })?;
-        let doc = json_doc::view(&bytes, self.keys.as_deref());
+        let doc = json_doc::view(&bytes, self.keys.as_deref()).map_err(|e| {
+            self.malformed(
+                &format!(
+                    "nest deeper than {} levels inside the login (line {}, column {})",
+                    json_doc::MAX_VIEW_DEPTH,
+                    e.line,
+                    e.column
+                ),
+                &format!("Fix the file or log in again with {}.", self.owner.relogin),
+            )
+        })?;
         let loose_mode = loose_mode(&target);
         Ok(Snapshot { doc, loose_mode })
     }

@@ -22,13 +22,18 @@ use std::ops::Range;
 /// Deeper nesting than this is refused (no credentials file comes near it).
 pub const MAX_DEPTH: usize = 10_000;
 
+/// Deeper nesting than this inside a provider's view is refused: a `Value` is dropped, cloned and
+/// compared by recursion, which must stay well within a thread's stack.
+pub const MAX_VIEW_DEPTH: usize = 512;
+
 /// Where and why a document is not JSON, for messages. Holds no byte of the document.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SyntaxError {
     pub line: usize,
     pub column: usize,
-    /// True when the document is valid so far but nests deeper than [`MAX_DEPTH`].
-    pub too_deep: bool,
+    /// The limit ([`MAX_DEPTH`] or [`MAX_VIEW_DEPTH`]) when the document is valid so far but
+    /// nests deeper than that.
+    pub too_deep: Option<usize>,
 }
 
 fn is_ws(b: u8) -> bool {
@@ -42,7 +47,7 @@ fn skip_ws(b: &[u8], mut pos: usize) -> usize {
     pos
 }
 
-fn error_at(b: &[u8], pos: usize, too_deep: bool) -> SyntaxError {
+fn error_at(b: &[u8], pos: usize, too_deep: Option<usize>) -> SyntaxError {
     let pos = pos.min(b.len());
     let before = &b[..pos];
     let line = 1 + before.iter().filter(|c| **c == b'\n').count();
@@ -127,7 +132,7 @@ fn scan_number(b: &[u8], pos: usize) -> Result<usize, usize> {
 
 /// Checks that `b` is one JSON value with only whitespace around it.
 pub fn validate(b: &[u8]) -> Result<(), SyntaxError> {
-    let err = |pos: usize| error_at(b, pos, false);
+    let err = |pos: usize| error_at(b, pos, None);
     let mut stack: Vec<u8> = Vec::new();
     let mut pos = skip_ws(b, 0);
     'value: loop {
@@ -139,7 +144,7 @@ pub fn validate(b: &[u8]) -> Result<(), SyntaxError> {
                     pos += 1;
                 } else {
                     if stack.len() >= MAX_DEPTH {
-                        return Err(error_at(b, pos, true));
+                        return Err(error_at(b, pos, Some(MAX_DEPTH)));
                     }
                     stack.push(b'{');
                     pos = key_and_colon(b, pos).map_err(err)?;
@@ -152,7 +157,7 @@ pub fn validate(b: &[u8]) -> Result<(), SyntaxError> {
                     pos += 1;
                 } else {
                     if stack.len() >= MAX_DEPTH {
-                        return Err(error_at(b, pos, true));
+                        return Err(error_at(b, pos, Some(MAX_DEPTH)));
                     }
                     stack.push(b'[');
                     continue 'value;
@@ -357,10 +362,10 @@ fn key_is(raw: &[u8], name: &str) -> bool {
     }
 }
 
-/// The (valid) value at `range` as a `Value`, built without recursion (and dropped the same way
-/// by the caller's `Value`, which is as deep as the document). Strings are decoded as
+/// The (valid) value at `range` as a `Value`, built without recursion. Strings are decoded as
 /// [`decode_string`] does; numbers keep their spelling as serde_json's `arbitrary_precision` does.
-pub fn to_value(b: &[u8], range: Range<usize>) -> Value {
+/// Nesting deeper than `max_depth` is an error: where it starts.
+pub fn to_value(b: &[u8], range: Range<usize>, max_depth: usize) -> Result<Value, usize> {
     enum Frame {
         Array(Vec<Value>),
         Object(Map<String, Value>, String),
@@ -377,6 +382,9 @@ pub fn to_value(b: &[u8], range: Range<usize>) -> Value {
                     done = Some(Value::Object(Map::new()));
                     pos = next + 1;
                 } else {
+                    if stack.len() >= max_depth {
+                        return Err(pos);
+                    }
                     let end = scan_string(b, next).unwrap_or(b.len());
                     let key = decode_string(&b[next..end]);
                     stack.push(Frame::Object(Map::new(), key));
@@ -389,6 +397,9 @@ pub fn to_value(b: &[u8], range: Range<usize>) -> Value {
                     done = Some(Value::Array(Vec::new()));
                     pos = next + 1;
                 } else {
+                    if stack.len() >= max_depth {
+                        return Err(pos);
+                    }
                     stack.push(Frame::Array(Vec::new()));
                     pos = next;
                 }
@@ -409,7 +420,7 @@ pub fn to_value(b: &[u8], range: Range<usize>) -> Value {
         // Hand finished values to their containers, closing those that end here.
         while let Some(value) = done.take() {
             let Some(top) = stack.last_mut() else {
-                return value;
+                return Ok(value);
             };
             match top {
                 Frame::Array(items) => items.push(value),
@@ -435,7 +446,7 @@ pub fn to_value(b: &[u8], range: Range<usize>) -> Value {
             }
         }
         if pos >= b.len() {
-            return Value::Null;
+            return Ok(Value::Null);
         }
     }
 }
@@ -449,20 +460,23 @@ fn root(b: &[u8]) -> Range<usize> {
 /// A provider's view of a (valid) document: when the document is an object and `keys` names the
 /// top-level members the provider reads, an object of just those (in the file's order; the last
 /// one of a repeated key, as JSON parsers do); otherwise the whole document.
-pub fn view(b: &[u8], keys: Option<&[String]>) -> Value {
+/// Nesting deeper than [`MAX_VIEW_DEPTH`] inside the view is an error.
+pub fn view(b: &[u8], keys: Option<&[String]>) -> Result<Value, SyntaxError> {
+    let too_deep = |pos: usize| error_at(b, pos, Some(MAX_VIEW_DEPTH));
     let whole = root(b);
     let Some(keys) = keys.filter(|_| b.get(whole.start) == Some(&b'{')) else {
-        return to_value(b, whole);
+        return to_value(b, whole, MAX_VIEW_DEPTH).map_err(too_deep);
     };
     let (members, _) = items(b, whole.start);
     let mut out = Map::new();
     for m in members {
         let Some(key) = &m.key else { continue };
         if let Some(name) = keys.iter().find(|k| key_is(&b[key.clone()], k)) {
-            out.insert(name.clone(), to_value(b, m.value.clone()));
+            let value = to_value(b, m.value.clone(), MAX_VIEW_DEPTH - 1).map_err(too_deep)?;
+            out.insert(name.clone(), value);
         }
     }
-    Value::Object(out)
+    Ok(Value::Object(out))
 }
 
 /// How new values are written: indented by `indent` per level, or on one line.
@@ -481,9 +495,9 @@ pub fn rewrite(b: &[u8], new: &Value, keys: Option<&[String]>, style: &Style) ->
     let writer = Writer { b, style };
     match (keys, new) {
         (Some(keys), Value::Object(map)) if b.get(whole.start) == Some(&b'{') => {
-            writer.object(&mut out, whole.start, map, b"", Some(keys));
+            writer.object(&mut out, whole.start, map, b"", Some(keys), 0);
         }
-        _ => writer.value(&mut out, whole.clone(), new, b""),
+        _ => writer.value(&mut out, whole.clone(), new, b"", 0),
     }
     out.extend_from_slice(&b[whole.end..]);
     out
@@ -495,33 +509,33 @@ struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    /// `new` in place of the value at `range`, whose line is indented by `base`.
-    fn value(&self, out: &mut Vec<u8>, range: Range<usize>, new: &Value, base: &[u8]) {
+    /// `new` in place of the value at `range` (`depth` levels down), whose line is indented by
+    /// `base`.
+    fn value(
+        &self,
+        out: &mut Vec<u8>,
+        range: Range<usize>,
+        new: &Value,
+        base: &[u8],
+        depth: usize,
+    ) {
         let b = self.b;
+        // `new` is no deeper than a view, so neither is an equal value; a deeper one differs.
+        let room = MAX_VIEW_DEPTH.saturating_sub(depth);
+        if to_value(b, range.clone(), room).is_ok_and(|old| old == *new) {
+            out.extend_from_slice(&b[range]);
+            return;
+        }
         match (b.get(range.start), new) {
-            (Some(b'{'), Value::Object(map)) => {
-                if to_value(b, range.clone()) == *new {
-                    out.extend_from_slice(&b[range]);
-                } else {
-                    self.object(out, range.start, map, base, None);
-                }
+            (Some(b'{'), Value::Object(map)) if room > 0 => {
+                self.object(out, range.start, map, base, None, depth);
             }
-            (Some(b'['), Value::Array(list)) => {
-                let (elements, _) = items(b, range.start);
-                if elements.len() == list.len() {
-                    self.array(out, range.start, list, base);
-                } else {
-                    self.fresh(out, new, base);
-                }
+            (Some(b'['), Value::Array(list))
+                if room > 0 && items(b, range.start).0.len() == list.len() =>
+            {
+                self.array(out, range.start, list, base, depth);
             }
-            (Some(b'{' | b'['), _) => self.fresh(out, new, base),
-            _ => {
-                if to_value(b, range.clone()) == *new {
-                    out.extend_from_slice(&b[range]);
-                } else {
-                    self.fresh(out, new, base);
-                }
-            }
+            _ => self.fresh(out, new, base),
         }
     }
 
@@ -546,7 +560,7 @@ impl Writer<'_> {
     }
 
     /// Elements one for one (same count): each kept or written anew.
-    fn array(&self, out: &mut Vec<u8>, pos: usize, list: &[Value], base: &[u8]) {
+    fn array(&self, out: &mut Vec<u8>, pos: usize, list: &[Value], base: &[u8], depth: usize) {
         let b = self.b;
         let (elements, close) = items(b, pos);
         out.push(b'[');
@@ -556,7 +570,7 @@ impl Writer<'_> {
             }
             out.extend_from_slice(&b[item.lead.clone()]);
             let line = line_indent(&b[item.lead.clone()]).unwrap_or(base);
-            self.value(out, item.value.clone(), new, line);
+            self.value(out, item.value.clone(), new, line, depth + 1);
             out.extend_from_slice(&b[item.trail.clone()]);
         }
         if elements.is_empty() {
@@ -575,6 +589,7 @@ impl Writer<'_> {
         map: &Map<String, Value>,
         base: &[u8],
         scope: Option<&[String]>,
+        depth: usize,
     ) {
         let b = self.b;
         let (members, close) = items(b, pos);
@@ -636,7 +651,7 @@ impl Writer<'_> {
             match new {
                 Some(v) if in_scope && !repeated => {
                     let line = line_indent(&b[m.lead.clone()]).unwrap_or(base);
-                    self.value(out, m.value.clone(), v, line);
+                    self.value(out, m.value.clone(), v, line, depth + 1);
                 }
                 _ => out.extend_from_slice(&b[m.value.clone()]),
             }
@@ -715,12 +730,15 @@ mod tests {
             let e = validate(bad.as_bytes()).unwrap_err();
             assert_eq!(
                 (e.line, e.column, e.too_deep),
-                (line, column, false),
+                (line, column, None),
                 "{bad}"
             );
         }
         let too_deep = "[".repeat(MAX_DEPTH + 1);
-        assert!(validate(too_deep.as_bytes()).unwrap_err().too_deep);
+        assert_eq!(
+            validate(too_deep.as_bytes()).unwrap_err().too_deep,
+            Some(MAX_DEPTH)
+        );
     }
 
     #[test]
@@ -741,11 +759,11 @@ mod tests {
     fn values_are_built_without_recursion() {
         let text = r#" {"a":[1,{"b":null},[]],"c":{},"d":"\u00e9","a":2} "#;
         assert_eq!(
-            to_value(text.as_bytes(), root(text.as_bytes())),
+            to_value(text.as_bytes(), root(text.as_bytes()), MAX_DEPTH).unwrap(),
             json!({"a": 2, "c": {}, "d": "é"})
         );
         let deep = format!("{}1{}", "[".repeat(3000), "]".repeat(3000));
-        let v = to_value(deep.as_bytes(), root(deep.as_bytes()));
+        let v = to_value(deep.as_bytes(), root(deep.as_bytes()), MAX_DEPTH).unwrap();
         let mut here = &v;
         let mut depth = 0;
         while let Value::Array(items) = here {
@@ -764,10 +782,10 @@ mod tests {
     fn a_view_holds_only_the_keys_asked_for() {
         let deep = format!("{}{}", "[".repeat(300), "]".repeat(300));
         let text = format!(r#"{{"big":{deep},"x":"\ud800","o":{{"t":"a","n":1.50}},"z":1}}"#);
-        let v = view(text.as_bytes(), Some(&keys(&["o", "missing"])));
+        let v = view(text.as_bytes(), Some(&keys(&["o", "missing"]))).unwrap();
         let want: Value = serde_json::from_str(r#"{"o":{"t":"a","n":1.50}}"#).unwrap();
         assert_eq!(v, want);
-        assert_eq!(view(b"[1]", Some(&keys(&["o"]))), json!([1]));
+        assert_eq!(view(b"[1]", Some(&keys(&["o"]))).unwrap(), json!([1]));
     }
 
     #[test]
@@ -782,16 +800,43 @@ mod tests {
         let b = raw(text);
         let b = b.as_slice();
         assert!(std::str::from_utf8(b).is_err());
-        let all = view(b, None);
+        let all = view(b, None).unwrap();
         assert_eq!(rewrite(b, &all, None, &COMPACT), b);
         let mut changed = all.clone();
         changed["o"]["t"] = json!("b");
         let want = raw(&text.replace("\"t\":  \"a\"", "\"t\":  \"b\""));
         assert_eq!(rewrite(b, &changed, None, &COMPACT), want);
-        let mut v = view(b, Some(&keys(&["o"])));
+        let mut v = view(b, Some(&keys(&["o"]))).unwrap();
         v["o"]["new"] = json!([1, {"x": 2}]);
         let want = raw(&text.replace("\"k\":1}", "\"k\":1, \"new\":[1,{\"x\":2}]}"));
         assert_eq!(rewrite(b, &v, Some(&keys(&["o"])), &COMPACT), want);
+    }
+
+    #[test]
+    fn the_deepest_documents_allowed_are_read_and_rewritten_on_a_small_stack() {
+        let nest = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        let text = format!(
+            "{{\"o\":{{\"t\":\"a\",\"deep\":{}}},\"other\":{}}}",
+            nest(MAX_VIEW_DEPTH - 2),
+            nest(MAX_DEPTH - 1)
+        );
+        let run = move || {
+            let b = text.as_bytes();
+            assert_eq!(validate(b), Ok(()));
+            let k = keys(&["o"]);
+            let mut v = view(b, Some(&k)).unwrap();
+            v["o"]["t"] = json!("b");
+            let out = rewrite(b, &v, Some(&k), &COMPACT);
+            assert_eq!(out, text.replace("\"a\"", "\"b\"").as_bytes());
+            let e = view(b, Some(&keys(&["other"]))).unwrap_err();
+            assert_eq!(e.too_deep, Some(MAX_VIEW_DEPTH));
+        };
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(run)
+            .unwrap()
+            .join()
+            .unwrap();
     }
 
     #[test]
@@ -800,7 +845,7 @@ mod tests {
             indent: Some(b"  ".to_vec()),
         };
         let text = "{\n  \"keep\": 1E5,\n  \"o\": {\n    \"t\": \"a\"\n  }\n}\n";
-        let mut v = view(text.as_bytes(), Some(&keys(&["o", "p"])));
+        let mut v = view(text.as_bytes(), Some(&keys(&["o", "p"]))).unwrap();
         v["o"]["u"] = json!({"x": [1]});
         v["p"] = json!({});
         v["o"]["t"] = json!("b");
@@ -810,13 +855,13 @@ mod tests {
             "{\n  \"keep\": 1E5,\n  \"o\": {\n    \"t\": \"b\",\n    \"u\": {\n      \"x\": [\n        1\n      ]\n    }\n  },\n  \"p\": {}\n}\n"
         );
         let empty = "{\n  \"o\": {}\n}";
-        let mut v = view(empty.as_bytes(), None);
+        let mut v = view(empty.as_bytes(), None).unwrap();
         v["o"]["a"] = json!(1);
         assert_eq!(
             String::from_utf8(rewrite(empty.as_bytes(), &v, None, &two)).unwrap(),
             "{\n  \"o\": {\n    \"a\": 1\n  }\n}"
         );
-        let mut v = view(b"{}", None);
+        let mut v = view(b"{}", None).unwrap();
         v["a"] = json!(1);
         assert_eq!(rewrite(b"{}", &v, None, &COMPACT), b"{\"a\":1}");
         let v = json!({"b": 2});
