@@ -379,7 +379,7 @@ impl FilePlace {
                 ),
             ));
         }
-        json_doc::validate(&bytes).map_err(|e| {
+        let scanned = json_doc::scan(&bytes).map_err(|e| {
             let what = match e.too_deep {
                 Some(limit) => format!("nest deeper than {limit} levels"),
                 None => "are not valid JSON".to_string(),
@@ -389,7 +389,7 @@ impl FilePlace {
                 &format!("Fix the file or log in again with {}.", self.owner.relogin),
             )
         })?;
-        let doc = json_doc::view(&bytes, self.keys.as_deref()).map_err(|e| {
+        let doc = scanned.view(&bytes, self.keys.as_deref()).map_err(|e| {
             self.malformed(
                 &format!(
                     "nest deeper than {} levels inside the login (line {}, column {})",

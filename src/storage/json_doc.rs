@@ -62,11 +62,37 @@ fn error_at(b: &[u8], pos: usize, too_deep: Option<usize>) -> SyntaxError {
     }
 }
 
+/// The first `"`, `\\` or control character at or after `i` (or the end), eight bytes at a time.
+fn next_special(b: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let Ok(chunk) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        let w = u64::from_le_bytes(chunk);
+        let quote = w ^ (ONES * u64::from(b'"'));
+        let backslash = w ^ (ONES * u64::from(b'\\'));
+        let found = (quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (w.wrapping_sub(ONES * 0x20) & !w);
+        if found & HIGHS != 0 {
+            break;
+        }
+        i += 8;
+    }
+    while i < b.len() && !matches!(b[i], b'"' | b'\\' | 0..=0x1f) {
+        i += 1;
+    }
+    i
+}
+
 /// The end of the string starting at `pos` (a `"`), checking its escapes; bytes that are not
 /// UTF-8 are accepted as they are.
 fn scan_string(b: &[u8], pos: usize) -> Result<usize, usize> {
     let mut i = pos + 1;
     loop {
+        i = next_special(b, i);
         let Some(&c) = b.get(i) else {
             return Err(i);
         };
@@ -132,8 +158,24 @@ fn scan_number(b: &[u8], pos: usize) -> Result<usize, usize> {
 
 /// Checks that `b` is one JSON value with only whitespace around it.
 pub fn validate(b: &[u8]) -> Result<(), SyntaxError> {
+    scan(b).map(|_| ())
+}
+
+/// What one pass over a valid document found: where the root object's members are.
+#[derive(Clone, Debug, Default)]
+pub struct Scanned {
+    /// Each top-level member's key (with quotes) and value, in order; none when the document is
+    /// not an object.
+    top: Vec<(Range<usize>, Range<usize>)>,
+}
+
+/// Checks `b` as [`validate`] does, noting where the root object's members are on the way.
+pub fn scan(b: &[u8]) -> Result<Scanned, SyntaxError> {
     let err = |pos: usize| error_at(b, pos, None);
     let mut stack: Vec<u8> = Vec::new();
+    let mut top = Vec::new();
+    // A top-level member whose value has started: its key and where the value starts.
+    let mut pending: Option<(Range<usize>, usize)> = None;
     let mut pos = skip_ws(b, 0);
     'value: loop {
         // A value starts at `pos`.
@@ -147,7 +189,11 @@ pub fn validate(b: &[u8]) -> Result<(), SyntaxError> {
                         return Err(error_at(b, pos, Some(MAX_DEPTH)));
                     }
                     stack.push(b'{');
-                    pos = key_and_colon(b, pos).map_err(err)?;
+                    let (key_end, value) = key_and_colon(b, pos).map_err(err)?;
+                    if stack.len() == 1 {
+                        pending = Some((pos..key_end, value));
+                    }
+                    pos = value;
                     continue 'value;
                 }
             }
@@ -172,18 +218,27 @@ pub fn validate(b: &[u8]) -> Result<(), SyntaxError> {
         }
         // After a value: close containers, or go on to the next member or element.
         loop {
+            if stack.len() == 1
+                && let Some((key, start)) = pending.take()
+            {
+                top.push((key, start..pos));
+            }
             pos = skip_ws(b, pos);
-            let Some(&top) = stack.last() else {
+            let Some(&open) = stack.last() else {
                 if pos == b.len() {
-                    return Ok(());
+                    return Ok(Scanned { top });
                 }
                 return Err(err(pos));
             };
-            match (top, b.get(pos)) {
+            match (open, b.get(pos)) {
                 (_, Some(b',')) => {
                     pos = skip_ws(b, pos + 1);
-                    if top == b'{' {
-                        pos = key_and_colon(b, pos).map_err(err)?;
+                    if open == b'{' {
+                        let (key_end, value) = key_and_colon(b, pos).map_err(err)?;
+                        if stack.len() == 1 {
+                            pending = Some((pos..key_end, value));
+                        }
+                        pos = value;
                     }
                     continue 'value;
                 }
@@ -197,16 +252,17 @@ pub fn validate(b: &[u8]) -> Result<(), SyntaxError> {
     }
 }
 
-/// A key at `pos`, then `:`; returns where its value starts.
-fn key_and_colon(b: &[u8], pos: usize) -> Result<usize, usize> {
+/// A key at `pos`, then `:`; returns where the key ends and where its value starts.
+fn key_and_colon(b: &[u8], pos: usize) -> Result<(usize, usize), usize> {
     if b.get(pos) != Some(&b'"') {
         return Err(pos);
     }
-    let pos = skip_ws(b, scan_string(b, pos)?);
-    if b.get(pos) != Some(&b':') {
-        return Err(pos);
+    let key_end = scan_string(b, pos)?;
+    let colon = skip_ws(b, key_end);
+    if b.get(colon) != Some(&b':') {
+        return Err(colon);
     }
-    Ok(skip_ws(b, pos + 1))
+    Ok((key_end, skip_ws(b, colon + 1)))
 }
 
 fn literal(b: &[u8], pos: usize, word: &[u8]) -> Result<usize, usize> {
@@ -460,23 +516,29 @@ fn root(b: &[u8]) -> Range<usize> {
 /// A provider's view of a (valid) document: when the document is an object and `keys` names the
 /// top-level members the provider reads, an object of just those (in the file's order; the last
 /// one of a repeated key, as JSON parsers do); otherwise the whole document.
-/// Nesting deeper than [`MAX_VIEW_DEPTH`] inside the view is an error.
+/// Nesting deeper than [`MAX_VIEW_DEPTH`] inside the view is an error, as is a document that
+/// is not JSON.
 pub fn view(b: &[u8], keys: Option<&[String]>) -> Result<Value, SyntaxError> {
-    let too_deep = |pos: usize| error_at(b, pos, Some(MAX_VIEW_DEPTH));
-    let whole = root(b);
-    let Some(keys) = keys.filter(|_| b.get(whole.start) == Some(&b'{')) else {
-        return to_value(b, whole, MAX_VIEW_DEPTH).map_err(too_deep);
-    };
-    let (members, _) = items(b, whole.start);
-    let mut out = Map::new();
-    for m in members {
-        let Some(key) = &m.key else { continue };
-        if let Some(name) = keys.iter().find(|k| key_is(&b[key.clone()], k)) {
-            let value = to_value(b, m.value.clone(), MAX_VIEW_DEPTH - 1).map_err(too_deep)?;
-            out.insert(name.clone(), value);
+    scan(b)?.view(b, keys)
+}
+
+impl Scanned {
+    /// [`view`] of the document this scan checked (`b`), without reading it again.
+    pub fn view(&self, b: &[u8], keys: Option<&[String]>) -> Result<Value, SyntaxError> {
+        let too_deep = |pos: usize| error_at(b, pos, Some(MAX_VIEW_DEPTH));
+        let whole = root(b);
+        let Some(keys) = keys.filter(|_| b.get(whole.start) == Some(&b'{')) else {
+            return to_value(b, whole, MAX_VIEW_DEPTH).map_err(too_deep);
+        };
+        let mut out = Map::new();
+        for (key, value) in &self.top {
+            if let Some(name) = keys.iter().find(|k| key_is(&b[key.clone()], k)) {
+                let value = to_value(b, value.clone(), MAX_VIEW_DEPTH - 1).map_err(too_deep)?;
+                out.insert(name.clone(), value);
+            }
         }
+        Ok(Value::Object(out))
     }
-    Ok(Value::Object(out))
 }
 
 /// How new values are written: indented by `indent` per level, or on one line.
@@ -739,6 +801,31 @@ mod tests {
             validate(too_deep.as_bytes()).unwrap_err().too_deep,
             Some(MAX_DEPTH)
         );
+    }
+
+    #[test]
+    fn one_scan_finds_the_members_of_the_root() {
+        for text in [
+            r#"{}"#,
+            r#" { "a" : 1 , "b":{"c":[1,{}]},"d":[] ,"e":{}, "f":"x\"}" } "#,
+            r#"{"k":"a long string with \\ and \" and more than eight bytes","n":-0}"#,
+            r#"[{"a":1}]"#,
+            r#""just a string""#,
+        ] {
+            let b = text.as_bytes();
+            let scanned = scan(b).unwrap();
+            let start = root(b).start;
+            let want: Vec<(Range<usize>, Range<usize>)> = if b[start] == b'{' {
+                items(b, start)
+                    .0
+                    .into_iter()
+                    .map(|m| (m.key.unwrap(), m.value))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            assert_eq!(scanned.top, want, "{text}");
+        }
     }
 
     #[test]
