@@ -5,10 +5,15 @@
 //!   recursion limit; an explicit cap of [`MAX_DEPTH`] levels), accepting what Node's
 //!   `JSON.parse` and Python's `json` accept: lone surrogate escapes (`"\ud800"`) and bytes that
 //!   are not UTF-8 inside strings are valid here, and nothing is decoded.
-//! - [`view`] builds a `serde_json::Value` of only the top-level members a provider reads (its
-//!   "view" of the file); every other member stays raw bytes and is never decoded. Strings in the
+//! - [`scan`] does the same in the same single pass and notes where the root object's members
+//!   are, so that [`Scanned::view`] builds a `serde_json::Value` of only the top-level members a
+//!   provider reads (its "view" of the file, [`Provider::doc_keys`]) without reading the rest
+//!   again: every other member stays raw bytes and is never decoded or allocated. Strings in the
 //!   view are decoded lossily (a lone surrogate or a non-UTF-8 byte becomes U+FFFD); that never
-//!   reaches the file, see below.
+//!   reaches the file, see below. A view nests at most [`MAX_VIEW_DEPTH`] levels, since a
+//!   `Value` is dropped, cloned and compared by recursion.
+//!
+//! [`Provider::doc_keys`]: crate::provider::Provider::doc_keys
 //! - [`rewrite`] writes a changed view back: it walks the original bytes and the new `Value`
 //!   together, and every member or element whose value is unchanged (compared as decoded) keeps
 //!   its original bytes: number spellings, string escapes, key order, whitespace and indentation.
