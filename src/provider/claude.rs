@@ -108,6 +108,10 @@ impl Provider for Claude {
         parse(file, doc)
     }
 
+    fn doc_keys(&self) -> Option<Vec<String>> {
+        Some(vec![KEY.to_string()])
+    }
+
     fn stored_refresh_token<'a>(&self, doc: &'a Value) -> &'a str {
         stored_refresh_token(doc)
     }

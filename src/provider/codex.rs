@@ -35,6 +35,8 @@ pub const DEFAULT_MIN_TTL: Duration = Duration::from_secs(86_400);
 const LAST_REFRESH_MAX_AGE_MS: i64 = 8 * 86_400_000;
 const TOKENS: &str = "tokens";
 const LAST_REFRESH: &str = "last_refresh";
+/// The top-level keys `parse` and `apply` read or write.
+const DOC_KEYS: [&str; 4] = [TOKENS, LAST_REFRESH, "OPENAI_API_KEY", "auth_mode"];
 const RELOGIN: &str = "Log in again with `codex login`.";
 
 /// Codex CLI's rules, for the refresh protocol.
@@ -82,6 +84,10 @@ impl Provider for Codex {
 
     fn parse(&self, file: &CredentialsFile, doc: &Value) -> Result<Login, Error> {
         parse(file, doc)
+    }
+
+    fn doc_keys(&self) -> Option<Vec<String>> {
+        Some(DOC_KEYS.iter().map(|k| k.to_string()).collect())
     }
 
     fn stored_refresh_token<'a>(&self, doc: &'a Value) -> &'a str {

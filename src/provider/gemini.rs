@@ -48,6 +48,15 @@ const UNKNOWN_LIFETIME: Duration = Duration::from_secs(30 * 60);
 /// No answer is believed to live longer than this (Google's access tokens live 1 hour).
 const LONGEST_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 const SECRET_NAME: &str = "OAUTH_CLIENT_SECRET";
+/// The top-level keys `parse` and `apply` read or write.
+const DOC_KEYS: [&str; 6] = [
+    "type",
+    "access_token",
+    "refresh_token",
+    "expiry_date",
+    "scope",
+    "id_token",
+];
 /// Bundles are large (tens of MB); anything larger than this is not Gemini CLI's.
 const MAX_SOURCE_BYTES: u64 = 64 << 20;
 const NPM_TIMEOUT: Duration = Duration::from_secs(10);
@@ -127,6 +136,10 @@ impl Provider for Gemini {
 
     fn parse(&self, file: &CredentialsFile, doc: &Value) -> Result<Login, Error> {
         parse(file, doc)
+    }
+
+    fn doc_keys(&self) -> Option<Vec<String>> {
+        Some(DOC_KEYS.iter().map(|k| k.to_string()).collect())
     }
 
     fn stored_refresh_token<'a>(&self, doc: &'a Value) -> &'a str {

@@ -459,6 +459,23 @@ impl Provider for Generic {
         })
     }
 
+    /// The first step of each pointer (none is the root: [`Field::parse`] refuses that).
+    fn doc_keys(&self) -> Option<Vec<String>> {
+        let mut keys: Vec<String> = Vec::new();
+        let fields = [
+            Some(&self.access_token),
+            Some(&self.refresh_token),
+            self.expires_at.as_ref(),
+        ];
+        for field in fields.into_iter().flatten() {
+            let first = field.pointer.first_token()?;
+            if !keys.iter().any(|k| k == first) {
+                keys.push(first.to_string());
+            }
+        }
+        Some(keys)
+    }
+
     fn stored_refresh_token<'a>(&self, doc: &'a Value) -> &'a str {
         match self.refresh_token.find(doc) {
             Ok(Some(v)) => v.as_str().unwrap_or(""),

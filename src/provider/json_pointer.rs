@@ -69,6 +69,11 @@ impl Pointer {
         &self.text
     }
 
+    /// The key of the first step (`"tokens"` for `/tokens/access_token`); None for the root.
+    pub fn first_token(&self) -> Option<&str> {
+        self.tokens.first().map(String::as_str)
+    }
+
     /// The pointer `""`: the whole document.
     pub fn is_root(&self) -> bool {
         self.tokens.is_empty()

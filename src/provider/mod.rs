@@ -59,6 +59,14 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// to a [`Login`] with empty tokens, which [`Login::freshness`] calls dead.
     fn parse(&self, file: &CredentialsFile, doc: &Value) -> Result<Login, Error>;
 
+    /// The top-level keys of the credentials document that [`Provider::parse`], [`Provider::apply`]
+    /// and the fleet shape look at, or None for the whole document. A read builds a `Value` of
+    /// these alone (the rest of the file is checked but never decoded, and a write keeps it byte
+    /// for byte), so a key left out here is invisible to the provider.
+    fn doc_keys(&self) -> Option<Vec<String>> {
+        None
+    }
+
     /// The refresh token a document holds, or "" when it holds none (or is not this provider's).
     fn stored_refresh_token<'a>(&self, doc: &'a Value) -> &'a str;
 

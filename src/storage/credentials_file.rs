@@ -1,17 +1,20 @@
 //! The credentials file on disk: read it without changing anything, and write it back atomically
 //! (temp file 0600 in the same folder, fsync, rename, fsync the folder), following a symlinked
-//! file to its target rather than replacing the link. Documents are `serde_json::Value`s built
-//! with `preserve_order` and `arbitrary_precision`, so every key we do not touch keeps its place
-//! and every number its exact spelling.
+//! file to its target rather than replacing the link. The file is read through the lossless
+//! JSON layer of [`json_doc`]: a read validates the whole file but builds a `serde_json::Value`
+//! of only the top-level keys its provider reads (the "view", [`CredentialsFile::with_keys`]),
+//! and a write edits the file's own bytes, so every byte of what was not changed stays as it was.
 
 use crate::error::Error;
 use crate::storage::bounded::{self, ReadError};
+use crate::storage::json_doc;
 use crate::storage::keychain::Keychain;
 use crate::storage::place::{self, Place};
 use serde_json::Value;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// No credentials file of any CLI comes near this; a larger one is not a login (or is
 /// `/dev/zero` behind a link).
@@ -43,9 +46,14 @@ pub struct FilePlace {
     path: PathBuf,
     owner: Owner,
     layout: Layout,
+    /// The top-level keys a read puts in [`Snapshot::doc`] (and so the keys a write may
+    /// change); None for the whole document.
+    keys: Option<Arc<[String]>>,
 }
 
-/// How the CLI itself writes the file, which our writes copy.
+/// How the CLI itself writes the file, which our writes copy when they write a file anew (no
+/// file yet, or one that is not JSON). Over a JSON file, a write edits its bytes and new values
+/// follow that file's own layout.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Layout {
     /// One line, no trailing newline (Claude Code).
@@ -63,6 +71,9 @@ pub enum Layout {
 /// tokens, so a debug print leaves it out.
 #[derive(Clone)]
 pub struct Snapshot {
+    /// The document, or read from a file whose reader has keys
+    /// ([`CredentialsFile::with_keys`]), an object of just those top-level keys: what a write
+    /// of it changes.
     pub doc: Value,
     /// Permission bits when the file is readable by group or others (worth a warning).
     pub loose_mode: Option<u32>,
@@ -102,6 +113,13 @@ impl CredentialsFile {
     /// The same file, written with `layout`.
     pub fn with_layout(mut self, layout: Layout) -> Self {
         self.file.layout = layout;
+        self
+    }
+
+    /// The same file, read as a view of only these top-level keys (None: the whole document):
+    /// every other key is validated but never decoded, and a write keeps it byte for byte.
+    pub fn with_keys(mut self, keys: Option<Vec<String>>) -> Self {
+        self.file.keys = keys.map(Arc::from);
         self
     }
 
@@ -218,7 +236,7 @@ impl CredentialsFile {
             return self.file.save(doc, guard);
         };
         match keychain.load() {
-            Ok(place::Held::Login(_)) => keychain.save(doc, guard),
+            Ok(place::Held::Login(held)) => keychain.save(&self.file.whole(held.doc, doc), guard),
             Ok(place::Held::Unreadable(why)) if !self.file.exists() => {
                 Err(io::Error::other(why.to_string()))
             }
@@ -274,7 +292,27 @@ impl FilePlace {
             path: path.into(),
             owner,
             layout,
+            keys: None,
         }
+    }
+
+    /// A whole document (`held`) with a view of this file's keys (`view`) written into it.
+    fn whole(&self, held: Value, view: &Value) -> Value {
+        let (Some(keys), Value::Object(mut map), Value::Object(from)) = (&self.keys, held, view)
+        else {
+            return view.clone();
+        };
+        for key in keys.iter() {
+            match from.get(key) {
+                Some(v) => {
+                    map.insert(key.clone(), v.clone());
+                }
+                None => {
+                    map.shift_remove(key);
+                }
+            }
+        }
+        Value::Object(map)
     }
 
     /// The path as the user (or the CLI's default) names it.
@@ -341,12 +379,23 @@ impl FilePlace {
                 ),
             ));
         }
-        let doc: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        let scanned = json_doc::scan(&bytes).map_err(|e| {
+            let what = match e.too_deep {
+                Some(limit) => format!("nest deeper than {limit} levels"),
+                None => "are not valid JSON".to_string(),
+            };
+            self.malformed(
+                &format!("{what} (line {}, column {})", e.line, e.column),
+                &format!("Fix the file or log in again with {}.", self.owner.relogin),
+            )
+        })?;
+        let doc = scanned.view(&bytes, self.keys.as_deref()).map_err(|e| {
             self.malformed(
                 &format!(
-                    "are not valid JSON (line {}, column {})",
-                    e.line(),
-                    e.column()
+                    "nest deeper than {} levels inside the login (line {}, column {})",
+                    json_doc::MAX_VIEW_DEPTH,
+                    e.line,
+                    e.column
                 ),
                 &format!("Fix the file or log in again with {}.", self.owner.relogin),
             )
@@ -355,9 +404,23 @@ impl FilePlace {
         Ok(Snapshot { doc, loose_mode })
     }
 
-    /// Writes `doc` in the file's layout, atomically, mode 0600, to the symlink's target.
+    /// Writes `doc` (a [`Snapshot::doc`] as read, changed) atomically, mode 0600, to the
+    /// symlink's target. Over a file that is valid JSON, by editing its bytes: what `doc` leaves
+    /// unchanged keeps every byte, and new values follow the file's own layout (one line, or its
+    /// indent). Otherwise the whole file is written anew in this file's layout.
     pub fn write(&self, doc: &Value, _guard: &WriteGuard<'_>) -> io::Result<()> {
         let target = self.target().map_err(|e| io::Error::other(e.to_string()))?;
+        let old = bounded::read_regular(&target, MAX_CREDENTIALS)
+            .ok()
+            .filter(|b| json_doc::validate(b).is_ok());
+        if let Some(old) = old {
+            let style = json_doc::Style {
+                indent: FileLayout::of(&old).indent,
+            };
+            let bytes = json_doc::rewrite(&old, doc, self.keys.as_deref(), &style);
+            remove_abandoned_temps(&target);
+            return write_atomic(&target, &bytes);
+        }
         let bytes = match self.layout {
             Layout::Compact => serde_json::to_vec(doc),
             Layout::Pretty => serde_json::to_vec_pretty(doc),
@@ -617,7 +680,8 @@ mod tests {
         file.write(&snap.doc, &WriteGuard::new(&())).unwrap();
         assert_eq!(
             fs::read_to_string(&path).unwrap(),
-            r#"{"z":1.50,"a":{"y":1e+21,"b":[1,2]},"m":"é"}"#
+            text,
+            "an unchanged document is written back byte for byte, escapes too"
         );
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);

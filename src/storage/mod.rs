@@ -4,6 +4,7 @@
 
 pub mod bounded;
 pub mod credentials_file;
+pub mod json_doc;
 pub mod keychain;
 pub mod place;
 pub mod state;

@@ -88,7 +88,9 @@ pub fn open(
     }
     let choice = Choice::parse(table.store.as_deref())?;
     let default_path = provider.default_path(env).as_deref() == Some(path.as_path());
-    let file = CredentialsFile::new(path, provider.owner()).with_layout(provider.layout());
+    let file = CredentialsFile::new(path, provider.owner())
+        .with_layout(provider.layout())
+        .with_keys(provider.doc_keys());
     if let Some(item) = keychain
         && wants_keychain(choice, cfg!(target_os = "macos"), default_path)
     {

@@ -242,14 +242,13 @@ fn a_due_codex_login_is_refreshed_keeping_account_id_unknown_keys_and_codex_layo
     );
 
     // Byte for byte: only the three tokens and last_refresh changed, in place; account_id,
-    // auth_mode, OPENAI_API_KEY, unknown keys and number spellings kept; Codex's indentation,
-    // no trailing newline.
+    // auth_mode, OPENAI_API_KEY, unknown keys, string escapes and number spellings kept;
+    // Codex's indentation, no trailing newline.
     let expected = before
         .replace(&tokens_in(&before)[1], access)
         .replace(&old.refresh_token, refresh)
         .replace(&old_id, id)
-        .replace(LAST_REFRESH, last_refresh)
-        .replace(r"\u00e9", "é");
+        .replace(LAST_REFRESH, last_refresh);
     assert_eq!(read_auth(&s), expected);
     let mode = fs::metadata(auth_path(&s)).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);

@@ -19,6 +19,7 @@ mod fleet;
 mod gemini;
 mod generic;
 mod keychain;
+mod lossless;
 mod packaging;
 mod properties;
 mod protocol;

@@ -20,7 +20,7 @@ use tokenkeeper::oauth::backoff::{Next, RetryPolicy};
 use tokenkeeper::oauth::endpoint::TokenResponse;
 use tokenkeeper::provider::claude;
 use tokenkeeper::secret::Secret;
-use tokenkeeper::storage::credentials_file::CredentialsFile;
+use tokenkeeper::storage::credentials_file::{CredentialsFile, WriteGuard};
 
 /// No `proptest-regressions/` files in the tree: a failure prints its minimal case instead.
 fn config(cases: u32) -> Config {
@@ -309,6 +309,17 @@ fn file() -> CredentialsFile {
     CredentialsFile::new("/p/.credentials.json", claude::OWNER)
 }
 
+trait At {
+    /// The same reader of Claude's keys, at another path.
+    fn at(self, path: &std::path::Path) -> CredentialsFile;
+}
+
+impl At for CredentialsFile {
+    fn at(self, path: &std::path::Path) -> CredentialsFile {
+        CredentialsFile::new(path, claude::OWNER).with_keys(Some(vec!["claudeAiOauth".into()]))
+    }
+}
+
 proptest! {
     #![proptest_config(config(256))]
 
@@ -330,6 +341,150 @@ proptest! {
         let written = compact(&value);
         let expected = doc.text_with(&expected_login(&login, parsed.login_expires_at, &r, now));
         prop_assert_eq!(written, expected);
+    }
+}
+
+/// A writer of JSON in any spelling a person or another tool might use: whitespace anywhere
+/// between tokens, characters written as `\u` escapes, `/` as `\/`. Deterministic from a seed.
+struct Spelling(u64);
+
+impl Spelling {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 >> 33
+    }
+
+    fn ws(&mut self) -> &'static str {
+        ["", "", "", " ", "\n  ", "\t", " \r\n "][(self.next() % 7) as usize]
+    }
+
+    fn string(&mut self, text: &str) -> String {
+        let mut out = String::from("\"");
+        for c in text.chars() {
+            let n = self.next() % 4;
+            if n == 0 && (c as u32) < 0x10000 {
+                out.push_str(&format!("\\u{:04x}", c as u32));
+            } else if c == '/' && n == 1 {
+                out.push_str("\\/");
+            } else {
+                let one = compact(&c.to_string());
+                out.push_str(&one[1..one.len() - 1]);
+            }
+        }
+        out.push('"');
+        out
+    }
+
+    fn value(&mut self, v: &Value) -> String {
+        match v {
+            Value::String(text) => self.string(text),
+            Value::Array(items) => {
+                let parts: Vec<String> = items.iter().map(|i| self.value(i)).collect();
+                self.join('[', parts, ']')
+            }
+            Value::Object(map) => {
+                let parts: Vec<String> = map
+                    .iter()
+                    .map(|(k, v)| self.member(k, &self.value_text(v)))
+                    .collect();
+                self.join('{', parts, '}')
+            }
+            other => compact(other),
+        }
+    }
+
+    fn value_text(&self, v: &Value) -> String {
+        Spelling(self.0 ^ 0x9e37_79b9).value(v)
+    }
+
+    fn member(&self, key: &str, value: &str) -> String {
+        let mut s = Spelling(self.0 ^ key.len() as u64);
+        format!("{}{}:{}{value}", s.string(key), s.ws(), s.ws())
+    }
+
+    fn join(&mut self, open: char, parts: Vec<String>, close: char) -> String {
+        let mut out = format!("{open}{}", self.ws());
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                out.push_str(&format!("{},{}", self.ws(), self.ws()));
+            }
+            out.push_str(part);
+        }
+        out.push_str(self.ws());
+        out.push(close);
+        out
+    }
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    /// Through the file, in any spelling: writing back what was read is the identity, and a
+    /// refresh leaves every byte outside `claudeAiOauth`, and every member of it that is not a
+    /// token field, exactly as written.
+    #[test]
+    fn a_refresh_of_any_spelling_keeps_every_other_byte(
+        doc in document(),
+        r in response(),
+        seed in any::<u64>(),
+        now in prop_oneof![Just(1_800_000_000_000i64), any::<i64>()],
+    ) {
+        let mut spell = Spelling(seed);
+        let login_members: Vec<(String, String)> = doc
+            .login
+            .iter()
+            .map(|(k, v)| (k.clone(), spell.member(k, &spell.value_text(v))))
+            .collect();
+        let login_text = spell.join(
+            '{',
+            login_members.iter().map(|(_, m)| m.clone()).collect(),
+            '}',
+        );
+        let mut top: Vec<String> = doc
+            .top
+            .iter()
+            .map(|(k, v)| spell.member(k, &spell.value_text(v)))
+            .collect();
+        let login_member = spell.member("claudeAiOauth", &login_text);
+        top.insert(doc.login_at, login_member.clone());
+        let original = format!("{}{}{}", spell.ws(), spell.join('{', top, '}'), spell.ws());
+        let login_start = original.find(&login_member).expect("the login is in the text")
+            + login_member.len()
+            - login_text.len();
+        let login_end = login_start + login_text.len();
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".credentials.json");
+        std::fs::write(&path, &original).unwrap();
+        let file = file().at(&path);
+        let guard = WriteGuard::new(&());
+        let snap = file.read().expect("any spelling reads");
+        file.write(&snap.doc, &guard).unwrap();
+        prop_assert_eq!(std::fs::read_to_string(&path).unwrap(), original.clone(), "read and write is the identity");
+
+        let mut value = snap.doc.clone();
+        let parsed = claude::parse(&file, &value);
+        prop_assert!(parsed.is_ok(), "a login is refused: {:?}", parsed.err().map(|e| e.to_string()));
+        let parsed = parsed.unwrap();
+        claude::apply(&mut value, &r, now);
+        file.write(&value, &guard).unwrap();
+        let written = std::fs::read_to_string(&path).unwrap();
+        let tail = original.len() - login_end;
+        prop_assert_eq!(&written[..login_start], &original[..login_start]);
+        prop_assert_eq!(&written[written.len() - tail..], &original[login_end..]);
+        let new_login: Value = serde_json::from_str(&written[login_start..written.len() - tail]).unwrap();
+        let expected: Value = serde_json::from_str(&object_text(&expected_login(
+            &as_text(&doc.login), parsed.login_expires_at, &r, now,
+        ))).unwrap();
+        prop_assert_eq!(new_login, expected);
+        for (key, member) in &login_members {
+            if !TOKEN_FIELDS.contains(&key.as_str()) {
+                prop_assert!(written.contains(member.as_str()), "{} was rewritten", key);
+            }
+        }
     }
 }
 
@@ -363,9 +518,10 @@ fn a_refresh_of_a_real_file_changes_only_the_token_fields() {
     assert_eq!(compact(&doc), want);
 }
 
-/// Spellings JavaScript never writes are normalized on the way through (serde_json, even with
+/// Spellings JavaScript never writes are normalized by serde_json's own writer (even with
 /// `arbitrary_precision`): an upper-case or unsigned exponent, `\u` escapes of printable
-/// characters, whitespace. A hand-edited file can change in these bytes when refreshed.
+/// characters, whitespace. That is why a credentials file is no longer written through it: the
+/// next test shows each spelling kept through a refresh.
 #[test]
 fn spellings_that_are_normalized() {
     for (written, kept) in [
@@ -379,6 +535,53 @@ fn spellings_that_are_normalized() {
         let v: Value = serde_json::from_str(written).unwrap();
         assert_eq!(compact(&v), kept, "{written}");
     }
+}
+
+/// The same spellings, in keys a refresh does not touch, are kept byte for byte by a refresh
+/// written through the credentials file (and so are those serde_json refuses to read at all).
+#[test]
+fn spellings_are_kept_through_a_refresh() {
+    let odd = [
+        "1E+400",
+        "1E5",
+        "1.798e12",
+        "1.50",
+        "-0",
+        "1e400",
+        r#""\u00e9\/""#,
+        r#""\ud800""#,
+        "[ 1 ,\n 2 ]",
+    ];
+    let unknown: Vec<String> = odd
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("\"k{i}\" : {v}"))
+        .collect();
+    let original = format!(
+        "{{\n  {},\n  \"claudeAiOauth\": {{\"accessToken\":\"a\",\"refreshToken\":\"r\",\"expiresAt\":1,\"odd\":1E5}}\n}}\n",
+        unknown.join(",\n  ")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(".credentials.json");
+    std::fs::write(&path, &original).unwrap();
+    let file = file().at(&path);
+    let mut snap = file.read().unwrap();
+    let r = TokenResponse {
+        access_token: Secret::new("A"),
+        refresh_token: None,
+        expires_in: Some(60),
+        scope: None,
+        refresh_token_expires_in: None,
+        id_token: None,
+    };
+    claude::apply(&mut snap.doc, &r, 1000);
+    file.write(&snap.doc, &WriteGuard::new(&())).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        original
+            .replace(r#""accessToken":"a""#, r#""accessToken":"A""#)
+            .replace(r#""expiresAt":1,"#, r#""expiresAt":61000,"#)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
