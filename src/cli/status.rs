@@ -42,7 +42,14 @@ pub fn run(all: &[Context], json: bool) -> u8 {
             .zip(&reports)
             .map(|(ctx, r)| to_json(ctx, r, now))
             .collect();
-        output::stdout(&format!("{}\n", json!({ "logins": logins })));
+        let config = all
+            .first()
+            .filter(|ctx| ctx.config_path.is_file())
+            .map(|ctx| ctx.config_path.display().to_string());
+        output::stdout(&format!(
+            "{}\n",
+            json!({ "logins": logins, "config": config })
+        ));
     } else if let ([ctx], [report]) = (all, &reports[..]) {
         output::stdout(&human(ctx, report, now));
     } else {
@@ -132,6 +139,18 @@ fn to_json(ctx: &Context, r: &Report, now: i64) -> serde_json::Value {
     value
 }
 
+/// The config file status read, or that there was none (then every setting is a default).
+fn config_read(ctx: &Context) -> String {
+    if ctx.config_path.is_file() {
+        ctx.config_path.display().to_string()
+    } else {
+        format!(
+            "none, defaults ({} does not exist)",
+            ctx.config_path.display()
+        )
+    }
+}
+
 fn human(ctx: &Context, r: &Report, now: i64) -> String {
     let mut out = String::new();
     let provider = ctx.file.owner().provider;
@@ -154,6 +173,10 @@ fn human(ctx: &Context, r: &Report, now: i64) -> String {
         out += &format!("  problem       {problem}\n");
     }
     out += &format!("  credentials   {}\n", ctx.file.describe());
+    out += &format!("  config        {}\n", config_read(ctx));
+    if r.state == "expired" {
+        out += "  renewal       the next `tokenkeeper refresh` or `tokenkeeper exec` renews it (its refresh token is still there)\n";
+    }
     if let Some(store) = &r.store {
         out += &super::fleet::store_lines(store, now);
     }
@@ -253,9 +276,15 @@ fn table(all: &[Context], reports: &[Report], now: i64) -> String {
         out.push('\n');
     }
     out.push('\n');
+    if let Some(ctx) = all.first() {
+        out += &format!("config: {}\n", config_read(ctx));
+    }
     for (ctx, r) in all.iter().zip(reports) {
         let name = ctx.file.owner().provider;
         out += &format!("{name}: {}\n", ctx.file.path().display());
+        if r.state == "expired" {
+            out += "  renewal   the next `tokenkeeper refresh` or `exec` renews it\n";
+        }
         if let Some(problem) = &r.problem {
             out += &format!("  problem   {problem}\n");
         }

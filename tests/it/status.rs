@@ -76,3 +76,32 @@ fn status_shows_the_last_refresh_and_the_login_end() {
     assert!(v["logins"][0]["login_expires_at"].is_string());
     assert_eq!(v["logins"][0]["last_error"], serde_json::Value::Null);
 }
+
+/// `status` says which config file it read (or that there was none), and that an expired login
+/// will be renewed by the next refresh or exec.
+#[test]
+fn status_names_the_config_file_and_how_an_expired_login_is_renewed() {
+    let s = Sandbox::new();
+    s.login(-60_000);
+    let run = s.run(&["status"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("  config        none, defaults ("),
+        "{run:?}"
+    );
+    assert!(
+        run.stdout
+            .contains("the next `tokenkeeper refresh` or `tokenkeeper exec` renews it"),
+        "{run:?}"
+    );
+    let config = s.config("[claude]\nmin_ttl = \"1h\"\n");
+    let run = s.run(&["status"]);
+    assert!(
+        run.stdout
+            .contains(&format!("  config        {}\n", config.display())),
+        "{run:?}"
+    );
+    let run = s.run(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["config"], config.display().to_string(), "{run:?}");
+}
