@@ -449,6 +449,57 @@ fn warn_if_others_can_write(path: &Path) {
     let _ = path;
 }
 
+/// `line 3, `min_ttl`: ` for an error at `span`: the line and the key (or table header) there,
+/// never the value, which may be a secret.
+fn where_in(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    let Some(span) = span.filter(|s| s.start <= text.len()) else {
+        return String::new();
+    };
+    let line_no = text[..span.start].matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or_default().trim();
+    let key = if line.starts_with('[') {
+        line.split(']')
+            .next()
+            .map(|h| format!("{h}]"))
+            .unwrap_or_default()
+    } else {
+        line.split('=')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    let key: String = key.chars().filter(|c| !c.is_control()).take(80).collect();
+    if key.is_empty() {
+        format!("line {line_no}: ")
+    } else {
+        format!("line {line_no}, `{key}`: ")
+    }
+}
+
+/// serde quotes the offending value in a type error (`invalid type: integer `3600``); for a key
+/// that may hold a secret, the quoted parts are left out.
+fn hide_values_of_secrets(at: &str, message: &str) -> String {
+    let sensitive = [
+        "secret",
+        "password",
+        "token",
+        "url",
+        "headers",
+        "extra_fields",
+        "key",
+    ];
+    if !sensitive.iter().any(|k| at.contains(k)) {
+        return message.to_string();
+    }
+    message
+        .split('`')
+        .enumerate()
+        .map(|(i, part)| if i % 2 == 1 { "…" } else { part })
+        .collect::<Vec<_>>()
+        .join("`")
+}
+
 /// A config file is a few lines; a larger one is not ours.
 const MAX_CONFIG: u64 = 1 << 20;
 
@@ -468,10 +519,13 @@ pub fn load(path: &Path, named_by_user: bool) -> Result<ConfigFile, Error> {
     warn_if_others_can_write(path);
     let cfg: ConfigFile = toml::from_str(&text).map_err(|e| Error::Config {
         path: path.to_path_buf(),
-        problem: format!(
-            "{}; fix the file (see docs/configuration.md)",
-            e.message().trim()
-        ),
+        problem: {
+            let at = where_in(&text, e.span());
+            format!(
+                "{at}{}; fix the file (see docs/configuration.md)",
+                hide_values_of_secrets(&at, e.message().trim())
+            )
+        },
     })?;
     // A broken [[login]] table fails every command, as an unknown key does: the file is wrong.
     crate::provider::generic::check_all(&cfg.login, path)?;
@@ -552,6 +606,31 @@ impl ProviderConfig {
 mod tests {
     use super::*;
     use crate::provider::claude::{self, Claude};
+
+    #[test]
+    fn a_type_error_names_the_line_and_the_key_but_never_the_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(
+            &path,
+            "[claude]\nmin_ttl = \"1h\"\nrequest_timeout = 3600\n",
+        )
+        .unwrap();
+        let text = load(&path, true).unwrap_err().to_string();
+        assert!(
+            text.contains(
+                "line 3, `request_timeout`: invalid type: integer `3600`, expected a string"
+            ),
+            "{text}"
+        );
+        std::fs::write(&path, "[gemini]\nclient_secret = 12345678\n").unwrap();
+        let text = load(&path, true).unwrap_err().to_string();
+        assert!(text.contains("line 2, `client_secret`"), "{text}");
+        assert!(
+            !text.contains("12345678"),
+            "the value is never shown: {text}"
+        );
+    }
 
     #[test]
     fn token_urls_that_cannot_carry_a_refresh_token_are_refused() {
