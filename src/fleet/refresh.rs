@@ -507,7 +507,7 @@ impl Attempts for Round<'_, '_, '_> {
         Err(dead(fleet, self.job, current, Some(&reason)))
     }
 
-    fn gave_up(&mut self, reason: String, retry_after: Option<Duration>, attempts: u32) -> Error {
+    fn gave_up(&mut self, reason: &str, retry_after: Option<Duration>) {
         let name = self.name;
         let failures = self.current.row.failures.saturating_add(1);
         let wait = crate::daemon::schedule::backoff(
@@ -520,18 +520,11 @@ impl Attempts for Round<'_, '_, '_> {
             && let Err(e) = tx
                 .clear_in_flight(name)
                 .and_then(|()| {
-                    tx.note_failure(name, "unavailable", &reason, failures, Some(retry_at))
+                    tx.note_failure(name, "unavailable", reason, failures, Some(retry_at))
                 })
                 .and_then(|()| tx.commit())
         {
             tracing::debug!("could not record the failure in the store: {e}");
-        }
-        Error::Unavailable {
-            url: self.job.endpoint.url().to_string(),
-            reason,
-            attempts,
-            path: self.job.file.path().to_path_buf(),
-            retry_after,
         }
     }
 

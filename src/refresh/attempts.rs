@@ -62,8 +62,9 @@ pub trait Attempts {
     fn rejected(&mut self, rejection: Rejection, attempts: u32) -> Result<Self::Done, Error>;
     /// A transient failure: let go of what `ready` took before the pause.
     fn release(&mut self) {}
-    /// Every retry failed; the error to return.
-    fn gave_up(&mut self, reason: String, retry_after: Option<Duration>, attempts: u32) -> Error;
+    /// Every retry failed (`reason` says why, scrubbed): note it where others will look (the
+    /// fleet's store). The loop then reports the endpoint unavailable.
+    fn gave_up(&mut self, _reason: &str, _retry_after: Option<Duration>) {}
     /// Said after "posting refresh token … to URL" in the debug log.
     fn holding(&self) -> &'static str {
         ""
@@ -111,7 +112,14 @@ pub fn run<A: Attempts>(job: &Job<'_>, a: &mut A) -> Result<A::Done, Error> {
                 a.release();
                 let reason = scrub(&reason, &[&refresh, &access]);
                 if !wait_before_retry(job, attempts, started, retry_after, &reason) {
-                    return Err(a.gave_up(reason, retry_after, attempts));
+                    a.gave_up(&reason, retry_after);
+                    return Err(Error::Unavailable {
+                        url: job.endpoint.url().to_string(),
+                        reason,
+                        attempts,
+                        path: job.file.path().to_path_buf(),
+                        retry_after,
+                    });
                 }
             }
         }

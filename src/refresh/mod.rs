@@ -430,15 +430,6 @@ impl Attempts for Round<'_, '_> {
         self.own.clear_held();
     }
 
-    fn gave_up(&mut self, reason: String, retry_after: Option<Duration>, attempts: u32) -> Error {
-        Error::Unavailable {
-            url: self.job.endpoint.url().to_string(),
-            reason,
-            attempts,
-            path: self.job.file.path().to_path_buf(),
-            retry_after,
-        }
-    }
 }
 
 enum LeaseGate {
