@@ -172,48 +172,6 @@ impl std::fmt::Debug for DatabaseUrl {
     }
 }
 
-/// A connection string with its password as `****`: `postgres://bot:secret@db/x` becomes
-/// `postgres://bot:****@db/x`; `password=secret` (libpq's form, or a query parameter)
-/// `password=****`.
-fn mask(url: &str) -> String {
-    let mask_pairs = |text: &str, sep: char| -> String {
-        text.split(sep)
-            .map(|part| {
-                if part.len() >= 9 && part[..9].eq_ignore_ascii_case("password=") {
-                    format!("{}****", &part[..9])
-                } else {
-                    part.to_string()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(&sep.to_string())
-    };
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return mask_pairs(url, ' ');
-    };
-    let (authority_and_path, query) = match rest.split_once('?') {
-        Some((a, q)) => (a, Some(q)),
-        None => (rest, None),
-    };
-    let (authority, path) = match authority_and_path.find('/') {
-        Some(i) => authority_and_path.split_at(i),
-        None => (authority_and_path, ""),
-    };
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{user}:****@{host}"),
-            None => format!("{userinfo}@{host}"),
-        },
-        None => authority.to_string(),
-    };
-    let mut out = format!("{scheme}://{authority}{path}");
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(&mask_pairs(q, '&'));
-    }
-    out
-}
-
 /// This installation's identity: 32 hex digits, made once in the state folder (`machine-id`,
 /// 0600) and kept. Where it cannot be written, a new one for this process alone, with a
 /// warning: such a process never takes a note of a token request for its own.
@@ -263,42 +221,74 @@ pub fn host_name() -> String {
 /// `postgres://bot@db/x`; `host=db password=secret` becomes `host=db`; a `password=` query
 /// parameter goes too.
 pub fn redact(url: &str) -> String {
-    let url = url.trim();
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url
-            .split_whitespace()
-            .filter(|part| !part.to_ascii_lowercase().starts_with("password="))
+    hide_password(url.trim(), Hide::Drop)
+}
+
+/// A connection string with its password as `****`: `postgres://bot:secret@db/x` becomes
+/// `postgres://bot:****@db/x`; `password=secret` (libpq's form, or a query parameter)
+/// `password=****`.
+fn mask(url: &str) -> String {
+    hide_password(url, Hide::Mask)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hide {
+    /// Shown as `****` (what a debug print of the URL shows).
+    Mask,
+    /// Left out (what messages show).
+    Drop,
+}
+
+/// The one reading of a connection string's parts (URL or libpq key=value form) that both
+/// [`mask`] and [`redact`] hide the password in.
+fn hide_password(url: &str, how: Hide) -> String {
+    let hide = |part: &str| -> Option<String> {
+        let is_password = part.len() >= 9 && part[..9].eq_ignore_ascii_case("password=");
+        match (is_password, how) {
+            (false, _) => Some(part.to_string()),
+            (true, Hide::Mask) => Some(format!("{}****", &part[..9])),
+            (true, Hide::Drop) => None,
+        }
+    };
+    let pairs = |parts: Vec<&str>, sep: &str| -> String {
+        parts
+            .into_iter()
+            .filter_map(hide)
             .collect::<Vec<_>>()
-            .join(" ");
+            .join(sep)
     };
-    let (authority_and_path, query) = match rest.split_once('?') {
-        Some((a, q)) => (a, Some(q)),
-        None => (rest, None),
+    let Some((scheme, rest)) = url.split_once("://") else {
+        let parts = match how {
+            Hide::Mask => url.split(' ').collect(),
+            Hide::Drop => url.split_whitespace().collect(),
+        };
+        return pairs(parts, " ");
     };
-    let (authority, path) = match authority_and_path.find('/') {
-        Some(i) => authority_and_path.split_at(i),
-        None => (authority_and_path, ""),
-    };
+    let (authority_and_path, query) = rest
+        .split_once('?')
+        .map_or((rest, None), |(a, q)| (a, Some(q)));
+    let (authority, path) = authority_and_path
+        .find('/')
+        .map_or((authority_and_path, ""), |i| authority_and_path.split_at(i));
     let authority = match authority.rsplit_once('@') {
         Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            if user.is_empty() {
-                host.to_string()
-            } else {
-                format!("{user}@{host}")
+            let (user, password) = userinfo
+                .split_once(':')
+                .map_or((userinfo, None), |(u, p)| (u, Some(p)));
+            match how {
+                Hide::Mask if password.is_some() => format!("{user}:****@{host}"),
+                Hide::Drop if user.is_empty() => host.to_string(),
+                _ => format!("{user}@{host}"),
             }
         }
         None => authority.to_string(),
     };
     let mut out = format!("{scheme}://{authority}{path}");
     if let Some(q) = query {
-        let kept: Vec<&str> = q
-            .split('&')
-            .filter(|p| !p.to_ascii_lowercase().starts_with("password="))
-            .collect();
-        if !kept.is_empty() {
+        let q = pairs(q.split('&').collect(), "&");
+        if how == Hide::Mask || !q.is_empty() {
             out.push('?');
-            out.push_str(&kept.join("&"));
+            out.push_str(&q);
         }
     }
     out

@@ -429,7 +429,6 @@ impl Attempts for Round<'_, '_> {
         self.held = None;
         self.own.clear_held();
     }
-
 }
 
 enum LeaseGate {

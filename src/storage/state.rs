@@ -253,13 +253,18 @@ impl StateDir {
     }
 
     pub fn read_daemon(&self, key: &str) -> Option<DaemonRecord> {
-        serde_json::from_slice(&fs::read(self.daemon_path(key)).ok()?).ok()
+        read_json(&self.daemon_path(key))
     }
 
     pub fn write_daemon(&self, key: &str, record: &DaemonRecord) -> io::Result<()> {
-        self.ensure("daemon")?;
-        let bytes = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
-        write_atomic(&self.daemon_path(key), &bytes)
+        self.write_json("daemon", &self.daemon_path(key), record)
+    }
+
+    /// Writes one of our JSON records into the subfolder `sub`, atomically, pretty-printed.
+    fn write_json<T: Serialize>(&self, sub: &str, path: &Path, value: &T) -> io::Result<()> {
+        self.ensure(sub)?;
+        let bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+        write_atomic(path, &bytes)
     }
 
     /// The pid of the daemon that holds the single-instance lock right now, if one does. Reads
@@ -302,18 +307,13 @@ impl StateDir {
 
     /// What this machine has seen of a fleet login ([`FleetSeen`]), if anything.
     pub fn read_fleet_seen(&self, key: &str) -> Option<FleetSeen> {
-        serde_json::from_slice(&fs::read(self.fleet_seen_path(key)).ok()?).ok()
+        read_json(&self.fleet_seen_path(key))
     }
 
     pub fn write_fleet_seen(&self, key: &str, seen: &FleetSeen) -> io::Result<()> {
-        self.ensure("fleet")?;
-        let bytes = serde_json::to_vec_pretty(seen).map_err(io::Error::other)?;
-        write_atomic(&self.fleet_seen_path(key), &bytes)
+        self.write_json("fleet", &self.fleet_seen_path(key), seen)
     }
 
-    /// This installation's identity (`machine-id`, 0600): made once with `fresh` (32 hex
-    /// digits), then read. Two processes making it at once agree: the file appears whole or
-    /// not at all (a link from a temp file), and the loser reads the winner's.
     /// This installation's id if it has one already; creates nothing (for `status`).
     pub fn existing_machine_id(&self) -> Option<String> {
         let bytes =
@@ -322,6 +322,9 @@ impl StateDir {
         (text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit())).then_some(text)
     }
 
+    /// This installation's identity (`machine-id`, 0600): made once with `fresh` (32 hex
+    /// digits), then read. Two processes making it at once agree: the file appears whole or
+    /// not at all (a link from a temp file), and the loser reads the winner's.
     pub fn machine_id(&self, fresh: &dyn Fn() -> String) -> io::Result<String> {
         let path = self.root.join("machine-id");
         let valid = |t: &str| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit());
@@ -363,14 +366,12 @@ impl StateDir {
     }
 
     pub fn read_record(&self, key: &str) -> Option<Record> {
-        serde_json::from_slice(&fs::read(self.record_path(key)).ok()?).ok()
+        read_json(&self.record_path(key))
     }
 
     pub fn write_record(&self, key: &str, record: &Record) -> io::Result<()> {
         self.remove_unusable_leftovers(key);
-        self.ensure("logins")?;
-        let bytes = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
-        write_atomic(&self.record_path(key), &bytes)
+        self.write_json("logins", &self.record_path(key), record)
     }
 
     /// Saves tokens that could not reach their credentials file (0600) and returns the path.
@@ -449,7 +450,12 @@ impl StateDir {
 }
 
 fn parse_recovery(path: &Path) -> Option<Recovery> {
-    let bytes = crate::storage::bounded::read_regular(path, MAX_RECOVERY).ok()?;
+    read_json(path)
+}
+
+/// One of our JSON records, if it is there and reads; capped like every file we read.
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
+    let bytes = crate::storage::bounded::read_regular(path, MAX_RECORD).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 
@@ -462,8 +468,8 @@ fn is_abandoned(path: &Path) -> bool {
         .is_some_and(|age| age > std::time::Duration::from_secs(60))
 }
 
-/// A recovery file holds a handful of tokens.
-const MAX_RECOVERY: u64 = 1 << 20;
+/// A record (or a recovery file, a handful of tokens) is a few hundred bytes.
+const MAX_RECORD: u64 = 1 << 20;
 
 /// A real folder (not a link) owned by us.
 fn check_own_folder(dir: &Path) -> io::Result<()> {
