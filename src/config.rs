@@ -49,6 +49,9 @@
 use crate::error::Error;
 use crate::oauth::backoff::RetryPolicy;
 use crate::provider::Provider;
+pub use crate::provider::login_table::{LoginTable, RequestFields};
+pub use crate::settings::Settings;
+use crate::settings::{DEFAULT_USABLE_FLOOR, check_token_url};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -182,84 +185,6 @@ impl<'de> Deserialize<'de> for ConfigFile {
     }
 }
 
-/// One `[[login]]` table: any OAuth login kept in a JSON file (see `provider/generic.rs`).
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LoginTable {
-    /// What `--provider` calls it, and how status and alerts name it.
-    pub name: String,
-    pub credentials: PathBuf,
-    /// JSON pointers (RFC 6901) to the tokens and the expiry.
-    pub access_token: String,
-    pub refresh_token: String,
-    pub expires_at: Option<String>,
-    /// `ms`, `s`, `rfc3339` or `jwt`.
-    pub expiry_unit: String,
-    /// `json` (default) or `form`.
-    pub body: Option<String>,
-    #[serde(default)]
-    pub extra_fields: RequestFields,
-    #[serde(default)]
-    pub headers: RequestFields,
-    /// The command that logs in again, for messages.
-    pub login_command: Option<String>,
-    /// The variable that hands the tool only the access token (`exec --inject env`), if any.
-    pub env: Option<String>,
-    pub token_url: String,
-    pub client_id: String,
-    /// A [`Secret`](crate::secret::Secret), so that no debug print of the config shows it.
-    #[serde(default, with = "crate::secret::exposed::option")]
-    pub client_secret: Option<crate::secret::Secret>,
-    pub scope: Option<String>,
-    pub user_agent: Option<String>,
-    pub min_ttl: Option<String>,
-    pub request_timeout: Option<String>,
-    pub retry_total: Option<String>,
-    pub lock_timeout: Option<String>,
-    /// Send the refresh token over plain `http://` to a host that is not this machine.
-    pub allow_http: Option<bool>,
-    /// `exec` and `token` go on with the access token in hand, when a refresh cannot be done,
-    /// as long as it has at least this much left.
-    pub usable_floor: Option<String>,
-}
-
-/// Names and values a token request carries (`extra_fields`, `headers`). A value may be a
-/// secret (an API key header, an assertion), so a debug print shows the names alone.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct RequestFields(pub BTreeMap<String, String>);
-
-impl std::ops::Deref for RequestFields {
-    type Target = BTreeMap<String, String>;
-
-    fn deref(&self) -> &Self::Target {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for RequestFields {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.0
-    }
-}
-
-impl<'a> IntoIterator for &'a RequestFields {
-    type Item = (&'a String, &'a String);
-    type IntoIter = std::collections::btree_map::Iter<'a, String, String>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
-    }
-}
-
-impl std::fmt::Debug for RequestFields {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_map()
-            .entries(self.0.keys().map(|k| (k, crate::secret::REDACTED)))
-            .finish()
-    }
-}
-
 impl LoginTable {
     /// The request settings of this table, in the shape the built-in providers' tables have.
     pub fn request_config(&self) -> ProviderConfig {
@@ -339,30 +264,6 @@ pub struct ProviderConfig {
     pub usable_floor: Option<String>,
 }
 
-/// Everything a refresh needs to know besides the login itself.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    pub token_url: String,
-    pub client_id: String,
-    /// A `Secret`, so that no debug print of the settings can show it.
-    pub client_secret: Option<crate::secret::Secret>,
-    pub scope: String,
-    pub user_agent: String,
-    pub min_ttl: Duration,
-    pub request_timeout: Duration,
-    pub retry: RetryPolicy,
-    pub lock_timeout: Duration,
-    /// `exec` and `token` run with the token in hand when a refresh cannot be done and it has at
-    /// least this much left (default 5 minutes).
-    pub usable_floor: Duration,
-    /// The config file, for messages that say where to set something.
-    pub config_path: PathBuf,
-}
-
-/// Below this much life left a token is not worth starting a run with (Claude Code refreshes at
-/// 5 minutes on its own).
-pub const DEFAULT_USABLE_FLOOR: Duration = Duration::from_secs(300);
-
 /// `$XDG_CONFIG_HOME/tokenkeeper/config.toml`, else (Windows)
 /// `%APPDATA%\tokenkeeper\config.toml`, else `~/.config/tokenkeeper/config.toml`.
 pub fn default_path(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
@@ -371,53 +272,6 @@ pub fn default_path(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
         .or_else(|| set("APPDATA").filter(|_| cfg!(windows)))
         .or_else(|| crate::provider::home(env).map(|h| h.join(".config")))?;
     Some(base.join("tokenkeeper").join("config.toml"))
-}
-
-/// A token URL we can send a refresh token to: `https://`, or `http://` to this machine (a local
-/// proxy, the tests' stand-in), or `http://` anywhere with `allow_http = true`. Anything else is
-/// a configuration error found before any request, not a network failure to retry.
-pub fn check_token_url(url: &str, allow_http: bool) -> Result<(), String> {
-    let example = "set it like \"https://auth.example.com/oauth/token\"";
-    let shown = crate::oauth::endpoint::printable(url);
-    if url.trim().is_empty() {
-        return Err(format!("is empty; {example}"));
-    }
-    if let Some((scheme, _)) = url.split_once("://")
-        && !scheme.eq_ignore_ascii_case("http")
-        && !scheme.eq_ignore_ascii_case("https")
-    {
-        let scheme = crate::oauth::endpoint::printable(scheme);
-        return Err(format!(
-            "`{shown}` is a {scheme}: URL; tokenkeeper speaks only https (http on this machine); {example}"
-        ));
-    }
-    let uri: ureq::http::Uri = url
-        .parse()
-        .map_err(|_| format!("`{shown}` is not a URL; {example}"))?;
-    let host = uri.host().filter(|h| !h.is_empty());
-    match (uri.scheme_str(), host) {
-        (Some("https"), Some(_)) => Ok(()),
-        (Some("http"), Some(host)) if allow_http || is_loopback(host) => Ok(()),
-        (Some("http"), Some(_)) => Err(format!(
-            "`{shown}` would send the refresh token in clear text to another machine; use https, or set `allow_http = true` in the provider's table if that network is trusted"
-        )),
-        (Some(scheme @ ("http" | "https")), None) => Err(format!(
-            "`{shown}` has no host after {scheme}://; {example}"
-        )),
-        (Some(scheme), _) => Err(format!(
-            "`{shown}` is a {scheme}: URL; tokenkeeper speaks only https (http on this machine); {example}"
-        )),
-        (None, _) => Err(format!("`{shown}` is not an http(s) URL; {example}")),
-    }
-}
-
-/// `localhost`, 127.0.0.0/8 or ::1: a plain `http://` there never leaves the machine.
-fn is_loopback(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The config file can name a command the daemon runs and where refresh tokens are sent: a file
@@ -437,7 +291,7 @@ fn warn_if_others_can_write(path: &Path) {
                 mode & 0o777,
                 path.display()
             );
-        } else if meta.uid() != crate::lock::lock_file::current_uid() && meta.uid() != 0 {
+        } else if meta.uid() != crate::storage::atomic::current_uid() && meta.uid() != 0 {
             tracing::warn!(
                 "config file {} belongs to another user (uid {}), who can change the commands it runs and where tokens go",
                 path.display(),
@@ -629,36 +483,6 @@ mod tests {
         assert!(
             !text.contains("12345678"),
             "the value is never shown: {text}"
-        );
-    }
-
-    #[test]
-    fn token_urls_that_cannot_carry_a_refresh_token_are_refused() {
-        for ok in [
-            "https://platform.claude.com/v1/oauth/token",
-            "http://127.0.0.1:8080/token",
-            "http://localhost/token",
-            "http://[::1]:9/t",
-        ] {
-            assert_eq!(check_token_url(ok, false), Ok(()), "{ok}");
-        }
-        for (bad, words) in [
-            ("", "is empty"),
-            ("   ", "is empty"),
-            ("ftp://auth.example.com/token", "ftp: URL"),
-            ("file:///etc/passwd", "file: URL"),
-            ("auth.example.com/token", "not a URL"),
-            ("https://", "not a URL"),
-            ("http://auth.example.com/token", "clear text"),
-            ("http://10.0.0.1/token", "clear text"),
-            ("https://a b/", "not a URL"),
-        ] {
-            let why = check_token_url(bad, false).expect_err(bad);
-            assert!(why.contains(words), "{bad}: {why}");
-        }
-        assert_eq!(
-            check_token_url("http://auth.example.com/token", true),
-            Ok(())
         );
     }
 

@@ -3,7 +3,6 @@
 //! the library cannot bypass fleet mode by reaching for the local refresh, and it is the one
 //! place a [`Job`] is assembled.
 
-use crate::config::Settings;
 use crate::error::{Error, ErrorKind};
 #[cfg(feature = "fleet")]
 pub use crate::fleet::Fleet;
@@ -13,6 +12,7 @@ use crate::login::Login;
 use crate::oauth::endpoint::TokenEndpoint;
 use crate::provider::Provider;
 use crate::refresh::{self, Action, Job, Outcome};
+use crate::settings::Settings;
 use crate::storage::credentials_file::CredentialsFile;
 use crate::storage::state::StateDir;
 use std::sync::Arc;

@@ -22,8 +22,8 @@
 //!   default).
 //! - [`keeper`]: one login and how it is kept (its file or the fleet's store), the entry point
 //!   for every command and both daemon modes.
-//! - leaves: [`login`] (a login and when it is due), [`config`], [`duration`], [`error`],
-//!   [`secret`].
+//! - leaves: [`login`] (a login and when it is due), [`settings`] (what a refresh is done
+//!   with), [`config`] (the file), [`duration`], [`error`], [`secret`].
 
 pub mod config;
 pub mod daemon;
@@ -40,6 +40,7 @@ pub mod provider;
 pub mod refresh;
 pub mod secret;
 pub mod service;
+pub mod settings;
 pub mod storage;
 
 pub use error::{Error, ErrorKind, FleetError};

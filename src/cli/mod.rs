@@ -278,11 +278,16 @@ impl Loaded {
                 path: self.config_path.clone(),
                 problem: "no credentials path: HOME is not set; pass --credentials PATH".into(),
             })?;
-        let file = tokenkeeper::storage::place::open(provider.as_ref(), path, &table, &env)
-            .map_err(|problem| Error::Config {
-                path: self.config_path.clone(),
-                problem,
-            })?;
+        let file = tokenkeeper::provider::open_credentials(
+            provider.as_ref(),
+            path,
+            table.store.as_deref(),
+            &env,
+        )
+        .map_err(|problem| Error::Config {
+            path: self.config_path.clone(),
+            problem,
+        })?;
         Ok(Context {
             keeper: Keeper::new(
                 provider,

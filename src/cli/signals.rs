@@ -68,7 +68,7 @@ mod unix {
                 // A daemon told to stop has done nothing wrong: exit 0, as its loop would.
                 let code = if daemon { 0 } else { 128 + info.si_signo };
                 if stopping {
-                    interrupt::release_all_locks();
+                    tokenkeeper::lock::dir_lock::release_all_held();
                     std::process::exit(code);
                 }
                 stopping = true;
@@ -80,7 +80,7 @@ mod unix {
                 }
                 std::thread::spawn(move || {
                     let _held = interrupt::wait_for_critical();
-                    interrupt::release_all_locks();
+                    tokenkeeper::lock::dir_lock::release_all_held();
                     std::process::exit(code);
                 });
             }

@@ -133,7 +133,7 @@ pub fn sleep_until_event(
 
 #[cfg(target_os = "linux")]
 mod inotify {
-    use crate::storage::credentials_file::folder_of;
+    use crate::storage::atomic::folder_of;
     use std::collections::HashMap;
     use std::fs;
     use std::io;
@@ -255,7 +255,7 @@ mod tests {
         let mut w = Watcher::new().unwrap();
         assert!(w.watch_file(&file));
         assert!(!readable(&w, 50));
-        crate::storage::credentials_file::write_atomic(&file, b"{\"a\":1}").unwrap();
+        crate::storage::atomic::write_atomic(&file, b"{\"a\":1}").unwrap();
         assert!(readable(&w, 2000));
         assert!(w.drain());
         assert!(!w.drain());

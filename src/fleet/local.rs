@@ -4,7 +4,7 @@
 //! login of the machine's own is never overwritten.
 
 use crate::error::{Error, FleetError};
-use crate::fleet::refresh::{Shared, name_and_shape};
+use crate::fleet::login::{Shared, name_and_shape};
 use crate::fleet::shape::Shape;
 use crate::lock::own_lock::{self, OwnLock};
 use crate::lock::take::Waits;

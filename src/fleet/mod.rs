@@ -25,6 +25,7 @@ pub mod crypto;
 pub mod daemon;
 pub mod database;
 pub mod local;
+pub mod login;
 pub mod push;
 pub mod refresh;
 pub mod rollback;
@@ -90,7 +91,7 @@ impl Fleet {
         let shown = url.without_password();
         let key_file = config.key_file.as_ref().map(|p| {
             if p.is_relative() {
-                crate::storage::credentials_file::folder_of(config_path).join(p)
+                crate::storage::atomic::folder_of(config_path).join(p)
             } else {
                 p.clone()
             }

@@ -25,83 +25,20 @@ use crate::fleet::Fleet;
 use crate::fleet::database::{self, Database, Locked, Row};
 use crate::fleet::local::project;
 use crate::fleet::rollback;
-use crate::fleet::shape::{self, Shape};
 use crate::lock::interrupt;
-use crate::login::{EpochMs, Login, now_ms};
+use crate::login::{EpochMs, now_ms};
 use crate::oauth::endpoint::TokenResponse;
 use crate::refresh::attempts::{self, Attempts, Ready, Rejection};
 use crate::refresh::save::{keep_first, pending_recovery};
 use crate::refresh::{Action, Job, Outcome};
-use crate::secret::{Secret, fingerprint};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use crate::secret::Secret;
 use std::thread;
 use std::time::Duration;
 
 /// How many spent refresh tokens a login remembers (by fingerprint).
 const SPENT_KEPT: usize = 32;
 
-/// What is sealed in a row. Its `Debug` leaves out the login, which holds the tokens.
-#[derive(Clone, Serialize, Deserialize)]
-pub struct Payload {
-    /// The login part of the provider's credentials document, refresh token included.
-    pub login: Value,
-    /// Fingerprints of the refresh tokens this login has spent (the latest last): a machine's
-    /// file that holds one of them holds an old copy of the fleet's login, not one of its own.
-    #[serde(default)]
-    pub spent: Vec<String>,
-    /// Fingerprint of a refresh token the server rejected: the login is dead until a push.
-    #[serde(default)]
-    pub rejected: Option<String>,
-    /// The push marker ([`rollback`](crate::fleet::rollback)): set by every push, kept by every
-    /// other write; 0 in a login pushed by an earlier version.
-    #[serde(default)]
-    pub epoch: i64,
-}
-
-impl std::fmt::Debug for Payload {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Payload")
-            .field("login", &crate::secret::REDACTED)
-            .field("spent", &self.spent)
-            .field("rejected", &self.rejected)
-            .field("epoch", &self.epoch)
-            .finish()
-    }
-}
-
-/// A row, opened.
-#[derive(Clone, Debug)]
-pub struct Shared {
-    pub row: Row,
-    pub payload: Payload,
-    pub login: Login,
-}
-
-impl Shared {
-    /// The server rejected this login's refresh token.
-    pub fn is_dead(&self) -> bool {
-        self.login.refresh_token.is_empty()
-            || self.payload.rejected.as_deref()
-                == Some(self.login.refresh_token.fingerprint().as_str())
-    }
-}
-
-/// The login's name in the store (the provider's name) and its shape.
-pub fn name_and_shape(job: &Job<'_>) -> Result<(&'static str, Shape), Error> {
-    let owner = job.file.owner();
-    shape::of(owner.provider)
-        .map(|s| (owner.provider, s))
-        .ok_or_else(|| Error::Fleet(FleetError::Config(format!(
-                "fleet mode keeps Claude Code logins only for now, not {}; use --provider claude, or remove [store] for this login",
-                owner.name
-            ))))
-}
-
-/// The state-folder key of a fleet login (its recovery file).
-pub fn state_key(fleet: &Fleet, name: &str) -> String {
-    format!("fleet-{name}-{}", fingerprint(&fleet.shown))
-}
+pub use crate::fleet::login::{Payload, Shared, name_and_shape, state_key};
 
 pub fn connect(fleet: &Fleet) -> Result<Database, Error> {
     Database::connect(
@@ -682,7 +619,10 @@ pub fn unfinished_request(
 pub(crate) mod tests {
     use super::*;
     use crate::fleet::crypto::Sealed;
+    use crate::login::Login;
     use crate::secret::Secret;
+    use crate::secret::fingerprint;
+    use serde_json::Value;
 
     pub(crate) fn login(refresh: &str, expires_at: EpochMs) -> Login {
         Login {

@@ -30,7 +30,7 @@
 
 use crate::error::{Error, FleetError};
 use crate::fleet::Fleet;
-use crate::fleet::refresh::{Shared, state_key};
+use crate::fleet::login::{Shared, state_key};
 use crate::login::EpochMs;
 use crate::refresh::Job;
 use crate::storage::state::FleetSeen;

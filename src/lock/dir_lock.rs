@@ -12,6 +12,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
+use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -303,7 +304,7 @@ impl DirLock {
     }
 
     fn hold(spec: &DirLockSpec, identity: Identity) -> io::Result<DirLock> {
-        interrupt::register_dir(&spec.path, identity, spec.owner_record.as_deref());
+        register_dir(&spec.path, identity, spec.owner_record.as_deref());
         let (stop, stopped) = mpsc::channel::<()>();
         let path = spec.path.clone();
         let heartbeat = thread::Builder::new()
@@ -343,7 +344,7 @@ impl Drop for DirLock {
             self.identity,
             self.spec.owner_record.as_deref(),
         );
-        interrupt::unregister_dir(&self.spec.path);
+        unregister_dir(&self.spec.path);
     }
 }
 
@@ -588,8 +589,8 @@ impl OwnerRecord {
 
     pub fn write(&self, path: &Path) -> io::Result<()> {
         let body = serde_json::to_vec(self).map_err(io::Error::other)?;
-        crate::storage::credentials_file::remove_abandoned_temps(path);
-        crate::storage::credentials_file::write_atomic(path, &body)
+        crate::storage::atomic::remove_abandoned_temps(path);
+        crate::storage::atomic::write_atomic(path, &body)
     }
 
     /// True only when the holder is provably gone, by Claude's rules: written in our pid
@@ -718,6 +719,39 @@ pub fn process_start(pid: u32) -> Option<u64> {
     // The command name (field 2) may hold spaces and parentheses; fields resume after the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
     rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The lock directories this process holds, so that a signal handler about to exit can remove
+/// them (a directory lock does not vanish with its process).
+struct HeldDir {
+    path: PathBuf,
+    identity: Identity,
+    owner_record: Option<PathBuf>,
+}
+
+static HELD: Mutex<Vec<HeldDir>> = Mutex::new(Vec::new());
+
+fn held() -> MutexGuard<'static, Vec<HeldDir>> {
+    HELD.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn register_dir(path: &Path, identity: Identity, owner_record: Option<&Path>) {
+    held().push(HeldDir {
+        path: path.to_path_buf(),
+        identity,
+        owner_record: owner_record.map(Path::to_path_buf),
+    });
+}
+
+fn unregister_dir(path: &Path) {
+    held().retain(|h| h.path != path);
+}
+
+/// Removes every lock directory this process holds. For a signal handler about to exit.
+pub fn release_all_held() {
+    for h in held().drain(..).rev() {
+        release(&h.path, h.identity, h.owner_record.as_deref());
+    }
 }
 
 #[cfg(test)]

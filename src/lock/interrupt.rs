@@ -1,44 +1,12 @@
-//! What a signal handler needs to stop cleanly: the lock directories this process holds (so they
-//! can be removed on SIGINT or SIGTERM, since a directory lock does not vanish with its process)
-//! and the critical section between posting a refresh token and saving its replacement (once the
+//! What a signal handler needs to stop cleanly (besides the lock directories this process holds,
+//! which `dir_lock` keeps a list of: [`crate::lock::dir_lock::release_all_held`]): the critical
+//! section between posting a refresh token and saving its replacement (once the
 //! server has rotated the token, stopping before the save would throw the login away).
 
-use crate::lock::dir_lock::{self, Identity};
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard, Once, OnceLock};
 
-struct HeldDir {
-    path: PathBuf,
-    identity: Identity,
-    owner_record: Option<PathBuf>,
-}
-
-static HELD: Mutex<Vec<HeldDir>> = Mutex::new(Vec::new());
 static CRITICAL: Mutex<()> = Mutex::new(());
-
-fn held() -> MutexGuard<'static, Vec<HeldDir>> {
-    HELD.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-pub(crate) fn register_dir(path: &Path, identity: Identity, owner_record: Option<&Path>) {
-    held().push(HeldDir {
-        path: path.to_path_buf(),
-        identity,
-        owner_record: owner_record.map(Path::to_path_buf),
-    });
-}
-
-pub(crate) fn unregister_dir(path: &Path) {
-    held().retain(|h| h.path != path);
-}
-
-/// Removes every lock directory this process holds. For a signal handler about to exit.
-pub fn release_all_locks() {
-    for h in held().drain(..).rev() {
-        dir_lock::release(&h.path, h.identity, h.owner_record.as_deref());
-    }
-}
 
 /// Held from just before a refresh token is posted until its replacement is saved.
 pub struct Critical(#[allow(dead_code)] MutexGuard<'static, ()>);

@@ -72,7 +72,7 @@ fn check_ours(path: &Path, meta: &std::fs::Metadata) -> io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
-        let me = current_uid();
+        let me = crate::storage::atomic::current_uid();
         if meta.uid() != me {
             return Err(io::Error::new(
                 io::ErrorKind::PermissionDenied,
@@ -86,13 +86,6 @@ fn check_ours(path: &Path, meta: &std::fs::Metadata) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// The effective user id.
-#[cfg(unix)]
-pub fn current_uid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
 }
 
 #[cfg(test)]

@@ -8,11 +8,22 @@
 use crate::error::Error;
 use crate::lock::dir_lock::{DirLock, DirLockSpec, LockError, OwnerRecord};
 use crate::lock::own_lock::{OwnLock, OwnLockError};
-use crate::provider::SaveLock;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+/// The lock a CLI writes its credentials under, which our writes take too.
+#[derive(Clone, Debug)]
+pub enum SaveLock {
+    /// The CLI takes no lock: an atomic write is all the cooperation there is.
+    None,
+    /// A lock directory, as Claude Code's `.storage-write.lock`.
+    Dir(DirLockSpec),
+    /// `flock`s taken in this order, each on a file created if missing: the first waited for,
+    /// the later ones polled (as Codex CLI does).
+    Flocks(Vec<PathBuf>),
+}
 
 /// How a caller's lock failures read: how long it waited (said in messages), and the error for
 /// a lock that cannot be made at all, which names the folder the caller needs to write in.

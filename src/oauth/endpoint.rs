@@ -4,7 +4,7 @@
 //! of a server's reply other than its error code and description ever reaches a message.
 
 use crate::login::EpochMs;
-use crate::provider::{RejectionRule, TokenRequest};
+use crate::oauth::request::{RejectionRule, TokenRequest};
 use crate::secret::Secret;
 use serde_json::Value;
 use std::time::Duration;

@@ -5,3 +5,4 @@
 pub mod backoff;
 pub mod endpoint;
 pub mod jwt;
+pub mod request;

@@ -2,7 +2,6 @@
 //! looks like, how a token response is written back, and which of its locks we honour. Facts
 //! (observed on Claude Code 2.1): `docs/providers.md`, "Claude Code".
 
-use crate::config::Settings;
 use crate::error::Error;
 use crate::lock::dir_lock::DirLockSpec;
 use crate::login::{EpochMs, Login};
@@ -13,6 +12,7 @@ use crate::provider::{
     token_field,
 };
 use crate::secret::Secret;
+use crate::settings::Settings;
 use crate::storage::credentials_file::{CredentialsFile, Owner};
 use crate::storage::keychain::{self, Keychain};
 use serde_json::{Map, Value, json};

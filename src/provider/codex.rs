@@ -9,12 +9,12 @@
 //! serializes its own refreshes with its own lock, and takes Codex's two `flock`s only around the
 //! re-read-compare-write, as Codex does: held across the request they would stall every Codex run.
 
-use crate::config::Settings;
 use crate::error::Error;
 use crate::login::{EpochMs, Login};
 use crate::oauth::endpoint::TokenResponse;
 use crate::provider::{Body, Defaults, Provider, RejectionRule, SaveLock, TokenRequest};
 use crate::secret::Secret;
+use crate::settings::Settings;
 use crate::storage::credentials_file::{CredentialsFile, Layout, Owner};
 use serde_json::{Map, Value, json};
 use std::path::PathBuf;

@@ -9,12 +9,12 @@
 //! `client_secret` in `[gemini]` of the config file, else from the installed Gemini CLI package
 //! ([`find_client_secret`]), found once per process and never shown anywhere.
 
-use crate::config::Settings;
 use crate::error::Error;
 use crate::login::{EpochMs, Login};
 use crate::oauth::endpoint::TokenResponse;
 use crate::provider::{Body, Defaults, Provider, TokenRequest, epoch_ms_field, token_field};
 use crate::secret::Secret;
+use crate::settings::Settings;
 use crate::storage::credentials_file::{CredentialsFile, Layout, Owner};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};

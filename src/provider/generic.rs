@@ -11,13 +11,14 @@
 //! the file's own layout (one line or indented, see [`Layout::AsFound`]). Since the tool may
 //! rewrite its file in place, a cut-off file is read again before it counts as malformed.
 
-use crate::config::{LoginTable, Settings};
 use crate::error::Error;
 use crate::login::{EpochMs, Login};
 use crate::oauth::endpoint::TokenResponse;
 use crate::provider::json_pointer::Pointer;
+use crate::provider::login_table::LoginTable;
 use crate::provider::{Body, Defaults, Provider, TokenRequest};
 use crate::secret::Secret;
+use crate::settings::Settings;
 use crate::storage::credentials_file::{CredentialsFile, Layout, Owner};
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -13,14 +13,15 @@ pub mod codex;
 pub mod gemini;
 pub mod generic;
 pub mod json_pointer;
+pub mod login_table;
 pub mod shape;
 
-use crate::config::Settings;
 use crate::error::Error;
 use crate::lock::dir_lock::DirLockSpec;
 use crate::login::{EpochMs, Login};
 use crate::oauth::endpoint::TokenResponse;
 use crate::secret::Secret;
+use crate::settings::Settings;
 use crate::storage::credentials_file::{CredentialsFile, Layout, Owner};
 use crate::storage::keychain::Keychain;
 use serde_json::Value;
@@ -149,88 +150,13 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
 /// CLI's own folder variables).
 pub type KeychainItem = fn(&dyn Fn(&str) -> Option<String>) -> Result<Keychain, String>;
 
-/// A provider's built-in request settings, each overridable in the config file.
-#[derive(Clone, Copy, Debug)]
-pub struct Defaults {
-    pub token_url: &'static str,
-    pub client_id: &'static str,
-    /// Sent with the request when not empty.
-    pub scope: &'static str,
-    pub user_agent: &'static str,
-}
+pub use crate::settings::Defaults;
 
-/// A token request: its body and any headers beyond the usual ones.
-#[derive(Clone)]
-pub struct TokenRequest {
-    pub body: Body,
-    pub headers: Vec<(String, String)>,
-}
+// The request and the rule for its answers are the token endpoint's wire types (`oauth/`);
+// each provider fills them in.
+pub use crate::oauth::request::{Body, RejectionRule, TokenRequest};
 
-/// The body holds the refresh token (and maybe a client secret): never log it.
-#[derive(Clone)]
-pub enum Body {
-    /// `application/json`.
-    Json(Value),
-    /// `application/x-www-form-urlencoded`, in this order.
-    Form(Vec<(String, String)>),
-}
-
-impl Body {
-    /// The content type and the encoded bytes.
-    pub fn encode(&self) -> (&'static str, Vec<u8>) {
-        match self {
-            Body::Json(v) => ("application/json", v.to_string().into_bytes()),
-            Body::Form(pairs) => {
-                let mut out = String::new();
-                for (i, (k, v)) in pairs.iter().enumerate() {
-                    if i > 0 {
-                        out.push('&');
-                    }
-                    form_escape(&mut out, k);
-                    out.push('=');
-                    form_escape(&mut out, v);
-                }
-                ("application/x-www-form-urlencoded", out.into_bytes())
-            }
-        }
-    }
-}
-
-/// `application/x-www-form-urlencoded` escaping: unreserved bytes as they are, space as `+`,
-/// everything else `%XX`.
-fn form_escape(out: &mut String, s: &str) {
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
-                out.push(b as char)
-            }
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-}
-
-/// Which error answers from the token endpoint mean the login is dead.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RejectionRule {
-    /// 400, 401 or 403 with `invalid_grant`, `invalid_client` or `unauthorized_client`.
-    OAuth,
-    /// As [`RejectionRule::OAuth`], and also any 401 with an OAuth error body whatever its code
-    /// (OpenAI's endpoint); an HTML or empty 401 (a proxy's) stays transient.
-    OAuthOrAny401,
-}
-
-/// The lock a CLI writes its credentials under, which our writes take too.
-#[derive(Clone, Debug)]
-pub enum SaveLock {
-    /// The CLI takes no lock: an atomic write is all the cooperation there is.
-    None,
-    /// A lock directory, as Claude Code's `.storage-write.lock`.
-    Dir(DirLockSpec),
-    /// `flock`s taken in this order, each on a file created if missing: the first waited for,
-    /// the later ones polled (as Codex CLI does).
-    Flocks(Vec<PathBuf>),
-}
+pub use crate::lock::take::SaveLock;
 
 /// The registry: every built-in provider by its `--provider` name (which is also its config
 /// table and its [`Owner::provider`]), in the order `status` lists them. A new provider is one
@@ -331,9 +257,75 @@ pub fn home(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
     env_path(env, "HOME").or_else(|| env_path(env, "USERPROFILE"))
 }
 
+/// Where `provider`'s login at `path` is kept: its file, or (a provider with a Keychain item,
+/// as `store` in its config table chooses) the Keychain first; an error names the key to fix.
+pub fn open_credentials(
+    provider: &dyn Provider,
+    path: PathBuf,
+    store: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<CredentialsFile, String> {
+    use crate::storage::place::{Choice, wants_keychain};
+    let keychain = provider.keychain();
+    if let Some(store) = store
+        && keychain.is_none()
+    {
+        let with_store: Vec<String> = all()
+            .filter(|p| p.keychain().is_some())
+            .map(|p| format!("[{}]", p.owner().provider))
+            .collect();
+        return Err(format!(
+            "store = \"{store}\": only {} has a store setting; remove it",
+            with_store.join(", ")
+        ));
+    }
+    let choice = Choice::parse(store)?;
+    let default_path = provider.default_path(env).as_deref() == Some(path.as_path());
+    let file = CredentialsFile::new(path, provider.owner())
+        .with_layout(provider.layout())
+        .with_keys(provider.doc_keys());
+    if let Some(item) = keychain
+        && wants_keychain(choice, cfg!(target_os = "macos"), default_path)
+    {
+        return Ok(file.with_keychain(item(env)?));
+    }
+    Ok(file)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provider::claude::Claude;
+    use std::path::PathBuf;
+
+    #[test]
+    fn open_gives_claude_the_keychain_it_asks_for() {
+        let env = |k: &str| match k {
+            "HOME" => Some("/home/me".to_string()),
+            "USER" => Some("me".to_string()),
+            _ => None,
+        };
+        let path = PathBuf::from("/home/me/.claude/.credentials.json");
+        let table = |store: &'static str| Some(store);
+        let file = open_credentials(&Claude, path.clone(), table("keychain"), &env).unwrap();
+        let keychain = file.keychain().expect("keychain");
+        assert_eq!(
+            keychain.service(),
+            crate::provider::claude::KEYCHAIN_SERVICE
+        );
+        assert_eq!(keychain.account(), "me");
+        assert_eq!(file.path(), path, "locks and state stay with the file");
+        assert!(
+            open_credentials(&Claude, path.clone(), table("file"), &env)
+                .unwrap()
+                .keychain()
+                .is_none()
+        );
+        let auto = open_credentials(&Claude, path.clone(), None, &env).unwrap();
+        assert_eq!(auto.keychain().is_some(), cfg!(target_os = "macos"));
+        let err = open_credentials(&Claude, path, table("vault"), &env).unwrap_err();
+        assert!(err.contains("\"vault\""), "{err}");
+    }
 
     #[test]
     fn the_registry_names_each_provider_as_it_names_itself() {

@@ -5,12 +5,12 @@
 //! (never sooner than the server's `Retry-After`) until that time is spent. What to do with new
 //! tokens, a rejection or giving up is the caller's: that is where the two refreshes differ.
 
-use crate::config::Settings;
 use crate::error::Error;
 use crate::lock::interrupt;
 use crate::oauth::endpoint::{Reply, TokenResponse};
 use crate::refresh::Job;
 use crate::secret::{Secret, scrub};
+use crate::settings::Settings;
 use std::thread;
 use std::time::{Duration, Instant};
 

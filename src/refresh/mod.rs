@@ -17,7 +17,6 @@
 pub mod attempts;
 pub(crate) mod save;
 
-use crate::config::Settings;
 use crate::error::Error;
 use crate::lock::dir_lock::LockError;
 use crate::lock::interrupt;
@@ -28,6 +27,7 @@ use crate::login::{EpochMs, Login, now_ms};
 use crate::oauth::endpoint::{TokenEndpoint, TokenResponse};
 use crate::provider::Provider;
 use crate::secret::Secret;
+use crate::settings::Settings;
 use crate::storage::credentials_file::{CredentialsFile, Snapshot};
 use crate::storage::state::{Record, RefreshOutcome, StateDir};
 use attempts::{Attempts, Ready, Rejection};
@@ -65,6 +65,18 @@ pub enum Action {
 }
 
 impl Action {
+    /// What the state record calls a refresh that did this; None for one that was not needed or
+    /// not done now (nothing to record).
+    pub fn outcome(self) -> Option<RefreshOutcome> {
+        match self {
+            Action::NotDue | Action::Deferred => None,
+            Action::Refreshed => Some(RefreshOutcome::Refreshed),
+            Action::Adopted => Some(RefreshOutcome::Adopted),
+            Action::Restored => Some(RefreshOutcome::Restored),
+            Action::KeptOnDisk => Some(RefreshOutcome::KeptOnDisk),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Action::NotDue => "not_due",
@@ -521,7 +533,7 @@ fn not_writable(job: &Job<'_>, path: PathBuf, source: io::Error) -> Error {
 
 fn record(job: &Job<'_>, key: &str, result: &Result<Outcome, Error>) {
     let (outcome, error, rejected_refresh) = match result {
-        Ok(o) => match RefreshOutcome::of(o.action) {
+        Ok(o) => match o.action.outcome() {
             Some(outcome) => (outcome, None, None),
             None => return,
         },

@@ -26,7 +26,7 @@ pub(super) fn remove_temps_of_killed_writer(job: &Job<'_>, own: &OwnLock) {
     let deadline = Instant::now() + Duration::from_secs(5);
     let lock = take::save_lock(job.provider.save_lock(job.file), deadline, own);
     if let (Ok(_lock), Ok(target)) = (lock, job.file.target()) {
-        crate::storage::credentials_file::remove_abandoned_temps(&target);
+        crate::storage::atomic::remove_abandoned_temps(&target);
     }
 }
 

@@ -6,7 +6,7 @@
 //! what changes in their session and runs it when they choose.
 
 use crate::error::Error;
-use crate::storage::credentials_file::write_atomic;
+use crate::storage::atomic::write_atomic;
 use std::fmt::Write as _;
 use std::fs;
 use std::io;

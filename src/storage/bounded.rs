@@ -96,6 +96,21 @@ fn kind_of(meta: &std::fs::Metadata) -> &'static str {
     }
 }
 
+/// Permission bits when the file is readable by group or others (Unix only).
+#[cfg(unix)]
+pub fn loose_mode(target: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(target)
+        .ok()
+        .map(|m| m.permissions().mode() & 0o777)
+        .filter(|mode| mode & 0o077 != 0)
+}
+
+#[cfg(not(unix))]
+pub fn loose_mode(_target: &Path) -> Option<u32> {
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

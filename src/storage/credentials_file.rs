@@ -6,13 +6,16 @@
 //! and a write edits the file's own bytes, so every byte of what was not changed stays as it was.
 
 use crate::error::Error;
+use crate::storage::atomic::{folder_of, remove_abandoned_temps, write_atomic};
+use crate::storage::bounded::loose_mode;
 use crate::storage::bounded::{self, ReadError};
 use crate::storage::json_doc;
 use crate::storage::keychain::Keychain;
 use crate::storage::place::{self, Place};
+pub use crate::storage::place::{Snapshot, WriteGuard};
 use serde_json::Value;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -65,41 +68,6 @@ pub enum Layout {
     /// line uses), with or without a trailing newline; indented by two spaces when there is no
     /// file yet. For tools whose writer we do not know (`[[login]]` tables).
     AsFound,
-}
-
-/// A parsed document, with what we noticed about the file it came from. The document holds the
-/// tokens, so a debug print leaves it out.
-#[derive(Clone)]
-pub struct Snapshot {
-    /// The document, or read from a file whose reader has keys
-    /// ([`CredentialsFile::with_keys`]), an object of just those top-level keys: what a write
-    /// of it changes.
-    pub doc: Value,
-    /// Permission bits when the file is readable by group or others (worth a warning).
-    pub loose_mode: Option<u32>,
-}
-
-impl std::fmt::Debug for Snapshot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Snapshot")
-            .field("doc", &crate::secret::REDACTED)
-            .field("loose_mode", &self.loose_mode)
-            .finish()
-    }
-}
-
-/// Proof that the caller holds the lock under which writes to this file happen. Only the
-/// provider module that knows which lock that is can make one.
-pub struct WriteGuard<'a> {
-    _held: std::marker::PhantomData<&'a ()>,
-}
-
-impl<'a> WriteGuard<'a> {
-    pub fn new<T>(_held: &'a T) -> Self {
-        WriteGuard {
-            _held: std::marker::PhantomData,
-        }
-    }
 }
 
 impl CredentialsFile {
@@ -185,7 +153,7 @@ impl CredentialsFile {
             let Ok(meta) = fs::metadata(&target) else {
                 return Ok(());
             };
-            let me = crate::lock::lock_file::current_uid();
+            let me = crate::storage::atomic::current_uid();
             if meta.uid() != me && me != 0 {
                 return Err(Error::Inaccessible {
                     action: "keep the owner of",
@@ -528,132 +496,6 @@ impl FileLayout {
         }
         Ok(out)
     }
-}
-
-/// The folder holding `path` ("." for a bare file name).
-pub fn folder_of(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
-/// Removes `<target>.tmp.*` files: a writer killed between creating its temp file and renaming
-/// it leaves one behind. Call only while holding the lock all writers of `target` take, so that
-/// no temp file can be in use.
-pub fn remove_abandoned_temps(target: &Path) {
-    let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
-        return;
-    };
-    let prefix = format!("{}.tmp.", name.to_string_lossy());
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
-        if entry.file_name().to_string_lossy().starts_with(&prefix)
-            && entry.file_type().is_ok_and(|t| t.is_file())
-        {
-            tracing::debug!("removing abandoned temp file {}", entry.path().display());
-            let _ = fs::remove_file(entry.path());
-        }
-    }
-}
-
-/// Permission bits when the file is readable by group or others (Unix only).
-#[cfg(unix)]
-fn loose_mode(target: &Path) -> Option<u32> {
-    use std::os::unix::fs::PermissionsExt;
-    fs::metadata(target)
-        .ok()
-        .map(|m| m.permissions().mode() & 0o777)
-        .filter(|mode| mode & 0o077 != 0)
-}
-
-#[cfg(not(unix))]
-fn loose_mode(_target: &Path) -> Option<u32> {
-    None
-}
-
-/// Temp file 0600 beside `target`, fsync, rename over it, fsync the folder. A crash at any
-/// moment leaves either the old or the new file whole, never a mix.
-pub fn write_atomic(target: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = match target.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let prefix = format!("{name}.tmp.");
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(&prefix);
-    #[cfg(unix)]
-    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600));
-    let mut tmp = builder.tempfile_in(dir)?;
-    keep_owner(target, tmp.as_file())?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    persist(tmp, target)?;
-    #[cfg(unix)]
-    fs::File::open(dir)?.sync_all()?;
-    Ok(())
-}
-
-/// The new file keeps the old one's owner: root keeping another user's login writes it as that
-/// user's; anyone else cannot give a file away, and replacing another user's file with one of
-/// their own would take the login from its owner, so that is refused.
-#[cfg(unix)]
-fn keep_owner(target: &Path, tmp: &fs::File) -> io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(old) = fs::metadata(target) else {
-        return Ok(());
-    };
-    let me = crate::lock::lock_file::current_uid();
-    if old.uid() == me {
-        return Ok(());
-    }
-    if me == 0 {
-        return std::os::unix::fs::fchown(tmp, Some(old.uid()), Some(old.gid()));
-    }
-    Err(io::Error::new(
-        io::ErrorKind::PermissionDenied,
-        format!(
-            "{} belongs to another user (uid {}); run tokenkeeper as that user, so the file stays theirs",
-            target.display(),
-            old.uid()
-        ),
-    ))
-}
-
-#[cfg(not(unix))]
-fn keep_owner(_target: &Path, _tmp: &fs::File) -> io::Result<()> {
-    Ok(())
-}
-
-/// Renames the temp file over `target`. On Windows a reader holding the file open without
-/// delete sharing makes the rename fail for a moment: try again for up to a second.
-fn persist(mut tmp: tempfile::NamedTempFile, target: &Path) -> io::Result<()> {
-    let mut tries = 0;
-    loop {
-        match tmp.persist(target) {
-            Ok(_) => return Ok(()),
-            Err(e) if cfg!(windows) && tries < 20 && sharing_violation(&e.error) => {
-                tries += 1;
-                tmp = e.file;
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            Err(e) => return Err(e.error),
-        }
-    }
-}
-
-/// ERROR_ACCESS_DENIED (5) or ERROR_SHARING_VIOLATION (32), which Windows gives while another
-/// process has the file open.
-fn sharing_violation(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(5 | 32)) || e.kind() == io::ErrorKind::PermissionDenied
 }
 
 #[cfg(test)]

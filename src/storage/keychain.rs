@@ -13,8 +13,8 @@
 //! replace with a fake placed first on `PATH` (`tests/support/fake_security.rs`).
 
 use crate::error::Error;
-use crate::storage::credentials_file::{Snapshot, WriteGuard};
 use crate::storage::place::{Held, Place};
+use crate::storage::place::{Snapshot, WriteGuard};
 use serde_json::Value;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};

@@ -2,6 +2,7 @@
 //! every unknown field, the mode and the link), the macOS Keychain, the choice between the two
 //! (a login's "place"), and tokenkeeper's state folder (records, recovery files).
 
+pub mod atomic;
 pub mod bounded;
 pub mod credentials_file;
 pub mod json_doc;

@@ -1,16 +1,48 @@
 //! Where a login is kept: its credentials file, or (Claude Code on macOS) the Keychain with the
-//! file as fallback, as Claude Code itself does. Both places are a [`Place`]; a
-//! [`CredentialsFile`] reads through them in order and writes back to the one that held the
-//! login. The choice is made once per command, here, from the provider (whether its CLI uses the
-//! Keychain at all, [`Provider::keychain`]) and its config table.
+//! file as fallback, as Claude Code itself does. Both places are a [`Place`], which hands out a
+//! [`Snapshot`] and writes only under a [`WriteGuard`]; a `CredentialsFile` reads through them
+//! in order and writes back to the one that held the login. Which places a login has is the
+//! provider's fact (`provider::open_credentials`), made once per command from `[claude] store`
+//! ([`Choice`]).
 
-use crate::config::ProviderConfig;
 use crate::error::Error;
-use crate::provider::Provider;
-use crate::storage::credentials_file::{CredentialsFile, Snapshot, WriteGuard};
 use serde_json::Value;
 use std::io;
-use std::path::PathBuf;
+
+/// A parsed document, with what we noticed about the file it came from. The document holds the
+/// tokens, so a debug print leaves it out.
+#[derive(Clone)]
+pub struct Snapshot {
+    /// The document, or read from a file whose reader has keys
+    /// ([`CredentialsFile::with_keys`]), an object of just those top-level keys: what a write
+    /// of it changes.
+    pub doc: Value,
+    /// Permission bits when the file is readable by group or others (worth a warning).
+    pub loose_mode: Option<u32>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("doc", &crate::secret::REDACTED)
+            .field("loose_mode", &self.loose_mode)
+            .finish()
+    }
+}
+
+/// Proof that the caller holds the lock under which writes to this file happen. Only the
+/// provider module that knows which lock that is can make one.
+pub struct WriteGuard<'a> {
+    _held: std::marker::PhantomData<&'a ()>,
+}
+
+impl<'a> WriteGuard<'a> {
+    pub fn new<T>(_held: &'a T) -> Self {
+        WriteGuard {
+            _held: std::marker::PhantomData,
+        }
+    }
+}
 
 /// One place a credentials document can live.
 pub trait Place: Send + Sync + std::fmt::Debug {
@@ -66,43 +98,9 @@ pub fn wants_keychain(choice: Choice, on_macos: bool, default_path: bool) -> boo
     }
 }
 
-/// The store for `provider`'s login at `path`; an error names the config key to fix.
-pub fn open(
-    provider: &dyn Provider,
-    path: PathBuf,
-    table: &ProviderConfig,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<CredentialsFile, String> {
-    let keychain = provider.keychain();
-    if let Some(store) = &table.store
-        && keychain.is_none()
-    {
-        let with_store: Vec<String> = crate::provider::all()
-            .filter(|p| p.keychain().is_some())
-            .map(|p| format!("[{}]", p.owner().provider))
-            .collect();
-        return Err(format!(
-            "store = \"{store}\": only {} has a store setting; remove it",
-            with_store.join(", ")
-        ));
-    }
-    let choice = Choice::parse(table.store.as_deref())?;
-    let default_path = provider.default_path(env).as_deref() == Some(path.as_path());
-    let file = CredentialsFile::new(path, provider.owner())
-        .with_layout(provider.layout())
-        .with_keys(provider.doc_keys());
-    if let Some(item) = keychain
-        && wants_keychain(choice, cfg!(target_os = "macos"), default_path)
-    {
-        return Ok(file.with_keychain(item(env)?));
-    }
-    Ok(file)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::claude::Claude;
 
     #[test]
     fn auto_means_the_keychain_only_on_macos_for_claudes_own_file() {
@@ -125,37 +123,5 @@ mod tests {
         assert_eq!(Choice::parse(Some("keychain")), Ok(Keychain));
         let err = Choice::parse(Some("Keychain")).unwrap_err();
         assert!(err.contains("\"auto\", \"file\" or \"keychain\""), "{err}");
-    }
-
-    #[test]
-    fn open_gives_claude_the_keychain_it_asks_for() {
-        let env = |k: &str| match k {
-            "HOME" => Some("/home/me".to_string()),
-            "USER" => Some("me".to_string()),
-            _ => None,
-        };
-        let path = PathBuf::from("/home/me/.claude/.credentials.json");
-        let table = |store: &str| ProviderConfig {
-            store: Some(store.to_string()),
-            ..ProviderConfig::default()
-        };
-        let file = open(&Claude, path.clone(), &table("keychain"), &env).unwrap();
-        let keychain = file.keychain().expect("keychain");
-        assert_eq!(
-            keychain.service(),
-            crate::provider::claude::KEYCHAIN_SERVICE
-        );
-        assert_eq!(keychain.account(), "me");
-        assert_eq!(file.path(), path, "locks and state stay with the file");
-        assert!(
-            open(&Claude, path.clone(), &table("file"), &env)
-                .unwrap()
-                .keychain()
-                .is_none()
-        );
-        let auto = open(&Claude, path.clone(), &ProviderConfig::default(), &env).unwrap();
-        assert_eq!(auto.keychain().is_some(), cfg!(target_os = "macos"));
-        let err = open(&Claude, path, &table("vault"), &env).unwrap_err();
-        assert!(err.contains("\"vault\""), "{err}");
     }
 }

@@ -7,7 +7,7 @@
 use crate::login::EpochMs;
 use crate::oauth::endpoint::TokenResponse;
 use crate::secret::Secret;
-use crate::storage::credentials_file::write_atomic;
+use crate::storage::atomic::write_atomic;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::{self, Read, Write};
@@ -60,19 +60,6 @@ pub enum RefreshOutcome {
 }
 
 impl RefreshOutcome {
-    /// What a refresh that did `action` came to; None for a refresh that was not needed or
-    /// not done now (nothing to record).
-    pub fn of(action: crate::refresh::Action) -> Option<RefreshOutcome> {
-        use crate::refresh::Action;
-        match action {
-            Action::NotDue | Action::Deferred => None,
-            Action::Refreshed => Some(RefreshOutcome::Refreshed),
-            Action::Adopted => Some(RefreshOutcome::Adopted),
-            Action::Restored => Some(RefreshOutcome::Restored),
-            Action::KeptOnDisk => Some(RefreshOutcome::KeptOnDisk),
-        }
-    }
-
     /// What a failed refresh came to.
     pub fn of_error(error: &crate::error::Error) -> RefreshOutcome {
         use crate::error::Error;
@@ -493,7 +480,7 @@ fn check_own_folder(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
-        if meta.uid() != crate::lock::lock_file::current_uid() {
+        if meta.uid() != crate::storage::atomic::current_uid() {
             return refuse(format!("belongs to another user (uid {})", meta.uid()));
         }
     }

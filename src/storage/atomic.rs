@@ -1,0 +1,126 @@
+//! Writing a file so that no reader and no crash ever sees half of it: a temp file in the same
+//! folder, fsync, rename over the target (a symlink's target, never the link), fsync of the
+//! folder; mode 0600; the old file's owner kept. Also the clean-up of temp files a killed writer
+//! left. A leaf: it knows nothing of logins, locks or providers, so every room can use it.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// The folder holding `path` ("." for a bare file name).
+pub fn folder_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Removes `<target>.tmp.*` files: a writer killed between creating its temp file and renaming
+/// it leaves one behind. Call only while holding the lock all writers of `target` take, so that
+/// no temp file can be in use.
+pub fn remove_abandoned_temps(target: &Path) {
+    let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
+        return;
+    };
+    let prefix = format!("{}.tmp.", name.to_string_lossy());
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix)
+            && entry.file_type().is_ok_and(|t| t.is_file())
+        {
+            tracing::debug!("removing abandoned temp file {}", entry.path().display());
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Temp file 0600 beside `target`, fsync, rename over it, fsync the folder. A crash at any
+/// moment leaves either the old or the new file whole, never a mix.
+pub fn write_atomic(target: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let prefix = format!("{name}.tmp.");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix);
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600));
+    let mut tmp = builder.tempfile_in(dir)?;
+    keep_owner(target, tmp.as_file())?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    persist(tmp, target)?;
+    #[cfg(unix)]
+    fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// The new file keeps the old one's owner: root keeping another user's login writes it as that
+/// user's; anyone else cannot give a file away, and replacing another user's file with one of
+/// their own would take the login from its owner, so that is refused.
+#[cfg(unix)]
+fn keep_owner(target: &Path, tmp: &fs::File) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(old) = fs::metadata(target) else {
+        return Ok(());
+    };
+    let me = current_uid();
+    if old.uid() == me {
+        return Ok(());
+    }
+    if me == 0 {
+        return std::os::unix::fs::fchown(tmp, Some(old.uid()), Some(old.gid()));
+    }
+    Err(io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!(
+            "{} belongs to another user (uid {}); run tokenkeeper as that user, so the file stays theirs",
+            target.display(),
+            old.uid()
+        ),
+    ))
+}
+
+#[cfg(not(unix))]
+fn keep_owner(_target: &Path, _tmp: &fs::File) -> io::Result<()> {
+    Ok(())
+}
+
+/// Renames the temp file over `target`. On Windows a reader holding the file open without
+/// delete sharing makes the rename fail for a moment: try again for up to a second.
+fn persist(mut tmp: tempfile::NamedTempFile, target: &Path) -> io::Result<()> {
+    let mut tries = 0;
+    loop {
+        match tmp.persist(target) {
+            Ok(_) => return Ok(()),
+            Err(e) if cfg!(windows) && tries < 20 && sharing_violation(&e.error) => {
+                tries += 1;
+                tmp = e.file;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => return Err(e.error),
+        }
+    }
+}
+
+/// ERROR_ACCESS_DENIED (5) or ERROR_SHARING_VIOLATION (32), which Windows gives while another
+/// process has the file open.
+fn sharing_violation(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(5 | 32)) || e.kind() == io::ErrorKind::PermissionDenied
+}
+
+/// The effective user id.
+#[cfg(unix)]
+pub fn current_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
