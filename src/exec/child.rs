@@ -1,6 +1,6 @@
 //! Running a wrapped command: same stdin, environment (plus what we inject) and working folder;
 //! its stdout and stderr either inherited (a terminal is attached) or passed through byte for
-//! byte as they come, while an [`auth_failure::Detector`] watches them. Signals sent to us are
+//! byte as they come, while an [`crate::exec::auth_failure::Detector`] watches them. Signals sent to us are
 //! forwarded to it (see `interrupt::forward_to_child`), and on Linux it gets SIGTERM should we
 //! die first.
 //!

@@ -141,7 +141,7 @@ impl CredentialsFile {
     }
 
     /// Before a refresh token is spent: could we save its replacement and keep the file its
-    /// owner's? Not when another user owns it and we are not root (see [`keep_owner`]); better
+    /// owner's? Not when another user owns it and we are not root (see `storage::atomic::keep_owner`); better
     /// to say so now than to spend the token and leave the new one in a recovery file.
     pub fn check_owner(&self) -> Result<(), Error> {
         #[cfg(unix)]
