@@ -132,15 +132,17 @@ pub fn run(cli: &Cli, json: bool) -> Result<u8, Error> {
             .collect();
         output::stdout(&format!("{}\n", json!({ "checks": list })));
     } else {
-        output::stdout(&human(&checks));
+        output::stdout(&human(&checks, cli.quiet));
     }
     Ok(u8::from(failed))
 }
 
-fn human(checks: &[Check]) -> String {
+/// One line per check, its fix under it, then the counts; `quiet`: only the checks that are not
+/// `ok`, no counts.
+fn human(checks: &[Check], quiet: bool) -> String {
     let width = checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
     let mut out = String::new();
-    for c in checks {
+    for c in checks.iter().filter(|c| !quiet || c.status != Status::Ok) {
         out += &format!(
             "{:<4}  {:<width$}  {}\n",
             c.status.as_str(),
@@ -150,6 +152,9 @@ fn human(checks: &[Check]) -> String {
         if let (Some(fix), true) = (&c.fix, c.status != Status::Ok) {
             out += &format!("      {:<width$}  fix: {fix}\n", "");
         }
+    }
+    if quiet {
+        return out;
     }
     let count = |s: Status| checks.iter().filter(|c| c.status == s).count();
     out += &format!(

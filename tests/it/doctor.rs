@@ -28,6 +28,10 @@ fn a_healthy_login_passes_with_warnings_only_and_nothing_is_spent() {
     assert!(run.stdout.contains("login claude"), "{run:?}");
     assert!(run.stdout.contains("endpoint claude"), "{run:?}");
     assert!(!run.stdout.contains("fail  "), "{run:?}");
+    let quiet = s.run(&["doctor", "-q"]);
+    assert_eq!(quiet.code, 0, "{quiet:?}");
+    assert!(!quiet.stdout.contains("ok    "), "{quiet:?}");
+    assert!(!quiet.stdout.contains("checks:"), "{quiet:?}");
 
     let run = s.run(&["doctor", "--json"]);
     assert_eq!(run.code, 0, "{run:?}");
@@ -56,7 +60,7 @@ fn a_healthy_login_passes_with_warnings_only_and_nothing_is_spent() {
     // The endpoint was probed, with the dummy refresh token and never the real one.
     let requests = s.server.requests();
     let token_requests: Vec<_> = requests.iter().filter(|r| r.method == "POST").collect();
-    assert_eq!(token_requests.len(), 2, "one probe per run: {requests:?}");
+    assert_eq!(token_requests.len(), 3, "one probe per run: {requests:?}");
     for r in &requests {
         assert!(!r.body.contains(&login.refresh_token), "{}", r.body);
         assert!(!r.body.contains(&login.access_token), "{}", r.body);
