@@ -3,6 +3,7 @@
 
 mod daemon;
 mod demo;
+mod doctor;
 mod exec;
 #[cfg_attr(not(feature = "fleet"), path = "no_fleet.rs")]
 mod fleet;
@@ -74,6 +75,14 @@ enum Command {
     /// Show the login's state; never refreshes, never writes.
     Status {
         /// One JSON object with a `logins` array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check everything a login depends on (config, logins, environment, token endpoint, clock,
+    /// service, Claude Code) and print one line per check with its fix; never refreshes, never
+    /// writes. Exit 0 when nothing fails (warnings are shown), 1 when a check fails.
+    Doctor {
+        /// One JSON object with a `checks` array.
         #[arg(long)]
         json: bool,
     },
@@ -387,6 +396,7 @@ pub fn run() -> ExitCode {
     }
     let result = match &cli.command {
         Command::Status { json } => Context::resolve_all(&cli).map(|all| status::run(&all, *json)),
+        Command::Doctor { json } => doctor::run(&cli, *json),
         Command::Refresh {
             force,
             min_ttl,

@@ -8,11 +8,11 @@ use tokenkeeper::Error;
 use tokenkeeper::login::{Freshness, Login, now_ms};
 use tokenkeeper::storage::state::{Record, StateDir};
 
-/// What status found for one login.
-struct Report {
-    state: &'static str,
+/// What status found for one login (`doctor` reads `state` and `problem`).
+pub(super) struct Report {
+    pub(super) state: &'static str,
     login: Option<Login>,
-    problem: Option<String>,
+    pub(super) problem: Option<String>,
     record: Option<Record>,
     recovery: Option<std::path::PathBuf>,
     /// (pid, next refresh) when a daemon keeps this login.
@@ -58,7 +58,7 @@ pub fn run(all: &[Context], json: bool) -> u8 {
     code
 }
 
-fn inspect(ctx: &Context, now: i64) -> Report {
+pub(super) fn inspect(ctx: &Context, now: i64) -> Report {
     let key = StateDir::key(ctx.file.owner().provider, ctx.file.path());
     let record = ctx.state.read_record(&key);
     let relogin = ctx.file.owner().relogin;

@@ -328,6 +328,70 @@ impl TokenEndpoint {
     }
 }
 
+/// The refresh token a [`TokenEndpoint::probe`] sends: obviously not one, so the endpoint
+/// answers `invalid_grant` and nothing is spent.
+pub const PROBE_REFRESH_TOKEN: &str = "tokenkeeper-doctor-probe";
+
+/// What a probe of the token endpoint got back: any HTTP answer at all.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Probe {
+    pub status: u16,
+    /// The answer's `Date` header, as sent (for a clock check).
+    pub date: Option<String>,
+}
+
+impl TokenEndpoint {
+    /// Reaches the endpoint (DNS, connection, TLS, proxy) without spending a refresh token: posts
+    /// the provider's refresh request built from [`PROBE_REFRESH_TOKEN`], never from a stored
+    /// login, and reads only the status and the `Date` header. `Err` is the transport failure,
+    /// described as [`TokenEndpoint::post`] describes it (host, step, fix).
+    pub fn probe(
+        &self,
+        provider: &dyn crate::provider::Provider,
+        settings: &crate::config::Settings,
+        timeout: Duration,
+    ) -> Result<Probe, String> {
+        let request = provider.token_request(&Secret::new(PROBE_REFRESH_TOKEN), settings);
+        let (content_type, bytes) = request.body.encode();
+        let mut builder = self
+            .agent()
+            .post(&self.url)
+            .config()
+            .timeout_global(Some(timeout))
+            .build()
+            .header("Content-Type", content_type)
+            .header("Accept", "application/json, text/plain, */*")
+            .header("User-Agent", &self.user_agent);
+        for (name, value) in &request.headers {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        let response = match builder.send(&bytes[..]) {
+            Ok(r) => r,
+            Err(e) => {
+                return Err(match transport_failure(&e, &self.url) {
+                    Reply::Transient { reason, .. } => reason,
+                    other => format!("{other:?}"),
+                });
+            }
+        };
+        Ok(Probe {
+            status: response.status().as_u16(),
+            date: response
+                .headers()
+                .get("date")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+        })
+    }
+}
+
+/// How far this machine's clock is behind (negative) or ahead (positive) of an HTTP `Date`
+/// header, in seconds; `None` when the header is not a date.
+pub fn clock_skew_secs(date: &str, now: jiff::Timestamp) -> Option<i64> {
+    let theirs = jiff::fmt::rfc2822::parse(date.trim()).ok()?.timestamp();
+    Some(now.as_second() - theirs.as_second())
+}
+
 fn transport_failure(e: &ureq::Error, url: &str) -> Reply {
     let host = host_of(url);
     // `-v` shows every cause; the one line says which step failed and what fixes it.
@@ -339,7 +403,7 @@ fn transport_failure(e: &ureq::Error, url: &str) -> Reply {
 }
 
 /// `host[:port]` of a URL, for messages (never its path or query).
-fn host_of(url: &str) -> String {
+pub fn host_of(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
     // Credentials in a URL are never shown.
@@ -416,6 +480,21 @@ fn tls_failure(host: &str, why: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clock_skew_is_read_from_a_date_header() {
+        let now = jiff::Timestamp::from_second(784_111_777).unwrap();
+        assert_eq!(
+            clock_skew_secs("Sun, 06 Nov 1994 08:49:37 GMT", now),
+            Some(0)
+        );
+        let later = jiff::Timestamp::from_second(784_111_777 + 90).unwrap();
+        assert_eq!(
+            clock_skew_secs("Sun, 06 Nov 1994 08:49:37 GMT", later),
+            Some(90)
+        );
+        assert_eq!(clock_skew_secs("soon", now), None);
+    }
 
     #[test]
     fn a_transport_failure_names_the_host_the_step_and_the_fix() {

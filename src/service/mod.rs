@@ -277,7 +277,7 @@ pub fn uninstall(platform: Platform, path: &Path, force: bool) -> Result<Removed
 }
 
 /// The link `systemctl enable` made for the unit at `unit` (in a `*.wants` folder beside it).
-fn systemd_enablement(unit: &Path) -> Option<PathBuf> {
+pub fn systemd_enablement(unit: &Path) -> Option<PathBuf> {
     let name = unit.file_name()?;
     fs::read_dir(unit.parent()?)
         .ok()?

@@ -11,6 +11,7 @@ mod daemon;
 // `tokenkeeper demo` exists only with the `demo` feature (on by default).
 #[cfg(feature = "demo")]
 mod demo;
+mod doctor;
 mod exec;
 mod faults;
 // Fleet mode exists only with the `fleet` feature (on by default).
