@@ -22,6 +22,9 @@ pub enum Event {
     Recovered,
     LoginEnding,
     StoreUnreachable,
+    /// The server handed out an access token that was already due (it expires within the
+    /// refresh margin as it comes): refreshes of the login are spaced out until it stops.
+    TokenAlreadyDue,
 }
 
 impl Event {
@@ -32,6 +35,7 @@ impl Event {
             Event::Recovered => "recovered",
             Event::LoginEnding => "login_ending",
             Event::StoreUnreachable => "store_unreachable",
+            Event::TokenAlreadyDue => "token_already_due",
         }
     }
 }
@@ -374,6 +378,7 @@ mod tests {
             (Event::Recovered, "recovered"),
             (Event::LoginEnding, "login_ending"),
             (Event::StoreUnreachable, "store_unreachable"),
+            (Event::TokenAlreadyDue, "token_already_due"),
         ] {
             assert_eq!(event.as_str(), text);
             assert_eq!(serde_json::to_value(event).unwrap(), text);

@@ -438,3 +438,29 @@ fn sighup_rereads_the_configuration_and_keeps_running() {
     assert_eq!(fs::read_to_string(&new).unwrap(), "login_dead\n");
     assert!(!old.exists());
 }
+
+#[test]
+fn a_server_handing_out_tokens_already_due_is_not_hammered_and_is_alerted_once() {
+    // `expires_in: 0`: every new token expires as it comes.
+    let s = short_lived(0);
+    s.login(1000);
+    let log = s.dir.path().join("alerts.log");
+    let notify = format!("echo \"$TOKENKEEPER_EVENT\" >> {}", log.display());
+    let d = daemon(&s, &["--notify-command", &notify]);
+    wait_for(
+        "the token_already_due alert",
+        Duration::from_secs(10),
+        || {
+            fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("token_already_due")
+        },
+    );
+    sleep(Duration::from_secs(5));
+    let run = stop(&s, d);
+    assert_eq!(run.code, 0, "{run:?}");
+    let stats = s.server.stats();
+    assert!((1..=3).contains(&stats.token_requests), "{stats:?} {run:?}");
+    assert_eq!(fs::read_to_string(&log).unwrap(), "token_already_due\n");
+    assert!(run.stderr.contains("expires in 0 s"), "{run:?}");
+}
