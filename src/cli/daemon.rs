@@ -23,10 +23,20 @@ pub struct DaemonArgs {
     pub login_ending_within: Option<Duration>,
     /// Run this command (with sh -c) for every alert; TOKENKEEPER_EVENT, TOKENKEEPER_PROVIDER and
     /// TOKENKEEPER_MESSAGE tell what happened.
-    #[arg(long, value_name = "CMD")]
+    #[arg(
+        long,
+        value_name = "CMD",
+        env = "TOKENKEEPER_NOTIFY_COMMAND",
+        hide_env_values = true
+    )]
     pub notify_command: Option<String>,
     /// POST every alert as JSON to this URL (Discord and Slack incoming webhooks show it as is).
-    #[arg(long, value_name = "URL")]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "TOKENKEEPER_WEBHOOK",
+        hide_env_values = true
+    )]
     pub webhook: Option<String>,
     /// Serve Prometheus metrics on /metrics at this address, e.g. 127.0.0.1:9464.
     #[arg(long, value_name = "ADDR")]

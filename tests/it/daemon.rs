@@ -464,3 +464,26 @@ fn a_server_handing_out_tokens_already_due_is_not_hammered_and_is_alerted_once()
     assert_eq!(fs::read_to_string(&log).unwrap(), "token_already_due\n");
     assert!(run.stderr.contains("expires in 0 s"), "{run:?}");
 }
+
+#[test]
+fn the_notify_command_can_come_from_the_environment_a_service_sets() {
+    let s = short_lived(3600);
+    s.login(1000);
+    s.server.set_default_fault(Some(Fault::InvalidGrant));
+    let log = s.dir.path().join("alerts.log");
+    let notify = format!("echo \"$TOKENKEEPER_EVENT\" >> {}", log.display());
+    let d = s
+        .cmd(&["daemon"])
+        .env("TOKENKEEPER_NOTIFY_COMMAND", &notify)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn daemon");
+    wait_for("the login_dead alert", Duration::from_secs(10), || {
+        fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("login_dead")
+    });
+    let run = stop(&s, d);
+    assert_eq!(run.code, 0, "{run:?}");
+}
