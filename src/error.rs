@@ -125,6 +125,12 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
+    /// A setting given on the command line or in the environment that cannot work (a webhook
+    /// URL without a scheme, a notify command whose program is missing): like a wrong config
+    /// file, a restart cannot fix it.
+    #[error("{0}")]
+    Setting(String),
+
     /// A problem with the fleet's database (`[store]`); see [`FleetError`].
     #[error(transparent)]
     Fleet(#[from] FleetError),
@@ -151,7 +157,7 @@ impl Error {
             | Error::Interrupted { .. }
             | Error::DaemonRunning { .. } => ErrorKind::LockTimeout,
             Error::SaveFailed { .. } | Error::TokensLost { .. } => ErrorKind::SaveFailed,
-            Error::Config { .. } => ErrorKind::Config,
+            Error::Config { .. } | Error::Setting(_) => ErrorKind::Config,
             Error::NothingToKeep { .. } => ErrorKind::Credentials,
             Error::Usage(_) => ErrorKind::Usage,
             Error::Fleet(e) => e.kind(),

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokenkeeper::Error;
-use tokenkeeper::daemon::alert::Alerter;
+use tokenkeeper::daemon::alert::{Alert, Alerter, Event, check_notify_command, check_webhook};
 use tokenkeeper::daemon::metrics::{self, Metrics};
 use tokenkeeper::daemon::sd_notify::Notifier;
 use tokenkeeper::daemon::{Control, Daemon, Options, Source};
@@ -23,14 +23,28 @@ pub struct DaemonArgs {
     pub login_ending_within: Option<Duration>,
     /// Run this command (with sh -c) for every alert; TOKENKEEPER_EVENT, TOKENKEEPER_PROVIDER and
     /// TOKENKEEPER_MESSAGE tell what happened.
-    #[arg(long, value_name = "CMD")]
+    #[arg(
+        long,
+        value_name = "CMD",
+        env = "TOKENKEEPER_NOTIFY_COMMAND",
+        hide_env_values = true
+    )]
     pub notify_command: Option<String>,
     /// POST every alert as JSON to this URL (Discord and Slack incoming webhooks show it as is).
-    #[arg(long, value_name = "URL")]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "TOKENKEEPER_WEBHOOK",
+        hide_env_values = true
+    )]
     pub webhook: Option<String>,
     /// Serve Prometheus metrics on /metrics at this address, e.g. 127.0.0.1:9464.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
+    /// Send one `test` alert through the notify command and the webhook, say how each went, and
+    /// exit (0 when every one worked).
+    #[arg(long)]
+    pub test_alert: bool,
 }
 
 /// The options after flags, then config, then defaults.
@@ -84,12 +98,43 @@ fn resolve(cli: &Cli, args: &DaemonArgs) -> Result<Resolved, Error> {
         })?),
         (None, None) => None,
     };
-    let alerter = Alerter::new(
-        args.notify_command
-            .clone()
-            .or_else(|| d.notify_command.clone()),
-        args.webhook.clone().or_else(|| d.webhook.clone()),
-    );
+    // Checked now, not at the first alert, which may come weeks later.
+    let path_env = std::env::var_os("PATH");
+    let notify_command = match (&args.notify_command, &d.notify_command) {
+        (Some(cmd), _) => {
+            check_notify_command(cmd, path_env.as_deref()).map_err(|why| {
+                Error::Setting(format!(
+                    "--notify-command (or TOKENKEEPER_NOTIFY_COMMAND): {why}"
+                ))
+            })?;
+            Some(cmd.clone())
+        }
+        (None, Some(cmd)) => {
+            check_notify_command(cmd, path_env.as_deref()).map_err(|why| Error::Config {
+                path: path.clone(),
+                problem: format!("[daemon] notify_command: {why}"),
+            })?;
+            Some(cmd.clone())
+        }
+        (None, None) => None,
+    };
+    let webhook = match (&args.webhook, &d.webhook) {
+        (Some(url), _) => {
+            check_webhook(url).map_err(|why| {
+                Error::Setting(format!("--webhook (or TOKENKEEPER_WEBHOOK): {why}"))
+            })?;
+            Some(url.clone())
+        }
+        (None, Some(url)) => {
+            check_webhook(url).map_err(|why| Error::Config {
+                path: path.clone(),
+                problem: format!("[daemon] webhook: {why}"),
+            })?;
+            Some(url.clone())
+        }
+        (None, None) => None,
+    };
+    let alerter = Alerter::new(notify_command, webhook);
     Ok(Resolved {
         fleet,
         state,
@@ -197,6 +242,9 @@ fn parse_metrics_addr(text: &str) -> Result<SocketAddr, String> {
 
 pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<u8, Error> {
     let resolved = resolve(cli, args)?;
+    if args.test_alert {
+        return Ok(test_alert(&resolved));
+    }
     let state = resolved.state;
     let _instance = match state.lock_daemon() {
         Ok(file) => file,
@@ -274,6 +322,40 @@ pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<u8, Error> {
         resolved.options,
     );
     serve(&mut daemon, &control, &notifier, &mut reload)
+}
+
+/// `--test-alert`: one `test` alert through each configured way, now; prints how each went.
+/// 0 when all worked, 1 when one failed, 78 when none is configured.
+fn test_alert(resolved: &Resolved) -> u8 {
+    let provider = resolved
+        .logins
+        .first()
+        .map_or("tokenkeeper", |l| l.file.owner().provider);
+    let alert = Alert {
+        event: Event::Test,
+        provider: provider.to_string(),
+        message: "a test alert from tokenkeeper: alerts reach you this way".into(),
+        at: jiff::Timestamp::now(),
+    };
+    let results = resolved.alerter.deliver_now(&alert);
+    if results.is_empty() {
+        super::output::stdout(
+            "no alert is configured: set --notify-command or --webhook (or [daemon] notify_command, webhook)\n",
+        );
+        return 78;
+    }
+    let mut failed = false;
+    for (what, result) in results {
+        let line = match result {
+            Ok(()) => format!("{what}: sent\n"),
+            Err(why) => {
+                failed = true;
+                format!("{what}: {why}\n")
+            }
+        };
+        super::output::stdout(&line);
+    }
+    u8::from(failed)
 }
 
 /// Runs either daemon's loop until a signal stops it, telling systemd (when it asked) that the

@@ -64,10 +64,12 @@ pub struct DaemonOptions {
     /// For the daemon: warn this long before the login itself ends (e.g. 72h).
     #[arg(long, global = true, value_name = "DURATION", value_parser = duration_text)]
     pub login_ending_within: Option<String>,
-    /// For the daemon: run CMD on alerts.
+    /// For the daemon: run CMD on alerts (kept out of the command line: systemd reads it from
+    /// a 0600 environment file, launchd from the 0600 plist).
     #[arg(long, global = true, value_name = "CMD")]
     pub notify_command: Option<String>,
-    /// For the daemon: POST alerts as JSON to URL.
+    /// For the daemon: POST alerts as JSON to URL (kept out of the command line like
+    /// --notify-command).
     #[arg(long, global = true, value_name = "URL")]
     pub webhook: Option<String>,
     /// For the daemon: serve Prometheus metrics on ADDR (e.g. 127.0.0.1:9464).
@@ -77,7 +79,8 @@ pub struct DaemonOptions {
 
 impl DaemonOptions {
     /// The daemon's options as separate arguments, in a fixed order. The global `--config`
-    /// and `--credentials` are made absolute: a service starts in another folder.
+    /// and `--credentials` are made absolute: a service starts in another folder. The notify
+    /// command and the webhook are not among them (see [`DaemonOptions::secrets`]).
     pub fn to_args(
         &self,
         config: Option<&Path>,
@@ -90,8 +93,6 @@ impl DaemonOptions {
             ("--credentials", credentials.as_deref()),
             ("--refresh-before", self.refresh_before.as_deref()),
             ("--login-ending-within", self.login_ending_within.as_deref()),
-            ("--notify-command", self.notify_command.as_deref()),
-            ("--webhook", self.webhook.as_deref()),
             ("--metrics", self.metrics.as_deref()),
         ];
         Ok(options
@@ -99,6 +100,19 @@ impl DaemonOptions {
             .filter_map(|(flag, value)| Some([flag.to_string(), value?.to_string()]))
             .flatten()
             .collect())
+    }
+
+    /// The options that may hold a secret (a webhook's path, a token in a notify command), as
+    /// the variables the daemon reads them from: a command line is visible to every local
+    /// user in `ps`.
+    pub fn secrets(&self) -> Vec<(String, String)> {
+        [
+            (service::NOTIFY_COMMAND_ENV, &self.notify_command),
+            (service::WEBHOOK_ENV, &self.webhook),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name.to_string(), value.clone()?)))
+        .collect()
     }
 }
 
@@ -119,7 +133,18 @@ pub fn run(
         ServiceAction::Install => {
             let path = platform.install_path(&env)?;
             let text = definition(args, platform, config, credentials, &env)?;
-            match service::install(&path, &text, args.force)? {
+            let installed = service::install(&path, &text, args.force)?;
+            let secrets = args.daemon.secrets();
+            if platform == service::Platform::Systemd && !secrets.is_empty() {
+                let env_file = service::env_file_path(&env)?;
+                let replace = args.force || installed != Installed::Unchanged;
+                service::install(&env_file, &service::env_file_text(&secrets)?, replace)?;
+                tracing::info!(
+                    "wrote the notify command and webhook to {} (mode 0600), which the unit reads",
+                    env_file.display()
+                );
+            }
+            match installed {
                 Installed::Written => {
                     tracing::info!("wrote {}; enable it with:", path.display());
                 }
@@ -138,7 +163,19 @@ pub fn run(
         }
         ServiceAction::Uninstall => {
             let path = platform.install_path(&env)?;
-            match service::uninstall(platform, &path, args.force)? {
+            let removed = service::uninstall(platform, &path, args.force)?;
+            if platform == service::Platform::Systemd
+                && let Ok(env_file) = service::env_file_path(&env)
+                && env_file.exists()
+            {
+                std::fs::remove_file(&env_file).map_err(|source| Error::Io {
+                    what: "cannot remove the service's environment file",
+                    path: env_file.clone(),
+                    source,
+                })?;
+                tracing::info!("removed {}", env_file.display());
+            }
+            match removed {
                 Removed::Removed => tracing::info!(
                     "removed {}; if the service still runs, stop and disable it with:",
                     path.display()
@@ -182,7 +219,26 @@ fn definition(
     }
     let program = text(&binary)?;
     let options = args.daemon.to_args(config, credentials)?;
-    Ok(platform.render(&ServiceSpec::new(program, options, env)))
+    let mut spec = ServiceSpec::new(program, options, env);
+    spec.secrets = args.daemon.secrets();
+    if !spec.secrets.is_empty() {
+        match platform {
+            service::Platform::Systemd => {
+                spec.env_file = Some(text(&service::env_file_path(env)?)?);
+                service::env_file_text(&spec.secrets)?;
+            }
+            service::Platform::Launchd => {}
+            service::Platform::Windows => {
+                return Err(Error::Usage(
+                    "a Windows task's command line is visible to every local user, so it cannot \
+                     carry --webhook or --notify-command: put them in the config file's [daemon] \
+                     table (webhook = \"...\", notify_command = \"...\") instead"
+                        .into(),
+                ));
+            }
+        }
+    }
+    Ok(platform.render(&spec))
 }
 
 fn absolute_text(path: &Path) -> Result<String, Error> {
@@ -284,12 +340,15 @@ mod tests {
                 "2h",
                 "--login-ending-within",
                 "72h",
-                "--notify-command",
-                "notify-send tk",
-                "--webhook",
-                "https://h.example/x",
                 "--metrics",
                 "127.0.0.1:9464",
+            ]
+        );
+        assert_eq!(
+            options.secrets(),
+            [
+                ("TOKENKEEPER_NOTIFY_COMMAND".into(), "notify-send tk".into()),
+                ("TOKENKEEPER_WEBHOOK".into(), "https://h.example/x".into()),
             ]
         );
         assert!(
@@ -298,6 +357,7 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+        assert!(DaemonOptions::default().secrets().is_empty());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! its path.
 
 use serde::{Deserialize, Serialize};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -25,6 +26,11 @@ pub enum Event {
     /// The fleet's store holds an older generation than this machine has seen (a restore from
     /// a backup): its refresh token is spent, so nothing is posted until a new push.
     StoreRolledBack,
+    /// The server handed out an access token that was already due (it expires within the
+    /// refresh margin as it comes): refreshes of the login are spaced out until it stops.
+    TokenAlreadyDue,
+    /// Sent on request (`tokenkeeper daemon --test-alert`), to see that alerts arrive.
+    Test,
 }
 
 impl Event {
@@ -36,6 +42,8 @@ impl Event {
             Event::LoginEnding => "login_ending",
             Event::StoreUnreachable => "store_unreachable",
             Event::StoreRolledBack => "store_rolled_back",
+            Event::TokenAlreadyDue => "token_already_due",
+            Event::Test => "test",
         }
     }
 }
@@ -140,6 +148,23 @@ impl Alerter {
         }
     }
 
+    /// Delivers `alert` now, on this thread, through the notify command and then the webhook
+    /// (those configured), and says how each went: a name for it (never the webhook's path) and
+    /// why it failed. For `tokenkeeper daemon --test-alert`.
+    pub fn deliver_now(&self, alert: &Alert) -> Vec<(String, Result<(), String>)> {
+        let s = &self.shared;
+        let mut results = Vec::new();
+        if let Some(cmd) = &s.notify_command {
+            let result = run_notify_command(cmd, alert, s.timing.command);
+            results.push(("the notify command".to_string(), result));
+        }
+        if let Some(url) = &s.webhook {
+            let result = post_webhook(&webhook_agent(), url, alert, &s.timing);
+            results.push((format!("the webhook at {}", site_of(url)), result));
+        }
+        results
+    }
+
     /// Waits until every alert sent so far is delivered or given up (bounded by `timeout`); for
     /// shutdown and tests. False when the time ran out first.
     pub fn flush(&self, timeout: Duration) -> bool {
@@ -170,10 +195,10 @@ impl Shared {
         let agent = self.webhook.as_ref().map(|_| webhook_agent());
         for alert in queue {
             if let Some(cmd) = &self.notify_command {
-                run_notify_command(cmd, &alert, self.timing.command);
+                let _ = run_notify_command(cmd, &alert, self.timing.command);
             }
             if let (Some(url), Some(agent)) = (&self.webhook, &agent) {
-                post_webhook(agent, url, &alert, &self.timing);
+                let _ = post_webhook(agent, url, &alert, &self.timing);
             }
             self.count(|c| c.1 += 1);
         }
@@ -203,7 +228,8 @@ fn kill_group(child: &mut std::process::Child) {
     let _ = child.kill();
 }
 
-fn run_notify_command(cmd: &str, alert: &Alert, limit: Duration) {
+/// Runs the notify command for `alert`; logs and returns how it went.
+fn run_notify_command(cmd: &str, alert: &Alert, limit: Duration) -> Result<(), String> {
     let event = alert.event.as_str();
     let mut command = shell(cmd);
     command.stdin(Stdio::null());
@@ -226,7 +252,7 @@ fn run_notify_command(cmd: &str, alert: &Alert, limit: Duration) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!("could not start the notify command for the {event} alert: {e}");
-            return;
+            return Err(format!("could not start: {e}"));
         }
     };
     let deadline = Instant::now() + limit;
@@ -250,9 +276,18 @@ fn run_notify_command(cmd: &str, alert: &Alert, limit: Duration) {
         }
     };
     match status {
-        Ok(s) if s.success() => tracing::debug!("notify command ran for the {event} alert"),
-        Ok(s) => tracing::warn!("the notify command for the {event} alert failed ({s})"),
-        Err(why) => tracing::warn!("the notify command for the {event} alert {why}"),
+        Ok(s) if s.success() => {
+            tracing::debug!("notify command ran for the {event} alert");
+            Ok(())
+        }
+        Ok(s) => {
+            tracing::warn!("the notify command for the {event} alert failed ({s})");
+            Err(format!("failed ({s})"))
+        }
+        Err(why) => {
+            tracing::warn!("the notify command for the {event} alert {why}");
+            Err(why)
+        }
     }
 }
 
@@ -278,7 +313,14 @@ fn webhook_body(alert: &Alert) -> String {
     .to_string()
 }
 
-fn post_webhook(agent: &ureq::Agent, url: &str, alert: &Alert, timing: &Timing) {
+/// Posts `alert` to the webhook, retrying what may pass; logs and returns how it went (never
+/// the URL's path).
+fn post_webhook(
+    agent: &ureq::Agent,
+    url: &str,
+    alert: &Alert,
+    timing: &Timing,
+) -> Result<(), String> {
     let (event, site) = (alert.event.as_str(), site_of(url));
     let body = webhook_body(alert);
     for attempt in 0..=timing.backoff.len() {
@@ -292,7 +334,7 @@ fn post_webhook(agent: &ureq::Agent, url: &str, alert: &Alert, timing: &Timing) 
         let (why, retry_after) = match result {
             Ok(r) if r.status().is_success() => {
                 tracing::debug!("the webhook at {site} took the {event} alert");
-                return;
+                return Ok(());
             }
             Ok(r) if r.status().as_u16() == 429 || r.status().is_server_error() => {
                 let retry_after = r.headers().get("retry-after").and_then(|v| v.to_str().ok());
@@ -308,25 +350,108 @@ fn post_webhook(agent: &ureq::Agent, url: &str, alert: &Alert, timing: &Timing) 
             Err(e) => (network_failure(&e), None),
         };
         let Some(backoff) = timing.backoff.get(attempt) else {
-            return tracing::warn!(
-                "the webhook at {site} failed 3 times ({why}); {event} alert dropped"
-            );
+            tracing::warn!("the webhook at {site} failed 3 times ({why}); {event} alert dropped");
+            return Err(format!("failed 3 times ({why})"));
         };
         if retry_after.is_some_and(|r| r > timing.max_retry_after) {
-            return tracing::warn!(
+            tracing::warn!(
                 "the webhook at {site} asks to wait long ({why}); {event} alert dropped"
             );
+            return Err(format!("asks to wait long ({why})"));
         }
         tracing::debug!("the webhook at {site}: {why}; trying the {event} alert again");
         std::thread::sleep(retry_after.map_or(*backoff, |r| r.max(*backoff)));
     }
+    Err("gave up".into())
 }
 
 /// An answer or error that retrying cannot fix.
-fn give_up(site: &str, event: &str, why: &str) {
+fn give_up(site: &str, event: &str, why: &str) -> Result<(), String> {
     tracing::warn!(
         "the webhook at {site} refused the {event} alert ({why}); check the webhook URL"
     );
+    Err(format!("refused it ({why}); check the webhook URL"))
+}
+
+/// Checks a webhook URL before the daemon relies on it: `http://` or `https://` and a host. The
+/// reason never quotes the URL (its path is a secret).
+pub fn check_webhook(url: &str) -> Result<(), String> {
+    let url = url.trim();
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(
+            "the webhook URL has no scheme; write it in full, starting with https://".into(),
+        );
+    };
+    if !scheme.eq_ignore_ascii_case("https") && !scheme.eq_ignore_ascii_case("http") {
+        return Err(format!(
+            "the webhook URL's scheme is {scheme:?}; it must be https:// (or http://)"
+        ));
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.split(':').next().unwrap_or_default(),
+    };
+    if name.is_empty() || url.contains(char::is_whitespace) {
+        return Err(format!(
+            "the webhook URL ({scheme}://…) names no host, or holds a space; check it"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a notify command before the daemon relies on it: not blank, and its program found
+/// (a path that exists, a name on `path`, or a shell builtin). Only the program is named in the
+/// reason, never the rest (it may hold a secret).
+pub fn check_notify_command(cmd: &str, path: Option<&std::ffi::OsStr>) -> Result<(), String> {
+    let words: Vec<&str> = cmd.split_whitespace().collect();
+    let Some(program) = words
+        .iter()
+        .find(|w| !w.contains('=') || w.starts_with(['=', '\'', '"']))
+        .map(|w| w.trim_matches(['\'', '"']))
+    else {
+        return if words.is_empty() {
+            Err("the notify command is empty".into())
+        } else {
+            Ok(()) // Only assignments: the shell accepts it.
+        };
+    };
+    // Shell syntax and builtins: the shell decides.
+    const SHELL: &[&str] = &[
+        "!", ".", ":", "[", "[[", "{", "(", "alias", "break", "case", "cd", "command", "continue",
+        "echo", "eval", "exec", "exit", "export", "false", "for", "getopts", "hash", "if", "kill",
+        "local", "printf", "pwd", "read", "readonly", "return", "set", "shift", "source", "test",
+        "times", "trap", "true", "type", "ulimit", "umask", "unset", "until", "wait", "while",
+    ];
+    if program.is_empty()
+        || SHELL.contains(&program)
+        || program.starts_with(['(', '{', '$', '`', '~'])
+    {
+        return Ok(());
+    }
+    if program.contains(['/', '\\']) {
+        return if Path::new(program).exists() {
+            Ok(())
+        } else {
+            Err(format!(
+                "the notify command's program {program} does not exist"
+            ))
+        };
+    }
+    let found = path.is_some_and(|p| {
+        std::env::split_paths(p).any(|dir| {
+            let candidate = dir.join(program);
+            candidate.is_file() || (cfg!(windows) && candidate.with_extension("exe").is_file())
+        })
+    });
+    if found {
+        Ok(())
+    } else {
+        Err(format!(
+            "the notify command's program {program} is not on PATH; name it by its full path"
+        ))
+    }
 }
 
 /// `Retry-After` in seconds (chat services send whole or fractional seconds; an HTTP date falls
@@ -379,6 +504,8 @@ mod tests {
             (Event::LoginEnding, "login_ending"),
             (Event::StoreUnreachable, "store_unreachable"),
             (Event::StoreRolledBack, "store_rolled_back"),
+            (Event::TokenAlreadyDue, "token_already_due"),
+            (Event::Test, "test"),
         ] {
             assert_eq!(event.as_str(), text);
             assert_eq!(serde_json::to_value(event).unwrap(), text);
@@ -544,6 +671,56 @@ mod tests {
         alerter.send(alert(Event::LoginDead));
         assert!(alerter.flush(Duration::ZERO));
         assert!(alerter.queue.lock().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_webhook_url_needs_a_scheme_and_a_host() {
+        for good in [
+            "https://discord.com/api/webhooks/1/s3cr3t",
+            "HTTP://127.0.0.1:9/x",
+            "https://[::1]:8080/x",
+            "https://u:p@hooks.example",
+        ] {
+            assert_eq!(check_webhook(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "discord.com/api/webhooks/1/s3cr3t",
+            "ftp://hooks.example/s3cr3t",
+            "https:///s3cr3t",
+            "https://:80/s3cr3t",
+            "https://hooks.example/a s3cr3t",
+        ] {
+            let why = check_webhook(bad).unwrap_err();
+            assert!(!why.contains("s3cr3t"), "{why}");
+        }
+    }
+
+    #[test]
+    fn a_notify_command_needs_a_program_that_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let tool = dir.path().join("notify-me");
+        std::fs::write(&tool, "#!/bin/sh\n").unwrap();
+        let path = std::env::join_paths([dir.path()]).unwrap();
+        let path = Some(path.as_os_str());
+        for good in [
+            "notify-me --token s3cr3t",
+            "A=1 notify-me",
+            "echo hi >> /tmp/x",
+            "printf '%s' \"$TOKENKEEPER_EVENT\"",
+            "'notify-me' x",
+            "exit 3",
+        ] {
+            assert_eq!(check_notify_command(good, path), Ok(()), "{good}");
+        }
+        let full = format!("{} x", tool.display());
+        assert_eq!(check_notify_command(&full, None), Ok(()));
+        assert!(check_notify_command("  ", path).is_err());
+        let why = check_notify_command("notify-you --token s3cr3t", path).unwrap_err();
+        assert!(
+            why.contains("notify-you") && !why.contains("s3cr3t"),
+            "{why}"
+        );
+        assert!(check_notify_command("/no/such/tool", path).is_err());
     }
 
     #[test]

@@ -83,15 +83,20 @@ impl Kept {
         self.logins[i].keeper.file.owner().provider
     }
 
-    /// One look at login `i` (see [`plan::step`]), under the daemon's options.
-    pub fn step(&mut self, i: usize, view: &plan::View, now: EpochMs) -> plan::Step {
-        let rules = plan::Rules {
+    /// The plan's rules for login `i`, under the daemon's options.
+    pub fn rules(&self, i: usize) -> plan::Rules {
+        plan::Rules {
             refresh_before: self
                 .options
                 .refresh_before
                 .unwrap_or(self.logins[i].keeper.settings.min_ttl),
             login_ending_within: self.options.login_ending_within,
-        };
+        }
+    }
+
+    /// One look at login `i` (see [`plan::step`]), under the daemon's options.
+    pub fn step(&mut self, i: usize, view: &plan::View, now: EpochMs) -> plan::Step {
+        let rules = self.rules(i);
         plan::step(
             &mut self.logins[i].record,
             view,
@@ -103,7 +108,7 @@ impl Kept {
 
     /// A refresh came to `outcome`: log it, count it under `label` (with the new expiry, so a
     /// scrape never sees one without the other), and end a run of failures, saying
-    /// `works_again` if one was alerted.
+    /// `works_again` if one was alerted. A new token already due is logged and alerted once.
     pub fn refreshed(
         &mut self,
         i: usize,
@@ -125,8 +130,28 @@ impl Kept {
             m.access_expiry = Some(login.expires_at / 1000);
             m.login_expiry = login.login_expires_at.map(|e| e / 1000);
         });
-        if plan::refreshed(&mut self.logins[i].record, what) {
+        let refresh_before = self.rules(i).refresh_before;
+        let got = plan::refreshed(
+            &mut self.logins[i].record,
+            what,
+            login.expires_at,
+            refresh_before,
+            now,
+        );
+        if got.recovered {
             self.alert(i, Event::Recovered, works_again, now);
+        }
+        if got.already_due {
+            let left = login.expires_at.saturating_sub(now).max(0) / 1000;
+            let message = format!(
+                "the {} server handed out an access token that expires in {left} s, too soon to \
+                 use, so tokenkeeper refreshes {} at most once a minute (less often while this \
+                 goes on): check the server's token lifetime",
+                self.logins[i].keeper.file.owner().name,
+                self.logins[i].keeper.file.path().display(),
+            );
+            tracing::warn!("{provider}: {message}");
+            self.alert(i, Event::TokenAlreadyDue, message, now);
         }
         self.save(i);
     }

@@ -57,6 +57,9 @@ pub struct Control {
 /// The daemon of this machine's files.
 pub struct Daemon {
     kept: Kept,
+    /// Until the first pass is over: a login found dead then is logged and alerted again, even
+    /// when an earlier run alerted it (the person may have missed it, or restarted to see).
+    starting: bool,
 }
 
 /// Without inotify (or while a folder is missing), look at the files this often.
@@ -77,6 +80,7 @@ impl Daemon {
     ) -> Daemon {
         Daemon {
             kept: Kept::new(logins, state, alerter, metrics, options),
+            starting: true,
         }
     }
 }
@@ -183,6 +187,14 @@ impl Source for Daemon {
     fn alerter(&self) -> &Alerter {
         &self.kept.alerter
     }
+
+    fn tick(&mut self, now: EpochMs) -> Option<EpochMs> {
+        let next = (0..self.kept.logins.len())
+            .filter_map(|i| Daemon::tick_login(self, i, now))
+            .min();
+        self.starting = false;
+        next
+    }
 }
 
 impl Daemon {
@@ -222,11 +234,20 @@ impl Daemon {
         if empty {
             self.kept.logins[i].record.last_error = Some(EMPTY.to_string());
         }
+        let alerted_dead = step.alerts.contains(&Event::LoginDead);
         for event in step.alerts {
             self.announce(i, event, &login, now);
         }
         match step.next {
             plan::Next::Stop => {
+                if self.starting && !alerted_dead {
+                    // Found dead by an earlier run: say so at start too.
+                    let t = &self.kept.logins[i];
+                    let why = t.record.last_error.as_deref().map_or(EMPTY, dead_reason);
+                    let message = dead_message(&t.keeper.file, why);
+                    tracing::error!("{message}");
+                    self.kept.alert(i, Event::LoginDead, message, now);
+                }
                 self.kept.set_dead(i, true);
                 self.kept.save(i);
                 None
@@ -314,8 +335,12 @@ impl Daemon {
                     .read(i)
                     .map(|l| l.refresh_token.fingerprint())
                     .unwrap_or_default();
-                let why = e.to_string();
-                self.kept.logins[i].record.last_error = Some(why.clone());
+                // The reason alone: the alert says where the login is and what to do.
+                let why = match &e {
+                    Error::Dead { reason, .. } => reason.clone(),
+                    _ => e.to_string(),
+                };
+                self.kept.logins[i].record.last_error = Some(e.to_string());
                 self.kept.set_dead(i, true);
                 if plan::mark_dead(&mut self.kept.logins[i].record, &fp) {
                     let message = dead_message(&self.kept.logins[i].keeper.file, &why);
@@ -339,14 +364,26 @@ impl Daemon {
 /// Why a login without tokens is dead.
 const EMPTY: &str = "its tokens are empty (the login was ended or wiped)";
 
-/// The alert for a dead login.
+/// The alert for a dead login, `why` being the reason alone: what happened, then what to do.
 fn dead_message(file: &CredentialsFile, why: &str) -> String {
+    let why = why.trim_end_matches('.');
     format!(
-        "the {} login at {} is dead ({why}); log in again with {}; tokenkeeper resumes when the new login appears",
+        "the {} login at {} is dead: {why}. Log in again with {}, and tokenkeeper keeps the new login fresh.",
         file.owner().name,
         file.path().display(),
         file.owner().relogin
     )
+}
+
+/// The reason in a dead login's error as recorded (`the login at … is dead: REASON. Log in
+/// again with …`), for the alert at start; another text as it is.
+fn dead_reason(recorded: &str) -> &str {
+    recorded
+        .split_once(" is dead: ")
+        .map_or(recorded, |(_, rest)| {
+            rest.rsplit_once(". Log in again with ")
+                .map_or(rest, |(reason, _)| reason)
+        })
 }
 
 #[cfg(test)]
@@ -436,6 +473,24 @@ mod tests {
             "slept past the planned time: {:?}",
             started.elapsed()
         );
+    }
+
+    #[test]
+    fn a_dead_logins_alert_says_what_happened_then_what_to_do_once_each() {
+        let recorded = "the login at /h/.claude/.credentials.json is dead: the server rejected \
+                        the refresh token (invalid_grant). Log in again with `claude /login`.";
+        let why = dead_reason(recorded);
+        assert_eq!(why, "the server rejected the refresh token (invalid_grant)");
+        assert_eq!(dead_reason(EMPTY), EMPTY);
+        let file = CredentialsFile::new(
+            "/h/.claude/.credentials.json",
+            crate::provider::claude::OWNER,
+        );
+        let message = dead_message(&file, why);
+        assert_eq!(message.matches("log in again").count(), 0, "{message}");
+        assert_eq!(message.matches("Log in again").count(), 1, "{message}");
+        assert_eq!(message.matches("is dead").count(), 1, "{message}");
+        assert_eq!(message.matches("/h/.claude/.credentials.json").count(), 1);
     }
 
     #[test]

@@ -88,9 +88,18 @@ pub fn step(
     }
     let lead = lead(record);
     let mut at = schedule::refresh_at(view.expires_at, lead);
-    for later in [view.not_before, record.cooldown_until.filter(|u| *u > now)]
-        .into_iter()
-        .flatten()
+    // After a token that came already due, the next refresh waits (see schedule::min_interval).
+    let spaced = record
+        .refreshed_at
+        .map(|last| last.saturating_add(duration_ms(schedule::min_interval(record.due_tokens))))
+        .filter(|_| record.due_tokens > 0);
+    for later in [
+        view.not_before,
+        record.cooldown_until.filter(|u| *u > now),
+        spaced,
+    ]
+    .into_iter()
+    .flatten()
     {
         at = at.max(later);
     }
@@ -110,6 +119,8 @@ pub fn lead(record: &DaemonRecord) -> Duration {
 
 /// A token seen for the first time gets its plan: lifetime from when we first saw it, the
 /// margin cut to half of that, jitter drawn once (so each machine, and each restart, keeps one).
+/// A token already planned is planned again, from when it was first seen, when the margin has
+/// changed since (a reloaded configuration takes effect for the current token too).
 fn plan_token(
     record: &mut DaemonRecord,
     view: &View,
@@ -117,18 +128,26 @@ fn plan_token(
     now: EpochMs,
     jitter: f64,
 ) {
-    if record.token.as_deref() == Some(view.access.as_str()) && record.lead_ms.is_some() {
+    let margin_ms = duration_ms(refresh_before);
+    let same_token = record.token.as_deref() == Some(view.access.as_str());
+    if same_token && record.lead_ms.is_some() && record.margin_ms.is_none_or(|m| m == margin_ms) {
+        record.margin_ms = Some(margin_ms);
         return;
     }
-    let lifetime = u64::try_from(view.expires_at.saturating_sub(now))
+    let seen_at = match record.seen_at {
+        Some(seen) if same_token => seen,
+        _ => now,
+    };
+    let lifetime = u64::try_from(view.expires_at.saturating_sub(seen_at))
         .ok()
         .filter(|ms| *ms > 0)
         .map(Duration::from_millis);
     let margin = schedule::margin(refresh_before, lifetime);
     let lead = schedule::lead(margin, jitter);
     record.token = Some(view.access.clone());
-    record.seen_at = Some(now);
+    record.seen_at = Some(seen_at);
     record.lead_ms = Some(duration_ms(lead));
+    record.margin_ms = Some(margin_ms);
 }
 
 /// Marks the login dead for this refresh token; true when it was not already, so the alert is
@@ -144,19 +163,53 @@ pub fn mark_dead(record: &mut DaemonRecord, refresh: &str) -> bool {
     !already
 }
 
-/// A refresh succeeded (or adopted another's): the failures are over. True when a failure was
-/// alerted, so the recovery is too.
-pub fn refreshed(record: &mut DaemonRecord, outcome: &str) -> bool {
+/// What a new token means: alerts to send.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Refreshed {
+    /// A failure was alerted: say it works again.
+    pub recovered: bool,
+    /// The new token was already due (the first in a run of them): say the server hands out
+    /// tokens too short-lived to keep, and that refreshes are spaced out meanwhile.
+    pub already_due: bool,
+}
+
+/// A refresh succeeded (or adopted another's) at `now`, bringing a token that expires at
+/// `expires_at`: the failures are over. A token already due when it came (see
+/// [`schedule::already_due`]) spaces out the next refresh, more with each in a row, so a server
+/// that hands out such tokens is not asked again and again.
+pub fn refreshed(
+    record: &mut DaemonRecord,
+    outcome: &str,
+    expires_at: EpochMs,
+    refresh_before: Duration,
+    now: EpochMs,
+) -> Refreshed {
     let was_failing = record.failures > 0;
     record.failures = 0;
     record.cooldown_until = None;
     record.last_outcome = Some(outcome.to_string());
     record.last_error = None;
-    was_failing
-        && record
-            .alerted
-            .remove(Event::RefreshFailed.as_str())
-            .is_some()
+    record.refreshed_at = Some(now);
+    let lifetime =
+        Duration::from_millis(u64::try_from(expires_at.saturating_sub(now)).unwrap_or(0));
+    let due = schedule::already_due(lifetime, refresh_before);
+    let key = Event::TokenAlreadyDue.as_str();
+    let already_due = if due {
+        record.due_tokens = record.due_tokens.saturating_add(1);
+        !record.alerted.contains_key(key)
+    } else {
+        record.due_tokens = 0;
+        record.alerted.remove(key);
+        false
+    };
+    Refreshed {
+        recovered: was_failing
+            && record
+                .alerted
+                .remove(Event::RefreshFailed.as_str())
+                .is_some(),
+        already_due,
+    }
 }
 
 /// A refresh that failed for now: when to try again.
@@ -197,6 +250,7 @@ mod tests {
 
     const MIN: i64 = 60_000;
     const HOUR: i64 = 60 * MIN;
+    const HOUR_D: Duration = Duration::from_secs(3600);
 
     fn rules() -> Rules {
         Rules {
@@ -275,9 +329,97 @@ mod tests {
         );
         assert!(honoured.wait >= Duration::from_secs(600));
         // Success ends the run, and says so because a failure was alerted.
-        assert!(refreshed(&mut r, "refreshed"));
+        let ok = |r: &mut DaemonRecord| refreshed(r, "refreshed", 9 * HOUR, HOUR_D, HOUR);
+        assert!(ok(&mut r).recovered);
         assert_eq!((r.failures, r.cooldown_until), (0, None));
-        assert!(!refreshed(&mut r, "refreshed"), "said once");
+        assert!(!ok(&mut r).recovered, "said once");
+    }
+
+    #[test]
+    fn a_server_handing_out_tokens_already_due_is_asked_at_most_once_a_minute_then_less() {
+        let mut r = DaemonRecord::default();
+        let due_at_once = |access: &str, at: EpochMs| View {
+            access: access.into(),
+            ..view(at)
+        };
+        // The first look refreshes an expiring token at once.
+        let s = step(&mut r, &due_at_once("a0", 0), &rules(), 0, 0.0);
+        assert_eq!(s.next, Next::RefreshNow(HOUR_D));
+        // The server hands out a token that expires as it comes (`expires_in: 0`).
+        let got = refreshed(&mut r, "refreshed", 10, HOUR_D, 10);
+        assert_eq!(
+            got,
+            Refreshed {
+                recovered: false,
+                already_due: true
+            }
+        );
+        r.alerted.insert(Event::TokenAlreadyDue.as_str().into(), 10);
+        // Not asked again for a minute, though the token is past due.
+        let s = step(&mut r, &due_at_once("a1", 10), &rules(), 20, 0.0);
+        assert_eq!(s.next, Next::At(10 + MIN));
+        assert_eq!(
+            step(&mut r, &due_at_once("a1", 10), &rules(), 10 + MIN, 0.0).next,
+            Next::RefreshNow(HOUR_D)
+        );
+        // Again a token already due: alerted once only, and the wait doubles.
+        let again = refreshed(&mut r, "refreshed", 10 + MIN, HOUR_D, 10 + MIN);
+        assert!(!again.already_due, "one alert for a run of them");
+        let s = step(
+            &mut r,
+            &due_at_once("a2", 10 + MIN),
+            &rules(),
+            10 + MIN,
+            0.0,
+        );
+        assert_eq!(s.next, Next::At(10 + 3 * MIN));
+        // A token that lives: back to the plain plan, and a later run alerts again.
+        let fine = refreshed(&mut r, "refreshed", 8 * HOUR, HOUR_D, 10 + 3 * MIN);
+        assert_eq!(fine, Refreshed::default());
+        assert_eq!(r.due_tokens, 0);
+        let s = step(
+            &mut r,
+            &due_at_once("a3", 8 * HOUR),
+            &rules(),
+            10 + 3 * MIN,
+            0.0,
+        );
+        assert_eq!(s.next, Next::At(7 * HOUR));
+        assert!(refreshed(&mut r, "refreshed", 8 * HOUR, HOUR_D, 8 * HOUR).already_due);
+    }
+
+    #[test]
+    fn a_margin_asked_for_on_purpose_is_not_a_token_already_due() {
+        let mut r = DaemonRecord::default();
+        let got = refreshed(&mut r, "refreshed", 1000, Duration::from_millis(500), 0);
+        assert_eq!(got, Refreshed::default());
+        assert_eq!(r.due_tokens, 0);
+    }
+
+    #[test]
+    fn a_new_margin_replans_the_current_token_from_when_it_was_first_seen() {
+        let mut r = DaemonRecord::default();
+        assert_eq!(
+            step(&mut r, &view(8 * HOUR), &rules(), 0, 0.0).next,
+            Next::At(7 * HOUR)
+        );
+        let longer = Rules {
+            refresh_before: Duration::from_secs(3 * 3600),
+            ..rules()
+        };
+        // Reloaded an hour later: the same token, refreshed 3 h before its expiry now.
+        let s = step(&mut r, &view(8 * HOUR), &longer, HOUR, 0.0);
+        assert_eq!(s.next, Next::At(5 * HOUR));
+        assert_eq!(r.seen_at, Some(0));
+        // Cut to half the lifetime as seen first, not what is left.
+        let huge = Rules {
+            refresh_before: Duration::from_secs(24 * 3600),
+            ..rules()
+        };
+        assert_eq!(
+            step(&mut r, &view(8 * HOUR), &huge, 2 * HOUR, 0.0).next,
+            Next::At(4 * HOUR)
+        );
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub const JITTER_MAX: Duration = Duration::from_secs(5 * 60);
 /// years (the cooldown is kept across restarts).
 pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(3600);
 const DAY_MS: i64 = 86_400_000;
+/// The least time between two refreshes of one login once a server has handed out a token that
+/// was already due; it doubles with each such token in a row, up to [`BACKOFF_MAX`].
+pub const MIN_INTERVAL: Duration = Duration::from_secs(60);
 
 /// How long before expiry to refresh: the configured margin, cut to half the token's lifetime
 /// when the margin is longer than that (a token that lives 2 h is refreshed after 1 h, not at once).
@@ -48,6 +51,27 @@ pub fn refresh_at(expires_at: EpochMs, lead: Duration) -> EpochMs {
 pub fn backoff(failures: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
     let wait = COOLDOWN.wait(failures, jitter).max(BACKOFF_MIN);
     retry_after.map_or(wait, |r| wait.max(r.min(RETRY_AFTER_MAX)))
+}
+
+/// The least time before the next refresh after `due_tokens` tokens in a row came already due
+/// (1-based): 60 s, doubling up to [`BACKOFF_MAX`]; none while tokens come with a usable lifetime.
+pub fn min_interval(due_tokens: u32) -> Duration {
+    match due_tokens {
+        0 => Duration::ZERO,
+        n => MIN_INTERVAL
+            .saturating_mul(1 << (n - 1).min(16))
+            .min(BACKOFF_MAX),
+    }
+}
+
+/// A new token that lives less than this is too short-lived to use (`expires_in` 0 or 1).
+pub const DUE_WITHIN: Duration = Duration::from_secs(2);
+
+/// Was a token that lives `lifetime` already due when it came? When it lives less than both the
+/// refresh margin and [`DUE_WITHIN`]: the plan (half the lifetime at most) would refresh it again
+/// at once, again and again. Tokens that live a few seconds are kept as planned.
+pub fn already_due(lifetime: Duration, refresh_before: Duration) -> bool {
+    lifetime < refresh_before.min(DUE_WITHIN)
 }
 
 /// Is a "log in again before …" reminder due? Within `warn_within` of the login's end, at most
@@ -112,6 +136,24 @@ mod tests {
         );
         assert_eq!(backoff(u32::MAX, Some(Duration::MAX), 1.0), RETRY_AFTER_MAX);
         assert_eq!(lead(Duration::MAX, 0.5), Duration::MAX);
+    }
+
+    #[test]
+    fn refreshes_of_a_token_already_due_are_spaced_from_a_minute_to_half_an_hour() {
+        assert_eq!(min_interval(0), Duration::ZERO);
+        assert_eq!(min_interval(1), MIN_INTERVAL);
+        assert_eq!(min_interval(2), 2 * MIN_INTERVAL);
+        assert_eq!(min_interval(6), BACKOFF_MAX);
+        assert_eq!(min_interval(u32::MAX), BACKOFF_MAX);
+        assert!(already_due(Duration::ZERO, HOUR));
+        assert!(already_due(Duration::from_millis(1999), HOUR));
+        assert!(!already_due(Duration::from_secs(2), HOUR));
+        assert!(!already_due(Duration::from_secs(4), HOUR));
+        // A margin shorter still, asked for on purpose: a token that outlives it is not due.
+        assert!(!already_due(
+            Duration::from_secs(1),
+            Duration::from_millis(500)
+        ));
     }
 
     #[test]

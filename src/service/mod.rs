@@ -15,6 +15,11 @@ use std::path::{Path, PathBuf};
 pub const SYSTEMD_UNIT: &str = "tokenkeeper.service";
 pub const LAUNCHD_LABEL: &str = "dev.tokenkeeper.daemon";
 pub const WINDOWS_TASK: &str = "tokenkeeper";
+/// The daemon reads its webhook URL and notify command from these (see `tokenkeeper daemon`):
+/// a service definition passes them here, never on the command line, which every local user
+/// sees in `ps`.
+pub const WEBHOOK_ENV: &str = "TOKENKEEPER_WEBHOOK";
+pub const NOTIFY_COMMAND_ENV: &str = "TOKENKEEPER_NOTIFY_COMMAND";
 
 /// Variables of the installing shell that decide where tokenkeeper finds its config and keeps
 /// its state. With each provider's own ([`passed_environment`]), the definition carries those
@@ -56,6 +61,11 @@ pub struct ServiceSpec {
     /// The Windows account (`DOMAIN\user`) whose logon starts the task; naming it lets a user
     /// without administrator rights register the task.
     pub windows_user: Option<String>,
+    /// Variables that may hold a secret (the webhook URL, the notify command): systemd reads
+    /// them from [`ServiceSpec::env_file`], launchd from the plist (mode 0600 like it).
+    pub secrets: Vec<(String, String)>,
+    /// The systemd unit's `EnvironmentFile=`: where [`env_file_text`] is installed.
+    pub env_file: Option<String>,
 }
 
 impl ServiceSpec {
@@ -85,8 +95,54 @@ impl ServiceSpec {
                 Some(domain) => format!("{domain}\\{user}"),
                 None => user,
             }),
+            secrets: Vec::new(),
+            env_file: None,
         }
     }
+}
+
+/// The environment file a systemd unit reads its secrets from:
+/// `$XDG_CONFIG_HOME/tokenkeeper/service.env`, else under `~/.config`.
+pub fn env_file_path(env: &dyn Fn(&str) -> Option<String>) -> Result<PathBuf, Error> {
+    let set = |k: &str| env(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    set("XDG_CONFIG_HOME")
+        .or_else(|| set("HOME").map(|h| h.join(".config")))
+        .map(|c| c.join("tokenkeeper").join("service.env"))
+        .ok_or_else(|| Error::Config {
+            path: PathBuf::from("~/.config/tokenkeeper/service.env"),
+            problem: "cannot be located: neither XDG_CONFIG_HOME nor HOME is set; set HOME".into(),
+        })
+}
+
+/// The text of a systemd environment file holding `secrets`, one `NAME='value'` a line (single
+/// quotes keep everything as written; a value with a quote is double-quoted with escapes). A
+/// value cannot span lines: an error names the variable, never the value.
+pub fn env_file_text(secrets: &[(String, String)]) -> Result<String, Error> {
+    let mut text = String::from(
+        "# Read by the tokenkeeper service; written by `tokenkeeper service install`.\n",
+    );
+    for (name, value) in secrets {
+        if value.contains(['\n', '\r', '\0']) {
+            return Err(Error::Usage(format!(
+                "the value for {name} holds a line break, which a service cannot pass on"
+            )));
+        }
+        let quoted = if value.contains('\'') {
+            let mut q = String::from("\"");
+            for c in value.chars() {
+                if "\"\\`$".contains(c) {
+                    q.push('\\');
+                }
+                q.push(c);
+            }
+            q.push('"');
+            q
+        } else {
+            format!("'{value}'")
+        };
+        let _ = writeln!(text, "{name}={quoted}");
+    }
+    Ok(text)
 }
 
 impl Platform {
@@ -349,6 +405,10 @@ fn systemd_unit(spec: &ServiceSpec) -> String {
         let assignment = systemd_word(&format!("{name}={value}"), false);
         let _ = writeln!(environment, "Environment={assignment}");
     }
+    if let Some(file) = spec.env_file.as_ref().filter(|_| !spec.secrets.is_empty()) {
+        // A path, not a word: no quotes; `%` still starts a specifier.
+        let _ = writeln!(environment, "EnvironmentFile={}", file.replace('%', "%%"));
+    }
     format!(
         "# Runs `tokenkeeper daemon`; written by `tokenkeeper service install`.
 [Unit]
@@ -404,9 +464,9 @@ fn launchd_plist(spec: &ServiceSpec) -> String {
         let _ = writeln!(arguments, "\t\t<string>{}</string>", xml_escape(arg));
     }
     let mut environment = String::new();
-    if !spec.environment.is_empty() {
+    if !spec.environment.is_empty() || !spec.secrets.is_empty() {
         environment.push_str("\t<key>EnvironmentVariables</key>\n\t<dict>\n");
-        for (name, value) in &spec.environment {
+        for (name, value) in spec.environment.iter().chain(&spec.secrets) {
             let _ = writeln!(
                 environment,
                 "\t\t<key>{}</key>\n\t\t<string>{}</string>",
@@ -623,6 +683,49 @@ mod tests {
             line_starting(&unit, "ExecStart="),
             r#"ExecStart="/opt/my tools/tokenkeeper" daemon --notify-command "notify-send \"tokenkeeper\" 'at 100%% $$USER'" --webhook "https://hooks.example/x?a=1&b=2""#
         );
+    }
+
+    #[test]
+    fn secrets_go_to_an_environment_file_and_the_plists_environment_never_the_arguments() {
+        let mut s = spec(&["--refresh-before", "2h"]);
+        s.secrets = vec![
+            (
+                "TOKENKEEPER_WEBHOOK".into(),
+                "https://hooks.example/secret-path".into(),
+            ),
+            (
+                "TOKENKEEPER_NOTIFY_COMMAND".into(),
+                r#"echo 'a' "$B" \ `c`"#.into(),
+            ),
+        ];
+        s.env_file = Some("/home/me/.config/tokenkeeper/service.env".into());
+        let unit = Platform::Systemd.render(&s);
+        assert!(!unit.contains("secret-path"), "{unit}");
+        assert!(unit.contains("EnvironmentFile=/home/me/.config/tokenkeeper/service.env\n"));
+        let plist = Platform::Launchd.render(&s);
+        assert!(plist.contains(
+            "\t\t<key>TOKENKEEPER_WEBHOOK</key>\n\t\t<string>https://hooks.example/secret-path</string>\n"
+        ));
+        assert_eq!(
+            env_file_text(&s.secrets)
+                .unwrap()
+                .lines()
+                .skip(1)
+                .collect::<Vec<_>>(),
+            [
+                "TOKENKEEPER_WEBHOOK='https://hooks.example/secret-path'",
+                r#"TOKENKEEPER_NOTIFY_COMMAND="echo 'a' \"\$B\" \\ \`c\`""#,
+            ]
+        );
+        let broken = [("TOKENKEEPER_WEBHOOK".to_string(), "x\ny".to_string())];
+        let err = env_file_text(&broken).unwrap_err().to_string();
+        assert!(
+            err.contains("TOKENKEEPER_WEBHOOK") && !err.contains("x\ny"),
+            "{err}"
+        );
+        // No secrets: no file named.
+        s.secrets.clear();
+        assert!(!Platform::Systemd.render(&s).contains("EnvironmentFile="));
     }
 
     #[test]

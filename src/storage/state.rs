@@ -119,6 +119,17 @@ pub struct DaemonRecord {
     /// Last time each alert was sent for this login (deduplication).
     #[serde(default)]
     pub alerted: std::collections::BTreeMap<String, EpochMs>,
+    /// When this daemon last got a new token for the login (refreshed or adopted).
+    #[serde(default)]
+    pub refreshed_at: Option<EpochMs>,
+    /// Consecutive new tokens that were already due when they came (the server hands out
+    /// tokens too short-lived to keep): refreshes are spaced out, more with each.
+    #[serde(default)]
+    pub due_tokens: u32,
+    /// The refresh margin the current token's plan was made with (milliseconds): another one
+    /// (a reloaded configuration) plans the token again.
+    #[serde(default)]
+    pub margin_ms: Option<i64>,
 }
 
 /// New tokens that could not reach their credentials file. The tokens are [`Secret`]s, so a

@@ -438,3 +438,201 @@ fn sighup_rereads_the_configuration_and_keeps_running() {
     assert_eq!(fs::read_to_string(&new).unwrap(), "login_dead\n");
     assert!(!old.exists());
 }
+
+#[test]
+fn a_server_handing_out_tokens_already_due_is_not_hammered_and_is_alerted_once() {
+    // `expires_in: 0`: every new token expires as it comes.
+    let s = short_lived(0);
+    s.login(1000);
+    let log = s.dir.path().join("alerts.log");
+    let notify = format!("echo \"$TOKENKEEPER_EVENT\" >> {}", log.display());
+    let d = daemon(&s, &["--notify-command", &notify]);
+    wait_for(
+        "the token_already_due alert",
+        Duration::from_secs(10),
+        || {
+            fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("token_already_due")
+        },
+    );
+    sleep(Duration::from_secs(5));
+    let run = stop(&s, d);
+    assert_eq!(run.code, 0, "{run:?}");
+    let stats = s.server.stats();
+    assert!((1..=3).contains(&stats.token_requests), "{stats:?} {run:?}");
+    assert_eq!(fs::read_to_string(&log).unwrap(), "token_already_due\n");
+    assert!(run.stderr.contains("expires in 0 s"), "{run:?}");
+}
+
+#[test]
+fn the_notify_command_can_come_from_the_environment_a_service_sets() {
+    let s = short_lived(3600);
+    s.login(1000);
+    s.server.set_default_fault(Some(Fault::InvalidGrant));
+    let log = s.dir.path().join("alerts.log");
+    let notify = format!("echo \"$TOKENKEEPER_EVENT\" >> {}", log.display());
+    let d = s
+        .cmd(&["daemon"])
+        .env("TOKENKEEPER_NOTIFY_COMMAND", &notify)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn daemon");
+    wait_for("the login_dead alert", Duration::from_secs(10), || {
+        fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("login_dead")
+    });
+    let run = stop(&s, d);
+    assert_eq!(run.code, 0, "{run:?}");
+}
+
+/// Runs to completion, or fails the test after 10 s (a daemon that started would run on).
+fn run_briefly(s: &Sandbox, args: &[&str]) -> Run {
+    let mut child = s
+        .cmd(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tokenkeeper");
+    let start = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let run = Run::from(child.wait_with_output().expect("output"));
+            panic!("still running after 10 s: {run:?}");
+        }
+        sleep(Duration::from_millis(20));
+    }
+    Run::from(child.wait_with_output().expect("output"))
+}
+
+#[test]
+fn a_webhook_or_notify_command_that_cannot_work_stops_the_daemon_at_start() {
+    let s = short_lived(3600);
+    s.login(8 * 3_600_000);
+    let run = run_briefly(
+        &s,
+        &[
+            "daemon",
+            "--webhook",
+            "discord.com/api/webhooks/1/secret-path",
+        ],
+    );
+    assert_eq!(run.code, 78, "{run:?}");
+    assert!(run.stderr.contains("https://"), "{run:?}");
+    assert!(!run.stderr.contains("secret-path"), "{run:?}");
+    let run = run_briefly(
+        &s,
+        &[
+            "daemon",
+            "--notify-command",
+            "no-such-notifier --key s3cret",
+        ],
+    );
+    assert_eq!(run.code, 78, "{run:?}");
+    assert!(run.stderr.contains("no-such-notifier"), "{run:?}");
+    assert!(!run.stderr.contains("s3cret"), "{run:?}");
+    s.config("[daemon]\nwebhook = \"ftp://hooks.example/secret-path\"\n");
+    let run = run_briefly(&s, &["daemon"]);
+    assert_eq!(run.code, 78, "{run:?}");
+    assert!(run.stderr.contains("[daemon] webhook"), "{run:?}");
+    assert_eq!(s.server.stats().token_requests, 0);
+}
+
+#[test]
+fn a_test_alert_goes_through_each_way_and_says_how_it_went() {
+    let s = short_lived(3600);
+    s.login(8 * 3_600_000);
+    let log = s.dir.path().join("alerts.log");
+    let notify = format!("echo \"$TOKENKEEPER_EVENT\" >> {}", log.display());
+    let (url, bodies) = webhook_receiver();
+    let run = run_briefly(
+        &s,
+        &[
+            "daemon",
+            "--test-alert",
+            "--notify-command",
+            &notify,
+            "--webhook",
+            &url,
+        ],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("the notify command: sent"), "{run:?}");
+    assert!(
+        run.stdout.contains("the webhook at http://127.0.0.1:"),
+        "{run:?}"
+    );
+    assert!(!run.stdout.contains("secret-path"), "{run:?}");
+    assert_eq!(fs::read_to_string(&log).unwrap(), "test\n");
+    let body = bodies
+        .recv_timeout(Duration::from_secs(5))
+        .expect("webhook call");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["event"], "test");
+    assert_eq!(s.server.stats().token_requests, 0, "no refresh");
+
+    let run = run_briefly(
+        &s,
+        &["daemon", "--test-alert", "--notify-command", "exit 3"],
+    );
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("the notify command: failed"), "{run:?}");
+}
+
+#[test]
+fn a_daemon_started_on_a_dead_login_says_so_and_alerts() {
+    let s = short_lived(3600);
+    s.login(1000);
+    let log = s.dir.path().join("alerts.log");
+    let notify = format!("echo \"$TOKENKEEPER_EVENT\" >> {}", log.display());
+    s.server.set_default_fault(Some(Fault::InvalidGrant));
+    let d = daemon(&s, &["--notify-command", &notify]);
+    wait_for("the login_dead alert", Duration::from_secs(10), || {
+        fs::read_to_string(&log).unwrap_or_default() == "login_dead\n"
+    });
+    let run = stop(&s, d);
+    assert_eq!(run.code, 0, "{run:?}");
+    let first = run.stderr.lines().find(|l| l.contains("is dead")).unwrap();
+    assert_eq!(first.matches("og in again").count(), 1, "{first}");
+    // Started again on the same dead login: not asked again, but said at once.
+    let d = daemon(&s, &["--notify-command", &notify]);
+    wait_for(
+        "the login_dead alert at start",
+        Duration::from_secs(10),
+        || fs::read_to_string(&log).unwrap_or_default() == "login_dead\nlogin_dead\n",
+    );
+    let run = stop(&s, d);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(s.server.stats().token_requests, 1, "{run:?}");
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("is dead"))
+        .expect(&run.stderr);
+    assert!(line.contains("invalid_grant"), "{line}");
+    assert_eq!(line.matches("og in again").count(), 1, "{line}");
+}
+
+#[test]
+fn a_new_margin_read_on_sighup_applies_to_the_current_token() {
+    let s = short_lived(3600);
+    s.login(30_000);
+    s.config("[daemon]\nrefresh_before = \"2s\"\n");
+    let d = daemon(&s, &[]);
+    sleep(Duration::from_millis(500));
+    // 20 s, cut to half the 30 s the token had when first seen: due 15 s after the start.
+    s.config("[daemon]\nrefresh_before = \"20s\"\n");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(d.id() as i32, libc::SIGHUP) };
+    wait_for(
+        "the refresh under the new margin",
+        Duration::from_secs(20),
+        || s.server.stats().token_requests == 1,
+    );
+    let run = stop(&s, d);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("configuration re-read"), "{run:?}");
+}

@@ -47,3 +47,124 @@ fn service_print_carries_every_providers_home_folder() {
         assert!(plist.contains(&entry), "no {entry:?} in\n{plist}");
     }
 }
+
+#[test]
+fn a_webhook_and_notify_command_stay_out_of_the_command_line() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Sandbox::new();
+    let hook = "https://hooks.example/secret-path";
+    let notify = "curl -H 'Authorization: Bearer s3cret' https://n.example";
+    let args = |action: &str, platform: &str| {
+        vec![
+            "service",
+            action,
+            "--platform",
+            platform,
+            "--webhook",
+            hook,
+            "--notify-command",
+            notify,
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>()
+    };
+    let run = |a: Vec<String>| {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        Run::from(s.cmd(&a).output().expect("run tokenkeeper"))
+    };
+
+    let print = run(args("print", "systemd"));
+    assert_eq!(print.code, 0, "{print:?}");
+    let env_file = s.dir.path().join("config/tokenkeeper/service.env");
+    let exec = print
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("ExecStart="))
+        .expect("an ExecStart line");
+    assert!(
+        !exec.contains("secret-path") && !exec.contains("s3cret"),
+        "{exec}"
+    );
+    assert!(
+        print
+            .stdout
+            .contains(&format!("EnvironmentFile={}\n", env_file.display())),
+        "{}",
+        print.stdout
+    );
+    assert!(!print.stdout.contains("secret-path"), "{}", print.stdout);
+
+    let install = run(args("install", "systemd"));
+    assert_eq!(install.code, 0, "{install:?}");
+    let unit =
+        std::fs::read_to_string(s.dir.path().join("config/systemd/user/tokenkeeper.service"))
+            .unwrap();
+    assert!(
+        !unit.contains("secret-path") && !unit.contains("s3cret"),
+        "{unit}"
+    );
+    let env = std::fs::read_to_string(&env_file).unwrap();
+    assert!(
+        env.contains("TOKENKEEPER_WEBHOOK='https://hooks.example/secret-path'\n"),
+        "{env}"
+    );
+    assert!(
+        env.contains(
+            "TOKENKEEPER_NOTIFY_COMMAND=\"curl -H 'Authorization: Bearer s3cret' https://n.example\"\n"
+        ),
+        "{env}"
+    );
+    let mode = std::fs::metadata(&env_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(!install.stderr.contains("secret-path"), "{install:?}");
+
+    // launchd: in the plist's environment, not its arguments.
+    let plist = run(args("print", "launchd")).stdout;
+    let arguments = plist
+        .split("<key>ProgramArguments</key>")
+        .nth(1)
+        .and_then(|rest| rest.split("</array>").next())
+        .unwrap();
+    assert!(!arguments.contains("secret-path"), "{plist}");
+    assert!(
+        plist.contains(
+            "\t\t<key>TOKENKEEPER_WEBHOOK</key>\n\t\t<string>https://hooks.example/secret-path</string>\n"
+        ),
+        "{plist}"
+    );
+
+    // Windows has no such place: the config file's [daemon] table is.
+    let windows = run(args("print", "windows"));
+    assert_eq!(windows.code, 2, "{windows:?}");
+    assert!(windows.stderr.contains("[daemon]"), "{windows:?}");
+    assert!(!windows.stdout.contains("secret-path"), "{windows:?}");
+
+    let uninstall = run(vec![
+        "service".into(),
+        "uninstall".into(),
+        "--platform".into(),
+        "systemd".into(),
+    ]);
+    assert_eq!(uninstall.code, 0, "{uninstall:?}");
+    assert!(!env_file.exists());
+}
+
+#[test]
+fn the_daemon_reads_its_webhook_and_notify_command_from_the_environment() {
+    let s = Sandbox::new();
+    let run = Run::from(
+        s.cmd(&["daemon", "--help"])
+            .env("TOKENKEEPER_WEBHOOK", "https://hooks.example/secret-path")
+            .output()
+            .expect("run tokenkeeper"),
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("TOKENKEEPER_WEBHOOK"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("TOKENKEEPER_NOTIFY_COMMAND"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("secret-path"), "{}", run.stdout);
+}
