@@ -271,10 +271,10 @@ fn endpoint_checks(contexts: &[Context]) -> Vec<Check> {
         }
         let host = endpoint::host_of(url);
         let name = format!("endpoint {}", ctx.file.owner().provider);
-        match ctx
-            .endpoint
-            .probe(ctx.provider.as_ref(), &ctx.settings, PROBE_TIMEOUT)
-        {
+        match ctx.endpoint.probe(
+            &|dummy| ctx.provider.token_request(dummy, &ctx.settings),
+            PROBE_TIMEOUT,
+        ) {
             Ok(Probe { status, date: d }) => {
                 reached = true;
                 if date.is_none() {

@@ -13,6 +13,7 @@ use crate::keeper::Keeper;
 use crate::login::{EpochMs, Login, now_ms};
 use crate::refresh::Outcome;
 use crate::storage::state::{DaemonRecord, StateDir};
+use std::time::Duration;
 
 /// One login a daemon keeps, and what it knows of it.
 pub(crate) struct Tracked {
@@ -35,7 +36,45 @@ pub(crate) struct Kept {
     pub options: Options,
 }
 
+/// `ends 2026-12-10 14:02:05 UTC (in 2d 4h)`: when a login ends, for both daemons' reminder.
+pub(crate) fn ends(end: EpochMs, now: EpochMs) -> String {
+    format!(
+        "ends {} ({})",
+        crate::refresh::format_time(end),
+        crate::duration::relative(end.saturating_sub(now))
+    )
+}
+
+/// What the plan's verdict leaves to a source once the shared part is done: a time to look
+/// again (or never), or a refresh to make now for a token wanted `lead` before its expiry.
+pub(crate) enum Settled {
+    Wake(Option<EpochMs>),
+    RefreshNow(Duration),
+}
+
 impl Kept {
+    /// Does what every source does with the plan's verdict for login `i`: a dead login is marked
+    /// and kept so; a later look is recorded. A refresh is left to the source.
+    pub fn settle(&mut self, i: usize, next: plan::Next) -> Settled {
+        match next {
+            plan::Next::Stop => {
+                self.set_dead(i, true);
+                self.save(i);
+                Settled::Wake(None)
+            }
+            plan::Next::At(at) => {
+                self.save(i);
+                Settled::Wake(Some(at))
+            }
+            plan::Next::RefreshNow(lead) => Settled::RefreshNow(lead),
+        }
+    }
+
+    /// The logins kept, in order.
+    pub fn keepers(&self) -> Vec<&Keeper> {
+        self.logins.iter().map(|t| &t.keeper).collect()
+    }
+
     pub fn new(
         logins: Vec<Keeper>,
         state: StateDir,

@@ -22,7 +22,7 @@ pub mod sd_notify;
 pub mod watch;
 
 use crate::daemon::alert::{Alerter, Event};
-use crate::daemon::kept::Kept;
+use crate::daemon::kept::{Kept, Settled};
 use crate::daemon::metrics::Metrics;
 use crate::daemon::watch::{Stamp, WakeFd, Watcher, sleep_until_event};
 use crate::error::{Error, ErrorKind};
@@ -89,12 +89,18 @@ impl Daemon {
 /// store (`fleet::daemon::FleetDaemon`). Each looks at its logins and acts; the loop decides
 /// when to look again.
 pub trait Source {
+    /// The logins it keeps, in order.
+    fn logins(&self) -> Vec<&Keeper>;
     /// How many logins it keeps.
-    fn count(&self) -> usize;
+    fn count(&self) -> usize {
+        self.logins().len()
+    }
     /// Looks at login `i` and acts on it; returns when it plans to act next, if ever.
     fn tick_login(&mut self, i: usize, now: EpochMs) -> Option<EpochMs>;
     /// The files whose changes wake the loop.
-    fn files(&self) -> Vec<&Path>;
+    fn files(&self) -> Vec<&Path> {
+        self.logins().into_iter().map(|k| k.file.path()).collect()
+    }
     /// The longest the loop sleeps even with every file watched (a login that makes no file
     /// events, a store without notifications).
     fn look_every(&self, control: &Control) -> Option<Duration>;
@@ -156,48 +162,10 @@ pub fn run(
 }
 
 impl Source for Daemon {
-    fn count(&self) -> usize {
-        self.kept.logins.len()
+    fn logins(&self) -> Vec<&Keeper> {
+        self.kept.keepers()
     }
 
-    fn tick_login(&mut self, i: usize, now: EpochMs) -> Option<EpochMs> {
-        Daemon::tick_login(self, i, now)
-    }
-
-    fn files(&self) -> Vec<&Path> {
-        self.kept
-            .logins
-            .iter()
-            .map(|t| t.keeper.file.path())
-            .collect()
-    }
-
-    fn look_every(&self, _control: &Control) -> Option<Duration> {
-        self.kept
-            .logins
-            .iter()
-            .any(|t| t.keeper.file.keychain().is_some())
-            .then_some(KEYCHAIN_POLL)
-    }
-
-    fn reconfigure(&mut self, options: Options, alerter: Alerter, logins: Vec<Keeper>) {
-        self.kept.reconfigure(options, alerter, logins);
-    }
-
-    fn alerter(&self) -> &Alerter {
-        &self.kept.alerter
-    }
-
-    fn tick(&mut self, now: EpochMs) -> Option<EpochMs> {
-        let next = (0..self.kept.logins.len())
-            .filter_map(|i| Daemon::tick_login(self, i, now))
-            .min();
-        self.starting = false;
-        next
-    }
-}
-
-impl Daemon {
     fn tick_login(&mut self, i: usize, now: EpochMs) -> Option<EpochMs> {
         let stamp = Stamp::of(self.kept.logins[i].keeper.file.path());
         let changed = self.kept.logins[i].stamp != Some(stamp);
@@ -238,28 +206,46 @@ impl Daemon {
         for event in step.alerts {
             self.announce(i, event, &login, now);
         }
-        match step.next {
-            plan::Next::Stop => {
-                if self.starting && !alerted_dead {
-                    // Found dead by an earlier run: say so at start too.
-                    let t = &self.kept.logins[i];
-                    let why = t.record.last_error.as_deref().map_or(EMPTY, dead_reason);
-                    let message = dead_message(&t.keeper.file, why);
-                    tracing::error!("{message}");
-                    self.kept.alert(i, Event::LoginDead, message, now);
-                }
-                self.kept.set_dead(i, true);
-                self.kept.save(i);
-                None
-            }
-            plan::Next::At(at) => {
-                self.kept.save(i);
-                Some(at)
-            }
-            plan::Next::RefreshNow(lead) => self.refresh(i, lead, now),
+        if step.next == plan::Next::Stop && self.starting && !alerted_dead {
+            // Found dead by an earlier run: say so at start too.
+            let t = &self.kept.logins[i];
+            let why = t.record.last_error.as_deref().map_or(EMPTY, dead_reason);
+            let message = dead_message(&t.keeper.file, why);
+            tracing::error!("{message}");
+            self.kept.alert(i, Event::LoginDead, message, now);
+        }
+        match self.kept.settle(i, step.next) {
+            Settled::Wake(at) => at,
+            Settled::RefreshNow(lead) => self.refresh(i, lead, now),
         }
     }
 
+    fn look_every(&self, _control: &Control) -> Option<Duration> {
+        self.kept
+            .logins
+            .iter()
+            .any(|t| t.keeper.file.keychain().is_some())
+            .then_some(KEYCHAIN_POLL)
+    }
+
+    fn reconfigure(&mut self, options: Options, alerter: Alerter, logins: Vec<Keeper>) {
+        self.kept.reconfigure(options, alerter, logins);
+    }
+
+    fn alerter(&self) -> &Alerter {
+        &self.kept.alerter
+    }
+
+    fn tick(&mut self, now: EpochMs) -> Option<EpochMs> {
+        let next = (0..self.kept.logins.len())
+            .filter_map(|i| Daemon::tick_login(self, i, now))
+            .min();
+        self.starting = false;
+        next
+    }
+}
+
+impl Daemon {
     /// Words and sends an alert the plan asked for.
     fn announce(&mut self, i: usize, event: Event, login: &Login, now: EpochMs) {
         let file = &self.kept.logins[i].keeper.file;
@@ -282,11 +268,10 @@ impl Daemon {
             Event::LoginEnding => {
                 let end = login.login_expires_at.unwrap_or(now);
                 let message = format!(
-                    "the {} login at {} ends {} ({}); log in again before then with `{}`",
+                    "the {} login at {} {}; log in again before then with `{}`",
                     owner.name,
                     file.path().display(),
-                    refresh::format_time(end),
-                    crate::duration::relative(end.saturating_sub(now)),
+                    kept::ends(end, now),
                     owner.relogin
                 );
                 tracing::warn!("{message}");
@@ -399,6 +384,10 @@ mod tests {
     }
 
     impl Source for Fake {
+        fn logins(&self) -> Vec<&Keeper> {
+            Vec::new()
+        }
+
         fn count(&self) -> usize {
             1
         }
@@ -406,10 +395,6 @@ mod tests {
         fn tick_login(&mut self, _i: usize, now: EpochMs) -> Option<EpochMs> {
             self.ticks.push(now);
             Some(now + 20)
-        }
-
-        fn files(&self) -> Vec<&Path> {
-            Vec::new()
         }
 
         fn look_every(&self, _control: &Control) -> Option<Duration> {
@@ -497,14 +482,14 @@ mod tests {
     fn a_source_ticks_every_login_and_plans_for_the_earliest() {
         struct Two(Vec<Option<EpochMs>>);
         impl Source for Two {
+            fn logins(&self) -> Vec<&Keeper> {
+                Vec::new()
+            }
             fn count(&self) -> usize {
                 self.0.len()
             }
             fn tick_login(&mut self, i: usize, _now: EpochMs) -> Option<EpochMs> {
                 self.0[i]
-            }
-            fn files(&self) -> Vec<&Path> {
-                Vec::new()
             }
             fn look_every(&self, _control: &Control) -> Option<Duration> {
                 None

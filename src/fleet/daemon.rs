@@ -19,7 +19,7 @@
 //! listener, and the store's troubles.
 
 use crate::daemon::alert::{Alerter, Event};
-use crate::daemon::kept::Kept;
+use crate::daemon::kept::{self, Kept, Settled};
 use crate::daemon::metrics::Metrics;
 use crate::daemon::plan;
 use crate::daemon::{Control, Options, Source};
@@ -34,7 +34,6 @@ use crate::login::{EpochMs, duration_ms};
 use crate::oauth::backoff::Backoff;
 use crate::refresh::Action;
 use crate::storage::state::StateDir;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,17 +74,10 @@ pub struct FleetDaemon {
 }
 
 impl FleetDaemon {
-    pub fn new(
-        fleet: Arc<Fleet>,
-        logins: Vec<Keeper>,
-        state: StateDir,
-        alerter: Alerter,
-        metrics: Metrics,
-        options: Options,
-    ) -> FleetDaemon {
+    fn new(fleet: Arc<Fleet>, kept: Kept) -> FleetDaemon {
         FleetDaemon {
             fleet,
-            kept: Kept::new(logins, state, alerter, metrics, options),
+            kept,
             store: None,
             reach: Reach::default(),
             rolled_back: std::collections::BTreeSet::new(),
@@ -135,9 +127,8 @@ impl FleetDaemon {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        Ok(FleetDaemon::new(
-            fleet, logins, state, alerter, metrics, options,
-        ))
+        let kept = Kept::new(logins, state, alerter, metrics, options);
+        Ok(FleetDaemon::new(fleet, kept))
     }
 
     /// Starts the listener thread: it calls `wake` (which wakes the loop: a byte down its
@@ -171,55 +162,10 @@ impl FleetDaemon {
 }
 
 impl Source for FleetDaemon {
-    fn count(&self) -> usize {
-        self.kept.logins.len()
+    fn logins(&self) -> Vec<&Keeper> {
+        self.kept.keepers()
     }
 
-    fn tick_login(&mut self, i: usize, now: EpochMs) -> Option<EpochMs> {
-        FleetDaemon::tick_login(self, i, now)
-    }
-
-    fn files(&self) -> Vec<&Path> {
-        self.kept
-            .logins
-            .iter()
-            .map(|t| t.keeper.file.path())
-            .collect()
-    }
-
-    /// Without the listener's wake-ups, look at the store every few seconds.
-    fn look_every(&self, control: &Control) -> Option<Duration> {
-        control.wake_fd.is_none().then_some(FALLBACK_POLL)
-    }
-
-    fn reconfigure(&mut self, options: Options, alerter: Alerter, logins: Vec<Keeper>) {
-        self.kept.reconfigure(options, alerter, shared_only(logins));
-    }
-
-    fn alerter(&self) -> &Alerter {
-        &self.kept.alerter
-    }
-}
-
-/// The logins the fleet can share (Claude Code's, for now); each other one is left out with a
-/// warning.
-pub fn shared_only(logins: Vec<Keeper>) -> Vec<Keeper> {
-    logins
-        .into_iter()
-        .filter(|l| {
-            let shared = crate::fleet::shape::of(l.file.owner().provider).is_some();
-            if !shared {
-                tracing::warn!(
-                    "{} is not kept by this fleet daemon: fleet mode keeps Claude Code logins only for now",
-                    l.file.path().display()
-                );
-            }
-            shared
-        })
-        .collect()
-}
-
-impl FleetDaemon {
     fn tick_login(&mut self, i: usize, now: EpochMs) -> Option<EpochMs> {
         let fetched = {
             let fleet = Arc::clone(&self.fleet);
@@ -277,20 +223,45 @@ impl FleetDaemon {
         for event in step.alerts {
             self.announce(i, event, &shared, now);
         }
-        match step.next {
-            plan::Next::Stop => {
-                self.kept.set_dead(i, true);
-                self.kept.save(i);
-                None
-            }
-            plan::Next::At(at) => {
-                self.kept.save(i);
-                Some(at)
-            }
-            plan::Next::RefreshNow(lead) => self.refresh(i, lead, now),
+        match self.kept.settle(i, step.next) {
+            Settled::Wake(at) => at,
+            Settled::RefreshNow(lead) => self.refresh(i, lead, now),
         }
     }
 
+    /// Without the listener's wake-ups, look at the store every few seconds.
+    fn look_every(&self, control: &Control) -> Option<Duration> {
+        control.wake_fd.is_none().then_some(FALLBACK_POLL)
+    }
+
+    fn reconfigure(&mut self, options: Options, alerter: Alerter, logins: Vec<Keeper>) {
+        self.kept.reconfigure(options, alerter, shared_only(logins));
+    }
+
+    fn alerter(&self) -> &Alerter {
+        &self.kept.alerter
+    }
+}
+
+/// The logins the fleet can share (Claude Code's, for now); each other one is left out with a
+/// warning.
+pub fn shared_only(logins: Vec<Keeper>) -> Vec<Keeper> {
+    logins
+        .into_iter()
+        .filter(|l| {
+            let shared = crate::fleet::shape::of(l.file.owner().provider).is_some();
+            if !shared {
+                tracing::warn!(
+                    "{} is not kept by this fleet daemon: fleet mode keeps Claude Code logins only for now",
+                    l.file.path().display()
+                );
+            }
+            shared
+        })
+        .collect()
+}
+
+impl FleetDaemon {
     /// Words and sends an alert the plan asked for.
     fn announce(&mut self, i: usize, event: Event, shared: &Shared, now: EpochMs) {
         let owner = self.kept.logins[i].keeper.file.owner();
@@ -322,10 +293,9 @@ impl FleetDaemon {
             Event::LoginEnding => {
                 let end = shared.login.login_expires_at.unwrap_or(now);
                 let message = format!(
-                    "the fleet's {} login ends {} ({}); log in again before then with {} on one machine and run `tokenkeeper fleet push` there",
+                    "the fleet's {} login {}; log in again before then with {} on one machine and run `tokenkeeper fleet push` there",
                     owner.name,
-                    crate::refresh::format_time(end),
-                    crate::duration::relative(end.saturating_sub(now)),
+                    kept::ends(end, now),
                     owner.relogin
                 );
                 tracing::warn!("{message}");

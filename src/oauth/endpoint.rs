@@ -342,16 +342,15 @@ pub struct Probe {
 
 impl TokenEndpoint {
     /// Reaches the endpoint (DNS, connection, TLS, proxy) without spending a refresh token: posts
-    /// the provider's refresh request built from [`PROBE_REFRESH_TOKEN`], never from a stored
-    /// login, and reads only the status and the `Date` header. `Err` is the transport failure,
-    /// described as [`TokenEndpoint::post`] describes it (host, step, fix).
+    /// the refresh request `build` makes from [`PROBE_REFRESH_TOKEN`] (the only secret it is
+    /// handed, never a stored login's), and reads only the status and the `Date` header. `Err` is
+    /// the transport failure, described as [`TokenEndpoint::post`] describes it (host, step, fix).
     pub fn probe(
         &self,
-        provider: &dyn crate::provider::Provider,
-        settings: &crate::config::Settings,
+        build: &dyn Fn(&Secret) -> TokenRequest,
         timeout: Duration,
     ) -> Result<Probe, String> {
-        let request = provider.token_request(&Secret::new(PROBE_REFRESH_TOKEN), settings);
+        let request = build(&Secret::new(PROBE_REFRESH_TOKEN));
         let (content_type, bytes) = request.body.encode();
         let mut builder = self
             .agent()
