@@ -16,10 +16,10 @@
 pub mod alert;
 pub(crate) mod kept;
 pub mod metrics;
-pub mod plan;
+pub(crate) mod plan;
 pub mod schedule;
 pub mod sd_notify;
-pub mod watch;
+pub(crate) mod watch;
 
 use crate::daemon::alert::{Alerter, Event};
 use crate::daemon::kept::{Kept, Settled};

@@ -172,10 +172,6 @@ impl Database {
         })
     }
 
-    pub fn shown(&self) -> &str {
-        &self.shown
-    }
-
     /// False once the connection has broken; connect again.
     pub fn is_usable(&self) -> bool {
         !self.client.is_closed()

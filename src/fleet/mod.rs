@@ -23,13 +23,13 @@
 
 pub mod crypto;
 pub mod daemon;
-pub mod database;
-pub mod local;
-pub mod login;
+pub(crate) mod database;
+pub(crate) mod local;
+pub(crate) mod login;
 pub mod push;
-pub mod refresh;
-pub mod rollback;
-pub mod shape;
+pub(crate) mod refresh;
+pub(crate) mod rollback;
+pub(crate) mod shape;
 
 use crate::error::{Error, FleetError};
 use serde::Deserialize;

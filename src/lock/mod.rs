@@ -5,9 +5,9 @@
 //! them, and where a lock failure becomes an error.
 
 pub mod dir_lock;
-pub mod flock;
+pub(crate) mod flock;
 pub mod interrupt;
 pub mod lease;
-pub mod lock_file;
-pub mod own_lock;
-pub mod take;
+pub(crate) mod lock_file;
+pub(crate) mod own_lock;
+pub(crate) mod take;

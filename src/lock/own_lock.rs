@@ -38,6 +38,7 @@ pub fn sidecar_path(folder: &Path) -> PathBuf {
 
 impl OwnLock {
     /// Takes the lock, waiting until `deadline`; `on_wait` is called once after a second.
+    #[cfg(test)]
     pub fn acquire(
         path: &Path,
         deadline: Instant,
@@ -70,10 +71,6 @@ impl OwnLock {
         };
         lock.predecessor_killed = lock.reap_left_behind();
         Ok(Some(lock))
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Notes a lock directory just taken, so a successor can remove it if we are killed.

@@ -67,6 +67,7 @@ impl Waits<'_> {
 
     /// Takes our own lock (the sidecar beside the credentials), waiting until `deadline`;
     /// `on_wait` runs once after a second of waiting.
+    #[cfg_attr(not(feature = "fleet"), allow(dead_code))]
     pub fn own(
         &self,
         sidecar: &Path,
@@ -130,6 +131,7 @@ impl Waits<'_> {
     }
 
     /// [`save_lock`], its failure as an [`Error`].
+    #[cfg_attr(not(feature = "fleet"), allow(dead_code))]
     pub fn save_lock(
         &self,
         lock: SaveLock,

@@ -5,4 +5,4 @@
 pub mod backoff;
 pub mod endpoint;
 pub mod jwt;
-pub mod request;
+pub(crate) mod request;

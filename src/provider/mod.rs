@@ -12,9 +12,9 @@ pub mod claude;
 pub mod codex;
 pub mod gemini;
 pub mod generic;
-pub mod json_pointer;
-pub mod login_table;
-pub mod shape;
+pub(crate) mod json_pointer;
+pub(crate) mod login_table;
+pub(crate) mod shape;
 
 use crate::error::Error;
 use crate::lock::dir_lock::DirLockSpec;

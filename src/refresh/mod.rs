@@ -14,7 +14,7 @@
 //! fleet's refresh (which brings the row lock where this brings the file's locks); `save.rs`
 //! steps 5 and 6.
 
-pub mod attempts;
+pub(crate) mod attempts;
 pub(crate) mod save;
 
 use crate::error::Error;

@@ -523,6 +523,7 @@ fn root(b: &[u8]) -> Range<usize> {
 /// one of a repeated key, as JSON parsers do); otherwise the whole document.
 /// Nesting deeper than [`MAX_VIEW_DEPTH`] inside the view is an error, as is a document that
 /// is not JSON.
+#[cfg(test)]
 pub fn view(b: &[u8], keys: Option<&[String]>) -> Result<Value, SyntaxError> {
     scan(b)?.view(b, keys)
 }

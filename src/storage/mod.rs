@@ -2,10 +2,10 @@
 //! every unknown field, the mode and the link), the macOS Keychain, the choice between the two
 //! (a login's "place"), and tokenkeeper's state folder (records, recovery files).
 
-pub mod atomic;
-pub mod bounded;
+pub(crate) mod atomic;
+pub(crate) mod bounded;
 pub mod credentials_file;
-pub mod json_doc;
-pub mod keychain;
-pub mod place;
+pub(crate) mod json_doc;
+pub(crate) mod keychain;
+pub(crate) mod place;
 pub mod state;
