@@ -81,14 +81,25 @@ pub(super) fn inspect(ctx: &Context, now: i64) -> Report {
         (None, Ok(login)) => {
             let rejected = record.as_ref().and_then(|r| r.rejected_refresh.as_deref());
             let state = if !login.refresh_token.is_empty()
-                && rejected == Some(login.refresh_token.fingerprint().as_str())
+                && (rejected == Some(login.refresh_token.fingerprint().as_str())
+                    || tokenkeeper::refresh::is_lost(&ctx.state, &key, &login))
             {
                 "dead"
             } else {
                 login.freshness(now, ctx.settings.min_ttl).as_str()
             };
-            let problem = (state == Freshness::Dead.as_str() && login.refresh_token.is_empty())
-                .then(|| format!("its tokens are empty (the login was ended or wiped); log in again with {relogin}"));
+            let lost = tokenkeeper::refresh::is_lost(&ctx.state, &key, &login);
+            let problem = if state == Freshness::Dead.as_str() && login.refresh_token.is_empty() {
+                Some(format!(
+                    "its tokens are empty (the login was ended or wiped); log in again with {relogin}"
+                ))
+            } else if lost {
+                Some(format!(
+                    "its refresh token was spent but the new tokens could not be saved anywhere (the login is lost); log in again with {relogin}"
+                ))
+            } else {
+                None
+            };
             (state, Some(login), problem)
         }
         (None, Err(e @ Error::Missing { .. })) => ("missing", None, Some(e.to_string())),

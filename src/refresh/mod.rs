@@ -107,6 +107,9 @@ pub(crate) fn refresh_if_due(
 ) -> Result<Outcome, Error> {
     let key = StateDir::key(job.file.owner().provider, job.file.path());
     let first = read_login(job)?;
+    if let Some(lost) = spent_already(job, &key, &first) {
+        return Err(lost);
+    }
     let pending_recovery = job.state.has_recovery(&key);
     if !force && !pending_recovery && !first.is_due(now_ms(), min_ttl) {
         return Ok(Outcome {
@@ -196,6 +199,29 @@ fn dead(job: &Job<'_>, reason: String) -> Error {
         reason,
         relogin: job.file.owner().relogin,
     }
+}
+
+/// This very refresh token was spent on a refresh whose new tokens could be saved nowhere: the
+/// login is lost; presenting the token again would get it revoked. Even `--force` does not ask.
+fn spent_already(job: &Job<'_>, key: &str, login: &Login) -> Option<Error> {
+    let spent = job.state.spent(key)?;
+    (spent.spent_refresh == login.refresh_token.fingerprint()).then(|| {
+        dead(
+            job,
+            format!(
+                "its refresh token was spent at {} but the new tokens could not be saved anywhere, so the login is lost",
+                format_time(spent.at)
+            ),
+        )
+    })
+}
+
+/// Whether the login's refresh token was spent on a refresh whose tokens were lost (see
+/// [`spent_already`]); for `status`.
+pub fn is_lost(state: &StateDir, key: &str, login: &Login) -> bool {
+    state
+        .spent(key)
+        .is_some_and(|s| s.spent_refresh == login.refresh_token.fingerprint())
 }
 
 /// The server already refused this very refresh token: say so without asking again.

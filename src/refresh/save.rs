@@ -93,12 +93,27 @@ pub(super) fn save(
             recovery: path,
             source: last_error,
         }),
-        Err(recovery_error) => Err(Error::TokensLost {
-            path: job.file.path().to_path_buf(),
-            source: last_error,
-            recovery_dir: job.state.root().join("recovery"),
-            recovery_error,
-            relogin: job.file.owner().relogin,
+        Err(recovery_error) => Err({
+            // Nowhere to keep the new tokens: at least remember that the old refresh token is
+            // spent, so that no later run presents it (the server would revoke the login).
+            let spent = crate::storage::state::Spent {
+                credentials: job.file.path().to_path_buf(),
+                spent_refresh: posted.fingerprint(),
+                at: crate::login::now_ms(),
+            };
+            match job.state.note_spent(key, &spent) {
+                Some(path) => {
+                    tracing::debug!("noted the spent refresh token in {}", path.display())
+                }
+                None => tracing::warn!("could not note anywhere that the refresh token is spent"),
+            }
+            Error::TokensLost {
+                path: job.file.path().to_path_buf(),
+                source: last_error,
+                recovery_dir: job.state.root().join("recovery"),
+                recovery_error,
+                relogin: job.file.owner().relogin,
+            }
         }),
     }
 }

@@ -469,6 +469,55 @@ fn is_abandoned(path: &Path) -> bool {
 /// A record (or a recovery file, a handful of tokens) is a few hundred bytes.
 const MAX_RECORD: u64 = 1 << 20;
 
+/// A refresh token spent on a refresh whose new tokens could be saved nowhere: the login is
+/// lost, and presenting that token again would only get the whole login revoked. Kept wherever
+/// it can be (the state folder, else the runtime folder, else a private folder in the temp
+/// folder), by fingerprint only.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Spent {
+    pub credentials: PathBuf,
+    /// Fingerprint of the refresh token that was spent.
+    pub spent_refresh: String,
+    pub at: EpochMs,
+}
+
+impl StateDir {
+    /// Notes a spent refresh token of a lost login wherever it can be written; where it landed.
+    pub fn note_spent(&self, key: &str, spent: &Spent) -> Option<PathBuf> {
+        let bytes = serde_json::to_vec_pretty(spent).ok()?;
+        self.spent_places(key).into_iter().find_map(|path| {
+            let dir = path.parent()?;
+            private_dir(dir).ok()?;
+            check_own_folder(dir).ok()?;
+            write_atomic(&path, &bytes).ok()?;
+            Some(path)
+        })
+    }
+
+    /// The spent refresh token noted for this login, if any (reads only).
+    pub fn spent(&self, key: &str) -> Option<Spent> {
+        self.spent_places(key).into_iter().find_map(|path| {
+            check_own_folder(path.parent()?).ok()?;
+            read_json(&path)
+        })
+    }
+
+    /// Where a lost login's spent token is noted, in the order tried.
+    fn spent_places(&self, key: &str) -> Vec<PathBuf> {
+        let name = format!("{key}.json");
+        let mut places = vec![self.root.join("lost").join(&name)];
+        if let Some(runtime) = std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+            places.push(PathBuf::from(runtime).join("tokenkeeper-lost").join(&name));
+        }
+        #[cfg(unix)]
+        let private = format!("tokenkeeper-{}", crate::storage::atomic::current_uid());
+        #[cfg(not(unix))]
+        let private = "tokenkeeper".to_string();
+        places.push(std::env::temp_dir().join(private).join("lost").join(&name));
+        places
+    }
+}
+
 /// A real folder (not a link) owned by us.
 fn check_own_folder(dir: &Path) -> io::Result<()> {
     let meta = fs::symlink_metadata(dir)?;

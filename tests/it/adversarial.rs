@@ -373,3 +373,65 @@ fn another_users_credentials_are_refused_before_any_request() {
     assert_eq!(s.server.stats().token_requests, 0);
     assert_eq!(s.read_creds(), before);
 }
+
+/// Both the credentials folder and the state folder unwritable while the request is in flight:
+/// the new tokens are lost (exit 74 says so). The spent refresh token is remembered where it can
+/// be, so `status` says the login is dead rather than expired, and no later run presents it.
+#[test]
+fn a_lost_login_is_dead_and_its_spent_token_is_never_posted_again() {
+    if !is_root() {
+        return; // needs a second user whose folders can be made unwritable for it
+    }
+    let s = Sandbox::new();
+    s.login(-1000);
+    let state_root = s.state_dir();
+    fs::create_dir_all(&state_root).unwrap();
+    give_to_nobody(s.dir.path());
+    s.server
+        .push_fault(tokenkeeper_standin::Fault::Delay(Duration::from_millis(
+            1000,
+        )));
+    let folder = s.home().join(".claude");
+    let mut cmd = s.cmd(&["refresh"]);
+    as_nobody(&mut cmd);
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the request", Duration::from_secs(10), || {
+        s.server.stats().token_requests == 1
+    });
+    set_mode(&folder, 0o555);
+    // The state folder taken from the user: it can neither write there nor make it its own.
+    std::process::Command::new("chown")
+        .arg("0:0")
+        .arg(&state_root)
+        .status()
+        .unwrap();
+    let run = Run::from(child.wait_with_output().unwrap());
+    set_mode(&folder, 0o755);
+    assert_eq!(run.code, 74, "{run:?}");
+    assert!(run.stderr.contains("the login is lost"), "{run:?}");
+    s.assert_no_leak(&run, false);
+
+    for args in [
+        &["status"][..],
+        &["refresh"],
+        &["refresh", "--force"],
+        &["exec", "--", "true"],
+    ] {
+        let mut cmd = s.cmd(args);
+        as_nobody(&mut cmd);
+        let run = run_within(&mut cmd, Duration::from_secs(20));
+        assert_eq!(run.code, 77, "{args:?}: {run:?}");
+        let out = format!("{}{}", run.stdout, run.stderr);
+        assert!(out.contains("lost"), "{args:?}: {run:?}");
+    }
+    assert_eq!(
+        s.server.stats().token_requests,
+        1,
+        "the spent refresh token was never presented again"
+    );
+    assert_eq!(s.server.stats().reused_refresh_tokens, 0);
+}
