@@ -74,9 +74,13 @@ mod unix {
                 stopping = true;
                 interrupt::request_stop();
                 if interrupt::in_critical() {
-                    super::super::output::error_line(
-                        "finishing the token request in flight so the new tokens are not lost; signal again to abort",
-                    );
+                    const WHY: &str = "finishing the token request in flight so the new tokens are not lost; signal again to abort";
+                    if daemon {
+                        // A daemon told to stop is no error, and its log lines carry their time.
+                        tracing::info!("{WHY}");
+                    } else {
+                        super::super::output::error_line(WHY);
+                    }
                 }
                 std::thread::spawn(move || {
                     let _held = interrupt::wait_for_critical();
