@@ -417,6 +417,19 @@ fn enabled_check(unit: &Path) -> Check {
     }
 }
 
+/// Whether systemd keeps `user`'s services running while they are logged out (`loginctl`'s
+/// `Linger`); None when it cannot be asked.
+pub(super) fn lingering(user: &str) -> Option<bool> {
+    match run_program("loginctl", &["show-user", user, "--property=Linger"])
+        .ok()?
+        .trim()
+    {
+        "Linger=yes" => Some(true),
+        "Linger=no" => Some(false),
+        _ => None,
+    }
+}
+
 /// Without lingering, systemd stops the user's services at logout.
 fn linger_check() -> Check {
     let Some(user) = env("USER").filter(|u| !u.is_empty()) else {
@@ -427,20 +440,20 @@ fn linger_check() -> Check {
             None,
         );
     };
-    match run_program("loginctl", &["show-user", &user, "--property=Linger"]) {
-        Ok(out) if out.trim() == "Linger=yes" => check(
+    match lingering(&user) {
+        Some(true) => check(
             "linger",
             Status::Ok,
             format!("on for {user}: the service runs while logged out"),
             None,
         ),
-        Ok(out) if out.trim() == "Linger=no" => check(
+        Some(false) => check(
             "linger",
             Status::Warn,
             format!("off for {user}: systemd stops the service at logout"),
             Some(format!("`loginctl enable-linger {user}`")),
         ),
-        Ok(_) | Err(_) => check(
+        None => check(
             "linger",
             Status::Warn,
             "not checked: `loginctl` is not available or gave no answer".into(),

@@ -160,6 +160,9 @@ pub fn run(
                 ),
             }
             output::stdout(&format!("{}\n", platform.enable_command(&path)));
+            if platform == service::Platform::Systemd {
+                warn_without_linger();
+            }
         }
         ServiceAction::Uninstall => {
             let path = platform.install_path(&env)?;
@@ -263,6 +266,19 @@ fn text(path: &Path) -> Result<String, Error> {
 /// daemon gets the text as written.
 fn duration_text(s: &str) -> Result<String, String> {
     tokenkeeper::duration::parse(s).map(|_| s.to_string())
+}
+
+/// A systemd user service stops when its user logs out and starts only at their next login,
+/// unless lingering is on: on a headless machine that is most of the time. Said when it is off.
+fn warn_without_linger() {
+    let Some(user) = std::env::var("USER").ok().filter(|u| !u.is_empty()) else {
+        return;
+    };
+    if super::doctor::lingering(&user) == Some(false) {
+        tracing::warn!(
+            "lingering is off for {user}: systemd stops the service when you log out and starts it again only at your next login; to keep it running (a headless machine, a server): loginctl enable-linger {user}"
+        );
+    }
 }
 
 #[cfg(test)]

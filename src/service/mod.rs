@@ -216,7 +216,8 @@ impl Platform {
             Platform::Systemd => format!(
                 "systemctl --user daemon-reload && systemctl --user enable --now {SYSTEMD_UNIT}"
             ),
-            Platform::Launchd => format!("launchctl load -w {}", shell_quote(path)),
+            // `load -w` is deprecated; `bootstrap` loads into the user's GUI domain.
+            Platform::Launchd => format!("launchctl bootstrap gui/$(id -u) {}", shell_quote(path)),
             Platform::Windows => format!(
                 "schtasks /Create /TN {WINDOWS_TASK} /XML \"{}\"",
                 path.display()
@@ -243,7 +244,9 @@ impl Platform {
             }
             Platform::Launchd => {
                 let path = shell_quote(path);
-                format!("launchctl unload {path} && launchctl load -w {path}")
+                format!(
+                    "launchctl bootout gui/$(id -u) {path}; launchctl bootstrap gui/$(id -u) {path}"
+                )
             }
             Platform::Windows => format!(
                 "schtasks /Create /TN {WINDOWS_TASK} /XML \"{}\" /F",
@@ -413,7 +416,7 @@ fn systemd_unit(spec: &ServiceSpec) -> String {
         "# Runs `tokenkeeper daemon`; written by `tokenkeeper service install`.
 [Unit]
 Description={DESCRIPTION}
-After=network-online.target
+Documentation=man:tokenkeeper-daemon(1) man:tokenkeeper(1)
 
 [Service]
 Type=notify
@@ -649,7 +652,7 @@ mod tests {
         let unit = Platform::Systemd.render(&spec(&["--refresh-before", "2h"]));
         for line in [
             "[Unit]",
-            "After=network-online.target",
+            "Documentation=man:tokenkeeper-daemon(1) man:tokenkeeper(1)",
             "[Service]",
             "Type=notify",
             "ExecStart=/usr/local/bin/tokenkeeper daemon --refresh-before 2h",
@@ -890,11 +893,11 @@ mod tests {
         );
         assert_eq!(
             Platform::Launchd.enable_command(plist),
-            "launchctl load -w '/Users/Me Too/Library/LaunchAgents/dev.tokenkeeper.daemon.plist'"
+            "launchctl bootstrap gui/$(id -u) '/Users/Me Too/Library/LaunchAgents/dev.tokenkeeper.daemon.plist'"
         );
         assert_eq!(
             Platform::Launchd.enable_command(Path::new("/Users/me/a.plist")),
-            "launchctl load -w /Users/me/a.plist"
+            "launchctl bootstrap gui/$(id -u) /Users/me/a.plist"
         );
         assert_eq!(
             Platform::Windows.enable_command(Path::new(r"C:\x\tokenkeeper-task.xml")),

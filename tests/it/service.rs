@@ -168,3 +168,44 @@ fn the_daemon_reads_its_webhook_and_notify_command_from_the_environment() {
     );
     assert!(!run.stdout.contains("secret-path"), "{}", run.stdout);
 }
+
+/// `service install` on systemd says when lingering is off, with the one command that turns it
+/// on: without it the user service stops at logout (a headless machine's usual state).
+#[test]
+fn service_install_says_when_lingering_is_off() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Sandbox::new();
+    let bin = s.dir.path().join("fakebin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let loginctl = bin.join("loginctl");
+    std::fs::write(&loginctl, "#!/bin/sh\necho Linger=no\n").unwrap();
+    std::fs::set_permissions(&loginctl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = Run::from(
+        s.cmd(&["service", "install", "--platform", "systemd"])
+            .env("PATH", &path)
+            .env("USER", "me")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr.contains("lingering is off for me")
+            && run.stderr.contains("loginctl enable-linger me"),
+        "{run:?}"
+    );
+    std::fs::write(&loginctl, "#!/bin/sh\necho Linger=yes\n").unwrap();
+    let run = Run::from(
+        s.cmd(&["service", "install", "--platform", "systemd"])
+            .env("PATH", &path)
+            .env("USER", "me")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(!run.stderr.contains("lingering"), "{run:?}");
+}
