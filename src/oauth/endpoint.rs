@@ -281,9 +281,12 @@ impl TokenEndpoint {
         &self.url
     }
 
-    /// Posts one token request and classifies the answer. Never fails: transport trouble is a
-    /// [`Reply::Transient`].
-    pub fn post(&self, request: &TokenRequest, rule: RejectionRule, timeout: Duration) -> Reply {
+    /// Sends `request` to the endpoint with our usual headers, waiting at most `timeout`.
+    fn send(
+        &self,
+        request: &TokenRequest,
+        timeout: Duration,
+    ) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
         let (content_type, bytes) = request.body.encode();
         let mut builder = self
             .agent()
@@ -297,7 +300,13 @@ impl TokenEndpoint {
         for (name, value) in &request.headers {
             builder = builder.header(name.as_str(), value.as_str());
         }
-        let result = builder.send(&bytes[..]);
+        builder.send(&bytes[..])
+    }
+
+    /// Posts one token request and classifies the answer. Never fails: transport trouble is a
+    /// [`Reply::Transient`].
+    pub fn post(&self, request: &TokenRequest, rule: RejectionRule, timeout: Duration) -> Reply {
+        let result = self.send(request, timeout);
         let mut response = match result {
             Ok(r) => r,
             Err(e) => return transport_failure(&e, &self.url),
@@ -351,20 +360,7 @@ impl TokenEndpoint {
         timeout: Duration,
     ) -> Result<Probe, String> {
         let request = build(&Secret::new(PROBE_REFRESH_TOKEN));
-        let (content_type, bytes) = request.body.encode();
-        let mut builder = self
-            .agent()
-            .post(&self.url)
-            .config()
-            .timeout_global(Some(timeout))
-            .build()
-            .header("Content-Type", content_type)
-            .header("Accept", "application/json, text/plain, */*")
-            .header("User-Agent", &self.user_agent);
-        for (name, value) in &request.headers {
-            builder = builder.header(name.as_str(), value.as_str());
-        }
-        let response = match builder.send(&bytes[..]) {
+        let response = match self.send(&request, timeout) {
             Ok(r) => r,
             Err(e) => {
                 return Err(match transport_failure(&e, &self.url) {
