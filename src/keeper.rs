@@ -62,7 +62,7 @@ impl Keeper {
         state: StateDir,
         fleet: Option<Arc<Fleet>>,
     ) -> Keeper {
-        let fleet = fleet.filter(|_| provider.fleet_shape().is_some());
+        let fleet = fleet.filter(|_| provider.in_fleet());
         Keeper {
             endpoint: TokenEndpoint::new(&settings.token_url, &settings.user_agent),
             provider,

@@ -6,7 +6,7 @@ use crate::error::Error;
 use crate::lock::dir_lock::DirLockSpec;
 use crate::login::{EpochMs, Login};
 use crate::oauth::endpoint::TokenResponse;
-use crate::provider::shape::Shape;
+use crate::provider::shape::{Shape, Spent};
 use crate::provider::{
     Body, Defaults, KeychainItem, Provider, SaveLock, TokenRequest, epoch_ms, epoch_ms_field,
     token_field,
@@ -37,7 +37,7 @@ pub const OWNER_RECORD: &str = ".oauth_refresh.lock.owner";
 
 /// `claudeAiOauth` holds the whole login (tokens, expiry, scopes, subscription); the rest of the
 /// file (`mcpOAuth`, …) is the machine's own.
-pub const FLEET_SHAPE: Shape = Shape::new(&[KEY], "refreshToken");
+pub const COPY_SHAPE: Shape = Shape::new(&[KEY], "claudeAiOauth.refreshToken", Spent::Empty);
 
 /// The Keychain service Claude Code files its login under when `CLAUDE_CONFIG_DIR` is not set.
 pub const KEYCHAIN_SERVICE: &str = "Claude Code-credentials";
@@ -91,8 +91,12 @@ impl Provider for Claude {
         Some(keychain_item)
     }
 
-    fn fleet_shape(&self) -> Option<Shape> {
-        Some(FLEET_SHAPE)
+    fn copy_shape(&self) -> Option<Shape> {
+        Some(COPY_SHAPE)
+    }
+
+    fn in_fleet(&self) -> bool {
+        true
     }
 
     fn defaults(&self) -> Defaults {

@@ -12,6 +12,7 @@
 use crate::error::Error;
 use crate::login::{EpochMs, Login};
 use crate::oauth::endpoint::TokenResponse;
+use crate::provider::shape::{Shape, Spent};
 use crate::provider::{Body, Defaults, Provider, RejectionRule, SaveLock, TokenRequest};
 use crate::secret::Secret;
 use crate::settings::Settings;
@@ -37,6 +38,13 @@ const TOKENS: &str = "tokens";
 const LAST_REFRESH: &str = "last_refresh";
 /// The top-level keys `parse` and `apply` read or write.
 const DOC_KEYS: [&str; 4] = [TOKENS, LAST_REFRESH, "OPENAI_API_KEY", "auth_mode"];
+/// An access-only copy of a Codex login: `tokens` and `last_refresh` (which keeps Codex from
+/// refreshing by age), with `tokens.refresh_token` empty.
+pub const COPY_SHAPE: Shape = Shape::new(
+    &[TOKENS, LAST_REFRESH],
+    "tokens.refresh_token",
+    Spent::Empty,
+);
 const RELOGIN: &str = "Log in again with `codex login`.";
 
 /// Codex CLI's rules, for the refresh protocol.
@@ -54,6 +62,10 @@ impl Provider for Codex {
 
     fn default_path(&self, env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
         default_credentials_path(env)
+    }
+
+    fn copy_shape(&self) -> Option<Shape> {
+        Some(COPY_SHAPE)
     }
 
     fn home_env(&self) -> &'static [&'static str] {

@@ -12,6 +12,7 @@
 use crate::error::Error;
 use crate::login::{EpochMs, Login};
 use crate::oauth::endpoint::TokenResponse;
+use crate::provider::shape::{Shape, Spent};
 use crate::provider::{Body, Defaults, Provider, TokenRequest, epoch_ms_field, token_field};
 use crate::secret::Secret;
 use crate::settings::Settings;
@@ -57,6 +58,20 @@ const DOC_KEYS: [&str; 6] = [
     "scope",
     "id_token",
 ];
+/// An access-only copy of a Gemini login: google-auth-library's fields without `refresh_token`
+/// (so that the library never tries to refresh).
+pub const COPY_SHAPE: Shape = Shape::new(
+    &[
+        "access_token",
+        "refresh_token",
+        "expiry_date",
+        "scope",
+        "token_type",
+        "id_token",
+    ],
+    "refresh_token",
+    Spent::Absent,
+);
 /// Bundles are large (tens of MB); anything larger than this is not Gemini CLI's.
 const MAX_SOURCE_BYTES: u64 = 64 << 20;
 const NPM_TIMEOUT: Duration = Duration::from_secs(10);
@@ -83,6 +98,10 @@ impl Provider for Gemini {
 
     fn default_path(&self, env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
         default_credentials_path(env)
+    }
+
+    fn copy_shape(&self) -> Option<Shape> {
+        Some(COPY_SHAPE)
     }
 
     fn home_env(&self) -> &'static [&'static str] {

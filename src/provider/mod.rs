@@ -139,10 +139,15 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
         None
     }
 
-    /// Which part of the credentials document is the login a fleet shares, and so whether fleet
-    /// mode can keep this provider's login at all.
-    fn fleet_shape(&self) -> Option<shape::Shape> {
+    /// Which part of the credentials document is the login, and how an access-only copy of it
+    /// (a fleet machine's file) is made: the keys it shares, the refresh token it leaves out.
+    fn copy_shape(&self) -> Option<shape::Shape> {
         None
+    }
+
+    /// Whether fleet mode keeps this provider's logins (it needs a [`copy_shape`](Self::copy_shape)).
+    fn in_fleet(&self) -> bool {
+        false
     }
 }
 
