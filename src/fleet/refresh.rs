@@ -29,9 +29,10 @@ use crate::lock::interrupt;
 use crate::login::{EpochMs, now_ms};
 use crate::oauth::endpoint::TokenResponse;
 use crate::refresh::attempts::{self, Attempts, Ready, Rejection};
-use crate::refresh::save::{keep_first, pending_recovery};
+use crate::refresh::save::{Issued, keep_first, pending_recovery};
 use crate::refresh::{Action, Job, Outcome};
 use crate::secret::Secret;
+use crate::storage::state::RecoverySlot;
 use std::thread;
 use std::time::Duration;
 
@@ -390,15 +391,25 @@ impl Attempts for Round<'_, '_, '_> {
         })
     }
 
+    fn recovery_key(&self) -> &str {
+        self.key
+    }
+
     fn tokens(
         &mut self,
         posted: &Secret,
         tokens: TokenResponse,
         attempts: u32,
+        slot: Option<RecoverySlot>,
     ) -> Result<Synced, Error> {
         let (fleet, job, key) = (self.fleet, self.job, self.key);
         let received_at = now_ms();
-        if let (_, Err(e)) = keep_first(job, key, posted, &tokens, received_at) {
+        let issued = Issued {
+            posted,
+            tokens: &tokens,
+            received_at,
+        };
+        if let (_, Err(e)) = keep_first(job, key, issued, slot) {
             tracing::warn!("could not write the recovery file first: {e}");
         }
         let next = next_generation(fleet, job, self.current, &tokens, received_at, "refreshed")?;

@@ -11,6 +11,7 @@ use crate::oauth::endpoint::{Reply, TokenResponse};
 use crate::refresh::Job;
 use crate::secret::{Secret, scrub};
 use crate::settings::Settings;
+use crate::storage::state::RecoverySlot;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -51,12 +52,16 @@ pub trait Attempts {
     type Done;
     /// Before attempt number `attempts + 1`: take what it needs (locks), look again.
     fn ready(&mut self, attempts: u32) -> Result<Ready<Self::Done>, Error>;
-    /// The server issued new tokens: save them (still inside the critical section).
+    /// The key of the login's recovery file, made ready before each post.
+    fn recovery_key(&self) -> &str;
+    /// The server issued new tokens: save them (still inside the critical section), the
+    /// recovery file first, into `slot` when it could be made ready.
     fn tokens(
         &mut self,
         posted: &Secret,
         tokens: TokenResponse,
         attempts: u32,
+        slot: Option<RecoverySlot>,
     ) -> Result<Self::Done, Error>;
     /// The server refused the refresh token.
     fn rejected(&mut self, rejection: Rejection, attempts: u32) -> Result<Self::Done, Error>;
@@ -82,6 +87,12 @@ pub fn run<A: Attempts>(job: &Job<'_>, a: &mut A) -> Result<A::Done, Error> {
         };
         attempts += 1;
         let timeout = attempt_timeout(job.settings, started.elapsed());
+        // Made ready now, so that the reply's tokens are on disk one write after it arrives.
+        let slot = job
+            .state
+            .prepare_recovery(a.recovery_key())
+            .inspect_err(|e| tracing::debug!("could not make the recovery file ready: {e}"))
+            .ok();
         let critical = interrupt::enter_critical();
         let request = job.provider.token_request(&refresh, job.settings);
         tracing::debug!(
@@ -95,7 +106,7 @@ pub fn run<A: Attempts>(job: &Job<'_>, a: &mut A) -> Result<A::Done, Error> {
             .post(&request, job.provider.rejection_rule(), timeout)
         {
             Reply::Tokens(tokens) => {
-                let done = a.tokens(&refresh, tokens, attempts);
+                let done = a.tokens(&refresh, tokens, attempts, slot);
                 drop(critical);
                 return done;
             }

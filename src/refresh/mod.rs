@@ -29,9 +29,9 @@ use crate::provider::Provider;
 use crate::secret::Secret;
 use crate::settings::Settings;
 use crate::storage::credentials_file::{CredentialsFile, Snapshot};
-use crate::storage::state::{Record, RefreshOutcome, StateDir};
+use crate::storage::state::{Record, RecoverySlot, RefreshOutcome, StateDir};
 use attempts::{Attempts, Ready, Rejection};
-use save::{remove_temps_of_killed_writer, restore_recovery, save};
+use save::{Issued, remove_temps_of_killed_writer, restore_recovery, save};
 use serde_json::Value;
 use std::io;
 use std::path::PathBuf;
@@ -413,11 +413,16 @@ impl Attempts for Round<'_, '_> {
         Ok(post)
     }
 
+    fn recovery_key(&self) -> &str {
+        self.key
+    }
+
     fn tokens(
         &mut self,
         posted: &Secret,
         tokens: TokenResponse,
         attempts: u32,
+        slot: Option<RecoverySlot>,
     ) -> Result<Outcome, Error> {
         let job = self.job;
         // `ready` always holds the attempt it posted for; the file's document as it was then is
@@ -425,7 +430,12 @@ impl Attempts for Round<'_, '_> {
         let none = Value::Null;
         let base = self.held.as_ref().map_or(&none, |h| &h.base);
         let received_at = now_ms();
-        let action = save(job, self.own, self.key, posted, &tokens, received_at, base)?;
+        let issued = Issued {
+            posted,
+            tokens: &tokens,
+            received_at,
+        };
+        let action = save(job, self.own, self.key, issued, base, slot)?;
         let login = read_login(job)?;
         Ok(Outcome {
             action,

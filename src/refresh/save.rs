@@ -12,7 +12,7 @@ use crate::login::{EpochMs, Login};
 use crate::oauth::endpoint::TokenResponse;
 use crate::secret::Secret;
 use crate::storage::credentials_file::WriteGuard;
-use crate::storage::state::Recovery;
+use crate::storage::state::{Recovery, RecoverySlot};
 use serde_json::Value;
 use std::io;
 use std::path::PathBuf;
@@ -30,6 +30,14 @@ pub(super) fn remove_temps_of_killed_writer(job: &Job<'_>, own: &OwnLock) {
     }
 }
 
+/// New tokens from the server: the refresh token spent for them, and when they came.
+#[derive(Clone, Copy)]
+pub(crate) struct Issued<'a> {
+    pub posted: &'a Secret,
+    pub tokens: &'a TokenResponse,
+    pub received_at: EpochMs,
+}
+
 /// Writes `tokens` under Claude's storage lock if the file still holds `posted` (or was wiped);
 /// keeps trying briefly, then falls back to a recovery file.
 ///
@@ -41,12 +49,12 @@ pub(super) fn save(
     job: &Job<'_>,
     own: &OwnLock,
     key: &str,
-    posted: &Secret,
-    tokens: &TokenResponse,
-    received_at: EpochMs,
+    issued: Issued<'_>,
     base: &Value,
+    slot: Option<RecoverySlot>,
 ) -> Result<Action, Error> {
-    let (recovery, early) = keep_first(job, key, posted, tokens, received_at);
+    let (recovery, early) = keep_first(job, key, issued, slot);
+    let Issued { posted, .. } = issued;
     if let Err(e) = &early {
         tracing::debug!("could not write the recovery file first: {e}");
     }
@@ -56,7 +64,7 @@ pub(super) fn save(
         if interrupt::stop_requested() && pause_ms > 0 {
             break;
         }
-        match try_save(job, own, posted, tokens, received_at, base) {
+        match try_save(job, own, issued, base) {
             Ok(action) => {
                 if action == Action::KeptOnDisk {
                     tracing::warn!(
@@ -118,14 +126,12 @@ pub(super) fn save(
     }
 }
 
-fn try_save(
-    job: &Job<'_>,
-    own: &OwnLock,
-    posted: &Secret,
-    tokens: &TokenResponse,
-    received_at: EpochMs,
-    base: &Value,
-) -> io::Result<Action> {
+fn try_save(job: &Job<'_>, own: &OwnLock, issued: Issued<'_>, base: &Value) -> io::Result<Action> {
+    let Issued {
+        posted,
+        tokens,
+        received_at,
+    } = issued;
     let deadline = Instant::now() + job.settings.lock_timeout.min(Duration::from_secs(20));
     let lock = take::save_lock(job.provider.save_lock(job.file), deadline, own)
         .map_err(LockFailure::into_io)?;
@@ -161,10 +167,13 @@ pub(super) fn restore_recovery(
         job,
         own,
         key,
-        &current.refresh_token,
-        &recovery.tokens(),
-        recovery.received_at,
+        Issued {
+            posted: &current.refresh_token,
+            tokens: &recovery.tokens(),
+            received_at: recovery.received_at,
+        },
         base,
+        None,
     )?;
     drop(critical);
     job.state.remove_recovery(key);
@@ -188,12 +197,19 @@ pub(super) fn restore_recovery(
 pub(crate) fn keep_first(
     job: &Job<'_>,
     key: &str,
-    posted: &Secret,
-    tokens: &TokenResponse,
-    received_at: EpochMs,
+    issued: Issued<'_>,
+    slot: Option<RecoverySlot>,
 ) -> (Recovery, io::Result<PathBuf>) {
-    let recovery = Recovery::new(job.file.path(), posted, tokens, received_at);
-    let early = job.state.save_recovery(key, &recovery);
+    let recovery = Recovery::new(
+        job.file.path(),
+        issued.posted,
+        issued.tokens,
+        issued.received_at,
+    );
+    let early = match slot {
+        Some(slot) => slot.write(&recovery),
+        None => job.state.save_recovery(key, &recovery),
+    };
     (recovery, early)
 }
 

@@ -41,27 +41,53 @@ pub fn remove_abandoned_temps(target: &Path) {
 /// Temp file 0600 beside `target`, fsync, rename over it, fsync the folder. A crash at any
 /// moment leaves either the old or the new file whole, never a mix.
 pub fn write_atomic(target: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = match target.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let prefix = format!("{name}.tmp.");
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(&prefix);
-    #[cfg(unix)]
-    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600));
-    let mut tmp = builder.tempfile_in(dir)?;
-    keep_owner(target, tmp.as_file())?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    persist(tmp, target)?;
-    #[cfg(unix)]
-    fs::File::open(dir)?.sync_all()?;
-    Ok(())
+    Prepared::new(target)?.commit(bytes)
+}
+
+/// The first half of [`write_atomic`], done before the bytes are known: the temp file made
+/// (0600, the target's owner) and open, so that writing them later is one `write`. Dropped
+/// without [`commit`](Prepared::commit), the temp file is removed.
+pub struct Prepared {
+    tmp: tempfile::NamedTempFile,
+    target: PathBuf,
+}
+
+impl Prepared {
+    pub fn new(target: &Path) -> io::Result<Prepared> {
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let prefix = format!("{name}.tmp.");
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix);
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600));
+        let tmp = builder.tempfile_in(folder_of(target))?;
+        keep_owner(target, tmp.as_file())?;
+        Ok(Prepared {
+            tmp,
+            target: target.to_path_buf(),
+        })
+    }
+
+    /// The file this will replace.
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// Writes `bytes`, fsyncs, renames over the target, fsyncs the folder.
+    pub fn commit(mut self, bytes: &[u8]) -> io::Result<()> {
+        self.tmp.write_all(bytes)?;
+        self.tmp.as_file().sync_all()?;
+        let dir = folder_of(&self.target);
+        persist(self.tmp, &self.target)?;
+        #[cfg(unix)]
+        fs::File::open(dir)?.sync_all()?;
+        #[cfg(not(unix))]
+        let _ = dir;
+        Ok(())
+    }
 }
 
 /// The new file keeps the old one's owner: root keeping another user's login writes it as that
@@ -123,4 +149,47 @@ fn sharing_violation(e: &io::Error) -> bool {
 pub fn current_uid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_prepared_file_is_a_temp_until_committed_and_nothing_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("login.json");
+        fs::write(&target, "old").unwrap();
+
+        let dropped = Prepared::new(&target).unwrap();
+        assert_eq!(
+            names(dir.path()).len(),
+            2,
+            "the temp file beside the target"
+        );
+        drop(dropped);
+        assert_eq!(names(dir.path()), ["login.json"]);
+
+        let ready = Prepared::new(&target).unwrap();
+        assert_eq!(ready.target(), target);
+        assert_eq!(fs::read_to_string(&target).unwrap(), "old");
+        ready.commit(b"new").unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), "new");
+        assert_eq!(names(dir.path()), ["login.json"]);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&target).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
 }

@@ -7,11 +7,25 @@
 use crate::login::EpochMs;
 use crate::oauth::endpoint::TokenResponse;
 use crate::secret::Secret;
-use crate::storage::atomic::write_atomic;
+use crate::storage::atomic::{Prepared, write_atomic};
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+
+/// A recovery file ready for its tokens ([`StateDir::prepare_recovery`]).
+pub struct RecoverySlot(Prepared);
+
+impl RecoverySlot {
+    /// Writes the recovery (serialized first, so the write is the first I/O) and puts it in
+    /// place; returns where.
+    pub fn write(self, recovery: &Recovery) -> io::Result<PathBuf> {
+        let bytes = serde_json::to_vec_pretty(recovery).map_err(io::Error::other)?;
+        let path = self.0.target().to_path_buf();
+        self.0.commit(&bytes)?;
+        Ok(path)
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct StateDir {
@@ -374,11 +388,15 @@ impl StateDir {
 
     /// Saves tokens that could not reach their credentials file (0600) and returns the path.
     pub fn save_recovery(&self, key: &str, recovery: &Recovery) -> io::Result<PathBuf> {
+        self.prepare_recovery(key)?.write(recovery)
+    }
+
+    /// The login's recovery file made ready before its token request (folders checked, temp
+    /// file open), so that new tokens are on disk one `write` after the reply: a kill in
+    /// between is what loses a login. Dropped unwritten, it leaves nothing.
+    pub fn prepare_recovery(&self, key: &str) -> io::Result<RecoverySlot> {
         self.ensure("recovery")?;
-        let path = self.recovery_path(key);
-        let bytes = serde_json::to_vec_pretty(recovery).map_err(io::Error::other)?;
-        write_atomic(&path, &bytes)?;
-        Ok(path)
+        Ok(RecoverySlot(Prepared::new(&self.recovery_path(key))?))
     }
 
     /// Cheap check for the fast path: is there a recovery file waiting for this login?

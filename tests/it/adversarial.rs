@@ -3,6 +3,7 @@
 
 use crate::util::*;
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::thread;
@@ -434,4 +435,51 @@ fn a_lost_login_is_dead_and_its_spent_token_is_never_posted_again() {
         "the spent refresh token was never presented again"
     );
     assert_eq!(s.server.stats().reused_refresh_tokens, 0);
+}
+
+/// The recovery file is made ready (folders checked, temp file open, 0600) before the token
+/// request goes out, so that the rotated tokens are on disk one write after the reply: a kill
+/// after the reply loses the login only within that write. A request that brings no tokens
+/// leaves nothing behind.
+#[test]
+fn the_recovery_file_is_ready_before_the_token_request_is_answered() {
+    use tokenkeeper_standin::Fault;
+    let s = Sandbox::new();
+    s.config("[claude]\nrequest_timeout = \"1s\"\nretry_total = \"1s\"\n");
+    let recovery = s.state_dir().join("recovery");
+    let temps = || -> Vec<PathBuf> {
+        files_under(&recovery)
+            .into_iter()
+            .filter(|p| p.to_string_lossy().contains(".json.tmp."))
+            .collect()
+    };
+    // Answered late with tokens; never answered (a transient failure, then no time is left).
+    for (fault, code) in [
+        (Fault::Delay(Duration::from_millis(800)), 0),
+        (Fault::Hang(Duration::from_millis(800)), 69),
+    ] {
+        let login = s.login(-1000);
+        s.server.push_fault(fault.clone());
+        let before = s.server.requests().len();
+        let child = s
+            .cmd(&["refresh"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for("the request", Duration::from_secs(10), || {
+            s.server.requests().len() > before
+        });
+        let ready = temps();
+        assert_eq!(ready.len(), 1, "{fault:?}: one temp file ready: {ready:?}");
+        let meta = fs::metadata(&ready[0]).unwrap();
+        assert_eq!(meta.len(), 0, "{fault:?}: nothing written before the reply");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{fault:?}");
+        let run = Run::from(child.wait_with_output().unwrap());
+        assert_eq!(run.code, code, "{fault:?}: {run:?}");
+        s.assert_no_leak(&run, false);
+        assert_eq!(temps(), Vec::<PathBuf>::new(), "{fault:?}: {run:?}");
+        let rotated = !s.read_creds().contains(&login.refresh_token);
+        assert_eq!(rotated, code == 0, "{fault:?}");
+    }
 }

@@ -63,6 +63,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+mod kill_loop;
+
 use tokenkeeper::secret::fingerprint;
 use tokenkeeper_standin::{Fault, StandinConfig, StandinServer, TOKEN_PATH};
 
@@ -72,6 +74,7 @@ usage: soak [--seconds N] [--clients N] [--claude-likes N] [--lifetime SECS]
             [--exec-min-ttl DUR] [--retry-auth N] [--client fake|claude]
             [--claude-refresh-at-ms MS[,MS...]] [--kill-in-round-trip]
             [--no-chaos] [--no-relogin] [--dir PATH] [--keep] [--no-build]
+       soak --kill-loop N [--reply-delay-ms MS] [--dir PATH] [--keep] [--no-build]
 
   --seconds N             how long the load and the chaos run (default 60)
   --clients N             loops of `tokenkeeper exec -- fake_claude` (default 20)
@@ -100,7 +103,12 @@ usage: soak [--seconds N] [--clients N] [--claude-likes N] [--lifetime SECS]
   --no-relogin            after a lost login, do not log in again
   --dir PATH              make the work folder in PATH (default: $TMPDIR), and keep it
   --keep                  keep the work folder even when the run passes
-  --no-build              do not run `cargo build` for the binaries under `cargo run`";
+  --no-build              do not run `cargo build` for the binaries under `cargo run`
+  --kill-loop N           instead of the load: N rounds of one `tokenkeeper refresh --force`
+                          SIGKILLed at a random moment of its run, each loss of the login
+                          counted by where the kill landed: before the token request, with it
+                          in flight, or after the reply was sent (tests/soak/kill_loop.rs)
+  --reply-delay-ms MS     with --kill-loop: the token endpoint answers after MS (default 20)";
 
 #[derive(Clone, Debug)]
 struct Args {
@@ -123,6 +131,9 @@ struct Args {
     dir: Option<PathBuf>,
     keep: bool,
     build: bool,
+    /// Rounds of the kill loop instead of the load (0: the load).
+    kill_loop: u64,
+    reply_delay_ms: u64,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -144,6 +155,8 @@ fn parse_args() -> Result<Args, String> {
         dir: None,
         keep: false,
         build: true,
+        kill_loop: 0,
+        reply_delay_ms: 20,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -185,6 +198,8 @@ fn parse_args() -> Result<Args, String> {
                             .collect::<Result<_, _>>()?;
                     }
                     "--dir" => a.dir = Some(PathBuf::from(&v)),
+                    "--kill-loop" => a.kill_loop = v.parse().map_err(bad)?,
+                    "--reply-delay-ms" => a.reply_delay_ms = v.parse().map_err(bad)?,
                     _ => return Err(format!("unknown option {flag}\n{USAGE}")),
                 }
             }
@@ -319,7 +334,59 @@ struct Loss {
     file_fp: String,
     kills: Vec<Kill>,
     presentations: Vec<Duration>,
+    /// When the server's reply to each of `presentations` was handed to the connection (`None`:
+    /// never).
+    answered: Vec<Option<Duration>>,
     relogin_at: Option<Duration>,
+}
+
+/// Where a SIGKILL that lost a login landed in the refresh that rotated it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum LossWindow {
+    /// Before the server's reply was sent: the request was in flight. No client can prevent this.
+    InFlight,
+    /// This long after the reply was sent, before the new tokens were in a file (the recovery
+    /// file is written first): the window a client can shrink.
+    AfterReply(Duration),
+    /// No killed process posted the rotated token (not a kill's loss).
+    Unexplained,
+}
+
+impl Loss {
+    /// Where the kill that lost this login landed: the killed process that posted the file's
+    /// refresh token, its request nearest the kill, and when the server answered it.
+    fn window(&self, posters: &[Poster]) -> LossWindow {
+        for p in posters
+            .iter()
+            .filter(|p| p.killed && p.posted.contains(&self.file_fp))
+        {
+            let Some(k) = self.kills.iter().find(|k| k.pid == p.pid) else {
+                continue;
+            };
+            let end = p.ended + Duration::from_millis(5);
+            let asked = self
+                .presentations
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| **t >= p.started && **t <= end)
+                .min_by_key(|(_, t)| t.abs_diff(k.at));
+            if let Some((i, _)) = asked {
+                return loss_window(Some(k.at), self.answered.get(i).copied().flatten());
+            }
+        }
+        loss_window(None, None)
+    }
+}
+
+/// The pure classification: a kill at `killed` of the process whose request was answered at
+/// `answered` (`None`: never answered).
+fn loss_window(killed: Option<Duration>, answered: Option<Duration>) -> LossWindow {
+    match (killed, answered) {
+        (None, _) => LossWindow::Unexplained,
+        (Some(_), None) => LossWindow::InFlight,
+        (Some(k), Some(a)) if k < a => LossWindow::InFlight,
+        (Some(k), Some(a)) => LossWindow::AfterReply(k - a),
+    }
 }
 
 struct Soak {
@@ -373,9 +440,81 @@ fn main() {
     }
 }
 
+/// The config file every tokenkeeper process reads, and the only variables they see: the
+/// throw-away home and state folders, the stand-in's endpoints.
+fn environment(
+    args: &Args,
+    paths: &Paths,
+    server: &StandinServer,
+) -> Result<Vec<(String, String)>, String> {
+    let config = paths.work.join("config/tokenkeeper/config.toml");
+    fs::create_dir_all(config.parent().unwrap_or(&paths.work)).map_err(|e| e.to_string())?;
+    fs::write(
+        &config,
+        format!(
+            "[claude]\nrequest_timeout = \"1s\"\nretry_total = \"8s\"\n\n[daemon]\nrefresh_before = \"{}s\"\n",
+            args.refresh_before
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(vec![
+        ("HOME".to_string(), path_str(&paths.home)),
+        (
+            "PATH".to_string(),
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
+        ),
+        (
+            "XDG_STATE_HOME".to_string(),
+            path_str(&paths.work.join("state")),
+        ),
+        (
+            "XDG_CONFIG_HOME".to_string(),
+            path_str(&paths.work.join("config")),
+        ),
+        ("TOKENKEEPER_TOKEN_URL".to_string(), server.token_url()),
+        ("ANTHROPIC_BASE_URL".to_string(), server.base_url()),
+        ("TZ".to_string(), "UTC".to_string()),
+    ])
+}
+
+/// `--kill-loop`: see tests/soak/kill_loop.rs.
+fn run_kill_loop(args: Args, bins: Bins, paths: Paths) -> Result<bool, String> {
+    let server = StandinServer::start(StandinConfig {
+        access_ttl_secs: 3600,
+        ..StandinConfig::default()
+    })
+    .map_err(|e| format!("cannot start the stand-in: {e}"))?;
+    let delay = Duration::from_millis(args.reply_delay_ms);
+    server.set_default_fault(Some(Fault::Delay(delay)));
+    let env = environment(&args, &paths, &server)?;
+    eprintln!(
+        "soak: kill loop, {} rounds; work folder {}",
+        args.kill_loop,
+        paths.work.display()
+    );
+    let setup = kill_loop::Setup {
+        tk: &bins.tk,
+        creds: &paths.creds,
+        env: &env,
+        server: &server,
+    };
+    let report = kill_loop::run(&setup, args.kill_loop, delay);
+    print!("{}", report.print());
+    let pass = report.pass();
+    if args.keep || args.dir.is_some() || !pass {
+        eprintln!("soak: work folder kept: {}", paths.work.display());
+    } else {
+        let _ = fs::remove_dir_all(&paths.work);
+    }
+    Ok(pass)
+}
+
 fn run(args: Args) -> Result<bool, String> {
     let bins = find_binaries(args.build)?;
     let paths = make_paths(args.dir.as_deref())?;
+    if args.kill_loop > 0 {
+        return run_kill_loop(args, bins, paths);
+    }
     let server = StandinServer::start(StandinConfig {
         access_ttl_secs: args.lifetime,
         ..StandinConfig::default()
@@ -404,34 +543,7 @@ fn run(args: Args) -> Result<bool, String> {
         args.lifetime,
     )
     .map_err(|e| format!("cannot write the login: {e}"))?;
-    let config = paths.work.join("config/tokenkeeper/config.toml");
-    fs::create_dir_all(config.parent().unwrap_or(&paths.work)).map_err(|e| e.to_string())?;
-    fs::write(
-        &config,
-        format!(
-            "[claude]\nrequest_timeout = \"1s\"\nretry_total = \"8s\"\n\n[daemon]\nrefresh_before = \"{}s\"\n",
-            args.refresh_before
-        ),
-    )
-    .map_err(|e| e.to_string())?;
-    let env = vec![
-        ("HOME".to_string(), path_str(&paths.home)),
-        (
-            "PATH".to_string(),
-            std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
-        ),
-        (
-            "XDG_STATE_HOME".to_string(),
-            path_str(&paths.work.join("state")),
-        ),
-        (
-            "XDG_CONFIG_HOME".to_string(),
-            path_str(&paths.work.join("config")),
-        ),
-        ("TOKENKEEPER_TOKEN_URL".to_string(), server.token_url()),
-        ("ANTHROPIC_BASE_URL".to_string(), server.base_url()),
-        ("TZ".to_string(), "UTC".to_string()),
-    ];
+    let env = environment(&args, &paths, &server)?;
     eprintln!(
         "soak: {} s, {} clients, {} claude-like, tokens live {} s, faults {:.0}%, chaos {}; work folder {}",
         args.seconds,
@@ -1502,6 +1614,8 @@ fn monitor_losses(soak: &Soak) {
             .as_deref()
             .map(|r| token_presentations(soak, r))
             .unwrap_or_default();
+        let (presentations, answered): (Vec<Duration>, Vec<Option<Duration>>) =
+            presentations.into_iter().unzip();
         let since = presentations
             .first()
             .copied()
@@ -1518,6 +1632,7 @@ fn monitor_losses(soak: &Soak) {
             file_fp: file.as_deref().map(fingerprint).unwrap_or_default(),
             kills,
             presentations,
+            answered,
             relogin_at: None,
         };
         if soak.args.relogin {
@@ -1546,8 +1661,8 @@ fn monitor_losses(soak: &Soak) {
     }
 }
 
-/// When the token endpoint was asked to refresh `refresh_token`.
-fn token_presentations(soak: &Soak, refresh_token: &str) -> Vec<Duration> {
+/// When the token endpoint was asked to refresh `refresh_token`, and when it answered each time.
+fn token_presentations(soak: &Soak, refresh_token: &str) -> Vec<(Duration, Option<Duration>)> {
     soak.server
         .requests()
         .iter()
@@ -1556,7 +1671,12 @@ fn token_presentations(soak: &Soak, refresh_token: &str) -> Vec<Duration> {
                 && serde_json::from_str::<Value>(&r.body)
                     .is_ok_and(|v| v["refresh_token"].as_str() == Some(refresh_token))
         })
-        .map(|r| r.received.saturating_duration_since(soak.t0))
+        .map(|r| {
+            (
+                r.received.saturating_duration_since(soak.t0),
+                r.answered.map(|a| a.saturating_duration_since(soak.t0)),
+            )
+        })
         .collect()
 }
 
@@ -1932,6 +2052,46 @@ impl Report<'_> {
                 )
             }
         );
+        if a.chaos {
+            let posters = lock(&s.posters);
+            let windows: Vec<LossWindow> = losses
+                .iter()
+                .filter(|l| l.lost_rotation)
+                .map(|l| l.window(&posters))
+                .collect();
+            let after: Vec<Duration> = windows
+                .iter()
+                .filter_map(|w| match w {
+                    LossWindow::AfterReply(d) => Some(*d),
+                    _ => None,
+                })
+                .collect();
+            let in_flight = windows
+                .iter()
+                .filter(|w| **w == LossWindow::InFlight)
+                .count();
+            let unexplained = windows.len() - after.len() - in_flight;
+            let hits = kills.iter().filter(|k| !k.missed).count();
+            say!(
+                "  logins lost to SIGKILL       {} of {hits} kills of a live process: {in_flight} with the token request in flight, {} after the reply was sent{}{}",
+                windows.len(),
+                after.len(),
+                if after.is_empty() {
+                    String::new()
+                } else {
+                    let ms: Vec<String> = after
+                        .iter()
+                        .map(|d| format!("{:.1}", d.as_secs_f64() * 1000.0))
+                        .collect();
+                    format!(" (killed {} ms after it)", ms.join(", "))
+                },
+                if unexplained > 0 {
+                    format!(", {unexplained} with no killed poster")
+                } else {
+                    String::new()
+                }
+            );
+        }
         say!(
             "  unparseable files seen       {unparseable} (of {} reads{})",
             w.reads,
@@ -2220,5 +2380,75 @@ impl Report<'_> {
         print!("{out}");
         let _ = fs::write(s.paths.logs.join("summary.txt"), &out);
         failed.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_kill_before_the_reply_is_in_flight_after_it_is_the_clients_window() {
+        assert_eq!(
+            loss_window(Some(ms(100)), Some(ms(150))),
+            LossWindow::InFlight
+        );
+        assert_eq!(loss_window(Some(ms(100)), None), LossWindow::InFlight);
+        assert_eq!(
+            loss_window(Some(ms(153)), Some(ms(150))),
+            LossWindow::AfterReply(ms(3))
+        );
+        assert_eq!(loss_window(None, Some(ms(150))), LossWindow::Unexplained);
+    }
+
+    #[test]
+    fn the_killed_posters_request_nearest_the_kill_decides() {
+        let kill = |pid, at| Kill {
+            at: ms(at),
+            pid,
+            kind: Kind::Exec,
+            phase: Phase::ClaudeLock,
+            missed: false,
+            held_back: Duration::ZERO,
+        };
+        let loss = Loss {
+            at: ms(900),
+            lost_rotation: true,
+            latest_fp: "new".into(),
+            file_fp: "old".into(),
+            kills: vec![kill(7, 300), kill(8, 520)],
+            // A 500 at 100 ms to pid 7's first try, its retry at 290 ms (answered at 310 ms),
+            // then pid 9 presenting the spent token at 800 ms.
+            presentations: vec![ms(100), ms(290), ms(800)],
+            answered: vec![Some(ms(101)), Some(ms(310)), Some(ms(801))],
+            relogin_at: None,
+        };
+        let poster = |pid, killed, started, ended| Poster {
+            pid,
+            kind: Kind::Exec,
+            started: ms(started),
+            ended: ms(ended),
+            killed,
+            posted: vec!["old".into()],
+        };
+        // pid 7 was killed at 300 ms, before the reply to its retry went out at 310 ms.
+        let posters = [poster(7, true, 50, 300), poster(9, false, 790, 850)];
+        assert_eq!(loss.window(&posters), LossWindow::InFlight);
+        // Killed at 320 ms instead: 10 ms after the reply.
+        let late = Loss {
+            kills: vec![kill(7, 320)],
+            ..loss
+        };
+        let posters = [poster(7, true, 50, 320), poster(9, false, 790, 850)];
+        assert_eq!(late.window(&posters), LossWindow::AfterReply(ms(10)));
+        // Nobody who posted it was killed.
+        assert_eq!(
+            late.window(&[poster(9, false, 790, 850)]),
+            LossWindow::Unexplained
+        );
     }
 }

@@ -168,6 +168,9 @@ pub struct RecordedRequest {
     pub body: String,
     /// When the whole request had arrived.
     pub received: Instant,
+    /// When the reply had been handed to the connection (written, or failed to be: the client
+    /// was gone); `None` while it is being served, or when none was sent (a hang, a reset).
+    pub answered: Option<Instant>,
 }
 
 impl RecordedRequest {
@@ -699,6 +702,8 @@ fn serve_connection(shared: &Shared, mut stream: TcpStream) {
     let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
     // The chaos gate's read side, held while a token request is served (see hold_token_requests).
     let mut gate: Option<RwLockReadGuard<'_, ()>> = None;
+    // Where this request is in the record, to note when it was answered.
+    let mut index = None;
     let outcome = match read_request(&stream) {
         Ok(request) => {
             if request.method == "POST" && route_path(&request) == TOKEN_PATH {
@@ -707,7 +712,10 @@ fn serve_connection(shared: &Shared, mut stream: TcpStream) {
                     return;
                 }
             }
-            lock(&shared.requests).push(request.clone());
+            let mut requests = lock(&shared.requests);
+            requests.push(request.clone());
+            index = Some(requests.len() - 1);
+            drop(requests);
             route(shared, &request)
         }
         Err(ReadError::Gone) => return,
@@ -718,8 +726,14 @@ fn serve_connection(shared: &Shared, mut stream: TcpStream) {
     match outcome {
         Outcome::Reply(reply) => {
             let written = write_reply(&mut stream, &reply).is_ok();
+            let answered = Instant::now();
+            if let Some(i) = index
+                && let Some(r) = lock(&shared.requests).get_mut(i)
+            {
+                r.answered = Some(answered);
+            }
             if gate.take().is_some() {
-                *lock(&shared.last_token_response) = Some(Instant::now());
+                *lock(&shared.last_token_response) = Some(answered);
             }
             if written {
                 close_gracefully(&stream);
@@ -813,6 +827,7 @@ fn read_request(stream: &TcpStream) -> Result<RecordedRequest, ReadError> {
         headers,
         body,
         received: Instant::now(),
+        answered: None,
     })
 }
 
