@@ -29,6 +29,8 @@ const LIFETIME_SECS: u64 = 3600;
 pub struct Setup<'a> {
     pub tk: &'a Path,
     pub creds: &'a Path,
+    /// tokenkeeper's state folder (its `recovery/` is looked at after each kill).
+    pub state_dir: &'a Path,
     pub env: &'a [(String, String)],
     pub server: &'a StandinServer,
 }
@@ -68,9 +70,11 @@ pub struct Report {
     before: Tally,
     in_flight: Tally,
     after: Tally,
-    /// How long after the reply each lost login's kill landed.
-    lost_after: Vec<Duration>,
-    /// The longest run of an unkilled `refresh --force`, which the kills are spread over.
+    /// How long after the reply each lost login's kill landed, and what the recovery folder
+    /// held right after the kill.
+    lost_after: Vec<(Duration, String)>,
+    /// A little more than the median run of an unkilled `refresh --force`: the kills are spread
+    /// over it.
     span: Duration,
     reply_delay: Duration,
     /// Rounds whose set-up failed (the login could not be read or written).
@@ -113,7 +117,7 @@ impl Report {
         let lost_ms: Vec<String> = self
             .lost_after
             .iter()
-            .map(|d| format!("{:.2}", d.as_secs_f64() * 1000.0))
+            .map(|(d, _)| format!("{:.2}", d.as_secs_f64() * 1000.0))
             .collect();
         let _ = writeln!(
             out,
@@ -126,6 +130,13 @@ impl Report {
                 format!(" (killed {} ms after the reply)", lost_ms.join(", "))
             }
         );
+        for (d, held) in &self.lost_after {
+            let _ = writeln!(
+                out,
+                "      {:.2} ms after the reply; recovery folder then: {held}",
+                d.as_secs_f64() * 1000.0
+            );
+        }
         for e in self.errors.iter().take(5) {
             let _ = writeln!(out, "  error: {e}");
         }
@@ -146,10 +157,10 @@ pub fn run(setup: &Setup, rounds: u64, reply_delay: Duration) -> Report {
             return report;
         }
     };
-    // The span of an unkilled forced refresh (the longest of five), which the kills are spread
+    // The span of an unkilled forced refresh (the median of nine), which the kills are spread
     // over, with a margin so that some land after the save.
-    let mut span = Duration::ZERO;
-    for _ in 0..5 {
+    let mut spans = Vec::new();
+    for _ in 0..9 {
         let started = Instant::now();
         if let Err(e) = tk(setup, &["refresh", "--force"]).and_then(|mut c| {
             c.wait()
@@ -162,9 +173,10 @@ pub fn run(setup: &Setup, rounds: u64, reply_delay: Duration) -> Report {
             report.errors.push(e);
             return report;
         }
-        span = span.max(started.elapsed());
+        spans.push(started.elapsed());
     }
-    report.span = span + span / 4;
+    spans.sort();
+    report.span = spans[spans.len() / 2] * 5 / 4;
     for _ in 0..rounds {
         report.rounds += 1;
         if let Err(e) = round(setup, &mut report, &mut family) {
@@ -217,6 +229,7 @@ fn round(setup: &Setup, report: &mut Report, family: &mut u64) -> Result<(), Str
     } else {
         Landed::Missed
     };
+    let held = recovery_listing(&setup.state_dir.join("recovery"));
     // What a later run sees: a plain refresh restores a pending recovery file (the login is
     // not due, so it posts nothing).
     let mut settle = tk(setup, &["refresh"])?;
@@ -237,7 +250,7 @@ fn round(setup: &Setup, report: &mut Report, family: &mut u64) -> Result<(), Str
         Landed::InFlight => Some(&mut report.in_flight),
         Landed::AfterReply(d) => {
             if lost {
-                report.lost_after.push(d);
+                report.lost_after.push((d, held));
             }
             Some(&mut report.after)
         }
@@ -260,6 +273,25 @@ fn round(setup: &Setup, report: &mut Report, family: &mut u64) -> Result<(), Str
         return Err(format!("the refresh after a kill ended with {settled}"));
     }
     Ok(())
+}
+
+/// The files in the recovery folder, with their sizes ("empty" when none).
+fn recovery_listing(dir: &Path) -> String {
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| {
+            let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+            format!("{} ({size} bytes)", e.file_name().to_string_lossy())
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        "empty".into()
+    } else {
+        files.join(", ")
+    }
 }
 
 /// A new login, as `claude /login` would write it; its family at the stand-in.

@@ -495,6 +495,7 @@ fn run_kill_loop(args: Args, bins: Bins, paths: Paths) -> Result<bool, String> {
     let setup = kill_loop::Setup {
         tk: &bins.tk,
         creds: &paths.creds,
+        state_dir: &paths.state_dir,
         env: &env,
         server: &server,
     };
