@@ -10,7 +10,7 @@ use tokenkeeper::Error;
 use tokenkeeper::daemon::alert::{Alert, Alerter, Event, check_notify_command, check_webhook};
 use tokenkeeper::daemon::metrics::{self, Metrics};
 use tokenkeeper::daemon::sd_notify::Notifier;
-use tokenkeeper::daemon::{Control, Daemon, Options, Source};
+use tokenkeeper::daemon::{Control, Daemon, Kept, Options, Source};
 use tokenkeeper::keeper::Keeper;
 
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -314,13 +314,14 @@ pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<u8, Error> {
         std::process::id(),
         paths.join(", ")
     );
-    let mut daemon = Daemon::new(
+    let kept = Kept::new(
         resolved.logins,
         state,
         resolved.alerter,
         metrics,
         resolved.options,
     );
+    let mut daemon = Daemon::new(kept);
     serve(&mut daemon, &control, &notifier, &mut reload)
 }
 

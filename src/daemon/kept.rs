@@ -28,12 +28,14 @@ pub(crate) struct Tracked {
     pub problem: Option<String>,
 }
 
-pub(crate) struct Kept {
-    pub logins: Vec<Tracked>,
-    pub state: StateDir,
-    pub alerter: Alerter,
-    pub metrics: Metrics,
-    pub options: Options,
+/// What both daemon modes keep of their logins: each one's record and plan, and where alerts,
+/// metrics and records go.
+pub struct Kept {
+    pub(crate) logins: Vec<Tracked>,
+    pub(crate) state: StateDir,
+    pub(crate) alerter: Alerter,
+    pub(crate) metrics: Metrics,
+    pub(crate) options: Options,
 }
 
 /// `ends 2026-12-10 14:02:05 UTC (in 2d 4h)`: when a login ends, for both daemons' reminder.
@@ -55,7 +57,7 @@ pub(crate) enum Settled {
 impl Kept {
     /// Does what every source does with the plan's verdict for login `i`: a dead login is marked
     /// and kept so; a later look is recorded. A refresh is left to the source.
-    pub fn settle(&mut self, i: usize, next: plan::Next) -> Settled {
+    pub(crate) fn settle(&mut self, i: usize, next: plan::Next) -> Settled {
         match next {
             plan::Next::Stop => {
                 self.set_dead(i, true);
@@ -71,7 +73,7 @@ impl Kept {
     }
 
     /// The logins kept, in order.
-    pub fn keepers(&self) -> Vec<&Keeper> {
+    pub(crate) fn keepers(&self) -> Vec<&Keeper> {
         self.logins.iter().map(|t| &t.keeper).collect()
     }
 
@@ -95,7 +97,7 @@ impl Kept {
 
     /// Replaces the logins (on start and on SIGHUP), keeping what is known about each (its
     /// record is read again from the state folder).
-    pub fn set_logins(&mut self, logins: Vec<Keeper>) {
+    pub(crate) fn set_logins(&mut self, logins: Vec<Keeper>) {
         self.logins = logins
             .into_iter()
             .map(|keeper| {
@@ -112,18 +114,18 @@ impl Kept {
             .collect();
     }
 
-    pub fn reconfigure(&mut self, options: Options, alerter: Alerter, logins: Vec<Keeper>) {
+    pub(crate) fn reconfigure(&mut self, options: Options, alerter: Alerter, logins: Vec<Keeper>) {
         self.options = options;
         self.alerter = alerter;
         self.set_logins(logins);
     }
 
-    pub fn provider(&self, i: usize) -> &'static str {
+    pub(crate) fn provider(&self, i: usize) -> &'static str {
         self.logins[i].keeper.file.owner().provider
     }
 
     /// The plan's rules for login `i`, under the daemon's options.
-    pub fn rules(&self, i: usize) -> plan::Rules {
+    pub(crate) fn rules(&self, i: usize) -> plan::Rules {
         plan::Rules {
             refresh_before: self
                 .options
@@ -134,7 +136,7 @@ impl Kept {
     }
 
     /// One look at login `i` (see [`plan::step`]), under the daemon's options.
-    pub fn step(&mut self, i: usize, view: &plan::View, now: EpochMs) -> plan::Step {
+    pub(crate) fn step(&mut self, i: usize, view: &plan::View, now: EpochMs) -> plan::Step {
         let rules = self.rules(i);
         plan::step(
             &mut self.logins[i].record,
@@ -148,7 +150,7 @@ impl Kept {
     /// A refresh came to `outcome`: log it, count it under `label` (with the new expiry, so a
     /// scrape never sees one without the other), and end a run of failures, saying
     /// `works_again` if one was alerted. A new token already due is logged and alerted once.
-    pub fn refreshed(
+    pub(crate) fn refreshed(
         &mut self,
         i: usize,
         outcome: &Outcome,
@@ -197,7 +199,7 @@ impl Kept {
 
     /// A refresh failed for now: count it, cool down with backoff, log it, alert once. Returns
     /// when to try again.
-    pub fn failed(&mut self, i: usize, e: &Error, now: EpochMs) -> EpochMs {
+    pub(crate) fn failed(&mut self, i: usize, e: &Error, now: EpochMs) -> EpochMs {
         let provider = self.provider(i);
         self.count(i, "failed");
         let retry_after = match e {
@@ -224,18 +226,30 @@ impl Kept {
     }
 
     /// Counts a refresh that came to `label` (`dead`, `failed`).
-    pub fn count(&self, i: usize, label: &'static str) {
+    pub(crate) fn count(&self, i: usize, label: &'static str) {
         self.metrics.update(self.provider(i), |m| {
             *m.refresh_total.entry(label).or_default() += 1
         });
     }
 
-    pub fn set_dead(&self, i: usize, dead: bool) {
+    pub(crate) fn set_dead(&self, i: usize, dead: bool) {
         self.metrics.update(self.provider(i), |m| m.dead = dead);
     }
 
+    /// Says what the plan asked to announce: in the log (a dead login as an error, one ending
+    /// soon as a warning), as an alert; a recovered login is no longer counted dead.
+    pub(crate) fn announce(&mut self, i: usize, event: Event, message: String, now: EpochMs) {
+        match event {
+            Event::LoginDead => tracing::error!("{message}"),
+            Event::LoginEnding => tracing::warn!("{message}"),
+            Event::Recovered => self.set_dead(i, false),
+            _ => {}
+        }
+        self.alert(i, event, message, now);
+    }
+
     /// Notes the alert in the login's record (so it is sent once) and sends it.
-    pub fn alert(&mut self, i: usize, event: Event, message: String, now: EpochMs) {
+    pub(crate) fn alert(&mut self, i: usize, event: Event, message: String, now: EpochMs) {
         let t = &mut self.logins[i];
         t.record.alerted.insert(event.as_str().to_string(), now);
         self.alerter.send(Alert {
@@ -247,7 +261,7 @@ impl Kept {
     }
 
     /// The login's expiry and end, for the metrics.
-    pub fn show_expiry(&self, i: usize, login: &Login) {
+    pub(crate) fn show_expiry(&self, i: usize, login: &Login) {
         self.metrics.update(self.provider(i), |m| {
             m.access_expiry = Some(login.expires_at / 1000);
             m.login_expiry = login.login_expires_at.map(|e| e / 1000);
@@ -255,7 +269,7 @@ impl Kept {
     }
 
     /// Writes the login's record to the state folder, stamped with this process and the time.
-    pub fn save(&mut self, i: usize) {
+    pub(crate) fn save(&mut self, i: usize) {
         let t = &mut self.logins[i];
         t.record.pid = std::process::id();
         t.record.updated_at = now_ms();

@@ -15,6 +15,8 @@
 
 pub mod alert;
 pub(crate) mod kept;
+
+pub use kept::Kept;
 pub mod metrics;
 pub(crate) mod plan;
 pub mod schedule;
@@ -22,15 +24,13 @@ pub mod sd_notify;
 pub(crate) mod watch;
 
 use crate::daemon::alert::{Alerter, Event};
-use crate::daemon::kept::{Kept, Settled};
-use crate::daemon::metrics::Metrics;
+use crate::daemon::kept::Settled;
 use crate::daemon::watch::{Stamp, WakeFd, Watcher, sleep_until_event};
 use crate::error::{Error, ErrorKind};
 use crate::keeper::Keeper;
 use crate::login::{EpochMs, Login, duration_ms, now_ms};
 use crate::refresh::{self, Action};
 use crate::storage::credentials_file::CredentialsFile;
-use crate::storage::state::StateDir;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -71,15 +71,10 @@ const KEYCHAIN_POLL: Duration = Duration::from_secs(30);
 const DEFERRED_RETRY: Duration = Duration::from_secs(30);
 
 impl Daemon {
-    pub fn new(
-        logins: Vec<Keeper>,
-        state: StateDir,
-        alerter: Alerter,
-        metrics: Metrics,
-        options: Options,
-    ) -> Daemon {
+    /// The daemon of this machine's files, keeping `kept`'s logins.
+    pub fn new(kept: Kept) -> Daemon {
         Daemon {
-            kept: Kept::new(logins, state, alerter, metrics, options),
+            kept,
             starting: true,
         }
     }
@@ -251,35 +246,22 @@ impl Daemon {
         let file = &self.kept.logins[i].keeper.file;
         let owner = file.owner();
         let message = match event {
-            Event::LoginDead => {
-                let message = dead_message(file, EMPTY);
-                tracing::error!("{message}");
-                message
-            }
-            Event::Recovered => {
-                let message = format!(
-                    "a new {} login appeared in {}; tokenkeeper keeps it fresh again",
-                    owner.name,
-                    file.path().display()
-                );
-                self.kept.set_dead(i, false);
-                message
-            }
-            Event::LoginEnding => {
-                let end = login.login_expires_at.unwrap_or(now);
-                let message = format!(
-                    "the {} login at {} {}; log in again before then with `{}`",
-                    owner.name,
-                    file.path().display(),
-                    kept::ends(end, now),
-                    owner.relogin
-                );
-                tracing::warn!("{message}");
-                message
-            }
+            Event::LoginDead => dead_message(file, EMPTY),
+            Event::Recovered => format!(
+                "a new {} login appeared in {}; tokenkeeper keeps it fresh again",
+                owner.name,
+                file.path().display()
+            ),
+            Event::LoginEnding => format!(
+                "the {} login at {} {}; log in again before then with `{}`",
+                owner.name,
+                file.path().display(),
+                kept::ends(login.login_expires_at.unwrap_or(now), now),
+                owner.relogin
+            ),
             _ => return,
         };
-        self.kept.alert(i, event, message, now);
+        self.kept.announce(i, event, message, now);
     }
 
     fn read(&self, i: usize) -> Result<Login, Error> {

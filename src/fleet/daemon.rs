@@ -32,7 +32,7 @@ use crate::fleet::rollback;
 use crate::keeper::Keeper;
 use crate::login::{EpochMs, duration_ms};
 use crate::oauth::backoff::Backoff;
-use crate::refresh::Action;
+use crate::refresh::{Action, Job};
 use crate::storage::state::StateDir;
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,6 +74,19 @@ pub struct FleetDaemon {
 }
 
 impl FleetDaemon {
+    /// Runs `f` with the store (connected first, when it is not) and login `i`'s job; `Err` is
+    /// a failure to connect, `Ok` what `f` returned.
+    fn on_store<T>(
+        &mut self,
+        i: usize,
+        f: impl FnOnce(&mut Database, &Fleet, &Job<'_>) -> Result<T, Error>,
+    ) -> Result<Result<T, Error>, Error> {
+        let fleet = Arc::clone(&self.fleet);
+        let store = connected(&mut self.store, &fleet)?;
+        let job = self.kept.logins[i].keeper.job();
+        Ok(f(store, &fleet, &job))
+    }
+
     fn new(fleet: Arc<Fleet>, kept: Kept) -> FleetDaemon {
         FleetDaemon {
             fleet,
@@ -167,18 +180,15 @@ impl Source for FleetDaemon {
     }
 
     fn tick_login(&mut self, i: usize, now: EpochMs) -> Option<EpochMs> {
-        let fetched = {
-            let fleet = Arc::clone(&self.fleet);
-            let store = match connected(&mut self.store, &fleet) {
-                Ok(s) => s,
-                Err(e) => return self.trouble(i, e, now),
-            };
-            let t = &self.kept.logins[i];
-            let job = t.keeper.job();
-            fleet_refresh::fetch_unchecked(store, &fleet, &job).map(|shared| {
-                let checked = rollback::check(&fleet, &job, &shared);
+        let fetched = self.on_store(i, |store, fleet, job| {
+            fleet_refresh::fetch_unchecked(store, fleet, job).map(|shared| {
+                let checked = rollback::check(fleet, job, &shared);
                 (shared, checked)
             })
+        });
+        let fetched = match fetched {
+            Ok(fetched) => fetched,
+            Err(e) => return self.trouble(i, e, now),
         };
         let (shared, newer) = match fetched {
             Ok((_, Err(e))) => {
@@ -267,55 +277,39 @@ impl FleetDaemon {
         let owner = self.kept.logins[i].keeper.file.owner();
         let message = match event {
             Event::LoginDead => {
+                let why = shared.row.last_error.as_deref();
                 let message = format!(
                     "the fleet's {} login in {} is dead ({}); log in again with {} on one machine and run `tokenkeeper fleet push` there; every machine resumes when the new login appears",
                     owner.name,
                     self.fleet.shown,
-                    shared
-                        .row
-                        .last_error
-                        .as_deref()
-                        .unwrap_or("the server rejected its refresh token"),
+                    why.unwrap_or("the server rejected its refresh token"),
                     owner.relogin
                 );
-                tracing::error!("{message}");
                 self.kept.logins[i].record.last_error = Some(message.clone());
                 message
             }
-            Event::Recovered => {
-                let message = format!(
-                    "a new {} login was pushed to {} (generation {}); the fleet keeps it fresh again",
-                    owner.name, self.fleet.shown, shared.row.generation
-                );
-                self.kept.set_dead(i, false);
-                message
-            }
-            Event::LoginEnding => {
-                let end = shared.login.login_expires_at.unwrap_or(now);
-                let message = format!(
-                    "the fleet's {} login {}; log in again before then with {} on one machine and run `tokenkeeper fleet push` there",
-                    owner.name,
-                    kept::ends(end, now),
-                    owner.relogin
-                );
-                tracing::warn!("{message}");
-                message
-            }
+            Event::Recovered => format!(
+                "a new {} login was pushed to {} (generation {}); the fleet keeps it fresh again",
+                owner.name, self.fleet.shown, shared.row.generation
+            ),
+            Event::LoginEnding => format!(
+                "the fleet's {} login {}; log in again before then with {} on one machine and run `tokenkeeper fleet push` there",
+                owner.name,
+                kept::ends(shared.login.login_expires_at.unwrap_or(now), now),
+                owner.relogin
+            ),
             _ => return,
         };
-        self.kept.alert(i, event, message, now);
+        self.kept.announce(i, event, message, now);
     }
 
     fn refresh(&mut self, i: usize, lead: Duration, now: EpochMs) -> Option<EpochMs> {
-        let result = {
-            let fleet = Arc::clone(&self.fleet);
-            let store = match connected(&mut self.store, &fleet) {
-                Ok(s) => s,
-                Err(e) => return self.trouble(i, e, now),
-            };
-            let t = &self.kept.logins[i];
-            let job = t.keeper.job();
-            fleet_refresh::refresh_if_due(store, &fleet, &job, false, lead + Duration::from_secs(1))
+        let lead = lead + Duration::from_secs(1);
+        let result = match self.on_store(i, |store, fleet, job| {
+            fleet_refresh::refresh_if_due(store, fleet, job, false, lead)
+        }) {
+            Ok(result) => result,
+            Err(e) => return self.trouble(i, e, now),
         };
         let provider = self.kept.logins[i].keeper.file.owner().provider;
         match result {

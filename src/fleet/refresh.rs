@@ -28,11 +28,9 @@ use crate::fleet::rollback;
 use crate::lock::interrupt;
 use crate::login::{EpochMs, now_ms};
 use crate::oauth::endpoint::TokenResponse;
-use crate::refresh::attempts::{self, Attempts, Ready, Rejection};
+use crate::refresh::attempts::{self, Attempts, Granted, Ready, Rejection};
 use crate::refresh::save::{Issued, keep_first, pending_recovery};
 use crate::refresh::{Action, Job, Outcome};
-use crate::secret::Secret;
-use crate::storage::state::RecoverySlot;
 use std::thread;
 use std::time::Duration;
 
@@ -395,24 +393,19 @@ impl Attempts for Round<'_, '_, '_> {
         self.key
     }
 
-    fn tokens(
-        &mut self,
-        posted: &Secret,
-        tokens: TokenResponse,
-        attempts: u32,
-        slot: Option<RecoverySlot>,
-    ) -> Result<Synced, Error> {
+    fn tokens(&mut self, granted: Granted<'_>) -> Result<Synced, Error> {
         let (fleet, job, key) = (self.fleet, self.job, self.key);
         let received_at = now_ms();
         let issued = Issued {
-            posted,
-            tokens: &tokens,
+            posted: granted.posted,
+            tokens: &granted.tokens,
             received_at,
         };
+        let (tokens, attempts, slot) = (&granted.tokens, granted.attempts, granted.slot);
         if let (_, Err(e)) = keep_first(job, key, issued, slot) {
             tracing::warn!("could not write the recovery file first: {e}");
         }
-        let next = next_generation(fleet, job, self.current, &tokens, received_at, "refreshed")?;
+        let next = next_generation(fleet, job, self.current, tokens, received_at, "refreshed")?;
         if let Err(e) = self.write_and_commit(&next.row) {
             save_again(fleet, job, key, e)?;
         }

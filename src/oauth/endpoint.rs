@@ -524,6 +524,14 @@ mod tests {
         assert!(!describe_transport(&ureq::Error::HostNotFound, &host).contains("pw"));
     }
 
+    /// The tokens of a 200 with `body`.
+    fn granted(body: &[u8]) -> TokenResponse {
+        match classify(200, None, body, RejectionRule::OAuth) {
+            Reply::Tokens(t) => t,
+            _ => panic!("{}", String::from_utf8_lossy(body)),
+        }
+    }
+
     #[test]
     fn tokens_are_read_from_a_2xx() {
         let body = br#"{"access_token":"a","refresh_token":"r","expires_in":28800,"scope":"user:inference"}"#;
@@ -532,14 +540,7 @@ mod tests {
         };
         assert_eq!(t.expires_in, Some(28800));
         assert_eq!(t.refresh_token, Some(Secret::new("r")));
-        let Reply::Tokens(t) = classify(
-            200,
-            None,
-            br#"{"access_token":"a","expires_in":60}"#,
-            RejectionRule::OAuth,
-        ) else {
-            panic!()
-        };
+        let t = granted(br#"{"access_token":"a","expires_in":60}"#);
         assert_eq!(t.refresh_token, None);
     }
 
@@ -663,14 +664,7 @@ mod tests {
                 "{body}"
             );
         }
-        let Reply::Tokens(t) = classify(
-            200,
-            None,
-            br#"{"access_token":"a","expires_in":28800}"#,
-            RejectionRule::OAuth,
-        ) else {
-            panic!()
-        };
+        let t = granted(br#"{"access_token":"a","expires_in":28800}"#);
         assert_eq!(t.expires_at(now, unknown, longest), now + 28_800_000);
     }
 

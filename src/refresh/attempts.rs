@@ -47,6 +47,17 @@ impl Rejection {
     }
 }
 
+/// New tokens from the server.
+pub struct Granted<'a> {
+    /// The refresh token spent for them.
+    pub posted: &'a Secret,
+    pub tokens: TokenResponse,
+    /// Attempts made, this one included.
+    pub attempts: u32,
+    /// The recovery file, made ready before the post (when it could be).
+    pub slot: Option<RecoverySlot>,
+}
+
 /// One refresh's side of the attempt loop.
 pub trait Attempts {
     type Done;
@@ -55,14 +66,8 @@ pub trait Attempts {
     /// The key of the login's recovery file, made ready before each post.
     fn recovery_key(&self) -> &str;
     /// The server issued new tokens: save them (still inside the critical section), the
-    /// recovery file first, into `slot` when it could be made ready.
-    fn tokens(
-        &mut self,
-        posted: &Secret,
-        tokens: TokenResponse,
-        attempts: u32,
-        slot: Option<RecoverySlot>,
-    ) -> Result<Self::Done, Error>;
+    /// recovery file first.
+    fn tokens(&mut self, granted: Granted<'_>) -> Result<Self::Done, Error>;
     /// The server refused the refresh token.
     fn rejected(&mut self, rejection: Rejection, attempts: u32) -> Result<Self::Done, Error>;
     /// A transient failure: let go of what `ready` took before the pause.
@@ -106,7 +111,12 @@ pub fn run<A: Attempts>(job: &Job<'_>, a: &mut A) -> Result<A::Done, Error> {
             .post(&request, job.provider.rejection_rule(), timeout)
         {
             Reply::Tokens(tokens) => {
-                let done = a.tokens(&refresh, tokens, attempts, slot);
+                let done = a.tokens(Granted {
+                    posted: &refresh,
+                    tokens,
+                    attempts,
+                    slot,
+                });
                 drop(critical);
                 return done;
             }

@@ -24,13 +24,12 @@ use crate::lock::lease;
 use crate::lock::own_lock::{self, OwnLock};
 use crate::lock::take::{RefreshLocks, Waits};
 use crate::login::{EpochMs, Login, now_ms};
-use crate::oauth::endpoint::{TokenEndpoint, TokenResponse};
+use crate::oauth::endpoint::TokenEndpoint;
 use crate::provider::Provider;
-use crate::secret::Secret;
 use crate::settings::Settings;
 use crate::storage::credentials_file::{CredentialsFile, Snapshot};
-use crate::storage::state::{Record, RecoverySlot, RefreshOutcome, StateDir};
-use attempts::{Attempts, Ready, Rejection};
+use crate::storage::state::{Record, RefreshOutcome, StateDir};
+use attempts::{Attempts, Granted, Ready, Rejection};
 use save::{Issued, remove_temps_of_killed_writer, restore_recovery, save};
 use serde_json::Value;
 use std::io;
@@ -413,18 +412,14 @@ impl Attempts for Round<'_, '_> {
         Ok(post)
     }
 
-    fn recovery_key(&self) -> &str {
-        self.key
-    }
-
-    fn tokens(
-        &mut self,
-        posted: &Secret,
-        tokens: TokenResponse,
-        attempts: u32,
-        slot: Option<RecoverySlot>,
-    ) -> Result<Outcome, Error> {
+    fn tokens(&mut self, granted: Granted<'_>) -> Result<Outcome, Error> {
         let job = self.job;
+        let Granted {
+            posted,
+            tokens,
+            attempts,
+            slot,
+        } = granted;
         // `ready` always holds the attempt it posted for; the file's document as it was then is
         // what a missing file is written from.
         let none = Value::Null;
@@ -442,6 +437,10 @@ impl Attempts for Round<'_, '_> {
             login,
             attempts,
         })
+    }
+
+    fn recovery_key(&self) -> &str {
+        self.key
     }
 
     fn rejected(&mut self, rejection: Rejection, attempts: u32) -> Result<Outcome, Error> {

@@ -597,16 +597,7 @@ mod tests {
         let mode = fs::metadata(state.root()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
 
-        let tokens = TokenResponse {
-            access_token: Secret::new("a"),
-            refresh_token: Some(Secret::new("r")),
-            expires_in: Some(60),
-            id_token: None,
-            scope: None,
-            refresh_token_expires_in: None,
-        };
-        let rec = Recovery::new(Path::new("/c"), &Secret::new("old"), &tokens, 7);
-        let path = state.save_recovery(&key, &rec).unwrap();
+        let (tokens, path) = saved_recovery(&state, &key);
         assert_eq!(
             fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
@@ -618,11 +609,8 @@ mod tests {
         assert!(!state.has_recovery(&key));
     }
 
-    #[test]
-    fn a_recovery_left_under_its_temp_name_by_a_killed_writer_is_read_then_cleaned_up() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = StateDir::at(dir.path().join("tokenkeeper"));
-        let key = StateDir::key("claude", Path::new("/c"));
+    /// New tokens ("a", "r") spent for "old", saved as the login's recovery; and where.
+    fn saved_recovery(state: &StateDir, key: &str) -> (TokenResponse, PathBuf) {
         let tokens = TokenResponse {
             access_token: Secret::new("a"),
             refresh_token: Some(Secret::new("r")),
@@ -632,7 +620,16 @@ mod tests {
             refresh_token_expires_in: None,
         };
         let rec = Recovery::new(Path::new("/c"), &Secret::new("old"), &tokens, 7);
-        let path = state.save_recovery(&key, &rec).unwrap();
+        let path = state.save_recovery(key, &rec).unwrap();
+        (tokens, path)
+    }
+
+    #[test]
+    fn a_recovery_left_under_its_temp_name_by_a_killed_writer_is_read_then_cleaned_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::at(dir.path().join("tokenkeeper"));
+        let key = StateDir::key("claude", Path::new("/c"));
+        let (tokens, path) = saved_recovery(&state, &key);
         // Killed after writing its temp file, before the rename: the tokens are only there.
         let temp = path.with_file_name(format!("{key}.json.tmp.Ab12Cd"));
         fs::rename(&path, &temp).unwrap();
