@@ -49,7 +49,7 @@
 use crate::error::Error;
 use crate::oauth::backoff::RetryPolicy;
 use crate::provider::Provider;
-pub use crate::provider::login_table::{LoginTable, RequestFields};
+pub use crate::provider::login_table::LoginTable;
 pub use crate::settings::Settings;
 use crate::settings::{DEFAULT_USABLE_FLOOR, check_token_url};
 use serde::Deserialize;

@@ -25,21 +25,23 @@
 //! - leaves: [`login`] (a login and when it is due), [`settings`] (what a refresh is done
 //!   with), [`config`] (the file), [`duration`], [`error`], [`secret`].
 
-pub mod config;
+#[doc(hidden)]
+pub mod cli;
+pub(crate) mod config;
 pub mod daemon;
 pub mod duration;
 pub mod error;
 pub mod exec;
 #[cfg(feature = "fleet")]
 pub mod fleet;
-pub mod keeper;
+pub(crate) mod keeper;
 pub mod lock;
 pub mod login;
 pub mod oauth;
 pub mod provider;
-pub mod refresh;
+pub(crate) mod refresh;
 pub mod secret;
-pub mod service;
+pub(crate) mod service;
 pub mod settings;
 pub mod storage;
 

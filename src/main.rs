@@ -1,8 +1,6 @@
 //! The `tokenkeeper` binary: parses the command line, runs one command, turns its result into
-//! output and an exit code. The work itself lives in the library.
-
-mod cli;
+//! output and an exit code. The work itself lives in the library (`tokenkeeper::cli`).
 
 fn main() -> std::process::ExitCode {
-    cli::run()
+    tokenkeeper::cli::run()
 }

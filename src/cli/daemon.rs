@@ -3,15 +3,15 @@
 //! SIGINT; SIGHUP re-reads the configuration.
 
 use super::{Cli, Context};
+use crate::Error;
+use crate::daemon::alert::{Alert, Alerter, Event, check_notify_command, check_webhook};
+use crate::daemon::metrics::{self, Metrics};
+use crate::daemon::sd_notify::Notifier;
+use crate::daemon::{Control, Daemon, Kept, Options, Source};
+use crate::keeper::Keeper;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokenkeeper::Error;
-use tokenkeeper::daemon::alert::{Alert, Alerter, Event, check_notify_command, check_webhook};
-use tokenkeeper::daemon::metrics::{self, Metrics};
-use tokenkeeper::daemon::sd_notify::Notifier;
-use tokenkeeper::daemon::{Control, Daemon, Kept, Options, Source};
-use tokenkeeper::keeper::Keeper;
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct DaemonArgs {
@@ -23,20 +23,12 @@ pub struct DaemonArgs {
     pub login_ending_within: Option<Duration>,
     /// Run this command (with sh -c) for every alert; TOKENKEEPER_EVENT, TOKENKEEPER_PROVIDER and
     /// TOKENKEEPER_MESSAGE tell what happened.
-    #[arg(
-        long,
-        value_name = "CMD",
-        env = "TOKENKEEPER_NOTIFY_COMMAND",
-        hide_env_values = true
-    )]
+    #[arg(long, value_name = "CMD")]
+    #[arg(env = "TOKENKEEPER_NOTIFY_COMMAND", hide_env_values = true)]
     pub notify_command: Option<String>,
     /// POST every alert as JSON to this URL (Discord and Slack incoming webhooks show it as is).
-    #[arg(
-        long,
-        value_name = "URL",
-        env = "TOKENKEEPER_WEBHOOK",
-        hide_env_values = true
-    )]
+    #[arg(long, value_name = "URL")]
+    #[arg(env = "TOKENKEEPER_WEBHOOK", hide_env_values = true)]
     pub webhook: Option<String>,
     /// Serve Prometheus metrics on /metrics at this address, e.g. 127.0.0.1:9464.
     #[arg(long, value_name = "ADDR")]
@@ -49,13 +41,13 @@ pub struct DaemonArgs {
 
 /// The options after flags, then config, then defaults.
 struct Resolved {
-    state: tokenkeeper::storage::state::StateDir,
+    state: crate::storage::state::StateDir,
     options: Options,
     alerter: Alerter,
     metrics: Option<SocketAddr>,
     logins: Vec<Keeper>,
     #[cfg_attr(not(feature = "fleet"), allow(dead_code))]
-    fleet: Option<Arc<tokenkeeper::keeper::Fleet>>,
+    fleet: Option<Arc<crate::keeper::Fleet>>,
 }
 
 fn resolve(cli: &Cli, args: &DaemonArgs) -> Result<Resolved, Error> {
@@ -154,7 +146,7 @@ fn keepable(all: Vec<Context>) -> Result<Vec<Keeper>, Error> {
     let mut logins = Vec::new();
     let mut nothing = None;
     for c in all {
-        match tokenkeeper::refresh::parse_current(c.provider.as_ref(), &c.file) {
+        match crate::refresh::parse_current(c.provider.as_ref(), &c.file) {
             Err(e @ Error::NothingToKeep { .. }) => {
                 tracing::info!("not keeping {}: {e}", c.file.path().display());
                 nothing = Some(e);
@@ -173,7 +165,7 @@ fn keepable(all: Vec<Context>) -> Result<Vec<Keeper>, Error> {
 /// ends, to keep while the loop runs.
 #[cfg(unix)]
 fn wire_signals(
-    state: &tokenkeeper::storage::state::StateDir,
+    state: &crate::storage::state::StateDir,
 ) -> Result<(Control, [std::os::unix::net::UnixStream; 2]), Error> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     use std::os::fd::AsRawFd;
@@ -205,7 +197,7 @@ fn wire_signals(
 /// Ctrl+C (and SIGTERM where the C runtime raises it) ask the loop to stop; it looks at least
 /// every quarter of a second. No reload signal: restart the service to re-read the configuration.
 #[cfg(not(unix))]
-fn wire_signals(_state: &tokenkeeper::storage::state::StateDir) -> Result<(Control, ()), Error> {
+fn wire_signals(_state: &crate::storage::state::StateDir) -> Result<(Control, ()), Error> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let control = Control::default();
     for sig in [SIGTERM, SIGINT] {
@@ -293,7 +285,7 @@ pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<u8, Error> {
     };
     #[cfg(feature = "fleet")]
     if let Some(fleet) = resolved.fleet.clone() {
-        let mut daemon = tokenkeeper::fleet::daemon::FleetDaemon::start(
+        let mut daemon = crate::fleet::daemon::FleetDaemon::start(
             fleet,
             resolved.logins,
             state,
@@ -380,7 +372,7 @@ fn serve(
         }
         notifier.ready();
     };
-    tokenkeeper::daemon::run(
+    crate::daemon::run(
         daemon,
         control,
         notifier.ping_every(),

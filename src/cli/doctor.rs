@@ -3,14 +3,14 @@
 //! endpoint probe carries a fixed dummy one), writes nothing, prints no token.
 
 use super::{Cli, Context, Loaded, output, status};
+use crate::Error;
+use crate::oauth::endpoint::{self, Probe};
+use crate::service::{self, Platform};
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tokenkeeper::Error;
-use tokenkeeper::oauth::endpoint::{self, Probe};
-use tokenkeeper::service::{self, Platform};
 
 /// How long the endpoint probe and each program run (`claude --version`, `loginctl`) may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -66,10 +66,7 @@ pub fn run(cli: &Cli, json: bool) -> Result<u8, Error> {
         Ok(loaded) => {
             checks.push(config_check(loaded));
             let all = if cli.provider.is_some() || cli.credentials.is_some() {
-                let name = cli
-                    .provider
-                    .as_deref()
-                    .unwrap_or(tokenkeeper::provider::DEFAULT);
+                let name = cli.provider.as_deref().unwrap_or(crate::provider::DEFAULT);
                 loaded
                     .context(cli, name, cli.credentials.as_deref(), None)
                     .map(|c| vec![c])
@@ -108,7 +105,7 @@ pub fn run(cli: &Cli, json: bool) -> Result<u8, Error> {
         }
     };
     let contexts = contexts.unwrap_or_default();
-    let now = tokenkeeper::login::now_ms();
+    let now = crate::login::now_ms();
     for ctx in &contexts {
         checks.push(login_check(ctx, now));
     }
@@ -224,7 +221,7 @@ fn login_check(ctx: &Context, now: i64) -> Check {
 fn env_checks(contexts: &[Context]) -> Vec<Check> {
     let mut names: BTreeSet<(&'static str, &'static str)> = BTreeSet::new();
     let providers: Vec<_> = if contexts.is_empty() {
-        tokenkeeper::provider::all().collect()
+        crate::provider::all().collect()
     } else {
         contexts.iter().map(|c| c.provider.clone()).collect()
     };
@@ -348,7 +345,7 @@ fn clock_check(date: Option<&str>, reached: bool, now: jiff::Timestamp) -> Check
     }
 }
 
-fn service_checks(state: Option<&tokenkeeper::storage::state::StateDir>) -> Vec<Check> {
+fn service_checks(state: Option<&crate::storage::state::StateDir>) -> Vec<Check> {
     let mut checks = Vec::new();
     let platform = Platform::native();
     match platform.install_path(&env) {

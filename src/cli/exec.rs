@@ -5,16 +5,16 @@
 
 use super::Context;
 use super::output;
+use crate::exec::auth_failure::{self, AuthFailure, FailureKind, LoginFacts};
+use crate::exec::child::{self, ChildSpec, SpawnError};
+use crate::lock::lease;
+use crate::login::Login;
+use crate::storage::state::StateDir;
+use crate::{Error, ErrorKind};
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use tokenkeeper::exec::auth_failure::{self, AuthFailure, FailureKind, LoginFacts};
-use tokenkeeper::exec::child::{self, ChildSpec, SpawnError};
-use tokenkeeper::lock::lease;
-use tokenkeeper::login::Login;
-use tokenkeeper::storage::state::StateDir;
-use tokenkeeper::{Error, ErrorKind};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Inject {
@@ -195,7 +195,7 @@ fn prepare(
             return Err(Error::LockTimeout {
                 what: "a refresh in progress",
                 lock: lease::lease_path(&folder),
-                waited: tokenkeeper::duration::human(ctx.settings.lock_timeout),
+                waited: crate::duration::human(ctx.settings.lock_timeout),
                 holder: String::new(),
             });
         };
@@ -212,11 +212,11 @@ fn explain(ctx: &Context, name: &str, failure: &AuthFailure, login: Option<&Logi
         .state
         .read_record(&key)
         .filter(|r| r.outcome.is_success())
-        .map(|r| tokenkeeper::refresh::format_time(r.last_refresh_at));
+        .map(|r| crate::refresh::format_time(r.last_refresh_at));
     let path = ctx.file.path().display().to_string();
     let facts = LoginFacts {
         path: &path,
-        expires_at: login.map(|l| tokenkeeper::refresh::format_time(l.expires_at)),
+        expires_at: login.map(|l| crate::refresh::format_time(l.expires_at)),
         refreshed_at,
         relogin: ctx.file.owner().relogin,
     };

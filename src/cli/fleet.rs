@@ -6,23 +6,23 @@
 //! there say that this build has no fleet mode.
 
 use super::{Cli, Context, output};
+use crate::fleet::crypto;
+use crate::login::Login;
+use crate::{Error, ErrorKind};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokenkeeper::fleet::crypto;
-use tokenkeeper::login::Login;
-use tokenkeeper::{Error, ErrorKind};
 
-pub use tokenkeeper::fleet::Fleet;
+pub use crate::fleet::Fleet;
 
 /// What `--store` holds: a URL whose password never prints.
-pub type StoreUrl = tokenkeeper::fleet::DatabaseUrl;
+pub type StoreUrl = crate::fleet::DatabaseUrl;
 
 /// The store named by `--store` or `TOKENKEEPER_STORE` (`url`), else by `[store] url`; None when
 /// neither names one (then the local file is the store).
 pub fn resolve(
     url: Option<StoreUrl>,
-    cfg: &tokenkeeper::config::ConfigFile,
+    cfg: &crate::config::ConfigFile,
     config_path: &Path,
 ) -> Result<Option<Arc<Fleet>>, Error> {
     Ok(Fleet::resolve(url, &cfg.store, config_path, &super::env)?.map(Arc::new))
@@ -94,7 +94,7 @@ fn push(cli: &Cli, force: bool) -> Result<u8, Error> {
             "fleet push needs a store: pass --store URL, set TOKENKEEPER_STORE, or set url in [store]".into(),
         ));
     };
-    let pushed = tokenkeeper::fleet::push::push(fleet, &ctx.job(), force)?;
+    let pushed = crate::fleet::push::push(fleet, &ctx.job(), force)?;
     if !ctx.quiet {
         let what = if pushed.already {
             format!(
@@ -136,7 +136,7 @@ pub fn waker(_ends: &()) -> Box<dyn Fn() + Send> {
     Box::new(|| {})
 }
 
-pub use tokenkeeper::keeper::StoreReport;
+pub use crate::keeper::StoreReport;
 
 /// `status`'s verdict on a fleet login: the store's login decides (this machine's file holds no
 /// refresh token by design); with the store unreachable, this machine's access token does.

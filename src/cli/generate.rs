@@ -8,7 +8,7 @@ use clap::CommandFactory;
 use std::path::Path;
 
 /// Writes the completion script for `shell` to stdout.
-pub fn completions(shell: clap_complete::Shell) -> Result<u8, tokenkeeper::Error> {
+pub fn completions(shell: clap_complete::Shell) -> Result<u8, crate::Error> {
     let mut script = Vec::new();
     clap_complete::generate(
         shell,
@@ -23,12 +23,12 @@ pub fn completions(shell: clap_complete::Shell) -> Result<u8, tokenkeeper::Error
 /// Writes tokenkeeper(1) to stdout, or with `dir` every page into that folder: tokenkeeper.1,
 /// which lists the commands, and tokenkeeper-<command>.1 for each (nested ones too), which
 /// show their options.
-pub fn man(dir: Option<&Path>) -> Result<u8, tokenkeeper::Error> {
+pub fn man(dir: Option<&Path>) -> Result<u8, crate::Error> {
     // `help` is clap's, not a command of ours with a page of its own.
     let command = super::Cli::command().disable_help_subcommand(true);
     let failed = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| tokenkeeper::Error::Io {
+        move |source| crate::Error::Io {
             what: "cannot write the man pages",
             path,
             source,

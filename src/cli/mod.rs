@@ -16,17 +16,17 @@ mod signals;
 mod status;
 mod token;
 
+use crate::config::{self, ConfigFile};
+use crate::keeper::Keeper;
+use crate::provider::{self, Provider};
+use crate::storage::state::StateDir;
+use crate::{Error, ErrorKind};
 use clap::{Parser, Subcommand};
 use fleet::StoreUrl;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use tokenkeeper::config::{self, ConfigFile};
-use tokenkeeper::keeper::Keeper;
-use tokenkeeper::provider::{self, Provider};
-use tokenkeeper::storage::state::StateDir;
-use tokenkeeper::{Error, ErrorKind};
 
 /// Keeps the OAuth logins of AI coding CLIs fresh: one refresh at a time across every process,
 /// rotated tokens never lost.
@@ -168,7 +168,7 @@ could not be saved (kept in a recovery file), 75 lock not obtained in time, 77 l
 78 credentials or config missing, unreadable or malformed.";
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    tokenkeeper::duration::parse(s)
+    crate::duration::parse(s)
 }
 
 /// The exit code for each kind of error; the same for every command.
@@ -245,7 +245,7 @@ impl Loaded {
             return Ok((p, table.clone()));
         }
         if let Some(table) = self.cfg.login.iter().find(|l| l.name == name) {
-            let generic = tokenkeeper::provider::generic::Generic::new(table, &self.config_path)?;
+            let generic = crate::provider::generic::Generic::new(table, &self.config_path)?;
             return Ok((generic, table.request_config()));
         }
         let mut known: Vec<&str> = provider::names().collect();
@@ -287,7 +287,7 @@ impl Loaded {
                 path: self.config_path.clone(),
                 problem: "no credentials path: HOME is not set; pass --credentials PATH".into(),
             })?;
-        let file = tokenkeeper::provider::open_credentials(
+        let file = crate::provider::open_credentials(
             provider.as_ref(),
             path,
             table.store.as_deref(),
@@ -309,7 +309,7 @@ impl Loaded {
             configured_min_ttl: table
                 .min_ttl
                 .as_deref()
-                .and_then(|t| tokenkeeper::duration::parse(t).ok()),
+                .and_then(|t| crate::duration::parse(t).ok()),
             config_path: self.config_path.clone(),
             daemon_config: self.cfg.daemon.clone(),
         })

@@ -5,12 +5,12 @@
 //! mistake. There is never a [`Fleet`], so every function that takes one is unreachable.
 
 use super::{Cli, Context};
+use crate::Error;
+use crate::login::Login;
 use std::path::Path;
 use std::sync::Arc;
-use tokenkeeper::Error;
-use tokenkeeper::login::Login;
 
-pub use tokenkeeper::keeper::{Fleet, StoreReport};
+pub use crate::keeper::{Fleet, StoreReport};
 
 const NO_FLEET: &str = "this build of tokenkeeper has no fleet mode (`tokenkeeper fleet`, \
 --store, TOKENKEEPER_STORE, [store]); build it with the `fleet` feature, which is on by default";
@@ -33,7 +33,7 @@ pub fn run(_cli: &Cli, _args: &FleetArgs) -> Result<u8, Error> {
 /// the config file was refused when the file was read.)
 pub fn resolve(
     url: Option<String>,
-    _cfg: &tokenkeeper::config::ConfigFile,
+    _cfg: &crate::config::ConfigFile,
     _config_path: &Path,
 ) -> Result<Option<Arc<Fleet>>, Error> {
     match url {

@@ -1,9 +1,9 @@
 //! Writing results: stdout for what the command produces, stderr for the one error line. A
 //! closed pipe (`tokenkeeper status | head -1`) is not an error worth a panic.
 
+use crate::duration;
+use crate::login::EpochMs;
 use std::io::Write;
-use tokenkeeper::duration;
-use tokenkeeper::login::EpochMs;
 
 pub fn stdout(text: &str) {
     let mut out = std::io::stdout().lock();
@@ -29,7 +29,7 @@ pub fn rfc3339(ms: EpochMs) -> Option<String> {
 pub fn when(ms: EpochMs, now: EpochMs) -> String {
     format!(
         "{} ({})",
-        tokenkeeper::refresh::format_time(ms),
+        crate::refresh::format_time(ms),
         duration::relative(ms.saturating_sub(now))
     )
 }
@@ -37,10 +37,10 @@ pub fn when(ms: EpochMs, now: EpochMs) -> String {
 /// A login to use now, and why it could not be refreshed if it was not: said once on stderr
 /// (the run goes on with the token in hand, which still has a usable lifetime).
 pub fn usable(
-    (outcome, failure): (tokenkeeper::refresh::Outcome, Option<tokenkeeper::Error>),
-) -> tokenkeeper::refresh::Outcome {
+    (outcome, failure): (crate::refresh::Outcome, Option<crate::Error>),
+) -> crate::refresh::Outcome {
     if let Some(e) = failure {
-        let now = tokenkeeper::login::now_ms();
+        let now = crate::login::now_ms();
         tracing::warn!(
             "{e}; going on with the current access token, which expires {}",
             when(outcome.login.expires_at, now)

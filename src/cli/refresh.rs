@@ -2,10 +2,10 @@
 
 use super::Context;
 use super::output::{self, rfc3339, when};
+use crate::Error;
+use crate::login::now_ms;
+use crate::refresh::Action;
 use serde_json::json;
-use tokenkeeper::Error;
-use tokenkeeper::login::now_ms;
-use tokenkeeper::refresh::Action;
 
 pub fn run(ctx: &Context, force: bool, json: bool) -> Result<u8, Error> {
     let outcome = ctx.refresh_if_due(force, ctx.settings.min_ttl)?;
@@ -25,7 +25,7 @@ pub fn run(ctx: &Context, force: bool, json: bool) -> Result<u8, Error> {
         let what = match outcome.action {
             Action::NotDue => format!(
                 "not due (refreshes when less than {} is left)",
-                tokenkeeper::duration::human(ctx.settings.min_ttl)
+                crate::duration::human(ctx.settings.min_ttl)
             ),
             Action::Refreshed => "refreshed".to_string(),
             Action::Adopted => "adopted a refresh made by another process".to_string(),

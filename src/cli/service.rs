@@ -5,10 +5,10 @@
 //! run. Notes go to stderr so stdout is exactly the definition or the command.
 
 use super::output;
+use crate::Error;
+use crate::service::{self, Installed, Removed, ServiceSpec};
 use std::io;
 use std::path::Path;
-use tokenkeeper::Error;
-use tokenkeeper::service::{self, Installed, Removed, ServiceSpec};
 
 #[derive(clap::Args, Debug)]
 pub struct ServiceArgs {
@@ -265,7 +265,7 @@ fn text(path: &Path) -> Result<String, Error> {
 /// Checks a duration now, so a typo fails here and not at every start of the service; the
 /// daemon gets the text as written.
 fn duration_text(s: &str) -> Result<String, String> {
-    tokenkeeper::duration::parse(s).map(|_| s.to_string())
+    crate::duration::parse(s).map(|_| s.to_string())
 }
 
 /// A systemd user service stops when its user logs out and starts only at their next login,

@@ -26,10 +26,10 @@ pub use unix::{forward_to_command, prepare, prepare_daemon};
 
 #[cfg(unix)]
 mod unix {
+    use crate::lock::interrupt;
     use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
     use signal_hook::iterator::SignalsInfo;
     use signal_hook::iterator::exfiltrator::WithRawSiginfo;
-    use tokenkeeper::lock::interrupt;
 
     const SIGNALS: [i32; 4] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT];
 
@@ -68,7 +68,7 @@ mod unix {
                 // A daemon told to stop has done nothing wrong: exit 0, as its loop would.
                 let code = if daemon { 0 } else { 128 + info.si_signo };
                 if stopping {
-                    tokenkeeper::lock::dir_lock::release_all_held();
+                    crate::lock::dir_lock::release_all_held();
                     std::process::exit(code);
                 }
                 stopping = true;
@@ -84,7 +84,7 @@ mod unix {
                 }
                 std::thread::spawn(move || {
                     let _held = interrupt::wait_for_critical();
-                    tokenkeeper::lock::dir_lock::release_all_held();
+                    crate::lock::dir_lock::release_all_held();
                     std::process::exit(code);
                 });
             }

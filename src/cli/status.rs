@@ -3,10 +3,10 @@
 
 use super::Context;
 use super::output::{self, rfc3339, when};
+use crate::Error;
+use crate::login::{Freshness, Login, now_ms};
+use crate::storage::state::{Record, StateDir};
 use serde_json::json;
-use tokenkeeper::Error;
-use tokenkeeper::login::{Freshness, Login, now_ms};
-use tokenkeeper::storage::state::{Record, StateDir};
 
 /// What status found for one login (`doctor` reads `state` and `problem`).
 pub(super) struct Report {
@@ -67,14 +67,13 @@ pub(super) fn inspect(ctx: &Context, now: i64) -> Report {
         let next = ctx.state.read_daemon(&key).and_then(|d| d.next_refresh_at);
         (pid, next)
     });
-    let parsed =
-        tokenkeeper::refresh::read_snapshot(ctx.provider.as_ref(), &ctx.file).and_then(|snap| {
-            let login = ctx.provider.parse(&ctx.file, &snap.doc)?;
-            if let Some(mode) = snap.loose_mode {
-                tokenkeeper::refresh::warn_loose_mode(&ctx.file, mode);
-            }
-            Ok(login)
-        });
+    let parsed = crate::refresh::read_snapshot(ctx.provider.as_ref(), &ctx.file).and_then(|snap| {
+        let login = ctx.provider.parse(&ctx.file, &snap.doc)?;
+        if let Some(mode) = snap.loose_mode {
+            crate::refresh::warn_loose_mode(&ctx.file, mode);
+        }
+        Ok(login)
+    });
     let store = ctx.inspect_store();
     let (state, login, problem) = match (&store, parsed) {
         (Some(store), parsed) => super::fleet::state(ctx, store, parsed, now),
@@ -82,13 +81,13 @@ pub(super) fn inspect(ctx: &Context, now: i64) -> Report {
             let rejected = record.as_ref().and_then(|r| r.rejected_refresh.as_deref());
             let state = if !login.refresh_token.is_empty()
                 && (rejected == Some(login.refresh_token.fingerprint().as_str())
-                    || tokenkeeper::refresh::is_lost(&ctx.state, &key, &login))
+                    || crate::refresh::is_lost(&ctx.state, &key, &login))
             {
                 "dead"
             } else {
                 login.freshness(now, ctx.settings.min_ttl).as_str()
             };
-            let lost = tokenkeeper::refresh::is_lost(&ctx.state, &key, &login);
+            let lost = crate::refresh::is_lost(&ctx.state, &key, &login);
             let problem = if state == Freshness::Dead.as_str() && login.refresh_token.is_empty() {
                 Some(format!(
                     "its tokens are empty (the login was ended or wiped); log in again with {relogin}"
@@ -238,7 +237,7 @@ fn table(all: &[Context], reports: &[Report], now: i64) -> String {
     for (ctx, r) in all.iter().zip(reports) {
         let access = match &r.login {
             Some(l) if !l.access_token.is_empty() || l.expires_at > 0 => {
-                let rel = tokenkeeper::duration::relative(l.expires_at.saturating_sub(now));
+                let rel = crate::duration::relative(l.expires_at.saturating_sub(now));
                 if l.expires_at > now {
                     format!("expires {rel}")
                 } else {
@@ -250,14 +249,14 @@ fn table(all: &[Context], reports: &[Report], now: i64) -> String {
         let last = r.record.as_ref().map_or("none".to_string(), |rec| {
             format!(
                 "{}, {}",
-                tokenkeeper::refresh::format_time(rec.last_refresh_at),
+                crate::refresh::format_time(rec.last_refresh_at),
                 rec.outcome.as_str().replace('_', " ")
             )
         });
         let next = match r.daemon {
             Some((pid, Some(next))) => format!(
                 "{} (daemon {pid})",
-                tokenkeeper::duration::relative(next.saturating_sub(now))
+                crate::duration::relative(next.saturating_sub(now))
             ),
             Some((pid, None)) => format!("none planned (daemon {pid})"),
             None => "no daemon".to_string(),

@@ -2,7 +2,7 @@
 
 use super::Context;
 use super::output;
-use tokenkeeper::Error;
+use crate::Error;
 
 pub fn run(ctx: &Context) -> Result<u8, Error> {
     let outcome = output::usable(ctx.login_for_use(false, ctx.settings.min_ttl)?);

@@ -20,7 +20,7 @@
 #[cfg(all(unix, feature = "demo"))]
 mod sandbox;
 
-use tokenkeeper::Error;
+use crate::Error;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct DemoArgs {

@@ -3,6 +3,9 @@
 
 use super::super::output;
 use super::DemoArgs;
+use crate::Error;
+use crate::login::now_ms;
+use crate::secret::fingerprint;
 use std::ffi::OsString;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -15,9 +18,6 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
-use tokenkeeper::Error;
-use tokenkeeper::login::now_ms;
-use tokenkeeper::secret::fingerprint;
 use tokenkeeper_standin::{API_PATH, Fault, IssuedLogin, StandinConfig, StandinServer};
 
 const TOKEN_TTL_SECS: u64 = 6;
@@ -107,7 +107,7 @@ fn probe(base_url: &str) -> u8 {
 fn sandbox_credentials() -> Option<PathBuf> {
     let sandbox = PathBuf::from(std::env::var_os(SANDBOX_VAR)?);
     let env = |k: &str| std::env::var(k).ok();
-    let path = tokenkeeper::provider::claude::default_credentials_path(&env)?;
+    let path = crate::provider::claude::default_credentials_path(&env)?;
     let inside = sandbox.is_absolute()
         && path.starts_with(&sandbox)
         && !path
@@ -279,7 +279,7 @@ fn guarded(program: &Path, env: &[(OsString, OsString)]) -> Command {
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .process_group(0);
-    tokenkeeper::exec::child::die_with_parent(&mut cmd);
+    crate::exec::child::die_with_parent(&mut cmd);
     cmd
 }
 
@@ -543,7 +543,7 @@ impl Demo {
         sandbox.write_login(&login)?;
         let notify_command = format!(
             r#"printf '%s %s\n' "$TOKENKEEPER_EVENT" "$TOKENKEEPER_MESSAGE" >> {}"#,
-            tokenkeeper::service::shell_quote(&sandbox.alerts)
+            crate::service::shell_quote(&sandbox.alerts)
         );
         let (tx, events) = mpsc::channel();
         let mut demo = Demo {
