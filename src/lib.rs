@@ -35,6 +35,7 @@ pub mod fleet;
 pub mod keeper;
 pub mod lock;
 pub mod login;
+pub mod mirror;
 pub mod oauth;
 pub mod provider;
 pub mod refresh;
