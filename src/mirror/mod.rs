@@ -21,9 +21,10 @@ use crate::keeper::Keeper;
 use crate::lock::own_lock;
 use crate::lock::take::Waits;
 use crate::login::{EpochMs, now_ms};
+use crate::provider::Provider;
 use crate::provider::shape::Shape;
 use crate::storage::atomic::Perms;
-use crate::storage::credentials_file::{CredentialsFile, WriteGuard};
+use crate::storage::credentials_file::{CredentialsFile, Owner, WriteGuard};
 use crate::storage::state::{CopiesRecord, CopyRecord, StateDir};
 use serde_json::Value;
 use spec::{MirrorSpec, OwnerSpec, Verdict};
@@ -179,18 +180,17 @@ impl Copies {
             // The daemon's look at the login says what is wrong with it.
             Err(_) => return,
         };
-        let mut written = 0;
+        let mut lags = Vec::new();
         for b in self.bound.iter_mut().filter(|b| b.login == i) {
             b.expand_again(all);
             let paths: Vec<PathBuf> = b.copies.keys().cloned().collect();
-            for path in paths {
-                let now = now_ms();
-                let result = b.refusal(&path, all).map_or_else(
-                    || b.write(keeper, &path, &owner),
-                    |problem| Err(format!("{problem}; tokenkeeper leaves it alone")),
-                );
-                if result == Ok(true) {
-                    written += 1;
+            let results = b.write_all(keeper, all, &paths, &owner);
+            for (path, (result, done_at)) in paths.into_iter().zip(results) {
+                let now = done_at;
+                if result == Ok(true)
+                    && let Some(at) = saved
+                {
+                    lags.push(done_at.saturating_sub(at));
                 }
                 let login = &b.spec.login;
                 let held = b.copies.entry(path.clone()).or_default();
@@ -237,14 +237,17 @@ impl Copies {
                 }
             }
         }
-        if written > 0 {
+        if !lags.is_empty() {
             let provider = keeper.file.owner().provider;
+            let written = lags.len();
             let copies = if written == 1 { "copy" } else { "copies" };
-            match saved.map(|at| now_ms().saturating_sub(at)) {
-                // The lag between the owner's save and its copies: what a refresh's revoking
-                // of the old token leaves the consumers (see docs/mirrors.md).
-                Some(lag) if (0..60_000).contains(&lag) => tracing::info!(
-                    "{provider}: wrote {written} {copies} {lag} ms after its file was saved"
+            let (first, last) = (lags.iter().min(), lags.iter().max());
+            match (first, last) {
+                // The lag between the owner's save (its file's mtime: when its bytes were
+                // written, before its fsync and rename) and each copy's rename: while it lasts
+                // a consumer may still hold the token the refresh revoked.
+                (Some(a), Some(b)) if (0..60_000).contains(b) => tracing::info!(
+                    "{provider}: wrote {written} {copies} {a}-{b} ms after its file was saved"
                 ),
                 _ => tracing::info!("{provider}: wrote {written} {copies}"),
             }
@@ -285,7 +288,56 @@ impl Copies {
     }
 }
 
+/// At most this many copies are written at once (each on a thread of its own, so that the
+/// fsyncs of ten copies overlap rather than add up).
+const WRITERS: usize = 16;
+
 impl Bound {
+    /// Brings each of `paths` up to date with `owner` (the owner's document), all at once;
+    /// for each, whether it was written (or why not) and when that was done.
+    fn write_all(
+        &self,
+        keeper: &Keeper,
+        all: &[&Keeper],
+        paths: &[PathBuf],
+        owner: &Value,
+    ) -> Vec<(Result<bool, String>, EpochMs)> {
+        let refusals: Vec<Option<String>> = paths.iter().map(|p| self.refusal(p, all)).collect();
+        let (provider, who) = (keeper.provider.as_ref(), keeper.file.owner());
+        let one = |path: &PathBuf, refused: &Option<String>| {
+            let result = match refused {
+                Some(problem) => Err(format!("{problem}; tokenkeeper leaves it alone")),
+                None => self.write(provider, who, path, owner),
+            };
+            (result, now_ms())
+        };
+        let mut out = Vec::with_capacity(paths.len());
+        let pairs: Vec<(&PathBuf, &Option<String>)> = paths.iter().zip(&refusals).collect();
+        for chunk in pairs.chunks(WRITERS) {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = chunk
+                    .iter()
+                    .map(|(path, refused)| {
+                        std::thread::Builder::new()
+                            .name("tokenkeeper-copy".into())
+                            .spawn_scoped(scope, || one(path, refused))
+                            .map_err(|_| (path, refused))
+                    })
+                    .collect();
+                for handle in handles {
+                    out.push(match handle {
+                        Ok(h) => h
+                            .join()
+                            .unwrap_or_else(|_| (Err("its writer failed".into()), now_ms())),
+                        // No thread to spare: write it here.
+                        Err((path, refused)) => one(path, refused),
+                    });
+                }
+            });
+        }
+        out
+    }
+
     /// Why `target` can never be a copy of this login, if it cannot: it is a kept login's own
     /// file, it holds a refresh token of its own, or it is not a credentials file.
     fn refusal(&self, target: &Path, all: &[&Keeper]) -> Option<String> {
@@ -299,7 +351,8 @@ impl Bound {
             }
         }
         let keeper = all[self.login];
-        match self.file(keeper, target).read() {
+        let file = self.file(keeper.provider.as_ref(), keeper.file.owner(), target);
+        match file.read() {
             Ok(snap) if !self.shape.local_refresh_token(&snap.doc).is_empty() => Some(
                 "holds a refresh token of its own (a login of its own, not a copy); remove the file, or point the mirror at another, to make it a copy"
                     .to_string(),
@@ -310,10 +363,10 @@ impl Bound {
     }
 
     /// The copy at `target` as a credentials file of this login's provider.
-    fn file(&self, keeper: &Keeper, target: &Path) -> CredentialsFile {
-        CredentialsFile::new(target, keeper.file.owner())
-            .with_layout(keeper.provider.layout())
-            .with_keys(keeper.provider.doc_keys())
+    fn file(&self, provider: &dyn Provider, who: Owner, target: &Path) -> CredentialsFile {
+        CredentialsFile::new(target, who)
+            .with_layout(provider.layout())
+            .with_keys(provider.doc_keys())
             .with_perms(self.perms)
     }
 
@@ -342,8 +395,14 @@ impl Bound {
 
     /// Writes the owner's login (`owner`, its document) into the copy at `target` under the
     /// CLI's own save lock, unless it holds it already. Ok(true) when written.
-    fn write(&self, keeper: &Keeper, target: &Path, owner: &Value) -> Result<bool, String> {
-        let file = self.file(keeper, target);
+    fn write(
+        &self,
+        provider: &dyn Provider,
+        who: Owner,
+        target: &Path,
+        owner: &Value,
+    ) -> Result<bool, String> {
+        let file = self.file(provider, who, target);
         let look = || -> Result<Verdict, String> {
             let copy = match file.read() {
                 Ok(snap) => Some(snap.doc),
@@ -378,7 +437,7 @@ impl Bound {
             .own(&own_lock::sidecar_path(&folder), deadline, &mut || {})
             .map_err(|e| e.to_string())?;
         let save_lock = waits
-            .save_lock(keeper.provider.save_lock(&file), deadline, &own)
+            .save_lock(provider.save_lock(&file), deadline, &own)
             .map_err(|e| e.to_string())?;
         match look()? {
             Verdict::Same => Ok(false),
