@@ -243,9 +243,9 @@ impl Copies {
             let copies = if written == 1 { "copy" } else { "copies" };
             let (first, last) = (lags.iter().min(), lags.iter().max());
             match (first, last) {
-                // The lag between the owner's save (its file's mtime: when its bytes were
-                // written, before its fsync and rename) and each copy's rename: while it lasts
-                // a consumer may still hold the token the refresh revoked.
+                // The lag between the owner's save (the rename that put the new token in its
+                // file) and each copy's rename: while it lasts a consumer may still hold the
+                // token the refresh revoked.
                 (Some(a), Some(b)) if (0..60_000).contains(b) => tracing::info!(
                     "{provider}: wrote {written} {copies} {a}-{b} ms after its file was saved"
                 ),
@@ -488,7 +488,17 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// When the owner's file was last written, in ms since the epoch (for the lag figure).
+/// When the owner's file was last replaced, in ms since the epoch (for the lag figure): its
+/// inode's change time, which the rename of a save sets (its mtime is older: the bytes were
+/// written before the fsync and the rename).
+#[cfg(unix)]
+fn save_time(keeper: &Keeper) -> Option<EpochMs> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(keeper.file.path()).ok()?;
+    Some(meta.ctime().saturating_mul(1000) + meta.ctime_nsec() / 1_000_000)
+}
+
+#[cfg(not(unix))]
 fn save_time(keeper: &Keeper) -> Option<EpochMs> {
     let modified = std::fs::metadata(keeper.file.path())
         .ok()?
