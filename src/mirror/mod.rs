@@ -302,7 +302,8 @@ impl Bound {
         paths: &[PathBuf],
         owner: &Value,
     ) -> Vec<(Result<bool, String>, EpochMs)> {
-        let refusals: Vec<Option<String>> = paths.iter().map(|p| self.refusal(p, all)).collect();
+        // A copy holding a login of its own is found by the write's own look at it.
+        let refusals: Vec<Option<String>> = paths.iter().map(|p| own_file(p, all)).collect();
         let (provider, who) = (keeper.provider.as_ref(), keeper.file.owner());
         let one = |path: &PathBuf, refused: &Option<String>| {
             let result = match refused {
@@ -341,14 +342,8 @@ impl Bound {
     /// Why `target` can never be a copy of this login, if it cannot: it is a kept login's own
     /// file, it holds a refresh token of its own, or it is not a credentials file.
     fn refusal(&self, target: &Path, all: &[&Keeper]) -> Option<String> {
-        for k in all {
-            if same_file(target, k.file.path()) {
-                return Some(format!(
-                    "is the {} login's own file ({}), not a copy of it; a copy is another file (the consumer's), so point the mirror there",
-                    k.file.owner().provider,
-                    k.file.path().display()
-                ));
-            }
+        if let Some(own) = own_file(target, all) {
+            return Some(own);
         }
         let keeper = all[self.login];
         let file = self.file(keeper.provider.as_ref(), keeper.file.owner(), target);
@@ -411,9 +406,16 @@ impl Bound {
             };
             Ok(spec::verdict(&self.shape, copy.as_ref(), owner))
         };
-        // Look first without a lock: a copy that is current is not touched.
-        if look()? == Verdict::Same {
-            return Ok(false);
+        let own_login = || {
+            "it holds a refresh token of its own (a login of its own, not a copy); tokenkeeper leaves it alone"
+                .to_string()
+        };
+        // Look first without a lock: a copy that is current, or a login of its own, is not
+        // touched (and no lock is made in its folder).
+        match look()? {
+            Verdict::Same => return Ok(false),
+            Verdict::OwnLogin => return Err(own_login()),
+            Verdict::Write(_) => {}
         }
         let folder = file.folder();
         if !folder.is_dir() {
@@ -441,10 +443,7 @@ impl Bound {
             .map_err(|e| e.to_string())?;
         match look()? {
             Verdict::Same => Ok(false),
-            Verdict::OwnLogin => Err(
-                "it holds a refresh token of its own (a login of its own, not a copy); tokenkeeper leaves it alone"
-                    .into(),
-            ),
+            Verdict::OwnLogin => Err(own_login()),
             Verdict::Write(doc) => {
                 let guard = WriteGuard::new(&save_lock);
                 file.write(&doc, &guard).map_err(|e| e.to_string())?;
@@ -471,6 +470,17 @@ fn expand(path: &str) -> Result<Vec<PathBuf>, String> {
         .collect();
     out.sort();
     Ok(out)
+}
+
+/// Why `target` is a kept login's own file, if it is one.
+fn own_file(target: &Path, all: &[&Keeper]) -> Option<String> {
+    all.iter().find(|k| same_file(target, k.file.path())).map(|k| {
+        format!(
+            "is the {} login's own file ({}), not a copy of it; a copy is another file (the consumer's), so point the mirror there",
+            k.file.owner().provider,
+            k.file.path().display()
+        )
+    })
 }
 
 /// Whether two paths name one file (the same inode, through links), or would.

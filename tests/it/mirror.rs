@@ -249,7 +249,24 @@ fn a_folder_pattern_gives_a_new_agent_its_copy() {
         !copy_access(&second).is_empty()
     });
     assert!(!s.dir.path().join("agents/a2/.claude").exists());
+    // A new folder whose file holds a login of its own is never written.
+    let own = agent(&s, "a4");
+    let other = s.server.issue_login();
+    let own_text = claude_json(&other.access_token, &other.refresh_token, now_ms() + 60_000);
+    fs::write(&own, &own_text).unwrap();
+    let third = agent(&s, "a5");
+    wait_for("the copy after it", Duration::from_secs(10), || {
+        !copy_access(&third).is_empty()
+    });
     let run = stop(&s, d);
+    assert_eq!(fs::read_to_string(&own).unwrap(), own_text);
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.contains(&own.display().to_string())
+                && l.contains("refresh token of its own")),
+        "{run:?}"
+    );
     assert_eq!(
         copy_access(&second),
         s.creds_json()["claudeAiOauth"]["accessToken"]
