@@ -527,3 +527,73 @@ fn exec_on_a_copy_uses_its_token_and_says_who_keeps_it_once_it_expires() {
     assert_eq!(s.read_creds(), expired);
     assert_eq!(s.server.stats().token_requests, 0, "never a refresh");
 }
+
+#[test]
+fn sighup_reads_the_copies_again_and_a_bad_table_keeps_the_old_ones() {
+    let s = Sandbox::new();
+    s.login(8 * 3_600_000);
+    let (a1, a2) = (agent(&s, "a1"), agent(&s, "a2"));
+    let table = |path: &Path| {
+        format!(
+            "[[mirror]]\nlogin = \"claude\"\npath = \"{}\"\n",
+            path.display()
+        )
+    };
+    s.config(&table(&a1));
+    let d = daemon(&s, &[]);
+    wait_for("the first copy", Duration::from_secs(10), || a1.exists());
+    let hup = || {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(d.id() as i32, libc::SIGHUP) };
+    };
+    // A table naming a login the daemon does not keep: the old copies stay.
+    s.config(&format!(
+        "{}{}",
+        table(&a1),
+        "[[mirror]]\nlogin = \"mytool\"\npath = \"/x.json\"\n"
+    ));
+    hup();
+    sleep(Duration::from_millis(500));
+    // Still kept: a change to the owner's file wakes the daemon, which writes it again.
+    fs::remove_file(&a1).unwrap();
+    let text = s.read_creds();
+    fs::write(s.creds(), text).unwrap();
+    wait_for(
+        "the old copy written again",
+        Duration::from_secs(10),
+        || a1.exists(),
+    );
+    s.config(&format!("{}{}", table(&a1), table(&a2)));
+    hup();
+    wait_for(
+        "the copy the new table adds",
+        Duration::from_secs(10),
+        || a2.exists() && a1.exists(),
+    );
+    let run = stop(&s, d);
+    assert!(
+        run.stderr.contains("copies not changed") && run.stderr.contains("mytool"),
+        "{run:?}"
+    );
+    assert_eq!(
+        copy_access(&a2),
+        s.creds_json()["claudeAiOauth"]["accessToken"]
+    );
+}
+
+#[test]
+fn a_copy_whose_token_is_refused_is_never_refreshed_on_retry() {
+    let s = Sandbox::new();
+    let login = s.server.issue_login();
+    let copy = claude_json(&login.access_token, "", now_ms() + 3_600_000);
+    fs::write(s.creds(), &copy).unwrap();
+    let script = r#"echo "Failed to authenticate. API Error: 401 Invalid authentication credentials"; exit 1"#;
+    let run = s.run(&["exec", "--retry-auth", "1", "--", "sh", "-c", script]);
+    assert_eq!(run.code, 77, "{run:?}");
+    assert!(
+        run.stderr.contains("access-only copy") && run.stderr.contains("was refused"),
+        "{run:?}"
+    );
+    assert_eq!(s.read_creds(), copy);
+    assert_eq!(s.server.stats().token_requests, 0, "never a refresh");
+}
