@@ -38,6 +38,12 @@
 //! env = "MYTOOL_TOKEN"                     # optional: the variable `exec --inject env` sets
 //! min_ttl = "15m"                          # default 15m
 //!
+//! [[mirror]]               # an access-only copy of a login, written by the daemon
+//! login = "claude"         # the name of a login (claude, codex, gemini)
+//! path = "/srv/agents/*/.claude/.credentials.json"   # a file, or a folder pattern
+//! owner = "1001:1001"      # optional: a user name or uid:gid (needs root)
+//! mode = "0600"            # optional: default 0600
+//!
 //! [daemon]
 //! refresh_before = "1h"         # refresh when this much is left (at most half the lifetime)
 //! login_ending_within = "3d"    # daily reminder to log in again before the login ends
@@ -47,6 +53,7 @@
 //! ```
 
 use crate::error::Error;
+use crate::mirror::spec::MirrorSpec;
 use crate::oauth::backoff::RetryPolicy;
 use crate::provider::Provider;
 pub use crate::provider::login_table::LoginTable;
@@ -66,6 +73,8 @@ pub struct ConfigFile {
     providers: BTreeMap<String, ProviderConfig>,
     /// `[[login]]` tables: other tools' OAuth logins in JSON files.
     pub login: Vec<LoginTable>,
+    /// `[[mirror]]` tables: access-only copies of a login the daemon writes.
+    pub mirror: Vec<MirrorTable>,
     pub daemon: DaemonConfig,
     /// `[store]`: the fleet's shared store (see `fleet/`).
     #[cfg(feature = "fleet")]
@@ -106,6 +115,7 @@ static NO_TABLE: ProviderConfig = ProviderConfig {
 enum TopKey {
     Provider(&'static str),
     Login,
+    Mirror,
     Daemon,
     Store,
 }
@@ -123,6 +133,7 @@ impl<'de> Deserialize<'de> for TopKey {
             fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<TopKey, E> {
                 match key {
                     "login" => Ok(TopKey::Login),
+                    "mirror" => Ok(TopKey::Mirror),
                     "daemon" => Ok(TopKey::Daemon),
                     "store" => Ok(TopKey::Store),
                     _ => crate::provider::names()
@@ -139,7 +150,7 @@ impl<'de> Deserialize<'de> for TopKey {
 /// Serde's own words for an unknown field, with the registry's provider names first.
 fn unknown_key(key: &str) -> String {
     let known: Vec<String> = crate::provider::names()
-        .chain(["login", "daemon", "store"])
+        .chain(["login", "mirror", "daemon", "store"])
         .map(|k| format!("`{k}`"))
         .collect();
     format!(
@@ -169,6 +180,7 @@ impl<'de> Deserialize<'de> for ConfigFile {
                             cfg.providers.insert(name.to_string(), map.next_value()?);
                         }
                         TopKey::Login => cfg.login = map.next_value()?,
+                        TopKey::Mirror => cfg.mirror = map.next_value()?,
                         TopKey::Daemon => cfg.daemon = map.next_value()?,
                         #[cfg(feature = "fleet")]
                         TopKey::Store => cfg.store = map.next_value()?,
@@ -203,6 +215,67 @@ impl LoginTable {
             allow_http: self.allow_http,
             usable_floor: self.usable_floor.clone(),
         }
+    }
+}
+
+/// `[[mirror]]`: an access-only copy of a login (see `mirror/`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorTable {
+    /// The name of the login it copies.
+    pub login: String,
+    /// The copy's path, or a folder pattern (`/srv/agents/*/.claude/.credentials.json`).
+    pub path: String,
+    /// A user name or `uid:gid`.
+    pub owner: Option<String>,
+    /// Octal permission bits: `0o640` or `"0640"`; default 0600.
+    pub mode: Option<ModeValue>,
+}
+
+/// A mode as TOML writes it: a number (`0o640`) or a string of octal digits (`"0640"`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ModeValue {
+    Bits(i64),
+    Text(String),
+}
+
+impl ConfigFile {
+    /// The `[[mirror]]` tables as copies to keep; a bad owner or mode names its table.
+    pub fn mirrors(&self, config_path: &Path) -> Result<Vec<MirrorSpec>, Error> {
+        self.mirror
+            .iter()
+            .enumerate()
+            .map(|(n, t)| {
+                let bad = |problem: String| Error::Config {
+                    path: config_path.to_path_buf(),
+                    problem: format!("[[mirror]] number {} ({}): {problem}", n + 1, t.path),
+                };
+                let owner = t
+                    .owner
+                    .as_deref()
+                    .map(crate::mirror::spec::parse_owner)
+                    .transpose()
+                    .map_err(bad)?;
+                let mode = match &t.mode {
+                    None => crate::mirror::spec::DEFAULT_MODE,
+                    Some(ModeValue::Bits(n)) => crate::mirror::spec::check_mode(*n).map_err(bad)?,
+                    Some(ModeValue::Text(text)) => {
+                        crate::mirror::spec::parse_mode_text(text).map_err(bad)?
+                    }
+                };
+                if t.path.trim().is_empty() || t.login.trim().is_empty() {
+                    return Err(bad("`login` and `path` must not be empty".into()));
+                }
+                Ok(MirrorSpec {
+                    login: t.login.clone(),
+                    path: t.path.clone(),
+                    owner,
+                    mode,
+                    from: format!("config file {}", config_path.display()),
+                })
+            })
+            .collect()
     }
 }
 
@@ -383,6 +456,7 @@ pub fn load(path: &Path, named_by_user: bool) -> Result<ConfigFile, Error> {
     })?;
     // A broken [[login]] table fails every command, as an unknown key does: the file is wrong.
     crate::provider::generic::check_all(&cfg.login, path)?;
+    cfg.mirrors(path)?;
     // A fleet machine's config in a build without fleet mode: refreshing on our own would burn
     // the fleet's tokens, so refuse rather than ignore the table.
     #[cfg(not(feature = "fleet"))]
@@ -550,6 +624,15 @@ mod tests {
         assert_eq!(cfg.login.len(), 1);
         assert_eq!(cfg.login[0].name, "mytool");
         assert_eq!(cfg.daemon.metrics.as_deref(), Some("127.0.0.1:9464"));
+        let mirrors = cfg.mirrors(Path::new("/c.toml")).unwrap();
+        assert_eq!(mirrors.len(), 1);
+        assert_eq!(mirrors[0].login, "claude");
+        assert_eq!(mirrors[0].path, "/srv/agents/*/.claude/.credentials.json");
+        assert_eq!(
+            mirrors[0].owner,
+            Some(crate::mirror::spec::OwnerSpec::Ids(1001, 1001))
+        );
+        assert_eq!(mirrors[0].mode, 0o600);
 
         let empty: ConfigFile = toml::from_str("").unwrap();
         for name in crate::provider::names() {
@@ -562,7 +645,7 @@ mod tests {
         let err = toml::from_str::<ConfigFile>("[claud]\nmin_ttl = \"1h\"\n").unwrap_err();
         assert_eq!(
             err.message(),
-            "unknown field `claud`, expected one of `claude`, `codex`, `gemini`, `login`, `daemon`, `store`"
+            "unknown field `claud`, expected one of `claude`, `codex`, `gemini`, `login`, `mirror`, `daemon`, `store`"
         );
         let err = toml::from_str::<ConfigFile>("claude = 3\n").unwrap_err();
         assert_eq!(
@@ -593,6 +676,44 @@ mod tests {
         assert_eq!(
             cfg.login[0].client_secret.as_ref().map(|s| s.expose()),
             Some("shh-login")
+        );
+    }
+
+    #[test]
+    fn a_mirror_table_names_its_bad_key_line_and_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(
+            &path,
+            "[[mirror]]\nlogin = \"claude\"\npath = \"/a/c.json\"\nmode = 0o640\n[[mirror]]\nlogin = \"codex\"\npath = \"/b/auth.json\"\nmode = \"0606\"\n",
+        )
+        .unwrap();
+        let text = load(&path, true).unwrap_err().to_string();
+        assert!(
+            text.contains("config.toml")
+                && text.contains("[[mirror]] number 2 (/b/auth.json)")
+                && text.contains("every user"),
+            "{text}"
+        );
+        std::fs::write(&path, "[[mirror]]\nlogin = \"claude\"\npath = \"/a/c.json\"\nmode = 0o640\nowner = \"agent\"\n").unwrap();
+        let cfg = load(&path, true).unwrap();
+        let m = &cfg.mirrors(&path).unwrap()[0];
+        assert_eq!(
+            (m.mode, m.owner.clone()),
+            (
+                0o640,
+                Some(crate::mirror::spec::OwnerSpec::User("agent".into()))
+            )
+        );
+        std::fs::write(
+            &path,
+            "[[mirror]]\nlogin = \"claude\"\npaht = \"/a/c.json\"\n",
+        )
+        .unwrap();
+        let text = load(&path, true).unwrap_err().to_string();
+        assert!(
+            text.contains("line 3, `paht`") && text.contains("unknown field"),
+            "{text}"
         );
     }
 

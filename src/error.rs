@@ -73,6 +73,21 @@ pub enum Error {
         retry_after: Option<std::time::Duration>,
     },
 
+    /// An access-only copy (an access token, no refresh token) whose access token has expired:
+    /// only its owner can renew it, and tokenkeeper never refreshes through a copy.
+    #[error("{} is an access-only copy of a {provider} login (its refresh token is empty), kept fresh by its owner: the tokenkeeper daemon that writes it (`--mirror` or `[[mirror]]` on the host, or fleet mode). {why}, so that daemon is down or cannot refresh: check it on the host with `tokenkeeper status`. tokenkeeper never refreshes a copy; for a login of this machine's own instead, log in with {relogin}.", path.display())]
+    AccessOnlyCopy {
+        path: PathBuf,
+        provider: &'static str,
+        relogin: &'static str,
+        /// What became of its access token: expired when, or refused.
+        why: String,
+    },
+
+    /// A copy (`[[mirror]]`, `--mirror`) the daemon will not write.
+    #[error("mirror {}: {problem}; tokenkeeper changed nothing", path.display())]
+    MirrorRefused { path: PathBuf, problem: String },
+
     #[error("gave up after {waited} waiting for {what} ({}){holder}; try again, or remove it if no process holds it", lock.display())]
     LockTimeout {
         what: &'static str,
@@ -150,14 +165,16 @@ impl Error {
             | Error::Malformed { .. }
             | Error::Inaccessible { .. }
             | Error::Keychain { .. } => ErrorKind::Credentials,
-            Error::Dead { .. } => ErrorKind::Dead,
+            Error::Dead { .. } | Error::AccessOnlyCopy { .. } => ErrorKind::Dead,
             Error::Unavailable { .. } => ErrorKind::Unavailable,
             Error::LockTimeout { .. }
             | Error::LockBlocked { .. }
             | Error::Interrupted { .. }
             | Error::DaemonRunning { .. } => ErrorKind::LockTimeout,
             Error::SaveFailed { .. } | Error::TokensLost { .. } => ErrorKind::SaveFailed,
-            Error::Config { .. } | Error::Setting(_) => ErrorKind::Config,
+            Error::Config { .. } | Error::Setting(_) | Error::MirrorRefused { .. } => {
+                ErrorKind::Config
+            }
             Error::NothingToKeep { .. } => ErrorKind::Credentials,
             Error::Usage(_) => ErrorKind::Usage,
             Error::Fleet(e) => e.kind(),

@@ -150,15 +150,58 @@ impl Keeper {
             Some(fleet) => fleet_refresh::ensure_fresh(fleet, &job, force, min_ttl),
             #[cfg(not(feature = "fleet"))]
             Some(fleet) => match **fleet {},
-            None => refresh::refresh_if_due(&job, force, min_ttl),
+            None => match self.access_only_copy() {
+                Some(login) => self.use_copy(login, force),
+                None => refresh::refresh_if_due(&job, force, min_ttl),
+            },
         }
+    }
+
+    /// The login, when this machine's file is an access-only copy kept by an owner elsewhere
+    /// (`[[mirror]]`, a fleet machine's file read without the fleet): an access token and no
+    /// refresh token, in a provider that has copies. None for anything else (a wiped login has
+    /// no access token either, and stays dead).
+    fn access_only_copy(&self) -> Option<Login> {
+        self.provider.copy_shape()?;
+        let login = refresh::parse_current(self.provider.as_ref(), &self.file).ok()?;
+        (login.refresh_token.is_empty() && !login.access_token.is_empty()).then_some(login)
+    }
+
+    /// A copy is used while its token lasts and never refreshed: that is its owner's job, and a
+    /// copy holds nothing to refresh with. An expired (or refused, `force`) token is the end.
+    fn use_copy(&self, login: Login, force: bool) -> Result<Outcome, Error> {
+        let now = crate::login::now_ms();
+        if !force && login.remaining_ms(now) > 0 {
+            return Ok(Outcome {
+                action: Action::NotDue,
+                login,
+                attempts: 0,
+            });
+        }
+        let why = if force {
+            "Its access token was refused".to_string()
+        } else {
+            format!(
+                "Its access token expired at {}",
+                crate::login::format_time(login.expires_at)
+            )
+        };
+        Err(Error::AccessOnlyCopy {
+            path: self.file.path().to_path_buf(),
+            provider: self.file.owner().name,
+            relogin: self.file.owner().relogin,
+            why,
+        })
     }
 
     /// The login as this machine's file holds it now. A fleet machine's file has no refresh
     /// token by design; it counts as ended only when its access token is gone.
     pub fn read_login(&self) -> Result<Login, Error> {
         if self.fleet.is_none() {
-            return refresh::read_login(&self.job());
+            return match self.access_only_copy() {
+                Some(login) => Ok(login),
+                None => refresh::read_login(&self.job()),
+            };
         }
         let login = refresh::parse_current(self.provider.as_ref(), &self.file)?;
         if login.access_token.is_empty() {

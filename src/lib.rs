@@ -37,6 +37,7 @@ pub mod fleet;
 pub(crate) mod keeper;
 pub mod lock;
 pub mod login;
+pub(crate) mod mirror;
 pub mod oauth;
 pub mod provider;
 pub(crate) mod refresh;

@@ -89,6 +89,40 @@ pub fn now_ms() -> EpochMs {
     duration_ms(since)
 }
 
+/// The local time zone, found cheaply: `$TZ` by name, else `/etc/localtime` read directly
+/// (jiff's own system lookup searches the whole zoneinfo tree for the zone's name, which costs
+/// more than everything else a `status` does).
+pub fn local_time_zone() -> jiff::tz::TimeZone {
+    static TZ: std::sync::OnceLock<jiff::tz::TimeZone> = std::sync::OnceLock::new();
+    TZ.get_or_init(|| {
+        use jiff::tz::TimeZone;
+        match std::env::var("TZ") {
+            Ok(name) if !name.is_empty() => {
+                let name = name.trim_start_matches(':');
+                TimeZone::get(name).unwrap_or(TimeZone::UTC)
+            }
+            _ => std::fs::read("/etc/localtime")
+                .ok()
+                .and_then(|bytes| TimeZone::tzif("localtime", &bytes).ok())
+                .unwrap_or(TimeZone::UTC),
+        }
+    })
+    .clone()
+}
+
+/// `2026-11-29 14:02:05 UTC`-style local time for messages.
+pub fn format_time(ms: EpochMs) -> String {
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(ts) => ts
+            .to_zoned(local_time_zone())
+            .strftime("%Y-%m-%d %H:%M:%S %Z")
+            .to_string(),
+        // Only a file or server that lies holds such a time: say so in words that fit a line.
+        Err(_) if ms > 0 => "after the year 9999".to_string(),
+        Err(_) => "before the year -9999".to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

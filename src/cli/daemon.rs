@@ -9,6 +9,8 @@ use crate::daemon::metrics::{self, Metrics};
 use crate::daemon::sd_notify::Notifier;
 use crate::daemon::{Control, Daemon, Kept, Options, Source};
 use crate::keeper::Keeper;
+use crate::mirror::Copies;
+use crate::mirror::spec::{self, MirrorSpec};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +35,11 @@ pub struct DaemonArgs {
     /// Serve Prometheus metrics on /metrics at this address, e.g. 127.0.0.1:9464.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
+    /// Keep an access-only copy of a login at PATH (no refresh token; written at start and right
+    /// after every refresh), like claude=/srv/agents/a1/.claude/.credentials.json; PATH may be a
+    /// folder pattern (`*`). Repeatable; adds to the config file's [[mirror]] tables.
+    #[arg(long, value_name = "LOGIN=PATH")]
+    pub mirror: Vec<String>,
     /// Send one `test` alert through the notify command and the webhook, say how each went, and
     /// exit (0 when every one worked).
     #[arg(long)]
@@ -46,6 +53,8 @@ struct Resolved {
     alerter: Alerter,
     metrics: Option<SocketAddr>,
     logins: Vec<Keeper>,
+    /// The copies to keep: the config file's [[mirror]] tables, then --mirror.
+    mirrors: Vec<MirrorSpec>,
     #[cfg_attr(not(feature = "fleet"), allow(dead_code))]
     fleet: Option<Arc<crate::keeper::Fleet>>,
 }
@@ -58,6 +67,17 @@ fn resolve(cli: &Cli, args: &DaemonArgs) -> Result<Resolved, Error> {
         all[0].daemon_config.clone(),
         all[0].state.clone(),
     );
+    let mut mirrors = all[0].mirrors.clone();
+    for flag in &args.mirror {
+        let (login, path) = spec::parse_flag(flag).map_err(Error::Usage)?;
+        mirrors.push(MirrorSpec {
+            login,
+            path,
+            owner: None,
+            mode: spec::DEFAULT_MODE,
+            from: "--mirror".into(),
+        });
+    }
     let logins = keepable(all)?;
     let (path, d) = (&config_path, &daemon_config);
     // Unset: each login's own minimum lifetime (1 h for Claude Code, 1 day for Codex CLI, …).
@@ -137,6 +157,7 @@ fn resolve(cli: &Cli, args: &DaemonArgs) -> Result<Resolved, Error> {
         alerter,
         metrics,
         logins,
+        mirrors,
     })
 }
 
@@ -256,6 +277,7 @@ pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<u8, Error> {
     };
 
     let (control, _wake) = wire_signals(&state)?;
+    let state_for_copies = state.clone();
 
     let metrics = Metrics::new();
     let _server = match resolved.metrics {
@@ -280,7 +302,7 @@ pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<u8, Error> {
             if r.metrics != resolved.metrics {
                 tracing::warn!("a new metrics address takes effect at the next start");
             }
-            (r.options, r.alerter, r.logins)
+            (r.options, r.alerter, r.logins, r.mirrors)
         })
     };
     #[cfg(feature = "fleet")]
@@ -290,11 +312,12 @@ pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<u8, Error> {
             resolved.logins,
             state,
             resolved.alerter,
-            metrics,
+            metrics.clone(),
             resolved.options,
             super::fleet::waker(&_wake),
         )?;
-        return serve(&mut daemon, &control, &notifier, &mut reload);
+        let mut copies = bind_copies(&daemon, resolved.mirrors, &metrics, &state_for_copies)?;
+        return serve(&mut daemon, &mut copies, &control, &notifier, &mut reload);
     }
     let paths: Vec<String> = resolved
         .logins
@@ -310,11 +333,24 @@ pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<u8, Error> {
         resolved.logins,
         state,
         resolved.alerter,
-        metrics,
+        metrics.clone(),
         resolved.options,
     );
     let mut daemon = Daemon::new(kept);
-    serve(&mut daemon, &control, &notifier, &mut reload)
+    let mut copies = bind_copies(&daemon, resolved.mirrors, &metrics, &state_for_copies)?;
+    serve(&mut daemon, &mut copies, &control, &notifier, &mut reload)
+}
+
+/// The copies to keep, tied to the source's logins and looked at once: a copy that can never
+/// be one is refused before anything is written.
+fn bind_copies(
+    source: &dyn Source,
+    mirrors: Vec<MirrorSpec>,
+    metrics: &Metrics,
+    state: &crate::storage::state::StateDir,
+) -> Result<Copies, Error> {
+    let copies = Copies::bind(mirrors, &source.logins(), metrics.clone(), state.clone())?;
+    Ok(copies)
 }
 
 /// `--test-alert`: one `test` alert through each configured way, now; prints how each went.
@@ -353,20 +389,26 @@ fn test_alert(resolved: &Resolved) -> u8 {
 
 /// Runs either daemon's loop until a signal stops it, telling systemd (when it asked) that the
 /// daemon is ready, alive, reloading and stopping; SIGHUP re-reads the configuration.
+type Reloaded = (Options, Alerter, Vec<Keeper>, Vec<MirrorSpec>);
+
 fn serve(
     daemon: &mut dyn Source,
+    copies: &mut Copies,
     control: &Control,
     notifier: &Notifier,
-    reload: &mut dyn FnMut() -> Result<(Options, Alerter, Vec<Keeper>), Error>,
+    reload: &mut dyn FnMut() -> Result<Reloaded, Error>,
 ) -> Result<u8, Error> {
     notifier.ready();
     let mut on_wake = || notifier.ping();
-    let mut on_reload = |d: &mut dyn Source| {
+    let mut on_reload = |d: &mut dyn Source, copies: &mut Copies| {
         notifier.reloading();
         match reload() {
-            Ok((options, alerter, logins)) => {
+            Ok((options, alerter, logins, mirrors)) => {
                 tracing::info!("configuration re-read");
                 d.reconfigure(options, alerter, logins);
+                if let Err(e) = copies.rebind(mirrors, &d.logins()) {
+                    tracing::error!("copies not changed, keeping the old ones: {e}");
+                }
             }
             Err(e) => tracing::error!("configuration not re-read, keeping the old one: {e}"),
         }
@@ -374,6 +416,7 @@ fn serve(
     };
     crate::daemon::run(
         daemon,
+        copies,
         control,
         notifier.ping_every(),
         &mut on_wake,

@@ -212,11 +212,11 @@ fn explain(ctx: &Context, name: &str, failure: &AuthFailure, login: Option<&Logi
         .state
         .read_record(&key)
         .filter(|r| r.outcome.is_success())
-        .map(|r| crate::refresh::format_time(r.last_refresh_at));
+        .map(|r| crate::login::format_time(r.last_refresh_at));
     let path = ctx.file.path().display().to_string();
     let facts = LoginFacts {
         path: &path,
-        expires_at: login.map(|l| crate::refresh::format_time(l.expires_at)),
+        expires_at: login.map(|l| crate::login::format_time(l.expires_at)),
         refreshed_at,
         relogin: ctx.file.owner().relogin,
     };

@@ -194,6 +194,8 @@ pub struct Context {
     /// The config file's path (for messages) and its `[daemon]` table.
     pub config_path: PathBuf,
     pub daemon_config: config::DaemonConfig,
+    /// The `[[mirror]]` tables: access-only copies the daemon writes.
+    pub mirrors: Vec<crate::mirror::spec::MirrorSpec>,
 }
 
 impl std::ops::Deref for Context {
@@ -312,6 +314,7 @@ impl Loaded {
                 .and_then(|t| crate::duration::parse(t).ok()),
             config_path: self.config_path.clone(),
             daemon_config: self.cfg.daemon.clone(),
+            mirrors: self.cfg.mirrors(&self.config_path)?,
         })
     }
 

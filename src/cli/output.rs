@@ -29,7 +29,7 @@ pub fn rfc3339(ms: EpochMs) -> Option<String> {
 pub fn when(ms: EpochMs, now: EpochMs) -> String {
     format!(
         "{} ({})",
-        crate::refresh::format_time(ms),
+        crate::login::format_time(ms),
         duration::relative(ms.saturating_sub(now))
     )
 }

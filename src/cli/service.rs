@@ -75,6 +75,14 @@ pub struct DaemonOptions {
     /// For the daemon: serve Prometheus metrics on ADDR (e.g. 127.0.0.1:9464).
     #[arg(long, global = true, value_name = "ADDR")]
     pub metrics: Option<String>,
+    /// For the daemon: keep an access-only copy of a login at PATH (repeatable).
+    #[arg(long, global = true, value_name = "LOGIN=PATH", value_parser = mirror_text)]
+    pub mirror: Vec<String>,
+}
+
+/// `LOGIN=PATH` as `tokenkeeper daemon --mirror` takes it, checked now.
+fn mirror_text(text: &str) -> Result<String, String> {
+    crate::mirror::spec::parse_flag(text).map(|_| text.to_string())
 }
 
 impl DaemonOptions {
@@ -95,11 +103,18 @@ impl DaemonOptions {
             ("--login-ending-within", self.login_ending_within.as_deref()),
             ("--metrics", self.metrics.as_deref()),
         ];
-        Ok(options
+        let mut args: Vec<String> = options
             .into_iter()
             .filter_map(|(flag, value)| Some([flag.to_string(), value?.to_string()]))
             .flatten()
-            .collect())
+            .collect();
+        // Each copy's path made absolute, as --config's is (a pattern's folders included).
+        for mirror in &self.mirror {
+            let (login, path) = crate::mirror::spec::parse_flag(mirror).map_err(Error::Usage)?;
+            let path = absolute_text(Path::new(&path))?;
+            args.extend(["--mirror".to_string(), format!("{login}={path}")]);
+        }
+        Ok(args)
     }
 
     /// The options that may hold a secret (a webhook's path, a token in a notify command), as
@@ -328,6 +343,30 @@ mod tests {
     }
 
     #[test]
+    fn copies_go_to_the_daemon_with_absolute_paths() {
+        let args = parse(&[
+            "print",
+            "--mirror",
+            "claude=/srv/agents/*/.claude/.credentials.json",
+            "--mirror",
+            "codex=rel/auth.json",
+        ])
+        .unwrap();
+        let argv = args.daemon.to_args(None, None).unwrap();
+        let here = std::env::current_dir().unwrap().join("rel/auth.json");
+        assert_eq!(
+            argv,
+            [
+                "--mirror",
+                "claude=/srv/agents/*/.claude/.credentials.json",
+                "--mirror",
+                &format!("codex={}", here.display())
+            ]
+        );
+        assert!(parse(&["print", "--mirror", "claude"]).is_err());
+    }
+
+    #[test]
     fn a_bad_duration_is_refused_at_once() {
         let err = parse(&["print", "--refresh-before", "90"]).unwrap_err();
         assert!(err.to_string().contains("no unit"), "{err}");
@@ -341,6 +380,7 @@ mod tests {
             notify_command: Some("notify-send tk".into()),
             webhook: Some("https://h.example/x".into()),
             metrics: Some("127.0.0.1:9464".into()),
+            mirror: Vec::new(),
         };
         let args = options
             .to_args(Some(Path::new("/etc/tk.toml")), Some(Path::new("/c.json")))

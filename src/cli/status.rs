@@ -46,16 +46,97 @@ pub fn run(all: &[Context], json: bool) -> u8 {
             .first()
             .filter(|ctx| ctx.config_path.is_file())
             .map(|ctx| ctx.config_path.display().to_string());
-        output::stdout(&format!(
-            "{}\n",
-            json!({ "logins": logins, "config": config })
-        ));
-    } else if let ([ctx], [report]) = (all, &reports[..]) {
-        output::stdout(&human(ctx, report, now));
+        let mut value = json!({ "logins": logins, "config": config });
+        let copies = copies(all);
+        if !copies.is_empty() {
+            value["copies"] = copies.iter().map(Copy::to_json).collect();
+        }
+        output::stdout(&format!("{value}\n"));
     } else {
-        output::stdout(&table(all, &reports, now));
+        let mut text = match (all, &reports[..]) {
+            ([ctx], [report]) => human(ctx, report, now),
+            _ => table(all, &reports, now),
+        };
+        text += &copies_lines(&copies(all), now);
+        output::stdout(&text);
     }
     code
+}
+
+/// An access-only copy the daemon keeps (`[[mirror]]`, `--mirror`), as `status` shows it.
+struct Copy {
+    login: String,
+    path: std::path::PathBuf,
+    /// When the access token the copy holds expires, or why it cannot be read.
+    expires_at: Result<i64, String>,
+    /// Why the daemon cannot write it, as it last said.
+    problem: Option<String>,
+}
+
+impl Copy {
+    fn to_json(&self) -> serde_json::Value {
+        json!({
+            "login": self.login,
+            "path": self.path,
+            "access_token_expires_at": self.expires_at.as_ref().ok().and_then(|ms| rfc3339(*ms)),
+            "unreadable": self.expires_at.as_ref().err(),
+            "problem": self.problem,
+        })
+    }
+}
+
+/// The copies the daemon last said it keeps, each with the expiry it holds now (read from the
+/// copy itself, as its consumer reads it).
+fn copies(all: &[Context]) -> Vec<Copy> {
+    let Some(record) = all.first().and_then(|c| c.state.read_copies()) else {
+        return Vec::new();
+    };
+    record
+        .copies
+        .into_iter()
+        .map(|c| {
+            let ctx = all.iter().find(|x| x.file.owner().provider == c.login);
+            let expires_at = match ctx {
+                None => Err(format!("the login {} is not shown here", c.login)),
+                Some(ctx) => {
+                    let file = crate::storage::credentials_file::CredentialsFile::new(
+                        &c.path,
+                        ctx.file.owner(),
+                    )
+                    .with_keys(ctx.provider.doc_keys());
+                    file.read()
+                        .and_then(|snap| ctx.provider.parse(&file, &snap.doc))
+                        .map(|login| login.expires_at)
+                        .map_err(|e| e.to_string())
+                }
+            };
+            Copy {
+                login: c.login,
+                path: c.path,
+                expires_at,
+                problem: c.problem,
+            }
+        })
+        .collect()
+}
+
+fn copies_lines(copies: &[Copy], now: i64) -> String {
+    if copies.is_empty() {
+        return String::new();
+    }
+    let mut out = "copies (access token only, written by the daemon):\n".to_string();
+    for c in copies {
+        let held = match &c.expires_at {
+            Ok(at) if *at > now => format!("access token expires {}", when(*at, now)),
+            Ok(at) => format!("access token expired {}", when(*at, now)),
+            Err(why) => format!("unreadable: {why}"),
+        };
+        out += &format!("  {}  {}  {held}\n", c.login, c.path.display());
+        if let Some(problem) = &c.problem {
+            out += &format!("    cannot be written: {problem}\n");
+        }
+    }
+    out
 }
 
 pub(super) fn inspect(ctx: &Context, now: i64) -> Report {
@@ -249,7 +330,7 @@ fn table(all: &[Context], reports: &[Report], now: i64) -> String {
         let last = r.record.as_ref().map_or("none".to_string(), |rec| {
             format!(
                 "{}, {}",
-                crate::refresh::format_time(rec.last_refresh_at),
+                crate::login::format_time(rec.last_refresh_at),
                 rec.outcome.as_str().replace('_', " ")
             )
         });

@@ -29,6 +29,9 @@ pub enum Event {
     /// The server handed out an access token that was already due (it expires within the
     /// refresh margin as it comes): refreshes of the login are spaced out until it stops.
     TokenAlreadyDue,
+    /// An access-only copy of a login (`[[mirror]]`, `--mirror`) cannot be written (permissions,
+    /// a full disk, a login of its own in its place): its consumer's token will expire.
+    MirrorFailed,
     /// Sent on request (`tokenkeeper daemon --test-alert`), to see that alerts arrive.
     Test,
 }
@@ -43,6 +46,7 @@ impl Event {
             Event::StoreUnreachable => "store_unreachable",
             Event::StoreRolledBack => "store_rolled_back",
             Event::TokenAlreadyDue => "token_already_due",
+            Event::MirrorFailed => "mirror_failed",
             Event::Test => "test",
         }
     }

@@ -42,7 +42,7 @@ pub struct Kept {
 pub(crate) fn ends(end: EpochMs, now: EpochMs) -> String {
     format!(
         "ends {} ({})",
-        crate::refresh::format_time(end),
+        crate::login::format_time(end),
         crate::duration::relative(end.saturating_sub(now))
     )
 }
@@ -163,7 +163,7 @@ impl Kept {
         tracing::info!(
             "{provider}: {}; access token expires {}",
             what.replace('_', " "),
-            crate::refresh::format_time(outcome.login.expires_at)
+            crate::login::format_time(outcome.login.expires_at)
         );
         let login = &outcome.login;
         self.metrics.update(provider, |m| {

@@ -27,9 +27,25 @@ pub struct LoginMetrics {
 /// Shown as 0 before the first of each happens, so a rate over them works from the start.
 const RESULTS: [&str; 4] = ["adopted", "dead", "failed", "refreshed"];
 
-/// The logins' metrics by provider, shared between the daemon and the server.
+/// What is known about one access-only copy of a login (`[[mirror]]`).
+#[derive(Clone, Debug, Default)]
+pub struct CopyMetrics {
+    /// When the copy last held the owner's current token (written, or found so), in ms since
+    /// the Unix epoch: its age is the time since.
+    pub current_at: Option<i64>,
+    /// When the access token the copy holds expires, in seconds since the Unix epoch.
+    pub access_expiry: Option<i64>,
+    /// The copy cannot be written now.
+    pub failing: bool,
+}
+
+/// The logins' metrics by provider, and the copies' by (login, path), shared between the
+/// daemon and the server.
 #[derive(Clone, Default)]
-pub struct Metrics(Arc<Mutex<BTreeMap<String, LoginMetrics>>>);
+pub struct Metrics(
+    Arc<Mutex<BTreeMap<String, LoginMetrics>>>,
+    Arc<Mutex<BTreeMap<(String, String), CopyMetrics>>>,
+);
 
 impl Metrics {
     pub fn new() -> Metrics {
@@ -41,8 +57,25 @@ impl Metrics {
         f(logins.entry(provider.to_string()).or_default());
     }
 
+    pub fn update_copy(&self, login: &str, path: &str, f: impl FnOnce(&mut CopyMetrics)) {
+        let mut copies = self.1.lock().unwrap_or_else(PoisonError::into_inner);
+        f(copies
+            .entry((login.to_string(), path.to_string()))
+            .or_default());
+    }
+
+    /// Keeps the copies `keep` says to keep (a folder pattern's copy whose folder is gone is not).
+    pub fn retain_copies(&self, keep: impl Fn(&str, &str) -> bool) {
+        let mut copies = self.1.lock().unwrap_or_else(PoisonError::into_inner);
+        copies.retain(|(login, path), _| keep(login, path));
+    }
+
     /// Prometheus text format 0.0.4.
     pub fn render(&self) -> String {
+        self.render_at(crate::login::now_ms())
+    }
+
+    fn render_at(&self, now: i64) -> String {
         let logins = self
             .0
             .lock()
@@ -98,6 +131,41 @@ impl Metrics {
             "1 when the provider refused the login and the person must log in again, else 0.",
             each(|m| Some(i64::from(m.dead))),
         );
+        let copies = self
+            .1
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if !copies.is_empty() {
+            let each = |f: &dyn Fn(&CopyMetrics) -> Option<i64>| -> Vec<(String, i64)> {
+                let labelled = |((login, path), m): (&(String, String), &CopyMetrics)| {
+                    f(m).map(|v| {
+                        let labels =
+                            format!("provider=\"{}\",path=\"{}\"", escape(login), escape(path));
+                        (labels, v)
+                    })
+                };
+                copies.iter().filter_map(labelled).collect()
+            };
+            family(
+                "tokenkeeper_copy_age_seconds",
+                "gauge",
+                "Seconds since the access-only copy last held the owner's current token (written, or found so).",
+                each(&|m| m.current_at.map(|at| now.saturating_sub(at).max(0) / 1000)),
+            );
+            family(
+                "tokenkeeper_copy_access_token_expiry_timestamp_seconds",
+                "gauge",
+                "When the access token the copy holds expires, in seconds since the Unix epoch.",
+                each(&|m| m.access_expiry),
+            );
+            family(
+                "tokenkeeper_copy_failing",
+                "gauge",
+                "1 when the copy cannot be written (permissions, a full disk, a login of its own), else 0.",
+                each(&|m| Some(i64::from(m.failing))),
+            );
+        }
         out
     }
 }
@@ -323,6 +391,30 @@ tokenkeeper_login_dead{provider="co\"dex\\\n"} 1
         let mut reply = String::new();
         s.read_to_string(&mut reply).unwrap();
         reply
+    }
+
+    #[test]
+    fn each_copy_shows_its_age_expiry_and_failure() {
+        let m = Metrics::new();
+        m.update("claude", |l| l.access_expiry = Some(1_700_000_000));
+        m.update_copy("claude", "/srv/a1/.credentials.json", |c| {
+            c.current_at = Some(1_000_000);
+            c.access_expiry = Some(1_700_000_000);
+        });
+        m.update_copy("claude", "/srv/a2/.credentials.json", |c| c.failing = true);
+        let text = m.render_at(1_042_500);
+        assert!(text.starts_with(EXPECTED.lines().next().unwrap()), "{text}");
+        for line in [
+            r#"tokenkeeper_copy_age_seconds{provider="claude",path="/srv/a1/.credentials.json"} 42"#,
+            r#"tokenkeeper_copy_access_token_expiry_timestamp_seconds{provider="claude",path="/srv/a1/.credentials.json"} 1700000000"#,
+            r#"tokenkeeper_copy_failing{provider="claude",path="/srv/a1/.credentials.json"} 0"#,
+            r#"tokenkeeper_copy_failing{provider="claude",path="/srv/a2/.credentials.json"} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in {text}");
+        }
+        assert!(!text.contains(r#"tokenkeeper_copy_age_seconds{provider="claude",path="/srv/a2"#));
+        m.retain_copies(|_, path| path.starts_with("/srv/a1"));
+        assert!(!m.render_at(0).contains("/srv/a2"));
     }
 
     #[test]

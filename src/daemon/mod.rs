@@ -29,6 +29,7 @@ use crate::daemon::watch::{Stamp, WakeFd, Watcher, sleep_until_event};
 use crate::error::{Error, ErrorKind};
 use crate::keeper::Keeper;
 use crate::login::{EpochMs, Login, duration_ms, now_ms};
+use crate::mirror::Copies;
 use crate::refresh::{self, Action};
 use crate::storage::credentials_file::CredentialsFile;
 use std::path::Path;
@@ -103,22 +104,35 @@ pub trait Source {
     fn reconfigure(&mut self, options: Options, alerter: Alerter, logins: Vec<Keeper>);
     fn alerter(&self) -> &Alerter;
 
-    /// One pass over every login; returns the earliest time something is planned.
-    fn tick(&mut self, now: EpochMs) -> Option<EpochMs> {
-        (0..self.count())
-            .filter_map(|i| self.tick_login(i, now))
-            .min()
+    /// One pass over every login; returns the earliest time something is planned. `after`
+    /// runs right after each login's look (the copies of it are written there).
+    fn tick(&mut self, now: EpochMs, after: &mut After<'_>) -> Option<EpochMs> {
+        let mut next = None;
+        for i in 0..self.count() {
+            let at = self.tick_login(i, now);
+            next = next.into_iter().chain(at).min();
+            let logins = self.logins();
+            if i < logins.len() {
+                after(i, &logins, self.alerter());
+            }
+        }
+        next
     }
 }
 
-/// Runs until `control.stop` is set. `on_wake` runs at every wake-up (watchdog pings);
-/// `reload` is called when `control.reload` is set.
+/// What runs after each look at login `i`: the source's logins and its alerter.
+pub type After<'a> = dyn FnMut(usize, &[&Keeper], &Alerter) + 'a;
+
+/// Runs until `control.stop` is set, writing `copies` right after each look at their login.
+/// `on_wake` runs at every wake-up (watchdog pings); `reload` is called when `control.reload`
+/// is set.
 pub fn run(
     source: &mut dyn Source,
+    copies: &mut Copies,
     control: &Control,
     ping_every: Option<Duration>,
     on_wake: &mut dyn FnMut(),
-    reload: &mut dyn FnMut(&mut dyn Source),
+    reload: &mut dyn FnMut(&mut dyn Source, &mut Copies),
 ) {
     let mut watcher = Watcher::new()
         .map_err(|e| tracing::info!("{e}; looking at the files every 5 s instead"))
@@ -128,7 +142,7 @@ pub fn run(
             return;
         }
         if control.reload.swap(false, Ordering::SeqCst) {
-            reload(source);
+            reload(source, copies);
         }
         let mut all_watched = watcher.is_some();
         if let Some(w) = watcher.as_mut() {
@@ -136,7 +150,10 @@ pub fn run(
                 all_watched &= w.watch_file(path);
             }
         }
-        let next = source.tick(now_ms());
+        let mut after = |i: usize, logins: &[&Keeper], alerter: &Alerter| {
+            copies.sync(i, logins[i], logins, alerter);
+        };
+        let next = source.tick(now_ms(), &mut after);
         on_wake();
         if control.stop.load(Ordering::SeqCst) {
             return;
@@ -147,6 +164,7 @@ pub fn run(
         let at_least = [
             (!all_watched).then_some(FALLBACK_POLL),
             source.look_every(control),
+            copies.look_every(),
             ping_every,
         ];
         for every in at_least.into_iter().flatten() {
@@ -231,10 +249,13 @@ impl Source for Daemon {
         &self.kept.alerter
     }
 
-    fn tick(&mut self, now: EpochMs) -> Option<EpochMs> {
-        let next = (0..self.kept.logins.len())
-            .filter_map(|i| Daemon::tick_login(self, i, now))
-            .min();
+    fn tick(&mut self, now: EpochMs, after: &mut After<'_>) -> Option<EpochMs> {
+        let mut next = None;
+        for i in 0..self.kept.logins.len() {
+            let at = Daemon::tick_login(self, i, now);
+            next = next.into_iter().chain(at).min();
+            after(i, &self.kept.keepers(), &self.kept.alerter);
+        }
         self.starting = false;
         next
     }
@@ -278,7 +299,7 @@ impl Daemon {
                 tracing::info!(
                     "{}: deferred; access token expires {}",
                     self.kept.provider(i),
-                    refresh::format_time(outcome.login.expires_at)
+                    crate::login::format_time(outcome.login.expires_at)
                 );
                 Some(now.saturating_add(duration_ms(DEFERRED_RETRY)))
             }
@@ -356,6 +377,8 @@ fn dead_reason(recorded: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::metrics::Metrics;
+    use crate::storage::state::StateDir;
     use std::time::Instant;
 
     /// A source whose one login is always due again in 20 ms.
@@ -410,7 +433,7 @@ mod tests {
             }
         };
         let mut reloads = 0;
-        let mut reload = |s: &mut dyn Source| {
+        let mut reload = |s: &mut dyn Source, _: &mut Copies| {
             reloads += 1;
             s.reconfigure(
                 Options {
@@ -422,7 +445,16 @@ mod tests {
             );
         };
         let started = Instant::now();
-        run(&mut fake, &control, None, &mut on_wake, &mut reload);
+        let state = tempfile::tempdir().unwrap();
+        let mut copies = Copies::none(Metrics::new(), StateDir::at(state.path().into()));
+        run(
+            &mut fake,
+            &mut copies,
+            &control,
+            None,
+            &mut on_wake,
+            &mut reload,
+        );
         assert_eq!(reloads, 1);
         assert_eq!(fake.reconfigured, 1);
         assert_eq!(
@@ -481,7 +513,11 @@ mod tests {
                 unreachable!()
             }
         }
-        assert_eq!(Two(vec![Some(50), None, Some(30)]).tick(0), Some(30));
-        assert_eq!(Two(vec![None, None]).tick(0), None);
+        let mut after = |_: usize, _: &[&Keeper], _: &Alerter| {};
+        assert_eq!(
+            Two(vec![Some(50), None, Some(30)]).tick(0, &mut after),
+            Some(30)
+        );
+        assert_eq!(Two(vec![None, None]).tick(0, &mut after), None);
     }
 }

@@ -404,7 +404,7 @@ impl FleetDaemon {
         let left = match local.filter(|l| !l.access_token.is_empty()) {
             Some(l) if l.expires_at > now => format!(
                 "this machine keeps using its access token, which expires {}",
-                crate::refresh::format_time(l.expires_at)
+                crate::login::format_time(l.expires_at)
             ),
             _ => "this machine has no valid access token meanwhile".to_string(),
         };

@@ -94,7 +94,7 @@ pub fn push(fleet: &Fleet, job: &Job<'_>, force: bool) -> Result<Pushed, Error> 
                         fleet.shown,
                         row.generation,
                         row.updated_by,
-                        crate::refresh::format_time(row.updated_at),
+                        crate::login::format_time(row.updated_at),
                         job.file.path().display()
                     ))));
                 }

@@ -168,7 +168,7 @@ pub(crate) fn ensure_fresh(
             tracing::warn!(
                 "{message}; using the access token in {}, which expires {}",
                 job.file.path().display(),
-                crate::refresh::format_time(login.expires_at)
+                crate::login::format_time(login.expires_at)
             );
             Ok(Outcome {
                 action: Action::NotDue,
@@ -312,13 +312,13 @@ fn locked_refresh(
             return Err(Error::Fleet(FleetError::RowLocked(format!(
                 "{who} posted the fleet's refresh token (generation {}) at {} and has not written the new tokens; they may be in its recovery file, so no other machine posts that token before {} ([store] takeover_after); try again then",
                 note.generation,
-                crate::refresh::format_time(note.since),
-                crate::refresh::format_time(until)
+                crate::login::format_time(note.since),
+                crate::login::format_time(until)
             ))));
         }
         tracing::warn!(
             "{who} posted the fleet's refresh token at {} and never wrote the result; taking over",
-            crate::refresh::format_time(note.since)
+            crate::login::format_time(note.since)
         );
     }
     // The note of our request goes on a second connection, committed before the request.
@@ -414,7 +414,7 @@ impl Attempts for Round<'_, '_, '_> {
         tracing::info!(
             "refreshed the fleet's login: generation {}, access token expires {}",
             next.row.generation,
-            crate::refresh::format_time(next.login.expires_at)
+            crate::login::format_time(next.login.expires_at)
         );
         Ok(Synced::new(Action::Refreshed, next, attempts))
     }

@@ -23,7 +23,7 @@ use crate::lock::interrupt;
 use crate::lock::lease;
 use crate::lock::own_lock::{self, OwnLock};
 use crate::lock::take::{RefreshLocks, Waits};
-use crate::login::{EpochMs, Login, now_ms};
+use crate::login::{Login, format_time, now_ms};
 use crate::oauth::endpoint::TokenEndpoint;
 use crate::provider::Provider;
 use crate::settings::Settings;
@@ -604,39 +604,5 @@ fn record(job: &Job<'_>, key: &str, result: &Result<Outcome, Error>) {
             "could not write state in {}: {e}",
             job.state.root().display()
         );
-    }
-}
-
-/// The local time zone, found cheaply: `$TZ` by name, else `/etc/localtime` read directly
-/// (jiff's own system lookup searches the whole zoneinfo tree for the zone's name, which costs
-/// more than everything else a `status` does).
-pub fn local_time_zone() -> jiff::tz::TimeZone {
-    static TZ: std::sync::OnceLock<jiff::tz::TimeZone> = std::sync::OnceLock::new();
-    TZ.get_or_init(|| {
-        use jiff::tz::TimeZone;
-        match std::env::var("TZ") {
-            Ok(name) if !name.is_empty() => {
-                let name = name.trim_start_matches(':');
-                TimeZone::get(name).unwrap_or(TimeZone::UTC)
-            }
-            _ => std::fs::read("/etc/localtime")
-                .ok()
-                .and_then(|bytes| TimeZone::tzif("localtime", &bytes).ok())
-                .unwrap_or(TimeZone::UTC),
-        }
-    })
-    .clone()
-}
-
-/// `2026-11-29 14:02:05 UTC`-style local time for messages.
-pub fn format_time(ms: EpochMs) -> String {
-    match jiff::Timestamp::from_millisecond(ms) {
-        Ok(ts) => ts
-            .to_zoned(local_time_zone())
-            .strftime("%Y-%m-%d %H:%M:%S %Z")
-            .to_string(),
-        // Only a file or server that lies holds such a time: say so in words that fit a line.
-        Err(_) if ms > 0 => "after the year 9999".to_string(),
-        Err(_) => "before the year -9999".to_string(),
     }
 }

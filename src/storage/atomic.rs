@@ -38,10 +38,35 @@ pub fn remove_abandoned_temps(target: &Path) {
     }
 }
 
+/// Who a written file belongs to and its permission bits: by default 0600 and the old file's
+/// owner (see `keep_owner`); an access-only copy for another user (`[[mirror]]`) names both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Perms {
+    pub mode: u32,
+    /// (uid, gid) to give the file; None keeps the old file's owner.
+    pub owner: Option<(u32, u32)>,
+}
+
+impl Default for Perms {
+    fn default() -> Perms {
+        Perms {
+            mode: 0o600,
+            owner: None,
+        }
+    }
+}
+
 /// Temp file 0600 beside `target`, fsync, rename over it, fsync the folder. A crash at any
 /// moment leaves either the old or the new file whole, never a mix.
 pub fn write_atomic(target: &Path, bytes: &[u8]) -> io::Result<()> {
-    Prepared::new(target)?.commit(bytes)
+    write_atomic_as(target, bytes, Perms::default())
+}
+
+/// [`write_atomic`] with the file's mode and owner set on the temp file before it is renamed,
+/// so the file never exists with other ones (the mode is set with `fchmod`, which the umask
+/// does not narrow).
+pub fn write_atomic_as(target: &Path, bytes: &[u8], perms: Perms) -> io::Result<()> {
+    Prepared::with_perms(target, perms)?.commit(bytes)
 }
 
 /// The first half of [`write_atomic`], done before the bytes are known: the temp file made
@@ -54,6 +79,11 @@ pub struct Prepared {
 
 impl Prepared {
     pub fn new(target: &Path) -> io::Result<Prepared> {
+        Prepared::with_perms(target, Perms::default())
+    }
+
+    /// The temp file with `perms`' mode and owner (see [`write_atomic_as`]).
+    pub fn with_perms(target: &Path, perms: Perms) -> io::Result<Prepared> {
         let name = target
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -64,7 +94,16 @@ impl Prepared {
         #[cfg(unix)]
         builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600));
         let tmp = builder.tempfile_in(folder_of(target))?;
-        keep_owner(target, tmp.as_file())?;
+        match perms.owner {
+            None => keep_owner(target, tmp.as_file())?,
+            Some(owner) => give_to(tmp.as_file(), owner)?,
+        }
+        #[cfg(unix)]
+        if perms.mode != 0o600 {
+            use std::os::unix::fs::PermissionsExt;
+            tmp.as_file()
+                .set_permissions(fs::Permissions::from_mode(perms.mode))?;
+        }
         Ok(Prepared {
             tmp,
             target: target.to_path_buf(),
@@ -114,6 +153,23 @@ fn keep_owner(target: &Path, tmp: &fs::File) -> io::Result<()> {
             old.uid()
         ),
     ))
+}
+
+/// Gives the new file to `(uid, gid)`: root can give it to anyone, another user only to
+/// themselves (and a group of theirs).
+#[cfg(unix)]
+fn give_to(tmp: &fs::File, (uid, gid): (u32, u32)) -> io::Result<()> {
+    std::os::unix::fs::fchown(tmp, Some(uid), Some(gid)).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot give the file to uid {uid}, gid {gid} ({e}); run tokenkeeper as root to write files for another user"),
+        )
+    })
+}
+
+#[cfg(not(unix))]
+fn give_to(_tmp: &fs::File, _owner: (u32, u32)) -> io::Result<()> {
+    Ok(())
 }
 
 #[cfg(not(unix))]
@@ -190,6 +246,42 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             let mode = fs::metadata(&target).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_written_file_takes_the_mode_and_owner_asked_for() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("copy.json");
+        write_atomic(&path, b"{}").unwrap();
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let me = fs::metadata(dir.path()).unwrap();
+        let perms = Perms {
+            mode: 0o640,
+            owner: Some((me.uid(), me.gid())),
+        };
+        write_atomic_as(&path, b"{\"a\":1}", perms).unwrap();
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+        assert_eq!((meta.uid(), meta.gid()), (me.uid(), me.gid()));
+        assert_eq!(fs::read(&path).unwrap(), b"{\"a\":1}");
+        if current_uid() != 0 {
+            let err = write_atomic_as(
+                &path,
+                b"{}",
+                Perms {
+                    mode: 0o600,
+                    owner: Some((0, 0)),
+                },
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains("uid 0"), "{err}");
+            assert_eq!(fs::read(&path).unwrap(), b"{\"a\":1}", "the old file stays");
         }
     }
 }

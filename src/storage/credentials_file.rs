@@ -6,7 +6,7 @@
 //! and a write edits the file's own bytes, so every byte of what was not changed stays as it was.
 
 use crate::error::Error;
-use crate::storage::atomic::{folder_of, remove_abandoned_temps, write_atomic};
+use crate::storage::atomic::{Perms, folder_of, remove_abandoned_temps, write_atomic_as};
 use crate::storage::bounded::loose_mode;
 use crate::storage::bounded::{self, ReadError};
 use crate::storage::json_doc;
@@ -52,6 +52,8 @@ pub struct FilePlace {
     /// The top-level keys a read puts in [`Snapshot::doc`] (and so the keys a write may
     /// change); None for the whole document.
     keys: Option<Arc<[String]>>,
+    /// The written file's mode and owner (0600 and the old file's owner unless set).
+    perms: Perms,
 }
 
 /// How the CLI itself writes the file, which our writes copy when they write a file anew (no
@@ -94,6 +96,12 @@ impl CredentialsFile {
     /// The same login, looked for in `keychain` first, as Claude Code does on macOS.
     pub fn with_keychain(mut self, keychain: Keychain) -> Self {
         self.keychain = Some(keychain);
+        self
+    }
+
+    /// The same file, written with this mode and owner (an access-only copy for another user).
+    pub fn with_perms(mut self, perms: Perms) -> Self {
+        self.file.perms = perms;
         self
     }
 
@@ -261,6 +269,7 @@ impl FilePlace {
             owner,
             layout,
             keys: None,
+            perms: Perms::default(),
         }
     }
 
@@ -387,7 +396,7 @@ impl FilePlace {
             };
             let bytes = json_doc::rewrite(&old, doc, self.keys.as_deref(), &style);
             remove_abandoned_temps(&target);
-            return write_atomic(&target, &bytes);
+            return write_atomic_as(&target, &bytes, self.perms);
         }
         let bytes = match self.layout {
             Layout::Compact => serde_json::to_vec(doc),
@@ -400,7 +409,7 @@ impl FilePlace {
         }
         .map_err(io::Error::other)?;
         remove_abandoned_temps(&target);
-        write_atomic(&target, &bytes)
+        write_atomic_as(&target, &bytes, self.perms)
     }
 
     pub fn missing(&self) -> Error {

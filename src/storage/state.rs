@@ -146,6 +146,23 @@ pub struct DaemonRecord {
     pub margin_ms: Option<i64>,
 }
 
+/// The access-only copies the daemon keeps (`[[mirror]]`, `--mirror`), for `status`: which, and
+/// how each went. The copies' tokens are read from the copies themselves, never kept here.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct CopiesRecord {
+    pub pid: u32,
+    pub copies: Vec<CopyRecord>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct CopyRecord {
+    /// The name of the login it copies.
+    pub login: String,
+    pub path: PathBuf,
+    /// Why it cannot be written now.
+    pub problem: Option<String>,
+}
+
 /// New tokens that could not reach their credentials file. The tokens are [`Secret`]s, so a
 /// debug print shows none of them; the file holds them as plain strings.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -270,6 +287,18 @@ impl StateDir {
 
     pub fn write_daemon(&self, key: &str, record: &DaemonRecord) -> io::Result<()> {
         self.write_json("daemon", &self.daemon_path(key), record)
+    }
+
+    fn copies_path(&self) -> PathBuf {
+        self.root.join("daemon").join("copies.json")
+    }
+
+    pub fn read_copies(&self) -> Option<CopiesRecord> {
+        read_json(&self.copies_path())
+    }
+
+    pub fn write_copies(&self, record: &CopiesRecord) -> io::Result<()> {
+        self.write_json("daemon", &self.copies_path(), record)
     }
 
     /// Writes one of our JSON records into the subfolder `sub`, atomically, pretty-printed.

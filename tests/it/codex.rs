@@ -34,12 +34,12 @@ fn sandbox_with(config: StandinConfig) -> Sandbox {
     s
 }
 
-fn auth_path(s: &Sandbox) -> PathBuf {
+pub(crate) fn auth_path(s: &Sandbox) -> PathBuf {
     s.home().join(".codex/auth.json")
 }
 
 /// An access token as OpenAI issues them: a JWT whose `exp` says when it expires.
-fn access_jwt(expires_at_ms: i64) -> String {
+pub(crate) fn access_jwt(expires_at_ms: i64) -> String {
     unsigned(&json!({
         "exp": expires_at_ms / 1000,
         "https://api.openai.com/auth": {"chatgpt_account_id": ACCOUNT_ID},
@@ -52,7 +52,7 @@ fn id_jwt() -> String {
 
 /// `auth.json` as Codex writes it (two-space indent, no trailing newline), with keys Codex does
 /// not know about at the top and inside `tokens`.
-fn auth_text(access: &str, refresh: &str) -> String {
+pub(crate) fn auth_text(access: &str, refresh: &str) -> String {
     format!(
         r#"{{
   "auth_mode": "chatgpt",

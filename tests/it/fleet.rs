@@ -398,6 +398,45 @@ fn push_puts_the_login_in_the_store_and_each_machine_gets_it_without_the_refresh
 }
 
 #[test]
+fn a_fleet_machines_daemon_writes_its_access_only_copies_after_each_refresh_too() {
+    let server = short_lived(4);
+    let db = TestDb::new();
+    let (machines, _) = fleet(2, &server, &db, 4000);
+    let m = &machines[1];
+    let copy = m.dir.path().join("agents/a1/.claude/.credentials.json");
+    fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    fs::write(&copy, r#"{"mcpOAuth":{"agent":1}}"#).unwrap();
+    let flag = format!("claude={}", copy.display());
+    let daemon = m.daemon(&["--refresh-before", "2s", "--mirror", &flag]);
+    wait_for(
+        "two refreshes through the store",
+        Duration::from_secs(15),
+        || server.stats().token_requests >= 2,
+    );
+    wait_for(
+        "the copy of the current token",
+        Duration::from_secs(5),
+        || {
+            let doc: serde_json::Value =
+                serde_json::from_str(&fs::read_to_string(&copy).unwrap_or_default())
+                    .unwrap_or_default();
+            doc["claudeAiOauth"]["accessToken"] == m.access_token().as_str()
+        },
+    );
+    let run = stop(&server, m, daemon);
+    assert_eq!(run.code, 0, "{run:?}");
+    let doc: serde_json::Value = serde_json::from_str(&fs::read_to_string(&copy).unwrap()).unwrap();
+    assert_eq!(doc["claudeAiOauth"]["refreshToken"], "");
+    assert_eq!(doc["mcpOAuth"]["agent"], 1);
+    let stats = server.stats();
+    assert_eq!(
+        (stats.reused_refresh_tokens, stats.revoked_families),
+        (0, 0)
+    );
+    assert!(run.stderr.contains("after its file was saved"), "{run:?}");
+}
+
+#[test]
 fn token_on_a_machine_whose_copy_is_due_refreshes_under_the_row_lock_once() {
     let server = short_lived(3600);
     let db = TestDb::new();

@@ -32,7 +32,7 @@ fn with(config: StandinConfig) -> Sandbox {
 }
 
 /// An empty folder to search for Gemini CLI, so no real installation is ever found.
-fn no_npm(s: &Sandbox) -> PathBuf {
+pub(crate) fn no_npm(s: &Sandbox) -> PathBuf {
     s.dir.path().join("no-npm")
 }
 
@@ -94,7 +94,7 @@ fn creds_json(s: &Sandbox) -> Value {
     serde_json::from_str(&read_creds(s)).expect("creds parse")
 }
 
-fn secret_config(s: &Sandbox) {
+pub(crate) fn secret_config(s: &Sandbox) {
     s.config(&format!("[gemini]\nclient_secret = \"{SECRET}\"\n"));
 }
 

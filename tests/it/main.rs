@@ -21,6 +21,7 @@ mod gemini;
 mod generic;
 mod keychain;
 mod lossless;
+mod mirror;
 mod packaging;
 mod properties;
 mod protocol;

@@ -231,6 +231,7 @@ impl StandinServer {
             gate: RwLock::new(()),
             gate_used: AtomicBool::new(false),
             last_token_response: Mutex::new(None),
+            api_delay: Mutex::new(Duration::ZERO),
             account_uuid: random_uuid(),
             organization_uuid: random_uuid(),
         });
@@ -317,6 +318,12 @@ impl StandinServer {
             rate.clamp(0.0, 1.0)
         };
         plan.random_pool = faults;
+    }
+
+    /// Makes every API call take `delay` before its token is checked, as a real API's round
+    /// trip does: a token revoked meanwhile fails the call.
+    pub fn set_api_delay(&self, delay: Duration) {
+        *lock(&self.shared.api_delay) = delay;
     }
 
     pub fn stats(&self) -> StandinStats {
@@ -409,6 +416,8 @@ struct Shared {
     gate_used: AtomicBool,
     /// When the last reply to a token request was written.
     last_token_response: Mutex<Option<Instant>>,
+    /// How long an API call takes before its token is checked (the real API's round trip).
+    api_delay: Mutex<Duration>,
     account_uuid: String,
     organization_uuid: String,
 }
@@ -958,6 +967,10 @@ fn route(shared: &Shared, request: &RecordedRequest) -> Outcome {
 }
 
 fn api_endpoint(shared: &Shared, request: &RecordedRequest) -> Reply {
+    let delay = *lock(&shared.api_delay);
+    if !delay.is_zero() {
+        thread::sleep(delay);
+    }
     let token = request
         .header("authorization")
         .and_then(|value| value.split_once(' '))
@@ -1443,6 +1456,22 @@ mod tests {
         let server = StandinServer::start(config).unwrap();
         let reply = refresh(&server, &server.issue_login().refresh_token).unwrap();
         assert_eq!(reply.json()["error_description"], "Refresh token expired");
+    }
+
+    #[test]
+    fn an_api_delay_checks_the_token_when_the_call_ends() {
+        let server = Arc::new(server());
+        let login = server.issue_login();
+        server.set_api_delay(Duration::from_millis(300));
+        let (caller, access) = (Arc::clone(&server), login.access_token.clone());
+        let call = thread::spawn(move || api_status(&caller, &access));
+        thread::sleep(Duration::from_millis(100));
+        assert!(server.revoke_family_of(&login.refresh_token));
+        assert_eq!(
+            call.join().unwrap(),
+            401,
+            "revoked while the call was under way"
+        );
     }
 
     #[test]

@@ -1,0 +1,599 @@
+//! Access-only copies of a login on one machine (`[[mirror]]`, `--mirror`): ten agents each
+//! reading its own copy while one daemon refreshes, copies that are never a source, folder
+//! patterns, each provider's shape, owner and mode, the alert for a copy that cannot be
+//! written, `status`, and `exec` run against a copy.
+
+use crate::util::*;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+use tokenkeeper_standin::StandinConfig;
+
+fn daemon(s: &Sandbox, extra: &[&str]) -> Child {
+    let mut args = vec!["daemon"];
+    args.extend_from_slice(extra);
+    s.cmd(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn daemon")
+}
+
+fn stop(s: &Sandbox, mut child: Child) -> Run {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let start = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "daemon did not stop"
+        );
+        sleep(Duration::from_millis(20));
+    }
+    let run = Run::from(child.wait_with_output().expect("output"));
+    s.assert_no_leak(&run, false);
+    run
+}
+
+/// An agent's config folder with a copy that holds keys of its own (and an old token).
+fn agent(s: &Sandbox, name: &str) -> PathBuf {
+    let folder = s.dir.path().join("agents").join(name).join(".claude");
+    fs::create_dir_all(&folder).unwrap();
+    folder.join(".credentials.json")
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Reads a copy as its consumer does, failing the test if it ever holds a refresh token.
+fn copy_access(path: &Path) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let oauth = &doc["claudeAiOauth"];
+    if oauth.is_null() {
+        return String::new();
+    }
+    assert_eq!(
+        oauth["refreshToken"].as_str(),
+        Some(""),
+        "a copy held a refresh token"
+    );
+    oauth["accessToken"].as_str().unwrap_or("").to_string()
+}
+
+/// The lag figures the daemon logged, first copy and last: `wrote N copies A-B ms after its
+/// file was saved`.
+fn lags(stderr: &str) -> Vec<(u64, u64)> {
+    stderr
+        .lines()
+        .filter_map(|l| {
+            l.split_once(" ms after its file was saved")?
+                .0
+                .rsplit(' ')
+                .next()
+        })
+        .filter_map(|range| {
+            let (a, b) = range.split_once('-')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn ten_copies_keep_ten_agents_working_on_one_refresh_per_token() {
+    let s = Sandbox::with(StandinConfig {
+        access_ttl_secs: 6,
+        ..StandinConfig::default()
+    });
+    s.login(6000);
+    s.server.set_api_delay(Duration::from_millis(100));
+    let copies: Vec<PathBuf> = (0..10).map(|i| agent(&s, &format!("a{i}"))).collect();
+    for (i, path) in copies.iter().enumerate() {
+        // Each agent's file holds keys of its own, one inside the login's object.
+        let text = format!(
+            r#"{{"mcpOAuth":{{"agent":{i},"n":1.50}},"claudeAiOauth":{{"accessToken":"","refreshToken":"","expiresAt":0,"agentNote":"a{i}"}}}}"#
+        );
+        fs::write(path, text).unwrap();
+    }
+    let pattern = format!(
+        "{}/agents/*/.claude/.credentials.json",
+        s.dir.path().display()
+    );
+    s.config(&format!(
+        "[[mirror]]\nlogin = \"claude\"\npath = \"{pattern}\"\n"
+    ));
+    let d = daemon(&s, &["--refresh-before", "3s"]);
+    wait_for("ten copies", Duration::from_secs(10), || {
+        copies.iter().all(|p| !copy_access(p).is_empty())
+    });
+
+    let stop_clients = Arc::new(AtomicBool::new(false));
+    let server = Arc::new(&s.server);
+    let results: Vec<(u32, u32)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = copies
+            .iter()
+            .enumerate()
+            .map(|(i, path)| {
+                let (stop, server) = (Arc::clone(&stop_clients), Arc::clone(&server));
+                scope.spawn(move || {
+                    let (mut calls, mut failures) = (0, 0);
+                    while !stop.load(Ordering::SeqCst) {
+                        calls += 1;
+                        if !claude_like_call(&server, || copy_access(path)) {
+                            failures += 1;
+                        }
+                        sleep(Duration::from_millis(200 + 20 * i as u64));
+                    }
+                    (calls, failures)
+                })
+            })
+            .collect();
+        sleep(Duration::from_secs(20));
+        stop_clients.store(true, Ordering::SeqCst);
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let run = stop(&s, d);
+    assert_eq!(run.code, 0, "{run:?}");
+    let (calls, failures): (u32, u32) = results
+        .iter()
+        .fold((0, 0), |(c, f), (c2, f2)| (c + c2, f + f2));
+    assert_eq!(
+        failures, 0,
+        "{failures} of {calls} agent calls failed: {run:?}"
+    );
+    let stats = s.server.stats();
+    // 6 s tokens refreshed 3 s (plus jitter) before expiry for 20 s: one request per token.
+    assert!((5..=9).contains(&stats.token_requests), "{stats:?} {run:?}");
+    assert_eq!(stats.refreshes_ok, stats.token_requests, "{stats:?}");
+    assert_eq!(
+        (stats.reused_refresh_tokens, stats.revoked_families),
+        (0, 0)
+    );
+    let owner = s.creds_json();
+    for (i, path) in copies.iter().enumerate() {
+        let copy = json(path);
+        assert_eq!(copy["mcpOAuth"]["agent"], i);
+        assert_eq!(copy["claudeAiOauth"]["agentNote"], format!("a{i}"));
+        assert_eq!(copy["claudeAiOauth"]["refreshToken"], "");
+        assert_eq!(
+            copy["claudeAiOauth"]["accessToken"],
+            owner["claudeAiOauth"]["accessToken"]
+        );
+        assert_eq!(
+            copy["claudeAiOauth"]["scopes"],
+            owner["claudeAiOauth"]["scopes"]
+        );
+        let text = fs::read_to_string(path).unwrap();
+        assert!(text.contains(r#""n":1.50"#), "kept byte for byte: {text}");
+    }
+    let lags = lags(&run.stderr);
+    assert!(!lags.is_empty(), "{run:?}");
+    // The figure, not a target: how long after the owner's save the first and the last of the
+    // ten copies were in place, at each save.
+    let median = |mut v: Vec<u64>| {
+        v.sort_unstable();
+        (v[0], v[v.len() / 2], v[v.len() - 1])
+    };
+    let first = median(lags.iter().map(|l| l.0).collect());
+    let last = median(lags.iter().map(|l| l.1).collect());
+    eprintln!(
+        "copy lag after each of {} saves (ms, min/median/max): first copy {first:?}, last of 10 copies {last:?}; {calls} agent calls, 0 failed",
+        lags.len()
+    );
+}
+
+#[test]
+fn a_copy_that_is_the_logins_own_file_or_holds_a_login_of_its_own_is_refused() {
+    let s = Sandbox::new();
+    s.login(8 * 3_600_000);
+    let own = s.read_creds();
+    let link = s.dir.path().join("link.json");
+    std::os::unix::fs::symlink(s.creds(), &link).unwrap();
+    let theirs = agent(&s, "b1");
+    let other = s.server.issue_login();
+    let their_text = claude_json(&other.access_token, &other.refresh_token, now_ms() + 60_000);
+    fs::write(&theirs, &their_text).unwrap();
+    for (path, words) in [
+        (s.creds(), "own file"),
+        (link.clone(), "own file"),
+        (theirs.clone(), "refresh token of its own"),
+    ] {
+        let flag = format!("claude={}", path.display());
+        let run = s.run(&["daemon", "--mirror", &flag]);
+        assert_eq!(run.code, 78, "{run:?}");
+        let line = run.stderr.lines().last().unwrap_or_default();
+        assert!(
+            line.contains(&path.display().to_string()) && line.contains(words),
+            "{run:?}"
+        );
+        assert_eq!(s.read_creds(), own);
+        assert_eq!(fs::read_to_string(&theirs).unwrap(), their_text);
+    }
+    // The same refusal from the config file, for a pattern that takes in the owner's file.
+    s.config(&format!(
+        "[[mirror]]\nlogin = \"claude\"\npath = \"{}/*/.credentials.json\"\n",
+        s.home().display()
+    ));
+    let run = s.run(&["daemon"]);
+    assert_eq!(run.code, 78, "{run:?}");
+    assert!(
+        run.stderr.contains(&s.creds().display().to_string()),
+        "{run:?}"
+    );
+    assert_eq!(s.read_creds(), own);
+    assert_eq!(s.server.stats().token_requests, 0);
+}
+
+#[test]
+fn a_folder_pattern_gives_a_new_agent_its_copy() {
+    let s = Sandbox::new();
+    s.login(8 * 3_600_000);
+    let first = agent(&s, "a1");
+    let pattern = format!(
+        "{}/agents/*/.claude/.credentials.json",
+        s.dir.path().display()
+    );
+    let d = daemon(&s, &["--mirror", &format!("claude={pattern}")]);
+    wait_for("the first copy", Duration::from_secs(10), || {
+        !copy_access(&first).is_empty()
+    });
+    // A folder without the config folder inside is not a match, and gets nothing.
+    fs::create_dir_all(s.dir.path().join("agents/a2")).unwrap();
+    let second = agent(&s, "a3");
+    wait_for("the new agent's copy", Duration::from_secs(10), || {
+        !copy_access(&second).is_empty()
+    });
+    assert!(!s.dir.path().join("agents/a2/.claude").exists());
+    // A new folder whose file holds a login of its own is never written.
+    let own = agent(&s, "a4");
+    let other = s.server.issue_login();
+    let own_text = claude_json(&other.access_token, &other.refresh_token, now_ms() + 60_000);
+    fs::write(&own, &own_text).unwrap();
+    let third = agent(&s, "a5");
+    wait_for("the copy after it", Duration::from_secs(10), || {
+        !copy_access(&third).is_empty()
+    });
+    let run = stop(&s, d);
+    assert_eq!(fs::read_to_string(&own).unwrap(), own_text);
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.contains(&own.display().to_string())
+                && l.contains("refresh token of its own")),
+        "{run:?}"
+    );
+    assert_eq!(
+        copy_access(&second),
+        s.creds_json()["claudeAiOauth"]["accessToken"]
+    );
+    assert!(run.stderr.contains("a new copy at"), "{run:?}");
+    assert_eq!(s.server.stats().token_requests, 0);
+}
+
+#[test]
+fn codex_and_gemini_copies_take_their_providers_shapes() {
+    // Codex: tokens.refresh_token empty, last_refresh the owner's, the copy's other keys kept.
+    let s = crate::codex::sandbox();
+    let access = crate::codex::access_jwt(now_ms() + 5 * 86_400_000);
+    let owner_text = crate::codex::auth_text(&access, "rt_owner");
+    fs::write(crate::codex::auth_path(&s), &owner_text).unwrap();
+    set_mode(&crate::codex::auth_path(&s), 0o600);
+    let copy = s.dir.path().join("agent/.codex/auth.json");
+    fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    fs::write(&copy, "{\n  \"mine\": true\n}").unwrap();
+    let d = daemon(
+        &s,
+        &[
+            "--provider",
+            "codex",
+            "--mirror",
+            &format!("codex={}", copy.display()),
+        ],
+    );
+    wait_for("the codex copy", Duration::from_secs(10), || {
+        json(&copy)["tokens"]["access_token"] == access.as_str()
+    });
+    stop(&s, d);
+    let (c, o) = (json(&copy), json(&crate::codex::auth_path(&s)));
+    assert_eq!(c["tokens"]["refresh_token"], "");
+    assert_eq!(c["last_refresh"], o["last_refresh"]);
+    assert_eq!(c["tokens"]["account_id"], o["tokens"]["account_id"]);
+    assert_eq!(c["mine"], true);
+    assert!(
+        fs::read_to_string(&copy)
+            .unwrap()
+            .contains("\n  \"tokens\": {\n")
+    );
+    assert_eq!(
+        fs::read_to_string(crate::codex::auth_path(&s)).unwrap(),
+        owner_text
+    );
+
+    // Gemini: no refresh_token key at all.
+    let s = crate::gemini::sandbox();
+    crate::gemini::secret_config(&s);
+    fs::create_dir_all(crate::gemini::no_npm(&s)).unwrap();
+    let owner_text = crate::gemini::gemini_json("ya29.owner", "1//owner", now_ms() + 3_000_000);
+    fs::write(crate::gemini::creds(&s), &owner_text).unwrap();
+    set_mode(&crate::gemini::creds(&s), 0o600);
+    let copy = s.dir.path().join("agent/.gemini/oauth_creds.json");
+    fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    let d = s
+        .cmd(&[
+            "--provider",
+            "gemini",
+            "daemon",
+            "--mirror",
+            &format!("gemini={}", copy.display()),
+        ])
+        .env("TOKENKEEPER_NPM_ROOT", crate::gemini::no_npm(&s))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the gemini copy", Duration::from_secs(10), || copy.exists());
+    stop(&s, d);
+    let c = json(&copy);
+    assert_eq!(c["access_token"], "ya29.owner");
+    assert!(c.get("refresh_token").is_none(), "{c}");
+    assert_eq!(
+        c["expiry_date"],
+        json(&crate::gemini::creds(&s))["expiry_date"]
+    );
+    assert_eq!(
+        fs::read_to_string(crate::gemini::creds(&s)).unwrap(),
+        owner_text
+    );
+}
+
+#[test]
+fn a_copy_gets_the_owner_and_mode_asked_for() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let s = Sandbox::new();
+    s.login(8 * 3_600_000);
+    let copy = agent(&s, "a1");
+    // Root gives the copy to another user; anyone else can only name themselves.
+    let (uid, gid) = if is_root() {
+        (NOBODY, NOBODY)
+    } else {
+        let me = fs::metadata(s.dir.path()).unwrap();
+        (me.uid(), me.gid())
+    };
+    s.config(&format!(
+        "[[mirror]]\nlogin = \"claude\"\npath = \"{}\"\nowner = \"{uid}:{gid}\"\nmode = 0o640\n",
+        copy.display()
+    ));
+    let d = daemon(&s, &[]);
+    wait_for("the copy", Duration::from_secs(10), || copy.exists());
+    stop(&s, d);
+    let meta = fs::metadata(&copy).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+    assert_eq!((meta.uid(), meta.gid()), (uid, gid));
+    assert_eq!(
+        copy_access(&copy),
+        s.creds_json()["claudeAiOauth"]["accessToken"]
+    );
+    assert_eq!(
+        fs::metadata(s.creds()).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // A mode that lets everyone write the copy is refused with the file and the table named.
+    s.config(&format!(
+        "[[mirror]]\nlogin = \"claude\"\npath = \"{}\"\nmode = \"0666\"\n",
+        copy.display()
+    ));
+    let run = s.run(&["daemon"]);
+    assert_eq!(run.code, 78, "{run:?}");
+    assert!(
+        run.stderr.contains("config.toml") && run.stderr.contains("[[mirror]] number 1"),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn a_copy_that_cannot_be_written_is_alerted_by_name_once_then_recovered() {
+    let s = Sandbox::new();
+    s.login(8 * 3_600_000);
+    let copy = agent(&s, "a1");
+    let folder = copy.parent().unwrap().to_path_buf();
+    let log = s.dir.path().join("alerts.log");
+    let notify = format!(
+        "echo \"$TOKENKEEPER_EVENT: $TOKENKEEPER_MESSAGE\" >> {}",
+        log.display()
+    );
+    let flag = format!("claude={}", copy.display());
+    let d = daemon(&s, &["--mirror", &flag, "--notify-command", &notify]);
+    wait_for("the copy", Duration::from_secs(10), || copy.exists());
+    // The folder goes away (root ignores permission bits, so a file takes its place rather
+    // than a chmod): each change to the owner's file wakes the daemon, which cannot write.
+    fs::remove_dir_all(&folder).unwrap();
+    fs::write(&folder, "not a folder").unwrap();
+    let alerts = || fs::read_to_string(&log).unwrap_or_default();
+    for _ in 0..3 {
+        let text = s.read_creds();
+        fs::write(s.creds(), text).unwrap();
+        sleep(Duration::from_millis(300));
+    }
+    wait_for("the mirror_failed alert", Duration::from_secs(10), || {
+        alerts().contains("mirror_failed")
+    });
+    // Put back: the next look writes it and says so.
+    fs::remove_file(&folder).unwrap();
+    fs::create_dir_all(&folder).unwrap();
+    let text = s.read_creds();
+    fs::write(s.creds(), text).unwrap();
+    wait_for("the copy again", Duration::from_secs(10), || copy.exists());
+    wait_for("the recovered alert", Duration::from_secs(10), || {
+        alerts().contains("recovered")
+    });
+    let run = stop(&s, d);
+    let text = alerts();
+    let failed: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("mirror_failed"))
+        .collect();
+    assert_eq!(
+        failed.len(),
+        1,
+        "alerted once for the run of failures: {text}"
+    );
+    assert!(failed[0].contains(&copy.display().to_string()), "{text}");
+    assert!(!text.contains("sk-ant-"), "{text}");
+    assert!(run.stderr.contains("cannot be written"), "{run:?}");
+}
+
+#[test]
+fn status_lists_each_copy_with_the_expiry_it_holds() {
+    let s = Sandbox::new();
+    s.login(8 * 3_600_000);
+    let (a1, a2) = (agent(&s, "a1"), agent(&s, "a2"));
+    let d = daemon(
+        &s,
+        &[
+            "--mirror",
+            &format!("claude={}", a1.display()),
+            "--mirror",
+            &format!("claude={}", a2.display()),
+        ],
+    );
+    // The daemon tells `status` which copies it keeps once it has looked at them all.
+    wait_for("both copies listed", Duration::from_secs(10), || {
+        a1.exists()
+            && a2.exists()
+            && s.run(&["status"])
+                .stdout
+                .contains(&a2.display().to_string())
+    });
+    let run = s.run(&["status"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let expiry = s.creds_json()["claudeAiOauth"]["expiresAt"]
+        .as_i64()
+        .unwrap();
+    let when = tokenkeeper::login::format_time(expiry);
+    for copy in [&a1, &a2] {
+        let line = run
+            .stdout
+            .lines()
+            .find(|l| l.contains(&copy.display().to_string()))
+            .unwrap_or_else(|| panic!("{} not listed: {run:?}", copy.display()));
+        assert!(
+            line.contains(&format!("access token expires {when}")),
+            "{line}"
+        );
+    }
+    assert!(run.stdout.contains("copies (access token only"), "{run:?}");
+    let run = s.run(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let copies = v["copies"].as_array().expect("copies");
+    assert_eq!(copies.len(), 2, "{v}");
+    assert!(
+        copies
+            .iter()
+            .all(|c| c["access_token_expires_at"].is_string()),
+        "{v}"
+    );
+    stop(&s, d);
+}
+
+#[test]
+fn exec_on_a_copy_uses_its_token_and_says_who_keeps_it_once_it_expires() {
+    let s = Sandbox::new();
+    let login = s.server.issue_login();
+    // The sandbox's own file is a copy: an access token, no refresh token.
+    let fresh = claude_json(&login.access_token, "", now_ms() + 3_600_000);
+    fs::write(s.creds(), &fresh).unwrap();
+    let run = s.run(&["exec", "--", "true"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(s.read_creds(), fresh);
+
+    let expired = claude_json(&login.access_token, "", now_ms() - 1000);
+    fs::write(s.creds(), &expired).unwrap();
+    let run = s.run(&["exec", "--", "true"]);
+    assert_eq!(run.code, 77, "{run:?}");
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{run:?}");
+    assert!(
+        lines[0].contains("access-only copy")
+            && lines[0].contains("kept fresh by its owner")
+            && lines[0].contains(&s.creds().display().to_string()),
+        "{run:?}"
+    );
+    assert_eq!(s.read_creds(), expired);
+    assert_eq!(s.server.stats().token_requests, 0, "never a refresh");
+}
+
+#[test]
+fn sighup_reads_the_copies_again_and_a_bad_table_keeps_the_old_ones() {
+    let s = Sandbox::new();
+    s.login(8 * 3_600_000);
+    let (a1, a2) = (agent(&s, "a1"), agent(&s, "a2"));
+    let table = |path: &Path| {
+        format!(
+            "[[mirror]]\nlogin = \"claude\"\npath = \"{}\"\n",
+            path.display()
+        )
+    };
+    s.config(&table(&a1));
+    let d = daemon(&s, &[]);
+    wait_for("the first copy", Duration::from_secs(10), || a1.exists());
+    let hup = || {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(d.id() as i32, libc::SIGHUP) };
+    };
+    // A table naming a login the daemon does not keep: the old copies stay.
+    s.config(&format!(
+        "{}{}",
+        table(&a1),
+        "[[mirror]]\nlogin = \"mytool\"\npath = \"/x.json\"\n"
+    ));
+    hup();
+    sleep(Duration::from_millis(500));
+    // Still kept: a change to the owner's file wakes the daemon, which writes it again.
+    fs::remove_file(&a1).unwrap();
+    let text = s.read_creds();
+    fs::write(s.creds(), text).unwrap();
+    wait_for(
+        "the old copy written again",
+        Duration::from_secs(10),
+        || a1.exists(),
+    );
+    s.config(&format!("{}{}", table(&a1), table(&a2)));
+    hup();
+    wait_for(
+        "the copy the new table adds",
+        Duration::from_secs(10),
+        || a2.exists() && a1.exists(),
+    );
+    let run = stop(&s, d);
+    assert!(
+        run.stderr.contains("copies not changed") && run.stderr.contains("mytool"),
+        "{run:?}"
+    );
+    assert_eq!(
+        copy_access(&a2),
+        s.creds_json()["claudeAiOauth"]["accessToken"]
+    );
+}
+
+#[test]
+fn a_copy_whose_token_is_refused_is_never_refreshed_on_retry() {
+    let s = Sandbox::new();
+    let login = s.server.issue_login();
+    let copy = claude_json(&login.access_token, "", now_ms() + 3_600_000);
+    fs::write(s.creds(), &copy).unwrap();
+    let script = r#"echo "Failed to authenticate. API Error: 401 Invalid authentication credentials"; exit 1"#;
+    let run = s.run(&["exec", "--retry-auth", "1", "--", "sh", "-c", script]);
+    assert_eq!(run.code, 77, "{run:?}");
+    assert!(
+        run.stderr.contains("access-only copy") && run.stderr.contains("was refused"),
+        "{run:?}"
+    );
+    assert_eq!(s.read_creds(), copy);
+    assert_eq!(s.server.stats().token_requests, 0, "never a refresh");
+}
