@@ -246,11 +246,20 @@ pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<u8, Error> {
         return Ok(test_alert(&resolved));
     }
     let state = resolved.state;
+    let state_for_exit = state.clone();
     let _instance = match state.lock_daemon() {
         Ok(file) => file,
         Err(Ok(pid)) => {
+            let keeps = pid.and_then(|pid| state.read_running_daemon(pid)).map(|r| {
+                r.logins
+                    .iter()
+                    .map(|l| format!("{} at {}", l.provider, l.credentials.display()))
+                    .collect()
+            });
             return Err(Error::DaemonRunning {
                 pid,
+                keeps,
+                stop: tokenkeeper::service::Platform::native().stop_command(),
                 lock: state.daemon_lock_path(),
             });
         }
@@ -263,6 +272,7 @@ pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<u8, Error> {
         }
     };
 
+    note_running(&state, &resolved.logins);
     let (control, _wake) = wire_signals(&state)?;
 
     let metrics = Metrics::new();
@@ -288,6 +298,7 @@ pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<u8, Error> {
             if r.metrics != resolved.metrics {
                 tracing::warn!("a new metrics address takes effect at the next start");
             }
+            note_running(&r.state, &r.logins);
             (r.options, r.alerter, r.logins)
         })
     };
@@ -302,7 +313,9 @@ pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<u8, Error> {
             resolved.options,
             super::fleet::waker(&_wake),
         )?;
-        return serve(&mut daemon, &control, &notifier, &mut reload);
+        let done = serve(&mut daemon, &control, &notifier, &mut reload);
+        state_for_exit.remove_running_daemon();
+        return done;
     }
     let paths: Vec<String> = resolved
         .logins
@@ -321,7 +334,32 @@ pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<u8, Error> {
         metrics,
         resolved.options,
     );
-    serve(&mut daemon, &control, &notifier, &mut reload)
+    let done = serve(&mut daemon, &control, &notifier, &mut reload);
+    state_for_exit.remove_running_daemon();
+    done
+}
+
+/// Records which logins this daemon keeps, for a second `tokenkeeper daemon` to name (see
+/// `RunningDaemon`); a failure only costs that message its list.
+fn note_running(state: &tokenkeeper::storage::state::StateDir, logins: &[Keeper]) {
+    use tokenkeeper::storage::state::{KeptLogin, RunningDaemon};
+    let record = RunningDaemon {
+        pid: std::process::id(),
+        started_at: tokenkeeper::login::now_ms(),
+        logins: logins
+            .iter()
+            .map(|k| KeptLogin {
+                provider: k.file.owner().provider.to_string(),
+                credentials: k.file.path().to_path_buf(),
+            })
+            .collect(),
+    };
+    if let Err(e) = state.write_running_daemon(&record) {
+        tracing::debug!(
+            "could not record the kept logins in {}: {e}",
+            state.root().display()
+        );
+    }
 }
 
 /// `--test-alert`: one `test` alert through each configured way, now; prints how each went.

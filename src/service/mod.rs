@@ -236,6 +236,15 @@ impl Platform {
         }
     }
 
+    /// The one command that stops the running service (until its next start).
+    pub fn stop_command(self) -> String {
+        match self {
+            Platform::Systemd => format!("systemctl --user stop {SYSTEMD_UNIT}"),
+            Platform::Launchd => format!("launchctl bootout gui/$(id -u)/{LAUNCHD_LABEL}"),
+            Platform::Windows => format!("schtasks /End /TN {WINDOWS_TASK}"),
+        }
+    }
+
     /// The command that makes a running service pick up a replaced definition at `path`.
     pub fn reload_command(self, path: &Path) -> String {
         match self {
