@@ -38,6 +38,9 @@
 //! env = "MYTOOL_TOKEN"                     # optional: the variable `exec --inject env` sets
 //! min_ttl = "15m"                          # default 15m
 //!
+//! [tls]
+//! ca_file = "/etc/ssl/corp-proxy-ca.pem"  # a CA trusted besides the platform's roots (PEM)
+//!
 //! [daemon]
 //! refresh_before = "1h"         # refresh when this much is left (at most half the lifetime)
 //! login_ending_within = "3d"    # daily reminder to log in again before the login ends
@@ -67,6 +70,8 @@ pub struct ConfigFile {
     /// `[[login]]` tables: other tools' OAuth logins in JSON files.
     pub login: Vec<LoginTable>,
     pub daemon: DaemonConfig,
+    /// `[tls]`: what every TLS connection trusts besides the platform's roots.
+    pub tls: TlsConfig,
     /// `[store]`: the fleet's shared store (see `fleet/`).
     #[cfg(feature = "fleet")]
     pub store: crate::fleet::StoreConfig,
@@ -107,6 +112,7 @@ enum TopKey {
     Provider(&'static str),
     Login,
     Daemon,
+    Tls,
     Store,
 }
 
@@ -124,6 +130,7 @@ impl<'de> Deserialize<'de> for TopKey {
                 match key {
                     "login" => Ok(TopKey::Login),
                     "daemon" => Ok(TopKey::Daemon),
+                    "tls" => Ok(TopKey::Tls),
                     "store" => Ok(TopKey::Store),
                     _ => crate::provider::names()
                         .find(|n| *n == key)
@@ -139,7 +146,7 @@ impl<'de> Deserialize<'de> for TopKey {
 /// Serde's own words for an unknown field, with the registry's provider names first.
 fn unknown_key(key: &str) -> String {
     let known: Vec<String> = crate::provider::names()
-        .chain(["login", "daemon", "store"])
+        .chain(["login", "daemon", "tls", "store"])
         .map(|k| format!("`{k}`"))
         .collect();
     format!(
@@ -170,6 +177,7 @@ impl<'de> Deserialize<'de> for ConfigFile {
                         }
                         TopKey::Login => cfg.login = map.next_value()?,
                         TopKey::Daemon => cfg.daemon = map.next_value()?,
+                        TopKey::Tls => cfg.tls = map.next_value()?,
                         #[cfg(feature = "fleet")]
                         TopKey::Store => cfg.store = map.next_value()?,
                         #[cfg(not(feature = "fleet"))]
@@ -237,6 +245,24 @@ impl DaemonConfig {
                 problem: format!("[daemon] {key}: {e}"),
             }),
         }
+    }
+}
+
+/// `[tls]`: trust for every TLS connection (token endpoints, webhooks, the fleet's store).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// A PEM file of CA certificates trusted besides the platform's roots (a corporate proxy's
+    /// CA); relative to the config file's folder; `--ca-file` and `TOKENKEEPER_CA_FILE` win.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// `ca_file`, a relative path taken from the config file's folder (as `key_file` is).
+    pub fn ca_file(&self, config_path: &Path) -> Option<PathBuf> {
+        self.ca_file
+            .as_ref()
+            .map(|p| crate::storage::atomic::folder_of(config_path).join(p))
     }
 }
 
@@ -562,7 +588,7 @@ mod tests {
         let err = toml::from_str::<ConfigFile>("[claud]\nmin_ttl = \"1h\"\n").unwrap_err();
         assert_eq!(
             err.message(),
-            "unknown field `claud`, expected one of `claude`, `codex`, `gemini`, `login`, `daemon`, `store`"
+            "unknown field `claud`, expected one of `claude`, `codex`, `gemini`, `login`, `daemon`, `tls`, `store`"
         );
         let err = toml::from_str::<ConfigFile>("claude = 3\n").unwrap_err();
         assert_eq!(

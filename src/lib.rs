@@ -42,5 +42,6 @@ pub mod secret;
 pub mod service;
 pub mod settings;
 pub mod storage;
+pub mod tls;
 
 pub use error::{Error, ErrorKind, FleetError};

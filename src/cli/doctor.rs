@@ -65,6 +65,7 @@ pub fn run(cli: &Cli, json: bool) -> Result<u8, Error> {
     let contexts = match &loaded {
         Ok(loaded) => {
             checks.push(config_check(loaded));
+            checks.push(tls_check());
             let all = if cli.provider.is_some() || cli.credentials.is_some() {
                 let name = cli
                     .provider
@@ -175,6 +176,20 @@ fn config_check(loaded: &Loaded) -> Check {
         format!("none, defaults (no {})", path.display())
     };
     check("config", Status::Ok, detail, None)
+}
+
+/// Which roots TLS connections trust: the platform's alone, or with the CA file in use.
+fn tls_check() -> Check {
+    let detail = match tokenkeeper::tls::ca_file() {
+        Some(ca) => format!(
+            "CA file {} ({} certificate{}) trusted besides the platform's roots",
+            ca.path().display(),
+            ca.len(),
+            if ca.len() == 1 { "" } else { "s" }
+        ),
+        None => "the platform's roots (no CA file; a proxy that inspects TLS needs TOKENKEEPER_CA_FILE or [tls] ca_file)".into(),
+    };
+    check("tls", Status::Ok, detail, None)
 }
 
 /// What `status` computes, as one check: fresh, due = ok; expired, nothing to keep = warn;

@@ -252,7 +252,7 @@ fn sigterm_during_a_refresh_leaves_a_valid_file_and_no_lock() {
 }
 
 /// A loopback webhook receiver: answers 204 and keeps each request body.
-fn webhook_receiver() -> (String, std::sync::mpsc::Receiver<String>) {
+pub(crate) fn webhook_receiver() -> (String, std::sync::mpsc::Receiver<String>) {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hook/secret-path", listener.local_addr().unwrap());
