@@ -43,7 +43,14 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "PATH")]
     pub credentials: Option<PathBuf>,
     /// The provider's OAuth token endpoint (for tests and proxies).
-    #[arg(long, global = true, value_name = "URL", env = "TOKENKEEPER_TOKEN_URL")]
+    // hide_env_values: a URL may carry credentials (user:password@), so help never shows it.
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "TOKENKEEPER_TOKEN_URL",
+        hide_env_values = true
+    )]
     token_url: Option<String>,
     /// Fleet mode: the PostgreSQL store that holds the login shared by many machines
     /// (postgres://user:password@host/db) [default: [store] url in the config file]
