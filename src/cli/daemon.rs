@@ -250,12 +250,9 @@ pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<u8, Error> {
     let _instance = match state.lock_daemon() {
         Ok(file) => file,
         Err(Ok(pid)) => {
-            let keeps = pid.and_then(|pid| state.read_running_daemon(pid)).map(|r| {
-                r.logins
-                    .iter()
-                    .map(|l| format!("{} at {}", l.provider, l.credentials.display()))
-                    .collect()
-            });
+            let keeps = pid
+                .and_then(|pid| state.read_running_daemon(pid))
+                .map(|r| r.keeps());
             return Err(Error::DaemonRunning {
                 pid,
                 keeps,

@@ -392,8 +392,19 @@ fn service_checks(state: Option<&tokenkeeper::storage::state::StateDir>) -> Vec<
     if platform == Platform::Systemd {
         checks.push(linger_check());
     }
-    checks.push(match state.and_then(|s| s.running_daemon()) {
-        Some(pid) => check("daemon", Status::Ok, format!("running (pid {pid})"), None),
+    checks.push(match state.and_then(|s| Some((s, s.running_daemon()?))) {
+        Some((state, pid)) => {
+            let keeps = state
+                .read_running_daemon(pid)
+                .map(|r| format!(", keeping {}", r.keeps().join(", ")))
+                .unwrap_or_default();
+            check(
+                "daemon",
+                Status::Ok,
+                format!("running (pid {pid}){keeps}"),
+                None,
+            )
+        }
         None => check(
             "daemon",
             Status::Warn,

@@ -206,6 +206,16 @@ pub struct KeptLogin {
     pub credentials: PathBuf,
 }
 
+impl RunningDaemon {
+    /// `claude at PATH, codex at PATH`, as messages name what the daemon keeps.
+    pub fn keeps(&self) -> Vec<String> {
+        self.logins
+            .iter()
+            .map(|l| format!("{} at {}", l.provider, l.credentials.display()))
+            .collect()
+    }
+}
+
 impl StateDir {
     /// `$XDG_STATE_HOME/tokenkeeper`, else (Windows) `%LOCALAPPDATA%\tokenkeeper`, else
     /// `$HOME/.local/state/tokenkeeper`.
