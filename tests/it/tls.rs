@@ -2,6 +2,7 @@
 //! proxy that inspects TLS presents them: without the CA file the refresh fails naming the TLS
 //! handshake and the fix; with it (`TOKENKEEPER_CA_FILE`, `--ca-file` or `[tls] ca_file`), added
 //! to the platform's roots, it succeeds. A bad CA file stops the command (exit 78) naming it.
+//! Also how a refused connection reads, and what `-v` adds: the whole cause chain.
 
 use crate::daemon::webhook_receiver;
 use crate::util::*;
@@ -147,6 +148,16 @@ fn a_token_endpoint_behind_an_inspecting_proxy_needs_its_ca_file_added() {
     );
     assert_eq!(s.read_creds(), before);
     assert_eq!(s.server.stats().token_requests, 0);
+    // `-v` adds the whole cause chain, down to rustls's reason.
+    let chain = format!("the request to 127.0.0.1:{} failed:", front.addr.port());
+    assert!(!run.stderr.contains(&chain), "{run:?}");
+    let verbose = refresh(&s, &front, &[], &["-v"]);
+    let line = verbose
+        .stderr
+        .lines()
+        .find(|l| l.contains(&chain))
+        .unwrap_or_else(|| panic!("no cause chain: {verbose:?}"));
+    assert!(line.contains("UnknownIssuer"), "{line}");
 
     let run = refresh(&s, &front, &[("TOKENKEEPER_CA_FILE", &ca)], &[]);
     assert_eq!(run.code, 0, "{run:?}");
@@ -287,4 +298,32 @@ fn doctor_names_the_ca_file_in_use() {
         "{tls}"
     );
     assert_ne!(endpoint["status"], "fail", "{endpoint}");
+}
+
+#[test]
+fn a_refused_connection_names_the_host_the_step_and_the_fix() {
+    let s = Sandbox::new();
+    s.login(60_000);
+    s.config("[claude]\nretry_total = \"1s\"\n");
+    // A port nothing listens on: bound, then let go.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = s.cmd(&["refresh", "--force"]);
+    cmd.env(
+        "TOKENKEEPER_TOKEN_URL",
+        format!("https://127.0.0.1:{port}/v1/oauth/token"),
+    );
+    let run = Run::from(cmd.output().unwrap());
+    s.assert_no_leak(&run, false);
+    assert_eq!(run.code, 69, "{run:?}");
+    assert!(
+        run.stderr
+            .contains(&format!("cannot connect to 127.0.0.1:{port}"))
+            && run.stderr.contains("HTTPS_PROXY"),
+        "{run:?}"
+    );
+    assert!(!run.stderr.contains("uncategorized"), "{run:?}");
 }
