@@ -30,7 +30,8 @@ impl CaFile {
     /// root, and there must be one. The error says what is wrong and how to fix it, for a
     /// message that also names where the file was set.
     pub fn read(path: &Path) -> Result<CaFile, String> {
-        let bytes = read_regular(path, MAX_CA_FILE).map_err(|e| e.to_string())?;
+        let bytes = read_regular(path, MAX_CA_FILE)
+            .map_err(|e| format!("{e}; give the path of the CA's certificate (a PEM file)"))?;
         Ok(CaFile {
             path: path.to_path_buf(),
             certs: certificates(&bytes)?,
