@@ -8,6 +8,14 @@ use std::process::Command;
 fn main() {
     let dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     println!("cargo:rerun-if-changed=build.rs");
+    // A build from a package (`cargo package`'s check, a crates.io download) has this file, a
+    // checkout does not. `cargo package` checks its package in the workspace's target folder,
+    // where cargo takes its build-script output for the checkout's own: naming the file makes
+    // the checkout's next build, which lacks it, run this script again rather than keep
+    // `unknown`. (Relative: cargo looks for it in whichever package it builds.)
+    if dir.join(".cargo_vcs_info.json").exists() {
+        println!("cargo:rerun-if-changed=.cargo_vcs_info.json");
+    }
     let commit = commit(&dir).unwrap_or_else(|| "unknown".to_string());
     println!("cargo:rustc-env=TOKENKEEPER_BUILD_COMMIT={commit}");
 }

@@ -43,6 +43,8 @@
 //! path = "/srv/agents/*/.claude/.credentials.json"   # a file, or a folder pattern
 //! owner = "1001:1001"      # optional: a user name or uid:gid (needs root)
 //! mode = "0600"            # optional: default 0600
+//! [tls]
+//! ca_file = "/etc/ssl/corp-proxy-ca.pem"  # a CA trusted besides the platform's roots (PEM)
 //!
 //! [daemon]
 //! refresh_before = "1h"         # refresh when this much is left (at most half the lifetime)
@@ -76,6 +78,8 @@ pub struct ConfigFile {
     /// `[[mirror]]` tables: access-only copies of a login the daemon writes.
     pub mirror: Vec<MirrorTable>,
     pub daemon: DaemonConfig,
+    /// `[tls]`: what every TLS connection trusts besides the platform's roots.
+    pub tls: TlsConfig,
     /// `[store]`: the fleet's shared store (see `fleet/`).
     #[cfg(feature = "fleet")]
     pub store: crate::fleet::StoreConfig,
@@ -117,6 +121,7 @@ enum TopKey {
     Login,
     Mirror,
     Daemon,
+    Tls,
     Store,
 }
 
@@ -135,6 +140,7 @@ impl<'de> Deserialize<'de> for TopKey {
                     "login" => Ok(TopKey::Login),
                     "mirror" => Ok(TopKey::Mirror),
                     "daemon" => Ok(TopKey::Daemon),
+                    "tls" => Ok(TopKey::Tls),
                     "store" => Ok(TopKey::Store),
                     _ => crate::provider::names()
                         .find(|n| *n == key)
@@ -150,7 +156,7 @@ impl<'de> Deserialize<'de> for TopKey {
 /// Serde's own words for an unknown field, with the registry's provider names first.
 fn unknown_key(key: &str) -> String {
     let known: Vec<String> = crate::provider::names()
-        .chain(["login", "mirror", "daemon", "store"])
+        .chain(["login", "mirror", "daemon", "tls", "store"])
         .map(|k| format!("`{k}`"))
         .collect();
     format!(
@@ -182,6 +188,7 @@ impl<'de> Deserialize<'de> for ConfigFile {
                         TopKey::Login => cfg.login = map.next_value()?,
                         TopKey::Mirror => cfg.mirror = map.next_value()?,
                         TopKey::Daemon => cfg.daemon = map.next_value()?,
+                        TopKey::Tls => cfg.tls = map.next_value()?,
                         #[cfg(feature = "fleet")]
                         TopKey::Store => cfg.store = map.next_value()?,
                         #[cfg(not(feature = "fleet"))]
@@ -310,6 +317,24 @@ impl DaemonConfig {
                 problem: format!("[daemon] {key}: {e}"),
             }),
         }
+    }
+}
+
+/// `[tls]`: trust for every TLS connection (token endpoints, webhooks, the fleet's store).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// A PEM file of CA certificates trusted besides the platform's roots (a corporate proxy's
+    /// CA); relative to the config file's folder; `--ca-file` and `TOKENKEEPER_CA_FILE` win.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// `ca_file`, a relative path taken from the config file's folder (as `key_file` is).
+    pub fn ca_file(&self, config_path: &Path) -> Option<PathBuf> {
+        self.ca_file
+            .as_ref()
+            .map(|p| crate::storage::atomic::folder_of(config_path).join(p))
     }
 }
 
@@ -645,7 +670,7 @@ mod tests {
         let err = toml::from_str::<ConfigFile>("[claud]\nmin_ttl = \"1h\"\n").unwrap_err();
         assert_eq!(
             err.message(),
-            "unknown field `claud`, expected one of `claude`, `codex`, `gemini`, `login`, `mirror`, `daemon`, `store`"
+            "unknown field `claud`, expected one of `claude`, `codex`, `gemini`, `login`, `mirror`, `daemon`, `tls`, `store`"
         );
         let err = toml::from_str::<ConfigFile>("claude = 3\n").unwrap_err();
         assert_eq!(

@@ -106,8 +106,15 @@ pub enum Error {
     },
 
     /// `tokenkeeper daemon` while another daemon of this user runs.
-    #[error("a tokenkeeper daemon is already running{} and keeps the logins fresh; see them with `tokenkeeper status`, or stop it first ({}; its lock is {})", pid.map_or_else(String::new, |p| format!(" (pid {p})")), pid.map_or_else(|| "`systemctl --user stop tokenkeeper` if it runs as a service".to_string(), |p| format!("`systemctl --user stop tokenkeeper` if it runs as a service, else `kill {p}`")), lock.display())]
-    DaemonRunning { pid: Option<u32>, lock: PathBuf },
+    #[error("{}", daemon_running(*pid, keeps.as_deref(), stop, lock))]
+    DaemonRunning {
+        pid: Option<u32>,
+        /// The logins it keeps, as its record names them (`claude at PATH`), when it wrote one.
+        keeps: Option<Vec<String>>,
+        /// The service manager's command that stops it.
+        stop: String,
+        lock: PathBuf,
+    },
 
     /// A signal told this process to stop while it waited for a lock.
     #[error("stopped by a signal while waiting for {what} ({})", lock.display())]
@@ -241,6 +248,27 @@ impl FleetError {
 }
 
 /// An I/O error as a person reads it: the system's words without the "(os error N)" suffix.
+/// A second daemon's refusal: which daemon runs, what it keeps, how to see it and how to stop it.
+fn daemon_running(
+    pid: Option<u32>,
+    keeps: Option<&[String]>,
+    stop: &str,
+    lock: &std::path::Path,
+) -> String {
+    let who = pid.map_or_else(String::new, |p| format!(" (pid {p})"));
+    let what = match keeps {
+        Some([]) => " and keeps no login yet".to_string(),
+        Some(logins) => format!(" and keeps {} fresh", logins.join(", ")),
+        None => String::new(),
+    };
+    let kill = pid.map_or_else(String::new, |p| format!(", else with `kill {p}`"));
+    format!(
+        "a tokenkeeper daemon is already running{who}{what}. See its status with `tokenkeeper status`; \
+         stop it with `{stop}` if it runs as a service{kill} (its lock is {})",
+        lock.display()
+    )
+}
+
 pub fn io_reason(e: &std::io::Error) -> String {
     let text = e.to_string();
     match text.rfind(" (os error ") {

@@ -45,5 +45,6 @@ pub mod secret;
 pub(crate) mod service;
 pub mod settings;
 pub mod storage;
+pub mod tls;
 
 pub use error::{Error, ErrorKind, FleetError};

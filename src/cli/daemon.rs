@@ -259,11 +259,17 @@ pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<u8, Error> {
         return Ok(test_alert(&resolved));
     }
     let state = resolved.state;
+    let state_for_exit = state.clone();
     let _instance = match state.lock_daemon() {
         Ok(file) => file,
         Err(Ok(pid)) => {
+            let keeps = pid
+                .and_then(|pid| state.read_running_daemon(pid))
+                .map(|r| r.keeps());
             return Err(Error::DaemonRunning {
                 pid,
+                keeps,
+                stop: crate::service::Platform::native().stop_command(),
                 lock: state.daemon_lock_path(),
             });
         }
@@ -276,6 +282,7 @@ pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<u8, Error> {
         }
     };
 
+    note_running(&state, &resolved.logins);
     let (control, _wake) = wire_signals(&state)?;
     let state_for_copies = state.clone();
 
@@ -302,6 +309,7 @@ pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<u8, Error> {
             if r.metrics != resolved.metrics {
                 tracing::warn!("a new metrics address takes effect at the next start");
             }
+            note_running(&r.state, &r.logins);
             (r.options, r.alerter, r.logins, r.mirrors)
         })
     };
@@ -317,7 +325,9 @@ pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<u8, Error> {
             super::fleet::waker(&_wake),
         )?;
         let mut copies = bind_copies(&daemon, resolved.mirrors, &metrics, &state_for_copies)?;
-        return serve(&mut daemon, &mut copies, &control, &notifier, &mut reload);
+        let done = serve(&mut daemon, &mut copies, &control, &notifier, &mut reload);
+        state_for_exit.remove_running_daemon();
+        return done;
     }
     let paths: Vec<String> = resolved
         .logins
@@ -338,7 +348,9 @@ pub fn run(cli: &Cli, args: &DaemonArgs) -> Result<u8, Error> {
     );
     let mut daemon = Daemon::new(kept);
     let mut copies = bind_copies(&daemon, resolved.mirrors, &metrics, &state_for_copies)?;
-    serve(&mut daemon, &mut copies, &control, &notifier, &mut reload)
+    let done = serve(&mut daemon, &mut copies, &control, &notifier, &mut reload);
+    state_for_exit.remove_running_daemon();
+    done
 }
 
 /// The copies to keep, tied to the source's logins and looked at once: a copy that can never
@@ -351,6 +363,29 @@ fn bind_copies(
 ) -> Result<Copies, Error> {
     let copies = Copies::bind(mirrors, &source.logins(), metrics.clone(), state.clone())?;
     Ok(copies)
+}
+
+/// Records which logins this daemon keeps, for a second `tokenkeeper daemon` to name (see
+/// `RunningDaemon`); a failure only costs that message its list.
+fn note_running(state: &crate::storage::state::StateDir, logins: &[Keeper]) {
+    use crate::storage::state::{KeptLogin, RunningDaemon};
+    let record = RunningDaemon {
+        pid: std::process::id(),
+        started_at: crate::login::now_ms(),
+        logins: logins
+            .iter()
+            .map(|k| KeptLogin {
+                provider: k.file.owner().provider.to_string(),
+                credentials: k.file.path().to_path_buf(),
+            })
+            .collect(),
+    };
+    if let Err(e) = state.write_running_daemon(&record) {
+        tracing::debug!(
+            "could not record the kept logins in {}: {e}",
+            state.root().display()
+        );
+    }
 }
 
 /// `--test-alert`: one `test` alert through each configured way, now; prints how each went.

@@ -65,6 +65,7 @@ pub fn run(cli: &Cli, json: bool) -> Result<u8, Error> {
     let contexts = match &loaded {
         Ok(loaded) => {
             checks.push(config_check(loaded));
+            checks.push(tls_check());
             let all = if cli.provider.is_some() || cli.credentials.is_some() {
                 let name = cli.provider.as_deref().unwrap_or(crate::provider::DEFAULT);
                 loaded
@@ -172,6 +173,20 @@ fn config_check(loaded: &Loaded) -> Check {
         format!("none, defaults (no {})", path.display())
     };
     check("config", Status::Ok, detail, None)
+}
+
+/// Which roots TLS connections trust: the platform's alone, or with the CA file in use.
+fn tls_check() -> Check {
+    let detail = match crate::tls::ca_file() {
+        Some(ca) => format!(
+            "CA file {} ({} certificate{}) trusted besides the platform's roots",
+            ca.path().display(),
+            ca.len(),
+            if ca.len() == 1 { "" } else { "s" }
+        ),
+        None => "the platform's roots (no CA file; a proxy that inspects TLS needs TOKENKEEPER_CA_FILE or [tls] ca_file)".into(),
+    };
+    check("tls", Status::Ok, detail, None)
 }
 
 /// What `status` computes, as one check: fresh, due = ok; expired, nothing to keep = warn;
@@ -374,8 +389,19 @@ fn service_checks(state: Option<&crate::storage::state::StateDir>) -> Vec<Check>
     if platform == Platform::Systemd {
         checks.push(linger_check());
     }
-    checks.push(match state.and_then(|s| s.running_daemon()) {
-        Some(pid) => check("daemon", Status::Ok, format!("running (pid {pid})"), None),
+    checks.push(match state.and_then(|s| Some((s, s.running_daemon()?))) {
+        Some((state, pid)) => {
+            let keeps = state
+                .read_running_daemon(pid)
+                .map(|r| format!(", keeping {}", r.keeps().join(", ")))
+                .unwrap_or_default();
+            check(
+                "daemon",
+                Status::Ok,
+                format!("running (pid {pid}){keeps}"),
+                None,
+            )
+        }
         None => check(
             "daemon",
             Status::Warn,

@@ -43,7 +43,14 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "PATH")]
     pub credentials: Option<PathBuf>,
     /// The provider's OAuth token endpoint (for tests and proxies).
-    #[arg(long, global = true, value_name = "URL", env = "TOKENKEEPER_TOKEN_URL")]
+    // hide_env_values: a URL may carry credentials (user:password@), so help never shows it.
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "TOKENKEEPER_TOKEN_URL",
+        hide_env_values = true
+    )]
     token_url: Option<String>,
     /// Fleet mode: the PostgreSQL store that holds the login shared by many machines
     /// (postgres://user:password@host/db) [default: [store] url in the config file]
@@ -60,6 +67,11 @@ pub struct Cli {
     /// Configuration file (TOML) [default: $XDG_CONFIG_HOME/tokenkeeper/config.toml]
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
+    /// A PEM file of CA certificates to trust besides the platform's roots, for the token
+    /// endpoints, webhooks and the fleet's store (a proxy that inspects TLS) [default: ca_file
+    /// in [tls] of the config file]
+    #[arg(long, global = true, value_name = "PATH", env = "TOKENKEEPER_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
     /// More detail on stderr (-vv for even more). Never shows a token.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -218,6 +230,33 @@ fn env(k: &str) -> Option<String> {
     std::env::var(k).ok()
 }
 
+/// Reads the CA file the flag, the environment or `[tls]` names and makes every later TLS
+/// connection trust it (see `crate::tls`); a file that is missing or holds no usable
+/// certificate stops the command (exit 78), naming the file and where it was set.
+fn trust_ca_file(cli: &Cli, cfg: &ConfigFile, config_path: &Path) -> Result<(), Error> {
+    use crate::tls::{self, CaFile};
+    let ca = match (&cli.ca_file, cfg.tls.ca_file(config_path)) {
+        (Some(path), _) => Some(CaFile::read(path).map_err(|why| {
+            Error::Setting(format!(
+                "the CA file {} (from --ca-file or TOKENKEEPER_CA_FILE) {why}; or unset TOKENKEEPER_CA_FILE to trust only the platform's roots",
+                path.display()
+            ))
+        })?),
+        (None, Some(path)) => {
+            Some(CaFile::read(&path).map_err(|why| Error::Config {
+            path: config_path.to_path_buf(),
+            problem: format!(
+                "[tls] ca_file: the CA file {} {why}; or remove ca_file to trust only the platform's roots",
+                path.display()
+            ),
+            })?)
+        }
+        (None, None) => None,
+    };
+    tls::trust(ca);
+    Ok(())
+}
+
 impl Loaded {
     fn read(cli: &Cli) -> Result<Loaded, Error> {
         let (config_path, named) = match &cli.config {
@@ -228,6 +267,7 @@ impl Loaded {
             ),
         };
         let cfg: ConfigFile = config::load(&config_path, named)?;
+        trust_ca_file(cli, &cfg, &config_path)?;
         let state = StateDir::locate(&env).ok_or_else(|| Error::Config {
             path: config_path.clone(),
             problem: "no state folder: neither XDG_STATE_HOME nor HOME is set".into(),

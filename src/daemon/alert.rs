@@ -351,7 +351,7 @@ fn post_webhook(
             Err(ureq::Error::BadUri(_) | ureq::Error::Http(_) | ureq::Error::InvalidProxyUrl) => {
                 return give_up(&site, event, "not a usable URL");
             }
-            Err(e) => (network_failure(&e), None),
+            Err(e) => (network_failure(&e, url), None),
         };
         let Some(backoff) = timing.backoff.get(attempt) else {
             tracing::warn!("the webhook at {site} failed 3 times ({why}); {event} alert dropped");
@@ -464,13 +464,18 @@ fn seconds(value: &str) -> Option<Duration> {
     Duration::try_from_secs_f64(value.trim().parse().ok()?).ok()
 }
 
-/// Never the error's own text: some ureq errors quote the URL.
-fn network_failure(e: &ureq::Error) -> String {
+/// The failing step and its fix as the token endpoint's failures say them (name lookup,
+/// connection, TLS handshake), naming the host only. Never the error's own text otherwise: some
+/// ureq errors quote the URL, whose path is a secret.
+fn network_failure(e: &ureq::Error, url: &str) -> String {
     match e {
-        ureq::Error::Timeout(_) => "no answer before the timeout".into(),
-        ureq::Error::HostNotFound => "host not found".into(),
-        ureq::Error::ConnectionFailed => "connection failed".into(),
-        ureq::Error::Io(io) => format!("network error: {}", io.kind()),
+        ureq::Error::Timeout(_)
+        | ureq::Error::HostNotFound
+        | ureq::Error::ConnectionFailed
+        | ureq::Error::Tls(_)
+        | ureq::Error::Io(_) => {
+            crate::oauth::endpoint::describe_transport(e, &crate::oauth::endpoint::host_of(url))
+        }
         _ => "request failed".into(),
     }
 }

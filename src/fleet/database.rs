@@ -470,14 +470,22 @@ pub fn tls_policy(url: &str, config: &Config) -> Tls {
     }
 }
 
-/// rustls (with ring, already used for the token endpoint) and the platform's verifier.
+/// rustls (with ring, already used for the token endpoint) and the platform's verifier, or the
+/// platform's roots and the CA file a person added ([`crate::tls::roots`]).
 fn tls_connector() -> Result<tokio_postgres_rustls::MakeRustlsConnect, rustls::Error> {
     use rustls_platform_verifier::BuilderVerifierExt;
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_platform_verifier()?
-        .with_no_client_auth();
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?;
+    let config = match crate::tls::roots() {
+        None => builder.with_platform_verifier()?,
+        Some(roots) => {
+            let mut store = rustls::RootCertStore::empty();
+            store.add_parsable_certificates(roots.iter().cloned());
+            builder.with_root_certificates(store)
+        }
+    }
+    .with_no_client_auth();
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 

@@ -221,14 +221,14 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
 }
 
-/// What every HTTP client of ours starts from: rustls with the platform's roots (so
-/// `SSL_CERT_FILE` and corporate CAs work), proxies from the environment, non-2xx answers
+/// What every HTTP client of ours starts from: rustls with the platform's roots and the CA file
+/// a person added ([`crate::tls`]), proxies from the environment, non-2xx answers
 /// returned for our own classification, no idle connections kept, and no redirect followed: a
 /// token endpoint that redirects is answered by us, never by whatever host it points at (which
 /// would otherwise be sent a request and have its answer written over the login).
 pub fn client_config() -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
     let tls = ureq::tls::TlsConfig::builder()
-        .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+        .root_certs(crate::tls::ureq_roots())
         .build();
     ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -253,8 +253,8 @@ pub fn classify_redirect(status: u16, location: Option<&str>) -> Option<Reply> {
     })
 }
 
-/// The one HTTP client: rustls with the platform's roots (so `SSL_CERT_FILE` and corporate CAs
-/// work), proxies from the environment, our own classification of non-2xx answers.
+/// The one HTTP client: rustls with the platform's roots and the CA file a person added,
+/// proxies from the environment, our own classification of non-2xx answers.
 ///
 /// The client is built on the first request: the fast path, which makes none, never pays for it.
 pub struct TokenEndpoint {
@@ -420,7 +420,8 @@ fn cause_chain(e: &dyn std::error::Error) -> String {
 
 /// Which step of reaching the endpoint failed (name lookup, connection, TLS handshake, proxy,
 /// the answer) and the fix a person can make. Pure, so each case is tested without a network.
-fn describe_transport(e: &ureq::Error, host: &str) -> String {
+/// Webhooks use it too.
+pub fn describe_transport(e: &ureq::Error, host: &str) -> String {
     const PROXY: &str =
         "if this network needs a proxy, set HTTPS_PROXY (see docs/troubleshooting.md)";
     let dns =
@@ -467,7 +468,7 @@ fn describe_transport(e: &ureq::Error, host: &str) -> String {
 
 fn tls_failure(host: &str, why: &str) -> String {
     format!(
-        "the TLS handshake with {host} failed ({}); if a proxy or firewall inspects TLS, this machine must trust its certificate authority (see docs/troubleshooting.md)",
+        "the TLS handshake with {host} failed ({}); if a proxy or firewall inspects TLS, trust its certificate authority: set TOKENKEEPER_CA_FILE (or ca_file in [tls] of the config file) to its PEM file (see docs/troubleshooting.md)",
         clean(why)
     )
 }

@@ -236,6 +236,15 @@ impl Platform {
         }
     }
 
+    /// The one command that stops the running service (until its next start).
+    pub fn stop_command(self) -> String {
+        match self {
+            Platform::Systemd => format!("systemctl --user stop {SYSTEMD_UNIT}"),
+            Platform::Launchd => format!("launchctl bootout gui/$(id -u)/{LAUNCHD_LABEL}"),
+            Platform::Windows => format!("schtasks /End /TN {WINDOWS_TASK}"),
+        }
+    }
+
     /// The command that makes a running service pick up a replaced definition at `path`.
     pub fn reload_command(self, path: &Path) -> String {
         match self {
@@ -670,6 +679,9 @@ mod tests {
         }
         assert!(line_starting(&unit, "Description=").len() > "Description=".len());
         assert!(!unit.contains("Environment="), "{unit}");
+        // A user unit cannot wait for the system's network-online.target: no such line, which
+        // would only promise a wait that never happens.
+        assert!(!unit.contains("network-online"), "{unit}");
     }
 
     #[test]
@@ -914,6 +926,22 @@ mod tests {
         assert_eq!(
             Platform::Windows.disable_command(),
             "schtasks /Delete /TN tokenkeeper /F"
+        );
+    }
+
+    #[test]
+    fn each_platform_names_the_command_that_stops_the_running_service() {
+        assert_eq!(
+            Platform::Systemd.stop_command(),
+            "systemctl --user stop tokenkeeper.service"
+        );
+        assert_eq!(
+            Platform::Launchd.stop_command(),
+            "launchctl bootout gui/$(id -u)/dev.tokenkeeper.daemon"
+        );
+        assert_eq!(
+            Platform::Windows.stop_command(),
+            "schtasks /End /TN tokenkeeper"
         );
     }
 

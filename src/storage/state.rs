@@ -220,6 +220,33 @@ pub struct FleetSeen {
     pub generation: i64,
 }
 
+/// What the running daemon keeps, for a second `tokenkeeper daemon` to name: written atomically
+/// beside `daemon.lock` by the daemon holding it, trusted only while that lock is held by the
+/// pid it names. Paths and provider names, never a token.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct RunningDaemon {
+    pub pid: u32,
+    pub started_at: EpochMs,
+    pub logins: Vec<KeptLogin>,
+}
+
+/// One login a running daemon keeps.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct KeptLogin {
+    pub provider: String,
+    pub credentials: PathBuf,
+}
+
+impl RunningDaemon {
+    /// `claude at PATH, codex at PATH`, as messages name what the daemon keeps.
+    pub fn keeps(&self) -> Vec<String> {
+        self.logins
+            .iter()
+            .map(|l| format!("{} at {}", l.provider, l.credentials.display()))
+            .collect()
+    }
+}
+
 impl StateDir {
     /// `$XDG_STATE_HOME/tokenkeeper`, else (Windows) `%LOCALAPPDATA%\tokenkeeper`, else
     /// `$HOME/.local/state/tokenkeeper`.
@@ -279,6 +306,32 @@ impl StateDir {
     /// The single-instance lock of the daemon (its pid inside).
     pub fn daemon_lock_path(&self) -> PathBuf {
         self.root.join("daemon.lock")
+    }
+
+    /// What the daemon holding `daemon.lock` keeps (see [`RunningDaemon`]).
+    fn running_daemon_path(&self) -> PathBuf {
+        self.root.join("daemon").join("running.json")
+    }
+
+    /// Records what this daemon keeps; call only while holding the lock [`StateDir::lock_daemon`]
+    /// gave.
+    pub fn write_running_daemon(&self, record: &RunningDaemon) -> io::Result<()> {
+        self.write_json("daemon", &self.running_daemon_path(), record)
+    }
+
+    /// What daemon `pid` (the holder of the lock) recorded, if it did: a record left by another
+    /// pid (a daemon that was killed) is not its.
+    pub fn read_running_daemon(&self, pid: u32) -> Option<RunningDaemon> {
+        read_json::<RunningDaemon>(&self.running_daemon_path()).filter(|r| r.pid == pid)
+    }
+
+    /// Forgets this daemon's record as it stops (a killed one's stays, unread: see
+    /// [`StateDir::read_running_daemon`]).
+    pub fn remove_running_daemon(&self) {
+        let path = self.running_daemon_path();
+        if read_json::<RunningDaemon>(&path).is_some_and(|r| r.pid == std::process::id()) {
+            let _ = fs::remove_file(path);
+        }
     }
 
     pub fn read_daemon(&self, key: &str) -> Option<DaemonRecord> {
@@ -732,6 +785,36 @@ mod tests {
         let read: Recovery = serde_json::from_str(oldest).unwrap();
         assert_eq!(read.access_token.expose(), "a");
         assert!(read.refresh_token.is_none() && read.id_token.is_none());
+    }
+
+    #[test]
+    fn the_running_daemons_record_is_read_only_for_the_pid_holding_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::at(dir.path().join("state"));
+        let me = std::process::id();
+        let record = RunningDaemon {
+            pid: me,
+            started_at: 1,
+            logins: vec![KeptLogin {
+                provider: "claude".into(),
+                credentials: PathBuf::from("/home/u/.claude/.credentials.json"),
+            }],
+        };
+        state.write_running_daemon(&record).unwrap();
+        assert_eq!(state.read_running_daemon(me), Some(record.clone()));
+        // A record left by a killed daemon names a pid other than the lock's holder.
+        assert_eq!(state.read_running_daemon(me + 1), None);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let path = state.running_daemon_path();
+            assert_eq!(
+                fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        state.remove_running_daemon();
+        assert_eq!(state.read_running_daemon(me), None);
     }
 
     #[test]

@@ -487,3 +487,77 @@ fn typos_on_the_command_line_are_usage_errors_with_a_suggestion() {
         "{run:?}"
     );
 }
+
+/// No `--help` of any command, at any depth, shows the value of a variable that may hold a
+/// secret: the store's password, a webhook's secret path, a notify command's token, a token
+/// URL's credentials. The variables' names stay, so people know they exist.
+#[test]
+fn no_help_shows_a_value_from_the_environment_that_may_hold_a_secret() {
+    let s = Sandbox::new();
+    let secrets = [
+        (
+            "TOKENKEEPER_STORE",
+            "postgres://bot:pw-store-77@db.example/fleet",
+        ),
+        (
+            "TOKENKEEPER_WEBHOOK",
+            "https://discord.com/api/webhooks/1/pw-hook-77",
+        ),
+        (
+            "TOKENKEEPER_NOTIFY_COMMAND",
+            "curl -H 'Authorization: pw-notify-77' https://ntfy.example",
+        ),
+        (
+            "TOKENKEEPER_TOKEN_URL",
+            "https://user:pw-url-77@proxy.example/oauth/token",
+        ),
+    ];
+    let help = |path: &[String]| {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let mut cmd = s.cmd(&args);
+        for (k, v) in secrets {
+            cmd.env(k, v);
+        }
+        let run = Run::from(cmd.output().expect("run tokenkeeper"));
+        assert_eq!(run.code, 0, "{args:?}: {run:?}");
+        run.stdout
+    };
+    let mut seen = Vec::new();
+    let mut todo = vec![Vec::<String>::new()];
+    while let Some(path) = todo.pop() {
+        let text = help(&path);
+        assert!(
+            !text.contains("pw-"),
+            "{path:?} --help shows a secret:\n{text}"
+        );
+        for sub in text
+            .lines()
+            .skip_while(|l| *l != "Commands:")
+            .skip(1)
+            .take_while(|l| !l.is_empty())
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|name| *name != "help")
+        {
+            let mut deeper = path.clone();
+            deeper.push(sub.to_string());
+            todo.push(deeper);
+        }
+        seen.push((path, text));
+    }
+    let all: String = seen.iter().map(|(_, t)| t.as_str()).collect();
+    for (name, _) in secrets {
+        assert!(all.contains(name), "{name} is named somewhere");
+    }
+    for nested in [
+        ["daemon"].as_slice(),
+        &["service", "install"],
+        &["fleet", "push"],
+    ] {
+        assert!(
+            seen.iter().any(|(p, _)| p == nested),
+            "{nested:?} not reached: {:?}",
+            seen.iter().map(|(p, _)| p).collect::<Vec<_>>()
+        );
+    }
+}

@@ -193,8 +193,9 @@ fn a_second_daemon_refuses_to_start_naming_the_first() {
     let s = short_lived(3600);
     s.login(3_600_000 * 8);
     let first = daemon(&s, &[]);
+    let record = s.state_dir().join("daemon").join("running.json");
     wait_for("the first daemon's lock", Duration::from_secs(5), || {
-        s.state_dir().join("daemon.lock").exists()
+        s.state_dir().join("daemon.lock").exists() && record.exists()
     });
     sleep(Duration::from_millis(200));
     let second = s.run(&["daemon"]);
@@ -203,6 +204,20 @@ fn a_second_daemon_refuses_to_start_naming_the_first() {
         second.stderr.contains(&format!("pid {}", first.id())),
         "{second:?}"
     );
+    // Plainly: which daemon, for which logins, how to see it and how to stop it.
+    for part in [
+        format!(
+            "a tokenkeeper daemon is already running (pid {})",
+            first.id()
+        ),
+        format!("keeps claude at {} fresh", s.creds().display()),
+        "`tokenkeeper status`".to_string(),
+        "`systemctl --user stop tokenkeeper.service` if it runs as a service".to_string(),
+        format!("`kill {}`", first.id()),
+    ] {
+        assert!(second.stderr.contains(&part), "{part:?} not in {second:?}");
+    }
+    s.assert_no_leak(&second, false);
     let status = s.run(&["status"]);
     assert!(
         status
@@ -212,6 +227,7 @@ fn a_second_daemon_refuses_to_start_naming_the_first() {
     );
     let run = stop(&s, first);
     assert_eq!(run.code, 0, "{run:?}");
+    assert!(!record.exists(), "a stopped daemon forgets what it kept");
 }
 
 #[test]
@@ -236,7 +252,7 @@ fn sigterm_during_a_refresh_leaves_a_valid_file_and_no_lock() {
 }
 
 /// A loopback webhook receiver: answers 204 and keeps each request body.
-fn webhook_receiver() -> (String, std::sync::mpsc::Receiver<String>) {
+pub(crate) fn webhook_receiver() -> (String, std::sync::mpsc::Receiver<String>) {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hook/secret-path", listener.local_addr().unwrap());

@@ -165,3 +165,115 @@ fn a_broken_config_file_fails_with_its_error() {
     );
     assert_eq!(s.server.stats().token_requests, 0);
 }
+
+/// The service installed, then enabled; lingering off, then on; the daemon running, with the
+/// logins it keeps: each says so in its own line, a warning with the fix until it holds.
+#[test]
+fn the_service_lingering_and_the_daemon_are_each_checked() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::Stdio;
+    let s = Sandbox::new();
+    s.login(8 * 3_600_000);
+    let bin = s.dir.path().join("fakebin");
+    fs::create_dir_all(&bin).unwrap();
+    let loginctl = bin.join("loginctl");
+    let linger = |on: &str| {
+        fs::write(&loginctl, format!("#!/bin/sh\necho Linger={on}\n")).unwrap();
+        fs::set_permissions(&loginctl, fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let doctor = || {
+        let out = s
+            .cmd(&["doctor", "--json"])
+            .env("PATH", &path)
+            .env("USER", "me")
+            .output()
+            .unwrap();
+        let run = Run::from(out);
+        s.assert_no_leak(&run, false);
+        checks(&run)
+    };
+    let detail = |c: &serde_json::Value| c["detail"].as_str().unwrap_or("").to_string();
+
+    linger("no");
+    let before = doctor();
+    let service = find(&before, "service");
+    assert_eq!(service["status"], "warn", "{service}");
+    assert!(detail(service).contains("not installed"), "{service}");
+    assert!(
+        service["fix"]
+            .as_str()
+            .unwrap()
+            .contains("tokenkeeper service install"),
+        "{service}"
+    );
+    let linger_off = find(&before, "linger");
+    assert_eq!(linger_off["status"], "warn", "{linger_off}");
+    assert!(
+        linger_off["fix"]
+            .as_str()
+            .unwrap()
+            .contains("loginctl enable-linger me"),
+        "{linger_off}"
+    );
+    let daemon = find(&before, "daemon");
+    assert_eq!(daemon["status"], "warn", "{daemon}");
+    assert!(detail(daemon).contains("not running"), "{daemon}");
+
+    let run = Run::from(
+        s.cmd(&["service", "install", "--platform", "systemd"])
+            .env("PATH", &path)
+            .env("USER", "me")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let unit = s.dir.path().join("config/systemd/user/tokenkeeper.service");
+    assert!(unit.exists(), "{run:?}");
+    let installed = doctor();
+    let service = find(&installed, "service");
+    assert_eq!(service["status"], "ok", "{service}");
+    assert!(
+        detail(service).contains(&unit.display().to_string()),
+        "{service}"
+    );
+    assert_eq!(find(&installed, "service enabled")["status"], "warn");
+
+    // What `systemctl --user enable` makes, and lingering on.
+    let wants = unit.with_file_name("default.target.wants");
+    fs::create_dir_all(&wants).unwrap();
+    std::os::unix::fs::symlink(&unit, wants.join("tokenkeeper.service")).unwrap();
+    linger("yes");
+    let mut d = s
+        .cmd(&["daemon"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let record = s.state_dir().join("daemon/running.json");
+    wait_for(
+        "the daemon's record",
+        std::time::Duration::from_secs(10),
+        || record.exists(),
+    );
+    let after = doctor();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(d.id() as i32, libc::SIGTERM) };
+    let _ = d.wait();
+    assert_eq!(find(&after, "service enabled")["status"], "ok");
+    assert_eq!(find(&after, "linger")["status"], "ok");
+    let daemon = find(&after, "daemon");
+    assert_eq!(daemon["status"], "ok", "{daemon}");
+    assert!(
+        detail(daemon).contains(&format!(
+            "running (pid {}), keeping claude at {}",
+            d.id(),
+            s.creds().display()
+        )),
+        "{daemon}"
+    );
+}

@@ -1075,6 +1075,26 @@ fn a_store_asked_for_tls_is_reached_over_verified_tls() {
     };
     let run = Run::from(with_ca(&["fleet", "push"]).output().unwrap());
     assert_eq!(run.code, 0, "{run:?}");
+    // The CA added to the platform's roots instead (TOKENKEEPER_CA_FILE, as for the token
+    // endpoint and webhooks): the store is read over the same URL; without it, it is not.
+    let store_seen = |ca_file: Option<&str>| {
+        let mut c = m.cmd(&["status", "--json"]);
+        if let Some(ca) = ca_file {
+            c.env("TOKENKEEPER_CA_FILE", ca);
+        }
+        let run = Run::from(c.output().unwrap());
+        let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("json");
+        v["logins"][0]["store"].clone()
+    };
+    assert_eq!(store_seen(Some(&ca))["generation"], 1);
+    let refused = store_seen(None);
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("certificate"),
+        "{refused}"
+    );
     let log = fs::File::create(m.daemon_log()).unwrap();
     let d = Daemon(Some(
         with_ca(&["daemon"])

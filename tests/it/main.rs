@@ -28,6 +28,7 @@ mod protocol;
 mod providers;
 mod service;
 mod status;
+mod tls;
 // What a build without a default feature says instead (`cargo test --no-default-features`).
 #[cfg(not(all(feature = "fleet", feature = "demo")))]
 mod without_features;

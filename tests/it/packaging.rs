@@ -226,3 +226,78 @@ fn version_names_the_commit_it_was_built_from() {
     }
     assert_eq!(run_bin(&["-V"]).stdout, run.stdout);
 }
+
+/// Files under `dir` (recursively) whose name ends with one of `exts`.
+fn files_ending(dir: &std::path::Path, exts: &[&str], out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files_ending(&path, exts, out);
+        } else if exts.iter().any(|e| path.to_string_lossy().ends_with(e)) {
+            out.push(path);
+        }
+    }
+}
+
+/// What the code and the docs point a reader at is in the repository: every `*.md` path a
+/// comment or a message names (from the top, e.g. `docs/troubleshooting.md`) and every relative
+/// link of the Markdown pages (from the page's folder) leads to a file here, so no comment cites
+/// notes that live elsewhere and no message sends a person to a page that is not shipped.
+#[test]
+fn every_page_the_code_and_docs_point_at_is_in_the_repository() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut code = vec![root.join("build.rs")];
+    for dir in ["src", "tests", "crates", "benches", "scripts", ".ci"] {
+        files_ending(&root.join(dir), &[".rs", ""], &mut code);
+    }
+    code.retain(|p| !p.to_string_lossy().ends_with(".md"));
+    let top = std::fs::canonicalize(root).unwrap();
+    // A file of this repository: one outside it (`../…`) does not count, even if it exists.
+    let here = |path: &std::path::Path| {
+        std::fs::canonicalize(path).is_ok_and(|real| real.starts_with(&top) && real.exists())
+    };
+    let mut missing = Vec::new();
+    let mut named = 0;
+    for file in &code {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        let path_char = |c: char| c.is_ascii_alphanumeric() || "_./-".contains(c);
+        for word in text.split(|c: char| !path_char(c)) {
+            let stem = word.trim_end_matches(".md");
+            if !word.ends_with(".md") || stem.is_empty() || stem.ends_with('/') {
+                continue;
+            }
+            named += 1;
+            if !here(&root.join(word)) && !here(&file.parent().unwrap().join(word)) {
+                missing.push(format!("{}: {word}", file.display()));
+            }
+        }
+    }
+    let mut pages = Vec::new();
+    files_ending(&root.join("docs"), &[".md"], &mut pages);
+    for page in [
+        "README.md",
+        "CONTRIBUTING.md",
+        "SECURITY.md",
+        "CHANGELOG.md",
+    ] {
+        pages.push(root.join(page));
+    }
+    for page in &pages {
+        let text = std::fs::read_to_string(page).unwrap();
+        for link in text.split("](").skip(1) {
+            let target = link.split(')').next().unwrap_or_default();
+            let target = target.split('#').next().unwrap_or_default().trim();
+            if target.is_empty() || target.contains("://") || target.starts_with("mailto:") {
+                continue;
+            }
+            named += 1;
+            if !here(&page.parent().unwrap().join(target)) {
+                missing.push(format!("{}: {target}", page.display()));
+            }
+        }
+    }
+    assert!(named > 20, "the scan found almost nothing: {named}");
+    assert!(missing.is_empty(), "pointed at but not here: {missing:#?}");
+}

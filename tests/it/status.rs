@@ -105,3 +105,54 @@ fn status_names_the_config_file_and_how_an_expired_login_is_renewed() {
     let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(v["config"], config.display().to_string(), "{run:?}");
 }
+
+/// One unambiguous time for people (year, seconds, UTC) in `status` and `refresh`, and the same
+/// second as their JSON's `access_expires_at`.
+#[test]
+fn human_and_json_times_agree_to_the_second() {
+    let s = Sandbox::new();
+    // Not on a whole second, so that rounding one way in one place and another elsewhere shows.
+    s.login(6 * 3_600_000 + 987);
+    let human_time = |text: &str| {
+        let at = text
+            .split(" expires ")
+            .nth(1)
+            .and_then(|rest| rest.split(" (").next())
+            .unwrap_or_else(|| panic!("no expiry in {text:?}"));
+        jiff::civil::DateTime::strptime("%Y-%m-%d %H:%M:%S UTC", at)
+            .unwrap_or_else(|e| panic!("{at:?} is not YYYY-MM-DD HH:MM:SS UTC: {e}"))
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .unwrap()
+            .timestamp()
+    };
+    let json_time = |text: &str, pointer: &str| {
+        let v: serde_json::Value = serde_json::from_str(text).expect("json");
+        v.pointer(pointer)
+            .and_then(|t| t.as_str())
+            .unwrap_or_else(|| panic!("no {pointer} in {text}"))
+            .parse::<jiff::Timestamp>()
+            .unwrap()
+    };
+    let expiry_s = s.creds_json()["claudeAiOauth"]["expiresAt"]
+        .as_i64()
+        .unwrap()
+        / 1000;
+    for (human, json, pointer) in [
+        (
+            s.run(&["status"]),
+            s.run(&["status", "--json"]),
+            "/logins/0/access_expires_at",
+        ),
+        (
+            s.run(&["refresh"]),
+            s.run(&["refresh", "--json"]),
+            "/access_expires_at",
+        ),
+    ] {
+        assert_eq!(human.code, 0, "{human:?}");
+        let h = human_time(&human.stdout);
+        let j = json_time(&json.stdout, pointer);
+        assert_eq!(h, j, "{human:?} {json:?}");
+        assert_eq!(h.as_second(), expiry_s, "{human:?}");
+    }
+}
