@@ -18,11 +18,12 @@ pub fn stderr_line(line: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
-/// `2026-11-29T22:02:05Z` for JSON.
+/// `2026-11-29T22:02:05Z` for JSON: cut to the second, as the times for people are, so that
+/// both say the same second.
 pub fn rfc3339(ms: EpochMs) -> Option<String> {
-    jiff::Timestamp::from_millisecond(ms)
+    jiff::Timestamp::from_second(ms.div_euclid(1000))
         .ok()
-        .map(|t| t.round(jiff::Unit::Second).unwrap_or(t).to_string())
+        .map(|t| t.to_string())
 }
 
 /// `2026-11-29 22:02:05 UTC (in 6h 12m)` for people.
