@@ -218,6 +218,8 @@ pub fn refresh_if_due(
     if !force && !pending_recovery && first.is_dead() {
         return Err(dead(fleet, job, &first, None));
     }
+    // Before the row lock: looking for a client secret must not hold up the whole fleet.
+    crate::refresh::provider_ready(job)?;
     locked_refresh(store, fleet, job, force, min_ttl, first.row.generation)
 }
 

@@ -121,16 +121,23 @@ pub(crate) fn refresh_if_due(
     if !force && let Some(rejected) = known_rejection(job, &key, &first) {
         return Err(rejected);
     }
+    provider_ready(job)?;
+    job.file.check_owner()?;
+    let result = locked_refresh(job, &key, &first, force, min_ttl);
+    record(job, &key, &result);
+    result
+}
+
+/// What the provider's token request needs beyond the login (Gemini CLI's client secret), found
+/// before a refresh takes its locks, for the file and the fleet's store alike; its absence is a
+/// configuration error that names the fix.
+pub(crate) fn provider_ready(job: &Job<'_>) -> Result<(), Error> {
     job.provider
         .ready(job.settings)
         .map_err(|problem| Error::Config {
             path: job.settings.config_path.clone(),
             problem,
-        })?;
-    job.file.check_owner()?;
-    let result = locked_refresh(job, &key, &first, force, min_ttl);
-    record(job, &key, &result);
-    result
+        })
 }
 
 /// Reads the credentials. For a CLI that rewrites its file in place without a lock, an empty or
