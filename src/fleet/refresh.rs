@@ -418,6 +418,16 @@ impl Attempts for Round<'_, '_, '_> {
     }
 
     fn rejected(&mut self, rejection: Rejection, _attempts: u32) -> Result<Synced, Error> {
+        if let Some(config) = rejection.blames_client(self.job) {
+            // Nothing was spent: the row is let go as it was, and the note of our request goes,
+            // so that the next machine posts the same refresh token without waiting.
+            if let Some(mut tx) = self.tx.take()
+                && let Err(e) = tx.clear_in_flight(self.name).and_then(|()| tx.commit())
+            {
+                tracing::debug!("could not clear the note of our request in the store: {e}");
+            }
+            return Err(config);
+        }
         let (fleet, current) = (self.fleet, self.current);
         let reason = rejection.reason();
         let mut marked = current.clone();

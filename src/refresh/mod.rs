@@ -455,17 +455,8 @@ impl Attempts for Round<'_, '_> {
                 attempts,
             });
         }
-        if rejection.code == "invalid_client" && job.provider.invalid_client_is_config(job.settings)
-        {
-            return Err(Error::Config {
-                path: job.settings.config_path.clone(),
-                problem: format!(
-                    "the token endpoint refused the OAuth client ({}); the login at {} was left as it was. Check client_id and client_secret for {}",
-                    rejection.error,
-                    job.file.path().display(),
-                    job.file.owner().name
-                ),
-            });
+        if let Some(config) = rejection.blames_client(job) {
+            return Err(config);
         }
         Err(dead(job, rejection.reason()))
     }

@@ -1992,3 +1992,38 @@ fn codex_and_gemini_logins_are_pushed_into_rows_of_their_own_beside_claudes() {
     assert_eq!(run.code, 78, "{run:?}");
     assert!(run.stderr.contains("no refresh token"), "{run:?}");
 }
+
+#[test]
+fn a_wrong_gemini_client_secret_on_one_machine_is_its_own_config_error_not_the_fleets_dead_login() {
+    let server = Cli::Gemini.server(3600);
+    let db = TestDb::new();
+    let (machines, _) = fleet_of(Cli::Gemini, 2, &server, &db, 3600);
+    let (a, b) = (&machines[0], &machines[1]);
+    b.config("[gemini]\nclient_secret = \"a-typo\"\n");
+    let row = || -> (i64, Option<String>) {
+        let r = db
+            .client()
+            .query_one(
+                "SELECT generation, last_outcome FROM tokenkeeper_logins WHERE name = 'gemini'",
+                &[],
+            )
+            .expect("the row");
+        (r.get(0), r.get(1))
+    };
+    let run = b.run(&server, &["--provider", "gemini", "refresh", "--force"]);
+    assert_eq!(run.code, 78, "{run:?}");
+    assert!(run.stderr.contains("refused the OAuth client"), "{run:?}");
+    assert!(!run.stderr.contains("a-typo"), "{run:?}");
+    assert_eq!(server.stats().token_requests, 1);
+    assert_eq!(
+        row(),
+        (1, Some("pushed".to_string())),
+        "the login is left alone"
+    );
+
+    // The machine with the right secret refreshes the same login at once.
+    let run = a.run(&server, &["--provider", "gemini", "refresh", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(row(), (2, Some("refreshed".to_string())));
+    assert_eq!(server.stats().refreshes_ok, 1);
+}
