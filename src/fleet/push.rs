@@ -32,6 +32,12 @@ pub struct Pushed {
     pub already: bool,
 }
 
+/// Whether fleet mode can share the login `job` names at all (a `[[login]]` cannot), checked
+/// before anything else: the error says which logins it can share.
+pub fn pushable(job: &Job<'_>) -> Result<(), Error> {
+    name_and_shape(job).map(|_| ())
+}
+
 /// `tokenkeeper fleet push`: this machine's login becomes the fleet's (creating the table on
 /// first use). Refuses to replace a newer login (one whose access token expires later) unless
 /// `force`. Afterwards this machine's file holds the login without its refresh token, like

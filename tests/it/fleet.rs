@@ -2027,3 +2027,41 @@ fn a_wrong_gemini_client_secret_on_one_machine_is_its_own_config_error_not_the_f
     assert_eq!(row(), (2, Some("refreshed".to_string())));
     assert_eq!(server.stats().refreshes_ok, 1);
 }
+
+#[test]
+fn a_login_table_stays_each_machines_own_and_fleet_push_says_so_changing_nothing() {
+    let server = short_lived(3600);
+    let db = TestDb::new();
+    let m = Machine::new("m1", &db.url, &key(), &server);
+    let creds = m.home().join(".mytool/auth.json");
+    m.config(&format!(
+        "[[login]]\nname = \"mytool\"\ncredentials = \"{}\"\naccess_token = \"/access\"\nrefresh_token = \"/refresh\"\nexpires_at = \"/expires\"\nexpiry_unit = \"ms\"\ntoken_url = \"{}\"\nclient_id = \"c\"\n",
+        creds.display(),
+        server.token_url()
+    ));
+    let login = server.issue_login();
+    let text = format!(
+        r#"{{"access":"{}","refresh":"{}","expires":{}}}"#,
+        login.access_token,
+        login.refresh_token,
+        now_ms() + 3_600_000
+    );
+    fs::create_dir_all(creds.parent().expect("parent")).expect("folder");
+    fs::write(&creds, &text).expect("write");
+    set_mode(&creds, 0o600);
+    let run = m.run(&server, &["--provider", "mytool", "fleet", "push"]);
+    assert_eq!(run.code, 78, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("fleet mode keeps the logins of claude, codex and gemini only, not the [[login]] 'mytool'"),
+        "{run:?}"
+    );
+    assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
+    assert_eq!(fs::read_to_string(&creds).expect("read"), text);
+    let table: Option<String> = db
+        .client()
+        .query_one("SELECT to_regclass('tokenkeeper_logins')::text", &[])
+        .expect("query")
+        .get(0);
+    assert_eq!(table, None, "nothing was written to the store");
+}
