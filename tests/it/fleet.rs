@@ -1775,6 +1775,29 @@ fn three_machines_keep_one_login(cli: Cli) {
         "{stats:?}"
     );
     assert_eq!(generation, 1 + stats.refreshes_ok as i64);
+    // Each request as the CLI itself posts it: Codex's JSON; Gemini's form with the client
+    // secret, whether the refreshing machine had it in its config or from Gemini CLI.
+    let token_requests: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .collect();
+    assert_eq!(token_requests.len() as u64, stats.token_requests);
+    for request in token_requests {
+        match cli {
+            Cli::Codex => {
+                let body: serde_json::Value =
+                    serde_json::from_str(&request.body).expect("a JSON body");
+                assert_eq!(body["grant_type"], "refresh_token", "{body}");
+            }
+            Cli::Gemini => assert!(
+                request
+                    .body
+                    .contains(&format!("client_secret={}", crate::gemini::SECRET)),
+                "a form with the client secret"
+            ),
+        }
+    }
     for (m, own) in machines.iter().zip(&own) {
         cli.assert_copy(m, &server, own);
     }
