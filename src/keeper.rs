@@ -62,7 +62,7 @@ impl Keeper {
         state: StateDir,
         fleet: Option<Arc<Fleet>>,
     ) -> Keeper {
-        let fleet = fleet.filter(|_| provider.in_fleet());
+        let fleet = fleet.filter(|_| provider.copy_shape().is_some());
         Keeper {
             endpoint: TokenEndpoint::new(&settings.token_url, &settings.user_agent),
             provider,

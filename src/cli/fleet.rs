@@ -42,8 +42,9 @@ enum FleetCommand {
         #[arg(long, value_name = "PATH")]
         out: Option<PathBuf>,
     },
-    /// Make this machine's current login the fleet's (e.g. right after `claude /login`); this
-    /// machine's file then keeps the login without its refresh token, like every other one's.
+    /// Make this machine's current login the fleet's (e.g. right after `claude /login`; with
+    /// --provider codex or gemini, that CLI's); this machine's file then keeps the login without
+    /// its refresh token, like every other one's.
     Push {
         /// Replace the store's login even when it is newer than this machine's.
         #[arg(long)]
@@ -89,6 +90,7 @@ fn keygen(out: Option<&Path>) -> Result<u8, Error> {
 
 fn push(cli: &Cli, force: bool) -> Result<u8, Error> {
     let ctx = Context::resolve(cli, None)?;
+    tokenkeeper::fleet::push::pushable(&ctx.job())?;
     let Some(fleet) = ctx.fleet.as_ref() else {
         return Err(Error::Usage(
             "fleet push needs a store: pass --store URL, set TOKENKEEPER_STORE, or set url in [store]".into(),

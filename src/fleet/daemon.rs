@@ -113,8 +113,9 @@ impl FleetDaemon {
         let logins = shared_only(logins);
         if logins.is_empty() {
             return Err(Error::Fleet(FleetError::Config(format!(
-                "the daemon has no Claude Code login to keep in the store {}; pass --provider claude",
-                fleet.shown
+                "the daemon has no login to keep in the store {}; pass --provider with one of {}",
+                fleet.shown,
+                crate::fleet::shape::shared_names()
             ))));
         }
         // A rolled-back store is no reason to refuse either: the daemon alerts and waits for a
@@ -253,17 +254,18 @@ impl Source for FleetDaemon {
     }
 }
 
-/// The logins the fleet can share (Claude Code's, for now); each other one is left out with a
-/// warning.
+/// The logins the fleet can share (every built-in provider's); each other one (a `[[login]]`)
+/// is left out with a warning.
 pub fn shared_only(logins: Vec<Keeper>) -> Vec<Keeper> {
     logins
         .into_iter()
         .filter(|l| {
-            let shared = crate::fleet::shape::of(l.file.owner().provider).is_some();
+            let shared = crate::fleet::shape::of(l.provider.as_ref()).is_some();
             if !shared {
                 tracing::warn!(
-                    "{} is not kept by this fleet daemon: fleet mode keeps Claude Code logins only for now",
-                    l.file.path().display()
+                    "{} is not kept by this fleet daemon: fleet mode keeps the logins of {} only",
+                    l.file.path().display(),
+                    crate::fleet::shape::shared_names()
                 );
             }
             shared

@@ -1,5 +1,6 @@
-//! `tokenkeeper fleet push`: this machine's login becomes the fleet's. It reads the login under
-//! the CLI's own refresh locks (so nothing refreshes it meanwhile), writes it as the next
+//! `tokenkeeper fleet push`: this machine's login (Claude Code's, Codex CLI's or Gemini CLI's, as
+//! `--provider` says) becomes the fleet's row of that name. It reads the login under the CLI's own
+//! refresh locks, where it has any (so nothing refreshes it meanwhile), writes it as the next
 //! generation under the row lock (creating the tables on first use), and leaves this machine's
 //! file without its refresh token, like every other machine's.
 //!
@@ -31,6 +32,12 @@ pub struct Pushed {
     pub already: bool,
 }
 
+/// Whether fleet mode can share the login `job` names at all (a `[[login]]` cannot), checked
+/// before anything else: the error says which logins it can share.
+pub fn pushable(job: &Job<'_>) -> Result<(), Error> {
+    name_and_shape(job).map(|_| ())
+}
+
 /// `tokenkeeper fleet push`: this machine's login becomes the fleet's (creating the table on
 /// first use). Refuses to replace a newer login (one whose access token expires later) unless
 /// `force`. Afterwards this machine's file holds the login without its refresh token, like
@@ -40,8 +47,9 @@ pub fn push(fleet: &Fleet, job: &Job<'_>, force: bool) -> Result<Pushed, Error> 
     let folder = job.file.folder();
     let sidecar = own_lock::sidecar_path(&folder);
     let deadline = Instant::now() + job.settings.lock_timeout;
-    // Hold our lock and Claude's refresh locks, so that nothing refreshes the login between our
-    // reading it and emptying its refresh token here.
+    // Hold our lock and the CLI's refresh locks (Claude Code's; Codex CLI and Gemini CLI have
+    // none), so that nothing of ours or Claude's refreshes the login between our reading it and
+    // emptying its refresh token here.
     let not_writable = |path: std::path::PathBuf, source| Error::Inaccessible {
         action: if path == sidecar {
             "create a lock in the credentials folder at"
@@ -142,7 +150,8 @@ pub fn push(fleet: &Fleet, job: &Job<'_>, force: bool) -> Result<Pushed, Error> 
         payload,
         login,
     };
-    // Still under Claude's refresh locks: from now on this machine's file has no refresh token.
+    // Still under the CLI's refresh locks, and under its write lock (Codex CLI's `flock`s) while
+    // writing: from now on this machine's file has no refresh token.
     project(job, &shared, Some(&own))?;
     drop(held);
     Ok(Pushed {

@@ -217,6 +217,8 @@ pub fn refresh_if_due(
     if !force && !pending_recovery && first.is_dead() {
         return Err(dead(fleet, job, &first, None));
     }
+    // Before the row lock: looking for a client secret must not hold up the whole fleet.
+    crate::refresh::provider_ready(job)?;
     locked_refresh(store, fleet, job, force, min_ttl, first.row.generation)
 }
 
@@ -420,6 +422,16 @@ impl Attempts for Round<'_, '_, '_> {
     }
 
     fn rejected(&mut self, rejection: Rejection, _attempts: u32) -> Result<Synced, Error> {
+        if let Some(config) = rejection.blames_client(self.job) {
+            // Nothing was spent: the row is let go as it was, and the note of our request goes,
+            // so that the next machine posts the same refresh token without waiting.
+            if let Some(mut tx) = self.tx.take()
+                && let Err(e) = tx.clear_in_flight(self.name).and_then(|()| tx.commit())
+            {
+                tracing::debug!("could not clear the note of our request in the store: {e}");
+            }
+            return Err(config);
+        }
         let (fleet, current) = (self.fleet, self.current);
         let reason = rejection.reason();
         let mut marked = current.clone();

@@ -95,10 +95,6 @@ impl Provider for Claude {
         Some(COPY_SHAPE)
     }
 
-    fn in_fleet(&self) -> bool {
-        true
-    }
-
     fn defaults(&self) -> Defaults {
         Defaults {
             token_url: DEFAULT_TOKEN_URL,

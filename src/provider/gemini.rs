@@ -49,13 +49,14 @@ const UNKNOWN_LIFETIME: Duration = Duration::from_secs(30 * 60);
 /// No answer is believed to live longer than this (Google's access tokens live 1 hour).
 const LONGEST_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 const SECRET_NAME: &str = "OAUTH_CLIENT_SECRET";
-/// The top-level keys `parse` and `apply` read or write.
-const DOC_KEYS: [&str; 6] = [
+/// The top-level keys `parse` and `apply` read or write, and the fleet's copy shares.
+const DOC_KEYS: [&str; 7] = [
     "type",
     "access_token",
     "refresh_token",
     "expiry_date",
     "scope",
+    "token_type",
     "id_token",
 ];
 /// An access-only copy of a Gemini login: google-auth-library's fields without `refresh_token`

@@ -141,13 +141,10 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
 
     /// Which part of the credentials document is the login, and how an access-only copy of it
     /// (a fleet machine's file) is made: the keys it shares, the refresh token it leaves out.
+    /// Fleet mode keeps the logins of every provider that names one. Its keys are among
+    /// [`doc_keys`](Self::doc_keys), so that a read sees all of the login.
     fn copy_shape(&self) -> Option<shape::Shape> {
         None
-    }
-
-    /// Whether fleet mode keeps this provider's logins (it needs a [`copy_shape`](Self::copy_shape)).
-    fn in_fleet(&self) -> bool {
-        false
     }
 }
 

@@ -40,6 +40,11 @@ impl Shape {
         }
     }
 
+    /// The top-level keys of the login.
+    pub fn keys(&self) -> &'static [&'static str] {
+        self.keys
+    }
+
     /// The shared part of a local document: its login keys, nothing else.
     pub fn extract(&self, doc: &Value) -> Value {
         let mut out = Map::new();
@@ -137,6 +142,25 @@ mod tests {
 
     fn doc(text: &str) -> Value {
         serde_json::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn a_read_of_each_providers_file_sees_every_key_of_its_copy() {
+        for provider in crate::provider::all() {
+            let Some(shape) = provider.copy_shape() else {
+                continue;
+            };
+            let Some(read) = provider.doc_keys() else {
+                continue;
+            };
+            for key in shape.keys() {
+                assert!(
+                    read.iter().any(|k| k == key),
+                    "{}: \"{key}\" is in the copy but not in what a read sees",
+                    provider.owner().provider
+                );
+            }
+        }
     }
 
     #[test]

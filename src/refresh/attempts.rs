@@ -45,6 +45,23 @@ impl Rejection {
     pub fn reason(&self) -> String {
         format!("the server rejected its refresh token ({})", self.error)
     }
+
+    /// A refusal that blames the client settings we sent (a wrong client secret in this
+    /// machine's config), not the login: the configuration error naming the fix. The login is
+    /// left as it was, in the file and in the fleet's store alike: one machine's typo must not
+    /// end a login that every other machine still refreshes.
+    pub fn blames_client(&self, job: &Job<'_>) -> Option<Error> {
+        (self.code == "invalid_client" && job.provider.invalid_client_is_config(job.settings))
+            .then(|| Error::Config {
+                path: job.settings.config_path.clone(),
+                problem: format!(
+                    "the token endpoint refused the OAuth client ({}); the login at {} was left as it was. Check client_id and client_secret for {}",
+                    self.error,
+                    job.file.path().display(),
+                    job.file.owner().name
+                ),
+            })
+    }
 }
 
 /// New tokens from the server.

@@ -120,16 +120,23 @@ pub(crate) fn refresh_if_due(
     if !force && let Some(rejected) = known_rejection(job, &key, &first) {
         return Err(rejected);
     }
+    provider_ready(job)?;
+    job.file.check_owner()?;
+    let result = locked_refresh(job, &key, &first, force, min_ttl);
+    record(job, &key, &result);
+    result
+}
+
+/// What the provider's token request needs beyond the login (Gemini CLI's client secret), found
+/// before a refresh takes its locks, for the file and the fleet's store alike; its absence is a
+/// configuration error that names the fix.
+pub(crate) fn provider_ready(job: &Job<'_>) -> Result<(), Error> {
     job.provider
         .ready(job.settings)
         .map_err(|problem| Error::Config {
             path: job.settings.config_path.clone(),
             problem,
-        })?;
-    job.file.check_owner()?;
-    let result = locked_refresh(job, &key, &first, force, min_ttl);
-    record(job, &key, &result);
-    result
+        })
 }
 
 /// Reads the credentials. For a CLI that rewrites its file in place without a lock, an empty or
@@ -457,17 +464,8 @@ impl Attempts for Round<'_, '_> {
                 attempts,
             });
         }
-        if rejection.code == "invalid_client" && job.provider.invalid_client_is_config(job.settings)
-        {
-            return Err(Error::Config {
-                path: job.settings.config_path.clone(),
-                problem: format!(
-                    "the token endpoint refused the OAuth client ({}); the login at {} was left as it was. Check client_id and client_secret for {}",
-                    rejection.error,
-                    job.file.path().display(),
-                    job.file.owner().name
-                ),
-            });
+        if let Some(config) = rejection.blames_client(job) {
+            return Err(config);
         }
         Err(dead(job, rejection.reason()))
     }

@@ -20,7 +20,7 @@ const DAY_MS: i64 = 24 * HOUR_MS;
 const USAGE: i32 = 2;
 const DEAD: i32 = 77;
 const MISSING_OR_MALFORMED: i32 = 78;
-const ACCOUNT_ID: &str = "acct-7f3a9c";
+pub(crate) const ACCOUNT_ID: &str = "acct-7f3a9c";
 const LAST_REFRESH: &str = "2026-11-29T15:37:26.902700475Z";
 
 /// A sandbox whose stand-in plays OpenAI's endpoint, with an empty `~/.codex`.
@@ -46,7 +46,7 @@ pub(crate) fn access_jwt(expires_at_ms: i64) -> String {
     }))
 }
 
-fn id_jwt() -> String {
+pub(crate) fn id_jwt() -> String {
     unsigned(&json!({"email": "dev@example.test", "exp": now_ms() / 1000 + 3600}))
 }
 
@@ -586,7 +586,7 @@ fn twenty_concurrent_codex_refreshes_at_expiry_make_one_request() {
     assert_eq!(v["tokens"]["account_id"], ACCOUNT_ID);
 }
 
-fn open_lock(path: &Path) -> fs::File {
+pub(crate) fn open_lock(path: &Path) -> fs::File {
     fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -597,7 +597,7 @@ fn open_lock(path: &Path) -> fs::File {
 }
 
 /// Whether another process holds an exclusive `flock` on `path` (checked by trying for it).
-fn held_elsewhere(path: &Path) -> bool {
+pub(crate) fn held_elsewhere(path: &Path) -> bool {
     let file = open_lock(path);
     match file.try_lock() {
         Ok(()) => {

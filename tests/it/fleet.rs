@@ -148,6 +148,10 @@ impl Machine {
         self.home().join(".claude/.credentials.json")
     }
 
+    fn npm_root(&self) -> PathBuf {
+        self.dir.path().join("npm/lib/node_modules")
+    }
+
     fn state_dir(&self) -> PathBuf {
         self.dir.path().join("state/tokenkeeper")
     }
@@ -201,6 +205,8 @@ impl Machine {
             .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
             .env("TOKENKEEPER_TOKEN_URL", &self.token_url)
             .env("TOKENKEEPER_STORE_KEY", &self.key)
+            // Where Gemini CLI is installed, if anywhere: never the test machine's own.
+            .env("TOKENKEEPER_NPM_ROOT", self.npm_root())
             .env("TZ", "UTC");
         c
     }
@@ -1463,4 +1469,681 @@ fn a_note_of_the_previous_version_is_nobodys_own_and_its_table_gains_the_machine
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(server.stats().token_requests, 1);
     assert_eq!(db.generation(), 2);
+}
+
+const DAY_SECS: u64 = 86_400;
+
+/// Codex CLI's and Gemini CLI's logins in fleet mode: where each machine keeps one, a login as
+/// the CLI writes it (with keys tokenkeeper does not know), and what a machine's copy holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cli {
+    Codex,
+    Gemini,
+}
+
+impl Cli {
+    fn name(self) -> &'static str {
+        match self {
+            Cli::Codex => "codex",
+            Cli::Gemini => "gemini",
+        }
+    }
+
+    /// The stand-in playing this CLI's token endpoint, its access tokens living `ttl_secs`.
+    fn server(self, ttl_secs: u64) -> StandinServer {
+        let config = match self {
+            Cli::Codex => StandinConfig::openai(),
+            Cli::Gemini => StandinConfig::google(crate::gemini::SECRET),
+        };
+        StandinServer::start(StandinConfig {
+            access_ttl_secs: ttl_secs,
+            ..config
+        })
+        .expect("stand-in")
+    }
+
+    /// What a machine needs beyond the login: for Gemini the client secret, `in_config` or
+    /// else from an installed Gemini CLI.
+    fn set_up(self, m: &Machine, in_config: bool) {
+        if self != Cli::Gemini {
+            return;
+        }
+        let secret = crate::gemini::SECRET;
+        if in_config {
+            m.config(&format!("[gemini]\nclient_secret = \"{secret}\"\n"));
+        } else {
+            crate::gemini::fake_install(
+                &m.npm_root(),
+                "@google/gemini-cli-core/dist/src/code_assist/oauth2.js",
+                &format!("const OAUTH_CLIENT_SECRET = '{secret}';\n"),
+            );
+        }
+    }
+
+    fn file(self, m: &Machine) -> PathBuf {
+        match self {
+            Cli::Codex => m.home().join(".codex/auth.json"),
+            Cli::Gemini => m.home().join(".gemini/oauth_creds.json"),
+        }
+    }
+
+    /// A login of `server`'s as the CLI writes it, its access token expiring when the server
+    /// says (Codex: the JWT's own `exp`).
+    fn login_text(self, login: &IssuedLogin, ttl_secs: u64) -> String {
+        match self {
+            Cli::Codex => crate::codex::auth_text(&login.access_token, &login.refresh_token),
+            Cli::Gemini => crate::gemini::gemini_json(
+                &login.access_token,
+                &login.refresh_token,
+                now_ms() + ttl_secs as i64 * 1000,
+            ),
+        }
+    }
+
+    /// An old copy of the fleet's login with keys of this machine's own: an expired access
+    /// token, no refresh token.
+    fn stale_copy(self) -> String {
+        match self {
+            Cli::Codex => format!(
+                r#"{{"auth_mode":"chatgpt","OPENAI_API_KEY":null,"tokens":{{"id_token":"{}","access_token":"{}","refresh_token":"","account_id":"{}","mine":true}},"last_refresh":"2026-01-01T00:00:00Z","this_machine":{{"n":1.50}}}}"#,
+                crate::codex::id_jwt(),
+                crate::codex::access_jwt(now_ms() - 60_000),
+                crate::codex::ACCOUNT_ID
+            ),
+            Cli::Gemini => {
+                r#"{"access_token":"ya29.stale","expiry_date":1,"token_type":"Bearer","this_machine":{"n":1.50}}"#.to_string()
+            }
+        }
+    }
+
+    fn write(self, m: &Machine, text: &str) {
+        let path = self.file(m);
+        fs::create_dir_all(path.parent().expect("parent")).expect("the CLI's folder");
+        fs::write(&path, text).expect("write the login");
+        set_mode(&path, 0o600);
+    }
+
+    fn json(self, m: &Machine) -> serde_json::Value {
+        serde_json::from_str(&fs::read_to_string(self.file(m)).expect("read the copy"))
+            .expect("the copy parses")
+    }
+
+    /// The object the login's tokens are in.
+    fn login(self, v: &serde_json::Value) -> &serde_json::Value {
+        match self {
+            Cli::Codex => &v["tokens"],
+            Cli::Gemini => v,
+        }
+    }
+
+    fn access_token(self, m: &Machine) -> String {
+        let v = self.json(m);
+        self.login(&v)["access_token"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+
+    /// When the copy's access token expires, as the CLI judges it.
+    fn expires_at(self, v: &serde_json::Value) -> i64 {
+        match self {
+            Cli::Codex => v["tokens"]["access_token"]
+                .as_str()
+                .and_then(tokenkeeper::oauth::jwt::expiry_ms)
+                .unwrap_or(0),
+            Cli::Gemini => v["expiry_date"].as_i64().unwrap_or(0),
+        }
+    }
+
+    /// The keys of a document that are not the login's: what a copy must keep as it was.
+    fn own_keys(self, v: &serde_json::Value) -> serde_json::Value {
+        let (login, fields): (&[&str], &[&str]) = match self {
+            Cli::Codex => (
+                &["tokens", "last_refresh"],
+                &["id_token", "access_token", "refresh_token", "account_id"],
+            ),
+            Cli::Gemini => (
+                &[
+                    "access_token",
+                    "refresh_token",
+                    "expiry_date",
+                    "scope",
+                    "token_type",
+                    "id_token",
+                ],
+                &[],
+            ),
+        };
+        let mut own = serde_json::Map::new();
+        for (k, value) in v.as_object().expect("an object") {
+            if !login.contains(&k.as_str()) {
+                own.insert(k.clone(), value.clone());
+            }
+        }
+        if self == Cli::Codex
+            && let Some(tokens) = v["tokens"].as_object()
+        {
+            for (k, value) in tokens {
+                if !fields.contains(&k.as_str()) {
+                    own.insert(format!("tokens.{k}"), value.clone());
+                }
+            }
+        }
+        serde_json::Value::Object(own)
+    }
+
+    /// The login's fields tokenkeeper does not know (inside Codex's `tokens`): shared with the
+    /// login, so every machine's copy gets them.
+    fn shared_fields(self, v: &serde_json::Value) -> serde_json::Value {
+        let mut own = self.own_keys(v);
+        own.as_object_mut()
+            .expect("an object")
+            .retain(|k, _| k.starts_with("tokens."));
+        own
+    }
+
+    /// `m`'s copy is in the CLI's shape without a refresh token, holds `server`'s live access
+    /// token, keeps the keys `own` it had, and is 0600.
+    fn assert_copy(self, m: &Machine, server: &StandinServer, own: &serde_json::Value) {
+        let v = self.json(m);
+        let login = self.login(&v);
+        match self {
+            Cli::Codex => {
+                assert_eq!(login["refresh_token"], "", "{}: {v}", m.name);
+                assert!(
+                    login["id_token"]
+                        .as_str()
+                        .and_then(tokenkeeper::oauth::jwt::claims)
+                        .is_some(),
+                    "{}: Codex reads no file without an id token: {v}",
+                    m.name
+                );
+                assert_eq!(login["account_id"], crate::codex::ACCOUNT_ID, "{}", m.name);
+                let last = v["last_refresh"].as_str().expect("last_refresh");
+                assert!(
+                    last.parse::<jiff::Timestamp>().is_ok(),
+                    "{}: {last}",
+                    m.name
+                );
+            }
+            Cli::Gemini => {
+                assert!(
+                    v.get("refresh_token").is_none(),
+                    "{}: a refresh token on disk: {v}",
+                    m.name
+                );
+                assert_eq!(v["token_type"], "Bearer", "{}: {v}", m.name);
+                assert!(v["scope"].as_str().is_some(), "{}: {v}", m.name);
+            }
+        }
+        assert!(self.expires_at(&v) > now_ms(), "{}: {v}", m.name);
+        assert!(
+            server.is_live_access(login["access_token"].as_str().unwrap_or("")),
+            "{}",
+            m.name
+        );
+        assert_eq!(&self.own_keys(&v), own, "{}: its own keys", m.name);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(self.file(m))
+            .expect("the copy")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{}", m.name);
+    }
+}
+
+/// A fleet of `n` machines sharing `cli`'s login: the first logged in, with keys of its own (and
+/// Gemini's client secret in its config, where the others have Gemini CLI installed), and
+/// pushed; the third (when there is one) holding an old copy with keys of its own; the others
+/// holding nothing. Returns the machines and the keys of their own each must keep.
+fn fleet_of(
+    cli: Cli,
+    n: usize,
+    server: &StandinServer,
+    db: &TestDb,
+    ttl_secs: u64,
+) -> (Vec<Machine>, Vec<serde_json::Value>) {
+    let key = key();
+    let machines: Vec<Machine> = (1..=n)
+        .map(|i| {
+            let m = Machine::new(&format!("m{i}"), &db.url, &key, server);
+            cli.set_up(&m, i == 1);
+            m
+        })
+        .collect();
+    let login = server.issue_login();
+    cli.write(&machines[0], &cli.login_text(&login, ttl_secs));
+    if n >= 3 {
+        cli.write(&machines[2], &cli.stale_copy());
+    }
+    let pushed = cli.shared_fields(&cli.json(&machines[0]));
+    let own: Vec<serde_json::Value> = machines
+        .iter()
+        .map(|m| {
+            let mut own = match cli.file(m).exists() {
+                true => cli.own_keys(&cli.json(m)),
+                false => serde_json::json!({}),
+            };
+            own.as_object_mut()
+                .expect("an object")
+                .extend(pushed.as_object().expect("an object").clone());
+            own
+        })
+        .collect();
+    let run = machines[0].run(server, &["--provider", cli.name(), "fleet", "push"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    (machines, own)
+}
+
+/// Three machines, each with a daemon, keep `cli`'s login with 6-second tokens for 18 seconds
+/// while a client on each reads its copy and calls the API every 100 ms: one token request per
+/// token lifetime for the whole fleet, none reused, every call served, and every copy in the
+/// CLI's shape with no refresh token and the machine's own keys kept.
+fn three_machines_keep_one_login(cli: Cli) {
+    const TTL_SECS: u64 = 6;
+    let server = cli.server(TTL_SECS);
+    let db = TestDb::new();
+    let (machines, own) = fleet_of(cli, 3, &server, &db, TTL_SECS);
+    let daemons: Vec<Daemon> = machines
+        .iter()
+        .map(|m| m.daemon(&["--provider", cli.name(), "--refresh-before", "2s"]))
+        .collect();
+    let stop_flag = AtomicBool::new(false);
+    let failures = Mutex::new(Vec::new());
+    let start = Instant::now();
+    thread::scope(|scope| {
+        for m in &machines {
+            let (stop_flag, failures, server) = (&stop_flag, &failures, &server);
+            scope.spawn(move || {
+                wait_for("the first copy", Duration::from_secs(10), || {
+                    cli.file(m).exists() && cli.expires_at(&cli.json(m)) > now_ms()
+                });
+                let mut calls = 0;
+                while !stop_flag.load(Ordering::SeqCst) {
+                    calls += 1;
+                    if !claude_like_call(server, || cli.access_token(m)) {
+                        failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("{} call {calls}", m.name));
+                    }
+                    let v = cli.json(m);
+                    let refresh = cli.login(&v)["refresh_token"].as_str().unwrap_or("");
+                    assert_eq!(refresh, "", "{}: a refresh token on disk", m.name);
+                    let left = cli.expires_at(&v) - now_ms();
+                    assert!(left > 0, "{} held an expired token ({left} ms)", m.name);
+                    sleep(Duration::from_millis(100));
+                }
+            });
+        }
+        sleep(Duration::from_secs(18));
+        stop_flag.store(true, Ordering::SeqCst);
+    });
+    let elapsed = start.elapsed();
+    wait_for(
+        "every machine to hold the store's live access token",
+        Duration::from_secs(4),
+        || {
+            let first = cli.access_token(&machines[0]);
+            server.is_live_access(&first) && machines.iter().all(|m| cli.access_token(m) == first)
+        },
+    );
+    let runs: Vec<Run> = machines
+        .iter()
+        .zip(daemons)
+        .map(|(m, d)| stop(&server, m, d))
+        .collect();
+    for run in &runs {
+        assert_eq!(run.code, 0, "{run:?}");
+    }
+    let failures = failures.into_inner().unwrap();
+    assert!(
+        failures.is_empty(),
+        "client calls failed: {failures:?}\n{:?}",
+        runs[0]
+    );
+    let stats = server.stats();
+    let generation: i64 = db
+        .client()
+        .query_one(
+            "SELECT generation FROM tokenkeeper_logins WHERE name = $1",
+            &[&cli.name()],
+        )
+        .expect("the login's row")
+        .get(0);
+    // Tokens live 6 s and are refreshed 2 s (plus up to 0.2 s) before expiry, a Codex token's
+    // `exp` cut to whole seconds: one refresh every 3–4 s for the whole fleet.
+    let secs = elapsed.as_secs_f64();
+    eprintln!(
+        "{} on three machines, {secs:.1} s: {} token requests ({} ok), generation {generation}",
+        cli.name(),
+        stats.token_requests,
+        stats.refreshes_ok
+    );
+    let fewest = (secs / TTL_SECS as f64).floor() as u64;
+    let most = (secs / 3.0).ceil() as u64 + 1;
+    assert!(
+        (fewest..=most).contains(&stats.token_requests),
+        "{fewest}..={most}: {stats:?}"
+    );
+    assert_eq!(stats.refreshes_ok, stats.token_requests, "{stats:?}");
+    assert_eq!(
+        (stats.reused_refresh_tokens, stats.revoked_families),
+        (0, 0),
+        "{stats:?}"
+    );
+    assert_eq!(generation, 1 + stats.refreshes_ok as i64);
+    // Each request as the CLI itself posts it: Codex's JSON; Gemini's form with the client
+    // secret, whether the refreshing machine had it in its config or from Gemini CLI.
+    let token_requests: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .collect();
+    assert_eq!(token_requests.len() as u64, stats.token_requests);
+    for request in token_requests {
+        match cli {
+            Cli::Codex => {
+                let body: serde_json::Value =
+                    serde_json::from_str(&request.body).expect("a JSON body");
+                assert_eq!(body["grant_type"], "refresh_token", "{body}");
+            }
+            Cli::Gemini => assert!(
+                request
+                    .body
+                    .contains(&format!("client_secret={}", crate::gemini::SECRET)),
+                "a form with the client secret"
+            ),
+        }
+    }
+    for (m, own) in machines.iter().zip(&own) {
+        cli.assert_copy(m, &server, own);
+    }
+    for m in [&machines[0], &machines[2]] {
+        let text = fs::read_to_string(cli.file(m)).expect("the copy");
+        assert!(
+            text.contains("1.50"),
+            "{}: a number of its own respelled",
+            m.name
+        );
+    }
+}
+
+#[test]
+fn three_machines_keep_one_codex_login_with_one_token_request_per_lifetime() {
+    three_machines_keep_one_login(Cli::Codex);
+}
+
+#[test]
+fn three_machines_keep_one_gemini_login_with_one_token_request_per_lifetime() {
+    three_machines_keep_one_login(Cli::Gemini);
+}
+
+#[test]
+fn a_codex_machine_writes_its_copy_under_codexs_flocks_in_codexs_order() {
+    // Tokens that live longer than Codex's day of margin: nothing is due.
+    let server = Cli::Codex.server(DAY_SECS * 10);
+    let db = TestDb::new();
+    let (machines, _) = fleet_of(Cli::Codex, 3, &server, &db, DAY_SECS * 10);
+    let token = |m: &Machine| {
+        m.cmd(&["--provider", "codex", "token"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn token")
+    };
+    let finish = |m: &Machine, child: Child| {
+        let run = Run::from(child.wait_with_output().expect("token"));
+        m.assert_no_leak(&server, &run, true);
+        assert_eq!(run.code, 0, "{}: {run:?}", m.name);
+        assert_eq!(run.stdout.trim(), Cli::Codex.access_token(m), "{}", m.name);
+    };
+    let folder = |m: &Machine| m.home().join(".codex");
+
+    // Codex is saving on m2 (or stuck) under its home lock: the copy waits for it.
+    let m2 = &machines[1];
+    fs::create_dir_all(folder(m2)).expect("codex folder");
+    let home_lock = crate::codex::open_lock(&folder(m2).join("auth.lock"));
+    home_lock.lock().expect("flock auth.lock");
+    let child = token(m2);
+    sleep(Duration::from_millis(1500));
+    assert!(
+        !Cli::Codex.file(m2).exists(),
+        "the copy waits for auth.lock"
+    );
+    assert!(
+        !crate::codex::held_elsewhere(&folder(m2).join("auth.json.lock")),
+        "Codex's order: auth.json.lock only after auth.lock"
+    );
+    drop(home_lock);
+    finish(m2, child);
+
+    // On m3, Codex holds the file's lock: the copy takes auth.lock, then waits for that one.
+    let m3 = &machines[2];
+    let before = fs::read_to_string(Cli::Codex.file(m3)).expect("m3's old copy");
+    let file_lock = crate::codex::open_lock(&folder(m3).join("auth.json.lock"));
+    file_lock.lock().expect("flock auth.json.lock");
+    let child = token(m3);
+    wait_for(
+        "auth.lock, taken before auth.json.lock",
+        Duration::from_secs(10),
+        || crate::codex::held_elsewhere(&folder(m3).join("auth.lock")),
+    );
+    sleep(Duration::from_millis(500));
+    assert_eq!(
+        fs::read_to_string(Cli::Codex.file(m3)).expect("m3's copy"),
+        before,
+        "the copy waits for auth.json.lock"
+    );
+    drop(file_lock);
+    finish(m3, child);
+    for m in [m2, m3] {
+        assert!(!crate::codex::held_elsewhere(&folder(m).join("auth.lock")));
+        assert!(!crate::codex::held_elsewhere(
+            &folder(m).join("auth.json.lock")
+        ));
+    }
+    assert_eq!(server.stats().token_requests, 0, "no refresh was due");
+}
+
+#[test]
+fn codex_and_gemini_logins_are_pushed_into_rows_of_their_own_beside_claudes() {
+    let claude = short_lived(3600);
+    let servers = [
+        (Cli::Codex, Cli::Codex.server(DAY_SECS * 10)),
+        (Cli::Gemini, Cli::Gemini.server(3600)),
+    ];
+    let db = TestDb::new();
+    let key = key();
+    let a = Machine::new("m1", &db.url, &key, &claude);
+    let b = Machine::new("m2", &db.url, &key, &claude);
+    Cli::Gemini.set_up(&a, true);
+    Cli::Gemini.set_up(&b, false);
+    let claude_login = claude.issue_login();
+    a.write_login(&claude_login, 7_200_000);
+    let logins: Vec<(Cli, &StandinServer, IssuedLogin, String)> = servers
+        .iter()
+        .map(|(cli, server)| {
+            let login = server.issue_login();
+            let text = cli.login_text(&login, DAY_SECS * 10);
+            cli.write(&a, &text);
+            (*cli, server, login, text)
+        })
+        .collect();
+    let checked = |m: &Machine, args: &[&str], stdout_may_hold_token: bool| {
+        let run = Run::from(m.cmd(args).output().expect("run tokenkeeper"));
+        m.assert_no_leak(&claude, &run, stdout_may_hold_token);
+        for (_, server) in &servers {
+            m.assert_no_leak(server, &run, stdout_may_hold_token);
+        }
+        run
+    };
+    for provider in ["claude", "codex", "gemini"] {
+        let run = checked(&a, &["--provider", provider, "fleet", "push"], false);
+        assert_eq!(run.code, 0, "{provider}: {run:?}");
+        assert!(run.stdout.starts_with("pushed: generation 1 "), "{run:?}");
+    }
+    let rows: Vec<(String, String, i64)> = db
+        .client()
+        .query(
+            "SELECT name, provider, generation FROM tokenkeeper_logins ORDER BY name",
+            &[],
+        )
+        .expect("the rows")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let row = |name: &str| (name.to_string(), name.to_string(), 1);
+    assert_eq!(rows, [row("claude"), row("codex"), row("gemini")]);
+
+    // The pushing machine's files lose their refresh token and nothing else.
+    a.assert_projection();
+    for (cli, _, login, text) in &logins {
+        let now = fs::read_to_string(cli.file(&a)).expect("the pusher's file");
+        match cli {
+            Cli::Codex => assert_eq!(
+                now,
+                text.replace(
+                    &format!("\"refresh_token\": \"{}\"", login.refresh_token),
+                    "\"refresh_token\": \"\""
+                ),
+                "Codex's file, byte for byte"
+            ),
+            Cli::Gemini => {
+                let mut expected: serde_json::Value = serde_json::from_str(text).expect("json");
+                expected
+                    .as_object_mut()
+                    .expect("an object")
+                    .shift_remove("refresh_token");
+                assert_eq!(cli.json(&a), expected);
+                assert!(now.contains("1.50"), "{now}");
+            }
+        }
+    }
+
+    // Another machine gets each login's access token in its CLI's shape, Claude's included.
+    for (cli, server, login, text) in &logins {
+        let run = checked(&b, &["--provider", cli.name(), "token"], true);
+        assert_eq!(run.code, 0, "{run:?}");
+        assert_eq!(run.stdout.trim(), login.access_token, "{}", cli.name());
+        let pushed = cli.shared_fields(&serde_json::from_str(text).expect("json"));
+        cli.assert_copy(&b, server, &pushed);
+        let run = checked(&b, &["--provider", cli.name(), "status", "--json"], false);
+        let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("json");
+        assert_eq!(v["logins"][0]["store"]["generation"], 1, "{run:?}");
+        assert_eq!(v["logins"][0]["state"], "fresh", "{run:?}");
+    }
+    let run = checked(&b, &["token"], true);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.stdout.trim(), claude_login.access_token);
+    b.assert_projection();
+    for (_, server) in &servers {
+        assert_eq!(server.stats().token_requests, 0, "no refresh was due");
+    }
+    assert_eq!(claude.stats().token_requests, 0, "no refresh was due");
+
+    // A forced refresh on a machine whose Gemini CLI holds the client secret: the fleet's
+    // request carries it.
+    let gemini = &servers[1].1;
+    let url = gemini.token_url();
+    let run = checked(
+        &b,
+        &[
+            "--provider",
+            "gemini",
+            "--token-url",
+            &url,
+            "refresh",
+            "--force",
+        ],
+        false,
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let requests = gemini.requests();
+    assert_eq!(requests.len(), 1);
+    assert!(
+        requests[0]
+            .body
+            .contains(&format!("client_secret={}", crate::gemini::SECRET))
+    );
+    Cli::Gemini.assert_copy(&b, gemini, &serde_json::json!({}));
+
+    // A copy has nothing to push.
+    let run = checked(&b, &["--provider", "gemini", "fleet", "push"], false);
+    assert_eq!(run.code, 78, "{run:?}");
+    assert!(run.stderr.contains("no refresh token"), "{run:?}");
+}
+
+#[test]
+fn a_wrong_gemini_client_secret_on_one_machine_is_its_own_config_error_not_the_fleets_dead_login() {
+    let server = Cli::Gemini.server(3600);
+    let db = TestDb::new();
+    let (machines, _) = fleet_of(Cli::Gemini, 2, &server, &db, 3600);
+    let (a, b) = (&machines[0], &machines[1]);
+    b.config("[gemini]\nclient_secret = \"a-typo\"\n");
+    let row = || -> (i64, Option<String>) {
+        let r = db
+            .client()
+            .query_one(
+                "SELECT generation, last_outcome FROM tokenkeeper_logins WHERE name = 'gemini'",
+                &[],
+            )
+            .expect("the row");
+        (r.get(0), r.get(1))
+    };
+    let run = b.run(&server, &["--provider", "gemini", "refresh", "--force"]);
+    assert_eq!(run.code, 78, "{run:?}");
+    assert!(run.stderr.contains("refused the OAuth client"), "{run:?}");
+    assert!(!run.stderr.contains("a-typo"), "{run:?}");
+    assert_eq!(server.stats().token_requests, 1);
+    assert_eq!(
+        row(),
+        (1, Some("pushed".to_string())),
+        "the login is left alone"
+    );
+
+    // The machine with the right secret refreshes the same login at once.
+    let run = a.run(&server, &["--provider", "gemini", "refresh", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(row(), (2, Some("refreshed".to_string())));
+    assert_eq!(server.stats().refreshes_ok, 1);
+}
+
+#[test]
+fn a_login_table_stays_each_machines_own_and_fleet_push_says_so_changing_nothing() {
+    let server = short_lived(3600);
+    let db = TestDb::new();
+    let m = Machine::new("m1", &db.url, &key(), &server);
+    let creds = m.home().join(".mytool/auth.json");
+    m.config(&format!(
+        "[[login]]\nname = \"mytool\"\ncredentials = \"{}\"\naccess_token = \"/access\"\nrefresh_token = \"/refresh\"\nexpires_at = \"/expires\"\nexpiry_unit = \"ms\"\ntoken_url = \"{}\"\nclient_id = \"c\"\n",
+        creds.display(),
+        server.token_url()
+    ));
+    let login = server.issue_login();
+    let text = format!(
+        r#"{{"access":"{}","refresh":"{}","expires":{}}}"#,
+        login.access_token,
+        login.refresh_token,
+        now_ms() + 3_600_000
+    );
+    fs::create_dir_all(creds.parent().expect("parent")).expect("folder");
+    fs::write(&creds, &text).expect("write");
+    set_mode(&creds, 0o600);
+    let run = m.run(&server, &["--provider", "mytool", "fleet", "push"]);
+    assert_eq!(run.code, 78, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("fleet mode keeps the logins of claude, codex and gemini only, not the [[login]] 'mytool'"),
+        "{run:?}"
+    );
+    assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
+    assert_eq!(fs::read_to_string(&creds).expect("read"), text);
+    let table: Option<String> = db
+        .client()
+        .query_one("SELECT to_regclass('tokenkeeper_logins')::text", &[])
+        .expect("query")
+        .get(0);
+    assert_eq!(table, None, "nothing was written to the store");
 }

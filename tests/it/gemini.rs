@@ -385,7 +385,7 @@ fn a_new_refresh_token_is_saved_when_one_comes_back() {
 }
 
 /// Writes a fake Gemini CLI installation under `root` whose source holds `source`.
-fn fake_install(root: &Path, relative: &str, source: &str) {
+pub(crate) fn fake_install(root: &Path, relative: &str, source: &str) {
     let file = root.join(relative);
     fs::create_dir_all(file.parent().unwrap()).unwrap();
     fs::write(file, source).unwrap();
