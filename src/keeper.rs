@@ -87,7 +87,7 @@ impl Keeper {
     /// Refreshes when less than `min_ttl` is left (or always when `force`): through the fleet's
     /// store when there is one, else in this machine's file.
     pub fn refresh_if_due(&self, force: bool, min_ttl: Duration) -> Result<Outcome, Error> {
-        self.refresh_with(&self.settings, force, min_ttl)
+        self.refresh_with(&self.settings, None, force, min_ttl)
     }
 
     /// For a caller about to use the access token right away (`exec`, `token`): refreshes when
@@ -107,11 +107,11 @@ impl Keeper {
                 && login.remaining_ms(crate::login::now_ms()) >= crate::login::duration_ms(floor)
         };
         let in_hand = self.read_login().ok().filter(usable);
-        let result = match &in_hand {
-            Some(_) => {
+        let result = match in_hand {
+            Some(login) => {
                 let mut settings = self.settings.clone();
                 settings.retry.total = settings.retry.total.min(USE_RETRY_TOTAL);
-                self.refresh_with(&settings, force, min_ttl)
+                self.refresh_with(&settings, Some(login), force, min_ttl)
             }
             None => self.refresh_if_due(force, min_ttl),
         };
@@ -134,10 +134,13 @@ impl Keeper {
         }
     }
 
-    /// [`Keeper::refresh_if_due`] with other settings (a shorter retry budget).
+    /// [`Keeper::refresh_if_due`] with other settings (a shorter retry budget), and the login
+    /// just read by [`Keeper::read_login`] when the caller has it (not read again; a fleet's
+    /// refresh reads its own).
     fn refresh_with(
         &self,
         settings: &Settings,
+        in_hand: Option<Login>,
         force: bool,
         min_ttl: Duration,
     ) -> Result<Outcome, Error> {
@@ -150,9 +153,9 @@ impl Keeper {
             Some(fleet) => fleet_refresh::ensure_fresh(fleet, &job, force, min_ttl),
             #[cfg(not(feature = "fleet"))]
             Some(fleet) => match **fleet {},
-            None => match self.access_only_copy() {
+            None => match self.access_only_copy(in_hand.as_ref()) {
                 Some(login) => self.use_copy(login, force),
-                None => refresh::refresh_if_due(&job, force, min_ttl),
+                None => refresh::refresh_if_due(&job, in_hand, force, min_ttl),
             },
         }
     }
@@ -161,9 +164,12 @@ impl Keeper {
     /// (`[[mirror]]`, a fleet machine's file read without the fleet): an access token and no
     /// refresh token, in a provider that has copies. None for anything else (a wiped login has
     /// no access token either, and stays dead).
-    fn access_only_copy(&self) -> Option<Login> {
+    fn access_only_copy(&self, in_hand: Option<&Login>) -> Option<Login> {
         self.provider.copy_shape()?;
-        let login = refresh::parse_current(self.provider.as_ref(), &self.file).ok()?;
+        let login = match in_hand {
+            Some(login) => login.clone(),
+            None => refresh::parse_current(self.provider.as_ref(), &self.file).ok()?,
+        };
         (login.refresh_token.is_empty() && !login.access_token.is_empty()).then_some(login)
     }
 
@@ -198,7 +204,7 @@ impl Keeper {
     /// token by design; it counts as ended only when its access token is gone.
     pub fn read_login(&self) -> Result<Login, Error> {
         if self.fleet.is_none() {
-            return match self.access_only_copy() {
+            return match self.access_only_copy(None) {
                 Some(login) => Ok(login),
                 None => refresh::read_login(&self.job()),
             };

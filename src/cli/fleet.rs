@@ -90,7 +90,7 @@ fn keygen(out: Option<&Path>) -> Result<u8, Error> {
 
 fn push(cli: &Cli, force: bool) -> Result<u8, Error> {
     let ctx = Context::resolve(cli, None)?;
-    tokenkeeper::fleet::push::pushable(&ctx.job())?;
+    crate::fleet::push::pushable(&ctx.job())?;
     let Some(fleet) = ctx.fleet.as_ref() else {
         return Err(Error::Usage(
             "fleet push needs a store: pass --store URL, set TOKENKEEPER_STORE, or set url in [store]".into(),

@@ -417,8 +417,24 @@ impl Context {
     }
 }
 
+/// `Cli::try_parse()`, without tearing clap's tree of every command and option down again: the
+/// process is short-lived, and freeing that tree is a tenth of a `refresh` of a fresh login.
+fn parse() -> Result<Cli, clap::Error> {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut command = Cli::command();
+    let parsed = command
+        .try_get_matches_from_mut(std::env::args_os())
+        .and_then(|mut matches| {
+            let cli = Cli::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut command));
+            std::mem::forget(matches);
+            cli
+        });
+    std::mem::forget(command);
+    parsed
+}
+
 pub fn run() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match parse() {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();

@@ -94,6 +94,14 @@ pub fn die_with_parent(_cmd: &mut Command) {}
 
 /// The child gets SIGTERM when this process dies, however it dies (SIGKILL included), so it is
 /// never left running on its own.
+///
+/// The hook makes std start the child with fork rather than posix_spawn (which shares memory
+/// until the exec and has no way to set the signal). The fork copies page tables, not memory,
+/// and only those of what is mapped: by the time `exec` starts its command the credentials file
+/// has been read once and let go (tests/it/exec.rs checks that a 1 MiB file leaves nothing
+/// behind), so it has little to copy. A vfork-style spawn with the hook would need a hand-written clone(CLONE_VM)
+/// that no maintained crate offers (libc deprecates vfork, rustix leaves it out), to save only
+/// that copy.
 #[cfg(target_os = "linux")]
 pub fn die_with_parent(cmd: &mut Command) {
     use std::os::unix::process::CommandExt;

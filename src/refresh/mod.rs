@@ -99,13 +99,19 @@ pub struct Outcome {
 
 /// Refreshes the login in its file when less than `min_ttl` is left, or always when `force`.
 /// Callers go through [`crate::keeper::Keeper`], which sends a fleet's login to its store.
+/// `first` is the login as [`read_login`] returned it a moment ago, when the caller has just read
+/// it (`exec` and `token` look at the token in hand first): it is not read a second time.
 pub(crate) fn refresh_if_due(
     job: &Job<'_>,
+    first: Option<Login>,
     force: bool,
     min_ttl: Duration,
 ) -> Result<Outcome, Error> {
     let key = StateDir::key(job.file.owner().provider, job.file.path());
-    let first = read_login(job)?;
+    let first = match first {
+        Some(login) => login,
+        None => read_login(job)?,
+    };
     if let Some(lost) = spent_already(job, &key, &first) {
         return Err(lost);
     }

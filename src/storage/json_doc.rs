@@ -512,10 +512,12 @@ pub fn to_value(b: &[u8], range: Range<usize>, max_depth: usize) -> Result<Value
     }
 }
 
-/// Where the (valid) document's value is, without the whitespace around it.
+/// Where the (valid) document's value is, without the whitespace around it: only whitespace
+/// follows it, so its end is found from the end, without going through it a second time.
 fn root(b: &[u8]) -> Range<usize> {
     let start = skip_ws(b, 0);
-    start..skip_value(b, start)
+    let end = b.iter().rposition(|c| !is_ws(*c)).map_or(start, |i| i + 1);
+    start..end.max(start)
 }
 
 /// A provider's view of a (valid) document: when the document is an object and `keys` names the
@@ -807,6 +809,25 @@ mod tests {
             validate(too_deep.as_bytes()).unwrap_err().too_deep,
             Some(MAX_DEPTH)
         );
+    }
+
+    /// The root found from the end is the value a walk through the document finds.
+    #[test]
+    fn the_root_is_found_from_the_end() {
+        for text in [
+            "{}",
+            " \n\t{ \"a\" : [1, {\"b\": \"}\"}] }\r\n ",
+            "[]  ",
+            "  \"s\"",
+            "-1.5e3\n",
+            "true",
+            " null ",
+        ] {
+            let b = text.as_bytes();
+            validate(b).unwrap();
+            let start = skip_ws(b, 0);
+            assert_eq!(root(b), start..skip_value(b, start), "{text:?}");
+        }
     }
 
     #[test]

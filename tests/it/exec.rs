@@ -777,6 +777,48 @@ fn a_killed_tokenkeeper_takes_its_child_with_it() {
     assert!(!orphaned, "the child outlived a killed tokenkeeper");
 }
 
+/// The anonymous memory tokenkeeper holds while its command runs (what starting the command
+/// copied), in KiB, as the command reads it from /proc: with a small file, then with the same
+/// login padded to 1 MiB with a key tokenkeeper never reads.
+#[cfg(target_os = "linux")]
+fn memory_while_the_command_runs(s: &Sandbox, padded: bool) -> u64 {
+    let login = s.login(8 * HOUR_MS);
+    if padded {
+        let mut doc = s.creds_json();
+        let projects: Vec<serde_json::Value> = (0..22_000)
+            .map(|i| serde_json::json!({"path": format!("/home/me/src/project-{i}"), "trusted": true}))
+            .collect();
+        doc["projects"] = serde_json::Value::Array(projects);
+        let text = serde_json::to_string(&doc).unwrap();
+        assert!(text.len() >= 1 << 20, "the padding is {} bytes", text.len());
+        fs::write(s.creds(), text).unwrap();
+    }
+    let run = run_exec(
+        s,
+        &["--", "sh", "-c", "grep '^RssAnon:' /proc/$PPID/status"],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(s.read_creds().contains(&login.refresh_token));
+    run.stdout
+        .split_whitespace()
+        .nth(1)
+        .and_then(|kib| kib.parse().ok())
+        .unwrap_or_else(|| panic!("no RssAnon in {run:?}"))
+}
+
+/// A large credentials file is read once and let go before the command starts, so the process
+/// that starts the command (a copy of tokenkeeper until it runs the command) holds none of it.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_large_credentials_file_is_let_go_before_the_command_starts() {
+    let small = memory_while_the_command_runs(&Sandbox::new(), false);
+    let large = memory_while_the_command_runs(&Sandbox::new(), true);
+    assert!(
+        large < small + 256,
+        "tokenkeeper held {large} KiB with the large file, {small} KiB with the small one"
+    );
+}
+
 #[test]
 fn the_child_gets_the_same_stdin_environment_and_working_directory() {
     let s = Sandbox::new();
