@@ -170,7 +170,14 @@ impl Keeper {
             Some(login) => login.clone(),
             None => refresh::parse_current(self.provider.as_ref(), &self.file).ok()?,
         };
-        (login.refresh_token.is_empty() && !login.access_token.is_empty()).then_some(login)
+        self.is_copy(&login).then_some(login)
+    }
+
+    /// Whether `login` is an access-only copy (see [`Keeper::access_only_copy`]).
+    fn is_copy(&self, login: &Login) -> bool {
+        self.provider.copy_shape().is_some()
+            && login.refresh_token.is_empty()
+            && !login.access_token.is_empty()
     }
 
     /// A copy is used while its token lasts and never refreshed: that is its owner's job, and a
@@ -204,10 +211,7 @@ impl Keeper {
     /// token by design; it counts as ended only when its access token is gone.
     pub fn read_login(&self) -> Result<Login, Error> {
         if self.fleet.is_none() {
-            return match self.access_only_copy(None) {
-                Some(login) => Ok(login),
-                None => refresh::read_login(&self.job()),
-            };
+            return refresh::read_login_unless(&self.job(), |l| self.is_copy(l));
         }
         let login = refresh::parse_current(self.provider.as_ref(), &self.file)?;
         if login.access_token.is_empty() {

@@ -179,8 +179,17 @@ pub fn parse_current(provider: &dyn Provider, file: &CredentialsFile) -> Result<
 
 /// Reads and parses the login; a login without a refresh token is dead.
 pub fn read_login(job: &Job<'_>) -> Result<Login, Error> {
+    read_login_unless(job, |_| false)
+}
+
+/// [`read_login`], except that a login `keep` accepts is returned as it is read (an
+/// access-only copy: no refresh token by design, and a mode its owner chose).
+pub fn read_login_unless(job: &Job<'_>, keep: impl Fn(&Login) -> bool) -> Result<Login, Error> {
     let snap = read_snapshot(job.provider, job.file)?;
     let login = job.provider.parse(job.file, &snap.doc)?;
+    if keep(&login) {
+        return Ok(login);
+    }
     if let Some(mode) = snap.loose_mode {
         warn_loose_mode(job.file, mode);
     }
