@@ -10,13 +10,11 @@
 use crate::error::{Error, FleetError};
 use crate::fleet::login::{Shared, name_and_shape};
 use crate::fleet::shape::Shape;
-use crate::lock::own_lock::{self, OwnLock};
-use crate::lock::take::Waits;
+use crate::lock::own_lock::OwnLock;
+use crate::mirror::CopyWrite;
 use crate::refresh::Job;
 use crate::secret::fingerprint;
-use crate::storage::credentials_file::WriteGuard;
 use serde_json::Value;
-use std::time::Instant;
 
 /// Writes the shared login into this machine's file without its refresh token, keeping every
 /// other key, creating the file (0600, and its folder, 0700) where there is none; under our own
@@ -25,11 +23,6 @@ use std::time::Instant;
 /// left alone, with an error that says what to do.
 pub fn project(job: &Job<'_>, shared: &Shared, own: Option<&OwnLock>) -> Result<bool, Error> {
     let (_, shape) = name_and_shape(job)?;
-    // Look first, without a lock: a file that already holds the projection is left untouched,
-    // and no lock file is made (a daemon watches this folder and wakes at every change).
-    if projection_of(job, shape, shared)?.is_none() {
-        return Ok(false);
-    }
     let folder = job.file.folder();
     let not_writable = |path: std::path::PathBuf, source: std::io::Error| Error::Inaccessible {
         action: "write the fleet's access token to",
@@ -40,7 +33,12 @@ pub fn project(job: &Job<'_>, shared: &Shared, own: Option<&OwnLock>) -> Result<
             folder.display()
         ),
     };
+    let decide = |local: Option<&Value>| projection_of(job, shape, shared, local);
+    // Looked at first, so that a current file makes no folder either.
     if !folder.exists() {
+        if decide(None)?.is_none() {
+            return Ok(false);
+        }
         let mut builder = std::fs::DirBuilder::new();
         builder.recursive(true);
         #[cfg(unix)]
@@ -49,45 +47,25 @@ pub fn project(job: &Job<'_>, shared: &Shared, own: Option<&OwnLock>) -> Result<
             .create(&folder)
             .map_err(|e| not_writable(folder.clone(), e))?;
     }
-    let deadline = Instant::now() + job.settings.lock_timeout;
-    let waits = Waits {
-        timeout: job.settings.lock_timeout,
+    let write = CopyWrite {
+        provider: job.provider,
+        file: job.file,
+        lock_wait: job.settings.lock_timeout,
+        own,
         not_writable: &not_writable,
     };
-    let taken;
-    let own = match own {
-        Some(o) => o,
-        None => {
-            let sidecar = own_lock::sidecar_path(&folder);
-            taken = waits.own(&sidecar, deadline, &mut || {
-                tracing::info!(
-                    "waiting for another tokenkeeper writing {}",
-                    job.file.path().display()
-                );
-            })?;
-            &taken
-        }
-    };
-    let save_lock = waits.save_lock(job.provider.save_lock(job.file), deadline, own)?;
-    let Some(projected) = projection_of(job, shape, shared)? else {
-        return Ok(false);
-    };
-    let guard = WriteGuard::new(&save_lock);
-    job.file
-        .write(&projected, &guard)
-        .map_err(|e| not_writable(job.file.path().to_path_buf(), e))?;
-    Ok(true)
+    write.write(decide)
 }
 
 /// What this machine's file should become, or None when it holds that already. A file holding
 /// a login of its own (a refresh token the fleet never had) is an error.
-fn projection_of(job: &Job<'_>, shape: Shape, shared: &Shared) -> Result<Option<Value>, Error> {
-    let local = match job.file.read() {
-        Ok(snap) => Some(snap.doc),
-        Err(Error::Missing { .. }) => None,
-        Err(e) => return Err(e),
-    };
-    if let Some(doc) = &local
+fn projection_of(
+    job: &Job<'_>,
+    shape: Shape,
+    shared: &Shared,
+    local: Option<&Value>,
+) -> Result<Option<Value>, Error> {
+    if let Some(doc) = local
         && !is_fleets(shape.local_refresh_token(doc), shared)
     {
         let owner = job.file.owner();
@@ -97,8 +75,8 @@ fn projection_of(job: &Job<'_>, shape: Shape, shared: &Shared) -> Result<Option<
             owner.name
         ))));
     }
-    let projected = shape.project(local.as_ref(), &shared.payload.login);
-    Ok((local.as_ref() != Some(&projected)).then_some(projected))
+    let projected = shape.project(local, &shared.payload.login);
+    Ok((local != Some(&projected)).then_some(projected))
 }
 
 /// Whether a machine's own refresh token (`""` for none) belongs to the fleet's login: empty,

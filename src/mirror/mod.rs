@@ -13,24 +13,25 @@
 //! provider's copy [`Shape`](crate::provider::shape::Shape).
 
 pub mod spec;
+mod write;
+
+pub use write::CopyWrite;
 
 use crate::daemon::alert::{Alert, Alerter, Event};
 use crate::daemon::metrics::Metrics;
 use crate::error::Error;
 use crate::keeper::Keeper;
-use crate::lock::own_lock;
-use crate::lock::take::Waits;
 use crate::login::{EpochMs, now_ms};
 use crate::provider::Provider;
 use crate::provider::shape::Shape;
 use crate::storage::atomic::Perms;
-use crate::storage::credentials_file::{CredentialsFile, Owner, WriteGuard};
+use crate::storage::credentials_file::{CredentialsFile, Owner};
 use crate::storage::state::{CopiesRecord, CopyRecord, StateDir};
 use serde_json::Value;
 use spec::{MirrorSpec, OwnerSpec, Verdict};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A folder pattern is looked at again this often, so a new agent's folder gets its copy soon.
 pub const PATTERN_POLL: Duration = Duration::from_secs(2);
@@ -398,25 +399,19 @@ impl Bound {
         owner: &Value,
     ) -> Result<bool, String> {
         let file = self.file(provider, who, target);
-        let look = || -> Result<Verdict, String> {
-            let copy = match file.read() {
-                Ok(snap) => Some(snap.doc),
-                Err(Error::Missing { .. }) => None,
-                Err(e) => return Err(e.to_string()),
-            };
-            Ok(spec::verdict(&self.shape, copy.as_ref(), owner))
-        };
-        let own_login = || {
-            "it holds a refresh token of its own (a login of its own, not a copy); tokenkeeper leaves it alone"
-                .to_string()
-        };
-        // Look first without a lock: a copy that is current, or a login of its own, is not
-        // touched (and no lock is made in its folder).
-        match look()? {
-            Verdict::Same => return Ok(false),
-            Verdict::OwnLogin => return Err(own_login()),
-            Verdict::Write(_) => {}
+        // A copy that is current, or a login of its own, is not touched (and no lock is made
+        // in its folder).
+        let decide = |copy: Option<&Value>| {
+            match spec::verdict(&self.shape, copy, owner) {
+            Verdict::Same => Ok(None),
+            Verdict::OwnLogin => Err(
+                "it holds a refresh token of its own (a login of its own, not a copy); tokenkeeper leaves it alone"
+                    .to_string(),
+            ),
+            Verdict::Write(doc) => Ok(Some(doc)),
         }
+        };
+        // No folder, no file: the consumer's config folder is theirs to make.
         let folder = file.folder();
         if !folder.is_dir() {
             return Err(format!(
@@ -425,31 +420,30 @@ impl Bound {
             ));
         }
         let not_writable = |path: PathBuf, source: std::io::Error| Error::Inaccessible {
-            action: "write the copy's lock in",
+            action: "write the copy in",
             path,
             source,
             hint: format!("make {} writable by tokenkeeper", folder.display()),
         };
-        let waits = Waits {
-            timeout: LOCK_WAIT,
+        let write = CopyWrite {
+            provider,
+            file: &file,
+            lock_wait: LOCK_WAIT,
+            own: None,
             not_writable: &not_writable,
         };
-        let deadline = Instant::now() + LOCK_WAIT;
-        let own = waits
-            .own(&own_lock::sidecar_path(&folder), deadline, &mut || {})
-            .map_err(|e| e.to_string())?;
-        let save_lock = waits
-            .save_lock(provider.save_lock(&file), deadline, &own)
-            .map_err(|e| e.to_string())?;
-        match look()? {
-            Verdict::Same => Ok(false),
-            Verdict::OwnLogin => Err(own_login()),
-            Verdict::Write(doc) => {
-                let guard = WriteGuard::new(&save_lock);
-                file.write(&doc, &guard).map_err(|e| e.to_string())?;
-                Ok(true)
-            }
-        }
+        write
+            .write(|copy| decide(copy).map_err(Problem))
+            .map_err(|Problem(why)| why)
+    }
+}
+
+/// Why a copy was not written, in words for its status and alert.
+struct Problem(String);
+
+impl From<Error> for Problem {
+    fn from(e: Error) -> Problem {
+        Problem(e.to_string())
     }
 }
 
