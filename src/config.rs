@@ -562,8 +562,7 @@ mod tests {
 
     #[test]
     fn a_type_error_names_the_line_and_the_key_but_never_the_value() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("config.toml");
+        let (_dir, path) = crate::testing::temp_path("config.toml");
         std::fs::write(
             &path,
             "[claude]\nmin_ttl = \"1h\"\nrequest_timeout = 3600\n",

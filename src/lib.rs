@@ -45,6 +45,8 @@ pub mod secret;
 pub(crate) mod service;
 pub mod settings;
 pub mod storage;
+#[cfg(test)]
+mod testing;
 pub mod tls;
 
 pub use error::{Error, ErrorKind, FleetError};

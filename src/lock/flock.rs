@@ -93,8 +93,7 @@ mod tests {
 
     #[test]
     fn a_wait_ends_without_the_lock_once_settled() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("l");
+        let (_dir, path) = crate::testing::temp_path("l");
         let _held = open_locked(&path, Instant::now()).unwrap();
         let other = crate::lock::lock_file::open_private(&path).unwrap();
         let mut looks = 0;

@@ -94,8 +94,7 @@ mod tests {
 
     #[test]
     fn creates_a_private_file_and_reopens_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(".tokenkeeper.lock");
+        let (_dir, path) = crate::testing::temp_path(".tokenkeeper.lock");
         drop(open_private(&path).unwrap());
         #[cfg(unix)]
         {

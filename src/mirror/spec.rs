@@ -151,9 +151,7 @@ mod tests {
     use crate::provider::claude::COPY_SHAPE as CLAUDE;
     use crate::provider::gemini::COPY_SHAPE as GEMINI;
 
-    fn doc(text: &str) -> Value {
-        serde_json::from_str(text).unwrap()
-    }
+    use crate::testing::json as doc;
 
     #[test]
     fn owners_modes_and_flags_read_as_people_write_them() {

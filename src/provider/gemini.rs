@@ -49,9 +49,8 @@ const UNKNOWN_LIFETIME: Duration = Duration::from_secs(30 * 60);
 /// No answer is believed to live longer than this (Google's access tokens live 1 hour).
 const LONGEST_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 const SECRET_NAME: &str = "OAUTH_CLIENT_SECRET";
-/// The top-level keys `parse` and `apply` read or write, and the fleet's copy shares.
-const DOC_KEYS: [&str; 7] = [
-    "type",
+/// google-auth-library's fields of the login, which an access-only copy shares.
+const LOGIN_KEYS: &[&str] = &[
     "access_token",
     "refresh_token",
     "expiry_date",
@@ -59,20 +58,11 @@ const DOC_KEYS: [&str; 7] = [
     "token_type",
     "id_token",
 ];
-/// An access-only copy of a Gemini login: google-auth-library's fields without `refresh_token`
-/// (so that the library never tries to refresh).
-pub const COPY_SHAPE: Shape = Shape::new(
-    &[
-        "access_token",
-        "refresh_token",
-        "expiry_date",
-        "scope",
-        "token_type",
-        "id_token",
-    ],
-    "refresh_token",
-    Spent::Absent,
-);
+/// The top-level keys `parse` and `apply` read or write: the login's, and `type`.
+const OTHER_DOC_KEYS: &[&str] = &["type"];
+/// An access-only copy of a Gemini login: its fields without `refresh_token` (so that the
+/// library never tries to refresh).
+pub const COPY_SHAPE: Shape = Shape::new(LOGIN_KEYS, "refresh_token", Spent::Absent);
 /// Bundles are large (tens of MB); anything larger than this is not Gemini CLI's.
 const MAX_SOURCE_BYTES: u64 = 64 << 20;
 const NPM_TIMEOUT: Duration = Duration::from_secs(10);
@@ -159,7 +149,13 @@ impl Provider for Gemini {
     }
 
     fn doc_keys(&self) -> Option<Vec<String>> {
-        Some(DOC_KEYS.iter().map(|k| k.to_string()).collect())
+        Some(
+            OTHER_DOC_KEYS
+                .iter()
+                .chain(LOGIN_KEYS)
+                .map(|k| k.to_string())
+                .collect(),
+        )
     }
 
     fn stored_refresh_token<'a>(&self, doc: &'a Value) -> &'a str {

@@ -135,14 +135,11 @@ const fn split_path(path: &'static str) -> (&'static str, Option<&'static str>) 
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::provider::claude::COPY_SHAPE as CLAUDE;
     use crate::provider::codex::COPY_SHAPE as CODEX;
     use crate::provider::gemini::COPY_SHAPE as GEMINI;
 
-    fn doc(text: &str) -> Value {
-        serde_json::from_str(text).unwrap()
-    }
+    use crate::testing::json as doc;
 
     #[test]
     fn a_read_of_each_providers_file_sees_every_key_of_its_copy() {

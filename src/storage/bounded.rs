@@ -117,8 +117,7 @@ mod tests {
 
     #[test]
     fn reads_a_regular_file_up_to_the_cap() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
+        let (dir, path) = crate::testing::temp_path("f");
         std::fs::write(&path, b"12345").unwrap();
         assert_eq!(read_regular(&path, 5).unwrap(), b"12345");
         assert!(matches!(

@@ -1,0 +1,15 @@
+//! What the unit tests share: a throw-away folder with a path in it, a JSON document from text.
+
+use std::path::PathBuf;
+
+/// A throw-away folder (removed when dropped: keep it) and the path `name` in it.
+pub fn temp_path(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("a temp folder");
+    let path = dir.path().join(name);
+    (dir, path)
+}
+
+/// `text` parsed as JSON.
+pub fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).expect("JSON")
+}
