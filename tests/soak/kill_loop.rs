@@ -19,6 +19,7 @@ use crate::{path_str, read_tokens, write_creds};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 use tokenkeeper_standin::{StandinServer, TOKEN_PATH};
@@ -33,6 +34,9 @@ pub struct Setup<'a> {
     pub state_dir: &'a Path,
     pub env: &'a [(String, String)],
     pub server: &'a StandinServer,
+    /// Instead of a random moment of the run, each kill lands this long at most (at random)
+    /// after the stand-in has sent its reply: the window after the reply, measured directly.
+    pub aim_after_reply: Option<Duration>,
 }
 
 /// Where one kill landed, and whether the login survived it.
@@ -73,6 +77,10 @@ pub struct Report {
     /// How long after the reply each lost login's kill landed, and what the recovery folder
     /// held right after the kill.
     lost_after: Vec<(Duration, String)>,
+    /// Every kill after the reply: how long after it, and whether the login was lost.
+    after_reply: Vec<(Duration, bool)>,
+    /// The longest a kill was aimed after the reply (`--aim-after-reply-us`).
+    aimed: Option<Duration>,
     /// A little more than the median run of an unkilled `refresh --force`: the kills are spread
     /// over it.
     span: Duration,
@@ -124,18 +132,50 @@ impl Report {
             "    after the reply was sent   {} kills, {} lost{}",
             self.after.kills,
             self.after.lost,
-            if lost_ms.is_empty() {
+            if lost_ms.is_empty() || lost_ms.len() > 10 {
                 String::new()
             } else {
                 format!(" (killed {} ms after the reply)", lost_ms.join(", "))
             }
         );
-        for (d, held) in &self.lost_after {
+        for (d, held) in self.lost_after.iter().take(5) {
             let _ = writeln!(
                 out,
                 "      {:.2} ms after the reply; recovery folder then: {held}",
                 d.as_secs_f64() * 1000.0
             );
+        }
+        if let Some(most) = self.aimed.filter(|_| !self.after_reply.is_empty()) {
+            // Kills spread evenly over `most`: the share that lost the login, times `most`, is
+            // how long after the reply a kill still loses it, on average.
+            let lost = self.after_reply.iter().filter(|(_, l)| *l).count();
+            let window = most.as_secs_f64() * lost as f64 / self.after_reply.len() as f64;
+            let _ = writeln!(
+                out,
+                "  window after the reply: {:.0} us ({lost} of {} kills aimed 0-{} us after it lost the login); by how long after it:",
+                window * 1e6,
+                self.after_reply.len(),
+                most.as_micros()
+            );
+            let buckets = 10u32;
+            let width = (most / buckets).max(Duration::from_nanos(1));
+            for b in 0..buckets {
+                let (from, to) = (width * b, width * (b + 1));
+                let here: Vec<bool> = self
+                    .after_reply
+                    .iter()
+                    .filter(|(d, _)| *d >= from && (*d < to || b + 1 == buckets))
+                    .map(|(_, lost)| *lost)
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "    {:>5}-{:<5} us  {:>4} kills, {:>3} lost",
+                    from.as_micros(),
+                    to.as_micros(),
+                    here.len(),
+                    here.iter().filter(|l| **l).count()
+                );
+            }
         }
         for e in self.errors.iter().take(5) {
             let _ = writeln!(out, "  error: {e}");
@@ -148,6 +188,7 @@ impl Report {
 pub fn run(setup: &Setup, rounds: u64, reply_delay: Duration) -> Report {
     let mut report = Report {
         reply_delay,
+        aimed: setup.aim_after_reply,
         ..Report::default()
     };
     let mut family = match new_login(setup) {
@@ -192,15 +233,44 @@ pub fn run(setup: &Setup, rounds: u64, reply_delay: Duration) -> Report {
 fn round(setup: &Setup, report: &mut Report, family: &mut u64) -> Result<(), String> {
     let (_, before) = read_tokens(setup.creds).ok_or("cannot read the login")?;
     let mut child = tk(setup, &["refresh", "--force"])?;
-    thread::sleep(Duration::from_nanos(fastrand::u64(
-        0..=report.span.as_nanos() as u64,
-    )));
-    let exited = child.try_wait().map_err(|e| e.to_string())?.is_some();
-    let kill = Instant::now();
-    if !exited {
-        let _ = child.kill();
-    }
-    let status = child.wait().map_err(|e| e.to_string())?;
+    let (kill, status) = match setup.aim_after_reply {
+        None => {
+            thread::sleep(Duration::from_nanos(fastrand::u64(
+                0..=report.span.as_nanos() as u64,
+            )));
+            let exited = child.try_wait().map_err(|e| e.to_string())?.is_some();
+            let kill = Instant::now();
+            if !exited {
+                let _ = child.kill();
+            }
+            (kill, child.wait().map_err(|e| e.to_string())?)
+        }
+        Some(most) => {
+            let pid = child.id() as i32;
+            let after = Duration::from_nanos(fastrand::u64(0..=most.as_nanos() as u64));
+            let sent = Arc::new(Mutex::new(None));
+            let noted = Arc::clone(&sent);
+            setup
+                .server
+                .after_token_reply(Some(Box::new(move |answered: Instant| {
+                    let at = answered + after;
+                    while Instant::now() < at {
+                        std::hint::spin_loop();
+                    }
+                    let now = Instant::now();
+                    // SAFETY: the pid is our child's, not yet waited for (so not reused).
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    *noted.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
+                })));
+            let status = child.wait().map_err(|e| e.to_string());
+            setup.server.after_token_reply(None);
+            let kill = sent
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or_else(Instant::now);
+            (kill, status?)
+        }
+    };
     let killed = std::os::unix::process::ExitStatusExt::signal(&status) == Some(libc::SIGKILL);
     // A request the process had written before it died is still read and served: give the
     // stand-in time to accept it, then wait for its reply to be sent.
@@ -249,6 +319,7 @@ fn round(setup: &Setup, report: &mut Report, family: &mut u64) -> Result<(), Str
         Landed::BeforeRequest => Some(&mut report.before),
         Landed::InFlight => Some(&mut report.in_flight),
         Landed::AfterReply(d) => {
+            report.after_reply.push((d, lost));
             if lost {
                 report.lost_after.push((d, held));
             }

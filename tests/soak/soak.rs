@@ -74,7 +74,8 @@ usage: soak [--seconds N] [--clients N] [--claude-likes N] [--lifetime SECS]
             [--exec-min-ttl DUR] [--retry-auth N] [--client fake|claude]
             [--claude-refresh-at-ms MS[,MS...]] [--kill-in-round-trip]
             [--no-chaos] [--no-relogin] [--dir PATH] [--keep] [--no-build]
-       soak --kill-loop N [--reply-delay-ms MS] [--dir PATH] [--keep] [--no-build]
+       soak --kill-loop N [--reply-delay-ms MS] [--aim-after-reply-us US] [--dir PATH]
+            [--keep] [--no-build]
 
   --seconds N             how long the load and the chaos run (default 60)
   --clients N             loops of `tokenkeeper exec -- fake_claude` (default 20)
@@ -108,7 +109,9 @@ usage: soak [--seconds N] [--clients N] [--claude-likes N] [--lifetime SECS]
                           SIGKILLed at a random moment of its run, each loss of the login
                           counted by where the kill landed: before the token request, with it
                           in flight, or after the reply was sent (tests/soak/kill_loop.rs)
-  --reply-delay-ms MS     with --kill-loop: the token endpoint answers after MS (default 20)";
+  --reply-delay-ms MS     with --kill-loop: the token endpoint answers after MS (default 20)
+  --aim-after-reply-us US with --kill-loop: each kill lands 0-US microseconds after the
+                          stand-in has sent its reply (the window after the reply, directly)";
 
 #[derive(Clone, Debug)]
 struct Args {
@@ -134,6 +137,7 @@ struct Args {
     /// Rounds of the kill loop instead of the load (0: the load).
     kill_loop: u64,
     reply_delay_ms: u64,
+    aim_after_reply_us: u64,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -157,6 +161,7 @@ fn parse_args() -> Result<Args, String> {
         build: true,
         kill_loop: 0,
         reply_delay_ms: 20,
+        aim_after_reply_us: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -200,6 +205,7 @@ fn parse_args() -> Result<Args, String> {
                     "--dir" => a.dir = Some(PathBuf::from(&v)),
                     "--kill-loop" => a.kill_loop = v.parse().map_err(bad)?,
                     "--reply-delay-ms" => a.reply_delay_ms = v.parse().map_err(bad)?,
+                    "--aim-after-reply-us" => a.aim_after_reply_us = v.parse().map_err(bad)?,
                     _ => return Err(format!("unknown option {flag}\n{USAGE}")),
                 }
             }
@@ -498,6 +504,8 @@ fn run_kill_loop(args: Args, bins: Bins, paths: Paths) -> Result<bool, String> {
         state_dir: &paths.state_dir,
         env: &env,
         server: &server,
+        aim_after_reply: (args.aim_after_reply_us > 0)
+            .then(|| Duration::from_micros(args.aim_after_reply_us)),
     };
     let report = kill_loop::run(&setup, args.kill_loop, delay);
     print!("{}", report.print());

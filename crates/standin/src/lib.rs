@@ -159,6 +159,9 @@ pub struct StandinStats {
     pub faults_served: u64,
 }
 
+/// See [`StandinServer::after_token_reply`].
+pub type AfterReply = Box<dyn Fn(Instant) + Send>;
+
 #[derive(Clone)]
 pub struct RecordedRequest {
     pub method: String,
@@ -231,6 +234,7 @@ impl StandinServer {
             gate: RwLock::new(()),
             gate_used: AtomicBool::new(false),
             last_token_response: Mutex::new(None),
+            after_token_reply: Mutex::new(None),
             api_delay: Mutex::new(Duration::ZERO),
             account_uuid: random_uuid(),
             organization_uuid: random_uuid(),
@@ -372,6 +376,13 @@ impl StandinServer {
     /// drops a token request unserved (not recorded, not counted) when its sender has already
     /// closed the connection, as the kernel does for a killed process; so kill the process and
     /// wait for it to be gone before dropping the guard. Hold it briefly: token requests wait.
+    /// Has `hook` called on the serving thread right after each reply to a token request has
+    /// been written (before the connection is closed), with the moment it was written; `None`
+    /// removes it. For measuring what happens to a client in the moments after a reply.
+    pub fn after_token_reply(&self, hook: Option<AfterReply>) {
+        *lock(&self.shared.after_token_reply) = hook;
+    }
+
     pub fn hold_token_requests(&self) -> TokenGate<'_> {
         self.shared.gate_used.store(true, Ordering::SeqCst);
         let held = self.shared.gate.write().unwrap_or_else(|e| e.into_inner());
@@ -416,6 +427,8 @@ struct Shared {
     gate_used: AtomicBool,
     /// When the last reply to a token request was written.
     last_token_response: Mutex<Option<Instant>>,
+    /// Called right after each reply to a token request is written (see `after_token_reply`).
+    after_token_reply: Mutex<Option<AfterReply>>,
     /// How long an API call takes before its token is checked (the real API's round trip).
     api_delay: Mutex<Duration>,
     account_uuid: String,
@@ -743,6 +756,9 @@ fn serve_connection(shared: &Shared, mut stream: TcpStream) {
             }
             if gate.take().is_some() {
                 *lock(&shared.last_token_response) = Some(answered);
+                if let Some(hook) = lock(&shared.after_token_reply).as_ref() {
+                    hook(answered);
+                }
             }
             if written {
                 close_gracefully(&stream);
