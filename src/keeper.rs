@@ -153,27 +153,24 @@ impl Keeper {
             Some(fleet) => fleet_refresh::ensure_fresh(fleet, &job, force, min_ttl),
             #[cfg(not(feature = "fleet"))]
             Some(fleet) => match **fleet {},
-            None => match self.access_only_copy(in_hand.as_ref()) {
-                Some(login) => self.use_copy(login, force),
-                None => refresh::refresh_if_due(&job, in_hand, force, min_ttl),
-            },
+            None => {
+                // Read once: the login as it is now decides between a copy and a refresh.
+                let login = match in_hand {
+                    Some(login) => login,
+                    None => self.read_login()?,
+                };
+                if self.is_copy(&login) {
+                    self.use_copy(login, force)
+                } else {
+                    refresh::refresh_if_due(&job, Some(login), force, min_ttl)
+                }
+            }
         }
     }
 
-    /// The login, when this machine's file is an access-only copy kept by an owner elsewhere
-    /// (`[[mirror]]`, a fleet machine's file read without the fleet): an access token and no
-    /// refresh token, in a provider that has copies. None for anything else (a wiped login has
-    /// no access token either, and stays dead).
-    fn access_only_copy(&self, in_hand: Option<&Login>) -> Option<Login> {
-        self.provider.copy_shape()?;
-        let login = match in_hand {
-            Some(login) => login.clone(),
-            None => refresh::parse_current(self.provider.as_ref(), &self.file).ok()?,
-        };
-        self.is_copy(&login).then_some(login)
-    }
-
-    /// Whether `login` is an access-only copy (see [`Keeper::access_only_copy`]).
+    /// Whether `login` is an access-only copy kept by an owner elsewhere (`[[mirror]]`, a fleet
+    /// machine's file read without the fleet): an access token and no refresh token, in a
+    /// provider that has copies. A wiped login has no access token either, and stays dead.
     fn is_copy(&self, login: &Login) -> bool {
         self.provider.copy_shape().is_some()
             && login.refresh_token.is_empty()
