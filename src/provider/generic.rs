@@ -854,48 +854,6 @@ mod tests {
                 "client_secret is empty; remove it or set the secret",
             ),
             (
-                |t| {
-                    t.extra_fields.insert("refresh_token".into(), "x".into());
-                },
-                "extra_fields.refresh_token: tokenkeeper sends refresh_token itself; remove it",
-            ),
-            (
-                |t| {
-                    t.extra_fields.insert("client_secret".into(), "x".into());
-                },
-                "extra_fields.client_secret: tokenkeeper sends client_secret itself (set client_secret instead)",
-            ),
-            (
-                |t| {
-                    t.extra_fields.insert(String::new(), "x".into());
-                },
-                "extra_fields has an empty field name",
-            ),
-            (
-                |t| {
-                    t.headers.insert("Content-Type".into(), "text/plain".into());
-                },
-                "headers.Content-Type: tokenkeeper sets this header itself (set body instead)",
-            ),
-            (
-                |t| {
-                    t.headers.insert("user-agent".into(), "x".into());
-                },
-                "(set user_agent instead)",
-            ),
-            (
-                |t| {
-                    t.headers.insert("Bad Name".into(), "x".into());
-                },
-                "headers: \"Bad Name\" is not a header name",
-            ),
-            (
-                |t| {
-                    t.headers.insert("X-Key".into(), "a\r\nb".into());
-                },
-                "headers.X-Key holds a character a header cannot",
-            ),
-            (
                 |t| t.user_agent = Some("a\nb".into()),
                 "user_agent holds a character",
             ),
@@ -936,6 +894,56 @@ mod tests {
                     "{text}"
                 );
             }
+        }
+        // A field (`extra_fields`) or a header (`headers`) of the request, and what is said.
+        let fields = [
+            (
+                false,
+                "refresh_token",
+                "x",
+                "extra_fields.refresh_token: tokenkeeper sends refresh_token itself; remove it",
+            ),
+            (
+                false,
+                "client_secret",
+                "x",
+                "extra_fields.client_secret: tokenkeeper sends client_secret itself (set client_secret instead)",
+            ),
+            (false, "", "x", "extra_fields has an empty field name"),
+            (
+                true,
+                "Content-Type",
+                "text/plain",
+                "headers.Content-Type: tokenkeeper sets this header itself (set body instead)",
+            ),
+            (true, "user-agent", "x", "(set user_agent instead)"),
+            (
+                true,
+                "Bad Name",
+                "x",
+                "headers: \"Bad Name\" is not a header name",
+            ),
+            (
+                true,
+                "X-Key",
+                "a\r\nb",
+                "headers.X-Key holds a character a header cannot",
+            ),
+        ];
+        for (header, name, value, needle) in fields {
+            let mut t = table("ms");
+            let into = if header {
+                &mut t.headers
+            } else {
+                &mut t.extra_fields
+            };
+            into.insert(name.into(), value.into());
+            let text = problem(&t);
+            assert!(text.contains(needle), "want {needle:?} in: {text}");
+            assert!(
+                text.contains(&format!("[[login]] \"{}\": ", t.name)),
+                "{text}"
+            );
         }
     }
 

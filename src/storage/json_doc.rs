@@ -185,32 +185,17 @@ pub fn scan(b: &[u8]) -> Result<Scanned, SyntaxError> {
     'value: loop {
         // A value starts at `pos`.
         match b.get(pos) {
-            Some(b'{') => {
+            Some(&open @ (b'{' | b'[')) => {
+                let close = if open == b'{' { b'}' } else { b']' };
                 pos = skip_ws(b, pos + 1);
-                if b.get(pos) == Some(&b'}') {
+                if b.get(pos) == Some(&close) {
                     pos += 1;
                 } else {
                     if stack.len() >= MAX_DEPTH {
                         return Err(error_at(b, pos, Some(MAX_DEPTH)));
                     }
-                    stack.push(b'{');
-                    let (key_end, value) = key_and_colon(b, pos).map_err(err)?;
-                    if stack.len() == 1 {
-                        pending = Some((pos..key_end, value));
-                    }
-                    pos = value;
-                    continue 'value;
-                }
-            }
-            Some(b'[') => {
-                pos = skip_ws(b, pos + 1);
-                if b.get(pos) == Some(&b']') {
-                    pos += 1;
-                } else {
-                    if stack.len() >= MAX_DEPTH {
-                        return Err(error_at(b, pos, Some(MAX_DEPTH)));
-                    }
-                    stack.push(b'[');
+                    stack.push(open);
+                    pos = member_value(b, pos, &stack, &mut pending).map_err(err)?;
                     continue 'value;
                 }
             }
@@ -238,13 +223,7 @@ pub fn scan(b: &[u8]) -> Result<Scanned, SyntaxError> {
             match (open, b.get(pos)) {
                 (_, Some(b',')) => {
                     pos = skip_ws(b, pos + 1);
-                    if open == b'{' {
-                        let (key_end, value) = key_and_colon(b, pos).map_err(err)?;
-                        if stack.len() == 1 {
-                            pending = Some((pos..key_end, value));
-                        }
-                        pos = value;
-                    }
+                    pos = member_value(b, pos, &stack, &mut pending).map_err(err)?;
                     continue 'value;
                 }
                 (b'{', Some(b'}')) | (b'[', Some(b']')) => {
@@ -255,6 +234,25 @@ pub fn scan(b: &[u8]) -> Result<Scanned, SyntaxError> {
             }
         }
     }
+}
+
+/// Where the next value starts, from `pos` inside the innermost container of `stack`: in an
+/// array, there; in an object, after the key at `pos` and its `:` (a member of the root object
+/// is noted in `pending`: its key, and where its value starts).
+fn member_value(
+    b: &[u8],
+    pos: usize,
+    stack: &[u8],
+    pending: &mut Option<(Range<usize>, usize)>,
+) -> Result<usize, usize> {
+    if stack.last() != Some(&b'{') {
+        return Ok(pos);
+    }
+    let (key_end, value) = key_and_colon(b, pos)?;
+    if stack.len() == 1 {
+        *pending = Some((pos..key_end, value));
+    }
+    Ok(value)
 }
 
 /// A key at `pos`, then `:`; returns where the key ends and where its value starts.
