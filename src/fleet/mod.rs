@@ -387,14 +387,10 @@ mod tests {
         let none = |_: &str| None;
         let path = Path::new("/c/config.toml");
         assert!(Fleet::resolve(None, &cfg, path, &none).unwrap().is_none());
-        let err = Fleet::resolve(
-            Some(DatabaseUrl::new("postgres://u:pw@db/x")),
-            &cfg,
-            path,
-            &none,
-        )
-        .unwrap_err()
-        .to_string();
+        let flag = |url: &str| Some(DatabaseUrl::new(url));
+        let err = Fleet::resolve(flag("postgres://u:pw@db/x"), &cfg, path, &none)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("postgres://u@db/x") && !err.contains("pw") && err.contains("keygen"),
             "{err}"
@@ -409,14 +405,9 @@ mod tests {
         let fleet = Fleet::resolve(None, &cfg, path, &env).unwrap().unwrap();
         assert_eq!(fleet.machine, "build-3");
         assert_eq!(fleet.url(), "postgres://db/x");
-        let flag = Fleet::resolve(
-            Some(DatabaseUrl::new("postgres://other/y")),
-            &cfg,
-            path,
-            &env,
-        )
-        .unwrap()
-        .unwrap();
-        assert_eq!(flag.shown, "postgres://other/y", "the flag wins");
+        let wins = Fleet::resolve(flag("postgres://other/y"), &cfg, path, &env)
+            .unwrap()
+            .unwrap();
+        assert_eq!(wins.shown, "postgres://other/y", "the flag wins");
     }
 }

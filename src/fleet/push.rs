@@ -189,26 +189,20 @@ mod tests {
     #[test]
     fn push_replaces_only_an_older_or_dead_login_unless_forced() {
         let stored = shared("r", 1000, &[], None);
-        assert_eq!(
-            push_verdict(&stored, &login("r", 5), false),
-            PushVerdict::AlreadyThere
-        );
-        assert_eq!(
-            push_verdict(&stored, &login("n", 2000), false),
-            PushVerdict::Replace
-        );
-        assert_eq!(
-            push_verdict(&stored, &login("n", 1000), false),
-            PushVerdict::Refuse
-        );
-        assert_eq!(
-            push_verdict(&stored, &login("n", 10), false),
-            PushVerdict::Refuse
-        );
-        assert_eq!(
-            push_verdict(&stored, &login("n", 10), true),
-            PushVerdict::Replace
-        );
+        // (refresh token, expiry, --force): what a push of that login does.
+        for (refresh, expires, force, verdict) in [
+            ("r", 5, false, PushVerdict::AlreadyThere),
+            ("n", 2000, false, PushVerdict::Replace),
+            ("n", 1000, false, PushVerdict::Refuse),
+            ("n", 10, false, PushVerdict::Refuse),
+            ("n", 10, true, PushVerdict::Replace),
+        ] {
+            assert_eq!(
+                push_verdict(&stored, &login(refresh, expires), force),
+                verdict,
+                "{refresh} {expires} {force}"
+            );
+        }
         let dead = shared("r", 1000, &[], Some("r"));
         assert!(dead.is_dead());
         assert_eq!(

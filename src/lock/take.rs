@@ -270,12 +270,20 @@ mod tests {
     use super::*;
     use crate::lock::own_lock::sidecar_path;
 
-    fn waits() -> impl Fn(PathBuf, io::Error) -> Error {
-        |path, source| Error::Inaccessible {
+    fn not_writable(path: PathBuf, source: io::Error) -> Error {
+        Error::Inaccessible {
             action: "create a lock at",
             path,
             source,
             hint: String::new(),
+        }
+    }
+
+    /// Waits that give up after 50 ms.
+    fn quick(not_writable: &dyn Fn(PathBuf, io::Error) -> Error) -> Waits<'_> {
+        Waits {
+            timeout: Duration::from_millis(50),
+            not_writable,
         }
     }
 
@@ -285,11 +293,7 @@ mod tests {
         let own = OwnLock::acquire(&sidecar_path(dir.path()), Instant::now(), &mut || {}).unwrap();
         let path = dir.path().join("auth.lock");
         let _other = crate::lock::flock::open_locked(&path, Instant::now()).unwrap();
-        let not_writable = waits();
-        let w = Waits {
-            timeout: Duration::from_millis(50),
-            not_writable: &not_writable,
-        };
+        let w = quick(&not_writable);
         let soon = Instant::now() + Duration::from_millis(50);
         let err = w
             .save_lock(SaveLock::Flocks(vec![path.clone()]), soon, &own)
@@ -307,11 +311,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sidecar = sidecar_path(dir.path());
         let _first = OwnLock::acquire(&sidecar, Instant::now(), &mut || {}).unwrap();
-        let not_writable = waits();
-        let w = Waits {
-            timeout: Duration::from_millis(50),
-            not_writable: &not_writable,
-        };
+        let w = quick(&not_writable);
         let soon = Instant::now() + Duration::from_millis(50);
         let err = w.own(&sidecar, soon, &mut || {}).unwrap_err();
         assert!(
@@ -332,11 +332,7 @@ mod tests {
             best_effort: false,
             what: "a lock",
         };
-        let not_writable = waits();
-        let w = Waits {
-            timeout: Duration::from_millis(50),
-            not_writable: &not_writable,
-        };
+        let w = quick(&not_writable);
         let soon = Instant::now() + Duration::from_millis(50);
         let held = w
             .refresh_locks(&[spec("a.lock"), spec("b.lock")], soon, &own)
