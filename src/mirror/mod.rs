@@ -358,12 +358,15 @@ impl Bound {
         }
     }
 
-    /// The copy at `target` as a credentials file of this login's provider.
+    /// The copy at `target` as a credentials file of this login's provider, never read or
+    /// written through a link: its consumer may control the folder, and a link there could
+    /// otherwise point the daemon at any file it can read or write.
     fn file(&self, provider: &dyn Provider, who: Owner, target: &Path) -> CredentialsFile {
         CredentialsFile::new(target, who)
             .with_layout(provider.layout())
             .with_keys(provider.doc_keys())
             .with_perms(self.perms)
+            .refusing_links()
     }
 
     /// A folder pattern's matches now: new ones are added (refused ones too, so they are

@@ -33,9 +33,20 @@ impl std::fmt::Display for ReadError {
 
 /// Reads the regular file at `path` (following links), at most `cap` bytes.
 pub fn read_regular(path: &Path, cap: u64) -> Result<Vec<u8>, ReadError> {
-    let file = open_nonblocking(path).map_err(|e| match e.kind() {
+    read_capped(path, cap, true)
+}
+
+/// [`read_regular`], but a link at `path` is refused rather than followed (`NotRegular`), in
+/// the same `open`: a file someone else may swap for a link is never read through one.
+pub fn read_regular_here(path: &Path, cap: u64) -> Result<Vec<u8>, ReadError> {
+    read_capped(path, cap, false)
+}
+
+fn read_capped(path: &Path, cap: u64, follow: bool) -> Result<Vec<u8>, ReadError> {
+    let file = open_nonblocking(path, follow).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => ReadError::NotFound,
         _ if e.raw_os_error() == Some(libc::EISDIR) => ReadError::NotRegular("a folder"),
+        _ if e.raw_os_error() == Some(libc::ELOOP) => ReadError::NotRegular("a symbolic link"),
         _ => ReadError::Io(e),
     })?;
     let meta = file.metadata().map_err(ReadError::Io)?;
@@ -57,16 +68,20 @@ pub fn read_regular(path: &Path, cap: u64) -> Result<Vec<u8>, ReadError> {
 }
 
 #[cfg(unix)]
-fn open_nonblocking(path: &Path) -> io::Result<File> {
+fn open_nonblocking(path: &Path, follow: bool) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
+    let nofollow = if follow { 0 } else { libc::O_NOFOLLOW };
     OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK)
+        .custom_flags(libc::O_NONBLOCK | nofollow)
         .open(path)
 }
 
 #[cfg(not(unix))]
-fn open_nonblocking(path: &Path) -> io::Result<File> {
+fn open_nonblocking(path: &Path, follow: bool) -> io::Result<File> {
+    if !follow && std::fs::symlink_metadata(path)?.file_type().is_symlink() {
+        return Err(io::Error::from_raw_os_error(libc::ELOOP));
+    }
     OpenOptions::new().read(true).open(path)
 }
 

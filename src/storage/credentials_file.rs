@@ -54,6 +54,9 @@ pub struct FilePlace {
     keys: Option<Arc<[String]>>,
     /// The written file's mode and owner (0600 and the old file's owner unless set).
     perms: Perms,
+    /// Whether a link at the path (or a link for its folder) is followed to its target, as for
+    /// a login's own file, or refused, as for a copy in a folder someone else controls.
+    follow_links: bool,
 }
 
 /// How the CLI itself writes the file, which our writes copy when they write a file anew (no
@@ -102,6 +105,14 @@ impl CredentialsFile {
     /// The same file, written with this mode and owner (an access-only copy for another user).
     pub fn with_perms(mut self, perms: Perms) -> Self {
         self.file.perms = perms;
+        self
+    }
+
+    /// The same file, never read or written through a link: a link at its path, or for its
+    /// folder, is refused. For a copy in a folder its consumer controls, who could otherwise
+    /// point it at any file the writer can read or write.
+    pub fn refusing_links(mut self) -> Self {
+        self.file.follow_links = false;
         self
     }
 
@@ -270,6 +281,7 @@ impl FilePlace {
             layout,
             keys: None,
             perms: Perms::default(),
+            follow_links: true,
         }
     }
 
@@ -304,6 +316,9 @@ impl FilePlace {
 
     /// The file that holds the bytes: the path itself, or where its symlink chain ends.
     pub fn target(&self) -> Result<PathBuf, Error> {
+        if !self.follow_links {
+            return self.here();
+        }
         match fs::symlink_metadata(&self.path) {
             Ok(meta) if meta.file_type().is_symlink() => match fs::canonicalize(&self.path) {
                 Ok(t) => Ok(t),
@@ -318,10 +333,36 @@ impl FilePlace {
         }
     }
 
+    /// The path itself, when neither it nor its folder is a link.
+    fn here(&self) -> Result<PathBuf, Error> {
+        let folder = folder_of(&self.path);
+        for (path, what) in [(&folder, "their folder is"), (&self.path, "they are")] {
+            if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+                return Err(self.malformed(
+                    &format!(
+                        "{what} a symbolic link ({}), which tokenkeeper does not follow here",
+                        path.display()
+                    ),
+                    "Replace the link with the real folder or file.",
+                ));
+            }
+        }
+        Ok(self.path.clone())
+    }
+
+    /// Reads the regular file at `target`, through a link only when links are followed.
+    fn read_bytes(&self, target: &Path) -> Result<Vec<u8>, ReadError> {
+        if self.follow_links {
+            bounded::read_regular(target, MAX_CREDENTIALS)
+        } else {
+            bounded::read_regular_here(target, MAX_CREDENTIALS)
+        }
+    }
+
     /// Reads and parses the file; changes nothing.
     pub fn read(&self) -> Result<Snapshot, Error> {
         let target = self.target()?;
-        let bytes = match bounded::read_regular(&target, MAX_CREDENTIALS) {
+        let bytes = match self.read_bytes(&target) {
             Ok(b) => b,
             Err(ReadError::NotFound) => return Err(self.missing()),
             Err(ReadError::NotRegular(what)) => {
@@ -387,7 +428,8 @@ impl FilePlace {
     /// indent). Otherwise the whole file is written anew in this file's layout.
     pub fn write(&self, doc: &Value, _guard: &WriteGuard<'_>) -> io::Result<()> {
         let target = self.target().map_err(|e| io::Error::other(e.to_string()))?;
-        let old = bounded::read_regular(&target, MAX_CREDENTIALS)
+        let old = self
+            .read_bytes(&target)
             .ok()
             .filter(|b| json_doc::validate(b).is_ok());
         if let Some(old) = old {
@@ -402,7 +444,8 @@ impl FilePlace {
             Layout::Compact => serde_json::to_vec(doc),
             Layout::Pretty => serde_json::to_vec_pretty(doc),
             Layout::AsFound => {
-                let found = bounded::read_regular(&target, MAX_CREDENTIALS)
+                let found = self
+                    .read_bytes(&target)
                     .map_or_else(|_| FileLayout::no_file(), |b| FileLayout::of(&b));
                 found.encode(doc)
             }

@@ -448,6 +448,89 @@ fn a_copy_that_cannot_be_written_is_alerted_by_name_once_then_recovered() {
     assert!(run.stderr.contains("cannot be written"), "{run:?}");
 }
 
+/// A consumer controls its copy's folder: a link put where the copy is, or in place of the
+/// folder, would have the daemon read another file (and copy its keys where the consumer reads
+/// them) or write over it. Neither is ever followed: the target stays as it was, byte for
+/// byte, the link stays a link, and the copy is alerted by name.
+#[test]
+fn a_link_in_place_of_a_copy_or_its_folder_is_never_followed() {
+    let s = Sandbox::new();
+    s.login(8 * 3_600_000);
+    // Another login of the same user, and a JSON settings file: what a link could point at.
+    let other = s.dir.path().join("other");
+    fs::create_dir_all(&other).unwrap();
+    let decoy = other.join(".credentials.json");
+    let decoy_text = r#"{"claudeAiOauth":{"accessToken":"sk-ant-oat01-decoy","refreshToken":"sk-ant-ort01-decoy-refresh","expiresAt":1},"mine":1}"#;
+    fs::write(&decoy, decoy_text).unwrap();
+    let settings = other.join("settings.json");
+    fs::write(&settings, r#"{"hooks":{}}"#).unwrap();
+
+    // At start: a link where the copy goes is refused, and nothing is written anywhere.
+    let linked = agent(&s, "a1");
+    std::os::unix::fs::symlink(&settings, &linked).unwrap();
+    let flag = format!("claude={}", linked.display());
+    let run = run_within(
+        &mut s.cmd(&["daemon", "--mirror", &flag]),
+        Duration::from_secs(20),
+    );
+    assert_eq!(run.code, 78, "{run:?}");
+    assert!(run.stderr.contains("symbolic link"), "{run:?}");
+    assert_eq!(fs::read_to_string(&settings).unwrap(), r#"{"hooks":{}}"#);
+    assert!(
+        fs::symlink_metadata(&linked)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+
+    // Later: a copy (then its folder) swapped for a link while the daemon runs.
+    let copy = agent(&s, "a2");
+    let folder = copy.parent().unwrap().to_path_buf();
+    let log = s.dir.path().join("alerts.log");
+    let notify = format!(
+        "echo \"$TOKENKEEPER_EVENT: $TOKENKEEPER_MESSAGE\" >> {}",
+        log.display()
+    );
+    let flag = format!("claude={}", copy.display());
+    let d = daemon(&s, &["--mirror", &flag, "--notify-command", &notify]);
+    wait_for("the copy", Duration::from_secs(10), || copy.exists());
+    let alerts = || fs::read_to_string(&log).unwrap_or_default();
+    let nudge = || {
+        let text = s.read_creds();
+        fs::write(s.creds(), text).unwrap();
+        sleep(Duration::from_millis(300));
+    };
+    fs::remove_file(&copy).unwrap();
+    std::os::unix::fs::symlink(&decoy, &copy).unwrap();
+    nudge();
+    wait_for("the mirror_failed alert", Duration::from_secs(10), || {
+        alerts().contains("mirror_failed")
+    });
+    assert_eq!(fs::read_to_string(&decoy).unwrap(), decoy_text);
+    assert!(
+        fs::symlink_metadata(&copy)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    // The folder itself a link to the other login's folder.
+    fs::remove_dir_all(&folder).unwrap();
+    std::os::unix::fs::symlink(&other, &folder).unwrap();
+    for _ in 0..3 {
+        nudge();
+    }
+    let run = stop(&s, d);
+    assert_eq!(fs::read_to_string(&decoy).unwrap(), decoy_text);
+    assert_eq!(fs::read_to_string(&settings).unwrap(), r#"{"hooks":{}}"#);
+    let text = alerts();
+    assert!(text.contains(&copy.display().to_string()), "{text}");
+    assert!(!text.contains("sk-ant-"), "{text}");
+    assert!(
+        !run.stdout.contains("decoy") && !run.stderr.contains("decoy"),
+        "{run:?}"
+    );
+}
+
 #[test]
 fn status_lists_each_copy_with_the_expiry_it_holds() {
     let s = Sandbox::new();
