@@ -94,15 +94,16 @@ impl Prepared {
         #[cfg(unix)]
         builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600));
         let tmp = builder.tempfile_in(folder_of(target))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let old = fs::metadata(target).ok().map(|m| (m.uid(), m.gid()));
+            set_perms(tmp.as_file(), perms, old, target)?;
+        }
+        #[cfg(not(unix))]
         match perms.owner {
             None => keep_owner(target, tmp.as_file())?,
             Some(owner) => give_to(tmp.as_file(), owner)?,
-        }
-        #[cfg(unix)]
-        if perms.mode != 0o600 {
-            use std::os::unix::fs::PermissionsExt;
-            tmp.as_file()
-                .set_permissions(fs::Permissions::from_mode(perms.mode))?;
         }
         Ok(Prepared {
             tmp,
@@ -133,26 +134,45 @@ impl Prepared {
 /// user's; anyone else cannot give a file away, and replacing another user's file with one of
 /// their own would take the login from its owner, so that is refused.
 #[cfg(unix)]
-fn keep_owner(target: &Path, tmp: &fs::File) -> io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(old) = fs::metadata(target) else {
+pub(crate) fn keep_owner_of(
+    old: Option<(u32, u32)>,
+    target: &Path,
+    tmp: &fs::File,
+) -> io::Result<()> {
+    let Some((uid, gid)) = old else {
         return Ok(());
     };
     let me = current_uid();
-    if old.uid() == me {
+    if uid == me {
         return Ok(());
     }
     if me == 0 {
-        return std::os::unix::fs::fchown(tmp, Some(old.uid()), Some(old.gid()));
+        return std::os::unix::fs::fchown(tmp, Some(uid), Some(gid));
     }
     Err(io::Error::new(
         io::ErrorKind::PermissionDenied,
         format!(
-            "{} belongs to another user (uid {}); run tokenkeeper as that user, so the file stays theirs",
+            "{} belongs to another user (uid {uid}); run tokenkeeper as that user, so the file stays theirs",
             target.display(),
-            old.uid()
         ),
     ))
+}
+
+/// The temp file's owner and mode as `perms` asks (see [`write_atomic_as`]); `old` is the
+/// owner of the file it replaces, if any.
+#[cfg(unix)]
+pub(crate) fn set_perms(
+    tmp: &fs::File,
+    perms: Perms,
+    old: Option<(u32, u32)>,
+    target: &Path,
+) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match perms.owner {
+        None => keep_owner_of(old, target, tmp)?,
+        Some(owner) => give_to(tmp, owner)?,
+    }
+    tmp.set_permissions(fs::Permissions::from_mode(perms.mode))
 }
 
 /// Gives the new file to `(uid, gid)`: root can give it to anyone, another user only to

@@ -9,6 +9,8 @@ use crate::error::Error;
 use crate::storage::atomic::{Perms, folder_of, remove_abandoned_temps, write_atomic_as};
 use crate::storage::bounded::loose_mode;
 use crate::storage::bounded::{self, ReadError};
+#[cfg(unix)]
+use crate::storage::folder::Folder;
 use crate::storage::json_doc;
 use crate::storage::keychain::Keychain;
 use crate::storage::place::{self, Place};
@@ -350,13 +352,39 @@ impl FilePlace {
         Ok(self.path.clone())
     }
 
-    /// Reads the regular file at `target`, through a link only when links are followed.
+    /// Reads the regular file at `target`, through a link only when links are followed (else
+    /// through its folder opened without following one: see [`Folder`]).
     fn read_bytes(&self, target: &Path) -> Result<Vec<u8>, ReadError> {
         if self.follow_links {
-            bounded::read_regular(target, MAX_CREDENTIALS)
-        } else {
-            bounded::read_regular_here(target, MAX_CREDENTIALS)
+            return bounded::read_regular(target, MAX_CREDENTIALS);
         }
+        #[cfg(unix)]
+        {
+            let (folder, name) = self.in_folder().map_err(ReadError::Io)?;
+            folder.read(name, MAX_CREDENTIALS)
+        }
+        #[cfg(not(unix))]
+        bounded::read_regular_here(target, MAX_CREDENTIALS)
+    }
+
+    /// The file's folder, opened without following a link for it, and the file's name in it.
+    #[cfg(unix)]
+    fn in_folder(&self) -> io::Result<(Folder, &std::ffi::OsStr)> {
+        let name = self
+            .path
+            .file_name()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"))?;
+        let folder = Folder::open(&folder_of(&self.path)).map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP | libc::ENOTDIR) => io::Error::new(
+                e.kind(),
+                format!(
+                    "the folder of {} is a symbolic link, which tokenkeeper does not follow here",
+                    self.path.display()
+                ),
+            ),
+            _ => e,
+        })?;
+        Ok((folder, name))
     }
 
     /// Reads and parses the file; changes nothing.
@@ -428,31 +456,38 @@ impl FilePlace {
     /// indent). Otherwise the whole file is written anew in this file's layout.
     pub fn write(&self, doc: &Value, _guard: &WriteGuard<'_>) -> io::Result<()> {
         let target = self.target().map_err(|e| io::Error::other(e.to_string()))?;
-        let old = self
-            .read_bytes(&target)
-            .ok()
-            .filter(|b| json_doc::validate(b).is_ok());
-        if let Some(old) = old {
-            let style = json_doc::Style {
-                indent: FileLayout::of(&old).indent,
-            };
-            let bytes = json_doc::rewrite(&old, doc, self.keys.as_deref(), &style);
-            remove_abandoned_temps(&target);
-            return write_atomic_as(&target, &bytes, self.perms);
+        #[cfg(unix)]
+        if !self.follow_links {
+            // One open folder for the read and the write: no link can come between them.
+            let (folder, name) = self.in_folder()?;
+            let old = folder.read(name, MAX_CREDENTIALS).ok();
+            let bytes = self.bytes_for(doc, old.as_deref())?;
+            return folder.write_atomic(name, &bytes, self.perms);
         }
-        let bytes = match self.layout {
-            Layout::Compact => serde_json::to_vec(doc),
-            Layout::Pretty => serde_json::to_vec_pretty(doc),
-            Layout::AsFound => {
-                let found = self
-                    .read_bytes(&target)
-                    .map_or_else(|_| FileLayout::no_file(), |b| FileLayout::of(&b));
-                found.encode(doc)
-            }
-        }
-        .map_err(io::Error::other)?;
+        let old = self.read_bytes(&target).ok();
+        let bytes = self.bytes_for(doc, old.as_deref())?;
         remove_abandoned_temps(&target);
         write_atomic_as(&target, &bytes, self.perms)
+    }
+
+    /// The bytes that hold `doc`: over `old` bytes that are valid JSON, those bytes edited
+    /// (what `doc` leaves unchanged keeps every byte, new values follow the file's layout);
+    /// otherwise the whole document in this file's layout.
+    fn bytes_for(&self, doc: &Value, old: Option<&[u8]>) -> io::Result<Vec<u8>> {
+        if let Some(old) = old.filter(|b| json_doc::validate(b).is_ok()) {
+            let style = json_doc::Style {
+                indent: FileLayout::of(old).indent,
+            };
+            return Ok(json_doc::rewrite(old, doc, self.keys.as_deref(), &style));
+        }
+        match self.layout {
+            Layout::Compact => serde_json::to_vec(doc),
+            Layout::Pretty => serde_json::to_vec_pretty(doc),
+            Layout::AsFound => old
+                .map_or_else(FileLayout::no_file, FileLayout::of)
+                .encode(doc),
+        }
+        .map_err(io::Error::other)
     }
 
     pub fn missing(&self) -> Error {

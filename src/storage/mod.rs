@@ -5,6 +5,8 @@
 pub(crate) mod atomic;
 pub(crate) mod bounded;
 pub mod credentials_file;
+#[cfg(unix)]
+pub(crate) mod folder;
 pub(crate) mod json_doc;
 pub(crate) mod keychain;
 pub(crate) mod place;
