@@ -387,23 +387,7 @@ fn a_lost_login_is_dead_and_its_spent_token_is_never_posted_again() {
     s.login(-1000);
     let state_root = s.state_dir();
     fs::create_dir_all(&state_root).unwrap();
-    give_to_nobody(s.dir.path());
-    s.server
-        .push_fault(tokenkeeper_standin::Fault::Delay(Duration::from_millis(
-            1000,
-        )));
-    let folder = s.home().join(".claude");
-    let mut cmd = s.cmd(&["refresh"]);
-    as_nobody(&mut cmd);
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for("the request", Duration::from_secs(10), || {
-        s.server.stats().token_requests == 1
-    });
-    set_mode(&folder, 0o555);
+    let (child, folder) = refresh_losing_the_folder_mid_request(&s);
     // The state folder taken from the user: it can neither write there nor make it its own.
     std::process::Command::new("chown")
         .arg("0:0")

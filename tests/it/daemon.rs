@@ -4,7 +4,7 @@
 
 use crate::util::*;
 use std::fs;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 use tokenkeeper_standin::{Fault, StandinConfig};
@@ -14,35 +14,6 @@ fn short_lived(secs: u64) -> Sandbox {
         access_ttl_secs: secs,
         ..StandinConfig::default()
     })
-}
-
-fn daemon(s: &Sandbox, extra: &[&str]) -> Child {
-    let mut args = vec!["daemon"];
-    args.extend_from_slice(extra);
-    s.cmd(&args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn daemon")
-}
-
-fn stop(s: &Sandbox, mut child: Child) -> Run {
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let start = Instant::now();
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "daemon did not stop"
-        );
-        sleep(Duration::from_millis(20));
-    }
-    let run = Run::from(child.wait_with_output().expect("output"));
-    s.assert_no_leak(&run, false);
-    run
 }
 
 /// A client like Claude Code reading the sandbox's file ([`claude_like_call`]).
@@ -59,7 +30,7 @@ fn client_call(s: &Sandbox) -> bool {
 fn over_many_lifetimes_the_daemon_refreshes_once_per_token_and_clients_keep_working() {
     let s = short_lived(4);
     s.login(4000);
-    let d = daemon(&s, &["--refresh-before", "2s"]);
+    let d = spawn_daemon(&s, &["--refresh-before", "2s"]);
     let start = Instant::now();
     let mut failures = 0;
     let mut calls = 0;
@@ -75,7 +46,7 @@ fn over_many_lifetimes_the_daemon_refreshes_once_per_token_and_clients_keep_work
         assert!(left > 0, "the file held an expired token ({left} ms)");
         sleep(Duration::from_millis(100));
     }
-    let run = stop(&s, d);
+    let run = stop_daemon(&s, d);
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(
         failures, 0,
@@ -101,7 +72,7 @@ fn over_many_lifetimes_the_daemon_refreshes_once_per_token_and_clients_keep_work
 fn a_new_login_written_under_it_is_noticed_at_once_and_planned_from() {
     let s = short_lived(3600);
     s.login(3_600_000);
-    let d = daemon(&s, &["--refresh-before", "2s"]);
+    let d = spawn_daemon(&s, &["--refresh-before", "2s"]);
     sleep(Duration::from_millis(500));
     // A new login that expires in 3 s: the daemon must plan from it within moments.
     let fresh = s.server.issue_login();
@@ -111,7 +82,7 @@ fn a_new_login_written_under_it_is_noticed_at_once_and_planned_from() {
         Duration::from_secs(5),
         || s.server.stats().token_requests == 1,
     );
-    let run = stop(&s, d);
+    let run = stop_daemon(&s, d);
     assert_eq!(run.code, 0, "{run:?}");
     let v = s.creds_json();
     assert!(
@@ -130,11 +101,11 @@ fn transient_faults_delay_the_refresh_but_never_lose_the_login() {
     });
     s.server.push_fault(Fault::Hang(Duration::from_secs(3)));
     s.config("[claude]\nrequest_timeout = \"1s\"\n");
-    let d = daemon(&s, &["--refresh-before", "10s"]);
+    let d = spawn_daemon(&s, &["--refresh-before", "10s"]);
     wait_for("a successful refresh", Duration::from_secs(20), || {
         s.server.stats().refreshes_ok == 1
     });
-    let run = stop(&s, d);
+    let run = stop_daemon(&s, d);
     assert_eq!(run.code, 0, "{run:?}");
     let stats = s.server.stats();
     assert_eq!(stats.token_requests, 4, "{stats:?} {run:?}");
@@ -160,7 +131,7 @@ fn a_dead_login_alerts_once_keeps_the_file_and_a_new_login_recovers() {
         log.display()
     );
     s.server.set_default_fault(Some(Fault::InvalidGrant));
-    let d = daemon(&s, &["--refresh-before", "1h", "--notify-command", &notify]);
+    let d = spawn_daemon(&s, &["--refresh-before", "1h", "--notify-command", &notify]);
     wait_for("the login_dead alert", Duration::from_secs(10), || {
         fs::read_to_string(&log)
             .unwrap_or_default()
@@ -182,7 +153,7 @@ fn a_dead_login_alerts_once_keeps_the_file_and_a_new_login_recovers() {
             .unwrap_or_default()
             .contains("recovered")
     });
-    let run = stop(&s, d);
+    let run = stop_daemon(&s, d);
     assert_eq!(run.code, 0, "{run:?}");
     let alerts = fs::read_to_string(&log).unwrap();
     assert_eq!(alerts, "login_dead claude\nrecovered claude\n", "{run:?}");
@@ -192,7 +163,7 @@ fn a_dead_login_alerts_once_keeps_the_file_and_a_new_login_recovers() {
 fn a_second_daemon_refuses_to_start_naming_the_first() {
     let s = short_lived(3600);
     s.login(3_600_000 * 8);
-    let first = daemon(&s, &[]);
+    let first = spawn_daemon(&s, &[]);
     let record = s.state_dir().join("daemon").join("running.json");
     wait_for("the first daemon's lock", Duration::from_secs(5), || {
         s.state_dir().join("daemon.lock").exists() && record.exists()
@@ -225,7 +196,7 @@ fn a_second_daemon_refuses_to_start_naming_the_first() {
             .contains(&format!("by the daemon (pid {})", first.id())),
         "{status:?}"
     );
-    let run = stop(&s, first);
+    let run = stop_daemon(&s, first);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(!record.exists(), "a stopped daemon forgets what it kept");
 }
@@ -236,11 +207,11 @@ fn sigterm_during_a_refresh_leaves_a_valid_file_and_no_lock() {
     s.login(1000);
     s.server
         .push_fault(Fault::Delay(Duration::from_millis(1500)));
-    let d = daemon(&s, &[]);
+    let d = spawn_daemon(&s, &[]);
     wait_for("the request", Duration::from_secs(10), || {
         s.server.stats().token_requests == 1
     });
-    let run = stop(&s, d);
+    let run = stop_daemon(&s, d);
     assert_eq!(run.code, 0, "{run:?}");
     let v = s.creds_json();
     assert!(
@@ -287,11 +258,11 @@ fn a_webhook_gets_the_alert_as_json_that_chat_services_show() {
     s.login(1000);
     s.server.set_default_fault(Some(Fault::InvalidClient));
     let (url, bodies) = webhook_receiver();
-    let d = daemon(&s, &["--webhook", &url]);
+    let d = spawn_daemon(&s, &["--webhook", &url]);
     let body = bodies
         .recv_timeout(Duration::from_secs(15))
         .expect("webhook call");
-    let run = stop(&s, d);
+    let run = stop_daemon(&s, d);
     let v: serde_json::Value = serde_json::from_str(&body).expect("json body");
     assert_eq!(v["event"], "login_dead");
     assert_eq!(v["provider"], "claude");
@@ -315,7 +286,7 @@ fn metrics_show_expiry_refreshes_and_dead_logins() {
     let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = probe.local_addr().unwrap().to_string();
     drop(probe);
-    let d = daemon(&s, &["--metrics", &addr]);
+    let d = spawn_daemon(&s, &["--metrics", &addr]);
     wait_for("a refresh", Duration::from_secs(10), || {
         s.server.stats().refreshes_ok == 1
     });
@@ -330,7 +301,7 @@ fn metrics_show_expiry_refreshes_and_dead_logins() {
         get().contains(r#"tokenkeeper_refresh_total{provider="claude",result="refreshed"} 1"#)
     });
     let text = get();
-    let run = stop(&s, d);
+    let run = stop_daemon(&s, d);
     assert_eq!(run.code, 0, "{run:?}");
     let expiry = s.creds_json()["claudeAiOauth"]["expiresAt"]
         .as_i64()
@@ -369,7 +340,7 @@ fn a_login_about_to_end_is_reminded_once() {
         "echo \"$TOKENKEEPER_EVENT: $TOKENKEEPER_MESSAGE\" >> {}",
         log.display()
     );
-    let d = daemon(&s, &["--notify-command", &notify]);
+    let d = spawn_daemon(&s, &["--notify-command", &notify]);
     wait_for("the reminder", Duration::from_secs(10), || {
         fs::read_to_string(&log)
             .unwrap_or_default()
@@ -386,7 +357,7 @@ fn a_login_about_to_end_is_reminded_once() {
     )
     .unwrap();
     sleep(Duration::from_millis(800));
-    let run = stop(&s, d);
+    let run = stop_daemon(&s, d);
     assert_eq!(run.code, 0, "{run:?}");
     let alerts = fs::read_to_string(&log).unwrap();
     assert_eq!(alerts.lines().count(), 1, "{alerts}");
@@ -399,7 +370,7 @@ fn the_cooldown_after_failures_survives_a_restart() {
     s.login(1000);
     s.config("[claude]\nretry_total = \"1s\"\nrequest_timeout = \"1s\"\n");
     s.server.set_default_fault(Some(Fault::Status(503)));
-    let d = daemon(&s, &[]);
+    let d = spawn_daemon(&s, &[]);
     wait_for("a failed attempt", Duration::from_secs(10), || {
         fs::read_dir(s.state_dir().join("daemon"))
             .map(|d| {
@@ -411,13 +382,13 @@ fn the_cooldown_after_failures_survives_a_restart() {
             })
             .unwrap_or(false)
     });
-    let run = stop(&s, d);
+    let run = stop_daemon(&s, d);
     assert_eq!(run.code, 0, "{run:?}");
     let requests = s.server.stats().token_requests;
     s.server.set_default_fault(None);
-    let d = daemon(&s, &[]);
+    let d = spawn_daemon(&s, &[]);
     sleep(Duration::from_millis(1500));
-    let run = stop(&s, d);
+    let run = stop_daemon(&s, d);
     assert_eq!(
         s.server.stats().token_requests,
         requests,
@@ -439,7 +410,7 @@ fn sighup_rereads_the_configuration_and_keeps_running() {
         )
     };
     s.config(&notify(&old));
-    let d = daemon(&s, &[]);
+    let d = spawn_daemon(&s, &[]);
     sleep(Duration::from_millis(500));
     s.config(&notify(&new));
     // SAFETY: signalling our own child.
@@ -448,7 +419,7 @@ fn sighup_rereads_the_configuration_and_keeps_running() {
     // The login is wiped (as Claude does after a rejection): the alert uses the new command.
     fs::write(s.creds(), claude_json("", "", 0)).unwrap();
     wait_for("the alert", Duration::from_secs(10), || new.exists());
-    let run = stop(&s, d);
+    let run = stop_daemon(&s, d);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stderr.contains("configuration re-read"), "{run:?}");
     assert_eq!(fs::read_to_string(&new).unwrap(), "login_dead\n");
@@ -462,7 +433,7 @@ fn a_server_handing_out_tokens_already_due_is_not_hammered_and_is_alerted_once()
     s.login(1000);
     let log = s.dir.path().join("alerts.log");
     let notify = format!("echo \"$TOKENKEEPER_EVENT\" >> {}", log.display());
-    let d = daemon(&s, &["--notify-command", &notify]);
+    let d = spawn_daemon(&s, &["--notify-command", &notify]);
     wait_for(
         "the token_already_due alert",
         Duration::from_secs(10),
@@ -473,7 +444,7 @@ fn a_server_handing_out_tokens_already_due_is_not_hammered_and_is_alerted_once()
         },
     );
     sleep(Duration::from_secs(5));
-    let run = stop(&s, d);
+    let run = stop_daemon(&s, d);
     assert_eq!(run.code, 0, "{run:?}");
     let stats = s.server.stats();
     assert!((1..=3).contains(&stats.token_requests), "{stats:?} {run:?}");
@@ -500,7 +471,7 @@ fn the_notify_command_can_come_from_the_environment_a_service_sets() {
             .unwrap_or_default()
             .contains("login_dead")
     });
-    let run = stop(&s, d);
+    let run = stop_daemon(&s, d);
     assert_eq!(run.code, 0, "{run:?}");
 }
 
@@ -605,22 +576,22 @@ fn a_daemon_started_on_a_dead_login_says_so_and_alerts() {
     let log = s.dir.path().join("alerts.log");
     let notify = format!("echo \"$TOKENKEEPER_EVENT\" >> {}", log.display());
     s.server.set_default_fault(Some(Fault::InvalidGrant));
-    let d = daemon(&s, &["--notify-command", &notify]);
+    let d = spawn_daemon(&s, &["--notify-command", &notify]);
     wait_for("the login_dead alert", Duration::from_secs(10), || {
         fs::read_to_string(&log).unwrap_or_default() == "login_dead\n"
     });
-    let run = stop(&s, d);
+    let run = stop_daemon(&s, d);
     assert_eq!(run.code, 0, "{run:?}");
     let first = run.stderr.lines().find(|l| l.contains("is dead")).unwrap();
     assert_eq!(first.matches("og in again").count(), 1, "{first}");
     // Started again on the same dead login: not asked again, but said at once.
-    let d = daemon(&s, &["--notify-command", &notify]);
+    let d = spawn_daemon(&s, &["--notify-command", &notify]);
     wait_for(
         "the login_dead alert at start",
         Duration::from_secs(10),
         || fs::read_to_string(&log).unwrap_or_default() == "login_dead\nlogin_dead\n",
     );
-    let run = stop(&s, d);
+    let run = stop_daemon(&s, d);
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(s.server.stats().token_requests, 1, "{run:?}");
     let line = run
@@ -637,7 +608,7 @@ fn a_new_margin_read_on_sighup_applies_to_the_current_token() {
     let s = short_lived(3600);
     s.login(30_000);
     s.config("[daemon]\nrefresh_before = \"2s\"\n");
-    let d = daemon(&s, &[]);
+    let d = spawn_daemon(&s, &[]);
     sleep(Duration::from_millis(500));
     // 20 s, cut to half the 30 s the token had when first seen: due 15 s after the start.
     s.config("[daemon]\nrefresh_before = \"20s\"\n");
@@ -648,7 +619,7 @@ fn a_new_margin_read_on_sighup_applies_to_the_current_token() {
         Duration::from_secs(20),
         || s.server.stats().token_requests == 1,
     );
-    let run = stop(&s, d);
+    let run = stop_daemon(&s, d);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stderr.contains("configuration re-read"), "{run:?}");
 }

@@ -295,16 +295,7 @@ impl Drop for Daemon {
 
 fn stop(server: &StandinServer, m: &Machine, mut daemon: Daemon) -> Run {
     let mut child = daemon.0.take().expect("a running daemon");
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let start = Instant::now();
-    while child.try_wait().expect("wait").is_none() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "daemon did not stop"
-        );
-        sleep(Duration::from_millis(20));
-    }
+    terminate(&mut child);
     let status = child.wait().expect("wait");
     let run = Run {
         code: status.code().unwrap_or(-1),

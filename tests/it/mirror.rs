@@ -6,38 +6,12 @@
 use crate::util::*;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokenkeeper_standin::StandinConfig;
-
-fn daemon(s: &Sandbox, extra: &[&str]) -> Child {
-    let mut args = vec!["daemon"];
-    args.extend_from_slice(extra);
-    s.cmd(&args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn daemon")
-}
-
-fn stop(s: &Sandbox, mut child: Child) -> Run {
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let start = Instant::now();
-    while child.try_wait().expect("wait").is_none() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "daemon did not stop"
-        );
-        sleep(Duration::from_millis(20));
-    }
-    let run = Run::from(child.wait_with_output().expect("output"));
-    s.assert_no_leak(&run, false);
-    run
-}
 
 /// An agent's config folder with a copy that holds keys of its own (and an old token).
 fn agent(s: &Sandbox, name: &str) -> PathBuf {
@@ -107,7 +81,7 @@ fn ten_copies_keep_ten_agents_working_on_one_refresh_per_token() {
     s.config(&format!(
         "[[mirror]]\nlogin = \"claude\"\npath = \"{pattern}\"\n"
     ));
-    let d = daemon(&s, &["--refresh-before", "3s"]);
+    let d = spawn_daemon(&s, &["--refresh-before", "3s"]);
     wait_for("ten copies", Duration::from_secs(10), || {
         copies.iter().all(|p| !copy_access(p).is_empty())
     });
@@ -137,7 +111,7 @@ fn ten_copies_keep_ten_agents_working_on_one_refresh_per_token() {
         stop_clients.store(true, Ordering::SeqCst);
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    let run = stop(&s, d);
+    let run = stop_daemon(&s, d);
     assert_eq!(run.code, 0, "{run:?}");
     let (calls, failures): (u32, u32) = results
         .iter()
@@ -238,7 +212,7 @@ fn a_folder_pattern_gives_a_new_agent_its_copy() {
         "{}/agents/*/.claude/.credentials.json",
         s.dir.path().display()
     );
-    let d = daemon(&s, &["--mirror", &format!("claude={pattern}")]);
+    let d = spawn_daemon(&s, &["--mirror", &format!("claude={pattern}")]);
     wait_for("the first copy", Duration::from_secs(10), || {
         !copy_access(&first).is_empty()
     });
@@ -258,7 +232,7 @@ fn a_folder_pattern_gives_a_new_agent_its_copy() {
     wait_for("the copy after it", Duration::from_secs(10), || {
         !copy_access(&third).is_empty()
     });
-    let run = stop(&s, d);
+    let run = stop_daemon(&s, d);
     assert_eq!(fs::read_to_string(&own).unwrap(), own_text);
     assert!(
         run.stderr
@@ -286,7 +260,7 @@ fn codex_and_gemini_copies_take_their_providers_shapes() {
     let copy = s.dir.path().join("agent/.codex/auth.json");
     fs::create_dir_all(copy.parent().unwrap()).unwrap();
     fs::write(&copy, "{\n  \"mine\": true\n}").unwrap();
-    let d = daemon(
+    let d = spawn_daemon(
         &s,
         &[
             "--provider",
@@ -298,7 +272,7 @@ fn codex_and_gemini_copies_take_their_providers_shapes() {
     wait_for("the codex copy", Duration::from_secs(10), || {
         json(&copy)["tokens"]["access_token"] == access.as_str()
     });
-    stop(&s, d);
+    stop_daemon(&s, d);
     let (c, o) = (json(&copy), json(&crate::codex::auth_path(&s)));
     assert_eq!(c["tokens"]["refresh_token"], "");
     assert_eq!(c["last_refresh"], o["last_refresh"]);
@@ -337,7 +311,7 @@ fn codex_and_gemini_copies_take_their_providers_shapes() {
         .spawn()
         .unwrap();
     wait_for("the gemini copy", Duration::from_secs(10), || copy.exists());
-    stop(&s, d);
+    stop_daemon(&s, d);
     let c = json(&copy);
     assert_eq!(c["access_token"], "ya29.owner");
     assert!(c.get("refresh_token").is_none(), "{c}");
@@ -368,9 +342,9 @@ fn a_copy_gets_the_owner_and_mode_asked_for() {
         "[[mirror]]\nlogin = \"claude\"\npath = \"{}\"\nowner = \"{uid}:{gid}\"\nmode = 0o640\n",
         copy.display()
     ));
-    let d = daemon(&s, &[]);
+    let d = spawn_daemon(&s, &[]);
     wait_for("the copy", Duration::from_secs(10), || copy.exists());
-    stop(&s, d);
+    stop_daemon(&s, d);
     let meta = fs::metadata(&copy).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o640);
     assert_eq!((meta.uid(), meta.gid()), (uid, gid));
@@ -408,7 +382,7 @@ fn a_copy_that_cannot_be_written_is_alerted_by_name_once_then_recovered() {
         log.display()
     );
     let flag = format!("claude={}", copy.display());
-    let d = daemon(&s, &["--mirror", &flag, "--notify-command", &notify]);
+    let d = spawn_daemon(&s, &["--mirror", &flag, "--notify-command", &notify]);
     wait_for("the copy", Duration::from_secs(10), || copy.exists());
     // The folder goes away (root ignores permission bits, so a file takes its place rather
     // than a chmod): each change to the owner's file wakes the daemon, which cannot write.
@@ -432,7 +406,7 @@ fn a_copy_that_cannot_be_written_is_alerted_by_name_once_then_recovered() {
     wait_for("the recovered alert", Duration::from_secs(10), || {
         alerts().contains("recovered")
     });
-    let run = stop(&s, d);
+    let run = stop_daemon(&s, d);
     let text = alerts();
     let failed: Vec<&str> = text
         .lines()
@@ -492,7 +466,7 @@ fn a_link_in_place_of_a_copy_or_its_folder_is_never_followed() {
         log.display()
     );
     let flag = format!("claude={}", copy.display());
-    let d = daemon(&s, &["--mirror", &flag, "--notify-command", &notify]);
+    let d = spawn_daemon(&s, &["--mirror", &flag, "--notify-command", &notify]);
     wait_for("the copy", Duration::from_secs(10), || copy.exists());
     let alerts = || fs::read_to_string(&log).unwrap_or_default();
     let nudge = || {
@@ -519,7 +493,7 @@ fn a_link_in_place_of_a_copy_or_its_folder_is_never_followed() {
     for _ in 0..3 {
         nudge();
     }
-    let run = stop(&s, d);
+    let run = stop_daemon(&s, d);
     assert_eq!(fs::read_to_string(&decoy).unwrap(), decoy_text);
     assert_eq!(fs::read_to_string(&settings).unwrap(), r#"{"hooks":{}}"#);
     let text = alerts();
@@ -536,7 +510,7 @@ fn status_lists_each_copy_with_the_expiry_it_holds() {
     let s = Sandbox::new();
     s.login(8 * 3_600_000);
     let (a1, a2) = (agent(&s, "a1"), agent(&s, "a2"));
-    let d = daemon(
+    let d = spawn_daemon(
         &s,
         &[
             "--mirror",
@@ -581,7 +555,7 @@ fn status_lists_each_copy_with_the_expiry_it_holds() {
             .all(|c| c["access_token_expires_at"].is_string()),
         "{v}"
     );
-    stop(&s, d);
+    stop_daemon(&s, d);
 }
 
 #[test]
@@ -623,7 +597,7 @@ fn sighup_reads_the_copies_again_and_a_bad_table_keeps_the_old_ones() {
         )
     };
     s.config(&table(&a1));
-    let d = daemon(&s, &[]);
+    let d = spawn_daemon(&s, &[]);
     wait_for("the first copy", Duration::from_secs(10), || a1.exists());
     let hup = || {
         // SAFETY: signalling our own child.
@@ -653,7 +627,7 @@ fn sighup_reads_the_copies_again_and_a_bad_table_keeps_the_old_ones() {
         Duration::from_secs(10),
         || a2.exists() && a1.exists(),
     );
-    let run = stop(&s, d);
+    let run = stop_daemon(&s, d);
     assert!(
         run.stderr.contains("copies not changed") && run.stderr.contains("mytool"),
         "{run:?}"

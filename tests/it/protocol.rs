@@ -546,21 +546,7 @@ fn a_failed_save_keeps_the_tokens_in_a_recovery_file_and_the_next_run_restores_t
     let s = Sandbox::new();
     let login = s.login(-1000);
     let before = s.read_creds();
-    give_to_nobody(s.dir.path());
-    s.server
-        .push_fault(Fault::Delay(Duration::from_millis(1000)));
-    let folder = s.home().join(".claude");
-    let mut cmd = s.cmd(&["refresh"]);
-    as_nobody(&mut cmd);
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for("the request", Duration::from_secs(10), || {
-        s.server.stats().token_requests == 1
-    });
-    set_mode(&folder, 0o555);
+    let (child, folder) = refresh_losing_the_folder_mid_request(&s);
     let run = finish(&s, child);
     set_mode(&folder, 0o755);
     if !is_root() && unsafe { libc::geteuid() } == 0 {

@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use tokenkeeper_standin::{IssuedLogin, StandinConfig, StandinServer};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tokenkeeper");
@@ -361,4 +361,60 @@ pub fn have_program(program: &str) -> bool {
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success())
+}
+
+/// `tokenkeeper daemon EXTRA…` in the sandbox, its output captured.
+pub fn spawn_daemon(s: &Sandbox, extra: &[&str]) -> Child {
+    let mut args = vec!["daemon"];
+    args.extend_from_slice(extra);
+    s.cmd(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn daemon")
+}
+
+/// SIGTERM to `child`, then waits until it has ended (not reaped), failing the test after 20 s.
+pub fn terminate(child: &mut Child) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let start = std::time::Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "daemon did not stop"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Stops a daemon [`spawn_daemon`] started; its run, checked for leaked tokens.
+pub fn stop_daemon(s: &Sandbox, mut child: Child) -> Run {
+    terminate(&mut child);
+    let run = Run::from(child.wait_with_output().expect("output"));
+    s.assert_no_leak(&run, false);
+    run
+}
+
+/// `refresh` run as nobody on a sandbox given to nobody, its token request held for a second
+/// and the credentials folder made read-only once the request is in (so the new tokens cannot
+/// be saved there); returns the running refresh and that folder (0555 until set back).
+pub fn refresh_losing_the_folder_mid_request(s: &Sandbox) -> (Child, PathBuf) {
+    give_to_nobody(s.dir.path());
+    s.server.push_fault(tokenkeeper_standin::Fault::Delay(
+        std::time::Duration::from_millis(1000),
+    ));
+    let folder = s.home().join(".claude");
+    let mut cmd = s.cmd(&["refresh"]);
+    as_nobody(&mut cmd);
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn refresh");
+    wait_for("the request", std::time::Duration::from_secs(10), || {
+        s.server.stats().token_requests == 1
+    });
+    set_mode(&folder, 0o555);
+    (child, folder)
 }
