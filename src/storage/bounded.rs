@@ -33,24 +33,27 @@ impl std::fmt::Display for ReadError {
 
 /// Reads the regular file at `path` (following links), at most `cap` bytes.
 pub fn read_regular(path: &Path, cap: u64) -> Result<Vec<u8>, ReadError> {
-    read_capped(path, cap, true)
-}
-
-/// [`read_regular`], but a link at `path` is refused rather than followed (`NotRegular`), in
-/// the same `open`: a file someone else may swap for a link is never read through one. (On Unix
-/// a folder opened without following a link does this: `storage/folder.rs`.)
-#[cfg(not(unix))]
-pub fn read_regular_here(path: &Path, cap: u64) -> Result<Vec<u8>, ReadError> {
-    read_capped(path, cap, false)
-}
-
-fn read_capped(path: &Path, cap: u64, follow: bool) -> Result<Vec<u8>, ReadError> {
-    let file = open_nonblocking(path, follow).map_err(|e| match e.kind() {
+    let file = open_nonblocking(path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => ReadError::NotFound,
         _ if e.raw_os_error() == Some(libc::EISDIR) => ReadError::NotRegular("a folder"),
-        _ if e.raw_os_error() == Some(libc::ELOOP) => ReadError::NotRegular("a symbolic link"),
         _ => ReadError::Io(e),
     })?;
+    read_open(file, cap)
+}
+
+/// [`read_regular`], but a link at `path` is refused rather than followed (`NotRegular`). (On
+/// Unix a folder opened without following a link does this in the same `open`:
+/// `storage/folder.rs`.)
+#[cfg(not(unix))]
+pub fn read_regular_here(path: &Path, cap: u64) -> Result<Vec<u8>, ReadError> {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(ReadError::NotRegular("a symbolic link"));
+    }
+    read_regular(path, cap)
+}
+
+/// Reads an open file, at most `cap` bytes, if it is a regular file.
+pub fn read_open(file: File, cap: u64) -> Result<Vec<u8>, ReadError> {
     let meta = file.metadata().map_err(ReadError::Io)?;
     if !meta.is_file() {
         return Err(ReadError::NotRegular(kind_of(&meta)));
@@ -70,20 +73,16 @@ fn read_capped(path: &Path, cap: u64, follow: bool) -> Result<Vec<u8>, ReadError
 }
 
 #[cfg(unix)]
-fn open_nonblocking(path: &Path, follow: bool) -> io::Result<File> {
+fn open_nonblocking(path: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let nofollow = if follow { 0 } else { libc::O_NOFOLLOW };
     OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK | nofollow)
+        .custom_flags(libc::O_NONBLOCK)
         .open(path)
 }
 
 #[cfg(not(unix))]
-fn open_nonblocking(path: &Path, follow: bool) -> io::Result<File> {
-    if !follow && std::fs::symlink_metadata(path)?.file_type().is_symlink() {
-        return Err(io::Error::from_raw_os_error(libc::ELOOP));
-    }
+fn open_nonblocking(path: &Path) -> io::Result<File> {
     OpenOptions::new().read(true).open(path)
 }
 

@@ -5,11 +5,11 @@
 //! as a name, never followed.
 
 use crate::storage::atomic::{Perms, set_perms};
-use crate::storage::bounded::ReadError;
+use crate::storage::bounded::{ReadError, read_open};
 use rustix::fs::{AtFlags, Mode, OFlags};
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
@@ -37,19 +37,7 @@ impl Folder {
             rustix::io::Errno::LOOP => ReadError::NotRegular("a symbolic link"),
             e => ReadError::Io(e.into()),
         })?;
-        let file = File::from(fd);
-        let meta = file.metadata().map_err(ReadError::Io)?;
-        if !meta.is_file() {
-            return Err(ReadError::NotRegular("not a regular file"));
-        }
-        let mut bytes = Vec::new();
-        file.take(cap + 1)
-            .read_to_end(&mut bytes)
-            .map_err(ReadError::Io)?;
-        if bytes.len() as u64 > cap {
-            return Err(ReadError::TooLarge(cap));
-        }
-        Ok(bytes)
+        read_open(File::from(fd), cap)
     }
 
     /// Replaces `name` in the folder with `bytes`, as [`write_atomic_as`] does: a new temp file
