@@ -15,14 +15,14 @@
 //!
 //! A lost login is replaced by a new one (as `claude /login` would) before the next round.
 
-use crate::{path_str, read_tokens, write_creds};
+use crate::{path_str, presented, read_tokens, write_creds};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
-use tokenkeeper_standin::{StandinServer, TOKEN_PATH};
+use tokenkeeper_standin::StandinServer;
 
 /// Tokens in the loop live this long: nothing but the forced refresh ever posts.
 const LIFETIME_SECS: u64 = 3600;
@@ -277,17 +277,7 @@ fn round(setup: &Setup, report: &mut Report, family: &mut u64) -> Result<(), Str
     thread::sleep(Duration::from_millis(20));
     let deadline = Instant::now() + Duration::from_secs(5);
     let presented = loop {
-        let presented = setup
-            .server
-            .requests()
-            .into_iter()
-            .filter(|r| {
-                r.path == TOKEN_PATH
-                    && serde_json::from_str::<serde_json::Value>(&r.body)
-                        .is_ok_and(|v| v["refresh_token"].as_str() == Some(before.as_str()))
-            })
-            .map(|r| (r.received, r.answered))
-            .next_back();
+        let presented = presented(setup.server, &before).pop();
         let served = presented.is_none_or(|(_, answered)| answered.is_some());
         if served || Instant::now() >= deadline {
             break presented;

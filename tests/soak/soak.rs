@@ -1672,20 +1672,29 @@ fn monitor_losses(soak: &Soak) {
 
 /// When the token endpoint was asked to refresh `refresh_token`, and when it answered each time.
 fn token_presentations(soak: &Soak, refresh_token: &str) -> Vec<(Duration, Option<Duration>)> {
-    soak.server
+    presented(&soak.server, refresh_token)
+        .into_iter()
+        .map(|(received, answered)| {
+            (
+                received.saturating_duration_since(soak.t0),
+                answered.map(|a| a.saturating_duration_since(soak.t0)),
+            )
+        })
+        .collect()
+}
+
+/// Each token request that presented `refresh_token`, in order: when it arrived, and when its
+/// reply was sent (if it was).
+fn presented(server: &StandinServer, refresh_token: &str) -> Vec<(Instant, Option<Instant>)> {
+    server
         .requests()
-        .iter()
+        .into_iter()
         .filter(|r| {
             r.path == TOKEN_PATH
                 && serde_json::from_str::<Value>(&r.body)
                     .is_ok_and(|v| v["refresh_token"].as_str() == Some(refresh_token))
         })
-        .map(|r| {
-            (
-                r.received.saturating_duration_since(soak.t0),
-                r.answered.map(|a| a.saturating_duration_since(soak.t0)),
-            )
-        })
+        .map(|r| (r.received, r.answered))
         .collect()
 }
 
