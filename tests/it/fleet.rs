@@ -296,6 +296,32 @@ impl Drop for Daemon {
 fn stop(server: &StandinServer, m: &Machine, mut daemon: Daemon) -> Run {
     let mut child = daemon.0.take().expect("a running daemon");
     terminate(&mut child);
+    finished(server, m, child)
+}
+
+/// Stops every machine's daemon at once: all are sent SIGTERM before any is waited for, so no
+/// daemon refreshes after another has stopped and leaves that machine holding a revoked token.
+fn stop_all(server: &StandinServer, machines: &[Machine], daemons: Vec<Daemon>) -> Vec<Run> {
+    let mut children: Vec<Child> = daemons
+        .into_iter()
+        .map(|mut d| d.0.take().expect("a running daemon"))
+        .collect();
+    for child in &children {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    }
+    for child in &mut children {
+        terminate(child);
+    }
+    machines
+        .iter()
+        .zip(children)
+        .map(|(m, child)| finished(server, m, child))
+        .collect()
+}
+
+/// The run of a daemon that has exited, checked for leaked tokens.
+fn finished(server: &StandinServer, m: &Machine, mut child: Child) -> Run {
     let status = child.wait().expect("wait");
     let run = Run {
         code: status.code().unwrap_or(-1),
@@ -505,19 +531,23 @@ fn five_machines_make_one_token_request_per_lifetime_and_every_client_keeps_work
         stop_flag.store(true, Ordering::SeqCst);
     });
     let elapsed = start.elapsed();
+    // Stopped while the live token is not due for another half second (refreshed 2 s before
+    // expiry), so no daemon is about to refresh as they stop.
     wait_for(
-        "every machine to hold the store's live access token",
-        Duration::from_secs(4),
+        "every machine to hold the store's live access token, not yet due",
+        Duration::from_secs(8),
         || {
             let first = machines[0].access_token();
-            server.is_live_access(&first) && machines.iter().all(|m| m.access_token() == first)
+            let left = machines[0].creds_json()["claudeAiOauth"]["expiresAt"]
+                .as_i64()
+                .unwrap_or(0)
+                - now_ms();
+            left > 2500
+                && server.is_live_access(&first)
+                && machines.iter().all(|m| m.access_token() == first)
         },
     );
-    let runs: Vec<Run> = machines
-        .iter()
-        .zip(daemons)
-        .map(|(m, d)| stop(&server, m, d))
-        .collect();
+    let runs = stop_all(&server, &machines, daemons);
     for run in &runs {
         assert_eq!(run.code, 0, "{run:?}");
     }
@@ -1772,19 +1802,19 @@ fn three_machines_keep_one_login(cli: Cli) {
         stop_flag.store(true, Ordering::SeqCst);
     });
     let elapsed = start.elapsed();
+    // Stopped while the live token is not due for another half second (refreshed 2 s before
+    // expiry), so no daemon is about to refresh as they stop.
     wait_for(
-        "every machine to hold the store's live access token",
-        Duration::from_secs(4),
+        "every machine to hold the store's live access token, not yet due",
+        Duration::from_secs(8),
         || {
             let first = cli.access_token(&machines[0]);
-            server.is_live_access(&first) && machines.iter().all(|m| cli.access_token(m) == first)
+            cli.expires_at(&cli.json(&machines[0])) - now_ms() > 2500
+                && server.is_live_access(&first)
+                && machines.iter().all(|m| cli.access_token(m) == first)
         },
     );
-    let runs: Vec<Run> = machines
-        .iter()
-        .zip(daemons)
-        .map(|(m, d)| stop(&server, m, d))
-        .collect();
+    let runs = stop_all(&server, &machines, daemons);
     for run in &runs {
         assert_eq!(run.code, 0, "{run:?}");
     }
