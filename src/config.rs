@@ -506,7 +506,7 @@ impl ProviderConfig {
         token_url: Option<String>,
         min_ttl: Option<Duration>,
     ) -> Result<Settings, Error> {
-        let defaults = provider.defaults();
+        let defaults = provider.facts().defaults;
         let duration = |key: &str, value: &Option<String>, default: Duration| match value {
             None => Ok(default),
             Some(text) => crate::duration::parse(text).map_err(|e| Error::Config {
@@ -537,7 +537,7 @@ impl ProviderConfig {
             user_agent: pick(&self.user_agent, defaults.user_agent),
             min_ttl: match min_ttl {
                 Some(m) => m,
-                None => duration("min_ttl", &self.min_ttl, provider.default_min_ttl())?,
+                None => duration("min_ttl", &self.min_ttl, provider.facts().default_min_ttl)?,
             },
             request_timeout: duration(
                 "request_timeout",

@@ -1,4 +1,5 @@
-//! What the unit tests share: a throw-away folder with a path in it, a JSON document from text.
+//! What the unit tests share: a throw-away folder with a path in it, a JSON document from text,
+//! an environment of a few variables.
 
 use std::path::PathBuf;
 
@@ -12,4 +13,13 @@ pub fn temp_path(name: &str) -> (tempfile::TempDir, PathBuf) {
 /// `text` parsed as JSON.
 pub fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).expect("JSON")
+}
+
+/// An environment that holds `pairs` alone, read as the functions that take `env` read one.
+pub fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+    let pairs: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
 }

@@ -6,7 +6,8 @@
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use std::time::Duration;
-use tokenkeeper::provider::claude;
+use tokenkeeper::provider::claude::{self, Claude};
+use tokenkeeper::provider::Provider;
 use tokenkeeper::storage::credentials_file::CredentialsFile;
 use tokenkeeper::oauth::endpoint::TokenResponse;
 use tokenkeeper::secret::Secret;
@@ -27,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let file = CredentialsFile::new("/fuzz/.credentials.json", claude::OWNER);
-    let Ok(login) = claude::parse(&file, &doc) else {
+    let Ok(login) = Claude.parse(&file, &doc) else {
         return;
     };
     for now in [i64::MIN, -1, 0, NOW, i64::MAX] {
@@ -39,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = login.remaining_ms(now);
     }
     assert_eq!(
-        claude::stored_refresh_token(&doc),
+        Claude.stored_refresh_token(&doc),
         login.refresh_token.expose()
     );
 
@@ -51,7 +52,7 @@ fuzz_target!(|data: &[u8]| {
         scope: Some("user:inference  user:profile".into()),
         refresh_token_expires_in: Some(LOGIN_LIFE),
     };
-    claude::apply(&mut doc, &response, NOW);
+    Claude.apply(&mut doc, &response, NOW);
 
     let bytes = serde_json::to_vec(&doc).expect("an applied document serializes");
     let again: Value = serde_json::from_slice(&bytes).expect("an applied document parses again");
@@ -60,7 +61,7 @@ fuzz_target!(|data: &[u8]| {
         bytes,
         "serialization is a fixed point"
     );
-    let after = claude::parse(&file, &again).expect("an applied document holds a login");
+    let after = Claude.parse(&file, &again).expect("an applied document holds a login");
     assert_eq!(after.access_token, response.access_token);
     assert_eq!(after.refresh_token.expose(), "fuzz-refresh");
     assert_eq!(after.expires_at, NOW + EXPIRES_IN as i64 * 1000);

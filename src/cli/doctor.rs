@@ -241,9 +241,9 @@ fn env_checks(contexts: &[Context]) -> Vec<Check> {
         contexts.iter().map(|c| c.provider.clone()).collect()
     };
     for p in &providers {
-        for var in p.overriding_env() {
+        for var in p.facts().overriding_env {
             if std::env::var_os(var).is_some_and(|v| !v.is_empty()) {
-                names.insert((var, p.owner().name));
+                names.insert((var, p.facts().owner.name));
             }
         }
     }

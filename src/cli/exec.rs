@@ -58,7 +58,8 @@ pub fn run(
         .into_owned();
     let set: Vec<&str> = ctx
         .provider
-        .overriding_env()
+        .facts()
+        .overriding_env
         .iter()
         .copied()
         .filter(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
@@ -124,7 +125,10 @@ pub fn run(
         let failure = finished
             .auth_failure
             .or_else(|| {
-                auth_failure::by_exit_code(finished.code, ctx.provider.auth_failure_exit_code())
+                auth_failure::by_exit_code(
+                    finished.code,
+                    ctx.provider.facts().auth_failure_exit_code,
+                )
             })
             .or_else(|| {
                 current.is_none().then_some(AuthFailure {

@@ -66,7 +66,7 @@ fn projection_of(
     local: Option<&Value>,
 ) -> Result<Option<Value>, Error> {
     if let Some(doc) = local
-        && !is_fleets(shape.local_refresh_token(doc), shared)
+        && !is_fleets(shape.refresh_token(doc), shared)
     {
         let owner = job.file.owner();
         return Err(Error::Fleet(FleetError::LocalFile(format!(

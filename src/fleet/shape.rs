@@ -8,14 +8,14 @@ pub use crate::provider::shape::Shape;
 
 /// The shape of `provider`'s login, if fleet mode can share it.
 pub fn of(provider: &dyn Provider) -> Option<Shape> {
-    provider.copy_shape()
+    provider.facts().copy_shape
 }
 
 /// The providers whose logins the fleet shares, for messages: `claude, codex and gemini`.
 pub fn shared_names() -> String {
     let names: Vec<&str> = crate::provider::all()
         .filter(|p| of(p.as_ref()).is_some())
-        .map(|p| p.owner().provider)
+        .map(|p| p.facts().owner.provider)
         .collect();
     match names.split_last() {
         Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),

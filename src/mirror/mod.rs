@@ -105,7 +105,7 @@ impl Copies {
                 )));
             };
             let keeper = logins[login];
-            let Some(shape) = keeper.provider.copy_shape() else {
+            let Some(shape) = keeper.provider.facts().copy_shape else {
                 return Err(refused(format!(
                     "(from {}) copies the login `{}`, which has no access-only form tokenkeeper knows; copies are for claude, codex and gemini",
                     spec.from, spec.login
@@ -349,7 +349,7 @@ impl Bound {
         let keeper = all[self.login];
         let file = self.file(keeper.provider.as_ref(), keeper.file.owner(), target);
         match file.read() {
-            Ok(snap) if !self.shape.local_refresh_token(&snap.doc).is_empty() => Some(
+            Ok(snap) if !self.shape.refresh_token(&snap.doc).is_empty() => Some(
                 "holds a refresh token of its own (a login of its own, not a copy); remove the file, or point the mirror at another, to make it a copy"
                     .to_string(),
             ),
@@ -363,7 +363,7 @@ impl Bound {
     /// otherwise point the daemon at any file it can read or write.
     fn file(&self, provider: &dyn Provider, who: Owner, target: &Path) -> CredentialsFile {
         CredentialsFile::new(target, who)
-            .with_layout(provider.layout())
+            .with_layout(provider.facts().layout)
             .with_keys(provider.doc_keys())
             .with_perms(self.perms)
             .refusing_links()
@@ -518,7 +518,7 @@ fn save_time(keeper: &Keeper) -> Option<EpochMs> {
 /// The expiry the copy at `path` holds now, as the provider reads it.
 fn copy_expiry(keeper: &Keeper, path: &Path) -> Option<EpochMs> {
     let file = CredentialsFile::new(path, keeper.file.owner())
-        .with_layout(keeper.provider.layout())
+        .with_layout(keeper.provider.facts().layout)
         .with_keys(keeper.provider.doc_keys());
     let snap = file.read().ok()?;
     keeper

@@ -124,7 +124,7 @@ pub enum Verdict {
 /// The copy's document now (None when there is no file) against the owner's.
 pub fn verdict(shape: &Shape, copy: Option<&Value>, owner: &Value) -> Verdict {
     if let Some(doc) = copy
-        && !shape.local_refresh_token(doc).is_empty()
+        && !shape.refresh_token(doc).is_empty()
     {
         return Verdict::OwnLogin;
     }
@@ -215,7 +215,7 @@ mod tests {
         let Verdict::Write(made) = verdict(&CLAUDE, None, &owner) else {
             panic!("a missing copy is made")
         };
-        assert_eq!(CLAUDE.local_refresh_token(&made), "");
+        assert_eq!(CLAUDE.refresh_token(&made), "");
     }
 
     #[test]

@@ -11,6 +11,16 @@ pub struct TokenRequest {
     pub headers: Vec<(String, String)>,
 }
 
+impl From<Body> for TokenRequest {
+    /// A request of `body` and the usual headers alone.
+    fn from(body: Body) -> TokenRequest {
+        TokenRequest {
+            body,
+            headers: Vec::new(),
+        }
+    }
+}
+
 /// The body holds the refresh token (and maybe a client secret): never log it.
 #[derive(Clone)]
 pub enum Body {

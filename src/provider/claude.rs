@@ -8,14 +8,14 @@ use crate::login::{EpochMs, Login};
 use crate::oauth::endpoint::TokenResponse;
 use crate::provider::shape::{Shape, Spent};
 use crate::provider::{
-    Body, Defaults, KeychainItem, Provider, SaveLock, TokenRequest, epoch_ms, epoch_ms_field,
+    Body, Defaults, Facts, Provider, SaveLock, TokenRequest, epoch_ms, epoch_ms_field, object_at,
     token_field,
 };
 use crate::secret::Secret;
 use crate::settings::Settings;
 use crate::storage::credentials_file::{CredentialsFile, Owner};
 use crate::storage::keychain::{self, Keychain};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -66,69 +66,128 @@ pub fn keychain_item(env: &dyn Fn(&str) -> Option<String>) -> Result<Keychain, S
     ))
 }
 
+/// What Claude Code is, as data.
+pub const FACTS: Facts = Facts {
+    home_env: &["CLAUDE_CONFIG_DIR", "CLAUDE_SECURESTORAGE_CONFIG_DIR"],
+    overriding_env: &[
+        "ANTHROPIC_API_KEY",
+        "ANTHROPIC_AUTH_TOKEN",
+        "CLAUDE_CODE_OAUTH_TOKEN",
+    ],
+    keychain: Some(keychain_item),
+    copy_shape: Some(COPY_SHAPE),
+    ..Facts::new(
+        OWNER,
+        DEFAULT_MIN_TTL,
+        Defaults {
+            token_url: DEFAULT_TOKEN_URL,
+            client_id: DEFAULT_CLIENT_ID,
+            scope: DEFAULT_SCOPE,
+            user_agent: DEFAULT_USER_AGENT,
+        },
+    )
+};
+
 /// Claude Code's rules, for the refresh protocol.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Claude;
 
 impl Provider for Claude {
-    fn owner(&self) -> Owner {
-        OWNER
-    }
-
-    fn default_min_ttl(&self) -> Duration {
-        DEFAULT_MIN_TTL
+    fn facts(&self) -> &Facts {
+        &FACTS
     }
 
     fn default_path(&self, env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
         default_credentials_path(env)
     }
 
-    fn home_env(&self) -> &'static [&'static str] {
-        &["CLAUDE_CONFIG_DIR", "CLAUDE_SECURESTORAGE_CONFIG_DIR"]
-    }
-
-    fn keychain(&self) -> Option<KeychainItem> {
-        Some(keychain_item)
-    }
-
-    fn copy_shape(&self) -> Option<Shape> {
-        Some(COPY_SHAPE)
-    }
-
-    fn defaults(&self) -> Defaults {
-        Defaults {
-            token_url: DEFAULT_TOKEN_URL,
-            client_id: DEFAULT_CLIENT_ID,
-            scope: DEFAULT_SCOPE,
-            user_agent: DEFAULT_USER_AGENT,
-        }
-    }
-
+    /// Reads the login out of a credentials document. A wiped login (empty tokens) parses to a
+    /// [`Login`] with empty tokens, which [`Login::freshness`] calls dead.
     fn parse(&self, file: &CredentialsFile, doc: &Value) -> Result<Login, Error> {
-        parse(file, doc)
+        let relogin = "Log in again with `claude /login`.";
+        let Some(root) = doc.as_object() else {
+            return Err(file.malformed("are not a JSON object", relogin));
+        };
+        let Some(oauth) = root.get(KEY) else {
+            return Err(file.malformed(
+                "hold no Claude Code login (no \"claudeAiOauth\" key)",
+                relogin,
+            ));
+        };
+        let Some(oauth) = oauth.as_object() else {
+            return Err(file.malformed("have a \"claudeAiOauth\" that is not an object", relogin));
+        };
+        let token = |key: &str| token_field(file, oauth, key, key, relogin);
+        let access_token = token("accessToken")?;
+        let refresh_token = token("refreshToken")?;
+        let expires_at = epoch_ms_field(file, oauth, "expiresAt", relogin)?;
+        let login_expires_at = oauth.get("refreshTokenExpiresAt").and_then(epoch_ms);
+        let scopes = match oauth.get("scopes") {
+            Some(Value::Array(items)) => Some(
+                items
+                    .iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect::<Vec<_>>(),
+            ),
+            _ => None,
+        };
+        let wiped = access_token.is_empty() && refresh_token.is_empty();
+        if let Some(scopes) = &scopes
+            && !wiped
+            && !scopes.iter().any(|s| s == REQUIRED_SCOPE)
+        {
+            return Err(file.malformed(
+                "hold a login without the user:inference scope, which Claude Code will not use",
+                relogin,
+            ));
+        }
+        Ok(Login {
+            access_token,
+            refresh_token,
+            expires_at,
+            login_expires_at,
+            scopes,
+        })
     }
 
     fn doc_keys(&self) -> Option<Vec<String>> {
         Some(vec![KEY.to_string()])
     }
 
-    fn stored_refresh_token<'a>(&self, doc: &'a Value) -> &'a str {
-        stored_refresh_token(doc)
-    }
-
     fn token_request(&self, refresh_token: &Secret, settings: &Settings) -> TokenRequest {
-        TokenRequest {
-            body: Body::Json(token_request(
-                refresh_token,
-                &settings.client_id,
-                &settings.scope,
-            )),
-            headers: Vec::new(),
-        }
+        let body = token_request(refresh_token, &settings.client_id, &settings.scope);
+        Body::Json(body).into()
     }
 
+    /// Writes a token response into the document: accessToken, refreshToken (kept when the response
+    /// has none), expiresAt, scopes (when the response names them), refreshTokenExpiresAt (only ever
+    /// earlier). Every other key keeps its value and its place.
     fn apply(&self, doc: &mut Value, response: &TokenResponse, now: EpochMs) {
-        apply(doc, response, now)
+        let Some(root) = doc.as_object_mut() else {
+            return;
+        };
+        let oauth = object_at(root, KEY);
+        oauth.insert("accessToken".into(), json!(response.access_token.expose()));
+        if let Some(refresh) = &response.refresh_token {
+            oauth.insert("refreshToken".into(), json!(refresh.expose()));
+        }
+        oauth.insert(
+            "expiresAt".into(),
+            json!(response.expires_at(now, UNKNOWN_LIFETIME, LONGEST_LIFETIME)),
+        );
+        if let Some(scope) = response.scope.as_deref().filter(|s| !s.trim().is_empty()) {
+            let scopes: Vec<&str> = scope.split_whitespace().collect();
+            oauth.insert("scopes".into(), json!(scopes));
+        }
+        // Like Claude: kept only where the login already has one, and never moved later.
+        if let Some(secs) = response.refresh_token_expires_in
+            && let Some(kept) = oauth.get("refreshTokenExpiresAt").and_then(epoch_ms)
+        {
+            let offered = now.saturating_add(secs_to_ms(secs));
+            if offered < kept {
+                oauth.insert("refreshTokenExpiresAt".into(), json!(offered));
+            }
+        }
     }
 
     fn refresh_locks(&self, file: &CredentialsFile) -> Vec<DirLockSpec> {
@@ -144,14 +203,6 @@ impl Provider for Claude {
             "CLAUDE_CODE_OAUTH_TOKEN".to_string(),
             access_token.expose().to_string(),
         )])
-    }
-
-    fn overriding_env(&self) -> &'static [&'static str] {
-        &[
-            "ANTHROPIC_API_KEY",
-            "ANTHROPIC_AUTH_TOKEN",
-            "CLAUDE_CODE_OAUTH_TOKEN",
-        ]
     }
 }
 
@@ -176,63 +227,6 @@ pub fn default_credentials_path(env: &dyn Fn(&str) -> Option<String>) -> Option<
     Some(folder.join(".credentials.json"))
 }
 
-/// Reads the login out of a credentials document. A wiped login (empty tokens) parses to a
-/// [`Login`] with empty tokens, which [`Login::freshness`] calls dead.
-pub fn parse(file: &CredentialsFile, doc: &Value) -> Result<Login, Error> {
-    let relogin = "Log in again with `claude /login`.";
-    let Some(root) = doc.as_object() else {
-        return Err(file.malformed("are not a JSON object", relogin));
-    };
-    let Some(oauth) = root.get(KEY) else {
-        return Err(file.malformed(
-            "hold no Claude Code login (no \"claudeAiOauth\" key)",
-            relogin,
-        ));
-    };
-    let Some(oauth) = oauth.as_object() else {
-        return Err(file.malformed("have a \"claudeAiOauth\" that is not an object", relogin));
-    };
-    let token = |key: &str| token_field(file, oauth, key, key, relogin);
-    let access_token = token("accessToken")?;
-    let refresh_token = token("refreshToken")?;
-    let expires_at = epoch_ms_field(file, oauth, "expiresAt", relogin)?;
-    let login_expires_at = oauth.get("refreshTokenExpiresAt").and_then(epoch_ms);
-    let scopes = match oauth.get("scopes") {
-        Some(Value::Array(items)) => Some(
-            items
-                .iter()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect::<Vec<_>>(),
-        ),
-        _ => None,
-    };
-    let wiped = access_token.is_empty() && refresh_token.is_empty();
-    if let Some(scopes) = &scopes
-        && !wiped
-        && !scopes.iter().any(|s| s == REQUIRED_SCOPE)
-    {
-        return Err(file.malformed(
-            "hold a login without the user:inference scope, which Claude Code will not use",
-            relogin,
-        ));
-    }
-    Ok(Login {
-        access_token,
-        refresh_token,
-        expires_at,
-        login_expires_at,
-        scopes,
-    })
-}
-
-/// The refresh token stored in a document, or "" when there is none.
-pub fn stored_refresh_token(doc: &Value) -> &str {
-    doc.get(KEY)
-        .and_then(|o| o.get("refreshToken"))
-        .and_then(Value::as_str)
-        .unwrap_or("")
-}
-
 /// The refresh request body, in Claude's own shape.
 pub fn token_request(refresh_token: &Secret, client_id: &str, scope: &str) -> Value {
     json!({
@@ -241,43 +235,6 @@ pub fn token_request(refresh_token: &Secret, client_id: &str, scope: &str) -> Va
         "client_id": client_id,
         "scope": scope,
     })
-}
-
-/// Writes a token response into the document: accessToken, refreshToken (kept when the response
-/// has none), expiresAt, scopes (when the response names them), refreshTokenExpiresAt (only ever
-/// earlier). Every other key keeps its value and its place.
-pub fn apply(doc: &mut Value, response: &TokenResponse, now: EpochMs) {
-    let Some(root) = doc.as_object_mut() else {
-        return;
-    };
-    let oauth = root.entry(KEY).or_insert_with(|| Value::Object(Map::new()));
-    if !oauth.is_object() {
-        *oauth = Value::Object(Map::new());
-    }
-    let Some(oauth) = oauth.as_object_mut() else {
-        return;
-    };
-    oauth.insert("accessToken".into(), json!(response.access_token.expose()));
-    if let Some(refresh) = &response.refresh_token {
-        oauth.insert("refreshToken".into(), json!(refresh.expose()));
-    }
-    oauth.insert(
-        "expiresAt".into(),
-        json!(response.expires_at(now, UNKNOWN_LIFETIME, LONGEST_LIFETIME)),
-    );
-    if let Some(scope) = response.scope.as_deref().filter(|s| !s.trim().is_empty()) {
-        let scopes: Vec<&str> = scope.split_whitespace().collect();
-        oauth.insert("scopes".into(), json!(scopes));
-    }
-    // Like Claude: kept only where the login already has one, and never moved later.
-    if let Some(secs) = response.refresh_token_expires_in
-        && let Some(kept) = oauth.get("refreshTokenExpiresAt").and_then(epoch_ms)
-    {
-        let offered = now.saturating_add(secs_to_ms(secs));
-        if offered < kept {
-            oauth.insert("refreshTokenExpiresAt".into(), json!(offered));
-        }
-    }
 }
 
 fn secs_to_ms(secs: u64) -> i64 {
@@ -325,6 +282,7 @@ pub fn storage_write_lock(folder: &Path) -> DirLockSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::env;
 
     #[test]
     fn the_keychain_service_gets_a_suffix_only_for_a_claude_config_dir() {
@@ -344,11 +302,10 @@ mod tests {
 
     #[test]
     fn the_keychain_account_comes_from_user_else_the_user_database() {
-        let with_user = |k: &str| match k {
-            "USER" => Some("alice".to_string()),
-            "CLAUDE_CONFIG_DIR" => Some("/tmp/claude-config".to_string()),
-            _ => None,
-        };
+        let with_user = env(&[
+            ("USER", "alice"),
+            ("CLAUDE_CONFIG_DIR", "/tmp/claude-config"),
+        ]);
         let k = keychain_item(&with_user).unwrap();
         assert_eq!(
             (k.account(), k.service()),
@@ -378,52 +335,12 @@ mod tests {
     }
 
     #[test]
-    fn default_path_follows_claude_env() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
-        assert_eq!(
-            default_credentials_path(&env(&[("HOME", "/h")])),
-            Some(PathBuf::from("/h/.claude/.credentials.json"))
-        );
-        assert_eq!(
-            default_credentials_path(&env(&[("HOME", "/h"), ("CLAUDE_CONFIG_DIR", "/c")])),
-            Some(PathBuf::from("/c/.credentials.json"))
-        );
-        assert_eq!(
-            default_credentials_path(&env(&[("HOME", "/h"), ("CLAUDE_CONFIG_DIR", "")])),
-            Some(PathBuf::from("/h/.claude/.credentials.json"))
-        );
-        assert_eq!(
-            default_credentials_path(&env(&[
-                ("HOME", "/h"),
-                ("CLAUDE_CONFIG_DIR", "/c"),
-                ("CLAUDE_SECURESTORAGE_CONFIG_DIR", "/s")
-            ])),
-            Some(PathBuf::from("/s/.credentials.json"))
-        );
-        assert_eq!(
-            default_credentials_path(&env(&[
-                ("HOME", "/h"),
-                ("CLAUDE_CONFIG_DIR", "/c"),
-                ("CLAUDE_SECURESTORAGE_CONFIG_DIR", "")
-            ])),
-            Some(PathBuf::from("/h/.claude/.credentials.json"))
-        );
-    }
-
-    #[test]
     fn parses_a_login_and_refuses_bad_shapes() {
         let doc: Value = serde_json::from_str(
             r#"{"claudeAiOauth":{"accessToken":"a","refreshToken":"r","expiresAt":1795993258619,"scopes":["user:inference"],"refreshTokenExpiresAt":1798000000000}}"#,
         )
         .unwrap();
-        let login = parse(&file(), &doc).unwrap();
+        let login = Claude.parse(&file(), &doc).unwrap();
         assert_eq!(login.expires_at, 1795993258619);
         assert_eq!(login.login_expires_at, Some(1798000000000));
         for (bad, needle) in [
@@ -441,21 +358,27 @@ mod tests {
             ),
         ] {
             let doc: Value = serde_json::from_str(bad).unwrap();
-            let err = parse(&file(), &doc).unwrap_err().to_string();
+            let err = Claude.parse(&file(), &doc).unwrap_err().to_string();
             assert!(err.contains(needle), "{bad}: {err}");
         }
         let wiped: Value = serde_json::from_str(
             r#"{"claudeAiOauth":{"accessToken":"","refreshToken":"","expiresAt":0,"scopes":[]}}"#,
         )
         .unwrap();
-        assert!(parse(&file(), &wiped).unwrap().refresh_token.is_empty());
+        assert!(
+            Claude
+                .parse(&file(), &wiped)
+                .unwrap()
+                .refresh_token
+                .is_empty()
+        );
     }
 
     #[test]
     fn apply_changes_only_token_fields_in_place() {
         let text = r#"{"before":1,"claudeAiOauth":{"accessToken":"a","refreshToken":"r","expiresAt":1,"scopes":["user:inference"],"subscriptionType":"max","rateLimitTier":null},"mcpOAuth":{"x":{"y":2.50}}}"#;
         let mut doc: Value = serde_json::from_str(text).unwrap();
-        apply(&mut doc, &response(), 1000);
+        Claude.apply(&mut doc, &response(), 1000);
         assert_eq!(
             serde_json::to_string(&doc).unwrap(),
             r#"{"before":1,"claudeAiOauth":{"accessToken":"new-access","refreshToken":"new-refresh","expiresAt":28801000,"scopes":["user:inference"],"subscriptionType":"max","rateLimitTier":null},"mcpOAuth":{"x":{"y":2.50}}}"#
@@ -469,7 +392,7 @@ mod tests {
                 .unwrap();
         let mut resp = response();
         resp.expires_in = Some(u64::MAX);
-        apply(&mut doc, &resp, 1000);
+        Claude.apply(&mut doc, &resp, 1000);
         assert_eq!(doc["claudeAiOauth"]["expiresAt"], 1000 + 86_400_000);
     }
 
@@ -483,21 +406,21 @@ mod tests {
         resp.refresh_token = None;
         resp.refresh_token_expires_in = Some(3600);
         resp.scope = Some("user:inference user:profile".into());
-        apply(&mut doc, &resp, 1000);
+        Claude.apply(&mut doc, &resp, 1000);
         let o = &doc["claudeAiOauth"];
         assert_eq!(o["refreshToken"], "r");
         assert_eq!(o["refreshTokenExpiresAt"], 5000, "never moved later");
         let mut sooner = resp.clone();
         sooner.refresh_token_expires_in = Some(1);
         let mut moved = doc.clone();
-        apply(&mut moved, &sooner, 0);
+        Claude.apply(&mut moved, &sooner, 0);
         assert_eq!(
             moved["claudeAiOauth"]["refreshTokenExpiresAt"], 1000,
             "moved earlier"
         );
         let mut without: Value =
             serde_json::from_str(r#"{"claudeAiOauth":{"accessToken":"a"}}"#).unwrap();
-        apply(&mut without, &sooner, 0);
+        Claude.apply(&mut without, &sooner, 0);
         assert!(
             without["claudeAiOauth"]
                 .get("refreshTokenExpiresAt")
@@ -506,7 +429,7 @@ mod tests {
         );
         assert_eq!(o["scopes"], json!(["user:inference", "user:profile"]));
         resp.expires_in = Some(u64::MAX);
-        apply(&mut doc, &resp, i64::MAX - 5);
+        Claude.apply(&mut doc, &resp, i64::MAX - 5);
         assert_eq!(doc["claudeAiOauth"]["expiresAt"], i64::MAX);
     }
 }

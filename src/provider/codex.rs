@@ -13,7 +13,9 @@ use crate::error::Error;
 use crate::login::{EpochMs, Login};
 use crate::oauth::endpoint::TokenResponse;
 use crate::provider::shape::{Shape, Spent};
-use crate::provider::{Body, Defaults, Provider, RejectionRule, SaveLock, TokenRequest};
+use crate::provider::{
+    Body, Defaults, Facts, Provider, RejectionRule, SaveLock, TokenRequest, object_at,
+};
 use crate::secret::Secret;
 use crate::settings::Settings;
 use crate::storage::credentials_file::{CredentialsFile, Layout, Owner};
@@ -47,38 +49,37 @@ pub const COPY_SHAPE: Shape = Shape::new(
 );
 const RELOGIN: &str = "Log in again with `codex login`.";
 
-/// Codex CLI's rules, for the refresh protocol.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Codex;
-
-impl Provider for Codex {
-    fn owner(&self) -> Owner {
-        OWNER
-    }
-
-    fn default_min_ttl(&self) -> Duration {
-        DEFAULT_MIN_TTL
-    }
-
-    fn default_path(&self, env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
-        default_credentials_path(env)
-    }
-
-    fn copy_shape(&self) -> Option<Shape> {
-        Some(COPY_SHAPE)
-    }
-
-    fn home_env(&self) -> &'static [&'static str] {
-        &["CODEX_HOME"]
-    }
-
-    fn defaults(&self) -> Defaults {
+/// What Codex CLI is, as data: a pretty-printed file, and a 401 of any kind from the token
+/// endpoint is a dead login.
+pub const FACTS: Facts = Facts {
+    rejection_rule: RejectionRule::OAuthOrAny401,
+    layout: Layout::Pretty,
+    overriding_env: &["CODEX_API_KEY"],
+    home_env: &["CODEX_HOME"],
+    copy_shape: Some(COPY_SHAPE),
+    ..Facts::new(
+        OWNER,
+        DEFAULT_MIN_TTL,
         Defaults {
             token_url: DEFAULT_TOKEN_URL,
             client_id: DEFAULT_CLIENT_ID,
             scope: "",
             user_agent: DEFAULT_USER_AGENT,
-        }
+        },
+    )
+};
+
+/// Codex CLI's rules, for the refresh protocol.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Codex;
+
+impl Provider for Codex {
+    fn facts(&self) -> &Facts {
+        &FACTS
+    }
+
+    fn default_path(&self, env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+        default_credentials_path(env)
     }
 
     fn when_missing(&self, file: &CredentialsFile) -> Option<Error> {
@@ -94,35 +95,89 @@ impl Provider for Codex {
         ))
     }
 
+    /// Reads the login out of an `auth.json` document. The access token's JWT `exp` is its expiry;
+    /// without one, `last_refresh` plus 8 days (when Codex would refresh), else already expired.
+    /// A wiped refresh token parses to a [`Login`] with an empty refresh token, which
+    /// [`Login::freshness`] calls dead.
     fn parse(&self, file: &CredentialsFile, doc: &Value) -> Result<Login, Error> {
-        parse(file, doc)
+        let Some(root) = doc.as_object() else {
+            return Err(file.malformed("are not a JSON object", RELOGIN));
+        };
+        let tokens = match root.get(TOKENS) {
+            Some(Value::Object(tokens)) => tokens,
+            None | Some(Value::Null) => return Err(no_tokens(file, root)),
+            Some(_) => {
+                return Err(file.malformed("have a \"tokens\" that is not an object", RELOGIN));
+            }
+        };
+        let token = |key: &str| {
+            crate::provider::token_field(file, tokens, key, &format!("tokens.{key}"), RELOGIN)
+        };
+        let access_token = token("access_token")?;
+        let refresh_token = token("refresh_token")?;
+        let id_token = token("id_token")?;
+        let last_refresh = match root.get(LAST_REFRESH) {
+            Some(Value::String(s)) => Some(
+                s.parse::<jiff::Timestamp>()
+                    .map_err(|_| {
+                        file.malformed(
+                            "have a \"last_refresh\" that is not an RFC 3339 time, so Codex CLI will not load them",
+                            RELOGIN,
+                        )
+                    })?
+                    .as_millisecond(),
+            ),
+            Some(Value::Null) | None => None,
+            Some(_) => {
+                return Err(file.malformed(
+                    "have a \"last_refresh\" that is not a string, so Codex CLI will not load them",
+                    RELOGIN,
+                ));
+            }
+        };
+        // Codex refuses the whole file when the id token does not decode; a wiped login is dead
+        // whatever its id token, so that is said first.
+        if !refresh_token.is_empty() && crate::oauth::jwt::claims(id_token.expose()).is_none() {
+            return Err(file.malformed(
+                "have a \"tokens.id_token\" that is not a JWT, so Codex CLI will not load them",
+                RELOGIN,
+            ));
+        }
+        Ok(Login {
+            expires_at: expiry(&access_token, last_refresh),
+            access_token,
+            refresh_token,
+            login_expires_at: None,
+            scopes: None,
+        })
     }
 
     fn doc_keys(&self) -> Option<Vec<String>> {
         Some(DOC_KEYS.iter().map(|k| k.to_string()).collect())
     }
 
-    fn stored_refresh_token<'a>(&self, doc: &'a Value) -> &'a str {
-        stored_refresh_token(doc)
-    }
-
     fn token_request(&self, refresh_token: &Secret, settings: &Settings) -> TokenRequest {
-        TokenRequest {
-            body: Body::Json(token_request(
-                refresh_token,
-                &settings.client_id,
-                &settings.scope,
-            )),
-            headers: Vec::new(),
-        }
+        let body = token_request(refresh_token, &settings.client_id, &settings.scope);
+        Body::Json(body).into()
     }
 
-    fn rejection_rule(&self) -> RejectionRule {
-        RejectionRule::OAuthOrAny401
-    }
-
+    /// Writes a token response into the document: the `tokens.access_token`, `tokens.refresh_token`
+    /// and `tokens.id_token` that came back (a token the response lacks is kept), and `last_refresh`
+    /// = `now`. `account_id`, `auth_mode`, `OPENAI_API_KEY` and every other key keep their value and
+    /// their place.
     fn apply(&self, doc: &mut Value, response: &TokenResponse, now: EpochMs) {
-        apply(doc, response, now)
+        let Some(root) = doc.as_object_mut() else {
+            return;
+        };
+        let tokens = object_at(root, TOKENS);
+        if let Some(id) = &response.id_token {
+            tokens.insert("id_token".into(), json!(id.expose()));
+        }
+        tokens.insert("access_token".into(), json!(response.access_token.expose()));
+        if let Some(refresh) = &response.refresh_token {
+            tokens.insert("refresh_token".into(), json!(refresh.expose()));
+        }
+        root.insert(LAST_REFRESH.into(), json!(rfc3339_nanos(now)));
     }
 
     /// Codex's order: `auth.lock` in its home (waited for), then `<auth.json>.lock` beside the
@@ -134,20 +189,12 @@ impl Provider for Codex {
         SaveLock::Flocks(vec![file.folder().join("auth.lock"), PathBuf::from(beside)])
     }
 
-    fn layout(&self) -> Layout {
-        Layout::Pretty
-    }
-
     fn inject_env(&self, _access_token: &Secret) -> Result<Vec<(String, String)>, String> {
         Err(
             "Codex CLI has no environment variable that takes a ChatGPT access token \
              (CODEX_API_KEY takes an API key, not a login)"
                 .to_string(),
         )
-    }
-
-    fn overriding_env(&self) -> &'static [&'static str] {
-        &["CODEX_API_KEY"]
     }
 }
 
@@ -167,63 +214,6 @@ fn elsewhere(config_toml: &str) -> Option<&'static str> {
         "ephemeral" => Some("Codex CLI keeps its login in memory only"),
         _ => None,
     }
-}
-
-/// Reads the login out of an `auth.json` document. The access token's JWT `exp` is its expiry;
-/// without one, `last_refresh` plus 8 days (when Codex would refresh), else already expired.
-/// A wiped refresh token parses to a [`Login`] with an empty refresh token, which
-/// [`Login::freshness`] calls dead.
-pub fn parse(file: &CredentialsFile, doc: &Value) -> Result<Login, Error> {
-    let Some(root) = doc.as_object() else {
-        return Err(file.malformed("are not a JSON object", RELOGIN));
-    };
-    let tokens = match root.get(TOKENS) {
-        Some(Value::Object(tokens)) => tokens,
-        None | Some(Value::Null) => return Err(no_tokens(file, root)),
-        Some(_) => {
-            return Err(file.malformed("have a \"tokens\" that is not an object", RELOGIN));
-        }
-    };
-    let token = |key: &str| {
-        crate::provider::token_field(file, tokens, key, &format!("tokens.{key}"), RELOGIN)
-    };
-    let access_token = token("access_token")?;
-    let refresh_token = token("refresh_token")?;
-    let id_token = token("id_token")?;
-    let last_refresh = match root.get(LAST_REFRESH) {
-        Some(Value::String(s)) => Some(
-            s.parse::<jiff::Timestamp>()
-                .map_err(|_| {
-                    file.malformed(
-                        "have a \"last_refresh\" that is not an RFC 3339 time, so Codex CLI will not load them",
-                        RELOGIN,
-                    )
-                })?
-                .as_millisecond(),
-        ),
-        Some(Value::Null) | None => None,
-        Some(_) => {
-            return Err(file.malformed(
-                "have a \"last_refresh\" that is not a string, so Codex CLI will not load them",
-                RELOGIN,
-            ));
-        }
-    };
-    // Codex refuses the whole file when the id token does not decode; a wiped login is dead
-    // whatever its id token, so that is said first.
-    if !refresh_token.is_empty() && crate::oauth::jwt::claims(id_token.expose()).is_none() {
-        return Err(file.malformed(
-            "have a \"tokens.id_token\" that is not a JWT, so Codex CLI will not load them",
-            RELOGIN,
-        ));
-    }
-    Ok(Login {
-        expires_at: expiry(&access_token, last_refresh),
-        access_token,
-        refresh_token,
-        login_expires_at: None,
-        scopes: None,
-    })
 }
 
 /// When the access token expires, as Codex judges it.
@@ -250,14 +240,6 @@ fn no_tokens(file: &CredentialsFile, root: &Map<String, Value>) -> Error {
     file.malformed("hold no Codex CLI login (no \"tokens\")", RELOGIN)
 }
 
-/// The refresh token stored in a document, or "" when there is none.
-pub fn stored_refresh_token(doc: &Value) -> &str {
-    doc.get(TOKENS)
-        .and_then(|t| t.get("refresh_token"))
-        .and_then(Value::as_str)
-        .unwrap_or("")
-}
-
 /// The refresh request body, in Codex's own shape (a scope only when one is configured).
 pub fn token_request(refresh_token: &Secret, client_id: &str, scope: &str) -> Value {
     let mut body = json!({
@@ -271,32 +253,6 @@ pub fn token_request(refresh_token: &Secret, client_id: &str, scope: &str) -> Va
         body["scope"] = json!(scope);
     }
     body
-}
-
-/// Writes a token response into the document: the `tokens.access_token`, `tokens.refresh_token`
-/// and `tokens.id_token` that came back (a token the response lacks is kept), and `last_refresh`
-/// = `now`. `account_id`, `auth_mode`, `OPENAI_API_KEY` and every other key keep their value and
-/// their place.
-pub fn apply(doc: &mut Value, response: &TokenResponse, now: EpochMs) {
-    let Some(root) = doc.as_object_mut() else {
-        return;
-    };
-    let tokens = root
-        .entry(TOKENS)
-        .or_insert_with(|| Value::Object(Map::new()));
-    if !tokens.is_object() {
-        *tokens = Value::Object(Map::new());
-    }
-    if let Some(tokens) = tokens.as_object_mut() {
-        if let Some(id) = &response.id_token {
-            tokens.insert("id_token".into(), json!(id.expose()));
-        }
-        tokens.insert("access_token".into(), json!(response.access_token.expose()));
-        if let Some(refresh) = &response.refresh_token {
-            tokens.insert("refresh_token".into(), json!(refresh.expose()));
-        }
-    }
-    root.insert(LAST_REFRESH.into(), json!(rfc3339_nanos(now)));
 }
 
 /// `2026-11-29T15:37:26.902000000Z`: UTC with nine fractional digits, as Codex writes it.
@@ -336,47 +292,18 @@ mod tests {
         })
     }
 
-    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |k: &str| {
-            pairs
-                .iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.to_string())
-        }
-    }
-
-    #[test]
-    fn default_path_follows_codex_home() {
-        assert_eq!(
-            default_credentials_path(&env(&[("HOME", "/h")])),
-            Some(PathBuf::from("/h/.codex/auth.json"))
-        );
-        assert_eq!(
-            default_credentials_path(&env(&[("HOME", "/h"), ("CODEX_HOME", "/c")])),
-            Some(PathBuf::from("/c/auth.json"))
-        );
-        assert_eq!(
-            default_credentials_path(&env(&[("HOME", "/h"), ("CODEX_HOME", "")])),
-            Some(PathBuf::from("/h/.codex/auth.json"))
-        );
-        assert_eq!(
-            default_credentials_path(&env(&[("USERPROFILE", "/u")])),
-            Some(PathBuf::from("/u/.codex/auth.json"))
-        );
-        assert_eq!(default_credentials_path(&env(&[])), None);
-    }
-
     #[test]
     fn expiry_is_the_access_tokens_exp() {
-        let login = parse(
-            &file(),
-            &doc(
-                &jwt_exp(1_795_970_810),
-                "rt_1",
-                "2026-11-29T15:37:26.902700475Z",
-            ),
-        )
-        .unwrap();
+        let login = Codex
+            .parse(
+                &file(),
+                &doc(
+                    &jwt_exp(1_795_970_810),
+                    "rt_1",
+                    "2026-11-29T15:37:26.902700475Z",
+                ),
+            )
+            .unwrap();
         assert_eq!(login.expires_at, 1_795_970_810_000);
         assert_eq!(login.refresh_token.expose(), "rt_1");
         assert_eq!(login.login_expires_at, None);
@@ -387,14 +314,14 @@ mod tests {
         let last = "2026-11-29T15:37:26.902700475Z";
         let last_ms = last.parse::<jiff::Timestamp>().unwrap().as_millisecond();
         for access in [unsigned(&json!({"sub": "x"})), "opaque".to_string()] {
-            let login = parse(&file(), &doc(&access, "rt_1", last)).unwrap();
+            let login = Codex.parse(&file(), &doc(&access, "rt_1", last)).unwrap();
             assert_eq!(login.expires_at, last_ms + 8 * 86_400_000, "{access}");
         }
         let mut without = doc("opaque", "rt_1", last);
         without.as_object_mut().unwrap().remove("last_refresh");
-        assert_eq!(parse(&file(), &without).unwrap().expires_at, 0);
+        assert_eq!(Codex.parse(&file(), &without).unwrap().expires_at, 0);
         without["last_refresh"] = Value::Null;
-        assert_eq!(parse(&file(), &without).unwrap().expires_at, 0);
+        assert_eq!(Codex.parse(&file(), &without).unwrap().expires_at, 0);
     }
 
     #[test]
@@ -403,7 +330,7 @@ mod tests {
             let mut d = doc(&jwt_exp(2_000_000_000), "x", "2026-11-29T15:37:26Z");
             d["tokens"]["refresh_token"] = refresh;
             d["tokens"]["id_token"] = json!("");
-            let login = parse(&file(), &d).unwrap();
+            let login = Codex.parse(&file(), &d).unwrap();
             assert!(login.refresh_token.is_empty());
             assert_eq!(
                 login.freshness(0, DEFAULT_MIN_TTL),
@@ -452,7 +379,7 @@ mod tests {
             (edit(&|d| d["last_refresh"] = json!(17)), "last_refresh"),
         ];
         for (bad, needle) in cases {
-            let err = parse(&file(), &bad).unwrap_err();
+            let err = Codex.parse(&file(), &bad).unwrap_err();
             assert!(matches!(err, Error::Malformed { .. }), "{bad}");
             let msg = err.to_string();
             assert!(msg.contains(needle), "{bad}: {msg}");
@@ -468,7 +395,7 @@ mod tests {
             json!({"auth_mode": "apikey", "OPENAI_API_KEY": "sk-proj-abc", "tokens": null}),
             json!({"auth_mode": "apikey"}),
         ] {
-            let msg = parse(&file(), &d).unwrap_err().to_string();
+            let msg = Codex.parse(&file(), &d).unwrap_err().to_string();
             assert!(msg.contains("API-key login"), "{msg}");
             assert!(msg.contains("nothing to keep fresh"), "{msg}");
             assert!(!msg.contains("sk-proj-abc"), "the key never appears: {msg}");
@@ -490,7 +417,7 @@ mod tests {
     fn apply_changes_only_what_came_back_and_last_refresh_in_place() {
         let text = r#"{"auth_mode":"chatgpt","OPENAI_API_KEY":null,"tokens":{"id_token":"i","access_token":"a","refresh_token":"r","account_id":"acct-1","later":2.50},"last_refresh":"2026-01-01T00:00:00Z","zzz":{"n":1e+21}}"#;
         let mut d: Value = serde_json::from_str(text).unwrap();
-        apply(
+        Codex.apply(
             &mut d,
             &response(Some("new-refresh"), Some("new-id")),
             1_795_970_810_902,
@@ -501,14 +428,14 @@ mod tests {
         );
 
         let mut kept: Value = serde_json::from_str(text).unwrap();
-        apply(&mut kept, &response(None, None), 0);
+        Codex.apply(&mut kept, &response(None, None), 0);
         assert_eq!(kept["tokens"]["refresh_token"], "r", "kept when not sent");
         assert_eq!(kept["tokens"]["id_token"], "i", "kept when not sent");
         assert_eq!(kept["tokens"]["account_id"], "acct-1");
         assert_eq!(kept["last_refresh"], "1970-01-01T00:00:00.000000000Z");
 
         let mut without: Value = serde_json::from_str(r#"{"OPENAI_API_KEY":null}"#).unwrap();
-        apply(&mut without, &response(Some("r2"), None), 0);
+        Codex.apply(&mut without, &response(Some("r2"), None), 0);
         assert_eq!(
             serde_json::to_string(&without).unwrap(),
             r#"{"OPENAI_API_KEY":null,"tokens":{"access_token":"new-access","refresh_token":"r2"},"last_refresh":"1970-01-01T00:00:00.000000000Z"}"#
@@ -520,15 +447,15 @@ mod tests {
         let mut d = doc("old", "rt_1", "2026-01-01T00:00:00Z");
         let mut r = response(Some("rt_2"), Some(&unsigned(&json!({"email": "e"}))));
         r.access_token = Secret::new(jwt_exp(1_900_000_000));
-        apply(&mut d, &r, 1_000);
-        let login = parse(&file(), &d).unwrap();
+        Codex.apply(&mut d, &r, 1_000);
+        let login = Codex.parse(&file(), &d).unwrap();
         assert_eq!(login.expires_at, 1_900_000_000_000);
-        assert_eq!(stored_refresh_token(&d), "rt_2");
+        assert_eq!(Codex.stored_refresh_token(&d), "rt_2");
         // An opaque access token: Codex's 8-day rule, from the last_refresh just written.
         r.access_token = Secret::new("opaque");
-        apply(&mut d, &r, 1_000);
+        Codex.apply(&mut d, &r, 1_000);
         assert_eq!(
-            parse(&file(), &d).unwrap().expires_at,
+            Codex.parse(&file(), &d).unwrap().expires_at,
             1_000 + 8 * 86_400_000
         );
     }
@@ -541,9 +468,9 @@ mod tests {
             assert!(text.parse::<jiff::Timestamp>().is_ok(), "{text}");
         }
         let mut d = doc("opaque", "rt_1", "9999-06-30T23:59:59Z");
-        assert!(parse(&file(), &d).unwrap().expires_at > 0);
+        assert!(Codex.parse(&file(), &d).unwrap().expires_at > 0);
         d["tokens"]["access_token"] = json!(unsigned(&json!({"exp": i64::MAX})));
-        assert_eq!(parse(&file(), &d).unwrap().expires_at, i64::MAX);
+        assert_eq!(Codex.parse(&file(), &d).unwrap().expires_at, i64::MAX);
     }
 
     #[test]
@@ -586,7 +513,7 @@ mod tests {
     fn no_env_injection_and_codex_api_key_overrides() {
         let why = Codex.inject_env(&Secret::new("a")).unwrap_err();
         assert!(why.contains("no environment variable"), "{why}");
-        assert_eq!(Codex.overriding_env(), &["CODEX_API_KEY"]);
+        assert_eq!(Codex.facts().overriding_env, &["CODEX_API_KEY"]);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::login::{EpochMs, Login};
 use crate::oauth::endpoint::TokenResponse;
 use crate::provider::shape::{Shape, Spent};
-use crate::provider::{Body, Defaults, Provider, TokenRequest, epoch_ms_field, token_field};
+use crate::provider::{Body, Defaults, Facts, Provider, TokenRequest, epoch_ms_field, token_field};
 use crate::secret::Secret;
 use crate::settings::Settings;
 use crate::storage::credentials_file::{CredentialsFile, Layout, Owner};
@@ -67,6 +67,32 @@ pub const COPY_SHAPE: Shape = Shape::new(LOGIN_KEYS, "refresh_token", Spent::Abs
 const MAX_SOURCE_BYTES: u64 = 64 << 20;
 const NPM_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What Gemini CLI is, as data: a pretty-printed file it rewrites in place, and an exit code of
+/// its own for a failed login.
+pub const FACTS: Facts = Facts {
+    layout: Layout::Pretty,
+    rewritten_in_place: true,
+    overriding_env: &[
+        "GEMINI_API_KEY",
+        "GOOGLE_API_KEY",
+        "GOOGLE_GENAI_USE_VERTEXAI",
+        "GOOGLE_CLOUD_ACCESS_TOKEN",
+    ],
+    auth_failure_exit_code: Some(AUTH_FAILURE_EXIT_CODE),
+    home_env: &["GEMINI_CLI_HOME"],
+    copy_shape: Some(COPY_SHAPE),
+    ..Facts::new(
+        OWNER,
+        DEFAULT_MIN_TTL,
+        Defaults {
+            token_url: DEFAULT_TOKEN_URL,
+            client_id: DEFAULT_CLIENT_ID,
+            scope: "",
+            user_agent: concat!("tokenkeeper/", env!("CARGO_PKG_VERSION")),
+        },
+    )
+};
+
 /// Gemini CLI's rules, for the refresh protocol. Holds the client secret once found.
 #[derive(Debug, Default)]
 pub struct Gemini {
@@ -74,8 +100,8 @@ pub struct Gemini {
 }
 
 impl Provider for Gemini {
-    fn owner(&self) -> Owner {
-        OWNER
+    fn facts(&self) -> &Facts {
+        &FACTS
     }
 
     /// A wrong client secret (a typo in the config, an odd install) is not a dead login.
@@ -83,29 +109,8 @@ impl Provider for Gemini {
         true
     }
 
-    fn default_min_ttl(&self) -> Duration {
-        DEFAULT_MIN_TTL
-    }
-
     fn default_path(&self, env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
         default_credentials_path(env)
-    }
-
-    fn copy_shape(&self) -> Option<Shape> {
-        Some(COPY_SHAPE)
-    }
-
-    fn home_env(&self) -> &'static [&'static str] {
-        &["GEMINI_CLI_HOME"]
-    }
-
-    fn defaults(&self) -> Defaults {
-        Defaults {
-            token_url: DEFAULT_TOKEN_URL,
-            client_id: DEFAULT_CLIENT_ID,
-            scope: "",
-            user_agent: concat!("tokenkeeper/", env!("CARGO_PKG_VERSION")),
-        }
     }
 
     /// The client secret: the config's, else one found before, else looked for in the installed
@@ -144,8 +149,41 @@ impl Provider for Gemini {
         encrypted_store(file, flag.as_deref(), encrypted.as_deref())
     }
 
+    /// Reads the login out of google-auth-library's credentials. `expiry_date` is epoch milliseconds;
+    /// without one the token counts as expired. Empty (or null) tokens parse to a [`Login`] with empty
+    /// tokens, which [`Login::freshness`] calls dead.
     fn parse(&self, file: &CredentialsFile, doc: &Value) -> Result<Login, Error> {
-        parse(file, doc)
+        let relogin = "Log in again with `gemini`.";
+        let Some(root) = doc.as_object() else {
+            return Err(file.malformed("are not a JSON object", relogin));
+        };
+        if root.get("type").and_then(Value::as_str) == Some("external_account_authorized_user") {
+            return Err(file.malformed(
+                "hold an external-account (workforce identity) login, which tokenkeeper does not refresh",
+                "Leave its refresh to Gemini CLI, or log in with Google in `gemini`.",
+            ));
+        }
+        if !root.contains_key("refresh_token") && !root.contains_key("access_token") {
+            return Err(file.malformed(
+                "hold no Gemini CLI login (no \"access_token\" or \"refresh_token\" key)",
+                relogin,
+            ));
+        }
+        let token = |key: &str| token_field(file, root, key, key, relogin);
+        let access_token = token("access_token")?;
+        let refresh_token = token("refresh_token")?;
+        let expires_at = epoch_ms_field(file, root, "expiry_date", relogin)?;
+        let scopes = root
+            .get("scope")
+            .and_then(Value::as_str)
+            .map(|s| s.split_whitespace().map(str::to_string).collect());
+        Ok(Login {
+            access_token,
+            refresh_token,
+            expires_at,
+            login_expires_at: None,
+            scopes,
+        })
     }
 
     fn doc_keys(&self) -> Option<Vec<String>> {
@@ -158,33 +196,38 @@ impl Provider for Gemini {
         )
     }
 
-    fn stored_refresh_token<'a>(&self, doc: &'a Value) -> &'a str {
-        stored_refresh_token(doc)
-    }
-
     fn token_request(&self, refresh_token: &Secret, settings: &Settings) -> TokenRequest {
         let secret = configured_secret(settings).or_else(|| self.found_secret.get().cloned());
-        TokenRequest {
-            body: Body::Form(token_request(
-                refresh_token,
-                &settings.client_id,
-                secret.as_ref(),
-                &settings.scope,
-            )),
-            headers: Vec::new(),
-        }
+        Body::Form(token_request(
+            refresh_token,
+            &settings.client_id,
+            secret.as_ref(),
+            &settings.scope,
+        ))
+        .into()
     }
 
+    /// Writes a token response into the document: `access_token`, `expiry_date` (always, in ms),
+    /// `refresh_token` only when a new one came back (Google usually sends none), `scope` and
+    /// `id_token` when they came back. Every other key keeps its value and its place.
     fn apply(&self, doc: &mut Value, response: &TokenResponse, now: EpochMs) {
-        apply(doc, response, now)
-    }
-
-    fn layout(&self) -> Layout {
-        Layout::Pretty
-    }
-
-    fn rewritten_in_place(&self) -> bool {
-        true
+        let Some(root) = doc.as_object_mut() else {
+            return;
+        };
+        root.insert("access_token".into(), json!(response.access_token.expose()));
+        if let Some(refresh) = &response.refresh_token {
+            root.insert("refresh_token".into(), json!(refresh.expose()));
+        }
+        if let Some(scope) = response.scope.as_deref().filter(|s| !s.trim().is_empty()) {
+            root.insert("scope".into(), json!(scope));
+        }
+        if let Some(id_token) = &response.id_token {
+            root.insert("id_token".into(), json!(id_token.expose()));
+        }
+        root.insert(
+            "expiry_date".into(),
+            json!(response.expires_at(now, UNKNOWN_LIFETIME, LONGEST_LIFETIME)),
+        );
     }
 
     fn inject_env(&self, access_token: &Secret) -> Result<Vec<(String, String)>, String> {
@@ -195,19 +238,6 @@ impl Provider for Gemini {
                 access_token.expose().to_string(),
             ),
         ])
-    }
-
-    fn overriding_env(&self) -> &'static [&'static str] {
-        &[
-            "GEMINI_API_KEY",
-            "GOOGLE_API_KEY",
-            "GOOGLE_GENAI_USE_VERTEXAI",
-            "GOOGLE_CLOUD_ACCESS_TOKEN",
-        ]
-    }
-
-    fn auth_failure_exit_code(&self) -> Option<i32> {
-        Some(AUTH_FAILURE_EXIT_CODE)
     }
 }
 
@@ -253,50 +283,6 @@ pub fn encrypted_store(
     ))
 }
 
-/// Reads the login out of google-auth-library's credentials. `expiry_date` is epoch milliseconds;
-/// without one the token counts as expired. Empty (or null) tokens parse to a [`Login`] with empty
-/// tokens, which [`Login::freshness`] calls dead.
-pub fn parse(file: &CredentialsFile, doc: &Value) -> Result<Login, Error> {
-    let relogin = "Log in again with `gemini`.";
-    let Some(root) = doc.as_object() else {
-        return Err(file.malformed("are not a JSON object", relogin));
-    };
-    if root.get("type").and_then(Value::as_str) == Some("external_account_authorized_user") {
-        return Err(file.malformed(
-            "hold an external-account (workforce identity) login, which tokenkeeper does not refresh",
-            "Leave its refresh to Gemini CLI, or log in with Google in `gemini`.",
-        ));
-    }
-    if !root.contains_key("refresh_token") && !root.contains_key("access_token") {
-        return Err(file.malformed(
-            "hold no Gemini CLI login (no \"access_token\" or \"refresh_token\" key)",
-            relogin,
-        ));
-    }
-    let token = |key: &str| token_field(file, root, key, key, relogin);
-    let access_token = token("access_token")?;
-    let refresh_token = token("refresh_token")?;
-    let expires_at = epoch_ms_field(file, root, "expiry_date", relogin)?;
-    let scopes = root
-        .get("scope")
-        .and_then(Value::as_str)
-        .map(|s| s.split_whitespace().map(str::to_string).collect());
-    Ok(Login {
-        access_token,
-        refresh_token,
-        expires_at,
-        login_expires_at: None,
-        scopes,
-    })
-}
-
-/// The refresh token stored in a document, or "" when there is none.
-pub fn stored_refresh_token(doc: &Value) -> &str {
-    doc.get("refresh_token")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-}
-
 /// The form google-auth-library posts: refresh token, client id, client secret, grant type (and
 /// a scope only when one is configured; Gemini sends none).
 pub fn token_request(
@@ -320,29 +306,6 @@ pub fn token_request(
         form.push(("scope".to_string(), scope.to_string()));
     }
     form
-}
-
-/// Writes a token response into the document: `access_token`, `expiry_date` (always, in ms),
-/// `refresh_token` only when a new one came back (Google usually sends none), `scope` and
-/// `id_token` when they came back. Every other key keeps its value and its place.
-pub fn apply(doc: &mut Value, response: &TokenResponse, now: EpochMs) {
-    let Some(root) = doc.as_object_mut() else {
-        return;
-    };
-    root.insert("access_token".into(), json!(response.access_token.expose()));
-    if let Some(refresh) = &response.refresh_token {
-        root.insert("refresh_token".into(), json!(refresh.expose()));
-    }
-    if let Some(scope) = response.scope.as_deref().filter(|s| !s.trim().is_empty()) {
-        root.insert("scope".into(), json!(scope));
-    }
-    if let Some(id_token) = &response.id_token {
-        root.insert("id_token".into(), json!(id_token.expose()));
-    }
-    root.insert(
-        "expiry_date".into(),
-        json!(response.expires_at(now, UNKNOWN_LIFETIME, LONGEST_LIFETIME)),
-    );
 }
 
 /// The node module folders to look in for Gemini CLI, and whether `$TOKENKEEPER_NPM_ROOT` chose
@@ -558,18 +521,11 @@ fn secret_not_found(config_path: &Path, overridden: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::env as env_of;
     use std::fs;
 
     fn file() -> CredentialsFile {
         CredentialsFile::new("/h/.gemini/oauth_creds.json", OWNER)
-    }
-
-    fn env_of(pairs: &[(&str, String)]) -> impl Fn(&str) -> Option<String> + use<> {
-        let pairs: Vec<(String, String)> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect();
-        move |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
     }
 
     fn response() -> TokenResponse {
@@ -593,38 +549,24 @@ mod tests {
     }
 
     #[test]
-    fn default_path_follows_gemini_cli_home() {
-        let env = env_of(&[("HOME", "/h".into())]);
-        assert_eq!(
-            default_credentials_path(&env),
-            Some(PathBuf::from("/h/.gemini/oauth_creds.json"))
-        );
-        let env = env_of(&[("HOME", "/h".into()), ("GEMINI_CLI_HOME", "/g".into())]);
-        assert_eq!(
-            default_credentials_path(&env),
-            Some(PathBuf::from("/g/.gemini/oauth_creds.json"))
-        );
-        let env = env_of(&[("HOME", "/h".into()), ("GEMINI_CLI_HOME", String::new())]);
-        assert_eq!(
-            default_credentials_path(&env),
-            Some(PathBuf::from("/h/.gemini/oauth_creds.json"))
-        );
-        assert_eq!(default_credentials_path(&env_of(&[])), None);
-    }
-
-    #[test]
     fn parses_expiry_in_milliseconds_and_refuses_bad_shapes() {
         let doc: Value = serde_json::from_str(
             r#"{"access_token":"ya29.a","refresh_token":"1//r","scope":"openid https://www.googleapis.com/auth/cloud-platform","token_type":"Bearer","id_token":"x.y.z","expiry_date":1795970810328}"#,
         )
         .unwrap();
-        let login = parse(&file(), &doc).unwrap();
+        let login = Gemini::default().parse(&file(), &doc).unwrap();
         assert_eq!(login.expires_at, 1795970810328);
         assert_eq!(login.refresh_token.expose(), "1//r");
         assert_eq!(login.scopes.as_ref().map(Vec::len), Some(2));
         let no_expiry: Value =
             serde_json::from_str(r#"{"access_token":"a","refresh_token":"r"}"#).unwrap();
-        assert_eq!(parse(&file(), &no_expiry).unwrap().expires_at, 0);
+        assert_eq!(
+            Gemini::default()
+                .parse(&file(), &no_expiry)
+                .unwrap()
+                .expires_at,
+            0
+        );
         for (bad, needle) in [
             ("[]", "not a JSON object"),
             ("{}", "no Gemini CLI login"),
@@ -644,7 +586,10 @@ mod tests {
             ),
         ] {
             let doc: Value = serde_json::from_str(bad).unwrap();
-            let err = parse(&file(), &doc).unwrap_err().to_string();
+            let err = Gemini::default()
+                .parse(&file(), &doc)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(needle), "{bad}: {err}");
             assert!(err.contains("oauth_creds.json"), "{err}");
         }
@@ -658,7 +603,7 @@ mod tests {
             r#"{"access_token":"ya29.a","expiry_date":1}"#,
         ] {
             let doc: Value = serde_json::from_str(wiped).unwrap();
-            let login = parse(&file(), &doc).unwrap();
+            let login = Gemini::default().parse(&file(), &doc).unwrap();
             assert_eq!(
                 login.freshness(0, DEFAULT_MIN_TTL),
                 crate::login::Freshness::Dead,
@@ -729,7 +674,7 @@ mod tests {
     fn apply_writes_token_fields_and_keeps_the_rest_in_place() {
         let text = r#"{"access_token":"ya29.old","refresh_token":"1//r","scope":"s","token_type":"Bearer","id_token":"old.id.t","expiry_date":1,"extra":{"n":1.50}}"#;
         let mut doc: Value = serde_json::from_str(text).unwrap();
-        apply(&mut doc, &response(), 1000);
+        Gemini::default().apply(&mut doc, &response(), 1000);
         assert_eq!(
             serde_json::to_string(&doc).unwrap(),
             r#"{"access_token":"ya29.new","refresh_token":"1//r","scope":"s","token_type":"Bearer","id_token":"old.id.t","expiry_date":3600000,"extra":{"n":1.50}}"#
@@ -738,7 +683,7 @@ mod tests {
         resp.refresh_token = Some(Secret::new("1//rotated"));
         resp.scope = Some("openid".into());
         resp.id_token = Some(Secret::new("new.id.t"));
-        apply(&mut doc, &resp, 0);
+        Gemini::default().apply(&mut doc, &resp, 0);
         assert_eq!(doc["refresh_token"], "1//rotated");
         assert_eq!(doc["scope"], "openid");
         assert_eq!(doc["id_token"], "new.id.t");
@@ -746,10 +691,10 @@ mod tests {
         let mut bare: Value = serde_json::from_str(r#"{"refresh_token":"r"}"#).unwrap();
         let mut no_lifetime = response();
         no_lifetime.expires_in = None;
-        apply(&mut bare, &no_lifetime, 0);
+        Gemini::default().apply(&mut bare, &no_lifetime, 0);
         assert_eq!(bare["expiry_date"], 30 * 60 * 1000, "always written");
         resp.expires_in = Some(u64::MAX);
-        apply(&mut doc, &resp, i64::MAX - 5);
+        Gemini::default().apply(&mut doc, &resp, i64::MAX - 5);
         assert_eq!(doc["expiry_date"], i64::MAX);
     }
 
@@ -853,10 +798,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (one, two) = (dir.path().join("one"), dir.path().join("two"));
         let list = std::env::join_paths([&one, &two]).unwrap();
-        let env = env_of(&[
-            (NPM_ROOT_ENV, list.to_string_lossy().into_owned()),
-            ("HOME", "/h".into()),
-        ]);
+        let env = env_of(&[(NPM_ROOT_ENV, &list.to_string_lossy()), ("HOME", "/h")]);
         assert_eq!(search_roots(&env), (vec![one, two], true));
 
         // The `gemini` on PATH is a symlink into its package: its node_modules comes first.
@@ -868,11 +810,11 @@ mod tests {
         std::os::unix::fs::symlink(&entry, bin.join("gemini")).unwrap();
         fs::create_dir_all(dir.path().join("nvm/versions/node/v22.1.0")).unwrap();
         let env = env_of(&[
-            ("HOME", "/h".into()),
-            ("PATH", format!("/nonexistent:{}", bin.display())),
-            ("NVM_DIR", dir.path().join("nvm").display().to_string()),
-            ("NPM_CONFIG_PREFIX", "/p".into()),
-            ("APPDATA", "/w".into()),
+            ("HOME", "/h"),
+            ("PATH", &format!("/nonexistent:{}", bin.display())),
+            ("NVM_DIR", &dir.path().join("nvm").display().to_string()),
+            ("NPM_CONFIG_PREFIX", "/p"),
+            ("APPDATA", "/w"),
         ]);
         let (roots, overridden) = search_roots(&env);
         assert!(!overridden);
@@ -909,8 +851,8 @@ mod tests {
                 )
             ]
         );
-        assert_eq!(Gemini::default().auth_failure_exit_code(), Some(41));
-        assert!(Gemini::default().rewritten_in_place());
-        assert_eq!(Gemini::default().layout(), Layout::Pretty);
+        assert_eq!(Gemini::default().facts().auth_failure_exit_code, Some(41));
+        assert!(Gemini::default().facts().rewritten_in_place);
+        assert_eq!(Gemini::default().facts().layout, Layout::Pretty);
     }
 }

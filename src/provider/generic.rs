@@ -16,7 +16,7 @@ use crate::login::{EpochMs, Login};
 use crate::oauth::endpoint::TokenResponse;
 use crate::provider::json_pointer::Pointer;
 use crate::provider::login_table::LoginTable;
-use crate::provider::{Body, Defaults, Provider, TokenRequest};
+use crate::provider::{Body, Defaults, Facts, Provider, TokenRequest};
 use crate::secret::Secret;
 use crate::settings::Settings;
 use crate::storage::credentials_file::{CredentialsFile, Layout, Owner};
@@ -80,7 +80,8 @@ impl ExpiryUnit {
 
 /// A `[[login]]` table, checked: the provider for one tool's login.
 pub struct Generic {
-    owner: Owner,
+    /// Its names and request defaults from the table; a file rewritten as found.
+    facts: Facts,
     credentials: PathBuf,
     config_path: PathBuf,
     access_token: Field,
@@ -89,8 +90,6 @@ pub struct Generic {
     expires_at: Option<Field>,
     unit: ExpiryUnit,
     form: bool,
-    token_url: &'static str,
-    client_id: &'static str,
     extra_fields: Vec<(String, String)>,
     headers: Vec<(String, String)>,
     env: Option<String>,
@@ -100,7 +99,7 @@ pub struct Generic {
 impl std::fmt::Debug for Generic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Generic")
-            .field("name", &self.owner.provider)
+            .field("name", &self.facts.owner.provider)
             .field("credentials", &self.credentials)
             .field("unit", &self.unit)
             .finish_non_exhaustive()
@@ -129,9 +128,9 @@ impl Generic {
     fn relogin_hint(&self) -> String {
         format!(
             "Fix the file (or the pointers of [[login]] \"{}\" in {}), or log in again with {}.",
-            self.owner.provider,
+            self.facts.owner.provider,
             self.config_path.display(),
-            self.owner.relogin
+            self.facts.owner.relogin
         )
     }
 }
@@ -299,11 +298,22 @@ fn check(t: &LoginTable, config_path: &Path) -> Result<Generic, String> {
         Some(command) => format!("`{command}`"),
         None => format!("the tool that owns {file_name}"),
     };
+    let owner = Owner {
+        provider: intern(name),
+        name: intern(name),
+        relogin: intern(&login_command),
+    };
+    let defaults = Defaults {
+        token_url: intern(&t.token_url),
+        client_id: intern(&t.client_id),
+        scope: "",
+        user_agent: USER_AGENT,
+    };
     Ok(Generic {
-        owner: Owner {
-            provider: intern(name),
-            name: intern(name),
-            relogin: intern(&login_command),
+        facts: Facts {
+            layout: Layout::AsFound,
+            rewritten_in_place: true,
+            ..Facts::new(owner, DEFAULT_MIN_TTL, defaults)
         },
         credentials: path.clone(),
         config_path: config_path.to_path_buf(),
@@ -312,8 +322,6 @@ fn check(t: &LoginTable, config_path: &Path) -> Result<Generic, String> {
         expires_at,
         unit,
         form,
-        token_url: intern(&t.token_url),
-        client_id: intern(&t.client_id),
         extra_fields: t
             .extra_fields
             .iter()
@@ -393,8 +401,8 @@ fn intern(text: &str) -> &'static str {
 }
 
 impl Provider for Generic {
-    fn owner(&self) -> Owner {
-        self.owner
+    fn facts(&self) -> &Facts {
+        &self.facts
     }
 
     /// With a client secret from the table, `invalid_client` blames the table, not the login.
@@ -402,21 +410,8 @@ impl Provider for Generic {
         settings.client_secret.is_some()
     }
 
-    fn default_min_ttl(&self) -> Duration {
-        DEFAULT_MIN_TTL
-    }
-
     fn default_path(&self, _env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
         Some(self.credentials.clone())
-    }
-
-    fn defaults(&self) -> Defaults {
-        Defaults {
-            token_url: self.token_url,
-            client_id: self.client_id,
-            scope: "",
-            user_agent: USER_AGENT,
-        }
     }
 
     fn parse(&self, file: &CredentialsFile, doc: &Value) -> Result<Login, Error> {
@@ -531,20 +526,12 @@ impl Provider for Generic {
         }
     }
 
-    fn layout(&self) -> Layout {
-        Layout::AsFound
-    }
-
-    fn rewritten_in_place(&self) -> bool {
-        true
-    }
-
     fn inject_env(&self, access_token: &Secret) -> Result<Vec<(String, String)>, String> {
         match &self.env {
             Some(var) => Ok(vec![(var.clone(), access_token.expose().to_string())]),
             None => Err(format!(
                 "[[login]] \"{}\" names no variable for the access token (set env = \"VAR\" in its table)",
-                self.owner.provider
+                self.facts.owner.provider
             )),
         }
     }
@@ -704,7 +691,7 @@ mod tests {
     }
 
     fn file() -> CredentialsFile {
-        CredentialsFile::new("/h/.mytool/auth.json", build(&table("ms")).owner())
+        CredentialsFile::new("/h/.mytool/auth.json", build(&table("ms")).facts().owner)
     }
 
     fn response(expires_in: Option<u64>, refresh: Option<&str>) -> TokenResponse {
@@ -737,25 +724,25 @@ mod tests {
     #[test]
     fn a_good_table_builds_with_its_owner_and_defaults() {
         let g = build(&table("ms"));
-        let owner = g.owner();
+        let owner = g.facts().owner;
         assert_eq!(owner.provider, "mytool");
         assert_eq!(owner.name, "mytool");
         assert_eq!(owner.relogin, "the tool that owns auth.json");
         let mut t = table("jwt");
         t.login_command = Some("mytool auth login".into());
-        assert_eq!(build(&t).owner().relogin, "`mytool auth login`");
-        assert_eq!(g.default_min_ttl(), DEFAULT_MIN_TTL);
+        assert_eq!(build(&t).facts().owner.relogin, "`mytool auth login`");
+        assert_eq!(g.facts().default_min_ttl, DEFAULT_MIN_TTL);
         assert_eq!(
             g.default_path(&|_| None),
             Some(PathBuf::from("/h/.mytool/auth.json"))
         );
         assert_eq!(
-            g.defaults().token_url,
+            g.facts().defaults.token_url,
             "https://auth.example.test/oauth/token"
         );
-        assert_eq!(g.defaults().client_id, "client-1");
-        assert_eq!(g.layout(), Layout::AsFound);
-        assert!(g.rewritten_in_place());
+        assert_eq!(g.facts().defaults.client_id, "client-1");
+        assert_eq!(g.facts().layout, Layout::AsFound);
+        assert!(g.facts().rewritten_in_place);
         assert!(matches!(
             g.save_lock(&file()),
             crate::provider::SaveLock::None

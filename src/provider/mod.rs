@@ -29,20 +29,71 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// One provider's rules. Implementations are pure (no I/O) except where a method says otherwise.
-pub trait Provider: Send + Sync + std::fmt::Debug {
+/// What a provider is, as data: its names, its defaults, and the facts about its CLI that need
+/// no code. A built-in provider's are a constant; a `[[login]]` table's are built from it.
+#[derive(Clone, Copy, Debug)]
+pub struct Facts {
     /// Names for messages and the state folder.
-    fn owner(&self) -> Owner;
-
+    pub owner: Owner,
     /// Refresh when less than this is left, unless configured otherwise.
-    fn default_min_ttl(&self) -> Duration;
+    pub default_min_ttl: Duration,
+    /// Defaults for the token request: URL, client id, scope, User-Agent.
+    pub defaults: Defaults,
+    /// Which error answers mean the login is dead (most: OAuth's own codes).
+    pub rejection_rule: RejectionRule,
+    /// How the CLI writes its file, which our writes copy.
+    pub layout: Layout,
+    /// The CLI rewrites the file in place without a lock, so an empty or cut-off file is a write
+    /// in progress: read it again shortly, never take it for a logout.
+    pub rewritten_in_place: bool,
+    /// Variables that make the CLI ignore the stored login (`exec` warns when one is set).
+    pub overriding_env: &'static [&'static str],
+    /// The exit code by which the CLI says it could not authenticate, when it has one (Gemini
+    /// CLI: 41); `exec` treats it as an auth failure even when the output says nothing.
+    pub auth_failure_exit_code: Option<i32>,
+    /// Variables that decide where the CLI keeps its login. A service manager starts the daemon
+    /// without the installing shell's environment, so a service definition carries those that
+    /// are set; otherwise the daemon would quietly watch the default folder instead.
+    pub home_env: &'static [&'static str],
+    /// Where the CLI keeps its login in the macOS Keychain, if it ever does: the item for an
+    /// environment, or why it cannot be named. Only such a provider has a `store` setting.
+    pub keychain: Option<KeychainItem>,
+    /// Which part of the credentials document is the login, and how an access-only copy of it
+    /// (a fleet machine's file, a mirror) is made: the keys it shares, the refresh token it
+    /// leaves out. Fleet mode and mirrors keep the logins of every provider that names one. Its
+    /// keys are among [`Provider::doc_keys`], so that a read sees all of the login.
+    pub copy_shape: Option<shape::Shape>,
+}
+
+impl Facts {
+    /// The facts most CLIs share, for `owner` and `defaults`: OAuth's rejection rule, a
+    /// compact file rewritten atomically, no variables, no Keychain, no copies.
+    pub const fn new(owner: Owner, default_min_ttl: Duration, defaults: Defaults) -> Facts {
+        Facts {
+            owner,
+            default_min_ttl,
+            defaults,
+            rejection_rule: RejectionRule::OAuth,
+            layout: Layout::Compact,
+            rewritten_in_place: false,
+            overriding_env: &[],
+            auth_failure_exit_code: None,
+            home_env: &[],
+            keychain: None,
+            copy_shape: None,
+        }
+    }
+}
+
+/// One provider's rules: its [`Facts`], and the code that reads, requests and writes its login.
+/// Implementations are pure (no I/O) except where a method says otherwise.
+pub trait Provider: Send + Sync + std::fmt::Debug {
+    /// What the provider is, as data.
+    fn facts(&self) -> &Facts;
 
     /// Where the CLI keeps its login when nothing else is configured; `env` reads a variable
     /// (the real environment, or a test's). None when the environment names no home.
     fn default_path(&self, env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf>;
-
-    /// Defaults for the token request: URL, client id, scope, User-Agent.
-    fn defaults(&self) -> Defaults;
 
     /// Anything a refresh needs that the settings do not give, found now (may read files), or
     /// what to do about it. Called before a refresh takes its locks; never on the fast path.
@@ -61,15 +112,20 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     fn parse(&self, file: &CredentialsFile, doc: &Value) -> Result<Login, Error>;
 
     /// The top-level keys of the credentials document that [`Provider::parse`], [`Provider::apply`]
-    /// and the fleet shape look at, or None for the whole document. A read builds a `Value` of
+    /// and the copy shape look at, or None for the whole document. A read builds a `Value` of
     /// these alone (the rest of the file is checked but never decoded, and a write keeps it byte
     /// for byte), so a key left out here is invisible to the provider.
     fn doc_keys(&self) -> Option<Vec<String>> {
         None
     }
 
-    /// The refresh token a document holds, or "" when it holds none (or is not this provider's).
-    fn stored_refresh_token<'a>(&self, doc: &'a Value) -> &'a str;
+    /// The refresh token a document holds, or "" when it holds none (or is not this provider's):
+    /// by default, the string where the copy shape says the refresh token is.
+    fn stored_refresh_token<'a>(&self, doc: &'a Value) -> &'a str {
+        self.facts()
+            .copy_shape
+            .map_or("", |shape| shape.refresh_token(doc))
+    }
 
     /// The refresh request for `refresh_token`.
     fn token_request(&self, refresh_token: &Secret, settings: &Settings) -> TokenRequest;
@@ -79,11 +135,6 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// the login is not marked dead.
     fn invalid_client_is_config(&self, _settings: &Settings) -> bool {
         false
-    }
-
-    /// Which error answers mean the login is dead (the default: OAuth's own codes).
-    fn rejection_rule(&self) -> RejectionRule {
-        RejectionRule::OAuth
     }
 
     /// Writes a token response into the document, changing only the token fields; every other
@@ -100,52 +151,9 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
         SaveLock::None
     }
 
-    /// How the CLI writes its file, which our writes copy.
-    fn layout(&self) -> Layout {
-        Layout::Compact
-    }
-
-    /// The CLI rewrites the file in place without a lock, so an empty or cut-off file is a write
-    /// in progress: read it again shortly, never take it for a logout.
-    fn rewritten_in_place(&self) -> bool {
-        false
-    }
-
     /// The environment that hands a run of the CLI only the access token
     /// (`exec --inject env`), or why the CLI cannot take one that way.
     fn inject_env(&self, access_token: &Secret) -> Result<Vec<(String, String)>, String>;
-
-    /// Variables that make the CLI ignore the stored login (`exec` warns when one is set).
-    fn overriding_env(&self) -> &'static [&'static str] {
-        &[]
-    }
-
-    /// The exit code by which the CLI says it could not authenticate, when it has one (Gemini
-    /// CLI: 41); `exec` treats it as an auth failure even when the output says nothing.
-    fn auth_failure_exit_code(&self) -> Option<i32> {
-        None
-    }
-
-    /// Variables that decide where the CLI keeps its login. A service manager starts the daemon
-    /// without the installing shell's environment, so a service definition carries those that
-    /// are set; otherwise the daemon would quietly watch the default folder instead.
-    fn home_env(&self) -> &'static [&'static str] {
-        &[]
-    }
-
-    /// Where the CLI keeps its login in the macOS Keychain, if it ever does: the item for an
-    /// environment, or why it cannot be named. Only such a provider has a `store` setting.
-    fn keychain(&self) -> Option<KeychainItem> {
-        None
-    }
-
-    /// Which part of the credentials document is the login, and how an access-only copy of it
-    /// (a fleet machine's file) is made: the keys it shares, the refresh token it leaves out.
-    /// Fleet mode keeps the logins of every provider that names one. Its keys are among
-    /// [`doc_keys`](Self::doc_keys), so that a read sees all of the login.
-    fn copy_shape(&self) -> Option<shape::Shape> {
-        None
-    }
 }
 
 /// The Keychain item a provider keeps its login in, for an environment (`USER`, `PATH`, the
@@ -198,7 +206,7 @@ pub fn builtin(name: &str) -> Option<Arc<dyn Provider>> {
 pub fn home_env() -> Vec<&'static str> {
     let mut out: Vec<&'static str> = Vec::new();
     for provider in all() {
-        for name in provider.home_env() {
+        for name in provider.facts().home_env {
             if !out.contains(name) {
                 out.push(name);
             }
@@ -241,6 +249,24 @@ pub fn epoch_ms_field(
     }
 }
 
+/// The object at `key` of `root`, made empty first when it is missing or not an object, for a
+/// write of new tokens into it; every other key of it keeps its value and place.
+pub fn object_at<'a>(
+    root: &'a mut serde_json::Map<String, Value>,
+    key: &str,
+) -> &'a mut serde_json::Map<String, Value> {
+    let slot = root
+        .entry(key.to_string())
+        .or_insert_with(|| Value::Object(serde_json::Map::new()));
+    if !slot.is_object() {
+        *slot = Value::Object(serde_json::Map::new());
+    }
+    match slot {
+        Value::Object(object) => object,
+        _ => unreachable!("made an object above"),
+    }
+}
+
 /// A JSON number as epoch milliseconds: an integer, or a float rounded (None when out of range).
 pub fn epoch_ms(v: &Value) -> Option<EpochMs> {
     v.as_i64().or_else(|| {
@@ -268,13 +294,13 @@ pub fn open_credentials(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<CredentialsFile, String> {
     use crate::storage::place::{Choice, wants_keychain};
-    let keychain = provider.keychain();
+    let keychain = provider.facts().keychain;
     if let Some(store) = store
         && keychain.is_none()
     {
         let with_store: Vec<String> = all()
-            .filter(|p| p.keychain().is_some())
-            .map(|p| format!("[{}]", p.owner().provider))
+            .filter(|p| p.facts().keychain.is_some())
+            .map(|p| format!("[{}]", p.facts().owner.provider))
             .collect();
         return Err(format!(
             "store = \"{store}\": only {} has a store setting; remove it",
@@ -283,8 +309,8 @@ pub fn open_credentials(
     }
     let choice = Choice::parse(store)?;
     let default_path = provider.default_path(env).as_deref() == Some(path.as_path());
-    let file = CredentialsFile::new(path, provider.owner())
-        .with_layout(provider.layout())
+    let file = CredentialsFile::new(path, provider.facts().owner)
+        .with_layout(provider.facts().layout)
         .with_keys(provider.doc_keys());
     if let Some(item) = keychain
         && wants_keychain(choice, cfg!(target_os = "macos"), default_path)
@@ -300,13 +326,86 @@ mod tests {
     use crate::provider::claude::Claude;
     use std::path::PathBuf;
 
+    /// Each CLI's own variables, as it reads them: set but empty is as if unset, except
+    /// Claude's secure-storage folder, whose empty value means `~/.claude`.
+    #[test]
+    fn each_provider_finds_its_file_where_its_cli_does() {
+        // The provider, its environment, the file it reads.
+        type Row = (
+            &'static str,
+            &'static [(&'static str, &'static str)],
+            Option<&'static str>,
+        );
+        const H: (&str, &str) = ("HOME", "/h");
+        let rows: &[Row] = &[
+            ("claude", &[H], Some("/h/.claude/.credentials.json")),
+            (
+                "claude",
+                &[H, ("CLAUDE_CONFIG_DIR", "/c")],
+                Some("/c/.credentials.json"),
+            ),
+            (
+                "claude",
+                &[H, ("CLAUDE_CONFIG_DIR", "")],
+                Some("/h/.claude/.credentials.json"),
+            ),
+            (
+                "claude",
+                &[
+                    H,
+                    ("CLAUDE_CONFIG_DIR", "/c"),
+                    ("CLAUDE_SECURESTORAGE_CONFIG_DIR", "/s"),
+                ],
+                Some("/s/.credentials.json"),
+            ),
+            (
+                "claude",
+                &[
+                    H,
+                    ("CLAUDE_CONFIG_DIR", "/c"),
+                    ("CLAUDE_SECURESTORAGE_CONFIG_DIR", ""),
+                ],
+                Some("/h/.claude/.credentials.json"),
+            ),
+            ("codex", &[H], Some("/h/.codex/auth.json")),
+            ("codex", &[H, ("CODEX_HOME", "/c")], Some("/c/auth.json")),
+            (
+                "codex",
+                &[H, ("CODEX_HOME", "")],
+                Some("/h/.codex/auth.json"),
+            ),
+            (
+                "codex",
+                &[("USERPROFILE", "/u")],
+                Some("/u/.codex/auth.json"),
+            ),
+            ("codex", &[], None),
+            ("gemini", &[H], Some("/h/.gemini/oauth_creds.json")),
+            (
+                "gemini",
+                &[H, ("GEMINI_CLI_HOME", "/g")],
+                Some("/g/.gemini/oauth_creds.json"),
+            ),
+            (
+                "gemini",
+                &[H, ("GEMINI_CLI_HOME", "")],
+                Some("/h/.gemini/oauth_creds.json"),
+            ),
+            ("gemini", &[], None),
+        ];
+        for (name, pairs, want) in rows {
+            let provider = builtin(name).expect("a built-in provider");
+            assert_eq!(
+                provider.default_path(&crate::testing::env(pairs)),
+                want.map(PathBuf::from),
+                "{name} with {pairs:?}"
+            );
+        }
+    }
+
     #[test]
     fn open_gives_claude_the_keychain_it_asks_for() {
-        let env = |k: &str| match k {
-            "HOME" => Some("/home/me".to_string()),
-            "USER" => Some("me".to_string()),
-            _ => None,
-        };
+        let env = crate::testing::env(&[("HOME", "/home/me"), ("USER", "me")]);
         let path = PathBuf::from("/home/me/.claude/.credentials.json");
         let table = |store: &'static str| Some(store);
         let file = open_credentials(&Claude, path.clone(), table("keychain"), &env).unwrap();
@@ -333,7 +432,7 @@ mod tests {
     fn the_registry_names_each_provider_as_it_names_itself() {
         assert_eq!(names().collect::<Vec<_>>(), ["claude", "codex", "gemini"]);
         for name in names() {
-            assert_eq!(builtin(name).map(|p| p.owner().provider), Some(name));
+            assert_eq!(builtin(name).map(|p| p.facts().owner.provider), Some(name));
         }
         assert!(builtin("mytool").is_none());
         assert!(builtin(DEFAULT).is_some());

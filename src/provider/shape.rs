@@ -76,16 +76,9 @@ impl Shape {
                 root.insert((*key).to_string(), value.clone());
                 continue;
             };
-            let slot = root
-                .entry((*key).to_string())
-                .or_insert_with(|| Value::Object(Map::new()));
-            if !slot.is_object() {
-                *slot = Value::Object(Map::new());
-            }
-            if let Value::Object(into) = slot {
-                for (k, v) in from {
-                    into.insert(k.clone(), v.clone());
-                }
+            let into = crate::provider::object_at(root, key);
+            for (k, v) in from {
+                into.insert(k.clone(), v.clone());
             }
         }
         let holder = match self.refresh {
@@ -109,7 +102,7 @@ impl Shape {
     }
 
     /// The refresh token a local document holds ("" when none).
-    pub fn local_refresh_token<'a>(&self, doc: &'a Value) -> &'a str {
+    pub fn refresh_token<'a>(&self, doc: &'a Value) -> &'a str {
         let found = match self.refresh {
             (key, None) => doc.get(key),
             (outer, Some(inner)) => doc.get(outer).and_then(|l| l.get(inner)),
@@ -144,7 +137,7 @@ mod tests {
     #[test]
     fn a_read_of_each_providers_file_sees_every_key_of_its_copy() {
         for provider in crate::provider::all() {
-            let Some(shape) = provider.copy_shape() else {
+            let Some(shape) = provider.facts().copy_shape else {
                 continue;
             };
             let Some(read) = provider.doc_keys() else {
@@ -154,7 +147,7 @@ mod tests {
                 assert!(
                     read.iter().any(|k| k == key),
                     "{}: \"{key}\" is in the copy but not in what a read sees",
-                    provider.owner().provider
+                    provider.facts().owner.provider
                 );
             }
         }
@@ -169,8 +162,8 @@ mod tests {
             serde_json::to_string(&CLAUDE.extract(&local)).unwrap(),
             r#"{"claudeAiOauth":{"accessToken":"a","refreshToken":"r","expiresAt":5}}"#
         );
-        assert_eq!(CLAUDE.local_refresh_token(&local), "r");
-        assert_eq!(CLAUDE.local_refresh_token(&doc("{}")), "");
+        assert_eq!(CLAUDE.refresh_token(&local), "r");
+        assert_eq!(CLAUDE.refresh_token(&doc("{}")), "");
     }
 
     #[test]
@@ -209,7 +202,7 @@ mod tests {
             r#"{"OPENAI_API_KEY":null,"tokens":{"id_token":"id","access_token":"new","refresh_token":"R","account_id":"acct"},"last_refresh":"2026-12-07T04:00:00Z","other":true}"#,
         );
         let shared = CODEX.extract(&owner);
-        assert_eq!(CODEX.local_refresh_token(&owner), "R");
+        assert_eq!(CODEX.refresh_token(&owner), "R");
         assert_eq!(
             serde_json::to_string(&CODEX.project(Some(&local), &shared)).unwrap(),
             r#"{"OPENAI_API_KEY":null,"tokens":{"id_token":"id","access_token":"new","refresh_token":"","account_id":"acct","mine":1},"last_refresh":"2026-12-07T04:00:00Z"}"#
@@ -226,13 +219,13 @@ mod tests {
             r#"{"access_token":"new","refresh_token":"R","scope":"s","token_type":"Bearer","id_token":"i","expiry_date":9}"#,
         );
         let shared = GEMINI.extract(&owner);
-        assert_eq!(GEMINI.local_refresh_token(&owner), "R");
+        assert_eq!(GEMINI.refresh_token(&owner), "R");
         let local = doc(r#"{"refresh_token":"stale","access_token":"old","extra":[1]}"#);
         let copy = GEMINI.project(Some(&local), &shared);
         assert_eq!(
             serde_json::to_string(&copy).unwrap(),
             r#"{"access_token":"new","extra":[1],"expiry_date":9,"scope":"s","token_type":"Bearer","id_token":"i"}"#
         );
-        assert_eq!(GEMINI.local_refresh_token(&copy), "");
+        assert_eq!(GEMINI.refresh_token(&copy), "");
     }
 }

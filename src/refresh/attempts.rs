@@ -125,7 +125,7 @@ pub fn run<A: Attempts>(job: &Job<'_>, a: &mut A) -> Result<A::Done, Error> {
         );
         match job
             .endpoint
-            .post(&request, job.provider.rejection_rule(), timeout)
+            .post(&request, job.provider.facts().rejection_rule, timeout)
         {
             Reply::Tokens(tokens) => {
                 let done = a.tokens(Granted {

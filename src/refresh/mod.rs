@@ -152,7 +152,7 @@ pub fn read_snapshot(provider: &dyn Provider, file: &CredentialsFile) -> Result<
     let mut tries = 0;
     loop {
         match file.read() {
-            Err(Error::Malformed { .. }) if provider.rewritten_in_place() && tries < 20 => {
+            Err(Error::Malformed { .. }) if provider.facts().rewritten_in_place && tries < 20 => {
                 if tries == 0 {
                     tracing::debug!(
                         "{} is empty or cut off, perhaps mid-write by {}; reading it again",

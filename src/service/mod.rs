@@ -631,16 +631,8 @@ pub fn shell_quote(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
+    use crate::testing::env as env_of;
     use std::os::unix::fs::MetadataExt;
-
-    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| map.get(k).cloned()
-    }
 
     fn spec(args: &[&str]) -> ServiceSpec {
         ServiceSpec::new(
@@ -915,34 +907,30 @@ mod tests {
             Platform::Windows.enable_command(Path::new(r"C:\x\tokenkeeper-task.xml")),
             r#"schtasks /Create /TN tokenkeeper /XML "C:\x\tokenkeeper-task.xml""#
         );
-        assert_eq!(
-            Platform::Systemd.disable_command(),
-            "systemctl --user disable --now tokenkeeper.service"
-        );
-        assert_eq!(
-            Platform::Launchd.disable_command(),
-            "launchctl remove dev.tokenkeeper.daemon"
-        );
-        assert_eq!(
-            Platform::Windows.disable_command(),
-            "schtasks /Delete /TN tokenkeeper /F"
-        );
     }
 
     #[test]
-    fn each_platform_names_the_command_that_stops_the_running_service() {
-        assert_eq!(
-            Platform::Systemd.stop_command(),
-            "systemctl --user stop tokenkeeper.service"
-        );
-        assert_eq!(
-            Platform::Launchd.stop_command(),
-            "launchctl bootout gui/$(id -u)/dev.tokenkeeper.daemon"
-        );
-        assert_eq!(
-            Platform::Windows.stop_command(),
-            "schtasks /End /TN tokenkeeper"
-        );
+    fn each_platform_names_the_commands_that_remove_and_stop_the_running_service() {
+        for (platform, disable, stop) in [
+            (
+                Platform::Systemd,
+                "systemctl --user disable --now tokenkeeper.service",
+                "systemctl --user stop tokenkeeper.service",
+            ),
+            (
+                Platform::Launchd,
+                "launchctl remove dev.tokenkeeper.daemon",
+                "launchctl bootout gui/$(id -u)/dev.tokenkeeper.daemon",
+            ),
+            (
+                Platform::Windows,
+                "schtasks /Delete /TN tokenkeeper /F",
+                "schtasks /End /TN tokenkeeper",
+            ),
+        ] {
+            assert_eq!(platform.disable_command(), disable);
+            assert_eq!(platform.stop_command(), stop);
+        }
     }
 
     #[test]

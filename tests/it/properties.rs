@@ -18,7 +18,7 @@ use tokenkeeper::duration;
 use tokenkeeper::login::{Freshness, Login, duration_ms};
 use tokenkeeper::oauth::backoff::{Next, RetryPolicy};
 use tokenkeeper::oauth::endpoint::TokenResponse;
-use tokenkeeper::provider::claude;
+use tokenkeeper::provider::{Provider, claude};
 use tokenkeeper::secret::Secret;
 use tokenkeeper::storage::credentials_file::{CredentialsFile, WriteGuard};
 
@@ -334,10 +334,10 @@ proptest! {
         let mut value: Value = serde_json::from_str(&original).expect("compact text parses");
         prop_assert_eq!(compact(&value), original.clone(), "parse and write is the identity");
 
-        let parsed = claude::parse(&file(), &value);
+        let parsed = claude::Claude.parse(&file(), &value);
         prop_assert!(parsed.is_ok(), "a login is refused: {:?}", parsed.err().map(|e| e.to_string()));
         let parsed = parsed.unwrap();
-        claude::apply(&mut value, &r, now);
+        claude::Claude.apply(&mut value, &r, now);
         let written = compact(&value);
         let expected = doc.text_with(&expected_login(&login, parsed.login_expires_at, &r, now));
         prop_assert_eq!(written, expected);
@@ -466,10 +466,10 @@ proptest! {
         prop_assert_eq!(std::fs::read_to_string(&path).unwrap(), original.clone(), "read and write is the identity");
 
         let mut value = snap.doc.clone();
-        let parsed = claude::parse(&file, &value);
+        let parsed = claude::Claude.parse(&file, &value);
         prop_assert!(parsed.is_ok(), "a login is refused: {:?}", parsed.err().map(|e| e.to_string()));
         let parsed = parsed.unwrap();
-        claude::apply(&mut value, &r, now);
+        claude::Claude.apply(&mut value, &r, now);
         file.write(&value, &guard).unwrap();
         let written = std::fs::read_to_string(&path).unwrap();
         let tail = original.len() - login_end;
@@ -509,7 +509,7 @@ fn a_refresh_of_a_real_file_changes_only_the_token_fields() {
         refresh_token_expires_in: Some(30 * 86_400),
         id_token: None,
     };
-    claude::apply(&mut doc, &r, 1_795_000_000_000);
+    claude::Claude.apply(&mut doc, &r, 1_795_000_000_000);
     let want = original
         .replace(r#""sk-ant-oat01-a""#, r#""new\"a""#)
         .replace("1795993258619", "1795028800000")
@@ -574,7 +574,7 @@ fn spellings_are_kept_through_a_refresh() {
         refresh_token_expires_in: None,
         id_token: None,
     };
-    claude::apply(&mut snap.doc, &r, 1000);
+    claude::Claude.apply(&mut snap.doc, &r, 1000);
     file.write(&snap.doc, &WriteGuard::new(&())).unwrap();
     assert_eq!(
         std::fs::read_to_string(&path).unwrap(),
