@@ -5,6 +5,7 @@
 //! A build without the `fleet` feature uses `no_fleet.rs` in its place: the same names, which
 //! there say that this build has no fleet mode.
 
+use super::status::Verdict;
 use super::{Cli, Context, output};
 use crate::fleet::crypto;
 use crate::login::Login;
@@ -142,12 +143,7 @@ pub use crate::keeper::StoreReport;
 
 /// `status`'s verdict on a fleet login: the store's login decides (this machine's file holds no
 /// refresh token by design); with the store unreachable, this machine's access token does.
-pub fn state(
-    ctx: &Context,
-    store: &StoreReport,
-    local: Result<Login, Error>,
-    now: i64,
-) -> (&'static str, Option<Login>, Option<String>) {
+pub fn state(ctx: &Context, store: &StoreReport, local: Result<Login, Error>, now: i64) -> Verdict {
     match (&store.shared, local) {
         (Ok(shared), _) if shared.is_dead() => (
             "dead",

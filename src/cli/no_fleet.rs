@@ -4,6 +4,7 @@
 //! refused when it is read (exit 78), so that a fleet machine never refreshes on its own by
 //! mistake. There is never a [`Fleet`], so every function that takes one is unreachable.
 
+use super::status::Verdict;
 use super::{Cli, Context};
 use crate::Error;
 use crate::login::Login;
@@ -42,12 +43,7 @@ pub fn resolve(
     }
 }
 
-pub fn state(
-    _ctx: &Context,
-    store: &StoreReport,
-    _local: Result<Login, Error>,
-    _now: i64,
-) -> (&'static str, Option<Login>, Option<String>) {
+pub fn state(_: &Context, store: &StoreReport, _: Result<Login, Error>, _: i64) -> Verdict {
     match *store {}
 }
 

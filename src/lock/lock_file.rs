@@ -109,9 +109,7 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn links_and_folders_are_refused_and_their_targets_untouched() {
-        let dir = tempfile::tempdir().unwrap();
-        let victim = dir.path().join("victim");
-        std::fs::write(&victim, "precious").unwrap();
+        let (dir, victim) = crate::testing::temp_file("victim", "precious");
         let link = dir.path().join(".tokenkeeper.lock");
         std::os::unix::fs::symlink(&victim, &link).unwrap();
         let e = open_private(&link).unwrap_err();

@@ -596,9 +596,7 @@ mod tests {
 
     #[test]
     fn a_link_or_a_hard_link_to_a_file_is_that_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let real = dir.path().join("real.json");
-        std::fs::write(&real, "{}").unwrap();
+        let (dir, real) = crate::testing::temp_file("real.json", "{}");
         let soft = dir.path().join("soft.json");
         let hard = dir.path().join("hard.json");
         std::os::unix::fs::symlink(&real, &soft).unwrap();

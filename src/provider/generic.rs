@@ -758,116 +758,39 @@ mod tests {
     #[test]
     fn every_bad_key_is_named_with_its_fix() {
         type Edit = fn(&mut LoginTable);
+        #[rustfmt::skip]
         let cases: &[(Edit, &str)] = &[
-            (
-                |t| t.name = String::new(),
-                "a [[login]] table has an empty name; set name",
-            ),
-            (
-                |t| t.name = "my tool".into(),
-                "name = \"my tool\" may hold only letters",
-            ),
-            (
-                |t| t.name = "claude".into(),
-                "name = \"claude\" is a built-in provider; configure it in [claude]",
-            ),
+            (|t| t.name = String::new(), "a [[login]] table has an empty name; set name"),
+            (|t| t.name = "my tool".into(), "name = \"my tool\" may hold only letters"),
+            (|t| t.name = "claude".into(), "name = \"claude\" is a built-in provider; configure it in [claude]"),
             (|t| t.name = "codex".into(), "is a built-in provider"),
             (|t| t.name = "gemini".into(), "is a built-in provider"),
             (|t| t.credentials = PathBuf::new(), "credentials is empty"),
-            (
-                |t| t.credentials = "~/.mytool/auth.json".into(),
-                "does not expand ~; write the full path",
-            ),
-            (
-                |t| t.credentials = "auth.json".into(),
-                "credentials = \"auth.json\" is relative",
-            ),
-            (
-                |t| t.access_token = "tokens/access".into(),
-                "access_token = \"tokens/access\" is not a JSON pointer; write it with a leading /, like \"/tokens/access\"",
-            ),
-            (
-                |t| t.refresh_token = String::new(),
-                "refresh_token = \"\" points at the whole file",
-            ),
-            (
-                |t| t.refresh_token = "/a~2b".into(),
-                "refresh_token = \"/a~2b\" has a ~ that is not ~0",
-            ),
-            (
-                |t| t.expires_at = Some("/x~".into()),
-                "expires_at = \"/x~\" has a ~",
-            ),
-            (
-                |t| t.expiry_unit = "min".into(),
-                "expiry_unit = \"min\" is not one of ms, s, rfc3339, jwt",
-            ),
-            (
-                |t| t.expires_at = None,
-                "expires_at is missing; set the pointer to the expiry (expiry_unit = \"ms\"), or use expiry_unit = \"jwt\"",
-            ),
-            (
-                |t| t.expiry_unit = "jwt".into(),
-                "expires_at is not read with expiry_unit = \"jwt\"",
-            ),
-            (
-                |t| t.refresh_token = "/tokens/access".into(),
-                "access_token = \"/tokens/access\" and refresh_token = \"/tokens/access\" overlap",
-            ),
-            (
-                |t| t.expires_at = Some("/tokens".into()),
-                "access_token = \"/tokens/access\" and expires_at = \"/tokens\" overlap",
-            ),
-            (
-                |t| t.body = Some("xml".into()),
-                "body = \"xml\" is not json or form",
-            ),
-            (
-                |t| t.token_url = "auth.example.test/token".into(),
-                "token_url = \"auth.example.test/token\" is not an http(s) URL",
-            ),
-            (
-                |t| t.token_url = "ftp://auth.example.test/token".into(),
-                "is not an http(s) URL",
-            ),
+            (|t| t.credentials = "~/.mytool/auth.json".into(), "does not expand ~; write the full path"),
+            (|t| t.credentials = "auth.json".into(), "credentials = \"auth.json\" is relative"),
+            (|t| t.access_token = "tokens/access".into(), "access_token = \"tokens/access\" is not a JSON pointer; write it with a leading /, like \"/tokens/access\""),
+            (|t| t.refresh_token = String::new(), "refresh_token = \"\" points at the whole file"),
+            (|t| t.refresh_token = "/a~2b".into(), "refresh_token = \"/a~2b\" has a ~ that is not ~0"),
+            (|t| t.expires_at = Some("/x~".into()), "expires_at = \"/x~\" has a ~"),
+            (|t| t.expiry_unit = "min".into(), "expiry_unit = \"min\" is not one of ms, s, rfc3339, jwt"),
+            (|t| t.expires_at = None, "expires_at is missing; set the pointer to the expiry (expiry_unit = \"ms\"), or use expiry_unit = \"jwt\""),
+            (|t| t.expiry_unit = "jwt".into(), "expires_at is not read with expiry_unit = \"jwt\""),
+            (|t| t.refresh_token = "/tokens/access".into(), "access_token = \"/tokens/access\" and refresh_token = \"/tokens/access\" overlap"),
+            (|t| t.expires_at = Some("/tokens".into()), "access_token = \"/tokens/access\" and expires_at = \"/tokens\" overlap"),
+            (|t| t.body = Some("xml".into()), "body = \"xml\" is not json or form"),
+            (|t| t.token_url = "auth.example.test/token".into(), "token_url = \"auth.example.test/token\" is not an http(s) URL"),
+            (|t| t.token_url = "ftp://auth.example.test/token".into(), "is not an http(s) URL"),
             (|t| t.token_url = "https://".into(), "is not an http(s) URL"),
-            (
-                |t| t.token_url = "https://a b/".into(),
-                "is not an http(s) URL",
-            ),
+            (|t| t.token_url = "https://a b/".into(), "is not an http(s) URL"),
             (|t| t.client_id = String::new(), "client_id is empty"),
-            (
-                |t| t.client_secret = Some(Secret::default()),
-                "client_secret is empty; remove it or set the secret",
-            ),
-            (
-                |t| t.user_agent = Some("a\nb".into()),
-                "user_agent holds a character",
-            ),
-            (
-                |t| t.env = Some("1TOKEN".into()),
-                "env = \"1TOKEN\" is not a variable name",
-            ),
-            (
-                |t| t.env = Some("MY-TOKEN".into()),
-                "is not a variable name",
-            ),
-            (
-                |t| t.login_command = Some(String::new()),
-                "login_command is empty",
-            ),
-            (
-                |t| t.min_ttl = Some("soon".into()),
-                "min_ttl: 'soon' is not a duration",
-            ),
-            (
-                |t| t.request_timeout = Some("30".into()),
-                "request_timeout: '30' has no unit",
-            ),
-            (
-                |t| t.retry_total = Some(String::new()),
-                "retry_total: empty duration",
-            ),
+            (|t| t.client_secret = Some(Secret::default()), "client_secret is empty; remove it or set the secret"),
+            (|t| t.user_agent = Some("a\nb".into()), "user_agent holds a character"),
+            (|t| t.env = Some("1TOKEN".into()), "env = \"1TOKEN\" is not a variable name"),
+            (|t| t.env = Some("MY-TOKEN".into()), "is not a variable name"),
+            (|t| t.login_command = Some(String::new()), "login_command is empty"),
+            (|t| t.min_ttl = Some("soon".into()), "min_ttl: 'soon' is not a duration"),
+            (|t| t.request_timeout = Some("30".into()), "request_timeout: '30' has no unit"),
+            (|t| t.retry_total = Some(String::new()), "retry_total: empty duration"),
             (|t| t.lock_timeout = Some("1y".into()), "lock_timeout:"),
         ];
         for (edit, needle) in cases {

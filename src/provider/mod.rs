@@ -330,75 +330,36 @@ mod tests {
     /// Claude's secure-storage folder, whose empty value means `~/.claude`.
     #[test]
     fn each_provider_finds_its_file_where_its_cli_does() {
-        // The provider, its environment, the file it reads.
-        type Row = (
-            &'static str,
-            &'static [(&'static str, &'static str)],
-            Option<&'static str>,
-        );
-        const H: (&str, &str) = ("HOME", "/h");
-        let rows: &[Row] = &[
-            ("claude", &[H], Some("/h/.claude/.credentials.json")),
-            (
-                "claude",
-                &[H, ("CLAUDE_CONFIG_DIR", "/c")],
-                Some("/c/.credentials.json"),
-            ),
-            (
-                "claude",
-                &[H, ("CLAUDE_CONFIG_DIR", "")],
-                Some("/h/.claude/.credentials.json"),
-            ),
-            (
-                "claude",
-                &[
-                    H,
-                    ("CLAUDE_CONFIG_DIR", "/c"),
-                    ("CLAUDE_SECURESTORAGE_CONFIG_DIR", "/s"),
-                ],
-                Some("/s/.credentials.json"),
-            ),
-            (
-                "claude",
-                &[
-                    H,
-                    ("CLAUDE_CONFIG_DIR", "/c"),
-                    ("CLAUDE_SECURESTORAGE_CONFIG_DIR", ""),
-                ],
-                Some("/h/.claude/.credentials.json"),
-            ),
-            ("codex", &[H], Some("/h/.codex/auth.json")),
-            ("codex", &[H, ("CODEX_HOME", "/c")], Some("/c/auth.json")),
-            (
-                "codex",
-                &[H, ("CODEX_HOME", "")],
-                Some("/h/.codex/auth.json"),
-            ),
-            (
-                "codex",
-                &[("USERPROFILE", "/u")],
-                Some("/u/.codex/auth.json"),
-            ),
-            ("codex", &[], None),
-            ("gemini", &[H], Some("/h/.gemini/oauth_creds.json")),
-            (
-                "gemini",
-                &[H, ("GEMINI_CLI_HOME", "/g")],
-                Some("/g/.gemini/oauth_creds.json"),
-            ),
-            (
-                "gemini",
-                &[H, ("GEMINI_CLI_HOME", "")],
-                Some("/h/.gemini/oauth_creds.json"),
-            ),
-            ("gemini", &[], None),
+        // The provider, its environment (`NAME=value …`), the file it reads ("" for none).
+        #[rustfmt::skip]
+        let rows = [
+            ("claude", "HOME=/h",                                  "/h/.claude/.credentials.json"),
+            ("claude", "HOME=/h CLAUDE_CONFIG_DIR=/c",             "/c/.credentials.json"),
+            ("claude", "HOME=/h CLAUDE_CONFIG_DIR=",               "/h/.claude/.credentials.json"),
+            ("claude", "HOME=/h CLAUDE_CONFIG_DIR=/c CLAUDE_SECURESTORAGE_CONFIG_DIR=/s",
+                                                                   "/s/.credentials.json"),
+            ("claude", "HOME=/h CLAUDE_CONFIG_DIR=/c CLAUDE_SECURESTORAGE_CONFIG_DIR=",
+                                                                   "/h/.claude/.credentials.json"),
+            ("codex",  "HOME=/h",                                  "/h/.codex/auth.json"),
+            ("codex",  "HOME=/h CODEX_HOME=/c",                    "/c/auth.json"),
+            ("codex",  "HOME=/h CODEX_HOME=",                      "/h/.codex/auth.json"),
+            ("codex",  "USERPROFILE=/u",                           "/u/.codex/auth.json"),
+            ("codex",  "",                                         ""),
+            ("gemini", "HOME=/h",                                  "/h/.gemini/oauth_creds.json"),
+            ("gemini", "HOME=/h GEMINI_CLI_HOME=/g",               "/g/.gemini/oauth_creds.json"),
+            ("gemini", "HOME=/h GEMINI_CLI_HOME=",                 "/h/.gemini/oauth_creds.json"),
+            ("gemini", "",                                         ""),
         ];
-        for (name, pairs, want) in rows {
+        for (name, vars, want) in rows {
+            let pairs: Vec<(&str, &str)> = vars
+                .split_whitespace()
+                .map(|pair| pair.split_once('=').expect("NAME=value"))
+                .collect();
             let provider = builtin(name).expect("a built-in provider");
             assert_eq!(
-                provider.default_path(&crate::testing::env(pairs)),
-                want.map(PathBuf::from),
-                "{name} with {pairs:?}"
+                provider.default_path(&crate::testing::env(&pairs)),
+                (!want.is_empty()).then(|| PathBuf::from(want)),
+                "{name} with {vars}"
             );
         }
     }

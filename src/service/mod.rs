@@ -1006,11 +1006,8 @@ mod tests {
 
     #[test]
     fn installed_binary_prefers_a_path_entry_that_leads_to_the_same_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let cellar = dir.path().join("Cellar/tokenkeeper/0.1.0/bin");
-        let bin = dir.path().join("bin");
-        fs::create_dir_all(&cellar).unwrap();
-        fs::create_dir_all(&bin).unwrap();
+        let (_dir, [cellar, bin]) =
+            crate::testing::temp_folders(["Cellar/tokenkeeper/0.1.0/bin", "bin"]);
         let real = cellar.join("tokenkeeper");
         fs::write(&real, "").unwrap();
         std::os::unix::fs::symlink(&real, bin.join("tokenkeeper")).unwrap();

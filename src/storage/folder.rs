@@ -88,11 +88,7 @@ mod tests {
 
     #[test]
     fn reads_and_writes_go_through_the_open_folder_and_never_through_a_link() {
-        let dir = tempfile::tempdir().unwrap();
-        let real = dir.path().join("real");
-        let other = dir.path().join("other");
-        fs::create_dir(&real).unwrap();
-        fs::create_dir(&other).unwrap();
+        let (dir, [real, other]) = crate::testing::temp_folders(["real", "other"]);
         fs::write(other.join("copy.json"), "precious").unwrap();
         let name = OsStr::new("copy.json");
 
