@@ -11,7 +11,7 @@ use crate::fleet::refresh::{self as fleet_refresh, Shared};
 use crate::login::Login;
 use crate::oauth::endpoint::TokenEndpoint;
 use crate::provider::Provider;
-use crate::refresh::{self, Action, Job, Outcome};
+use crate::refresh::{self, Action, Job, Outcome, Want};
 use crate::settings::Settings;
 use crate::storage::credentials_file::CredentialsFile;
 use crate::storage::state::StateDir;
@@ -84,10 +84,10 @@ impl Keeper {
         }
     }
 
-    /// Refreshes when less than `min_ttl` is left (or always when `force`): through the fleet's
-    /// store when there is one, else in this machine's file.
-    pub fn refresh_if_due(&self, force: bool, min_ttl: Duration) -> Result<Outcome, Error> {
-        self.refresh_with(&self.settings, None, force, min_ttl)
+    /// Refreshes unless the login answers `want` as it is: through the fleet's store when there
+    /// is one, else in this machine's file.
+    pub fn refresh_if_due(&self, want: Want) -> Result<Outcome, Error> {
+        self.refresh_with(&self.settings, None, want)
     }
 
     /// For a caller about to use the access token right away (`exec`, `token`): refreshes when
@@ -96,11 +96,8 @@ impl Keeper {
     /// `usable_floor` left, goes on with it and returns the failure beside it, as a warning to
     /// show. With a usable token in hand the refresh gets a short retry budget: a run should not
     /// wait a minute for a refresh it can do without.
-    pub fn login_for_use(
-        &self,
-        force: bool,
-        min_ttl: Duration,
-    ) -> Result<(Outcome, Option<Error>), Error> {
+    pub fn login_for_use(&self, min_ttl: Duration) -> Result<(Outcome, Option<Error>), Error> {
+        let want = Want::at_least(min_ttl);
         let floor = self.settings.usable_floor;
         let usable = |login: &Login| {
             !login.access_token.is_empty()
@@ -111,9 +108,9 @@ impl Keeper {
             Some(login) => {
                 let mut settings = self.settings.clone();
                 settings.retry.total = settings.retry.total.min(USE_RETRY_TOTAL);
-                self.refresh_with(&settings, Some(login), force, min_ttl)
+                self.refresh_with(&settings, Some(login), want)
             }
-            None => self.refresh_if_due(force, min_ttl),
+            None => self.refresh_if_due(want),
         };
         match result {
             Ok(outcome) => Ok((outcome, None)),
@@ -141,8 +138,7 @@ impl Keeper {
         &self,
         settings: &Settings,
         in_hand: Option<Login>,
-        force: bool,
-        min_ttl: Duration,
+        want: Want,
     ) -> Result<Outcome, Error> {
         let job = Job {
             settings,
@@ -150,7 +146,7 @@ impl Keeper {
         };
         match &self.fleet {
             #[cfg(feature = "fleet")]
-            Some(fleet) => fleet_refresh::ensure_fresh(fleet, &job, force, min_ttl),
+            Some(fleet) => fleet_refresh::ensure_fresh(fleet, &job, want),
             #[cfg(not(feature = "fleet"))]
             Some(fleet) => match **fleet {},
             None => {
@@ -160,9 +156,9 @@ impl Keeper {
                     None => self.read_login()?,
                 };
                 if self.is_copy(&login) {
-                    self.use_copy(login, force)
+                    self.use_copy(login, want.force)
                 } else {
-                    refresh::refresh_if_due(&job, Some(login), force, min_ttl)
+                    refresh::refresh_if_due(&job, Some(login), want)
                 }
             }
         }

@@ -9,6 +9,7 @@ use crate::exec::auth_failure::{self, AuthFailure, FailureKind, LoginFacts};
 use crate::exec::child::{self, ChildSpec, SpawnError};
 use crate::lock::lease;
 use crate::login::Login;
+use crate::refresh::Want;
 use crate::storage::state::StateDir;
 use crate::{Error, ErrorKind};
 use std::ffi::OsString;
@@ -180,9 +181,9 @@ fn prepare(
     loop {
         // A forced refresh follows an auth failure of the token in hand: no going on with it.
         let outcome = if force {
-            ctx.refresh_if_due(true, min_ttl)?
+            ctx.refresh_if_due(Want::new_token(min_ttl))?
         } else {
-            output::usable(ctx.login_for_use(false, min_ttl)?)
+            output::usable(ctx.login_for_use(min_ttl)?)
         };
         force = false;
         if inject == Inject::File {

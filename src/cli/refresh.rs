@@ -4,11 +4,15 @@ use super::Context;
 use super::output::{self, rfc3339, when};
 use crate::Error;
 use crate::login::now_ms;
-use crate::refresh::Action;
+use crate::refresh::{Action, Want};
 use serde_json::json;
 
 pub fn run(ctx: &Context, force: bool, json: bool) -> Result<u8, Error> {
-    let outcome = ctx.refresh_if_due(force, ctx.settings.min_ttl)?;
+    let want = Want {
+        min_ttl: ctx.settings.min_ttl,
+        force,
+    };
+    let outcome = ctx.refresh_if_due(want)?;
     let now = now_ms();
     let login = &outcome.login;
     if json {

@@ -5,7 +5,7 @@ use super::output;
 use crate::Error;
 
 pub fn run(ctx: &Context) -> Result<u8, Error> {
-    let outcome = output::usable(ctx.login_for_use(false, ctx.settings.min_ttl)?);
+    let outcome = output::usable(ctx.login_for_use(ctx.settings.min_ttl)?);
     output::stdout(&format!("{}\n", outcome.login.access_token.expose()));
     Ok(0)
 }

@@ -30,6 +30,7 @@ use crate::error::{Error, ErrorKind};
 use crate::keeper::Keeper;
 use crate::login::{EpochMs, Login, duration_ms, now_ms};
 use crate::mirror::Copies;
+use crate::refresh::Want;
 use crate::refresh::{self, Action};
 use crate::storage::credentials_file::CredentialsFile;
 use std::path::Path;
@@ -293,7 +294,7 @@ impl Daemon {
     fn refresh(&mut self, i: usize, lead: Duration, now: EpochMs) -> Option<EpochMs> {
         let result = self.kept.logins[i]
             .keeper
-            .refresh_if_due(false, lead + Duration::from_secs(1));
+            .refresh_if_due(Want::at_least(lead + Duration::from_secs(1)));
         match result {
             Ok(outcome) if outcome.action == Action::Deferred => {
                 tracing::info!(

@@ -32,6 +32,7 @@ use crate::fleet::rollback;
 use crate::keeper::Keeper;
 use crate::login::{EpochMs, duration_ms};
 use crate::oauth::backoff::Backoff;
+use crate::refresh::Want;
 use crate::refresh::{Action, Job};
 use crate::storage::state::StateDir;
 use std::sync::Arc;
@@ -308,7 +309,7 @@ impl FleetDaemon {
     fn refresh(&mut self, i: usize, lead: Duration, now: EpochMs) -> Option<EpochMs> {
         let lead = lead + Duration::from_secs(1);
         let result = match self.on_store(i, |store, fleet, job| {
-            fleet_refresh::refresh_if_due(store, fleet, job, false, lead)
+            fleet_refresh::refresh_if_due(store, fleet, job, Want::at_least(lead))
         }) {
             Ok(result) => result,
             Err(e) => return self.trouble(i, e, now),

@@ -30,7 +30,7 @@ use crate::login::{EpochMs, now_ms};
 use crate::oauth::endpoint::TokenResponse;
 use crate::refresh::attempts::{self, Attempts, Granted, Ready, Rejection};
 use crate::refresh::save::{Issued, keep_first, pending_recovery};
-use crate::refresh::{Action, Job, Outcome};
+use crate::refresh::{Action, Job, Outcome, Want};
 use std::thread;
 use std::time::Duration;
 
@@ -106,20 +106,15 @@ pub fn fetch_unchecked(
 /// fleet's login, unless this machine's copy was merely stale (the fleet holds another token
 /// already), in which case the fleet's token is taken instead. With the store unreachable, a
 /// local access token that has not expired is used, with a warning; one that has is an error.
-pub(crate) fn ensure_fresh(
-    fleet: &Fleet,
-    job: &Job<'_>,
-    force: bool,
-    min_ttl: Duration,
-) -> Result<Outcome, Error> {
+pub(crate) fn ensure_fresh(fleet: &Fleet, job: &Job<'_>, want: Want) -> Result<Outcome, Error> {
     let (name, _) = name_and_shape(job)?;
     let local = crate::refresh::parse_current(job.provider, job.file).ok();
     let key = state_key(fleet, name);
-    if !force
+    if !want.force
         && !job.state.has_recovery(&key)
         && let Some(l) = local
             .as_ref()
-            .filter(|l| l.is_usable_for(now_ms(), min_ttl))
+            .filter(|l| l.is_usable_for(now_ms(), want.min_ttl))
     {
         return Ok(Outcome {
             action: Action::NotDue,
@@ -145,10 +140,12 @@ pub(crate) fn ensure_fresh(
         }))
     };
     let result = connect(fleet).and_then(|mut store| {
-        if force && let Some(adopted) = stale_copy(&mut store)? {
+        if want.force
+            && let Some(adopted) = stale_copy(&mut store)?
+        {
             return Ok(adopted);
         }
-        let synced = refresh_if_due(&mut store, fleet, job, force, min_ttl)?;
+        let synced = refresh_if_due(&mut store, fleet, job, want)?;
         let wrote = project(job, &synced.shared, None)?;
         Ok(Outcome {
             action: match synced.action {
@@ -205,21 +202,20 @@ pub fn refresh_if_due(
     store: &mut Database,
     fleet: &Fleet,
     job: &Job<'_>,
-    force: bool,
-    min_ttl: Duration,
+    want: Want,
 ) -> Result<Synced, Error> {
     let (name, _) = name_and_shape(job)?;
     let first = fetch(store, fleet, job)?;
     let pending_recovery = job.state.has_recovery(&state_key(fleet, name));
-    if !force && !pending_recovery && !first.login.is_due(now_ms(), min_ttl) {
+    if want.met_by(&first.login, pending_recovery, now_ms()) {
         return Ok(Synced::new(Action::NotDue, first, 0));
     }
-    if !force && !pending_recovery && first.is_dead() {
+    if !want.force && !pending_recovery && first.is_dead() {
         return Err(dead(fleet, job, &first, None));
     }
     // Before the row lock: looking for a client secret must not hold up the whole fleet.
     crate::refresh::provider_ready(job)?;
-    locked_refresh(store, fleet, job, force, min_ttl, first.row.generation)
+    locked_refresh(store, fleet, job, want, first.row.generation)
 }
 
 fn dead(fleet: &Fleet, job: &Job<'_>, shared: &Shared, reason: Option<&str>) -> Error {
@@ -245,8 +241,7 @@ fn locked_refresh(
     store: &mut Database,
     fleet: &Fleet,
     job: &Job<'_>,
-    force: bool,
-    min_ttl: Duration,
+    want: Want,
     first_generation: i64,
 ) -> Result<Synced, Error> {
     let (name, _) = name_and_shape(job)?;
@@ -270,7 +265,7 @@ fn locked_refresh(
         return Ok(Synced::new(Action::Restored, restored, 0));
     }
     let now = now_ms();
-    let due = current.login.is_due(now, min_ttl);
+    let due = current.login.is_due(now, want.min_ttl);
     if current.row.generation != first_generation && !due {
         drop(tx);
         tracing::info!(
@@ -279,7 +274,7 @@ fn locked_refresh(
         );
         return Ok(Synced::new(Action::Adopted, current, 0));
     }
-    if !force && !due {
+    if !want.force && !due {
         drop(tx);
         return Ok(Synced::new(Action::NotDue, current, 0));
     }
@@ -291,7 +286,7 @@ fn locked_refresh(
             Some("the store holds no refresh token"),
         ));
     }
-    if !force && current.is_dead() {
+    if !want.force && current.is_dead() {
         return Err(dead(fleet, job, &current, None));
     }
     let patience = job.settings.request_timeout + fleet.takeover_after;

@@ -23,7 +23,7 @@ use crate::lock::interrupt;
 use crate::lock::lease;
 use crate::lock::own_lock::{self, OwnLock};
 use crate::lock::take::{RefreshLocks, Waits};
-use crate::login::{Login, format_time, now_ms};
+use crate::login::{EpochMs, Login, format_time, now_ms};
 use crate::oauth::endpoint::TokenEndpoint;
 use crate::provider::Provider;
 use crate::settings::Settings;
@@ -44,6 +44,45 @@ pub struct Job<'a> {
     pub settings: &'a Settings,
     pub endpoint: &'a TokenEndpoint,
     pub state: &'a StateDir,
+}
+
+/// What a caller asks of the login's access token: at least `min_ttl` left, and with `force` a
+/// new one whatever is left (the one in hand was refused). The same for the file and the fleet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Want {
+    pub min_ttl: Duration,
+    pub force: bool,
+}
+
+impl Want {
+    /// An access token with at least `min_ttl` left.
+    pub fn at_least(min_ttl: Duration) -> Want {
+        Want {
+            min_ttl,
+            force: false,
+        }
+    }
+
+    /// A new access token, whatever is left of the one in hand.
+    pub fn new_token(min_ttl: Duration) -> Want {
+        Want {
+            min_ttl,
+            force: true,
+        }
+    }
+
+    /// `login` answers the want as it is: not forced, no recovery file waiting to be written
+    /// over it, and not due.
+    pub fn met_by(&self, login: &Login, pending_recovery: bool, now: EpochMs) -> bool {
+        !self.force && !pending_recovery && !login.is_due(now, self.min_ttl)
+    }
+
+    /// `current` is another login than `first`, the one we set out to refresh, and not due:
+    /// another process refreshed it, and its tokens are used (forced or not, the token that
+    /// was refused is gone).
+    pub fn adopts(&self, first: &Login, current: &Login, now: EpochMs) -> bool {
+        current.access_token != first.access_token && !current.is_due(now, self.min_ttl)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,8 +143,7 @@ pub struct Outcome {
 pub(crate) fn refresh_if_due(
     job: &Job<'_>,
     first: Option<Login>,
-    force: bool,
-    min_ttl: Duration,
+    want: Want,
 ) -> Result<Outcome, Error> {
     let key = StateDir::key(job.file.owner().provider, job.file.path());
     let first = match first {
@@ -116,19 +154,21 @@ pub(crate) fn refresh_if_due(
         return Err(lost);
     }
     let pending_recovery = job.state.has_recovery(&key);
-    if !force && !pending_recovery && !first.is_due(now_ms(), min_ttl) {
+    if want.met_by(&first, pending_recovery, now_ms()) {
         return Ok(Outcome {
             action: Action::NotDue,
             login: first,
             attempts: 0,
         });
     }
-    if !force && let Some(rejected) = known_rejection(job, &key, &first) {
+    if !want.force
+        && let Some(rejected) = known_rejection(job, &key, &first)
+    {
         return Err(rejected);
     }
     provider_ready(job)?;
     job.file.check_owner()?;
-    let result = locked_refresh(job, &key, &first, force, min_ttl);
+    let result = locked_refresh(job, &key, &first, want);
     record(job, &key, &result);
     result
 }
@@ -263,13 +303,7 @@ fn known_rejection(job: &Job<'_>, key: &str, login: &Login) -> Option<Error> {
     })
 }
 
-fn locked_refresh(
-    job: &Job<'_>,
-    key: &str,
-    first: &Login,
-    force: bool,
-    min_ttl: Duration,
-) -> Result<Outcome, Error> {
+fn locked_refresh(job: &Job<'_>, key: &str, first: &Login, want: Want) -> Result<Outcome, Error> {
     interrupt::protect();
     let _refreshing = interrupt::refreshing();
     let folder = job.file.folder();
@@ -291,7 +325,7 @@ fn locked_refresh(
             );
         },
         &mut || {
-            refreshed_meanwhile = refreshed_elsewhere(job, key, first, min_ttl);
+            refreshed_meanwhile = refreshed_elsewhere(job, key, first, want);
             refreshed_meanwhile.is_some()
         },
     )?;
@@ -328,8 +362,7 @@ fn locked_refresh(
         waits: &waits,
         key,
         first,
-        force,
-        min_ttl,
+        want,
         held: None,
     };
     attempts::run(job, &mut round)
@@ -338,14 +371,9 @@ fn locked_refresh(
 /// Read without any lock: the file now holds another login than the one we set out to refresh,
 /// with enough life left, and no recovery file waits to be written over it. Writes are atomic
 /// renames, so what is read is whole; taking the locks to read it again would change nothing.
-fn refreshed_elsewhere(
-    job: &Job<'_>,
-    key: &str,
-    first: &Login,
-    min_ttl: Duration,
-) -> Option<Login> {
+fn refreshed_elsewhere(job: &Job<'_>, key: &str, first: &Login, want: Want) -> Option<Login> {
     let current = read_login(job).ok()?;
-    let fresh = current.access_token != first.access_token && !current.is_due(now_ms(), min_ttl);
+    let fresh = want.adopts(first, &current, now_ms());
     (fresh && !job.state.has_recovery(key)).then_some(current)
 }
 
@@ -357,8 +385,7 @@ struct Round<'r, 'j> {
     waits: &'r Waits<'r>,
     key: &'r str,
     first: &'r Login,
-    force: bool,
-    min_ttl: Duration,
+    want: Want,
     /// What the attempt in flight holds, and the login it posts from.
     held: Option<Attempt>,
 }
@@ -376,18 +403,17 @@ impl Attempts for Round<'_, '_> {
 
     fn ready(&mut self, attempts: u32) -> Result<Ready<Outcome>, Error> {
         let job = self.job;
-        let lease_guard =
-            match hold_off_leases(job, self.waits, self.first, self.force, self.min_ttl)? {
-                LeaseGate::Clear(guard) => Some(guard),
-                LeaseGate::Override => None,
-                LeaseGate::Settled(action, login) => {
-                    return Ok(Ready::Done(Outcome {
-                        action,
-                        login,
-                        attempts,
-                    }));
-                }
-            };
+        let lease_guard = match hold_off_leases(job, self.waits, self.first, self.want)? {
+            LeaseGate::Clear(guard) => Some(guard),
+            LeaseGate::Override => None,
+            LeaseGate::Settled(action, login) => {
+                return Ok(Ready::Done(Outcome {
+                    action,
+                    login,
+                    attempts,
+                }));
+            }
+        };
         let cli_locks = self.waits.refresh_locks(
             &job.provider.refresh_locks(job.file),
             Instant::now() + job.settings.lock_timeout,
@@ -400,7 +426,7 @@ impl Attempts for Round<'_, '_> {
             return Ok(Ready::Done(done));
         }
         let now = now_ms();
-        if current.access_token != self.first.access_token && !current.is_due(now, self.min_ttl) {
+        if self.want.adopts(self.first, &current, now) {
             tracing::info!(
                 "another process refreshed {}; using its tokens",
                 job.file.path().display()
@@ -414,7 +440,7 @@ impl Attempts for Round<'_, '_> {
         if current.refresh_token.is_empty() {
             return Err(dead(job, "its tokens were wiped while we waited".into()));
         }
-        if !self.force && !current.is_due(now, self.min_ttl) {
+        if self.want.met_by(&current, false, now) {
             return Ok(Ready::Done(Outcome {
                 action: Action::NotDue,
                 login: current,
@@ -507,8 +533,7 @@ fn hold_off_leases(
     job: &Job<'_>,
     waits: &Waits<'_>,
     first: &Login,
-    force: bool,
-    min_ttl: Duration,
+    want: Want,
 ) -> Result<LeaseGate, Error> {
     let folder = job.file.folder();
     let deadline = Instant::now() + job.settings.lock_timeout;
@@ -521,7 +546,7 @@ fn hold_off_leases(
         }
         let current = read_login(job)?;
         let now = now_ms();
-        if current.access_token != first.access_token && !current.is_due(now, min_ttl) {
+        if want.adopts(first, &current, now) {
             return Ok(LeaseGate::Settled(Action::Adopted, current));
         }
         let left = Duration::from_millis(u64::try_from(current.remaining_ms(now)).unwrap_or(0));
@@ -532,7 +557,7 @@ fn hold_off_leases(
             );
             return Ok(LeaseGate::Override);
         }
-        if !force {
+        if !want.force {
             tracing::info!(
                 "not refreshing yet: runs started with `tokenkeeper exec --inject env` hold the current access token, which has {} left",
                 crate::duration::human(left)
@@ -617,5 +642,49 @@ fn record(job: &Job<'_>, key: &str, result: &Result<Outcome, Error>) {
             "could not write state in {}: {e}",
             job.state.root().display()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+
+    fn login(access: &str, expires_at: EpochMs) -> Login {
+        Login {
+            access_token: Secret::new(access),
+            refresh_token: Secret::new("r"),
+            expires_at,
+            login_expires_at: None,
+            scopes: None,
+        }
+    }
+
+    #[test]
+    fn a_want_is_met_by_a_login_that_is_not_due_unless_forced_or_a_recovery_waits() {
+        let hour = Duration::from_secs(3600);
+        let now = 1_000_000_000;
+        let fresh = login("a", now + 2 * 3_600_000);
+        let due = login("a", now + 1_800_000);
+        assert!(Want::at_least(hour).met_by(&fresh, false, now));
+        assert!(!Want::at_least(hour).met_by(&due, false, now));
+        assert!(!Want::at_least(hour).met_by(&fresh, true, now));
+        assert!(!Want::new_token(hour).met_by(&fresh, false, now));
+    }
+
+    #[test]
+    fn another_login_that_is_not_due_is_adopted_even_when_forced() {
+        let hour = Duration::from_secs(3600);
+        let now = 1_000_000_000;
+        let first = login("a", now - 1);
+        let theirs = login("b", now + 2 * 3_600_000);
+        for want in [Want::at_least(hour), Want::new_token(hour)] {
+            assert!(want.adopts(&first, &theirs, now));
+            assert!(!want.adopts(&first, &first, now), "the same login");
+            assert!(
+                !want.adopts(&first, &login("b", now + 60_000), now),
+                "due itself"
+            );
+        }
     }
 }
