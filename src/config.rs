@@ -597,7 +597,7 @@ mod tests {
             .unwrap();
         assert_eq!(s.min_ttl, Duration::from_secs(7200));
         assert_eq!(s.user_agent, "x/1");
-        assert_eq!(s.token_url, claude::DEFAULT_TOKEN_URL);
+        assert_eq!(s.token_url, claude::DEFAULTS.token_url);
 
         std::fs::write(&path, "[claude]\nmin_tll = \"2h\"\n").unwrap();
         let err = load(&path, true).unwrap_err().to_string();

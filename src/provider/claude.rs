@@ -24,10 +24,6 @@ pub const OWNER: Owner = Owner {
     name: "Claude Code",
     relogin: "`claude /login`",
 };
-pub const DEFAULT_TOKEN_URL: &str = "https://platform.claude.com/v1/oauth/token";
-pub const DEFAULT_CLIENT_ID: &str = "9d1c250a-e61b-44d9-88ed-5944d1962f5e";
-pub const DEFAULT_SCOPE: &str = "user:profile user:inference user:sessions:claude_code user:mcp_servers user:file_upload user:plugins";
-pub const DEFAULT_USER_AGENT: &str = "axios/1.15.2";
 /// Claude refreshes by itself at 5 minutes left; an hour keeps it from ever needing to.
 pub const DEFAULT_MIN_TTL: Duration = Duration::from_secs(3600);
 const REQUIRED_SCOPE: &str = "user:inference";
@@ -66,6 +62,14 @@ pub fn keychain_item(env: &dyn Fn(&str) -> Option<String>) -> Result<Keychain, S
     ))
 }
 
+/// The token request as the CLI itself sends it; each overridable in the config file.
+pub const DEFAULTS: Defaults = Defaults {
+    token_url: "https://platform.claude.com/v1/oauth/token",
+    client_id: "9d1c250a-e61b-44d9-88ed-5944d1962f5e",
+    scope: "user:profile user:inference user:sessions:claude_code user:mcp_servers user:file_upload user:plugins",
+    user_agent: "axios/1.15.2",
+};
+
 /// What Claude Code is, as data.
 pub const FACTS: Facts = Facts {
     home_env: &["CLAUDE_CONFIG_DIR", "CLAUDE_SECURESTORAGE_CONFIG_DIR"],
@@ -76,16 +80,7 @@ pub const FACTS: Facts = Facts {
     ],
     keychain: Some(keychain_item),
     copy_shape: Some(COPY_SHAPE),
-    ..Facts::new(
-        OWNER,
-        DEFAULT_MIN_TTL,
-        Defaults {
-            token_url: DEFAULT_TOKEN_URL,
-            client_id: DEFAULT_CLIENT_ID,
-            scope: DEFAULT_SCOPE,
-            user_agent: DEFAULT_USER_AGENT,
-        },
-    )
+    ..Facts::new(OWNER, DEFAULT_MIN_TTL, DEFAULTS)
 };
 
 /// Claude Code's rules, for the refresh protocol.

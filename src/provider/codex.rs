@@ -28,10 +28,6 @@ pub const OWNER: Owner = Owner {
     name: "Codex CLI",
     relogin: "`codex login`",
 };
-pub const DEFAULT_TOKEN_URL: &str = "https://auth.openai.com/oauth/token";
-pub const DEFAULT_CLIENT_ID: &str = "app_EMoamEEZ73f0CkXaXp7hrann";
-/// The start of Codex's own User-Agent (`codex_cli_rs/<version> (<os>; <arch>) <terminal>`).
-pub const DEFAULT_USER_AGENT: &str = "codex_cli_rs/0.171.0";
 /// Codex refreshes by itself at 5 minutes left; a day keeps it from ever needing to.
 pub const DEFAULT_MIN_TTL: Duration = Duration::from_secs(86_400);
 /// Without an `exp` in the access token, Codex refreshes once `last_refresh` is this old.
@@ -49,6 +45,15 @@ pub const COPY_SHAPE: Shape = Shape::new(
 );
 const RELOGIN: &str = "Log in again with `codex login`.";
 
+/// The token request as the CLI itself sends it; each overridable in the config file.
+pub const DEFAULTS: Defaults = Defaults {
+    token_url: "https://auth.openai.com/oauth/token",
+    client_id: "app_EMoamEEZ73f0CkXaXp7hrann",
+    scope: "",
+    // The start of Codex's own User-Agent (`codex_cli_rs/<version> (<os>; <arch>) <terminal>`).
+    user_agent: "codex_cli_rs/0.171.0",
+};
+
 /// What Codex CLI is, as data: a pretty-printed file, and a 401 of any kind from the token
 /// endpoint is a dead login.
 pub const FACTS: Facts = Facts {
@@ -57,16 +62,7 @@ pub const FACTS: Facts = Facts {
     overriding_env: &["CODEX_API_KEY"],
     home_env: &["CODEX_HOME"],
     copy_shape: Some(COPY_SHAPE),
-    ..Facts::new(
-        OWNER,
-        DEFAULT_MIN_TTL,
-        Defaults {
-            token_url: DEFAULT_TOKEN_URL,
-            client_id: DEFAULT_CLIENT_ID,
-            scope: "",
-            user_agent: DEFAULT_USER_AGENT,
-        },
-    )
+    ..Facts::new(OWNER, DEFAULT_MIN_TTL, DEFAULTS)
 };
 
 /// Codex CLI's rules, for the refresh protocol.
@@ -475,12 +471,12 @@ mod tests {
 
     #[test]
     fn the_request_is_codexs_json_with_a_scope_only_when_configured() {
-        let body = token_request(&Secret::new("rt_1"), DEFAULT_CLIENT_ID, "");
+        let body = token_request(&Secret::new("rt_1"), DEFAULTS.client_id, "");
         assert_eq!(
             body.to_string(),
             r#"{"client_id":"app_EMoamEEZ73f0CkXaXp7hrann","grant_type":"refresh_token","refresh_token":"rt_1","refresh_reason":"proactive_expiry"}"#
         );
-        let body = token_request(&Secret::new("rt_1"), DEFAULT_CLIENT_ID, "openid");
+        let body = token_request(&Secret::new("rt_1"), DEFAULTS.client_id, "openid");
         assert_eq!(body["scope"], "openid");
     }
 

@@ -28,9 +28,6 @@ pub const OWNER: Owner = Owner {
     name: "Gemini CLI",
     relogin: "`gemini`",
 };
-pub const DEFAULT_TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
-pub const DEFAULT_CLIENT_ID: &str =
-    "681255809395-oo8ft2oprdrnp9e3aqf6av3hmdib135j.apps.googleusercontent.com";
 /// Google's access tokens live an hour and Gemini refreshes by itself at 5 minutes left; 15 minutes
 /// keeps it from ever needing to without refreshing more than every 45 minutes.
 pub const DEFAULT_MIN_TTL: Duration = Duration::from_secs(15 * 60);
@@ -67,6 +64,14 @@ pub const COPY_SHAPE: Shape = Shape::new(LOGIN_KEYS, "refresh_token", Spent::Abs
 const MAX_SOURCE_BYTES: u64 = 64 << 20;
 const NPM_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The token request as the CLI itself sends it; each overridable in the config file.
+pub const DEFAULTS: Defaults = Defaults {
+    token_url: "https://oauth2.googleapis.com/token",
+    client_id: "681255809395-oo8ft2oprdrnp9e3aqf6av3hmdib135j.apps.googleusercontent.com",
+    scope: "",
+    user_agent: concat!("tokenkeeper/", env!("CARGO_PKG_VERSION")),
+};
+
 /// What Gemini CLI is, as data: a pretty-printed file it rewrites in place, and an exit code of
 /// its own for a failed login.
 pub const FACTS: Facts = Facts {
@@ -81,16 +86,7 @@ pub const FACTS: Facts = Facts {
     auth_failure_exit_code: Some(AUTH_FAILURE_EXIT_CODE),
     home_env: &["GEMINI_CLI_HOME"],
     copy_shape: Some(COPY_SHAPE),
-    ..Facts::new(
-        OWNER,
-        DEFAULT_MIN_TTL,
-        Defaults {
-            token_url: DEFAULT_TOKEN_URL,
-            client_id: DEFAULT_CLIENT_ID,
-            scope: "",
-            user_agent: concat!("tokenkeeper/", env!("CARGO_PKG_VERSION")),
-        },
-    )
+    ..Facts::new(OWNER, DEFAULT_MIN_TTL, DEFAULTS)
 };
 
 /// Gemini CLI's rules, for the refresh protocol. Holds the client secret once found.
@@ -621,7 +617,8 @@ mod tests {
         assert_eq!(
             String::from_utf8(bytes).unwrap(),
             format!(
-                "refresh_token=1%2F%2Fr+t&client_id={DEFAULT_CLIENT_ID}&client_secret=s3cret&grant_type=refresh_token"
+                "refresh_token=1%2F%2Fr+t&client_id={}&client_secret=s3cret&grant_type=refresh_token",
+                DEFAULTS.client_id
             )
         );
         let mut scoped = settings(Some("s"));

@@ -258,7 +258,7 @@ fn a_due_codex_login_is_refreshed_keeping_account_id_unknown_keys_and_codex_layo
     assert_eq!(req.header("authorization"), None);
     assert_eq!(
         req.header("user-agent"),
-        Some(tokenkeeper::provider::codex::DEFAULT_USER_AGENT)
+        Some(tokenkeeper::provider::codex::DEFAULTS.user_agent)
     );
     let body: Value = serde_json::from_str(&req.body).unwrap();
     assert_eq!(body["client_id"], "app_EMoamEEZ73f0CkXaXp7hrann");
@@ -353,7 +353,7 @@ fn a_reused_refresh_token_is_dead() {
     let request = tokenkeeper::provider::TokenRequest {
         body: tokenkeeper::provider::Body::Json(tokenkeeper::provider::codex::token_request(
             &tokenkeeper::secret::Secret::new(old.refresh_token.clone()),
-            tokenkeeper::provider::codex::DEFAULT_CLIENT_ID,
+            tokenkeeper::provider::codex::DEFAULTS.client_id,
             "",
         )),
         headers: Vec::new(),

@@ -172,7 +172,7 @@ fn refresh_posts_a_form_with_the_client_secret_and_keeps_every_other_key() {
         format!(
             "refresh_token={}&client_id={}&client_secret={SECRET}&grant_type=refresh_token",
             form_escape(&login.refresh_token),
-            tokenkeeper::provider::gemini::DEFAULT_CLIENT_ID
+            tokenkeeper::provider::gemini::DEFAULTS.client_id
         ),
         "no scope is sent"
     );
@@ -405,7 +405,7 @@ fn the_client_secret_comes_from_an_installed_gemini_cli_when_the_config_has_none
             relative,
             &format!(
                 "const OAUTH_CLIENT_ID = '{}';\n// Installed app: not a secret.\nconst OAUTH_CLIENT_SECRET = '{SECRET}';\nconst x = {{ clientSecret: OAUTH_CLIENT_SECRET }};\n",
-                tokenkeeper::provider::gemini::DEFAULT_CLIENT_ID
+                tokenkeeper::provider::gemini::DEFAULTS.client_id
             ),
         );
         login(&s, -1000);

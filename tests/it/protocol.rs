@@ -41,7 +41,8 @@ fn refresh_rotates_tokens_and_keeps_every_other_byte() {
         login.refresh_token,
         now_ms() - 1000,
         scopes = serde_json::json!(
-            tokenkeeper::provider::claude::DEFAULT_SCOPE
+            tokenkeeper::provider::claude::DEFAULTS
+                .scope
                 .split(' ')
                 .collect::<Vec<_>>()
         ),
@@ -217,8 +218,8 @@ fn waits_for_claude_code_holding_its_refresh_lock_then_adopts_its_tokens() {
     let request = tokenkeeper::provider::TokenRequest {
         body: tokenkeeper::provider::Body::Json(tokenkeeper::provider::claude::token_request(
             &tokenkeeper::secret::Secret::new(login.refresh_token.clone()),
-            tokenkeeper::provider::claude::DEFAULT_CLIENT_ID,
-            tokenkeeper::provider::claude::DEFAULT_SCOPE,
+            tokenkeeper::provider::claude::DEFAULTS.client_id,
+            tokenkeeper::provider::claude::DEFAULTS.scope,
         )),
         headers: Vec::new(),
     };
