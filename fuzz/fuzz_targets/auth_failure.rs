@@ -37,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
                 path: "/h/.claude/.credentials.json",
                 expires_at,
                 refreshed_at,
-                login_command: "claude /login",
+                relogin: "`claude /login`",
             };
             let line = explain("claude", f, &facts);
             assert!(

@@ -1,4 +1,4 @@
-//! Bytes → `serde_json::from_slice` → `claude::parse`; when a login parses, `claude::apply` a
+//! Bytes → `serde_json::from_slice` → `Claude.parse`; when a login parses, `Claude.apply` a
 //! fixed token response, re-serialize, and check that the result parses again to exactly the new
 //! tokens while every other key keeps its value and its place.
 #![no_main]
@@ -6,11 +6,11 @@
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use std::time::Duration;
-use tokenkeeper::provider::claude::{self, Claude};
-use tokenkeeper::provider::Provider;
-use tokenkeeper::storage::credentials_file::CredentialsFile;
 use tokenkeeper::oauth::endpoint::TokenResponse;
+use tokenkeeper::provider::Provider;
+use tokenkeeper::provider::claude::{self, Claude};
 use tokenkeeper::secret::Secret;
+use tokenkeeper::storage::credentials_file::CredentialsFile;
 
 const NOW: i64 = 1_800_000_000_000;
 const EXPIRES_IN: u64 = 28_800;
@@ -48,9 +48,10 @@ fuzz_target!(|data: &[u8]| {
     let response = TokenResponse {
         access_token: Secret::new("fuzz-access-\u{e9}\"\n"),
         refresh_token: Some(Secret::new("fuzz-refresh")),
-        expires_in: EXPIRES_IN,
+        expires_in: Some(EXPIRES_IN),
         scope: Some("user:inference  user:profile".into()),
         refresh_token_expires_in: Some(LOGIN_LIFE),
+        id_token: None,
     };
     Claude.apply(&mut doc, &response, NOW);
 
@@ -61,7 +62,9 @@ fuzz_target!(|data: &[u8]| {
         bytes,
         "serialization is a fixed point"
     );
-    let after = Claude.parse(&file, &again).expect("an applied document holds a login");
+    let after = Claude
+        .parse(&file, &again)
+        .expect("an applied document holds a login");
     assert_eq!(after.access_token, response.access_token);
     assert_eq!(after.refresh_token.expose(), "fuzz-refresh");
     assert_eq!(after.expires_at, NOW + EXPIRES_IN as i64 * 1000);
