@@ -30,7 +30,7 @@ pub mod cli;
 pub(crate) mod config;
 pub mod daemon;
 pub mod duration;
-pub mod error;
+pub(crate) mod error;
 pub mod exec;
 #[cfg(feature = "fleet")]
 pub mod fleet;
@@ -43,10 +43,10 @@ pub mod provider;
 pub(crate) mod refresh;
 pub mod secret;
 pub(crate) mod service;
-pub mod settings;
+pub(crate) mod settings;
 pub mod storage;
 #[cfg(test)]
 mod testing;
-pub mod tls;
+pub(crate) mod tls;
 
 pub use error::{Error, ErrorKind, FleetError};

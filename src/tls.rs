@@ -47,10 +47,6 @@ impl CaFile {
     pub fn len(&self) -> usize {
         self.certs.len()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.certs.is_empty()
-    }
 }
 
 /// The certificates of a PEM text, each checked (private keys and other sections are skipped).

@@ -105,7 +105,7 @@ pub fn run(
         };
         let finished = match child::run(&spec) {
             Ok(f) => f,
-            Err(SpawnError::NotFound(_)) => {
+            Err(SpawnError::NotFound) => {
                 output::error_line(&format!("command not found: {}", program.to_string_lossy()));
                 return Ok(COMMAND_NOT_FOUND);
             }

@@ -13,14 +13,14 @@
 //! files, `fleet::daemon::FleetDaemon` the fleet's store. What a look at a login means, and what
 //! a refresh's result means, is decided once for both in [`plan`].
 
-pub mod alert;
+pub(crate) mod alert;
 pub(crate) mod kept;
 
 pub use kept::Kept;
-pub mod metrics;
+pub(crate) mod metrics;
 pub(crate) mod plan;
 pub mod schedule;
-pub mod sd_notify;
+pub(crate) mod sd_notify;
 pub(crate) mod watch;
 
 use crate::daemon::alert::{Alerter, Event};

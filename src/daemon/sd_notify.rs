@@ -75,10 +75,6 @@ impl Notifier {
         self.send("STOPPING=1");
     }
 
-    pub fn status(&self, text: &str) {
-        self.send(&format!("STATUS={text}"));
-    }
-
     #[cfg(not(target_os = "linux"))]
     fn send(&self, _message: &str) {}
 

@@ -28,7 +28,7 @@ pub struct ChildSpec {
 #[derive(Debug)]
 pub enum SpawnError {
     /// No such command (exit 127).
-    NotFound(io::Error),
+    NotFound,
     /// It exists but cannot be executed (exit 126).
     NotExecutable(io::Error),
 }
@@ -37,7 +37,6 @@ pub enum SpawnError {
 pub struct Finished {
     /// Its exit code, or 128+N when signal N ended it.
     pub code: i32,
-    pub signal: Option<i32>,
     /// The last auth failure seen in its output.
     pub auth_failure: Option<AuthFailure>,
 }
@@ -63,7 +62,7 @@ pub fn run(spec: &ChildSpec) -> Result<Finished, SpawnError> {
     let mut child = cmd.spawn().map_err(|e| {
         interrupt::child_gone();
         match e.kind() {
-            io::ErrorKind::NotFound => SpawnError::NotFound(e),
+            io::ErrorKind::NotFound => SpawnError::NotFound,
             _ => SpawnError::NotExecutable(e),
         }
     })?;
@@ -80,11 +79,7 @@ pub fn run(spec: &ChildSpec) -> Result<Finished, SpawnError> {
         .and_then(|s| s.code())
         .or(signal.map(|s| 128 + s))
         .unwrap_or(1);
-    Ok(Finished {
-        code,
-        signal,
-        auth_failure,
-    })
+    Ok(Finished { code, auth_failure })
 }
 
 /// The child gets SIGTERM when this process dies, however it dies (SIGKILL included), so it is

@@ -2,4 +2,4 @@
 //! output, and recognising the auth failures that mean its login needs a human.
 
 pub mod auth_failure;
-pub mod child;
+pub(crate) mod child;

@@ -22,11 +22,11 @@
 //! Nothing changes for a single machine: without a `[store]`, the local file is the store.
 
 pub mod crypto;
-pub mod daemon;
+pub(crate) mod daemon;
 pub(crate) mod database;
 pub(crate) mod local;
 pub(crate) mod login;
-pub mod push;
+pub(crate) mod push;
 pub(crate) mod refresh;
 pub(crate) mod rollback;
 pub(crate) mod shape;

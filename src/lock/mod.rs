@@ -6,8 +6,8 @@
 
 pub mod dir_lock;
 pub(crate) mod flock;
-pub mod interrupt;
-pub mod lease;
+pub(crate) mod interrupt;
+pub(crate) mod lease;
 pub(crate) mod lock_file;
 pub(crate) mod own_lock;
 pub(crate) mod take;

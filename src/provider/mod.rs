@@ -11,7 +11,7 @@
 pub mod claude;
 pub mod codex;
 pub mod gemini;
-pub mod generic;
+pub(crate) mod generic;
 pub(crate) mod json_pointer;
 pub(crate) mod login_table;
 pub(crate) mod shape;

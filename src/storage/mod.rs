@@ -10,4 +10,4 @@ pub(crate) mod folder;
 pub(crate) mod json_doc;
 pub(crate) mod keychain;
 pub(crate) mod place;
-pub mod state;
+pub(crate) mod state;
