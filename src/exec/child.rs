@@ -74,7 +74,7 @@ pub fn run(spec: &ChildSpec) -> Result<Finished, SpawnError> {
     #[cfg(unix)]
     let signal = status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s));
     #[cfg(not(unix))]
-    let signal = None;
+    let signal: Option<i32> = None;
     let code = status
         .and_then(|s| s.code())
         .or(signal.map(|s| 128 + s))
