@@ -73,10 +73,6 @@ impl Watcher {
     pub fn watch_file(&mut self, _file: &Path) -> bool {
         false
     }
-
-    pub fn drain(&mut self) -> bool {
-        false
-    }
 }
 
 /// Sleeps until a watched folder changes, a signal arrives on `wake`, or `wait` passes

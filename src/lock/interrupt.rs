@@ -2,6 +2,9 @@
 //! which `dir_lock` keeps a list of: [`crate::lock::dir_lock::release_all_held`]): the critical
 //! section between posting a refresh token and saving its replacement (once the
 //! server has rotated the token, stopping before the save would throw the login away).
+//! The handlers that read it are Unix signal handlers (`cli/signals.rs`); on Windows most of it
+//! has no reader.
+#![cfg_attr(not(unix), allow(dead_code))]
 
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard, Once, OnceLock};
