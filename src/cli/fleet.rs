@@ -5,7 +5,7 @@
 //! A build without the `fleet` feature uses `no_fleet.rs` in its place: the same names, which
 //! there say that this build has no fleet mode.
 
-use super::status::Verdict;
+use super::output::Verdict;
 use super::{Cli, Context, output};
 use crate::fleet::crypto;
 use crate::login::Login;

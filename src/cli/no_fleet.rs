@@ -4,7 +4,7 @@
 //! refused when it is read (exit 78), so that a fleet machine never refreshes on its own by
 //! mistake. There is never a [`Fleet`], so every function that takes one is unreachable.
 
-use super::status::Verdict;
+use super::output::Verdict;
 use super::{Cli, Context};
 use crate::Error;
 use crate::login::Login;

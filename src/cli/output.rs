@@ -49,3 +49,7 @@ pub fn usable(
     }
     outcome
 }
+
+/// What `status` makes of a login: its state, the login when one was read, and the problem to
+/// show.
+pub type Verdict = (&'static str, Option<crate::login::Login>, Option<String>);

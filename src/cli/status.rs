@@ -139,10 +139,6 @@ fn copies_lines(copies: &[Copy], now: i64) -> String {
     out
 }
 
-/// What `status` makes of a login: its state, the login when one was read, and the problem to
-/// show.
-pub type Verdict = (&'static str, Option<Login>, Option<String>);
-
 pub(super) fn inspect(ctx: &Context, now: i64) -> Report {
     let key = StateDir::key(ctx.file.owner().provider, ctx.file.path());
     let record = ctx.state.read_record(&key);

@@ -11,7 +11,7 @@ use crate::error::{Error, FleetError};
 use crate::fleet::login::{Shared, name_and_shape};
 use crate::fleet::shape::Shape;
 use crate::lock::own_lock::OwnLock;
-use crate::mirror::CopyWrite;
+use crate::mirror::write::CopyWrite;
 use crate::refresh::Job;
 use crate::secret::fingerprint;
 use serde_json::Value;

@@ -13,7 +13,7 @@
 //! provider's copy [`Shape`](crate::provider::shape::Shape).
 
 pub mod spec;
-mod write;
+pub(crate) mod write;
 
 pub use write::CopyWrite;
 
