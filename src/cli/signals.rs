@@ -5,7 +5,7 @@
 //!   waiting for it: [`forward_to_command`].
 //! - While a refresh holds locks, a handler thread removes the lock directories we hold (they
 //!   would outlive us), but first lets a refresh token already posted come back and be saved,
-//!   since stopping then would lose the login; a second signal stops at once: [`protect_refresh`],
+//!   since stopping then would lose the login; a second signal stops at once: `protect_refresh`,
 //!   installed by the library only when a refresh takes locks.
 //! - Otherwise (the fast path) nothing is installed and a signal does what it always does.
 //!

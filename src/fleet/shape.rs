@@ -1,5 +1,5 @@
 //! Which providers' logins the fleet shares, and how: every provider that names the shape of an
-//! access-only copy of its login ([`Provider::copy_shape`], the JSON work in `provider/shape.rs`)
+//! access-only copy of its login ([`Facts::copy_shape`](crate::provider::Facts::copy_shape), the JSON work in `provider/shape.rs`)
 //! joins the fleet by that alone: Claude Code, Codex CLI and Gemini CLI. A `[[login]]` table
 //! names none, so such a login stays each machine's own.
 

@@ -47,9 +47,10 @@ impl OwnLock {
         Self::acquire_unless(path, deadline, on_wait, &mut || false)?.ok_or(OwnLockError::Timeout)
     }
 
-    /// As [`OwnLock::acquire`], but while another process holds the lock, `settled` is asked
-    /// between looks whether that process has already done what we wanted the lock for (a
-    /// refresh): then `Ok(None)`, and we never queue behind the others for nothing.
+    /// Takes the lock, waiting until `deadline` (`on_wait` is called once after a second); but
+    /// while another process holds the lock, `settled` is asked between looks whether that
+    /// process has already done what we wanted the lock for (a refresh): then `Ok(None)`, and we
+    /// never queue behind the others for nothing.
     pub fn acquire_unless(
         path: &Path,
         deadline: Instant,

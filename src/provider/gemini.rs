@@ -4,7 +4,7 @@
 //! `docs/providers.md`, "Gemini CLI".
 //!
 //! Two things set Gemini apart. It rewrites its file in place (truncate, then write, no lock), so an
-//! empty or cut-off file is a write in progress, never a logout ([`Provider::rewritten_in_place`]).
+//! empty or cut-off file is a write in progress, never a logout ([`Facts::rewritten_in_place`]).
 //! And its refresh needs the client secret that Gemini CLI carries in its own source: it comes from
 //! `client_secret` in `[gemini]` of the config file, else from the installed Gemini CLI package
 //! ([`find_client_secret`]), found once per process and never shown anywhere.

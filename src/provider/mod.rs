@@ -201,7 +201,7 @@ pub fn builtin(name: &str) -> Option<Arc<dyn Provider>> {
         .map(|(_, make)| make())
 }
 
-/// The variables every built-in provider's login depends on ([`Provider::home_env`]), each once,
+/// The variables every built-in provider's login depends on ([`Facts::home_env`]), each once,
 /// in registry order.
 pub fn home_env() -> Vec<&'static str> {
     let mut out: Vec<&'static str> = Vec::new();

@@ -3,7 +3,7 @@
 //! copy: the login's keys are copied in with the refresh token left empty (so the CLI on that
 //! machine never refreshes, and can never burn the fleet's refresh token), and every other key of
 //! the file stays as it was, in order. Each provider says its shape
-//! ([`Provider::copy_shape`](crate::provider::Provider::copy_shape)); this is pure JSON work.
+//! ([`Facts::copy_shape`](crate::provider::Facts::copy_shape)); this is pure JSON work.
 
 use serde_json::{Map, Value};
 

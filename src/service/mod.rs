@@ -27,7 +27,7 @@ pub const NOTIFY_COMMAND_ENV: &str = "TOKENKEEPER_NOTIFY_COMMAND";
 const OWN_ENVIRONMENT: &[&str] = &["XDG_CONFIG_HOME", "XDG_STATE_HOME"];
 
 /// Variables of the installing shell that decide which logins the daemon watches and where it
-/// keeps its state: every provider's [`Provider::home_env`](crate::provider::Provider::home_env)
+/// keeps its state: every provider's [`Facts::home_env`](crate::provider::Facts::home_env)
 /// and tokenkeeper's own. A service manager starts the daemon without the shell's environment,
 /// so the definition carries those that are set; otherwise the daemon would quietly watch
 /// `~/.codex` while the person's Codex CLI uses `$CODEX_HOME`.

@@ -14,7 +14,7 @@ use std::io;
 #[derive(Clone)]
 pub struct Snapshot {
     /// The document, or read from a file whose reader has keys
-    /// ([`CredentialsFile::with_keys`]), an object of just those top-level keys: what a write
+    /// ([`CredentialsFile::with_keys`](crate::storage::credentials_file::CredentialsFile::with_keys)), an object of just those top-level keys: what a write
     /// of it changes.
     pub doc: Value,
     /// Permission bits when the file is readable by group or others (worth a warning).
