@@ -435,32 +435,30 @@ pub fn to_value(b: &[u8], range: Range<usize>, max_depth: usize) -> Result<Value
         // A value starts at `pos`.
         let mut done: Option<Value> = None;
         match b.get(pos) {
-            Some(b'{') => {
+            Some(&open @ (b'{' | b'[')) => {
+                let object = open == b'{';
+                let close = if object { b'}' } else { b']' };
                 let next = skip_ws(b, pos + 1);
-                if b.get(next) == Some(&b'}') {
-                    done = Some(Value::Object(Map::new()));
+                if b.get(next) == Some(&close) {
+                    done = Some(if object {
+                        Value::Object(Map::new())
+                    } else {
+                        Value::Array(Vec::new())
+                    });
                     pos = next + 1;
                 } else {
                     if stack.len() >= max_depth {
                         return Err(pos);
                     }
-                    let end = scan_string(b, next).unwrap_or(b.len());
-                    let key = decode_string(&b[next..end]);
-                    stack.push(Frame::Object(Map::new(), key));
-                    pos = skip_ws(b, skip_ws(b, end) + 1);
-                }
-            }
-            Some(b'[') => {
-                let next = skip_ws(b, pos + 1);
-                if b.get(next) == Some(&b']') {
-                    done = Some(Value::Array(Vec::new()));
-                    pos = next + 1;
-                } else {
-                    if stack.len() >= max_depth {
-                        return Err(pos);
+                    if object {
+                        let end = scan_string(b, next).unwrap_or(b.len());
+                        let key = decode_string(&b[next..end]);
+                        stack.push(Frame::Object(Map::new(), key));
+                        pos = skip_ws(b, skip_ws(b, end) + 1);
+                    } else {
+                        stack.push(Frame::Array(Vec::new()));
+                        pos = next;
                     }
-                    stack.push(Frame::Array(Vec::new()));
-                    pos = next;
                 }
             }
             _ => {
