@@ -818,7 +818,6 @@ mod tests {
         );
     }
 
-    /// The root found from the end is the value a walk through the document finds.
     #[test]
     fn the_first_special_byte_is_found_eight_at_a_time_as_one_at_a_time() {
         let slow = |b: &[u8], i: usize| {
@@ -851,6 +850,7 @@ mod tests {
         }
     }
 
+    /// The root found from the end is the value a walk through the document finds.
     #[test]
     fn the_root_is_found_from_the_end() {
         for text in [
