@@ -1,6 +1,7 @@
 //! The command line: clap types, shared set-up (logging, config, credentials path), exit codes.
 //! One file per command.
 
+pub mod arena;
 mod daemon;
 mod demo;
 mod doctor;
