@@ -13,7 +13,7 @@ use crate::oauth::endpoint::TokenEndpoint;
 use crate::provider::Provider;
 use crate::refresh::{self, Action, Job, Outcome, Want};
 use crate::settings::Settings;
-use crate::storage::credentials_file::CredentialsFile;
+use crate::storage::credentials_file::{Check, CredentialsFile};
 use crate::storage::state::StateDir;
 use std::sync::Arc;
 use std::time::Duration;
@@ -204,7 +204,7 @@ impl Keeper {
     /// token by design; it counts as ended only when its access token is gone.
     pub fn read_login(&self) -> Result<Login, Error> {
         if self.fleet.is_none() {
-            return refresh::read_login_unless(&self.job(), |l| self.is_copy(l));
+            return refresh::read_login_unless(&self.job(), Check::Login, |l| self.is_copy(l));
         }
         let login = refresh::parse_current(self.provider.as_ref(), &self.file)?;
         if login.access_token.is_empty() {

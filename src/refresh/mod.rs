@@ -27,7 +27,7 @@ use crate::login::{EpochMs, Login, format_time, now_ms};
 use crate::oauth::endpoint::TokenEndpoint;
 use crate::provider::Provider;
 use crate::settings::Settings;
-use crate::storage::credentials_file::{CredentialsFile, Snapshot};
+use crate::storage::credentials_file::{Check, CredentialsFile, Snapshot};
 use crate::storage::state::{Record, RefreshOutcome, StateDir};
 use attempts::{Attempts, Granted, Ready, Rejection};
 use save::{Issued, remove_temps_of_killed_writer, restore_recovery, save};
@@ -148,7 +148,7 @@ pub(crate) fn refresh_if_due(
     let key = StateDir::key(job.file.owner().provider, job.file.path());
     let first = match first {
         Some(login) => login,
-        None => read_login(job)?,
+        None => look_at_login(job)?,
     };
     if let Some(lost) = spent_already(job, &key, &first) {
         return Err(lost);
@@ -189,9 +189,18 @@ pub(crate) fn provider_ready(job: &Job<'_>) -> Result<(), Error> {
 /// unparseable file is a write in progress: it is read again a few times before it counts as
 /// malformed (and a malformed file is never written over).
 pub fn read_snapshot(provider: &dyn Provider, file: &CredentialsFile) -> Result<Snapshot, Error> {
+    read_snapshot_checked(provider, file, Check::Whole)
+}
+
+/// [`read_snapshot`], checking as much of a file as `check` says.
+pub fn read_snapshot_checked(
+    provider: &dyn Provider,
+    file: &CredentialsFile,
+    check: Check,
+) -> Result<Snapshot, Error> {
     let mut tries = 0;
     loop {
-        match file.read() {
+        match file.read_checked(check) {
             Err(Error::Malformed { .. }) if provider.facts().rewritten_in_place && tries < 20 => {
                 if tries == 0 {
                     tracing::debug!(
@@ -219,13 +228,24 @@ pub fn parse_current(provider: &dyn Provider, file: &CredentialsFile) -> Result<
 
 /// Reads and parses the login; a login without a refresh token is dead.
 pub fn read_login(job: &Job<'_>) -> Result<Login, Error> {
-    read_login_unless(job, |_| false)
+    read_login_unless(job, Check::Whole, |_| false)
 }
 
-/// [`read_login`], except that a login `keep` accepts is returned as it is read (an
-/// access-only copy: no refresh token by design, and a mode its owner chose).
-pub fn read_login_unless(job: &Job<'_>, keep: impl Fn(&Login) -> bool) -> Result<Login, Error> {
-    let snap = read_snapshot(job.provider, job.file)?;
+/// [`read_login`] for a look that writes nothing (is it due? has another process refreshed?):
+/// of a large file, only the login is checked ([`Check::Login`]).
+pub fn look_at_login(job: &Job<'_>) -> Result<Login, Error> {
+    read_login_unless(job, Check::Login, |_| false)
+}
+
+/// [`read_login`], checking as much of the file as `check` says, except that a login `keep`
+/// accepts is returned as it is read (an access-only copy: no refresh token by design, and a
+/// mode its owner chose).
+pub fn read_login_unless(
+    job: &Job<'_>,
+    check: Check,
+    keep: impl Fn(&Login) -> bool,
+) -> Result<Login, Error> {
+    let snap = read_snapshot_checked(job.provider, job.file, check)?;
     let login = job.provider.parse(job.file, &snap.doc)?;
     if keep(&login) {
         return Ok(login);
@@ -372,7 +392,7 @@ fn locked_refresh(job: &Job<'_>, key: &str, first: &Login, want: Want) -> Result
 /// with enough life left, and no recovery file waits to be written over it. Writes are atomic
 /// renames, so what is read is whole; taking the locks to read it again would change nothing.
 fn refreshed_elsewhere(job: &Job<'_>, key: &str, first: &Login, want: Want) -> Option<Login> {
-    let current = read_login(job).ok()?;
+    let current = look_at_login(job).ok()?;
     let fresh = want.adopts(first, &current, now_ms());
     (fresh && !job.state.has_recovery(key)).then_some(current)
 }
@@ -544,7 +564,7 @@ fn hold_off_leases(
             Ok(None) => {}
             Err(e) => return Err((waits.not_writable)(lease::lease_path(&folder), e)),
         }
-        let current = read_login(job)?;
+        let current = look_at_login(job)?;
         let now = now_ms();
         if want.adopts(first, &current, now) {
             return Ok(LeaseGate::Settled(Action::Adopted, current));

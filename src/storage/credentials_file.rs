@@ -77,6 +77,18 @@ pub enum Layout {
     AsFound,
 }
 
+/// How much of a credentials document a read checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Check {
+    /// All of it is valid JSON: every read that may lead to a write (a refresh's, under its
+    /// lock), and `status`.
+    Whole,
+    /// The login's members are valid and the rest is a balanced, complete document
+    /// ([`json_doc::skim`]): a look that writes nothing (is the token fresh?), which on a large
+    /// file would otherwise spend most of its time checking what it never reads.
+    Login,
+}
+
 impl CredentialsFile {
     pub fn new(path: impl Into<PathBuf>, owner: Owner) -> Self {
         CredentialsFile {
@@ -194,8 +206,14 @@ impl CredentialsFile {
     /// item when there is one, else the file; when the keychain is locked, the file if there is
     /// one.
     pub fn read(&self) -> Result<Snapshot, Error> {
+        self.read_checked(Check::Whole)
+    }
+
+    /// [`CredentialsFile::read`], checking as much of a file as `check` says (a Keychain item
+    /// is always checked whole: it is small).
+    pub fn read_checked(&self, check: Check) -> Result<Snapshot, Error> {
         let Some(keychain) = &self.keychain else {
-            return self.file.read();
+            return self.file.read_checked(check);
         };
         match keychain.load()? {
             place::Held::Login(snap) => Ok(snap),
@@ -205,9 +223,9 @@ impl CredentialsFile {
                     keychain.describe(),
                     self.file.describe()
                 );
-                self.file.read()
+                self.file.read_checked(check)
             }
-            place::Held::Unreadable(why) => match self.file.read() {
+            place::Held::Unreadable(why) => match self.file.read_checked(check) {
                 Err(Error::Missing { .. }) => Err(why),
                 other => {
                     warn_locked(&why, &self.file);
@@ -389,6 +407,11 @@ impl FilePlace {
 
     /// Reads and parses the file; changes nothing.
     pub fn read(&self) -> Result<Snapshot, Error> {
+        self.read_checked(Check::Whole)
+    }
+
+    /// [`FilePlace::read`], checking as much of the document as `check` says.
+    pub fn read_checked(&self, check: Check) -> Result<Snapshot, Error> {
         let target = self.target()?;
         let bytes = match self.read_bytes(&target) {
             Ok(b) => b,
@@ -425,7 +448,11 @@ impl FilePlace {
                 ),
             ));
         }
-        let scanned = json_doc::scan(&bytes).map_err(|e| {
+        let scanned = match check {
+            Check::Whole => json_doc::scan(&bytes),
+            Check::Login => json_doc::skim(&bytes, self.keys.as_deref()),
+        };
+        let scanned = scanned.map_err(|e| {
             let what = match e.too_deep {
                 Some(limit) => format!("nest deeper than {limit} levels"),
                 None => "are not valid JSON".to_string(),

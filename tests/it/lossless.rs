@@ -199,3 +199,42 @@ fn gemini_keeps_its_indent_and_every_unknown_byte() {
     );
     assert!(after == expected, "only the token fields changed");
 }
+
+/// A look that writes nothing (`refresh` of a fresh login, `token`, `exec`) checks the login's
+/// members and that the document is whole, and skips the rest; a refresh checks every byte
+/// before it spends the refresh token, and `status` (a diagnosis) does too.
+#[test]
+fn a_look_checks_the_login_alone_and_a_refresh_checks_the_whole_file_before_any_request() {
+    let s = Sandbox::new();
+    let login = s.server.issue_login();
+    let good = claude_json(
+        &login.access_token,
+        &login.refresh_token,
+        now_ms() + 8 * HOUR_MS,
+    );
+    // Not JSON in a member no reader of the login reads: a leading zero, a cut-off literal.
+    let before = format!("{},\"projects\":[01,tru,{{\"k\":\"]\"}}]}}", &good[..good.len() - 1]);
+    fs::write(s.creds(), &before).unwrap();
+    set_mode(&s.creds(), 0o600);
+
+    let run = s.run(&["refresh"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.starts_with("not due"), "{run:?}");
+    let run = s.run(&["token"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.stdout.trim(), login.access_token);
+    let run = s.run(&["exec", "--", "true"]);
+    assert_eq!(run.code, 0, "{run:?}");
+
+    for args in [&["status"][..], &["refresh", "--force"]] {
+        let run = s.run(args);
+        assert_eq!(run.code, 78, "{args:?}: {run:?}");
+        let said = format!("{}{}", run.stdout, run.stderr);
+        assert!(
+            said.contains("not valid JSON (line 1, column"),
+            "{args:?}: {run:?}"
+        );
+    }
+    assert_eq!(s.server.stats().token_requests, 0);
+    assert_eq!(fs::read_to_string(s.creds()).unwrap(), before);
+}
