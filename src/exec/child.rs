@@ -218,7 +218,8 @@ mod pump_poll {
         let pidfd = (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw as i32) });
         let mut status: Option<Option<ExitStatus>> = None;
         let mut drain_until: Option<Instant> = None;
-        let mut buf = vec![0u8; 64 * 1024];
+        // Made at the first byte to pass: a quiet command never needs it.
+        let mut buf = Vec::new();
         loop {
             let open: Vec<usize> = (0..streams.len())
                 .filter(|&i| streams[i].from.is_some())
@@ -256,8 +257,15 @@ mod pump_poll {
                 break;
             }
             for (slot, &i) in open.iter().enumerate() {
-                if fds[slot].revents != 0 {
+                let revents = fds[slot].revents;
+                if revents & libc::POLLIN != 0 {
+                    if buf.is_empty() {
+                        buf = vec![0u8; 64 * 1024];
+                    }
                     streams[i].pass(&mut buf);
+                } else if revents != 0 {
+                    // Closed (or broken) with nothing left to read: the end of the stream.
+                    streams[i].from = None;
                 }
             }
             if watch_exit && fds.last().is_some_and(|p| p.revents != 0) {
