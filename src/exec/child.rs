@@ -4,15 +4,18 @@
 //! forwarded to it (see `interrupt::forward_to_child`), and on Linux it gets SIGTERM should we
 //! die first.
 //!
-//! On Linux one thread does it all with `poll(2)` on the pipes and a pidfd; elsewhere a thread
-//! per pipe passes the output while the main thread waits for the exit.
+//! On Linux the command is started without copying this process (`exec/spawn.rs`) and one
+//! thread does it all with `poll(2)` on the pipes and a pidfd; elsewhere std starts it and a
+//! thread per pipe passes the output while the main thread waits for the exit.
 
 use crate::exec::auth_failure::{AuthFailure, Detector};
 use crate::lock::interrupt;
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
+use std::process::Command;
 use std::process::ExitStatus;
-use std::process::{Command, Stdio};
+#[cfg(not(target_os = "linux"))]
+use std::process::Stdio;
 use std::time::Duration;
 
 pub struct ChildSpec {
@@ -45,6 +48,19 @@ pub struct Finished {
 /// still holds the pipe.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(5);
 
+/// Runs the command to its end, passing its output through.
+#[cfg(target_os = "linux")]
+pub fn run(spec: &ChildSpec) -> Result<Finished, SpawnError> {
+    interrupt::child_starting();
+    let mut child = crate::exec::spawn::spawn(spec).inspect_err(|_| interrupt::child_gone())?;
+    interrupt::child_running(child.id());
+    let (status, auth_failure) = pump::pass_through(&mut child);
+    interrupt::child_gone();
+    Ok(finished(status, auth_failure))
+}
+
+/// Runs the command to its end, passing its output through.
+#[cfg(not(target_os = "linux"))]
 pub fn run(spec: &ChildSpec) -> Result<Finished, SpawnError> {
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args);
@@ -70,7 +86,11 @@ pub fn run(spec: &ChildSpec) -> Result<Finished, SpawnError> {
 
     let (status, auth_failure) = pump::pass_through(&mut child);
     interrupt::child_gone();
+    Ok(finished(status, auth_failure))
+}
 
+/// What a run came to, from its exit status (None when it could not be had).
+fn finished(status: Option<ExitStatus>, auth_failure: Option<AuthFailure>) -> Finished {
     #[cfg(unix)]
     let signal = status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s));
     #[cfg(not(unix))]
@@ -79,7 +99,7 @@ pub fn run(spec: &ChildSpec) -> Result<Finished, SpawnError> {
         .and_then(|s| s.code())
         .or(signal.map(|s| 128 + s))
         .unwrap_or(1);
-    Ok(Finished { code, auth_failure })
+    Finished { code, auth_failure }
 }
 
 /// The child gets SIGTERM when this process dies, however it dies (SIGKILL included), so it is
@@ -88,15 +108,8 @@ pub fn run(spec: &ChildSpec) -> Result<Finished, SpawnError> {
 pub fn die_with_parent(_cmd: &mut Command) {}
 
 /// The child gets SIGTERM when this process dies, however it dies (SIGKILL included), so it is
-/// never left running on its own.
-///
-/// The hook makes std start the child with fork rather than posix_spawn (which shares memory
-/// until the exec and has no way to set the signal). The fork copies page tables, not memory,
-/// and only those of what is mapped: by the time `exec` starts its command the credentials file
-/// has been read once and let go (tests/it/exec.rs checks that a 1 MiB file leaves nothing
-/// behind), so it has little to copy. A vfork-style spawn with the hook would need a hand-written clone(CLONE_VM)
-/// that no maintained crate offers (libc deprecates vfork, rustix leaves it out), to save only
-/// that copy.
+/// never left running on its own. For a `Command` (the demo's helpers): the hook makes std fork
+/// a copy of this process. `exec`'s own command is started without that copy (`exec/spawn.rs`).
 #[cfg(target_os = "linux")]
 pub fn die_with_parent(cmd: &mut Command) {
     use std::os::unix::process::CommandExt;
@@ -164,6 +177,7 @@ impl<R: Read> Stream<R> {
     }
 }
 
+#[cfg(any(not(target_os = "linux"), test))]
 fn wait(child: &mut std::process::Child) -> Option<ExitStatus> {
     loop {
         match child.wait() {
@@ -181,37 +195,81 @@ use pump_threads as pump;
 
 #[cfg(target_os = "linux")]
 mod pump_poll {
-    use super::{DRAIN_AFTER_EXIT, Stream, wait};
+    use super::{DRAIN_AFTER_EXIT, Stream};
     use crate::exec::auth_failure::AuthFailure;
+    use crate::exec::spawn::Spawned;
     use std::fs::File;
     use std::io;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::process::{Child, ExitStatus};
     use std::time::Instant;
 
+    /// A running command as this pump sees it: started by our own spawn, or (in tests) by std.
+    pub trait Running {
+        fn id(&self) -> u32;
+        /// Its stdout and stderr pipes, when they are watched (once).
+        fn take_pipes(&mut self) -> (Option<File>, Option<File>);
+        fn wait_once(&mut self) -> io::Result<ExitStatus>;
+    }
+
+    impl Running for Spawned {
+        fn id(&self) -> u32 {
+            Spawned::id(self)
+        }
+        fn take_pipes(&mut self) -> (Option<File>, Option<File>) {
+            (self.stdout.take(), self.stderr.take())
+        }
+        fn wait_once(&mut self) -> io::Result<ExitStatus> {
+            self.wait()
+        }
+    }
+
+    impl Running for Child {
+        fn id(&self) -> u32 {
+            Child::id(self)
+        }
+        fn take_pipes(&mut self) -> (Option<File>, Option<File>) {
+            (
+                self.stdout.take().map(|p| File::from(OwnedFd::from(p))),
+                self.stderr.take().map(|p| File::from(OwnedFd::from(p))),
+            )
+        }
+        fn wait_once(&mut self) -> io::Result<ExitStatus> {
+            self.wait()
+        }
+    }
+
+    fn wait(child: &mut impl Running) -> Option<ExitStatus> {
+        loop {
+            match child.wait_once() {
+                Ok(status) => return Some(status),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
     /// Passes output through until the command has exited and its pipes are closed (or, when
     /// a background process keeps them open, for a few seconds more). One thread, `poll(2)` on
     /// the pipes and on a pidfd for the exit: no helper threads to start on every run.
-    pub fn pass_through(child: &mut Child) -> (Option<ExitStatus>, Option<AuthFailure>) {
+    pub fn pass_through(child: &mut impl Running) -> (Option<ExitStatus>, Option<AuthFailure>) {
         let mut streams: Vec<Stream<File>> = Vec::new();
-        if let Some(out) = child.stdout.take() {
-            streams.push(Stream::new(
-                File::from(OwnedFd::from(out)),
-                Box::new(io::stdout()),
-            ));
+        let (out, err) = child.take_pipes();
+        if let Some(out) = out {
+            streams.push(Stream::new(out, Box::new(io::stdout())));
         }
-        if let Some(err) = child.stderr.take() {
-            streams.push(Stream::new(
-                File::from(OwnedFd::from(err)),
-                Box::new(io::stderr()),
-            ));
+        if let Some(err) = err {
+            streams.push(Stream::new(err, Box::new(io::stderr())));
         }
         let status = pump_until_exit(child, &mut streams);
         let failure = streams.iter_mut().filter_map(|s| s.finish()).next_back();
         (status, failure)
     }
 
-    fn pump_until_exit(child: &mut Child, streams: &mut [Stream<File>]) -> Option<ExitStatus> {
+    fn pump_until_exit(
+        child: &mut impl Running,
+        streams: &mut [Stream<File>],
+    ) -> Option<ExitStatus> {
         // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
         let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
         // SAFETY: a non-negative result is a descriptor we now own.
@@ -331,6 +389,7 @@ mod pump_threads {
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
+    use std::process::Stdio;
 
     /// Both ways of passing output see the exit code and an auth failure in either stream.
     #[test]

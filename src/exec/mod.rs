@@ -3,3 +3,5 @@
 
 pub mod auth_failure;
 pub(crate) mod child;
+#[cfg(target_os = "linux")]
+mod spawn;

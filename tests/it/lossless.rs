@@ -213,7 +213,10 @@ fn a_look_checks_the_login_alone_and_a_refresh_checks_the_whole_file_before_any_
         now_ms() + 8 * HOUR_MS,
     );
     // Not JSON in a member no reader of the login reads: a leading zero, a cut-off literal.
-    let before = format!("{},\"projects\":[01,tru,{{\"k\":\"]\"}}]}}", &good[..good.len() - 1]);
+    let before = format!(
+        "{},\"projects\":[01,tru,{{\"k\":\"]\"}}]}}",
+        &good[..good.len() - 1]
+    );
     fs::write(s.creds(), &before).unwrap();
     set_mode(&s.creds(), 0o600);
 
