@@ -453,6 +453,26 @@ fn a_server_handing_out_tokens_already_due_is_not_hammered_and_is_alerted_once()
 }
 
 #[test]
+fn tokens_of_three_seconds_against_the_default_margin_are_refreshed_a_minute_apart() {
+    // `expires_in: 3` and Claude Code's margin of an hour: each token is due as it comes. Half
+    // its life would be a request every 1.5 s; the daemon waits a minute instead, and says so once.
+    let s = short_lived(3);
+    s.login(3000);
+    let log = s.dir.path().join("alerts.log");
+    let notify = format!("echo \"$TOKENKEEPER_EVENT\" >> {}", log.display());
+    let d = spawn_daemon(&s, &["--notify-command", &notify]);
+    sleep(Duration::from_secs(10));
+    let run = stop_daemon(&s, d);
+    assert_eq!(run.code, 0, "{run:?}");
+    let stats = s.server.stats();
+    assert!((1..=2).contains(&stats.token_requests), "{stats:?} {run:?}");
+    assert_eq!(stats.refreshes_ok, stats.token_requests, "{stats:?}");
+    assert_eq!(fs::read_to_string(&log).unwrap(), "token_already_due\n");
+    assert!(run.stderr.contains("within the refresh margin of 1h"), "{run:?}");
+    s.assert_no_leak(&run, false);
+}
+
+#[test]
 fn the_notify_command_can_come_from_the_environment_a_service_sets() {
     let s = short_lived(3600);
     s.login(1000);
