@@ -173,7 +173,7 @@ pub fn printable(s: &str) -> String {
 /// Printable, one line, at most 200 characters: fit for a message. A server's text may hold
 /// terminal escapes or bidirectional overrides (U+202E turns the rest of a line around); those
 /// are shown escaped (`\u{1b}`), never passed to a terminal, a log or an alert as they are.
-fn clean(s: &str) -> String {
+pub(crate) fn clean(s: &str) -> String {
     let mut out = String::new();
     for c in s.chars() {
         if out.len() >= 200 {
