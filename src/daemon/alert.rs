@@ -381,7 +381,11 @@ fn post_webhook(
                         let why = format!(
                             "HTTP {status} redirect to {}, not followed: webhook_redirects = {redirects} in [daemon] allows {}",
                             site_of(&next),
-                            if redirects == 0 { "none".to_string() } else { format!("{redirects}") }
+                            if redirects == 0 {
+                                "none".to_string()
+                            } else {
+                                format!("{redirects}")
+                            }
                         );
                         return give_up(&site, event, &why);
                     }
@@ -848,15 +852,21 @@ mod tests {
         for (location, why) in [
             (None, "without a Location"),
             (Some(" "), "without a Location"),
-            (Some("ftp://files.example/x"), "not an http(s) URL (ftp://files.example)"),
+            (
+                Some("ftp://files.example/x"),
+                "not an http(s) URL (ftp://files.example)",
+            ),
             (Some("moved"), "not an http(s) URL"),
         ] {
             let err = redirect_target(from, location).unwrap_err();
             assert!(err.contains(why), "{location:?}: {err}");
         }
-        let err = redirect_target("https://hooks.example/a", Some("http://hooks.example/a"))
-            .unwrap_err();
-        assert!(err.contains("from https down to http://hooks.example"), "{err}");
+        let err =
+            redirect_target("https://hooks.example/a", Some("http://hooks.example/a")).unwrap_err();
+        assert!(
+            err.contains("from https down to http://hooks.example"),
+            "{err}"
+        );
         assert!(!err.contains("/a"), "{err}");
     }
 }

@@ -421,8 +421,17 @@ mod tests {
             ..rules()
         };
         let mut now = 0;
-        for (i, access) in ["a1", "a2", "a3", "a4", "a5", "a6", "a7"].iter().enumerate() {
-            let got = refreshed(&mut r, "refreshed", now + 10 * MIN, margin.refresh_before, now);
+        for (i, access) in ["a1", "a2", "a3", "a4", "a5", "a6", "a7"]
+            .iter()
+            .enumerate()
+        {
+            let got = refreshed(
+                &mut r,
+                "refreshed",
+                now + 10 * MIN,
+                margin.refresh_before,
+                now,
+            );
             assert_eq!(got.already_due, i == 0, "alerted once, at {i}");
             r.alerted.insert(Event::TokenAlreadyDue.as_str().into(), 0);
             let s = step(&mut r, &token(access, now + 10 * MIN), &margin, now, 0.0);

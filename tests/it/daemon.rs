@@ -287,7 +287,10 @@ fn redirecting_webhook(
     use std::io::{BufRead, BufReader, Write};
     use std::sync::atomic::{AtomicUsize, Ordering};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook/first-secret", listener.local_addr().unwrap());
+    let url = format!(
+        "http://{}/hook/first-secret",
+        listener.local_addr().unwrap()
+    );
     let asked = std::sync::Arc::new(AtomicUsize::new(0));
     let count = asked.clone();
     std::thread::spawn(move || {
@@ -354,7 +357,10 @@ fn webhook_redirects_in_the_config_lets_a_webhook_post_follow_to_its_target() {
     ));
     let run = run_briefly(&s, &["daemon", "--test-alert"]);
     assert_eq!(run.code, 0, "{run:?}");
-    assert!(run.stdout.contains("the webhook at http://127.0.0.1:"), "{run:?}");
+    assert!(
+        run.stdout.contains("the webhook at http://127.0.0.1:"),
+        "{run:?}"
+    );
     assert!(run.stdout.contains("sent"), "{run:?}");
     assert_eq!(asked.load(Ordering::SeqCst), 1);
     // The alert itself reached the target, posted again, not a GET without it.
@@ -372,7 +378,8 @@ fn webhook_redirects_in_the_config_lets_a_webhook_post_follow_to_its_target() {
     let run = run_briefly(&s, &["daemon", "--test-alert"]);
     assert_eq!(run.code, 78, "{run:?}");
     assert!(
-        run.stderr.contains("[daemon] webhook_redirects: 6 is more than 5"),
+        run.stderr
+            .contains("[daemon] webhook_redirects: 6 is more than 5"),
         "{run:?}"
     );
 }
@@ -566,7 +573,10 @@ fn tokens_of_three_seconds_against_the_default_margin_are_refreshed_a_minute_apa
     assert!((1..=2).contains(&stats.token_requests), "{stats:?} {run:?}");
     assert_eq!(stats.refreshes_ok, stats.token_requests, "{stats:?}");
     assert_eq!(fs::read_to_string(&log).unwrap(), "token_already_due\n");
-    assert!(run.stderr.contains("within the refresh margin of 1h"), "{run:?}");
+    assert!(
+        run.stderr.contains("within the refresh margin of 1h"),
+        "{run:?}"
+    );
     s.assert_no_leak(&run, false);
 }
 

@@ -707,7 +707,9 @@ fn check_granted_cli_run(row: &Row, s: &Sandbox, asked_at: i64, run: &Run, p: &m
     let requests = s.server.stats().token_requests;
     let last = run.stderr.lines().last().unwrap_or("");
     p.note = format!("exit {}, {requests} req: {last}", run.code);
-    p.check(run.code == 0, || format!("exit {} instead of 0: {run:?}", run.code));
+    p.check(run.code == 0, || {
+        format!("exit {} instead of 0: {run:?}", run.code)
+    });
     p.check(row.cli_requests.contains(&requests), || {
         format!(
             "{requests} token requests, expected {:?}: {run:?}",
@@ -914,7 +916,10 @@ fn check_granted_daemon(row: &Row, s: &Sandbox, record: &Value, child: Child, p:
         format!("the next refresh comes sooner than {daemon_wait_secs} s: {record}")
     });
     let run = stop(s, child);
-    p.note = format!("{requests} req: next refresh {} s later", (next - refreshed_at) / 1000);
+    p.note = format!(
+        "{requests} req: next refresh {} s later",
+        (next - refreshed_at) / 1000
+    );
     p.check(run.code == 0, || {
         format!("exit {} after SIGTERM: {run:?}", run.code)
     });

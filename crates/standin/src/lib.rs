@@ -1645,7 +1645,11 @@ mod tests {
         server.push_fault(Fault::ExpiresIn("1e30".into()));
         let reply = refresh(&server, &login.refresh_token).unwrap();
         assert_eq!(reply.status, 200);
-        assert!(reply.body.ends_with(",\"expires_in\":1e30}"), "{}", reply.body);
+        assert!(
+            reply.body.ends_with(",\"expires_in\":1e30}"),
+            "{}",
+            reply.body
+        );
         assert!(reply.json()["access_token"].is_string());
         assert_eq!(server.stats().refreshes_ok, 1);
         assert_eq!(refresh(&server, &login.refresh_token).unwrap().status, 400);
