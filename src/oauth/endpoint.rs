@@ -35,21 +35,7 @@ impl TokenResponse {
             None => crate::oauth::jwt::expiry_ms(self.access_token.expose())
                 .unwrap_or_else(|| now.saturating_add(secs_to_ms(unknown.as_secs()))),
         };
-        let cap = now.saturating_add(secs_to_ms(longest.as_secs()));
-        if claimed > cap {
-            static ONCE: std::sync::Once = std::sync::Once::new();
-            ONCE.call_once(|| {
-                tracing::warn!(
-                    "the token endpoint says the new access token lives {}, longer than any real one; taking {} instead",
-                    crate::duration::human(Duration::from_millis(
-                        u64::try_from(claimed.saturating_sub(now)).unwrap_or(u64::MAX)
-                    )),
-                    crate::duration::human(longest)
-                );
-            });
-            return cap;
-        }
-        claimed
+        crate::oauth::lifetime::believed_expiry(claimed, now, longest, "the token endpoint says")
     }
 }
 

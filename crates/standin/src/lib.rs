@@ -547,7 +547,8 @@ impl TokenBook {
         }
         self.issued.pop();
         let token = unsigned_jwt(&json!({
-            "exp": unix_secs() + config.access_ttl_secs,
+            "exp": unix_secs().saturating_add(config.access_ttl_secs),
+            "iat": unix_secs(),
             "jti": opaque,
             "https://api.openai.com/auth": {"chatgpt_account_id": "acct-standin"},
         }));
