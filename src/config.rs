@@ -51,6 +51,7 @@
 //! login_ending_within = "3d"    # daily reminder to log in again before the login ends
 //! notify_command = "notify-send tokenkeeper \"$TOKENKEEPER_MESSAGE\""
 //! webhook = "https://discord.com/api/webhooks/…"
+//! webhook_redirects = 0         # redirects a webhook POST follows (default 0, at most 5)
 //! metrics = "127.0.0.1:9464"
 //! ```
 
@@ -298,6 +299,9 @@ pub struct DaemonConfig {
     pub notify_command: Option<String>,
     /// POST every alert as JSON here.
     pub webhook: Option<String>,
+    /// How many redirects a webhook POST follows, posting the alert again to each new place;
+    /// default 0 (a redirect is a failure naming where it pointed), at most 5.
+    pub webhook_redirects: Option<u32>,
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464).
     pub metrics: Option<String>,
 }

@@ -4,7 +4,9 @@
 
 use super::{Cli, Context};
 use crate::Error;
-use crate::daemon::alert::{Alert, Alerter, Event, check_notify_command, check_webhook};
+use crate::daemon::alert::{
+    Alert, Alerter, Event, WEBHOOK_REDIRECTS_MAX, check_notify_command, check_webhook,
+};
 use crate::daemon::metrics::{self, Metrics};
 use crate::daemon::sd_notify::Notifier;
 use crate::daemon::{Control, Daemon, Kept, Options, Source};
@@ -146,7 +148,18 @@ fn resolve(cli: &Cli, args: &DaemonArgs) -> Result<Resolved, Error> {
         }
         (None, None) => None,
     };
-    let alerter = Alerter::new(notify_command, webhook);
+    let webhook_redirects = match d.webhook_redirects {
+        Some(n) if n > WEBHOOK_REDIRECTS_MAX => {
+            return Err(Error::Config {
+                path: path.clone(),
+                problem: format!(
+                    "[daemon] webhook_redirects: {n} is more than {WEBHOOK_REDIRECTS_MAX}; a webhook that needs more has a wrong URL, so set the URL it ends at"
+                ),
+            });
+        }
+        n => n.unwrap_or(0),
+    };
+    let alerter = Alerter::new(notify_command, webhook, webhook_redirects);
     Ok(Resolved {
         fleet,
         state,

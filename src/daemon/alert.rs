@@ -95,6 +95,8 @@ pub struct Alerter {
 struct Shared {
     notify_command: Option<String>,
     webhook: Option<String>,
+    /// How many redirects a webhook POST follows (`webhook_redirects`); 0 by default.
+    webhook_redirects: u32,
     timing: Timing,
     /// Alerts queued, and alerts finished (delivered or given up), for [`Alerter::flush`].
     counts: Mutex<(u64, u64)>,
@@ -102,15 +104,27 @@ struct Shared {
 }
 
 impl Alerter {
-    pub fn new(notify_command: Option<String>, webhook: Option<String>) -> Alerter {
-        Alerter::with_timing(notify_command, webhook, TIMING)
+    /// Alerts through `notify_command` and `webhook` (those given); a webhook POST follows at
+    /// most `webhook_redirects` redirects (see [`WEBHOOK_REDIRECTS_MAX`]).
+    pub fn new(
+        notify_command: Option<String>,
+        webhook: Option<String>,
+        webhook_redirects: u32,
+    ) -> Alerter {
+        Alerter::with_timing(notify_command, webhook, webhook_redirects, TIMING)
     }
 
-    fn with_timing(notify_command: Option<String>, webhook: Option<String>, t: Timing) -> Alerter {
+    fn with_timing(
+        notify_command: Option<String>,
+        webhook: Option<String>,
+        webhook_redirects: u32,
+        t: Timing,
+    ) -> Alerter {
         let non_empty = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
         let shared = Shared {
             notify_command: non_empty(notify_command),
             webhook: non_empty(webhook),
+            webhook_redirects: webhook_redirects.min(WEBHOOK_REDIRECTS_MAX),
             timing: t,
             counts: Mutex::default(),
             changed: Condvar::new(),
@@ -163,7 +177,7 @@ impl Alerter {
             results.push(("the notify command".to_string(), result));
         }
         if let Some(url) = &s.webhook {
-            let result = post_webhook(&webhook_agent(), url, alert, &s.timing);
+            let result = post_webhook(&webhook_agent(), url, s.webhook_redirects, alert, &s.timing);
             results.push((format!("the webhook at {}", site_of(url)), result));
         }
         results
@@ -202,7 +216,7 @@ impl Shared {
                 let _ = run_notify_command(cmd, &alert, self.timing.command);
             }
             if let (Some(url), Some(agent)) = (&self.webhook, &agent) {
-                let _ = post_webhook(agent, url, &alert, &self.timing);
+                let _ = post_webhook(agent, url, self.webhook_redirects, &alert, &self.timing);
             }
             self.count(|c| c.1 += 1);
         }
@@ -295,9 +309,15 @@ fn run_notify_command(cmd: &str, alert: &Alert, limit: Duration) -> Result<(), S
     }
 }
 
+/// The most redirects `webhook_redirects` may allow: enough for http to https and a moved
+/// host, too few for a loop to matter.
+pub const WEBHOOK_REDIRECTS_MAX: u32 = 5;
+
+/// The webhook's client. It follows no redirect itself: `post_webhook` does, when configured,
+/// posting the alert again to the new place (a client's own following would turn the POST of
+/// a 301 or 302 into a GET without the alert, and not follow a 307 or 308 at all).
 fn webhook_agent() -> ureq::Agent {
     crate::oauth::endpoint::client_config()
-        // A redirect is a wrong URL to fix, not something to follow with a POST.
         .max_redirects(0)
         .user_agent(concat!("tokenkeeper/", env!("CARGO_PKG_VERSION")))
         .build()
@@ -317,19 +337,23 @@ fn webhook_body(alert: &Alert) -> String {
     .to_string()
 }
 
-/// Posts `alert` to the webhook, retrying what may pass; logs and returns how it went (never
-/// the URL's path).
+/// Posts `alert` to the webhook, retrying what may pass, following at most `redirects`
+/// redirects; logs and returns how it went (never the URL's path, nor a Location's).
 fn post_webhook(
     agent: &ureq::Agent,
     url: &str,
+    redirects: u32,
     alert: &Alert,
     timing: &Timing,
 ) -> Result<(), String> {
     let (event, site) = (alert.event.as_str(), site_of(url));
     let body = webhook_body(alert);
-    for attempt in 0..=timing.backoff.len() {
+    let mut target = url.to_string();
+    let mut followed = 0;
+    let mut attempt = 0;
+    loop {
         let result = agent
-            .post(url)
+            .post(&target)
             .config()
             .timeout_global(Some(timing.attempt))
             .build()
@@ -339,6 +363,36 @@ fn post_webhook(
             Ok(r) if r.status().is_success() => {
                 tracing::debug!("the webhook at {site} took the {event} alert");
                 return Ok(());
+            }
+            Ok(r) if r.status().is_redirection() => {
+                let status = r.status().as_u16();
+                let location = r.headers().get("location").and_then(|v| v.to_str().ok());
+                match redirect_target(&target, location) {
+                    Ok(next) if followed < redirects => {
+                        tracing::debug!(
+                            "the webhook at {site}: HTTP {status} to {}; following it",
+                            site_of(&next)
+                        );
+                        followed += 1;
+                        target = next;
+                        continue;
+                    }
+                    Ok(next) => {
+                        let why = format!(
+                            "HTTP {status} redirect to {}, not followed: webhook_redirects = {redirects} in [daemon] allows {}",
+                            site_of(&next),
+                            if redirects == 0 {
+                                "none".to_string()
+                            } else {
+                                format!("{redirects}")
+                            }
+                        );
+                        return give_up(&site, event, &why);
+                    }
+                    Err(why) => {
+                        return give_up(&site, event, &format!("HTTP {status} redirect {why}"));
+                    }
+                }
             }
             Ok(r) if r.status().as_u16() == 429 || r.status().is_server_error() => {
                 let retry_after = r.headers().get("retry-after").and_then(|v| v.to_str().ok());
@@ -357,6 +411,7 @@ fn post_webhook(
             tracing::warn!("the webhook at {site} failed 3 times ({why}); {event} alert dropped");
             return Err(format!("failed 3 times ({why})"));
         };
+        attempt += 1;
         if retry_after.is_some_and(|r| r > timing.max_retry_after) {
             tracing::warn!(
                 "the webhook at {site} asks to wait long ({why}); {event} alert dropped"
@@ -366,7 +421,40 @@ fn post_webhook(
         tracing::debug!("the webhook at {site}: {why}; trying the {event} alert again");
         std::thread::sleep(retry_after.map_or(*backoff, |r| r.max(*backoff)));
     }
-    Err("gave up".into())
+}
+
+/// Where a redirect from `from` points: an absolute `http(s)://` Location, or a path on the same
+/// site; never from `https://` down to `http://`. The error says why not, naming no path.
+fn redirect_target(from: &str, location: Option<&str>) -> Result<String, String> {
+    let Some(location) = location.map(str::trim).filter(|l| !l.is_empty()) else {
+        return Err("without a Location".into());
+    };
+    let next = if location.starts_with('/') && !location.starts_with("//") {
+        let site = from
+            .split_once("://")
+            .map(|(scheme, rest)| {
+                let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+                format!("{scheme}://{authority}")
+            })
+            .unwrap_or_default();
+        format!("{site}{location}")
+    } else {
+        location.to_string()
+    };
+    check_webhook(&next).map_err(|_| {
+        format!(
+            "to a Location that is not an http(s) URL ({}), not followed",
+            site_of(&next)
+        )
+    })?;
+    let scheme = |u: &str| u.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    if scheme(from).as_deref() == Some("https") && scheme(&next).as_deref() == Some("http") {
+        return Err(format!(
+            "from https down to {}, not followed",
+            site_of(&next)
+        ));
+    }
+    Ok(next)
 }
 
 /// An answer or error that retrying cannot fix.
@@ -481,13 +569,14 @@ fn network_failure(e: &ureq::Error, url: &str) -> String {
 }
 
 /// `https://discord.com` from a webhook URL: the path, query and any user info are secrets.
+/// A server's Location may hold escapes: they are shown escaped.
 fn site_of(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return "<unparsable URL>".into();
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    format!("{scheme}://{host}")
+    crate::oauth::endpoint::clean(&format!("{scheme}://{host}"))
 }
 
 #[cfg(test)]
@@ -567,7 +656,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("env");
         let cmd = format!("env | grep ^TOKENKEEPER_ | sort > '{}'", out.display());
-        let alerter = Alerter::with_timing(Some(cmd), None, FAST);
+        let alerter = Alerter::with_timing(Some(cmd), None, 0, FAST);
         assert!(alerter.is_configured());
         alerter.send(alert(Event::LoginDead));
         assert!(alerter.flush(Duration::from_secs(10)));
@@ -588,7 +677,7 @@ mod tests {
             command: Duration::from_millis(300),
             ..FAST
         };
-        let alerter = Alerter::with_timing(Some(cmd), None, timing);
+        let alerter = Alerter::with_timing(Some(cmd), None, 0, timing);
         alerter.send(alert(Event::LoginDead));
         assert!(alerter.flush(Duration::from_secs(5)));
         let pid = std::fs::read_to_string(pid_file).unwrap();
@@ -605,7 +694,7 @@ mod tests {
     #[test]
     fn webhook_gets_all_six_fields() {
         let (url, server) = receiver(&["204 No Content"]);
-        let alerter = Alerter::with_timing(None, Some(url), FAST);
+        let alerter = Alerter::with_timing(None, Some(url), 0, FAST);
         alerter.send(alert(Event::Recovered));
         assert!(alerter.flush(Duration::from_secs(10)));
         let line = format!("tokenkeeper: recovered (claude): {MESSAGE}");
@@ -617,7 +706,7 @@ mod tests {
     #[test]
     fn webhook_retries_server_errors_until_one_succeeds() {
         let (url, server) = receiver(&["500 X", "500 X", "200 OK"]);
-        let alerter = Alerter::with_timing(None, Some(url), FAST);
+        let alerter = Alerter::with_timing(None, Some(url), 0, FAST);
         alerter.send(alert(Event::RefreshFailed));
         assert!(alerter.flush(Duration::from_secs(10)));
         assert_eq!(server.join().unwrap().len(), 3);
@@ -632,7 +721,7 @@ mod tests {
             "429 X\r\nRetry-After: 60",
             "200 OK",
         ]);
-        let alerter = Alerter::with_timing(None, Some(url), FAST);
+        let alerter = Alerter::with_timing(None, Some(url), 0, FAST);
         let start = Instant::now();
         for event in [
             Event::LoginEnding,
@@ -664,7 +753,7 @@ mod tests {
         // Bound but never accepted: the kernel completes the connection, nobody answers.
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/", listener.local_addr().unwrap());
-        let alerter = Alerter::new(None, Some(url));
+        let alerter = Alerter::new(None, Some(url), 0);
         let start = Instant::now();
         alerter.send(alert(Event::LoginDead));
         alerter.send(alert(Event::Recovered));
@@ -675,7 +764,7 @@ mod tests {
 
     #[test]
     fn an_unconfigured_alerter_starts_nothing() {
-        let alerter = Alerter::new(None, Some("  ".into()));
+        let alerter = Alerter::new(None, Some("  ".into()), 0);
         assert!(!alerter.is_configured());
         alerter.send(alert(Event::LoginDead));
         assert!(alerter.flush(Duration::ZERO));
@@ -743,5 +832,41 @@ mod tests {
         );
         assert_eq!(seconds("1.5"), Some(Duration::from_millis(1500)));
         assert_eq!(seconds("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(
+            site_of("https://evil.example\u{1b}[2J/x"),
+            "https://evil.example\\u{1b}[2J"
+        );
+    }
+
+    #[test]
+    fn a_redirect_goes_to_an_http_url_or_a_path_on_the_same_site_never_down_to_http() {
+        let from = "http://127.0.0.1:9/hook/s3cr3t";
+        assert_eq!(
+            redirect_target(from, Some("https://hooks.example/new")),
+            Ok("https://hooks.example/new".into())
+        );
+        assert_eq!(
+            redirect_target(from, Some("/moved/s3cr3t")),
+            Ok("http://127.0.0.1:9/moved/s3cr3t".into())
+        );
+        for (location, why) in [
+            (None, "without a Location"),
+            (Some(" "), "without a Location"),
+            (
+                Some("ftp://files.example/x"),
+                "not an http(s) URL (ftp://files.example)",
+            ),
+            (Some("moved"), "not an http(s) URL"),
+        ] {
+            let err = redirect_target(from, location).unwrap_err();
+            assert!(err.contains(why), "{location:?}: {err}");
+        }
+        let err =
+            redirect_target("https://hooks.example/a", Some("http://hooks.example/a")).unwrap_err();
+        assert!(
+            err.contains("from https down to http://hooks.example"),
+            "{err}"
+        );
+        assert!(!err.contains("/a"), "{err}");
     }
 }

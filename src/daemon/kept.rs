@@ -185,10 +185,12 @@ impl Kept {
         if got.already_due {
             let left = login.expires_at.saturating_sub(now).max(0) / 1000;
             let message = format!(
-                "the {} server handed out an access token that expires in {left} s, too soon to \
-                 use, so tokenkeeper refreshes {} at most once a minute (less often while this \
-                 goes on): check the server's token lifetime",
+                "the {} server handed out an access token that expires in {left} s, within the \
+                 refresh margin of {}, so it is due as it comes: tokenkeeper refreshes {} at most \
+                 once a minute (less often while this goes on); check the server's token \
+                 lifetime, or set a shorter margin (refresh_before, or the login's min_ttl)",
                 self.logins[i].keeper.file.owner().name,
+                crate::duration::human(refresh_before),
                 self.logins[i].keeper.file.path().display(),
             );
             tracing::warn!("{provider}: {message}");

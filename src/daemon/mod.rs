@@ -419,7 +419,7 @@ mod tests {
     #[test]
     fn the_loop_reloads_first_wakes_at_the_planned_time_and_stops_when_told() {
         let mut fake = Fake {
-            alerter: Alerter::new(None, None),
+            alerter: Alerter::new(None, None, 0),
             ticks: Vec::new(),
             reconfigured: 0,
         };
@@ -441,7 +441,7 @@ mod tests {
                     refresh_before: None,
                     login_ending_within: Duration::ZERO,
                 },
-                Alerter::new(None, None),
+                Alerter::new(None, None, 0),
                 Vec::new(),
             );
         };

@@ -195,7 +195,7 @@ pub fn refreshed(
     let due = schedule::already_due(lifetime, refresh_before);
     let key = Event::TokenAlreadyDue.as_str();
     let already_due = if due {
-        record.due_tokens = record.due_tokens.saturating_add(1);
+        record.due_tokens = schedule::due_tokens_after(record.due_tokens, lifetime);
         !record.alerted.contains_key(key)
     } else {
         record.due_tokens = 0;
@@ -386,6 +386,59 @@ mod tests {
         );
         assert_eq!(s.next, Next::At(7 * HOUR));
         assert!(refreshed(&mut r, "refreshed", 8 * HOUR, HOUR_D, 8 * HOUR).already_due);
+    }
+
+    #[test]
+    fn a_token_of_a_few_seconds_within_the_margin_waits_a_minute_not_half_its_life() {
+        let mut r = DaemonRecord::default();
+        let token = |access: &str, expires_at: EpochMs| View {
+            access: access.into(),
+            ..view(expires_at)
+        };
+        // `expires_in: 3` against the hour's margin: due as it comes, alerted once.
+        let got = refreshed(&mut r, "refreshed", 3_000, HOUR_D, 0);
+        assert!(got.already_due);
+        r.alerted.insert(Event::TokenAlreadyDue.as_str().into(), 0);
+        // Half its life would be 1.5 s; the next refresh waits a minute instead.
+        let s = step(&mut r, &token("a1", 3_000), &rules(), 10, 0.0);
+        assert_eq!(s.next, Next::At(MIN));
+        assert!(!refreshed(&mut r, "refreshed", MIN + 3_000, HOUR_D, MIN).already_due);
+        let s = step(&mut r, &token("a2", MIN + 3_000), &rules(), MIN + 10, 0.0);
+        assert_eq!(s.next, Next::At(3 * MIN));
+    }
+
+    #[test]
+    fn a_usable_token_within_the_margin_is_spaced_a_minute_and_never_left_to_expire() {
+        let mut r = DaemonRecord::default();
+        let token = |access: &str, expires_at: EpochMs| View {
+            access: access.into(),
+            ..view(expires_at)
+        };
+        // Tokens of 10 min against a 15 min margin, many in a row: each is refreshed at half its
+        // life, as planned; the wait does not double past the token's expiry.
+        let margin = Rules {
+            refresh_before: Duration::from_secs(15 * 60),
+            ..rules()
+        };
+        let mut now = 0;
+        for (i, access) in ["a1", "a2", "a3", "a4", "a5", "a6", "a7"]
+            .iter()
+            .enumerate()
+        {
+            let got = refreshed(
+                &mut r,
+                "refreshed",
+                now + 10 * MIN,
+                margin.refresh_before,
+                now,
+            );
+            assert_eq!(got.already_due, i == 0, "alerted once, at {i}");
+            r.alerted.insert(Event::TokenAlreadyDue.as_str().into(), 0);
+            let s = step(&mut r, &token(access, now + 10 * MIN), &margin, now, 0.0);
+            assert_eq!(s.next, Next::At(now + 5 * MIN), "token {i}");
+            now += 5 * MIN;
+        }
+        assert_eq!(r.due_tokens, 1);
     }
 
     #[test]

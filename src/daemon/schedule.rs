@@ -64,14 +64,25 @@ pub fn min_interval(due_tokens: u32) -> Duration {
     }
 }
 
-/// A new token that lives less than this is too short-lived to use (`expires_in` 0 or 1).
-pub const DUE_WITHIN: Duration = Duration::from_secs(2);
-
-/// Was a token that lives `lifetime` already due when it came? When it lives less than both the
-/// refresh margin and [`DUE_WITHIN`]: the plan (half the lifetime at most) would refresh it again
-/// at once, again and again. Tokens that live a few seconds are kept as planned.
+/// Was a token that lives `lifetime` already due when it came? When it lives no longer than the
+/// refresh margin: by the margin it is due the moment it arrives, and only the half-lifetime rule
+/// of [`margin`] keeps the plan from refreshing it at once, which for a token of a few seconds
+/// still means a request every second or two. Such tokens space out the next refresh
+/// ([`min_interval`]); a margin shorter than the lifetime, asked for on purpose, keeps the plain plan.
 pub fn already_due(lifetime: Duration, refresh_before: Duration) -> bool {
-    lifetime < refresh_before.min(DUE_WITHIN)
+    lifetime <= refresh_before
+}
+
+/// How many tokens in a row count toward [`min_interval`]'s doubling once one more comes already
+/// due, after `before` of them. Only a token that would expire within the first wait anyway (less
+/// than [`MIN_INTERVAL`] of lifetime) makes the wait grow: one that lives longer is usable, and a
+/// wait that grew past its lifetime would leave it expired on disk.
+pub fn due_tokens_after(before: u32, lifetime: Duration) -> u32 {
+    if lifetime < MIN_INTERVAL {
+        before.saturating_add(1)
+    } else {
+        1
+    }
 }
 
 /// Is a "log in again before …" reminder due? Within `warn_within` of the login's end, at most
@@ -147,8 +158,19 @@ mod tests {
         assert_eq!(min_interval(u32::MAX), BACKOFF_MAX);
         assert!(already_due(Duration::ZERO, HOUR));
         assert!(already_due(Duration::from_millis(1999), HOUR));
-        assert!(!already_due(Duration::from_secs(2), HOUR));
-        assert!(!already_due(Duration::from_secs(4), HOUR));
+        // A few seconds against an hour's margin: due as it comes, though the half-lifetime rule
+        // would refresh it every second or two.
+        assert!(already_due(Duration::from_secs(2), HOUR));
+        assert!(already_due(Duration::from_secs(3), HOUR));
+        assert!(already_due(HOUR, HOUR));
+        assert!(!already_due(HOUR + Duration::from_millis(1), HOUR));
+        assert!(!already_due(8 * HOUR, HOUR));
+        // A token that could be used does not make the wait grow past the first minute.
+        assert_eq!(due_tokens_after(0, Duration::from_secs(3)), 1);
+        assert_eq!(due_tokens_after(3, Duration::from_secs(3)), 4);
+        assert_eq!(due_tokens_after(u32::MAX, Duration::ZERO), u32::MAX);
+        assert_eq!(due_tokens_after(3, MIN_INTERVAL), 1);
+        assert_eq!(due_tokens_after(3, HOUR), 1);
         // A margin shorter still, asked for on purpose: a token that outlives it is not due.
         assert!(!already_due(
             Duration::from_secs(1),

@@ -35,21 +35,7 @@ impl TokenResponse {
             None => crate::oauth::jwt::expiry_ms(self.access_token.expose())
                 .unwrap_or_else(|| now.saturating_add(secs_to_ms(unknown.as_secs()))),
         };
-        let cap = now.saturating_add(secs_to_ms(longest.as_secs()));
-        if claimed > cap {
-            static ONCE: std::sync::Once = std::sync::Once::new();
-            ONCE.call_once(|| {
-                tracing::warn!(
-                    "the token endpoint says the new access token lives {}, longer than any real one; taking {} instead",
-                    crate::duration::human(Duration::from_millis(
-                        u64::try_from(claimed.saturating_sub(now)).unwrap_or(u64::MAX)
-                    )),
-                    crate::duration::human(longest)
-                );
-            });
-            return cap;
-        }
-        claimed
+        crate::oauth::lifetime::believed_expiry(claimed, now, longest, "the token endpoint says")
     }
 }
 
@@ -173,7 +159,7 @@ pub fn printable(s: &str) -> String {
 /// Printable, one line, at most 200 characters: fit for a message. A server's text may hold
 /// terminal escapes or bidirectional overrides (U+202E turns the rest of a line around); those
 /// are shown escaped (`\u{1b}`), never passed to a terminal, a log or an alert as they are.
-fn clean(s: &str) -> String {
+pub(crate) fn clean(s: &str) -> String {
     let mut out = String::new();
     for c in s.chars() {
         if out.len() >= 200 {

@@ -32,6 +32,10 @@ pub const OWNER: Owner = Owner {
 pub const DEFAULT_MIN_TTL: Duration = Duration::from_secs(86_400);
 /// Without an `exp` in the access token, Codex refreshes once `last_refresh` is this old.
 const LAST_REFRESH_MAX_AGE_MS: i64 = 8 * 86_400_000;
+/// No access token is believed to live longer than this after it was issued (Codex's own rule
+/// above says its tokens live about 8 days; this leaves a wide margin). An `exp` further out is
+/// capped, so that the login is still refreshed.
+const LONGEST_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
 const TOKENS: &str = "tokens";
 const LAST_REFRESH: &str = "last_refresh";
 /// The top-level keys `parse` and `apply` read or write.
@@ -91,8 +95,9 @@ impl Provider for Codex {
         ))
     }
 
-    /// Reads the login out of an `auth.json` document. The access token's JWT `exp` is its expiry;
-    /// without one, `last_refresh` plus 8 days (when Codex would refresh), else already expired.
+    /// Reads the login out of an `auth.json` document. The access token's JWT `exp` is its expiry
+    /// (believed up to [`LONGEST_LIFETIME`] after the token was issued); without one,
+    /// `last_refresh` plus 8 days (when Codex would refresh), else already expired.
     /// A wiped refresh token parses to a [`Login`] with an empty refresh token, which
     /// [`Login::freshness`] calls dead.
     fn parse(&self, file: &CredentialsFile, doc: &Value) -> Result<Login, Error> {
@@ -212,9 +217,11 @@ fn elsewhere(config_toml: &str) -> Option<&'static str> {
     }
 }
 
-/// When the access token expires, as Codex judges it.
+/// When the access token expires, as Codex judges it, with an `exp` never believed more than
+/// [`LONGEST_LIFETIME`] after the token was issued (its `iat`, or the `last_refresh` written with
+/// it, whichever is later).
 fn expiry(access_token: &Secret, last_refresh: Option<EpochMs>) -> EpochMs {
-    crate::oauth::jwt::expiry_ms(access_token.expose())
+    crate::oauth::jwt::believed_expiry_ms(access_token.expose(), last_refresh, LONGEST_LIFETIME)
         .or_else(|| last_refresh.map(|t| t.saturating_add(LAST_REFRESH_MAX_AGE_MS)))
         .unwrap_or(0)
 }
@@ -442,17 +449,20 @@ mod tests {
     fn a_login_written_by_apply_parses_back_with_the_new_expiry() {
         let mut d = doc("old", "rt_1", "2026-01-01T00:00:00Z");
         let mut r = response(Some("rt_2"), Some(&unsigned(&json!({"email": "e"}))));
+        // Written 10 days before the token's exp (an expiry further from last_refresh than the
+        // longest lifetime would be capped).
+        let now = 1_900_000_000_000 - 10 * 86_400_000;
         r.access_token = Secret::new(jwt_exp(1_900_000_000));
-        Codex.apply(&mut d, &r, 1_000);
+        Codex.apply(&mut d, &r, now);
         let login = Codex.parse(&file(), &d).unwrap();
         assert_eq!(login.expires_at, 1_900_000_000_000);
         assert_eq!(Codex.stored_refresh_token(&d), "rt_2");
         // An opaque access token: Codex's 8-day rule, from the last_refresh just written.
         r.access_token = Secret::new("opaque");
-        Codex.apply(&mut d, &r, 1_000);
+        Codex.apply(&mut d, &r, now);
         assert_eq!(
             Codex.parse(&file(), &d).unwrap().expires_at,
-            1_000 + 8 * 86_400_000
+            now + 8 * 86_400_000
         );
     }
 
@@ -465,8 +475,45 @@ mod tests {
         }
         let mut d = doc("opaque", "rt_1", "9999-06-30T23:59:59Z");
         assert!(Codex.parse(&file(), &d).unwrap().expires_at > 0);
+        // An absurd exp is believed only up to the longest lifetime after `last_refresh`.
         d["tokens"]["access_token"] = json!(unsigned(&json!({"exp": i64::MAX})));
-        assert_eq!(Codex.parse(&file(), &d).unwrap().expires_at, i64::MAX);
+        let last = jiff::Timestamp::from_second(253_386_403_199)
+            .unwrap()
+            .as_millisecond();
+        assert_eq!(
+            Codex.parse(&file(), &d).unwrap().expires_at,
+            last + 30 * 86_400_000
+        );
+    }
+
+    #[test]
+    fn an_exp_past_the_longest_lifetime_is_capped_from_when_the_token_was_issued() {
+        // The year 9999 and a u64::MAX-ish exp, with last_refresh written beside the token.
+        let last_ms = "2026-11-29T15:37:26Z"
+            .parse::<jiff::Timestamp>()
+            .unwrap()
+            .as_millisecond();
+        for exp in [json!(253_402_300_799_i64), json!(u64::MAX)] {
+            let access = unsigned(&json!({"exp": exp}));
+            let login = Codex
+                .parse(&file(), &doc(&access, "rt_1", "2026-11-29T15:37:26Z"))
+                .unwrap();
+            assert_eq!(login.expires_at, last_ms + 30 * 86_400_000, "{exp}");
+            // The token's own iat, when later (an old last_refresh beside a new token), is what
+            // the lifetime is counted from.
+            let iat = last_ms / 1000 + 86_400;
+            let access = unsigned(&json!({"exp": exp, "iat": iat}));
+            let login = Codex
+                .parse(&file(), &doc(&access, "rt_1", "2026-11-29T15:37:26Z"))
+                .unwrap();
+            assert_eq!(login.expires_at, iat * 1000 + 30 * 86_400_000, "{exp}");
+        }
+        // A real lifetime is the token's own.
+        let real = unsigned(&json!({"exp": last_ms / 1000 + 10 * 86_400}));
+        let login = Codex
+            .parse(&file(), &doc(&real, "rt_1", "2026-11-29T15:37:26Z"))
+            .unwrap();
+        assert_eq!(login.expires_at, last_ms + 10 * 86_400_000);
     }
 
     #[test]

@@ -432,7 +432,8 @@ impl Provider for Generic {
         let refresh_token = token(&self.refresh_token)?;
         let expires_at = match (&self.expires_at, self.unit) {
             (_, ExpiryUnit::Jwt) if access_token.is_empty() => 0,
-            (_, ExpiryUnit::Jwt) => crate::oauth::jwt::expiry_ms(access_token.expose()).ok_or_else(|| {
+            // An absurd exp is believed only up to the longest lifetime after the token's iat.
+            (_, ExpiryUnit::Jwt) => crate::oauth::jwt::believed_expiry_ms(access_token.expose(), None, LONGEST_LIFETIME).ok_or_else(|| {
                 malformed(format!(
                     "have an access token at {} that is not a JWT with an exp claim, which expiry_unit = \"jwt\" needs",
                     self.access_token.text()
@@ -942,6 +943,14 @@ mod tests {
         let g = build(&table("jwt"));
         let doc = json!({"tokens": {"access": jwt, "refresh": "r"}});
         assert_eq!(g.parse(&file(), &doc).unwrap().expires_at, now_s * 1000);
+        // An exp in the year 9999 is believed up to 90 days after the token's iat.
+        let absurd =
+            crate::oauth::jwt::unsigned(&json!({"exp": 253_402_300_799_i64, "iat": now_s}));
+        let doc = json!({"tokens": {"access": absurd, "refresh": "r"}});
+        assert_eq!(
+            g.parse(&file(), &doc).unwrap().expires_at,
+            (now_s + 90 * 86_400) * 1000
+        );
         let wiped = json!({"tokens": {"access": "", "refresh": ""}});
         let login = g.parse(&file(), &wiped).unwrap();
         assert!(login.refresh_token.is_empty() && login.expires_at == 0);

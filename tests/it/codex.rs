@@ -38,10 +38,11 @@ pub(crate) fn auth_path(s: &Sandbox) -> PathBuf {
     s.home().join(".codex/auth.json")
 }
 
-/// An access token as OpenAI issues them: a JWT whose `exp` says when it expires.
+/// An access token as OpenAI issues them: a JWT whose `exp` says when it expires, issued now.
 pub(crate) fn access_jwt(expires_at_ms: i64) -> String {
     unsigned(&json!({
         "exp": expires_at_ms / 1000,
+        "iat": now_ms() / 1000,
         "https://api.openai.com/auth": {"chatgpt_account_id": ACCOUNT_ID},
     }))
 }
@@ -416,6 +417,57 @@ fn invalid_grant_is_dead_but_another_400_or_a_401_without_an_oauth_error_is_retr
         let again = run(&s, &["refresh", "--provider", "codex", "--force"]);
         assert_eq!(again.code, 0, "{what}: the login still works: {again:?}");
     }
+}
+
+#[test]
+fn an_access_token_whose_exp_never_comes_is_kept_as_expiring_within_the_longest_lifetime() {
+    // The server hands out JWTs whose exp is u64::MAX seconds (and says nothing else of their
+    // lifetime): believed, the login would never be refreshed again.
+    let s = sandbox_with(StandinConfig {
+        access_ttl_secs: u64::MAX,
+        ..StandinConfig::openai()
+    });
+    login(&s, -1000);
+    let asked_at = now_ms();
+    let r = run(&s, &["refresh", "--provider", "codex"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(s.server.stats().token_requests, 1);
+    let stored = auth_json(&s)["tokens"]["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(s.server.is_live_access(&stored), "the new token is saved");
+    assert!(
+        r.stderr
+            .contains("longer than any real one; taking 30d instead"),
+        "{r:?}"
+    );
+    // Shown as expiring 30 days after it came, not in the year 292277026596.
+    let status = run(&s, &["status", "--provider", "codex", "--json"]);
+    assert_eq!(status.code, 0, "{status:?}");
+    let v: Value = serde_json::from_str(&status.stdout).expect("json");
+    let l = &v["logins"][0];
+    assert_eq!(l["state"], "fresh", "{status:?}");
+    let secs = l["access_expires_in_s"].as_i64().unwrap();
+    let month = 30 * 86_400;
+    let waited = (now_ms() - asked_at) / 1000 + 2;
+    assert!(
+        (month - waited..=month).contains(&secs),
+        "{secs} s left: {status:?}"
+    );
+    assert!(
+        l["access_expires_at"].as_str().unwrap().starts_with("20"),
+        "{status:?}"
+    );
+    // The same capped expiry in the text form; the next refresh is not due for weeks.
+    let text = run(&s, &["status", "--provider", "codex"]);
+    assert!(
+        text.stdout.contains("(in 29d 23h)") || text.stdout.contains("(in 30d)"),
+        "{text:?}"
+    );
+    let again = run(&s, &["refresh", "--provider", "codex"]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(s.server.stats().token_requests, 1, "not due: {again:?}");
 }
 
 #[test]

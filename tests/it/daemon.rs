@@ -279,6 +279,111 @@ fn a_webhook_gets_the_alert_as_json_that_chat_services_show() {
     }
 }
 
+/// A loopback webhook that answers every request with a 302 to `location`; returns its URL and
+/// how many requests it has had.
+fn redirecting_webhook(
+    location: String,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://{}/hook/first-secret",
+        listener.local_addr().unwrap()
+    );
+    let asked = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = asked.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut reader = BufReader::new(conn);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+            }
+            count.fetch_add(1, Ordering::SeqCst);
+            let reply = format!(
+                "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = reader.get_mut().write_all(reply.as_bytes());
+        }
+    });
+    (url, asked)
+}
+
+#[test]
+fn a_webhook_that_redirects_is_not_followed_and_the_failure_names_where_it_pointed() {
+    use std::sync::atomic::Ordering;
+    let s = short_lived(3600);
+    s.login(1000);
+    s.server.set_default_fault(Some(Fault::InvalidGrant));
+    let (target, bodies) = webhook_receiver();
+    let target = target.replace("/hook/secret-path", "/hook/second-secret");
+    let (url, asked) = redirecting_webhook(target.clone());
+    let d = spawn_daemon(&s, &["--webhook", &url]);
+    wait_for("the webhook's answer", Duration::from_secs(10), || {
+        asked.load(Ordering::SeqCst) > 0
+    });
+    sleep(Duration::from_millis(500));
+    let run = stop_daemon(&s, d);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(asked.load(Ordering::SeqCst), 1, "a redirect is not retried");
+    assert!(
+        bodies.recv_timeout(Duration::from_millis(200)).is_err(),
+        "the Location was asked"
+    );
+    // The failure names the site the Location points at, never its path or the webhook's.
+    let site = target.trim_end_matches("/hook/second-secret");
+    let why = format!("HTTP 302 redirect to {site}, not followed");
+    assert!(run.stderr.contains(&why), "{why:?} not in {run:?}");
+    assert!(run.stderr.contains("webhook_redirects"), "{run:?}");
+    for secret in ["first-secret", "second-secret"] {
+        assert!(!run.stderr.contains(secret), "{secret}: {run:?}");
+        assert!(!run.stdout.contains(secret), "{secret}: {run:?}");
+    }
+    s.assert_no_leak(&run, false);
+}
+
+#[test]
+fn webhook_redirects_in_the_config_lets_a_webhook_post_follow_to_its_target() {
+    use std::sync::atomic::Ordering;
+    let s = short_lived(3600);
+    s.login(8 * 3_600_000);
+    let (target, bodies) = webhook_receiver();
+    let (url, asked) = redirecting_webhook(target);
+    s.config(&format!(
+        "[daemon]\nwebhook = \"{url}\"\nwebhook_redirects = 1\n"
+    ));
+    let run = run_briefly(&s, &["daemon", "--test-alert"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("the webhook at http://127.0.0.1:"),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("sent"), "{run:?}");
+    assert_eq!(asked.load(Ordering::SeqCst), 1);
+    // The alert itself reached the target, posted again, not a GET without it.
+    let body = bodies
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the target's webhook call");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json body");
+    assert_eq!(v["event"], "test");
+    s.assert_no_leak(&run, false);
+
+    // More than the cap is a wrong URL, said at start.
+    s.config(&format!(
+        "[daemon]\nwebhook = \"{url}\"\nwebhook_redirects = 6\n"
+    ));
+    let run = run_briefly(&s, &["daemon", "--test-alert"]);
+    assert_eq!(run.code, 78, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("[daemon] webhook_redirects: 6 is more than 5"),
+        "{run:?}"
+    );
+}
+
 #[test]
 fn metrics_show_expiry_refreshes_and_dead_logins() {
     let s = short_lived(3600);
@@ -450,6 +555,29 @@ fn a_server_handing_out_tokens_already_due_is_not_hammered_and_is_alerted_once()
     assert!((1..=3).contains(&stats.token_requests), "{stats:?} {run:?}");
     assert_eq!(fs::read_to_string(&log).unwrap(), "token_already_due\n");
     assert!(run.stderr.contains("expires in 0 s"), "{run:?}");
+}
+
+#[test]
+fn tokens_of_three_seconds_against_the_default_margin_are_refreshed_a_minute_apart() {
+    // `expires_in: 3` and Claude Code's margin of an hour: each token is due as it comes. Half
+    // its life would be a request every 1.5 s; the daemon waits a minute instead, and says so once.
+    let s = short_lived(3);
+    s.login(3000);
+    let log = s.dir.path().join("alerts.log");
+    let notify = format!("echo \"$TOKENKEEPER_EVENT\" >> {}", log.display());
+    let d = spawn_daemon(&s, &["--notify-command", &notify]);
+    sleep(Duration::from_secs(10));
+    let run = stop_daemon(&s, d);
+    assert_eq!(run.code, 0, "{run:?}");
+    let stats = s.server.stats();
+    assert!((1..=2).contains(&stats.token_requests), "{stats:?} {run:?}");
+    assert_eq!(stats.refreshes_ok, stats.token_requests, "{stats:?}");
+    assert_eq!(fs::read_to_string(&log).unwrap(), "token_already_due\n");
+    assert!(
+        run.stderr.contains("within the refresh margin of 1h"),
+        "{run:?}"
+    );
+    s.assert_no_leak(&run, false);
 }
 
 #[test]

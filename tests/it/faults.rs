@@ -3,8 +3,11 @@
 //! `tokenkeeper exec` and `tokenkeeper daemon`. For each fault the table says how it reaches
 //! tokenkeeper, how it must be classified (transient: exit 69 once the retries are spent;
 //! permanent: the login is dead, exit 77), the words the one-line message must hold, and how many
-//! token requests a short retry budget allows. Every row runs in its own sandbox, all rows at
-//! once; each test collects every mismatch and fails once with the full report.
+//! token requests a short retry budget allows. A few rows are answers that grant tokens whose
+//! lifetime cannot be used as it stands (`expires_in` 0 or 1e30): saved after one request, the
+//! absurd one capped, the daemon asking again only after a minimum wait. Every row runs in its
+//! own sandbox (Claude Code's login, or Codex CLI's where the row says so), all rows at once;
+//! each test collects every mismatch and fails once with the full report.
 //!
 //! `docs/faults.md` ("Fault matrix") holds the same table (as printed by
 //! `fault_matrix_covers_every_fault_kind`, run with `--nocapture`): keep the two in sync by hand
@@ -51,12 +54,22 @@ enum Class {
     Transient,
     /// The refresh token was refused: exit 77 after one request, the login left as it was.
     Permanent,
+    /// New tokens came, with a lifetime that cannot be used as it stands: the refresh token was
+    /// spent, so they are saved (exit 0 after one request), with the expiry `lifetime_secs`
+    /// after the request (an absurd one capped); the daemon then waits `daemon_wait_secs` at
+    /// least before it asks again.
+    Granted {
+        lifetime_secs: i64,
+        daemon_wait_secs: i64,
+    },
 }
 
 struct Row {
     /// The fault as written in the test and in `docs/faults.md`.
     name: &'static str,
     fault: Fault,
+    /// Whose login the row keeps: `claude` (the stand-in's default) or `codex` (OpenAI's).
+    provider: &'static str,
     /// What tokenkeeper sees on the wire.
     reaches: &'static str,
     class: Class,
@@ -69,8 +82,9 @@ struct Row {
 }
 
 // Keep in sync by hand with the table in docs/faults.md ("# Fault matrix").
-const ROWS: [Row; 15] = [
+const ROWS: [Row; 18] = [
     Row {
+        provider: "claude",
         name: "Status(500)",
         fault: Fault::Status(500),
         reaches: "HTTP 500 with a JSON `api_error`",
@@ -80,6 +94,7 @@ const ROWS: [Row; 15] = [
         daemon_requests: 2..=3,
     },
     Row {
+        provider: "claude",
         name: "Status(502)",
         fault: Fault::Status(502),
         reaches: "HTTP 502 with nginx's HTML page",
@@ -89,6 +104,7 @@ const ROWS: [Row; 15] = [
         daemon_requests: 2..=3,
     },
     Row {
+        provider: "claude",
         name: "Status(503)",
         fault: Fault::Status(503),
         reaches: "HTTP 503 with a plain-text body",
@@ -98,6 +114,7 @@ const ROWS: [Row; 15] = [
         daemon_requests: 2..=3,
     },
     Row {
+        provider: "claude",
         name: "RateLimited { retry_after_secs: Some(1) }",
         fault: Fault::RateLimited {
             retry_after_secs: Some(1),
@@ -109,6 +126,7 @@ const ROWS: [Row; 15] = [
         daemon_requests: 2..=2,
     },
     Row {
+        provider: "claude",
         name: "RateLimited { retry_after_secs: None }",
         fault: Fault::RateLimited {
             retry_after_secs: None,
@@ -120,6 +138,7 @@ const ROWS: [Row; 15] = [
         daemon_requests: 2..=3,
     },
     Row {
+        provider: "claude",
         name: "Hang(2s)",
         fault: Fault::Hang(HANG),
         reaches: "request read, no answer for 2 s (timeout 1 s), then closed",
@@ -129,6 +148,7 @@ const ROWS: [Row; 15] = [
         daemon_requests: 1..=2,
     },
     Row {
+        provider: "claude",
         name: "Reset",
         fault: Fault::Reset,
         reaches: "request read, then a TCP reset",
@@ -138,6 +158,7 @@ const ROWS: [Row; 15] = [
         daemon_requests: 2..=3,
     },
     Row {
+        provider: "claude",
         name: "Close",
         fault: Fault::Close,
         reaches: "request read, then closed without a reply",
@@ -147,6 +168,7 @@ const ROWS: [Row; 15] = [
         daemon_requests: 2..=3,
     },
     Row {
+        provider: "claude",
         name: "Html",
         fault: Fault::Html,
         reaches: "HTTP 200 with a captive portal's HTML page",
@@ -156,6 +178,7 @@ const ROWS: [Row; 15] = [
         daemon_requests: 2..=3,
     },
     Row {
+        provider: "claude",
         name: "InvalidRequest",
         fault: Fault::InvalidRequest,
         reaches: "HTTP 400 `invalid_request_error` (sent transiently by the real endpoint)",
@@ -165,6 +188,7 @@ const ROWS: [Row; 15] = [
         daemon_requests: 2..=3,
     },
     Row {
+        provider: "claude",
         name: "Redirect(\"https://elsewhere.invalid/v1/oauth/token\")",
         fault: Fault::Redirect(Cow::Borrowed("https://elsewhere.invalid/v1/oauth/token")),
         reaches: "HTTP 302 to another host's token endpoint",
@@ -178,6 +202,43 @@ const ROWS: [Row; 15] = [
         daemon_requests: 2..=3,
     },
     Row {
+        provider: "codex",
+        name: "HtmlStatus(401), Codex CLI",
+        fault: Fault::HtmlStatus(401),
+        reaches: "HTTP 401 with a proxy's HTML page, to Codex CLI's login (only an OAuth error body proves it dead)",
+        class: Class::Transient,
+        words: &["HTTP 401", "HTML page"],
+        cli_requests: 2..=3,
+        daemon_requests: 2..=3,
+    },
+    Row {
+        provider: "claude",
+        name: "ExpiresIn(\"0\")",
+        fault: Fault::ExpiresIn(Cow::Borrowed("0")),
+        reaches: "HTTP 200 with new tokens and `expires_in: 0`",
+        class: Class::Granted {
+            lifetime_secs: 0,
+            daemon_wait_secs: 60,
+        },
+        words: &[],
+        cli_requests: 1..=1,
+        daemon_requests: 1..=1,
+    },
+    Row {
+        provider: "claude",
+        name: "ExpiresIn(\"1e30\")",
+        fault: Fault::ExpiresIn(Cow::Borrowed("1e30")),
+        reaches: "HTTP 200 with new tokens and `expires_in: 1e30`",
+        class: Class::Granted {
+            lifetime_secs: 86_400,
+            daemon_wait_secs: 22 * 3600,
+        },
+        words: &["longer than any real one"],
+        cli_requests: 1..=1,
+        daemon_requests: 1..=1,
+    },
+    Row {
+        provider: "claude",
         name: "InvalidGrant",
         fault: Fault::InvalidGrant,
         reaches: "HTTP 400 `invalid_grant`: refresh token not found or invalid",
@@ -187,6 +248,7 @@ const ROWS: [Row; 15] = [
         daemon_requests: 1..=1,
     },
     Row {
+        provider: "claude",
         name: "InvalidGrantExpired",
         fault: Fault::InvalidGrantExpired,
         reaches: "HTTP 400 `invalid_grant`: refresh token expired",
@@ -196,6 +258,7 @@ const ROWS: [Row; 15] = [
         daemon_requests: 1..=1,
     },
     Row {
+        provider: "claude",
         name: "InvalidClient",
         fault: Fault::InvalidClient,
         reaches: "HTTP 401 `invalid_client`",
@@ -205,6 +268,7 @@ const ROWS: [Row; 15] = [
         daemon_requests: 1..=1,
     },
     Row {
+        provider: "claude",
         name: "UnauthorizedClient",
         fault: Fault::UnauthorizedClient,
         reaches: "HTTP 400 `unauthorized_client`",
@@ -231,13 +295,17 @@ fn kind(fault: &Fault) -> Option<&'static str> {
         Fault::UnauthorizedClient => "UnauthorizedClient",
         Fault::InvalidRequest => "InvalidRequest",
         Fault::Redirect(_) => "Redirect",
+        Fault::HtmlStatus(_) => "HtmlStatus",
+        Fault::ExpiresIn(_) => "ExpiresIn",
         // A slow success, not a failure.
         Fault::Delay(_) => return None,
     })
 }
 
-const KINDS: [&str; 12] = [
+const KINDS: [&str; 14] = [
     "Redirect",
+    "HtmlStatus",
+    "ExpiresIn",
     "Status",
     "RateLimited",
     "Hang",
@@ -250,6 +318,15 @@ const KINDS: [&str; 12] = [
     "UnauthorizedClient",
     "InvalidRequest",
 ];
+
+fn human_secs(secs: i64) -> String {
+    match secs {
+        0 => "at once".into(),
+        s if s % 3600 == 0 => format!("{} h", s / 3600),
+        s if s % 60 == 0 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
+}
 
 fn span(r: &RangeInclusive<u64>) -> String {
     let n = if r.start() == r.end() {
@@ -289,6 +366,26 @@ fn markdown_table() -> String {
                 format!(
                     "logs the login dead once after {}, asks no more, keeps running",
                     span(&row.daemon_requests)
+                ),
+            ),
+            Class::Granted {
+                lifetime_secs,
+                daemon_wait_secs,
+            } => (
+                format!(
+                    "granted: saved, expiring {} after the request{}",
+                    human_secs(lifetime_secs),
+                    if words.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", with a warning: {words}")
+                    }
+                ),
+                format!("0 after {}", span(&row.cli_requests)),
+                format!(
+                    "saves it after {}, next request no sooner than {} later",
+                    span(&row.daemon_requests),
+                    human_secs(daemon_wait_secs)
                 ),
             ),
         };
@@ -417,13 +514,43 @@ fn file_state(path: &Path) -> FileState {
     }
 }
 
-/// A sandbox with an expired login and the row's fault on every token request.
+/// A sandbox with an expired login of the row's provider and the row's fault on every token
+/// request; `config`'s `[claude]` table is the provider's.
 fn faulted_sandbox(row: &Row, config: &str) -> Sandbox {
-    let s = Sandbox::new();
-    s.login(-1000);
-    s.config(config);
+    let s = match row.provider {
+        "codex" => {
+            let s = crate::codex::sandbox();
+            crate::codex::login(&s, -1000);
+            s.config(&config.replace("[claude]", "[codex]"));
+            s
+        }
+        _ => {
+            let s = Sandbox::new();
+            s.login(-1000);
+            s.config(config);
+            s
+        }
+    };
     s.server.set_default_fault(Some(row.fault.clone()));
     s
+}
+
+/// The row's credentials file.
+fn creds(row: &Row, s: &Sandbox) -> std::path::PathBuf {
+    match row.provider {
+        "codex" => crate::codex::auth_path(s),
+        _ => s.creds(),
+    }
+}
+
+/// `command` for the row's provider: `--provider codex` after the subcommand when not Claude's.
+fn command<'a>(row: &Row, command: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![command[0]];
+    if row.provider != "claude" {
+        args.extend(["--provider", row.provider]);
+    }
+    args.extend(&command[1..]);
+    args
 }
 
 /// "(after N attempt(s))" in an unavailable message.
@@ -439,6 +566,7 @@ fn check_cli_run(row: &Row, s: &Sandbox, before: &FileState, run: &Run, p: &mut 
     let (code, requests_ok) = match row.class {
         Class::Transient => (UNAVAILABLE, row.cli_requests.contains(&requests)),
         Class::Permanent => (DEAD, row.cli_requests.contains(&requests)),
+        Class::Granted { .. } => unreachable!("checked by check_granted_cli_run"),
     };
     p.check(run.code == code, || {
         format!("exit {} instead of {code}: {run:?}", run.code)
@@ -465,7 +593,7 @@ fn check_cli_run(row: &Row, s: &Sandbox, before: &FileState, run: &Run, p: &mut 
     p.check(last.starts_with("tokenkeeper: error: "), || {
         format!("the last line of stderr is not the error line: {run:?}")
     });
-    let path = s.creds().display().to_string();
+    let path = creds(row, s).display().to_string();
     p.check(last.contains(&path), || {
         format!("the error line does not name {path}: {last}")
     });
@@ -501,8 +629,9 @@ fn check_cli_run(row: &Row, s: &Sandbox, before: &FileState, run: &Run, p: &mut 
                 format!("more than the one line: {run:?}")
             });
         }
+        Class::Granted { .. } => {}
     }
-    let after = file_state(&s.creds());
+    let after = file_state(&creds(row, s));
     p.check(after == *before, || {
         format!("the credentials file changed: {before:?} → {after:?}")
     });
@@ -568,11 +697,71 @@ fn run_timed(s: &Sandbox, mut cmd: std::process::Command) -> (Run, Duration) {
 /// slack for a loaded machine.
 const CLI_RUN_LIMIT: Duration = Duration::from_secs(3 + 1 + 3);
 
+/// The checks of a granted row's `refresh` or `exec` (`asked_at`: when it started): exit 0 after
+/// one request, no error, the row's words in a warning, and the file rewritten with the server's
+/// new tokens expiring the row's lifetime after the request, capped when absurd.
+fn check_granted_cli_run(row: &Row, s: &Sandbox, asked_at: i64, run: &Run, p: &mut Problems) {
+    let Class::Granted { lifetime_secs, .. } = row.class else {
+        unreachable!("a granted row")
+    };
+    let requests = s.server.stats().token_requests;
+    let last = run.stderr.lines().last().unwrap_or("");
+    p.note = format!("exit {}, {requests} req: {last}", run.code);
+    p.check(run.code == 0, || {
+        format!("exit {} instead of 0: {run:?}", run.code)
+    });
+    p.check(row.cli_requests.contains(&requests), || {
+        format!(
+            "{requests} token requests, expected {:?}: {run:?}",
+            row.cli_requests
+        )
+    });
+    p.check(!run.stderr.contains("tokenkeeper: error:"), || {
+        format!("an error line: {run:?}")
+    });
+    for word in row.words {
+        p.check(run.stderr.contains(word), || {
+            format!("stderr lacks “{word}”: {run:?}")
+        });
+    }
+    let doc = s.creds_json();
+    let oauth = &doc["claudeAiOauth"];
+    p.check(
+        s.server
+            .is_live_access(oauth["accessToken"].as_str().unwrap_or("")),
+        || "the file does not hold the new tokens".into(),
+    );
+    let expires_at = oauth["expiresAt"].as_i64().unwrap_or(i64::MAX);
+    let (least, most) = (
+        asked_at + lifetime_secs * 1000 - 1000,
+        now_ms() + lifetime_secs * 1000 + 1000,
+    );
+    p.check((least..=most).contains(&expires_at), || {
+        format!("expiresAt {expires_at} is not in {least}..={most}")
+    });
+    let stats = s.server.stats();
+    p.check(
+        stats.refreshes_ok == 1 && stats.revoked_families == 0 && stats.reused_refresh_tokens == 0,
+        || format!("not exactly one clean grant at the server: {stats:?}"),
+    );
+    let locks = lock_dirs(s);
+    p.check(locks.is_empty(), || format!("locks left behind: {locks:?}"));
+}
+
 fn refresh_row(row: &Row) -> Problems {
     let mut p = Problems::default();
     let s = faulted_sandbox(row, CLI_CONFIG);
-    let before = file_state(&s.creds());
-    let (run, took) = run_timed(&s, s.cmd(&["refresh"]));
+    let before = file_state(&creds(row, &s));
+    let asked_at = now_ms();
+    let (run, took) = run_timed(&s, s.cmd(&command(row, &["refresh"])));
+    if let Class::Granted { .. } = row.class {
+        check_granted_cli_run(row, &s, asked_at, &run, &mut p);
+        p.check(run.stdout.starts_with("refreshed"), || {
+            format!("stdout does not say refreshed: {run:?}")
+        });
+        p.check(took < CLI_RUN_LIMIT, || format!("took {took:?}"));
+        return p;
+    }
     check_cli_run(row, &s, &before, &run, &mut p);
     p.check(took < CLI_RUN_LIMIT, || format!("took {took:?}"));
 
@@ -603,7 +792,7 @@ fn refresh_row(row: &Row) -> Problems {
         }
         Class::Transient => {
             s.server.set_default_fault(None);
-            let again = s.run(&["refresh"]);
+            let again = s.run(&command(row, &["refresh"]));
             p.check(
                 again.code == 0 && again.stdout.starts_with("refreshed"),
                 || format!("with the fault gone, the refresh failed: {again:?}"),
@@ -612,6 +801,7 @@ fn refresh_row(row: &Row) -> Problems {
                 format!("with the fault gone, not exactly one more request: {again:?}")
             });
         }
+        Class::Granted { .. } => unreachable!("returned above"),
     }
     p
 }
@@ -620,10 +810,22 @@ fn exec_row(row: &Row) -> Problems {
     let mut p = Problems::default();
     let s = faulted_sandbox(row, CLI_CONFIG);
     let marker = s.dir.path().join("started");
-    let before = file_state(&s.creds());
-    let mut cmd = s.cmd(&["exec", "--", "sh", "-c", r#"touch "$MARKER""#]);
+    let before = file_state(&creds(row, &s));
+    let asked_at = now_ms();
+    let mut cmd = s.cmd(&command(
+        row,
+        &["exec", "--", "sh", "-c", r#"touch "$MARKER""#],
+    ));
     cmd.env("MARKER", &marker);
     let (run, took) = run_timed(&s, cmd);
+    if let Class::Granted { .. } = row.class {
+        check_granted_cli_run(row, &s, asked_at, &run, &mut p);
+        p.check(marker.exists(), || {
+            format!("the command was not started: {run:?}")
+        });
+        p.check(took < CLI_RUN_LIMIT, || format!("took {took:?}"));
+        return p;
+    }
     check_cli_run(row, &s, &before, &run, &mut p);
     p.check(!marker.exists(), || {
         format!("the command was started: {run:?}")
@@ -685,14 +887,63 @@ fn stop(s: &Sandbox, mut child: Child) -> Run {
     run
 }
 
+/// A granted row's daemon, once its record says refreshed: one request, the new tokens saved,
+/// the row's words logged, and the next refresh no sooner than the row's wait.
+fn check_granted_daemon(row: &Row, s: &Sandbox, record: &Value, child: Child, p: &mut Problems) {
+    let Class::Granted {
+        daemon_wait_secs, ..
+    } = row.class
+    else {
+        unreachable!("a granted row")
+    };
+    let requests = s.server.stats().token_requests;
+    p.check(row.daemon_requests.contains(&requests), || {
+        format!(
+            "{requests} token requests, expected {:?}",
+            row.daemon_requests
+        )
+    });
+    let access = s.creds_json()["claudeAiOauth"]["accessToken"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    p.check(s.server.is_live_access(&access), || {
+        "the file does not hold the new tokens".into()
+    });
+    let refreshed_at = record["refreshed_at"].as_i64().unwrap_or(0);
+    let next = record["next_refresh_at"].as_i64().unwrap_or(0);
+    p.check(next >= refreshed_at + daemon_wait_secs * 1000, || {
+        format!("the next refresh comes sooner than {daemon_wait_secs} s: {record}")
+    });
+    let run = stop(s, child);
+    p.note = format!(
+        "{requests} req: next refresh {} s later",
+        (next - refreshed_at) / 1000
+    );
+    p.check(run.code == 0, || {
+        format!("exit {} after SIGTERM: {run:?}", run.code)
+    });
+    p.check(
+        !run.stderr.contains("is dead") && !run.stderr.contains("(failure "),
+        || format!("a failure logged: {run:?}"),
+    );
+    for word in row.words {
+        p.check(run.stderr.contains(word), || {
+            format!("the log lacks “{word}”: {run:?}")
+        });
+    }
+    let locks = lock_dirs(s);
+    p.check(locks.is_empty(), || format!("locks left behind: {locks:?}"));
+}
+
 fn daemon_row(row: &Row) -> Problems {
     let mut p = Problems::default();
     let s = faulted_sandbox(row, DAEMON_CONFIG);
-    let before = file_state(&s.creds());
-    let path = s.creds().display().to_string();
+    let before = file_state(&creds(row, &s));
+    let path = creds(row, &s).display().to_string();
     let spawned_at = now_ms();
     let mut child = s
-        .cmd(&["daemon"])
+        .cmd(&command(row, &["daemon"]))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -701,6 +952,7 @@ fn daemon_row(row: &Row) -> Problems {
     let settled = |r: &Value| match row.class {
         Class::Transient => r["failures"].as_u64().is_some_and(|f| f > 0),
         Class::Permanent => r["last_outcome"] == "dead",
+        Class::Granted { .. } => r["last_outcome"] == "refreshed",
     };
     let record = wait_record(&s, Duration::from_secs(15), settled);
     let settled_at = now_ms();
@@ -709,7 +961,17 @@ fn daemon_row(row: &Row) -> Problems {
     let requests = s.server.stats().token_requests;
     let running = child.try_wait().expect("try_wait").is_none();
     p.check(running, || "the daemon exited".into());
-    let after = file_state(&s.creds());
+    if let Class::Granted { .. } = row.class {
+        match &record {
+            Some(record) => check_granted_daemon(row, &s, record, child, &mut p),
+            None => {
+                let run = stop(&s, child);
+                p.found.push(format!("never refreshed: {run:?}"));
+            }
+        }
+        return p;
+    }
+    let after = file_state(&creds(row, &s));
     p.check(after == before, || {
         format!("the credentials file changed: {before:?} → {after:?}")
     });
@@ -762,7 +1024,7 @@ fn daemon_row(row: &Row) -> Problems {
             });
             // The login was not lost: with the fault gone, the next attempt succeeds.
             s.server.set_default_fault(None);
-            let run = s.run(&["refresh"]);
+            let run = s.run(&command(row, &["refresh"]));
             p.check(run.code == 0 && run.stdout.starts_with("refreshed"), || {
                 format!("a refresh after the fault went away failed: {run:?}")
             });
@@ -781,6 +1043,7 @@ fn daemon_row(row: &Row) -> Problems {
                 format!("a dead login has a cooldown: {record}")
             });
         }
+        Class::Granted { .. } => unreachable!("returned above"),
     }
 
     let run = stop(&s, child);
@@ -804,6 +1067,7 @@ fn daemon_row(row: &Row) -> Problems {
     let (lines, other) = match row.class {
         Class::Transient => (&failure_lines, &dead_lines),
         Class::Permanent => (&dead_lines, &failure_lines),
+        Class::Granted { .. } => unreachable!("returned above"),
     };
     p.check(lines.len() == 1 && other.is_empty(), || {
         format!("expected one {:?} line and no other: {run:?}", row.class)
@@ -840,6 +1104,7 @@ fn daemon_row(row: &Row) -> Problems {
                     || format!("not a dead-login error: {line}"),
                 );
             }
+            Class::Granted { .. } => unreachable!("returned above"),
         }
     }
     let locks = lock_dirs(&s);

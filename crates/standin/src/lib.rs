@@ -117,7 +117,8 @@ impl StandinConfig {
     }
 }
 
-/// A misbehaviour of the token endpoint. Every fault except `Delay` leaves all tokens untouched.
+/// A misbehaviour of the token endpoint. Every fault except `Delay` and `ExpiresIn` leaves all
+/// tokens untouched.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fault {
     /// 500 answers with a JSON error, 502 and 504 with an nginx HTML page, others with plain text.
@@ -143,6 +144,11 @@ pub enum Fault {
     Delay(Duration),
     /// 302 to this location (another host's token endpoint, say).
     Redirect(std::borrow::Cow<'static, str>),
+    /// This status with a proxy's HTML page (an HTML 401 from a proxy in front of the endpoint).
+    HtmlStatus(u16),
+    /// Answer normally (the refresh token is consumed, new tokens issued), with `expires_in` set
+    /// to this JSON number as written (`0`, `1e30`): a server whose lifetimes cannot be used.
+    ExpiresIn(std::borrow::Cow<'static, str>),
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -541,7 +547,8 @@ impl TokenBook {
         }
         self.issued.pop();
         let token = unsigned_jwt(&json!({
-            "exp": unix_secs() + config.access_ttl_secs,
+            "exp": unix_secs().saturating_add(config.access_ttl_secs),
+            "iat": unix_secs(),
             "jti": opaque,
             "https://api.openai.com/auth": {"chatgpt_account_id": "acct-standin"},
         }));
@@ -1009,11 +1016,29 @@ fn token_endpoint(shared: &Shared, request: &RecordedRequest) -> Outcome {
     shared.count(|s| &mut s.token_requests);
     if let Some(fault) = shared.next_fault() {
         shared.count(|s| &mut s.faults_served);
+        if let Fault::ExpiresIn(number) = &fault {
+            return Outcome::Reply(with_expires_in(grant(shared, request), number));
+        }
         if let Some(outcome) = fault_outcome(shared, fault) {
             return outcome;
         }
     }
     Outcome::Reply(grant(shared, request))
+}
+
+/// A granted reply with `expires_in` replaced by `number` as written (a JSON number no Rust
+/// integer holds, such as `1e30`, included); other replies as they are.
+fn with_expires_in(mut reply: Reply, number: &str) -> Reply {
+    let Ok(Value::Object(mut body)) = serde_json::from_str::<Value>(&reply.body) else {
+        return reply;
+    };
+    if reply.status != 200 || !body.contains_key("access_token") {
+        return reply;
+    }
+    body.remove("expires_in");
+    let rest = Value::Object(body).to_string();
+    reply.body = format!("{},\"expires_in\":{number}}}", &rest[..rest.len() - 1]);
+    reply
 }
 
 /// What a fault answers instead of the real thing; `None` once a delay has passed.
@@ -1066,6 +1091,16 @@ fn fault_outcome(shared: &Shared, fault: Fault) -> Option<Outcome> {
             shared.sleep_unless_stopping(duration);
             return None;
         }
+        Fault::HtmlStatus(status) => Reply::with_type(
+            status,
+            "text/html",
+            format!(
+                "<html><head><title>{status} {reason}</title></head><body><center><h1>{status} {reason}</h1></center><hr><center>nginx</center></body></html>",
+                reason = reason_phrase(status)
+            ),
+        ),
+        // Served by `token_endpoint`, which answers normally first.
+        Fault::ExpiresIn(_) => return None,
         Fault::Redirect(location) => {
             let mut reply = Reply::with_type(302, "text/plain; charset=utf-8", "Found");
             reply
@@ -1596,6 +1631,29 @@ mod tests {
                 .starts_with("text/html")
         );
         assert!(reply.body.starts_with("<!DOCTYPE html>"));
+    }
+
+    #[test]
+    fn html_status_and_expires_in_faults() {
+        let server = server();
+        let login = server.issue_login();
+        server.push_fault(Fault::HtmlStatus(401));
+        let reply = refresh(&server, &login.refresh_token).unwrap();
+        assert_eq!(reply.status, 401);
+        assert!(reply.body.starts_with("<html>"), "{}", reply.body);
+        assert!(server.is_live_access(&login.access_token));
+        // `expires_in` as written, on a real grant: the refresh token is spent.
+        server.push_fault(Fault::ExpiresIn("1e30".into()));
+        let reply = refresh(&server, &login.refresh_token).unwrap();
+        assert_eq!(reply.status, 200);
+        assert!(
+            reply.body.ends_with(",\"expires_in\":1e30}"),
+            "{}",
+            reply.body
+        );
+        assert!(reply.json()["access_token"].is_string());
+        assert_eq!(server.stats().refreshes_ok, 1);
+        assert_eq!(refresh(&server, &login.refresh_token).unwrap().status, 400);
     }
 
     #[test]
