@@ -1,5 +1,5 @@
-//! `tokenkeeper fleet push`: this machine's login (Claude Code's, Codex CLI's or Gemini CLI's, as
-//! `--provider` says) becomes the fleet's row of that name. It reads the login under the CLI's own
+//! `tokenkeeper fleet push`: this machine's login (Claude Code's, Codex CLI's, Gemini CLI's or a
+//! `[[login]]` table's, as `--provider` says) becomes the fleet's row of that name. It reads the login under the CLI's own
 //! refresh locks, where it has any (so nothing refreshes it meanwhile), writes it as the next
 //! generation under the row lock (creating the tables on first use), and leaves this machine's
 //! file without its refresh token, like every other machine's.
@@ -32,7 +32,7 @@ pub struct Pushed {
     pub already: bool,
 }
 
-/// Whether fleet mode can share the login `job` names at all (a `[[login]]` cannot), checked
+/// Whether fleet mode can share the login `job` names at all (one with a copy shape), checked
 /// before anything else: the error says which logins it can share.
 pub fn pushable(job: &Job<'_>) -> Result<(), Error> {
     name_and_shape(job).map(|_| ())

@@ -105,9 +105,9 @@ impl Copies {
                 )));
             };
             let keeper = logins[login];
-            let Some(shape) = keeper.provider.facts().copy_shape else {
+            let Some(shape) = keeper.provider.copy_shape().cloned() else {
                 return Err(refused(format!(
-                    "(from {}) copies the login `{}`, which has no access-only form tokenkeeper knows; copies are for claude, codex and gemini",
+                    "(from {}) copies the login `{}`, which has no access-only form tokenkeeper knows",
                     spec.from, spec.login
                 )));
             };
