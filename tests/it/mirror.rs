@@ -128,6 +128,17 @@ fn ten_copies_keep_ten_agents_working_on_one_refresh_per_token() {
         (stats.reused_refresh_tokens, stats.revoked_families),
         (0, 0)
     );
+    // The client retries a 401 (up to 3 times, 100 ms apart, reading its copy again each time,
+    // as Claude Code does), which would hide a copy that lags: so every call must have got its
+    // one 200, and a 401 can only be a call that was in flight (or read its copy) in the moment
+    // between a refresh and the copy's write, at most one per agent per refresh.
+    assert_eq!(stats.api_ok, u64::from(calls), "{stats:?}");
+    assert!(
+        stats.api_unauthorized <= 10 * stats.token_requests,
+        "{} refused calls for {} refreshes: {stats:?}",
+        stats.api_unauthorized,
+        stats.token_requests
+    );
     let owner = s.creds_json();
     for (i, path) in copies.iter().enumerate() {
         let copy = json(path);
@@ -156,8 +167,10 @@ fn ten_copies_keep_ten_agents_working_on_one_refresh_per_token() {
     let first = median(lags.iter().map(|l| l.0).collect());
     let last = median(lags.iter().map(|l| l.1).collect());
     eprintln!(
-        "copy lag after each of {} saves (ms, min/median/max): first copy {first:?}, last of 10 copies {last:?}; {calls} agent calls, 0 failed",
-        lags.len()
+        "copy lag after each of {} saves (ms, min/median/max): first copy {first:?}, last of 10 copies {last:?}; {calls} agent calls, 0 failed, {} API answers 401 (each retried with the copy read again), {} token requests",
+        lags.len(),
+        stats.api_unauthorized,
+        stats.token_requests
     );
 }
 
