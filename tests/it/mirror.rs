@@ -667,3 +667,125 @@ fn a_copy_whose_token_is_refused_is_never_refreshed_on_retry() {
     assert_eq!(s.read_creds(), copy);
     assert_eq!(s.server.stats().token_requests, 0, "never a refresh");
 }
+
+/// The `[[login]]` table of the tests below: a tool keeping its login two levels down, beside an
+/// account of the login's and settings of the machine's own; `path` is its file.
+fn login_table(s: &Sandbox, path: &Path) -> String {
+    format!(
+        "[[login]]\nname = \"mytool\"\ncredentials = \"{}\"\naccess_token = \"/auth/oauth/access_token\"\nrefresh_token = \"/auth/oauth/refresh_token\"\nexpires_at = \"/auth/oauth/expires_at\"\nexpiry_unit = \"ms\"\ntoken_url = \"{}\"\nclient_id = \"{}\"\n",
+        path.display(),
+        s.server.token_url(),
+        StandinConfig::default().client_id
+    )
+}
+
+/// The tool's file for a login, as the tool writes it.
+fn table_login_text(access: &str, refresh: &str, expires_at: i64) -> String {
+    format!(
+        r#"{{"version":3,"auth":{{"oauth":{{"access_token":"{access}","refresh_token":"{refresh}","expires_at":{expires_at}}},"account":{{"email":"dev@example.test"}}}},"settings":{{"zoom":1.50}}}}"#
+    )
+}
+
+#[test]
+fn a_login_tables_copies_are_written_after_each_refresh_without_its_refresh_token() {
+    let s = Sandbox::with(StandinConfig {
+        access_ttl_secs: 4,
+        ..StandinConfig::default()
+    });
+    let owner = s.home().join(".mytool/auth.json");
+    fs::create_dir_all(owner.parent().unwrap()).unwrap();
+    let login = s.server.issue_login();
+    fs::write(
+        &owner,
+        table_login_text(&login.access_token, &login.refresh_token, now_ms() + 4000),
+    )
+    .unwrap();
+    set_mode(&owner, 0o600);
+    // Two agents, each with keys of its own beside and inside the login; one has no file yet.
+    let copies: Vec<PathBuf> = (0..2)
+        .map(|i| {
+            let folder = s.dir.path().join(format!("agents/a{i}/.mytool"));
+            fs::create_dir_all(&folder).unwrap();
+            folder.join("auth.json")
+        })
+        .collect();
+    fs::write(
+        &copies[0],
+        r#"{"auth":{"oauth":{"access_token":"","refresh_token":"","expires_at":0,"mine":true},"local":{"n":1.50}},"agent":"a0"}"#,
+    )
+    .unwrap();
+    let pattern = format!("{}/agents/*/.mytool/auth.json", s.dir.path().display());
+    s.config(&format!(
+        "{}[[mirror]]\nlogin = \"mytool\"\npath = \"{pattern}\"\n",
+        login_table(&s, &owner)
+    ));
+    let d = spawn_daemon(&s, &["--provider", "mytool", "--refresh-before", "2s"]);
+    let access = |path: &Path| -> String {
+        let v: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(path).unwrap_or_default()).unwrap_or_default();
+        let oauth = &v["auth"]["oauth"];
+        if !oauth.is_null() {
+            assert_eq!(
+                oauth["refresh_token"].as_str(),
+                Some(""),
+                "a copy held a refresh token"
+            );
+        }
+        oauth["access_token"].as_str().unwrap_or("").to_string()
+    };
+    // Every token the owner holds reaches both copies, over three refreshes.
+    let mut seen = Vec::new();
+    wait_for("three refreshes copied", Duration::from_secs(20), || {
+        let now = json(&owner)["auth"]["oauth"]["access_token"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        if copies.iter().all(|c| access(c) == now) && !seen.contains(&now) {
+            seen.push(now);
+        }
+        seen.len() >= 4
+    });
+    let run = stop_daemon(&s, d);
+    assert_eq!(run.code, 0, "{run:?}");
+    let stats = s.server.stats();
+    assert!(stats.token_requests >= 3, "{stats:?}");
+    assert_eq!(
+        (stats.reused_refresh_tokens, stats.revoked_families),
+        (0, 0)
+    );
+    let o = json(&owner);
+    assert!(
+        s.server
+            .is_live_access(o["auth"]["oauth"]["access_token"].as_str().unwrap())
+    );
+    assert_ne!(
+        o["auth"]["oauth"]["refresh_token"], "",
+        "the owner keeps it"
+    );
+    for c in &copies {
+        let v = json(c);
+        assert_eq!(
+            v["auth"]["oauth"]["access_token"],
+            o["auth"]["oauth"]["access_token"]
+        );
+        assert_eq!(
+            v["auth"]["oauth"]["expires_at"],
+            o["auth"]["oauth"]["expires_at"]
+        );
+        assert_eq!(v["auth"]["oauth"]["refresh_token"], "");
+        assert_eq!(v["auth"]["account"]["email"], "dev@example.test");
+    }
+    let first = fs::read_to_string(&copies[0]).unwrap();
+    let v = json(&copies[0]);
+    assert_eq!(v["auth"]["oauth"]["mine"], true, "{first}");
+    assert_eq!(v["agent"], "a0", "{first}");
+    assert!(first.contains(r#""local":{"n":1.50}"#), "{first}");
+    // Where there was none, a copy is the login alone: not the owner's settings.
+    let made = json(&copies[1]);
+    assert_eq!(
+        made.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["auth"],
+        "{made}"
+    );
+    assert!(lags(&run.stderr).len() >= 3, "{run:?}");
+}
