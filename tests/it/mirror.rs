@@ -789,3 +789,69 @@ fn a_login_tables_copies_are_written_after_each_refresh_without_its_refresh_toke
     );
     assert!(lags(&run.stderr).len() >= 3, "{run:?}");
 }
+
+#[test]
+fn removing_an_agents_folder_drops_its_copy_quietly() {
+    let s = Sandbox::new();
+    s.login(8 * 3_600_000);
+    let (a1, a2) = (agent(&s, "a1"), agent(&s, "a2"));
+    let log = s.dir.path().join("alerts.log");
+    let notify = format!(
+        "echo \"$TOKENKEEPER_EVENT: $TOKENKEEPER_MESSAGE\" >> {}",
+        log.display()
+    );
+    let pattern = format!(
+        "{}/agents/*/.claude/.credentials.json",
+        s.dir.path().display()
+    );
+    let d = spawn_daemon(
+        &s,
+        &[
+            "--mirror",
+            &format!("claude={pattern}"),
+            "--notify-command",
+            &notify,
+        ],
+    );
+    let listed = |path: &Path| {
+        let run = s.run(&["status", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap_or_default();
+        v["copies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["path"].as_str() == Some(&path.display().to_string()))
+    };
+    wait_for("both copies listed", Duration::from_secs(10), || {
+        listed(&a1) && listed(&a2)
+    });
+    // The agent goes away, folder and all; the owner's file changes a few times meanwhile.
+    fs::remove_dir_all(s.dir.path().join("agents/a2")).unwrap();
+    for _ in 0..3 {
+        let text = s.read_creds();
+        fs::write(s.creds(), text).unwrap();
+        sleep(Duration::from_millis(300));
+    }
+    wait_for("the gone copy dropped", Duration::from_secs(10), || {
+        !listed(&a2)
+    });
+    // Another pattern look or two: still gone, and nothing complains about it.
+    sleep(Duration::from_millis(2500));
+    assert!(!listed(&a2) && listed(&a1));
+    let run = stop_daemon(&s, d);
+    assert_eq!(run.code, 0, "{run:?}");
+    let gone = a2.display().to_string();
+    let complaints: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains(&gone) && !l.contains("a new copy at"))
+        .collect();
+    assert!(complaints.is_empty(), "{complaints:?}");
+    assert!(!run.stderr.contains("cannot be written"), "{run:?}");
+    assert_eq!(fs::read_to_string(&log).unwrap_or_default(), "");
+    assert!(!s.dir.path().join("agents/a2").exists(), "never made again");
+    assert_eq!(
+        copy_access(&a1),
+        s.creds_json()["claudeAiOauth"]["accessToken"]
+    );
+}
