@@ -855,3 +855,83 @@ fn removing_an_agents_folder_drops_its_copy_quietly() {
         s.creds_json()["claudeAiOauth"]["accessToken"]
     );
 }
+
+#[test]
+fn metrics_show_each_copys_age_and_no_token() {
+    let s = Sandbox::new();
+    s.login(8 * 3_600_000);
+    let copy = agent(&s, "a1");
+    let log = s.dir.path().join("daemon.log");
+    let mut d = s
+        .cmd(&[
+            "daemon",
+            "--metrics",
+            "127.0.0.1:0",
+            "--mirror",
+            &format!("claude={}", copy.display()),
+        ])
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // The port the daemon was given, from its log line `metrics on http://ADDR/metrics`.
+    let mut url = String::new();
+    wait_for("the metrics address", Duration::from_secs(10), || {
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        if let Some(at) = text.split("metrics on ").nth(1) {
+            url = at.split_whitespace().next().unwrap_or("").to_string();
+        }
+        !url.is_empty()
+    });
+    let get = || {
+        ureq::get(&url)
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .unwrap_or_default()
+    };
+    let name = format!(
+        r#"tokenkeeper_copy_age_seconds{{provider="claude",path="{}"}} "#,
+        copy.display()
+    );
+    let mut text = String::new();
+    wait_for("the copy's age", Duration::from_secs(10), || {
+        text = get();
+        text.contains(&name)
+    });
+    let age: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(&name))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a number");
+    assert!((0.0..60.0).contains(&age), "{text}");
+    let expiry = s.creds_json()["claudeAiOauth"]["expiresAt"]
+        .as_i64()
+        .unwrap()
+        / 1000;
+    assert!(
+        text.contains(&format!(
+            r#"tokenkeeper_copy_access_token_expiry_timestamp_seconds{{provider="claude",path="{}"}} {expiry}"#,
+            copy.display()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            r#"tokenkeeper_copy_failing{{provider="claude",path="{}"}} 0"#,
+            copy.display()
+        )),
+        "{text}"
+    );
+    for token in s.server.all_issued_tokens() {
+        assert!(!text.contains(&token), "a token in the metrics");
+    }
+    terminate(&mut d);
+    d.wait().unwrap();
+    let run = Run {
+        code: 0,
+        stdout: text,
+        stderr: fs::read_to_string(&log).unwrap(),
+    };
+    s.assert_no_leak(&run, false);
+}
