@@ -68,6 +68,15 @@ pub fn push(fleet: &Fleet, job: &Job<'_>, force: bool) -> Result<Pushed, Error> 
     let held = waits.refresh_locks(&job.provider.refresh_locks(job.file), deadline, &own)?;
     let snap = crate::refresh::read_snapshot(job.provider, job.file)?;
     let login = job.provider.parse(job.file, &snap.doc)?;
+    // The login is shared as top-level keys of the document; a `[[login]]` table may point into
+    // a document whose top level is an array, which has none: pushing it would store nothing and
+    // leave this machine's file emptied.
+    if !snap.doc.is_object() {
+        return Err(Error::Fleet(FleetError::Config(format!(
+            "{} is not a JSON object at its top level, so fleet mode cannot take the login out of it (a login is shared as top-level keys); nothing was pushed or changed",
+            job.file.path().display()
+        ))));
+    }
     if login.refresh_token.is_empty() {
         return Err(Error::Fleet(FleetError::LocalFile(format!(
             "{} holds no refresh token (it is a fleet machine's copy, or the login was ended), so there is nothing to push; log in with {} first",

@@ -2246,3 +2246,38 @@ fn a_login_tables_login_is_pushed_into_a_row_of_its_own_and_a_machine_without_th
     assert_eq!(run.code, 78, "{run:?}");
     assert!(run.stderr.contains("no refresh token"), "{run:?}");
 }
+
+#[test]
+fn a_login_table_whose_file_is_an_array_at_the_top_is_refused_by_push_changing_nothing() {
+    let server = short_lived(3600);
+    let db = TestDb::new();
+    let m = Machine::new("m1", &db.url, &key(), &server);
+    let creds = m.home().join(".mytool/auth.json");
+    m.config(&format!(
+        "[[login]]\nname = \"{TABLE}\"\ncredentials = \"{}\"\naccess_token = \"/0/access\"\nrefresh_token = \"/0/refresh\"\nexpires_at = \"/0/expires\"\nexpiry_unit = \"ms\"\ntoken_url = \"{}\"\nclient_id = \"{}\"\n",
+        creds.display(),
+        server.token_url(),
+        StandinConfig::default().client_id
+    ));
+    let login = server.issue_login();
+    let text = format!(
+        r#"[{{"access":"{}","refresh":"{}","expires":{}}}]"#,
+        login.access_token,
+        login.refresh_token,
+        now_ms() + 3_600_000
+    );
+    fs::create_dir_all(creds.parent().expect("parent")).expect("folder");
+    fs::write(&creds, &text).expect("write");
+    set_mode(&creds, 0o600);
+    let run = m.run(&server, &["--provider", TABLE, "fleet", "push"]);
+    assert_eq!(run.code, 78, "{run:?}");
+    assert!(run.stderr.contains("not a JSON object"), "{run:?}");
+    assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
+    assert_eq!(fs::read_to_string(&creds).expect("read"), text);
+    let table: Option<String> = db
+        .client()
+        .query_one("SELECT to_regclass('tokenkeeper_logins')::text", &[])
+        .expect("query")
+        .get(0);
+    assert_eq!(table, None, "nothing was written to the store");
+}

@@ -935,3 +935,43 @@ fn metrics_show_each_copys_age_and_no_token() {
     };
     s.assert_no_leak(&run, false);
 }
+
+#[test]
+fn a_login_table_whose_file_is_an_array_at_the_top_gets_no_copy_and_says_why() {
+    let s = Sandbox::new();
+    let owner = s.home().join(".mytool/auth.json");
+    fs::create_dir_all(owner.parent().unwrap()).unwrap();
+    let login = s.server.issue_login();
+    let text = format!(
+        r#"[{{"access":"{}","refresh":"{}","expires":{}}}]"#,
+        login.access_token,
+        login.refresh_token,
+        now_ms() + 3_600_000
+    );
+    fs::write(&owner, &text).unwrap();
+    set_mode(&owner, 0o600);
+    let copy = s.dir.path().join("agents/a1/.mytool/auth.json");
+    fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    s.config(&format!(
+        "[[login]]\nname = \"mytool\"\ncredentials = \"{}\"\naccess_token = \"/0/access\"\nrefresh_token = \"/0/refresh\"\nexpires_at = \"/0/expires\"\nexpiry_unit = \"ms\"\ntoken_url = \"{}\"\nclient_id = \"{}\"\n[[mirror]]\nlogin = \"mytool\"\npath = \"{}\"\n",
+        owner.display(),
+        s.server.token_url(),
+        StandinConfig::default().client_id,
+        copy.display()
+    ));
+    let d = spawn_daemon(&s, &["--provider", "mytool"]);
+    wait_for("the copies' record", Duration::from_secs(10), || {
+        s.run(&["--provider", "mytool", "status"])
+            .stdout
+            .contains("not a JSON object")
+    });
+    let run = stop_daemon(&s, d);
+    assert!(!copy.exists(), "no copy made of no keys");
+    assert_eq!(fs::read_to_string(&owner).unwrap(), text);
+    assert!(
+        run.stderr.contains(&copy.display().to_string())
+            && run.stderr.contains("not a JSON object"),
+        "{run:?}"
+    );
+    assert_eq!(s.server.stats().token_requests, 0);
+}
