@@ -109,7 +109,8 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// (a fleet machine's file, a mirror) is made: the keys it shares, the refresh token it
     /// leaves out. Fleet mode and mirrors keep the logins of every provider that names one (each
     /// built-in provider, and every `[[login]]` table, from its pointers). Its keys are among
-    /// [`Provider::doc_keys`], so that a read sees all of the login.
+    /// [`Provider::doc_keys`], so that a read sees all of the login. A method rather than a field
+    /// of [`Facts`]: a table's shape is owned, and a built-in provider's `Facts` stay a constant.
     fn copy_shape(&self) -> Option<&shape::Shape> {
         None
     }

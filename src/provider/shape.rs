@@ -5,9 +5,10 @@
 //! other key of the file stays as it was, in order. Each provider says its shape
 //! ([`Provider::copy_shape`](crate::provider::Provider::copy_shape)); this is pure JSON work.
 //!
-//! A built-in provider's shape is a constant made of string literals; a `[[login]]` table's is
-//! built from its JSON pointers when the config file is read, so a path is [`Steps`]: borrowed
-//! for the one, owned for the other, of any depth, walked by the same code.
+//! A built-in provider's shape is a `static` of string literals, made at compile time; a
+//! `[[login]]` table's is built from its JSON pointers when the config file is read. So a list of
+//! keys or a path is [`Steps`]: borrowed for the one, owned for the other, of any depth, walked
+//! by the same code.
 
 use crate::provider::json_pointer::array_index;
 use serde_json::{Map, Value};
