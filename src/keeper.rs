@@ -62,7 +62,7 @@ impl Keeper {
         state: StateDir,
         fleet: Option<Arc<Fleet>>,
     ) -> Keeper {
-        let fleet = fleet.filter(|_| provider.facts().copy_shape.is_some());
+        let fleet = fleet.filter(|_| provider.copy_shape().is_some());
         Keeper {
             endpoint: TokenEndpoint::new(&settings.token_url, &settings.user_agent),
             provider,
@@ -168,7 +168,7 @@ impl Keeper {
     /// machine's file read without the fleet): an access token and no refresh token, in a
     /// provider that has copies. A wiped login has no access token either, and stays dead.
     fn is_copy(&self, login: &Login) -> bool {
-        self.provider.facts().copy_shape.is_some()
+        self.provider.copy_shape().is_some()
             && login.refresh_token.is_empty()
             && !login.access_token.is_empty()
     }

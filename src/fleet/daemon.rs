@@ -255,8 +255,8 @@ impl Source for FleetDaemon {
     }
 }
 
-/// The logins the fleet can share (every built-in provider's); each other one (a `[[login]]`)
-/// is left out with a warning.
+/// The logins the fleet can share (every one with a copy shape: each built-in provider's and
+/// each `[[login]]` table's); any other is left out with a warning.
 pub fn shared_only(logins: Vec<Keeper>) -> Vec<Keeper> {
     logins
         .into_iter()
@@ -264,7 +264,7 @@ pub fn shared_only(logins: Vec<Keeper>) -> Vec<Keeper> {
             let shared = crate::fleet::shape::of(l.provider.as_ref()).is_some();
             if !shared {
                 tracing::warn!(
-                    "{} is not kept by this fleet daemon: fleet mode keeps the logins of {} only",
+                    "{} is not kept by this fleet daemon: it has no access-only form (fleet mode keeps {})",
                     l.file.path().display(),
                     crate::fleet::shape::shared_names()
                 );

@@ -1,10 +1,11 @@
 //! This machine's copy of the fleet's login: the shared login written into the CLI's own file
 //! (or, for Claude Code on macOS, wherever Claude keeps it) in the provider's shape without its
 //! refresh token (Claude Code's `refreshToken` and Codex CLI's `tokens.refresh_token` empty,
-//! Gemini CLI's `refresh_token` left out) and every other key kept, so the CLI uses the access
+//! Gemini CLI's `refresh_token` left out, a `[[login]]` table's `refresh_token` pointer holding
+//! "") and every other key kept, so the CLI uses the access
 //! token and never refreshes. The write happens under the CLI's own write lock, whatever its kind
-//! (Claude Code's lock folder, Codex CLI's two `flock`s, none for Gemini CLI, which rewrites its
-//! file in place and so gets an atomic rename). A file holding a login of the machine's own is
+//! (Claude Code's lock folder, Codex CLI's two `flock`s, none for Gemini CLI or a `[[login]]`
+//! table's tool, which may rewrite its file in place and so gets an atomic rename). A file holding a login of the machine's own is
 //! never overwritten.
 
 use crate::error::{Error, FleetError};
@@ -61,7 +62,7 @@ pub fn project(job: &Job<'_>, shared: &Shared, own: Option<&OwnLock>) -> Result<
 /// a login of its own (a refresh token the fleet never had) is an error.
 fn projection_of(
     job: &Job<'_>,
-    shape: Shape,
+    shape: &Shape,
     shared: &Shared,
     local: Option<&Value>,
 ) -> Result<Option<Value>, Error> {

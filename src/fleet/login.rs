@@ -60,15 +60,16 @@ impl Shared {
 }
 
 /// The login's name in the store and its shape. The name is the provider's (`claude`, `codex`,
-/// `gemini`): one row per login, and the row a Claude Code login has always had.
-pub fn name_and_shape(job: &Job<'_>) -> Result<(&'static str, Shape), Error> {
+/// `gemini`, a `[[login]]` table's name): one row per login, and the row a Claude Code login
+/// has always had.
+pub fn name_and_shape<'a>(job: &Job<'a>) -> Result<(&'static str, &'a Shape), Error> {
     let owner = job.file.owner();
     shape::of(job.provider)
         .map(|s| (owner.provider, s))
         .ok_or_else(|| Error::Fleet(FleetError::Config(format!(
-                "fleet mode keeps the logins of {} only, not the [[login]] '{}', which each machine keeps on its own; pass --provider with one of those, or remove [store] for this login",
-                shape::shared_names(),
-                owner.provider
+                "the {} login has no access-only form, so fleet mode cannot share it; pass --provider with {}, or remove [store] for this login",
+                owner.provider,
+                shape::shared_names()
             ))))
 }
 

@@ -1,5 +1,5 @@
-//! `tokenkeeper fleet push`: this machine's login (Claude Code's, Codex CLI's or Gemini CLI's, as
-//! `--provider` says) becomes the fleet's row of that name. It reads the login under the CLI's own
+//! `tokenkeeper fleet push`: this machine's login (Claude Code's, Codex CLI's, Gemini CLI's or a
+//! `[[login]]` table's, as `--provider` says) becomes the fleet's row of that name. It reads the login under the CLI's own
 //! refresh locks, where it has any (so nothing refreshes it meanwhile), writes it as the next
 //! generation under the row lock (creating the tables on first use), and leaves this machine's
 //! file without its refresh token, like every other machine's.
@@ -32,7 +32,7 @@ pub struct Pushed {
     pub already: bool,
 }
 
-/// Whether fleet mode can share the login `job` names at all (a `[[login]]` cannot), checked
+/// Whether fleet mode can share the login `job` names at all (one with a copy shape), checked
 /// before anything else: the error says which logins it can share.
 pub fn pushable(job: &Job<'_>) -> Result<(), Error> {
     name_and_shape(job).map(|_| ())
@@ -68,6 +68,15 @@ pub fn push(fleet: &Fleet, job: &Job<'_>, force: bool) -> Result<Pushed, Error> 
     let held = waits.refresh_locks(&job.provider.refresh_locks(job.file), deadline, &own)?;
     let snap = crate::refresh::read_snapshot(job.provider, job.file)?;
     let login = job.provider.parse(job.file, &snap.doc)?;
+    // The login is shared as top-level keys of the document; a `[[login]]` table may point into
+    // a document whose top level is an array, which has none: pushing it would store nothing and
+    // leave this machine's file emptied.
+    if !snap.doc.is_object() {
+        return Err(Error::Fleet(FleetError::Config(format!(
+            "{} is not a JSON object at its top level, so fleet mode cannot take the login out of it (a login is shared as top-level keys); nothing was pushed or changed",
+            job.file.path().display()
+        ))));
+    }
     if login.refresh_token.is_empty() {
         return Err(Error::Fleet(FleetError::LocalFile(format!(
             "{} holds no refresh token (it is a fleet machine's copy, or the login was ended), so there is nothing to push; log in with {} first",

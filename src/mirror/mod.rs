@@ -105,9 +105,9 @@ impl Copies {
                 )));
             };
             let keeper = logins[login];
-            let Some(shape) = keeper.provider.facts().copy_shape else {
+            let Some(shape) = keeper.provider.copy_shape().cloned() else {
                 return Err(refused(format!(
-                    "(from {}) copies the login `{}`, which has no access-only form tokenkeeper knows; copies are for claude, codex and gemini",
+                    "(from {}) copies the login `{}`, which has no access-only form tokenkeeper knows",
                     spec.from, spec.login
                 )));
             };
@@ -405,6 +405,14 @@ impl Bound {
         // A copy that is current, or a login of its own, is not touched (and no lock is made
         // in its folder).
         let decide = |copy: Option<&Value>| {
+            // A `[[login]]` may point into a document whose top level is an array: it has no
+            // keys to copy, and a copy made of none would hold no token.
+            if !owner.is_object() {
+                return Err(
+                    "the login's own file is not a JSON object at its top level, so it has no keys to copy"
+                        .to_string(),
+                );
+            }
             match spec::verdict(&self.shape, copy, owner) {
             Verdict::Same => Ok(None),
             Verdict::OwnLogin => Err(

@@ -33,7 +33,7 @@ pub const OWNER_RECORD: &str = ".oauth_refresh.lock.owner";
 
 /// `claudeAiOauth` holds the whole login (tokens, expiry, scopes, subscription); the rest of the
 /// file (`mcpOAuth`, …) is the machine's own.
-pub const COPY_SHAPE: Shape = Shape::new(&[KEY], "claudeAiOauth.refreshToken", Spent::Empty);
+pub static COPY_SHAPE: Shape = Shape::new(&[KEY], &[KEY, "refreshToken"], Spent::Empty);
 
 /// The Keychain service Claude Code files its login under when `CLAUDE_CONFIG_DIR` is not set.
 pub const KEYCHAIN_SERVICE: &str = "Claude Code-credentials";
@@ -79,7 +79,6 @@ pub const FACTS: Facts = Facts {
         "CLAUDE_CODE_OAUTH_TOKEN",
     ],
     keychain: Some(keychain_item),
-    copy_shape: Some(COPY_SHAPE),
     ..Facts::new(OWNER, DEFAULT_MIN_TTL, DEFAULTS)
 };
 
@@ -90,6 +89,10 @@ pub struct Claude;
 impl Provider for Claude {
     fn facts(&self) -> &Facts {
         &FACTS
+    }
+
+    fn copy_shape(&self) -> Option<&Shape> {
+        Some(&COPY_SHAPE)
     }
 
     fn default_path(&self, env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {

@@ -42,9 +42,9 @@ const LAST_REFRESH: &str = "last_refresh";
 const DOC_KEYS: [&str; 4] = [TOKENS, LAST_REFRESH, "OPENAI_API_KEY", "auth_mode"];
 /// An access-only copy of a Codex login: `tokens` and `last_refresh` (which keeps Codex from
 /// refreshing by age), with `tokens.refresh_token` empty.
-pub const COPY_SHAPE: Shape = Shape::new(
+pub static COPY_SHAPE: Shape = Shape::new(
     &[TOKENS, LAST_REFRESH],
-    "tokens.refresh_token",
+    &[TOKENS, "refresh_token"],
     Spent::Empty,
 );
 const RELOGIN: &str = "Log in again with `codex login`.";
@@ -65,7 +65,6 @@ pub const FACTS: Facts = Facts {
     layout: Layout::Pretty,
     overriding_env: &["CODEX_API_KEY"],
     home_env: &["CODEX_HOME"],
-    copy_shape: Some(COPY_SHAPE),
     ..Facts::new(OWNER, DEFAULT_MIN_TTL, DEFAULTS)
 };
 
@@ -76,6 +75,10 @@ pub struct Codex;
 impl Provider for Codex {
     fn facts(&self) -> &Facts {
         &FACTS
+    }
+
+    fn copy_shape(&self) -> Option<&Shape> {
+        Some(&COPY_SHAPE)
     }
 
     fn default_path(&self, env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {

@@ -59,7 +59,7 @@ const LOGIN_KEYS: &[&str] = &[
 const OTHER_DOC_KEYS: &[&str] = &["type"];
 /// An access-only copy of a Gemini login: its fields without `refresh_token` (so that the
 /// library never tries to refresh).
-pub const COPY_SHAPE: Shape = Shape::new(LOGIN_KEYS, "refresh_token", Spent::Absent);
+pub static COPY_SHAPE: Shape = Shape::new(LOGIN_KEYS, &["refresh_token"], Spent::Absent);
 /// Bundles are large (tens of MB); anything larger than this is not Gemini CLI's.
 const MAX_SOURCE_BYTES: u64 = 64 << 20;
 const NPM_TIMEOUT: Duration = Duration::from_secs(10);
@@ -85,7 +85,6 @@ pub const FACTS: Facts = Facts {
     ],
     auth_failure_exit_code: Some(AUTH_FAILURE_EXIT_CODE),
     home_env: &["GEMINI_CLI_HOME"],
-    copy_shape: Some(COPY_SHAPE),
     ..Facts::new(OWNER, DEFAULT_MIN_TTL, DEFAULTS)
 };
 
@@ -98,6 +97,10 @@ pub struct Gemini {
 impl Provider for Gemini {
     fn facts(&self) -> &Facts {
         &FACTS
+    }
+
+    fn copy_shape(&self) -> Option<&Shape> {
+        Some(&COPY_SHAPE)
     }
 
     /// A wrong client secret (a typo in the config, an odd install) is not a dead login.

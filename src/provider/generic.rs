@@ -16,6 +16,7 @@ use crate::login::{EpochMs, Login};
 use crate::oauth::endpoint::TokenResponse;
 use crate::provider::json_pointer::Pointer;
 use crate::provider::login_table::LoginTable;
+use crate::provider::shape::{Shape, Spent};
 use crate::provider::{Body, Defaults, Facts, Provider, TokenRequest};
 use crate::secret::Secret;
 use crate::settings::Settings;
@@ -93,6 +94,9 @@ pub struct Generic {
     extra_fields: Vec<(String, String)>,
     headers: Vec<(String, String)>,
     env: Option<String>,
+    /// Its access-only copies (mirrors, fleet machines' files): the top-level keys its pointers
+    /// go through, with "" at the refresh token's pointer.
+    shape: Shape,
 }
 
 // By hand: extra fields and headers may carry secrets (an assertion, a Basic credential).
@@ -309,7 +313,15 @@ fn check(t: &LoginTable, config_path: &Path) -> Result<Generic, String> {
         scope: "",
         user_agent: USER_AGENT,
     };
+    let keys = login_keys(&[
+        Some(&access_token),
+        Some(&refresh_token),
+        expires_at.as_ref(),
+    ]);
+    let shape = Shape::owned(keys, refresh_token.pointer.tokens().to_vec(), Spent::Empty)
+        .ok_or("has a pointer to the whole file; point each key at its value")?;
     Ok(Generic {
+        shape,
         facts: Facts {
             layout: Layout::AsFound,
             rewritten_in_place: true,
@@ -334,6 +346,20 @@ fn check(t: &LoginTable, config_path: &Path) -> Result<Generic, String> {
             .collect(),
         env: t.env.clone(),
     })
+}
+
+/// The first step of each pointer, each once, in the table's order (access token, refresh
+/// token, expiry): the top-level keys of the document that make up the login.
+fn login_keys(fields: &[Option<&Field>]) -> Vec<String> {
+    let mut keys: Vec<String> = Vec::new();
+    for field in fields.iter().flatten() {
+        if let Some(first) = field.pointer.first_token()
+            && !keys.iter().any(|k| k == first)
+        {
+            keys.push(first.to_string());
+        }
+    }
+    keys
 }
 
 fn check_url(url: &str) -> Result<(), String> {
@@ -458,26 +484,15 @@ impl Provider for Generic {
 
     /// The first step of each pointer (none is the root: [`Field::parse`] refuses that).
     fn doc_keys(&self) -> Option<Vec<String>> {
-        let mut keys: Vec<String> = Vec::new();
-        let fields = [
-            Some(&self.access_token),
-            Some(&self.refresh_token),
-            self.expires_at.as_ref(),
-        ];
-        for field in fields.into_iter().flatten() {
-            let first = field.pointer.first_token()?;
-            if !keys.iter().any(|k| k == first) {
-                keys.push(first.to_string());
-            }
-        }
-        Some(keys)
+        Some(self.shape.keys().map(str::to_string).collect())
     }
 
-    fn stored_refresh_token<'a>(&self, doc: &'a Value) -> &'a str {
-        match self.refresh_token.find(doc) {
-            Ok(Some(v)) => v.as_str().unwrap_or(""),
-            _ => "",
-        }
+    /// The top-level keys the pointers go through, with the refresh token's pointer holding ""
+    /// in a copy: a tool that reads its file as these pointers say finds no refresh token there,
+    /// as when the table's tool was logged out of it, and the file keeps the layout the tool
+    /// knows (a key left out could be, to some tools, a file that is not theirs).
+    fn copy_shape(&self) -> Option<&Shape> {
+        Some(&self.shape)
     }
 
     fn token_request(&self, refresh_token: &Secret, settings: &Settings) -> TokenRequest {

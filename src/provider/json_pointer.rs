@@ -69,6 +69,11 @@ impl Pointer {
         &self.text
     }
 
+    /// Its reference tokens, unescaped: the path from the document's root.
+    pub fn tokens(&self) -> &[String] {
+        &self.tokens
+    }
+
     /// The key of the first step (`"tokens"` for `/tokens/access_token`); None for the root.
     pub fn first_token(&self) -> Option<&str> {
         self.tokens.first().map(String::as_str)
@@ -151,7 +156,7 @@ impl Pointer {
 
 /// An array index as RFC 6901 writes one: digits without a leading zero. Larger than a credentials
 /// file could hold (over six digits) counts as no index, so a write never grows a huge array.
-fn array_index(token: &str) -> Option<usize> {
+pub(crate) fn array_index(token: &str) -> Option<usize> {
     let digits = !token.is_empty() && token.bytes().all(|b| b.is_ascii_digit());
     let canonical = token == "0" || !token.starts_with('0');
     if digits && canonical && token.len() <= 6 {

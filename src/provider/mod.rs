@@ -58,16 +58,11 @@ pub struct Facts {
     /// Where the CLI keeps its login in the macOS Keychain, if it ever does: the item for an
     /// environment, or why it cannot be named. Only such a provider has a `store` setting.
     pub keychain: Option<KeychainItem>,
-    /// Which part of the credentials document is the login, and how an access-only copy of it
-    /// (a fleet machine's file, a mirror) is made: the keys it shares, the refresh token it
-    /// leaves out. Fleet mode and mirrors keep the logins of every provider that names one. Its
-    /// keys are among [`Provider::doc_keys`], so that a read sees all of the login.
-    pub copy_shape: Option<shape::Shape>,
 }
 
 impl Facts {
     /// The facts most CLIs share, for `owner` and `defaults`: OAuth's rejection rule, a
-    /// compact file rewritten atomically, no variables, no Keychain, no copies.
+    /// compact file rewritten atomically, no variables, no Keychain.
     pub const fn new(owner: Owner, default_min_ttl: Duration, defaults: Defaults) -> Facts {
         Facts {
             owner,
@@ -80,7 +75,6 @@ impl Facts {
             auth_failure_exit_code: None,
             home_env: &[],
             keychain: None,
-            copy_shape: None,
         }
     }
 }
@@ -111,6 +105,16 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// to a [`Login`] with empty tokens, which [`Login::freshness`] calls dead.
     fn parse(&self, file: &CredentialsFile, doc: &Value) -> Result<Login, Error>;
 
+    /// Which part of the credentials document is the login, and how an access-only copy of it
+    /// (a fleet machine's file, a mirror) is made: the keys it shares, the refresh token it
+    /// leaves out. Fleet mode and mirrors keep the logins of every provider that names one (each
+    /// built-in provider, and every `[[login]]` table, from its pointers). Its keys are among
+    /// [`Provider::doc_keys`], so that a read sees all of the login. A method rather than a field
+    /// of [`Facts`]: a table's shape is owned, and a built-in provider's `Facts` stay a constant.
+    fn copy_shape(&self) -> Option<&shape::Shape> {
+        None
+    }
+
     /// The top-level keys of the credentials document that [`Provider::parse`], [`Provider::apply`]
     /// and the copy shape look at, or None for the whole document. A read builds a `Value` of
     /// these alone (the rest of the file is checked but never decoded, and a write keeps it byte
@@ -122,8 +126,7 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// The refresh token a document holds, or "" when it holds none (or is not this provider's):
     /// by default, the string where the copy shape says the refresh token is.
     fn stored_refresh_token<'a>(&self, doc: &'a Value) -> &'a str {
-        self.facts()
-            .copy_shape
+        self.copy_shape()
             .map_or("", |shape| shape.refresh_token(doc))
     }
 

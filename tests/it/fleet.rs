@@ -1494,19 +1494,26 @@ fn a_note_of_the_previous_version_is_nobodys_own_and_its_table_gains_the_machine
 
 const DAY_SECS: u64 = 86_400;
 
-/// Codex CLI's and Gemini CLI's logins in fleet mode: where each machine keeps one, a login as
-/// the CLI writes it (with keys tokenkeeper does not know), and what a machine's copy holds.
+/// Codex CLI's and Gemini CLI's logins in fleet mode, and a `[[login]]` table's (`Table`, the
+/// same table in each machine's config): where each machine keeps one, a login as the CLI
+/// writes it (with keys tokenkeeper does not know), and what a machine's copy holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Cli {
     Codex,
     Gemini,
+    Table,
 }
+
+/// The `[[login]]` table of [`Cli::Table`]: a tool keeping its login two levels down, beside
+/// an account of the login's and settings of the machine's own.
+const TABLE: &str = "mytool";
 
 impl Cli {
     fn name(self) -> &'static str {
         match self {
             Cli::Codex => "codex",
             Cli::Gemini => "gemini",
+            Cli::Table => TABLE,
         }
     }
 
@@ -1515,6 +1522,7 @@ impl Cli {
         let config = match self {
             Cli::Codex => StandinConfig::openai(),
             Cli::Gemini => StandinConfig::google(crate::gemini::SECRET),
+            Cli::Table => StandinConfig::default(),
         };
         StandinServer::start(StandinConfig {
             access_ttl_secs: ttl_secs,
@@ -1526,6 +1534,14 @@ impl Cli {
     /// What a machine needs beyond the login: for Gemini the client secret, `in_config` or
     /// else from an installed Gemini CLI.
     fn set_up(self, m: &Machine, in_config: bool) {
+        if self == Cli::Table {
+            m.config(&format!(
+                "[[login]]\nname = \"{TABLE}\"\ncredentials = \"{}\"\naccess_token = \"/auth/oauth/access_token\"\nrefresh_token = \"/auth/oauth/refresh_token\"\nexpires_at = \"/auth/oauth/expires_at\"\nexpiry_unit = \"ms\"\ntoken_url = \"{}\"\nclient_id = \"{}\"\n",
+                self.file(m).display(),
+                m.token_url,
+                StandinConfig::default().client_id
+            ));
+        }
         if self != Cli::Gemini {
             return;
         }
@@ -1545,6 +1561,7 @@ impl Cli {
         match self {
             Cli::Codex => m.home().join(".codex/auth.json"),
             Cli::Gemini => m.home().join(".gemini/oauth_creds.json"),
+            Cli::Table => m.home().join(".mytool/auth.json"),
         }
     }
 
@@ -1557,6 +1574,12 @@ impl Cli {
                 &login.access_token,
                 &login.refresh_token,
                 now_ms() + ttl_secs as i64 * 1000,
+            ),
+            Cli::Table => format!(
+                r#"{{"version":3,"auth":{{"oauth":{{"access_token":"{}","refresh_token":"{}","expires_at":{},"token_type":"Bearer"}},"account":{{"email":"dev@example.test"}}}},"settings":{{"theme":"dark","zoom":1.50}}}}"#,
+                login.access_token,
+                login.refresh_token,
+                now_ms() + ttl_secs as i64 * 1000
             ),
         }
     }
@@ -1573,6 +1596,9 @@ impl Cli {
             ),
             Cli::Gemini => {
                 r#"{"access_token":"ya29.stale","expiry_date":1,"token_type":"Bearer","this_machine":{"n":1.50}}"#.to_string()
+            }
+            Cli::Table => {
+                r#"{"version":2,"auth":{"oauth":{"access_token":"stale","refresh_token":"","expires_at":1,"mine":true},"local":{"profile":"m3"}},"this_machine":{"n":1.50}}"#.to_string()
             }
         }
     }
@@ -1594,6 +1620,7 @@ impl Cli {
         match self {
             Cli::Codex => &v["tokens"],
             Cli::Gemini => v,
+            Cli::Table => &v["auth"]["oauth"],
         }
     }
 
@@ -1613,12 +1640,14 @@ impl Cli {
                 .and_then(tokenkeeper::oauth::jwt::expiry_ms)
                 .unwrap_or(0),
             Cli::Gemini => v["expiry_date"].as_i64().unwrap_or(0),
+            Cli::Table => v["auth"]["oauth"]["expires_at"].as_i64().unwrap_or(0),
         }
     }
 
     /// The keys of a document that are not the login's: what a copy must keep as it was.
     fn own_keys(self, v: &serde_json::Value) -> serde_json::Value {
         let (login, fields): (&[&str], &[&str]) = match self {
+            Cli::Table => return table_own_keys(v),
             Cli::Codex => (
                 &["tokens", "last_refresh"],
                 &["id_token", "access_token", "refresh_token", "account_id"],
@@ -1659,7 +1688,7 @@ impl Cli {
         let mut own = self.own_keys(v);
         own.as_object_mut()
             .expect("an object")
-            .retain(|k, _| k.starts_with("tokens."));
+            .retain(|k, _| k.starts_with("tokens.") || k.starts_with("auth."));
         own
     }
 
@@ -1696,6 +1725,15 @@ impl Cli {
                 assert_eq!(v["token_type"], "Bearer", "{}: {v}", m.name);
                 assert!(v["scope"].as_str().is_some(), "{}: {v}", m.name);
             }
+            Cli::Table => {
+                assert_eq!(login["refresh_token"], "", "{}: {v}", m.name);
+                assert_eq!(login["token_type"], "Bearer", "{}: {v}", m.name);
+                assert_eq!(
+                    v["auth"]["account"]["email"], "dev@example.test",
+                    "{}: the login's account travels with it: {v}",
+                    m.name
+                );
+            }
         }
         assert!(self.expires_at(&v) > now_ms(), "{}: {v}", m.name);
         assert!(
@@ -1712,6 +1750,30 @@ impl Cli {
             & 0o777;
         assert_eq!(mode, 0o600, "{}", m.name);
     }
+}
+
+/// A `[[login]]` document's keys outside the login's tokens, by path: the top-level keys but
+/// `auth`, and the keys inside `auth` and `auth.oauth` that are not the three the pointers
+/// name (`auth.account` is the login's, pushed with it; the others are a machine's own).
+fn table_own_keys(v: &serde_json::Value) -> serde_json::Value {
+    let mut own = serde_json::Map::new();
+    for (k, value) in v.as_object().expect("an object") {
+        if k != "auth" {
+            own.insert(k.clone(), value.clone());
+        }
+    }
+    for (k, value) in v["auth"].as_object().into_iter().flatten() {
+        if k != "oauth" {
+            own.insert(format!("auth.{k}"), value.clone());
+        }
+    }
+    let tokens = ["access_token", "refresh_token", "expires_at"];
+    for (k, value) in v["auth"]["oauth"].as_object().into_iter().flatten() {
+        if !tokens.contains(&k.as_str()) {
+            own.insert(format!("auth.oauth.{k}"), value.clone());
+        }
+    }
+    serde_json::Value::Object(own)
 }
 
 /// A fleet of `n` machines sharing `cli`'s login: the first logged in, with keys of its own (and
@@ -1865,7 +1927,7 @@ fn three_machines_keep_one_login(cli: Cli) {
     assert_eq!(token_requests.len() as u64, stats.token_requests);
     for request in token_requests {
         match cli {
-            Cli::Codex => {
+            Cli::Codex | Cli::Table => {
                 let body: serde_json::Value =
                     serde_json::from_str(&request.body).expect("a JSON body");
                 assert_eq!(body["grant_type"], "refresh_token", "{body}");
@@ -1894,6 +1956,11 @@ fn three_machines_keep_one_login(cli: Cli) {
 #[test]
 fn three_machines_keep_one_codex_login_with_one_token_request_per_lifetime() {
     three_machines_keep_one_login(Cli::Codex);
+}
+
+#[test]
+fn three_machines_keep_one_login_tables_login_with_one_token_request_per_lifetime() {
+    three_machines_keep_one_login(Cli::Table);
 }
 
 #[test]
@@ -2031,6 +2098,7 @@ fn codex_and_gemini_logins_are_pushed_into_rows_of_their_own_beside_claudes() {
                 ),
                 "Codex's file, byte for byte"
             ),
+            Cli::Table => unreachable!("only Codex's and Gemini's logins are pushed here"),
             Cli::Gemini => {
                 let mut expected: serde_json::Value = serde_json::from_str(text).expect("json");
                 expected
@@ -2132,19 +2200,68 @@ fn a_wrong_gemini_client_secret_on_one_machine_is_its_own_config_error_not_the_f
 }
 
 #[test]
-fn a_login_table_stays_each_machines_own_and_fleet_push_says_so_changing_nothing() {
+fn a_login_tables_login_is_pushed_into_a_row_of_its_own_and_a_machine_without_the_table_is_told() {
+    let server = Cli::Table.server(3600);
+    let db = TestDb::new();
+    let (machines, own) = fleet_of(Cli::Table, 2, &server, &db, 3600);
+    let (a, b) = (&machines[0], &machines[1]);
+    let row: (String, String, i64) = db
+        .client()
+        .query_one(
+            "SELECT name, provider, generation FROM tokenkeeper_logins",
+            &[],
+        )
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .expect("one row");
+    assert_eq!(row, (TABLE.to_string(), TABLE.to_string(), 1));
+    // The pusher's file is now a copy: its refresh token emptied, every other byte kept.
+    let text = fs::read_to_string(Cli::Table.file(a)).expect("the pusher's file");
+    assert!(text.contains(r#""refresh_token":"""#), "{text}");
+    assert!(
+        text.contains(r#""settings":{"theme":"dark","zoom":1.50}"#),
+        "{text}"
+    );
+    Cli::Table.assert_copy(a, &server, &own[0]);
+    // Another machine with the same table gets the access token and its own copy.
+    let run = Run::from(
+        b.cmd(&["--provider", TABLE, "token"])
+            .output()
+            .expect("run"),
+    );
+    b.assert_no_leak(&server, &run, true);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.stdout.trim(), Cli::Table.access_token(a));
+    Cli::Table.assert_copy(b, &server, &own[1]);
+    assert_eq!(server.stats().token_requests, 0, "no refresh was due");
+
+    // A machine whose config has no such table cannot name the login.
+    let c = Machine::new("m3", &db.url, &key(), &server);
+    let run = c.run(&server, &["--provider", TABLE, "token"]);
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains(TABLE), "{run:?}");
+    assert!(!Cli::Table.file(&c).exists());
+
+    // A copy has nothing to push.
+    let run = b.run(&server, &["--provider", TABLE, "fleet", "push"]);
+    assert_eq!(run.code, 78, "{run:?}");
+    assert!(run.stderr.contains("no refresh token"), "{run:?}");
+}
+
+#[test]
+fn a_login_table_whose_file_is_an_array_at_the_top_is_refused_by_push_changing_nothing() {
     let server = short_lived(3600);
     let db = TestDb::new();
     let m = Machine::new("m1", &db.url, &key(), &server);
     let creds = m.home().join(".mytool/auth.json");
     m.config(&format!(
-        "[[login]]\nname = \"mytool\"\ncredentials = \"{}\"\naccess_token = \"/access\"\nrefresh_token = \"/refresh\"\nexpires_at = \"/expires\"\nexpiry_unit = \"ms\"\ntoken_url = \"{}\"\nclient_id = \"c\"\n",
+        "[[login]]\nname = \"{TABLE}\"\ncredentials = \"{}\"\naccess_token = \"/0/access\"\nrefresh_token = \"/0/refresh\"\nexpires_at = \"/0/expires\"\nexpiry_unit = \"ms\"\ntoken_url = \"{}\"\nclient_id = \"{}\"\n",
         creds.display(),
-        server.token_url()
+        server.token_url(),
+        StandinConfig::default().client_id
     ));
     let login = server.issue_login();
     let text = format!(
-        r#"{{"access":"{}","refresh":"{}","expires":{}}}"#,
+        r#"[{{"access":"{}","refresh":"{}","expires":{}}}]"#,
         login.access_token,
         login.refresh_token,
         now_ms() + 3_600_000
@@ -2152,13 +2269,9 @@ fn a_login_table_stays_each_machines_own_and_fleet_push_says_so_changing_nothing
     fs::create_dir_all(creds.parent().expect("parent")).expect("folder");
     fs::write(&creds, &text).expect("write");
     set_mode(&creds, 0o600);
-    let run = m.run(&server, &["--provider", "mytool", "fleet", "push"]);
+    let run = m.run(&server, &["--provider", TABLE, "fleet", "push"]);
     assert_eq!(run.code, 78, "{run:?}");
-    assert!(
-        run.stderr
-            .contains("fleet mode keeps the logins of claude, codex and gemini only, not the [[login]] 'mytool'"),
-        "{run:?}"
-    );
+    assert!(run.stderr.contains("not a JSON object"), "{run:?}");
     assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
     assert_eq!(fs::read_to_string(&creds).expect("read"), text);
     let table: Option<String> = db

@@ -298,8 +298,20 @@ fn lifecycle(unit: Unit) {
         "{run:?}"
     );
     assert_eq!((t.read(), t.requests()), (due, 2));
-    // Dead: no refresh token at all; no request.
-    let wiped = t.write_expiring("", &access, 60_000);
+    // No refresh token but an access token: an access-only copy (a mirror's, a fleet
+    // machine's), used while it lasts and never refreshed; once expired, exit 77 naming it.
+    let copy = t.write_expiring("", &access, 60_000);
+    let run = t.run(&refresh);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.starts_with("not due"), "{run:?}");
+    let expired = t.write_expiring("", &access, -1000);
+    let run = t.run(&refresh);
+    assert_eq!(run.code, 77, "{run:?}");
+    assert!(run.stderr.contains("access-only copy"), "{run:?}");
+    assert_ne!(copy, expired);
+    assert_eq!((t.read(), t.requests()), (expired, 2));
+    // Dead: no tokens at all; no request.
+    let wiped = t.write("", "", now_ms() + 60_000);
     let run = t.run(&refresh);
     assert_eq!(run.code, 77, "{run:?}");
     assert!(run.stderr.contains("tokens are empty"), "{run:?}");

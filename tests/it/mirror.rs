@@ -128,6 +128,17 @@ fn ten_copies_keep_ten_agents_working_on_one_refresh_per_token() {
         (stats.reused_refresh_tokens, stats.revoked_families),
         (0, 0)
     );
+    // The client retries a 401 (up to 3 times, 100 ms apart, reading its copy again each time,
+    // as Claude Code does), which would hide a copy that lags: so every call must have got its
+    // one 200, and a 401 can only be a call that was in flight (or read its copy) in the moment
+    // between a refresh and the copy's write, at most one per agent per refresh.
+    assert_eq!(stats.api_ok, u64::from(calls), "{stats:?}");
+    assert!(
+        stats.api_unauthorized <= 10 * stats.token_requests,
+        "{} refused calls for {} refreshes: {stats:?}",
+        stats.api_unauthorized,
+        stats.token_requests
+    );
     let owner = s.creds_json();
     for (i, path) in copies.iter().enumerate() {
         let copy = json(path);
@@ -156,8 +167,10 @@ fn ten_copies_keep_ten_agents_working_on_one_refresh_per_token() {
     let first = median(lags.iter().map(|l| l.0).collect());
     let last = median(lags.iter().map(|l| l.1).collect());
     eprintln!(
-        "copy lag after each of {} saves (ms, min/median/max): first copy {first:?}, last of 10 copies {last:?}; {calls} agent calls, 0 failed",
-        lags.len()
+        "copy lag after each of {} saves (ms, min/median/max): first copy {first:?}, last of 10 copies {last:?}; {calls} agent calls, 0 failed, {} API answers 401 (each retried with the copy read again), {} token requests",
+        lags.len(),
+        stats.api_unauthorized,
+        stats.token_requests
     );
 }
 
@@ -653,4 +666,312 @@ fn a_copy_whose_token_is_refused_is_never_refreshed_on_retry() {
     );
     assert_eq!(s.read_creds(), copy);
     assert_eq!(s.server.stats().token_requests, 0, "never a refresh");
+}
+
+/// The `[[login]]` table of the tests below: a tool keeping its login two levels down, beside an
+/// account of the login's and settings of the machine's own; `path` is its file.
+fn login_table(s: &Sandbox, path: &Path) -> String {
+    format!(
+        "[[login]]\nname = \"mytool\"\ncredentials = \"{}\"\naccess_token = \"/auth/oauth/access_token\"\nrefresh_token = \"/auth/oauth/refresh_token\"\nexpires_at = \"/auth/oauth/expires_at\"\nexpiry_unit = \"ms\"\ntoken_url = \"{}\"\nclient_id = \"{}\"\n",
+        path.display(),
+        s.server.token_url(),
+        StandinConfig::default().client_id
+    )
+}
+
+/// The tool's file for a login, as the tool writes it.
+fn table_login_text(access: &str, refresh: &str, expires_at: i64) -> String {
+    format!(
+        r#"{{"version":3,"auth":{{"oauth":{{"access_token":"{access}","refresh_token":"{refresh}","expires_at":{expires_at}}},"account":{{"email":"dev@example.test"}}}},"settings":{{"zoom":1.50}}}}"#
+    )
+}
+
+#[test]
+fn a_login_tables_copies_are_written_after_each_refresh_without_its_refresh_token() {
+    let s = Sandbox::with(StandinConfig {
+        access_ttl_secs: 4,
+        ..StandinConfig::default()
+    });
+    let owner = s.home().join(".mytool/auth.json");
+    fs::create_dir_all(owner.parent().unwrap()).unwrap();
+    let login = s.server.issue_login();
+    fs::write(
+        &owner,
+        table_login_text(&login.access_token, &login.refresh_token, now_ms() + 4000),
+    )
+    .unwrap();
+    set_mode(&owner, 0o600);
+    // Two agents, each with keys of its own beside and inside the login; one has no file yet.
+    let copies: Vec<PathBuf> = (0..2)
+        .map(|i| {
+            let folder = s.dir.path().join(format!("agents/a{i}/.mytool"));
+            fs::create_dir_all(&folder).unwrap();
+            folder.join("auth.json")
+        })
+        .collect();
+    fs::write(
+        &copies[0],
+        r#"{"auth":{"oauth":{"access_token":"","refresh_token":"","expires_at":0,"mine":true},"local":{"n":1.50}},"agent":"a0"}"#,
+    )
+    .unwrap();
+    let pattern = format!("{}/agents/*/.mytool/auth.json", s.dir.path().display());
+    s.config(&format!(
+        "{}[[mirror]]\nlogin = \"mytool\"\npath = \"{pattern}\"\n",
+        login_table(&s, &owner)
+    ));
+    let d = spawn_daemon(&s, &["--provider", "mytool", "--refresh-before", "2s"]);
+    let access = |path: &Path| -> String {
+        let v: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(path).unwrap_or_default()).unwrap_or_default();
+        let oauth = &v["auth"]["oauth"];
+        if !oauth.is_null() {
+            assert_eq!(
+                oauth["refresh_token"].as_str(),
+                Some(""),
+                "a copy held a refresh token"
+            );
+        }
+        oauth["access_token"].as_str().unwrap_or("").to_string()
+    };
+    // Every token the owner holds reaches both copies, over three refreshes.
+    let mut seen = Vec::new();
+    wait_for("three refreshes copied", Duration::from_secs(20), || {
+        let now = json(&owner)["auth"]["oauth"]["access_token"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        if copies.iter().all(|c| access(c) == now) && !seen.contains(&now) {
+            seen.push(now);
+        }
+        seen.len() >= 4
+    });
+    let run = stop_daemon(&s, d);
+    assert_eq!(run.code, 0, "{run:?}");
+    let stats = s.server.stats();
+    assert!(stats.token_requests >= 3, "{stats:?}");
+    assert_eq!(
+        (stats.reused_refresh_tokens, stats.revoked_families),
+        (0, 0)
+    );
+    let o = json(&owner);
+    assert!(
+        s.server
+            .is_live_access(o["auth"]["oauth"]["access_token"].as_str().unwrap())
+    );
+    assert_ne!(
+        o["auth"]["oauth"]["refresh_token"], "",
+        "the owner keeps it"
+    );
+    for c in &copies {
+        let v = json(c);
+        assert_eq!(
+            v["auth"]["oauth"]["access_token"],
+            o["auth"]["oauth"]["access_token"]
+        );
+        assert_eq!(
+            v["auth"]["oauth"]["expires_at"],
+            o["auth"]["oauth"]["expires_at"]
+        );
+        assert_eq!(v["auth"]["oauth"]["refresh_token"], "");
+        assert_eq!(v["auth"]["account"]["email"], "dev@example.test");
+    }
+    let first = fs::read_to_string(&copies[0]).unwrap();
+    let v = json(&copies[0]);
+    assert_eq!(v["auth"]["oauth"]["mine"], true, "{first}");
+    assert_eq!(v["agent"], "a0", "{first}");
+    assert!(first.contains(r#""local":{"n":1.50}"#), "{first}");
+    // Where there was none, a copy is the login alone: not the owner's settings.
+    let made = json(&copies[1]);
+    assert_eq!(
+        made.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["auth"],
+        "{made}"
+    );
+    assert!(lags(&run.stderr).len() >= 3, "{run:?}");
+}
+
+#[test]
+fn removing_an_agents_folder_drops_its_copy_quietly() {
+    let s = Sandbox::new();
+    s.login(8 * 3_600_000);
+    let (a1, a2) = (agent(&s, "a1"), agent(&s, "a2"));
+    let log = s.dir.path().join("alerts.log");
+    let notify = format!(
+        "echo \"$TOKENKEEPER_EVENT: $TOKENKEEPER_MESSAGE\" >> {}",
+        log.display()
+    );
+    let pattern = format!(
+        "{}/agents/*/.claude/.credentials.json",
+        s.dir.path().display()
+    );
+    let d = spawn_daemon(
+        &s,
+        &[
+            "--mirror",
+            &format!("claude={pattern}"),
+            "--notify-command",
+            &notify,
+        ],
+    );
+    let listed = |path: &Path| {
+        let run = s.run(&["status", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap_or_default();
+        v["copies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["path"].as_str() == Some(&path.display().to_string()))
+    };
+    wait_for("both copies listed", Duration::from_secs(10), || {
+        listed(&a1) && listed(&a2)
+    });
+    // The agent goes away, folder and all; the owner's file changes a few times meanwhile.
+    fs::remove_dir_all(s.dir.path().join("agents/a2")).unwrap();
+    for _ in 0..3 {
+        let text = s.read_creds();
+        fs::write(s.creds(), text).unwrap();
+        sleep(Duration::from_millis(300));
+    }
+    wait_for("the gone copy dropped", Duration::from_secs(10), || {
+        !listed(&a2)
+    });
+    // Another pattern look or two: still gone, and nothing complains about it.
+    sleep(Duration::from_millis(2500));
+    assert!(!listed(&a2) && listed(&a1));
+    let run = stop_daemon(&s, d);
+    assert_eq!(run.code, 0, "{run:?}");
+    let gone = a2.display().to_string();
+    let complaints: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains(&gone) && !l.contains("a new copy at"))
+        .collect();
+    assert!(complaints.is_empty(), "{complaints:?}");
+    assert!(!run.stderr.contains("cannot be written"), "{run:?}");
+    assert_eq!(fs::read_to_string(&log).unwrap_or_default(), "");
+    assert!(!s.dir.path().join("agents/a2").exists(), "never made again");
+    assert_eq!(
+        copy_access(&a1),
+        s.creds_json()["claudeAiOauth"]["accessToken"]
+    );
+}
+
+#[test]
+fn metrics_show_each_copys_age_and_no_token() {
+    let s = Sandbox::new();
+    s.login(8 * 3_600_000);
+    let copy = agent(&s, "a1");
+    let log = s.dir.path().join("daemon.log");
+    let mut d = s
+        .cmd(&[
+            "daemon",
+            "--metrics",
+            "127.0.0.1:0",
+            "--mirror",
+            &format!("claude={}", copy.display()),
+        ])
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // The port the daemon was given, from its log line `metrics on http://ADDR/metrics`.
+    let mut url = String::new();
+    wait_for("the metrics address", Duration::from_secs(10), || {
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        if let Some(at) = text.split("metrics on ").nth(1) {
+            url = at.split_whitespace().next().unwrap_or("").to_string();
+        }
+        !url.is_empty()
+    });
+    let get = || {
+        ureq::get(&url)
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .unwrap_or_default()
+    };
+    let name = format!(
+        r#"tokenkeeper_copy_age_seconds{{provider="claude",path="{}"}} "#,
+        copy.display()
+    );
+    let mut text = String::new();
+    wait_for("the copy's age", Duration::from_secs(10), || {
+        text = get();
+        text.contains(&name)
+    });
+    let age: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(&name))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a number");
+    assert!((0.0..60.0).contains(&age), "{text}");
+    let expiry = s.creds_json()["claudeAiOauth"]["expiresAt"]
+        .as_i64()
+        .unwrap()
+        / 1000;
+    assert!(
+        text.contains(&format!(
+            r#"tokenkeeper_copy_access_token_expiry_timestamp_seconds{{provider="claude",path="{}"}} {expiry}"#,
+            copy.display()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            r#"tokenkeeper_copy_failing{{provider="claude",path="{}"}} 0"#,
+            copy.display()
+        )),
+        "{text}"
+    );
+    for token in s.server.all_issued_tokens() {
+        assert!(!text.contains(&token), "a token in the metrics");
+    }
+    terminate(&mut d);
+    d.wait().unwrap();
+    let run = Run {
+        code: 0,
+        stdout: text,
+        stderr: fs::read_to_string(&log).unwrap(),
+    };
+    s.assert_no_leak(&run, false);
+}
+
+#[test]
+fn a_login_table_whose_file_is_an_array_at_the_top_gets_no_copy_and_says_why() {
+    let s = Sandbox::new();
+    let owner = s.home().join(".mytool/auth.json");
+    fs::create_dir_all(owner.parent().unwrap()).unwrap();
+    let login = s.server.issue_login();
+    let text = format!(
+        r#"[{{"access":"{}","refresh":"{}","expires":{}}}]"#,
+        login.access_token,
+        login.refresh_token,
+        now_ms() + 3_600_000
+    );
+    fs::write(&owner, &text).unwrap();
+    set_mode(&owner, 0o600);
+    let copy = s.dir.path().join("agents/a1/.mytool/auth.json");
+    fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    s.config(&format!(
+        "[[login]]\nname = \"mytool\"\ncredentials = \"{}\"\naccess_token = \"/0/access\"\nrefresh_token = \"/0/refresh\"\nexpires_at = \"/0/expires\"\nexpiry_unit = \"ms\"\ntoken_url = \"{}\"\nclient_id = \"{}\"\n[[mirror]]\nlogin = \"mytool\"\npath = \"{}\"\n",
+        owner.display(),
+        s.server.token_url(),
+        StandinConfig::default().client_id,
+        copy.display()
+    ));
+    let d = spawn_daemon(&s, &["--provider", "mytool"]);
+    wait_for("the copies' record", Duration::from_secs(10), || {
+        s.run(&["--provider", "mytool", "status"])
+            .stdout
+            .contains("not a JSON object")
+    });
+    let run = stop_daemon(&s, d);
+    assert!(!copy.exists(), "no copy made of no keys");
+    assert_eq!(fs::read_to_string(&owner).unwrap(), text);
+    assert!(
+        run.stderr.contains(&copy.display().to_string())
+            && run.stderr.contains("not a JSON object"),
+        "{run:?}"
+    );
+    assert_eq!(s.server.stats().token_requests, 0);
 }
