@@ -12,7 +12,6 @@ use crate::exec::auth_failure::{AuthFailure, Detector};
 use crate::lock::interrupt;
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
-use std::process::Command;
 use std::process::ExitStatus;
 #[cfg(not(target_os = "linux"))]
 use std::process::Stdio;
@@ -62,7 +61,7 @@ pub fn run(spec: &ChildSpec) -> Result<Finished, SpawnError> {
 /// Runs the command to its end, passing its output through.
 #[cfg(not(target_os = "linux"))]
 pub fn run(spec: &ChildSpec) -> Result<Finished, SpawnError> {
-    let mut cmd = Command::new(&spec.program);
+    let mut cmd = std::process::Command::new(&spec.program);
     cmd.args(&spec.args);
     for (k, v) in &spec.env {
         cmd.env(k, v);
@@ -105,13 +104,13 @@ fn finished(status: Option<ExitStatus>, auth_failure: Option<AuthFailure>) -> Fi
 /// The child gets SIGTERM when this process dies, however it dies (SIGKILL included), so it is
 /// never left running on its own. Linux only (PDEATHSIG); elsewhere a no-op.
 #[cfg(not(target_os = "linux"))]
-pub fn die_with_parent(_cmd: &mut Command) {}
+pub fn die_with_parent(_cmd: &mut std::process::Command) {}
 
 /// The child gets SIGTERM when this process dies, however it dies (SIGKILL included), so it is
 /// never left running on its own. For a `Command` (the demo's helpers): the hook makes std fork
 /// a copy of this process. `exec`'s own command is started without that copy (`exec/spawn.rs`).
-#[cfg(target_os = "linux")]
-pub fn die_with_parent(cmd: &mut Command) {
+#[cfg(all(target_os = "linux", feature = "demo"))]
+pub fn die_with_parent(cmd: &mut std::process::Command) {
     use std::os::unix::process::CommandExt;
     let parent = std::process::id();
     // SAFETY: only async-signal-safe calls between fork and exec.
@@ -389,7 +388,7 @@ mod pump_threads {
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
-    use std::process::Stdio;
+    use std::process::{Command, Stdio};
 
     /// Both ways of passing output see the exit code and an auth failure in either stream.
     #[test]
