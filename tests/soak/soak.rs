@@ -542,6 +542,8 @@ fn run(args: Args) -> Result<bool, String> {
             Fault::Hang(hang),
             Fault::Reset,
             Fault::Html,
+            // Never followed: to another host that would answer with a login of its own.
+            Fault::Redirect("http://127.0.0.1:9/elsewhere".into()),
         ],
     );
     let login = server.issue_login();
