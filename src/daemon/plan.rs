@@ -259,6 +259,14 @@ mod tests {
         }
     }
 
+    /// [`view`] of a login whose access token is `access`.
+    fn holding(access: &str, expires_at: EpochMs) -> View {
+        View {
+            access: access.into(),
+            ..view(expires_at)
+        }
+    }
+
     fn view(expires_at: EpochMs) -> View {
         View {
             access: "a1".into(),
@@ -338,12 +346,8 @@ mod tests {
     #[test]
     fn a_server_handing_out_tokens_already_due_is_asked_at_most_once_a_minute_then_less() {
         let mut r = DaemonRecord::default();
-        let due_at_once = |access: &str, at: EpochMs| View {
-            access: access.into(),
-            ..view(at)
-        };
         // The first look refreshes an expiring token at once.
-        let s = step(&mut r, &due_at_once("a0", 0), &rules(), 0, 0.0);
+        let s = step(&mut r, &holding("a0", 0), &rules(), 0, 0.0);
         assert_eq!(s.next, Next::RefreshNow(HOUR_D));
         // The server hands out a token that expires as it comes (`expires_in: 0`).
         let got = refreshed(&mut r, "refreshed", 10, HOUR_D, 10);
@@ -356,22 +360,16 @@ mod tests {
         );
         r.alerted.insert(Event::TokenAlreadyDue.as_str().into(), 10);
         // Not asked again for a minute, though the token is past due.
-        let s = step(&mut r, &due_at_once("a1", 10), &rules(), 20, 0.0);
+        let s = step(&mut r, &holding("a1", 10), &rules(), 20, 0.0);
         assert_eq!(s.next, Next::At(10 + MIN));
         assert_eq!(
-            step(&mut r, &due_at_once("a1", 10), &rules(), 10 + MIN, 0.0).next,
+            step(&mut r, &holding("a1", 10), &rules(), 10 + MIN, 0.0).next,
             Next::RefreshNow(HOUR_D)
         );
         // Again a token already due: alerted once only, and the wait doubles.
         let again = refreshed(&mut r, "refreshed", 10 + MIN, HOUR_D, 10 + MIN);
         assert!(!again.already_due, "one alert for a run of them");
-        let s = step(
-            &mut r,
-            &due_at_once("a2", 10 + MIN),
-            &rules(),
-            10 + MIN,
-            0.0,
-        );
+        let s = step(&mut r, &holding("a2", 10 + MIN), &rules(), 10 + MIN, 0.0);
         assert_eq!(s.next, Next::At(10 + 3 * MIN));
         // A token that lives: back to the plain plan, and a later run alerts again.
         let fine = refreshed(&mut r, "refreshed", 8 * HOUR, HOUR_D, 10 + 3 * MIN);
@@ -379,7 +377,7 @@ mod tests {
         assert_eq!(r.due_tokens, 0);
         let s = step(
             &mut r,
-            &due_at_once("a3", 8 * HOUR),
+            &holding("a3", 8 * HOUR),
             &rules(),
             10 + 3 * MIN,
             0.0,
@@ -391,29 +389,21 @@ mod tests {
     #[test]
     fn a_token_of_a_few_seconds_within_the_margin_waits_a_minute_not_half_its_life() {
         let mut r = DaemonRecord::default();
-        let token = |access: &str, expires_at: EpochMs| View {
-            access: access.into(),
-            ..view(expires_at)
-        };
         // `expires_in: 3` against the hour's margin: due as it comes, alerted once.
         let got = refreshed(&mut r, "refreshed", 3_000, HOUR_D, 0);
         assert!(got.already_due);
         r.alerted.insert(Event::TokenAlreadyDue.as_str().into(), 0);
         // Half its life would be 1.5 s; the next refresh waits a minute instead.
-        let s = step(&mut r, &token("a1", 3_000), &rules(), 10, 0.0);
+        let s = step(&mut r, &holding("a1", 3_000), &rules(), 10, 0.0);
         assert_eq!(s.next, Next::At(MIN));
         assert!(!refreshed(&mut r, "refreshed", MIN + 3_000, HOUR_D, MIN).already_due);
-        let s = step(&mut r, &token("a2", MIN + 3_000), &rules(), MIN + 10, 0.0);
+        let s = step(&mut r, &holding("a2", MIN + 3_000), &rules(), MIN + 10, 0.0);
         assert_eq!(s.next, Next::At(3 * MIN));
     }
 
     #[test]
     fn a_usable_token_within_the_margin_is_spaced_a_minute_and_never_left_to_expire() {
         let mut r = DaemonRecord::default();
-        let token = |access: &str, expires_at: EpochMs| View {
-            access: access.into(),
-            ..view(expires_at)
-        };
         // Tokens of 10 min against a 15 min margin, many in a row: each is refreshed at half its
         // life, as planned; the wait does not double past the token's expiry.
         let margin = Rules {
@@ -434,7 +424,7 @@ mod tests {
             );
             assert_eq!(got.already_due, i == 0, "alerted once, at {i}");
             r.alerted.insert(Event::TokenAlreadyDue.as_str().into(), 0);
-            let s = step(&mut r, &token(access, now + 10 * MIN), &margin, now, 0.0);
+            let s = step(&mut r, &holding(access, now + 10 * MIN), &margin, now, 0.0);
             assert_eq!(s.next, Next::At(now + 5 * MIN), "token {i}");
             now += 5 * MIN;
         }
