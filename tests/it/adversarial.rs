@@ -107,6 +107,49 @@ fn a_lock_that_cannot_be_removed_ends_the_wait_at_the_lock_timeout() {
     });
 }
 
+/// A shared credentials folder (sticky, writable by all, as a team's folder may be) where another
+/// user left a stale lock: ours may not remove it, so the wait ends at the lock timeout with the
+/// message that names it, and no other user can wedge us.
+#[test]
+fn another_users_stale_lock_in_a_shared_folder_ends_the_wait_at_the_lock_timeout() {
+    if !is_root() {
+        return; // needs a second user: the lock is root's, tokenkeeper runs as nobody
+    }
+    let s = Sandbox::new();
+    let login = s.login(-1000);
+    s.config(LOCK_TIMEOUT_CONFIG);
+    let before = s.read_creds();
+    give_to_nobody(s.dir.path());
+    let shared = s.home().join(".claude");
+    std::process::Command::new("chown")
+        .arg("0:0")
+        .arg(&shared)
+        .status()
+        .unwrap();
+    set_mode(&shared, 0o1777);
+    // Claude Code's lock as it leaves one, an empty folder, but root's and long abandoned.
+    let lock = shared.join(".oauth_refresh.lock");
+    fs::create_dir(&lock).unwrap();
+    let old = SystemTime::now() - Duration::from_secs(300);
+    fs::File::open(&lock).unwrap().set_modified(old).unwrap();
+
+    let mut cmd = s.cmd(&["-v", "refresh"]);
+    as_nobody(&mut cmd);
+    let run = run_within(&mut cmd, Duration::from_secs(30));
+    s.assert_no_leak(&run, false);
+    assert_eq!(run.code, 75, "{run:?}");
+    let last = run.stderr.lines().last().unwrap_or("");
+    assert!(
+        last.contains(&lock.display().to_string()) && last.contains("rm "),
+        "the message names neither the path nor the fix: {run:?}"
+    );
+    assert!(run.stderr.lines().count() < 15, "{run:?}");
+    assert!(lock.exists(), "another user's lock is not ours to remove");
+    assert_eq!(s.read_creds(), before);
+    assert_eq!(s.server.stats().token_requests, 0);
+    assert!(s.server.is_live_access(&login.access_token));
+}
+
 /// SIGTERM while the save waits for a storage lock that never frees: the process stops at once
 /// instead of ignoring the signal, and the new tokens it already received are in the recovery
 /// file, from which the next run restores them.
