@@ -976,3 +976,28 @@ fn a_usable_token_in_hand_runs_the_command_when_the_refresh_cannot_be_done() {
         "below the floor the refresh is needed: {run:?}"
     );
 }
+
+/// With the default retry budget (60 s), a run holding a usable token tries the refresh for
+/// `exec`'s short budget only (10 s), then goes on with the token in hand: a failing endpoint
+/// delays the command by seconds, not a minute.
+#[test]
+fn a_usable_token_in_hand_waits_only_the_short_default_budget_for_a_failing_refresh() {
+    let s = Sandbox::new();
+    s.login(20 * 60_000);
+    s.server
+        .set_default_fault(Some(tokenkeeper_standin::Fault::Status(503)));
+    let started = std::time::Instant::now();
+    let run = run_within(&mut s.cmd(&["exec", "--", "true"]), Duration::from_secs(50));
+    let took = started.elapsed();
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("going on with the current access token"),
+        "{run:?}"
+    );
+    assert!(
+        took < Duration::from_secs(30),
+        "the run waited {took:?}, the whole 60 s budget rather than exec's 10 s"
+    );
+    assert!(s.server.stats().token_requests >= 2);
+}
