@@ -6,7 +6,8 @@
 use super::Context;
 use super::output;
 use crate::exec::auth_failure::{self, AuthFailure, FailureKind, LoginFacts};
-use crate::exec::child::{self, ChildSpec, SpawnError};
+use crate::exec::child;
+use crate::exec::command::{ChildSpec, SpawnError};
 use crate::lock::lease;
 use crate::login::Login;
 use crate::refresh::Want;

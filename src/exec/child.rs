@@ -9,31 +9,13 @@
 //! thread per pipe passes the output while the main thread waits for the exit.
 
 use crate::exec::auth_failure::{AuthFailure, Detector};
+use crate::exec::command::{ChildSpec, SpawnError};
 use crate::lock::interrupt;
-use std::ffi::OsString;
 use std::io::{self, Read, Write};
 use std::process::ExitStatus;
 #[cfg(not(target_os = "linux"))]
 use std::process::Stdio;
 use std::time::Duration;
-
-pub struct ChildSpec {
-    pub program: OsString,
-    pub args: Vec<OsString>,
-    /// Variables to set for the child (on top of our own environment).
-    pub env: Vec<(String, String)>,
-    /// Pass stdout (stderr) through a pipe and watch it, instead of inheriting it.
-    pub watch_stdout: bool,
-    pub watch_stderr: bool,
-}
-
-#[derive(Debug)]
-pub enum SpawnError {
-    /// No such command (exit 127).
-    NotFound,
-    /// It exists but cannot be executed (exit 126).
-    NotExecutable(io::Error),
-}
 
 #[derive(Debug)]
 pub struct Finished {

@@ -3,5 +3,6 @@
 
 pub mod auth_failure;
 pub(crate) mod child;
+pub(crate) mod command;
 #[cfg(target_os = "linux")]
 mod spawn;

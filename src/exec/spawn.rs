@@ -11,7 +11,7 @@
 //! set (and the child ends at once if we are already gone), the signal mask is emptied as std
 //! does, and the program is looked up on PATH and executed as `execvp` would.
 
-use crate::exec::child::{ChildSpec, SpawnError};
+use crate::exec::command::{ChildSpec, SpawnError};
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io;
