@@ -952,7 +952,8 @@ fn daemon_row(row: &Row) -> Problems {
     let settled = |r: &Value| match row.class {
         Class::Transient => r["failures"].as_u64().is_some_and(|f| f > 0),
         Class::Permanent => r["last_outcome"] == "dead",
-        Class::Granted { .. } => r["last_outcome"] == "refreshed",
+        // The daemon records the refresh first and its plan for the next one a moment later.
+        Class::Granted { .. } => r["last_outcome"] == "refreshed" && r["next_refresh_at"].is_i64(),
     };
     let record = wait_record(&s, Duration::from_secs(15), settled);
     let settled_at = now_ms();
