@@ -402,14 +402,18 @@ impl Attempts for Round<'_, '_, '_> {
         if let (_, Err(e)) = keep_first(job, key, issued, slot) {
             tracing::warn!("could not write the recovery file first: {e}");
         }
+        // Every machine's copy holds a revoked access token until the store has the new one:
+        // how long that took is worth a line.
+        let kept_first = now_ms() - received_at;
         let next = next_generation(fleet, job, self.current, tokens, received_at, "refreshed")?;
         if let Err(e) = self.write_and_commit(&next.row) {
             save_again(fleet, job, key, e)?;
         }
+        let committed = now_ms() - received_at;
         rollback::record(job, key, &rollback::version(&next));
         job.state.remove_recovery(key);
         tracing::info!(
-            "refreshed the fleet's login: generation {}, access token expires {}",
+            "refreshed the fleet's login: generation {}, access token expires {} (in the store {committed} ms after the answer, the recovery file after {kept_first} ms)",
             next.row.generation,
             crate::login::format_time(next.login.expires_at)
         );
