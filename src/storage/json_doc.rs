@@ -306,14 +306,11 @@ fn skim_members(b: &[u8], keys: &[String]) -> Option<Vec<(Range<usize>, Range<us
         loop {
             let (key_end, start) = key_and_colon(b, pos).ok()?;
             let key = pos..key_end;
-            let end = if keys.iter().any(|k| key_is(&b[key.clone()], k)) {
+            let end = skip_value_unchecked(b, start)?;
+            if keys.iter().any(|k| key_is(&b[key.clone()], k)) {
                 // Read, so checked: one value, and `to_value` may take it as valid.
-                let end = skip_value_unchecked(b, start)?;
                 scan(&b[start..end]).ok()?;
-                end
-            } else {
-                skip_value_unchecked(b, start)?
-            };
+            }
             top.push((key, start..end));
             pos = skip_ws(b, end);
             match b.get(pos) {
@@ -342,7 +339,7 @@ fn skip_value_unchecked(b: &[u8], pos: usize) -> Option<usize> {
 }
 
 /// Following brackets and strings through a container, a byte at a time where it matters.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Brackets {
     depth: usize,
     in_string: bool,
@@ -383,11 +380,7 @@ impl Brackets {
 /// following strings and brackets only; None when it never closes or a backslash stands outside
 /// a string. Sixteen bytes at a time where SSE2 is at hand (every x86-64), else byte by byte.
 fn container_end(b: &[u8], pos: usize) -> Option<usize> {
-    let mut state = Brackets {
-        depth: 0,
-        in_string: false,
-        escaped: false,
-    };
+    let mut state = Brackets::default();
     #[cfg(target_arch = "x86_64")]
     // SAFETY: SSE2 is part of x86-64 itself: every such processor has it.
     let i = match unsafe { blocks_sse2(b, pos, &mut state) }? {
@@ -501,28 +494,7 @@ fn literal(b: &[u8], pos: usize, word: &[u8]) -> Result<usize, usize> {
 fn skip_value(b: &[u8], pos: usize) -> usize {
     match b.get(pos) {
         Some(b'"') => scan_string(b, pos).unwrap_or(b.len()),
-        Some(b'{' | b'[') => {
-            let mut depth = 0usize;
-            let mut i = pos;
-            while i < b.len() {
-                match b[i] {
-                    b'"' => {
-                        i = scan_string(b, i).unwrap_or(b.len());
-                        continue;
-                    }
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' => {
-                        depth -= 1;
-                        if depth == 0 {
-                            return i + 1;
-                        }
-                    }
-                    _ => {}
-                }
-                i += 1;
-            }
-            b.len()
-        }
+        Some(b'{' | b'[') => container_end(b, pos).unwrap_or(b.len()),
         _ => {
             let mut i = pos;
             while i < b.len() && !is_ws(b[i]) && !matches!(b[i], b',' | b'}' | b']') {
@@ -1064,11 +1036,7 @@ mod tests {
     /// Where a container ends, found by following every byte in order: the reference for
     /// [`container_end`]'s walk over flagged bytes only.
     fn container_end_byte_by_byte(b: &[u8], pos: usize) -> Option<usize> {
-        let mut state = Brackets {
-            depth: 0,
-            in_string: false,
-            escaped: false,
-        };
+        let mut state = Brackets::default();
         for (k, &c) in b.iter().enumerate().skip(pos) {
             if state.take(c).ok()? {
                 return Some(k + 1);
