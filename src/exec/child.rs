@@ -12,6 +12,7 @@ use crate::exec::auth_failure::{AuthFailure, Detector};
 use crate::exec::command::{ChildSpec, SpawnError};
 use crate::lock::interrupt;
 use std::io::{self, Read, Write};
+#[cfg(any(not(target_os = "linux"), test))]
 use std::process::ExitStatus;
 #[cfg(not(target_os = "linux"))]
 use std::process::Stdio;
@@ -30,19 +31,33 @@ pub struct Finished {
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(5);
 
 /// Runs the command to its end, passing its output through.
-#[cfg(target_os = "linux")]
 pub fn run(spec: &ChildSpec) -> Result<Finished, SpawnError> {
     interrupt::child_starting();
-    let mut child = crate::exec::spawn::spawn(spec).inspect_err(|_| interrupt::child_gone())?;
+    let mut child = start(spec).inspect_err(|_| interrupt::child_gone())?;
     interrupt::child_running(child.id());
     let (status, auth_failure) = pump::pass_through(&mut child);
     interrupt::child_gone();
-    Ok(finished(status, auth_failure))
+
+    #[cfg(unix)]
+    let signal = status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s));
+    #[cfg(not(unix))]
+    let signal: Option<i32> = None;
+    let code = status
+        .and_then(|s| s.code())
+        .or(signal.map(|s| 128 + s))
+        .unwrap_or(1);
+    Ok(Finished { code, auth_failure })
 }
 
-/// Runs the command to its end, passing its output through.
+/// Starts the command without copying this process (`exec/spawn.rs`).
+#[cfg(target_os = "linux")]
+fn start(spec: &ChildSpec) -> Result<crate::exec::spawn::Spawned, SpawnError> {
+    crate::exec::spawn::spawn(spec)
+}
+
+/// Starts the command through std.
 #[cfg(not(target_os = "linux"))]
-pub fn run(spec: &ChildSpec) -> Result<Finished, SpawnError> {
+fn start(spec: &ChildSpec) -> Result<std::process::Child, SpawnError> {
     let mut cmd = std::process::Command::new(&spec.program);
     cmd.args(&spec.args);
     for (k, v) in &spec.env {
@@ -55,32 +70,10 @@ pub fn run(spec: &ChildSpec) -> Result<Finished, SpawnError> {
         cmd.stderr(Stdio::piped());
     }
     die_with_parent(&mut cmd);
-    interrupt::child_starting();
-    let mut child = cmd.spawn().map_err(|e| {
-        interrupt::child_gone();
-        match e.kind() {
-            io::ErrorKind::NotFound => SpawnError::NotFound,
-            _ => SpawnError::NotExecutable(e),
-        }
-    })?;
-    interrupt::child_running(child.id());
-
-    let (status, auth_failure) = pump::pass_through(&mut child);
-    interrupt::child_gone();
-    Ok(finished(status, auth_failure))
-}
-
-/// What a run came to, from its exit status (None when it could not be had).
-fn finished(status: Option<ExitStatus>, auth_failure: Option<AuthFailure>) -> Finished {
-    #[cfg(unix)]
-    let signal = status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s));
-    #[cfg(not(unix))]
-    let signal: Option<i32> = None;
-    let code = status
-        .and_then(|s| s.code())
-        .or(signal.map(|s| 128 + s))
-        .unwrap_or(1);
-    Finished { code, auth_failure }
+    cmd.spawn().map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => SpawnError::NotFound,
+        _ => SpawnError::NotExecutable(e),
+    })
 }
 
 /// The child gets SIGTERM when this process dies, however it dies (SIGKILL included), so it is
@@ -190,7 +183,8 @@ mod pump_poll {
         fn id(&self) -> u32;
         /// Its stdout and stderr pipes, when they are watched (once).
         fn take_pipes(&mut self) -> (Option<File>, Option<File>);
-        fn wait_once(&mut self) -> io::Result<ExitStatus>;
+        /// Waits for its end (through interruptions by signals, as both ways of starting do).
+        fn wait(&mut self) -> io::Result<ExitStatus>;
     }
 
     impl Running for Spawned {
@@ -200,8 +194,8 @@ mod pump_poll {
         fn take_pipes(&mut self) -> (Option<File>, Option<File>) {
             (self.stdout.take(), self.stderr.take())
         }
-        fn wait_once(&mut self) -> io::Result<ExitStatus> {
-            self.wait()
+        fn wait(&mut self) -> io::Result<ExitStatus> {
+            Spawned::wait(self)
         }
     }
 
@@ -215,18 +209,8 @@ mod pump_poll {
                 self.stderr.take().map(|p| File::from(OwnedFd::from(p))),
             )
         }
-        fn wait_once(&mut self) -> io::Result<ExitStatus> {
-            self.wait()
-        }
-    }
-
-    fn wait(child: &mut impl Running) -> Option<ExitStatus> {
-        loop {
-            match child.wait_once() {
-                Ok(status) => return Some(status),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return None,
-            }
+        fn wait(&mut self) -> io::Result<ExitStatus> {
+            Child::wait(self)
         }
     }
 
@@ -308,14 +292,14 @@ mod pump_poll {
                 }
             }
             if watch_exit && fds.last().is_some_and(|p| p.revents != 0) {
-                status = Some(wait(child));
+                status = Some(child.wait().ok());
                 drain_until = Some(Instant::now() + DRAIN_AFTER_EXIT);
             }
             if drain_until.is_some_and(|d| Instant::now() >= d) {
                 break;
             }
         }
-        status.unwrap_or_else(|| wait(child))
+        status.unwrap_or_else(|| child.wait().ok())
     }
 }
 
